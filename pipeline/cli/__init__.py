@@ -1,0 +1,97 @@
+"""The `lipsync` command: parses arguments, calls the library, prints. No pipeline logic lives here.
+
+Each subcommand lives in its own module in this package and is registered in COMMANDS.
+Conventions: `--json` prints exactly one JSON document on stdout; progress, warnings and errors go to
+stderr; exit codes come from the error tree in pipeline.errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from .. import __version__
+from ..errors import LipsyncError
+from ..secrets import RedactingFilter, redact
+
+# module name in pipeline.cli -> click command attribute
+COMMANDS = {
+    "probe": "probe",
+    "prepare": "prepare",
+    "submit": "submit",
+    "speakers": "speakers",
+    "emulator": "emulator",
+    "run": "run",
+    "status": "status",
+    "init": "init",
+}
+
+
+def setup_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+    root = logging.getLogger("lipsync")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def emit_json(doc: Any) -> None:
+    """Print the one JSON document of a --json run on stdout."""
+    click.echo(redact(json.dumps(doc, indent=2, ensure_ascii=False, default=str)))
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn a LipsyncError into a one-line message on stderr (or the JSON error document) and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except LipsyncError as err:
+            if as_json:
+                emit_json({"ok": False, "error": err.to_dict()})
+            click.echo(f"error: {redact(err.render())}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it is used, so `lipsync probe` never loads the emulator."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                return None
+            raise
+        return getattr(module, COMMANDS[name])
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="lipsync")
+@click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
+def main(verbose: bool) -> None:
+    """Conform footage, lip-sync it through a PixVerse-model provider, and hand off the result."""
+    setup_logging(verbose)

@@ -1,0 +1,44 @@
+"""Atomic file writes and hashing. Nothing is ever half-written under its final name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `final` (same suffix, so tools guess the format); rename into place on success.
+
+    On any exception the temp file is removed and `final` is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(final: str | os.PathLike, text: str) -> None:
+    with atomic_output(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,83 @@
+"""Speech for TTS stand-ins: espeak-ng when installed, else a speech-like synthetic signal.
+
+Used by the emulator (the TTS track of a result), the tests and the samples. The synthetic signal is
+voiced syllables (a glottal pulse train through vowel formants) separated by word gaps, so loudness,
+silence detection and cross-correlation behave as they do on real dialogue.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import unicodedata
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from .fsutil import atomic_output
+
+LATIN_CHARS_PER_SECOND = 14.0  # ~150 words per minute
+CJK_CHARS_PER_SECOND = 4.5
+
+
+def _is_cjk(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in ("W", "F") and ch.isalnum()
+
+
+def estimate_speech_seconds(text: str) -> float:
+    """Rough speaking time of `text`: CJK characters are slower than Latin letters; punctuation pauses."""
+    cjk = sum(1 for ch in text if _is_cjk(ch))
+    other = sum(1 for ch in text if not _is_cjk(ch) and not ch.isspace())
+    pauses = sum(1 for ch in text if ch in ".!?。！？,;:、，；：")
+    return cjk / CJK_CHARS_PER_SECOND + other / LATIN_CHARS_PER_SECOND + 0.15 * pauses
+
+
+_VOWEL_FORMANTS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
+
+
+def synth_speech(seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0: float = 140.0) -> np.ndarray:
+    """A mono float32 speech-like signal of `seconds`, peak ~0.5, with syllables and word gaps."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    out = np.zeros(n, dtype=np.float64)
+    pos = int(0.05 * sample_rate)
+    while pos < n:
+        syl = int(rng.uniform(0.12, 0.25) * sample_rate)
+        end = min(n, pos + syl)
+        t = np.arange(end - pos) / sample_rate
+        pitch = f0 * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)) * rng.uniform(0.9, 1.15)
+        phase = np.cumsum(pitch / sample_rate)
+        source = (phase % 1.0) ** 3 - 0.25  # crude glottal pulse
+        voiced = np.zeros_like(t)
+        for formant, gain in zip(_VOWEL_FORMANTS[rng.integers(len(_VOWEL_FORMANTS))], (1.0, 0.5, 0.25)):
+            voiced += gain * np.sin(2 * np.pi * formant * t) * source
+        envelope = np.sin(np.pi * np.linspace(0, 1, len(t))) ** 0.7
+        out[pos:end] += voiced * envelope
+        pos = end + int(rng.choice([0.02, 0.03, 0.2], p=[0.5, 0.3, 0.2]) * sample_rate)
+    peak = np.max(np.abs(out)) or 1.0
+    return (0.5 * out / peak).astype(np.float32)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write mono float samples as 16-bit PCM WAV, atomically."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with atomic_output(path) as tmp:
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            w.writeframes(pcm.tobytes())
+
+
+def speak_to_wav(text: str, path: str | Path, *, voice_seed: int = 0, sample_rate: int = 24000) -> Path:
+    """Speak `text` into a WAV file: espeak-ng if present, else synthetic speech of the estimated length."""
+    path = Path(path)
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        with atomic_output(path) as tmp:
+            subprocess.run([espeak, "-w", str(tmp), "--", text], check=True, capture_output=True)
+        return path
+    seconds = max(0.5, estimate_speech_seconds(text))
+    write_wav(path, synth_speech(seconds, sample_rate=sample_rate, seed=voice_seed), sample_rate)
+    return path
