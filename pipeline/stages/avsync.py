@@ -1,0 +1,145 @@
+"""Audio alignment: decode audio to mono PCM through an ffmpeg pipe and measure the offset between two tracks.
+
+Used by mux (where to place our master audio against the provider's returned audio) and by verify (does the
+delivered audio still line up with the audio the provider synced the lips to).
+
+Sign convention: `measure_offset(reference, other).seconds > 0` means the same sound happens *later* in `other`
+than in `reference` (so `reference` must be delayed by that much to line up with `other`).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from ..errors import ToolError
+from ..ffmpeg import compile_stream
+
+log = logging.getLogger("lipsync.avsync")
+
+ANALYSIS_RATE = 16000
+"""Speech carries its timing well below 8 kHz; 16 kHz gives 62.5 µs resolution before interpolation."""
+
+MAX_LAG_S = 2.0
+WINDOW_S = 20.0
+RELIABLE_CORRELATION = 0.3
+"""Below this the two tracks are not the same recording (lossy re-encodes of one score ~0.9 or more)."""
+
+
+@dataclass(frozen=True)
+class OffsetMeasurement:
+    seconds: float       # > 0: the sound is later in `other` than in `reference`
+    correlation: float   # normalized cross-correlation at the peak, -1..1 (1 = identical up to gain)
+    peak_to_sidelobe: float  # peak over the highest correlation farther than 5 ms from it
+    window_s: float      # how much audio was compared
+    max_lag_s: float     # the search range, ±
+
+    @property
+    def reliable(self) -> bool:
+        return self.correlation >= RELIABLE_CORRELATION
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"reliable": self.reliable}
+
+
+def decode_pcm(
+    path: str | Path, *, sample_rate: int = ANALYSIS_RATE, duration: float | None = None
+) -> np.ndarray:
+    """The first audio stream of `path` as mono float32 at `sample_rate`, on the file's timeline.
+
+    `first_pts=0` pads with silence when the audio starts after t=0 (and drops samples before it),
+    so sample 0 is time 0 of the file, not the first audio packet.
+    """
+    stream = ffmpeg.input(str(path), **({"t": duration} if duration else {}))
+    out = stream.audio.filter("aresample", sample_rate, first_pts=0).output(
+        "pipe:", format="f32le", ac=1, ar=sample_rate, map_metadata=-1
+    )
+    argv = compile_stream(out.global_args("-nostdin", "-v", "error"))
+    proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ToolError(f"{path}: cannot decode audio: {reason[-1] if reason else f'exit {proc.returncode}'}")
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float64)
+
+
+def _sliding_energy(x: np.ndarray, width: int, count: int) -> np.ndarray:
+    """sum(x[k:k+width]**2) for k in 0..count-1 (zero-padded past the end)."""
+    padded = np.concatenate([x, np.zeros(max(0, count + width - len(x)))])
+    c = np.concatenate([[0.0], np.cumsum(padded**2)])
+    return c[width : width + count] - c[:count]
+
+
+def measure_offset_samples(
+    reference: np.ndarray,
+    other: np.ndarray,
+    sample_rate: int,
+    *,
+    max_lag_s: float = MAX_LAG_S,
+    window_s: float = WINDOW_S,
+) -> OffsetMeasurement:
+    """Find the lag of `other` against `reference` by FFT cross-correlation within ±max_lag_s.
+
+    A window of `other` (starting after max_lag, where it has content) is slid over `reference`; each lag's
+    correlation is normalized by the energy of the reference part it overlaps, so a track that is a
+    truncated or quieter copy still scores near 1. The peak is refined by parabolic interpolation.
+    """
+    max_lag = int(max_lag_s * sample_rate)
+    width = min(int(window_s * sample_rate), len(other) - max_lag, len(reference) - max_lag)
+    if width < sample_rate // 4:
+        # Too short to leave room for the search range: compare what there is, with a smaller range.
+        max_lag = max(0, min(len(other), len(reference)) // 4)
+        width = min(len(other), len(reference)) - max_lag
+    if width <= 0:
+        return OffsetMeasurement(0.0, 0.0, 0.0, 0.0, max_lag_s)
+    # template: other[max_lag : max_lag+width]; it lines up with reference[max_lag - lag : ...].
+    template = other[max_lag : max_lag + width] - np.mean(other[max_lag : max_lag + width])
+    span = reference[: 2 * max_lag + width]
+    span = span - np.mean(span)
+    n = 1 << int(np.ceil(np.log2(len(span) + width)))
+    corr_full = np.fft.irfft(np.fft.rfft(span, n) * np.conj(np.fft.rfft(template, n)), n)
+    starts = np.arange(2 * max_lag + 1)  # reference start index s = max_lag - lag
+    corr = corr_full[starts]
+    energy = _sliding_energy(span, width, len(starts))
+    denom = np.sqrt(np.maximum(energy, 1e-12) * max(float(np.sum(template**2)), 1e-12))
+    ncc = corr / denom
+    # Only trust lags where the reference window has real content (avoid dividing silence by silence).
+    ncc[energy < 1e-6 * max(float(np.max(energy)), 1e-12)] = 0.0
+    best = int(np.argmax(ncc))
+    frac = 0.0
+    if 0 < best < len(ncc) - 1:
+        a, b, c = ncc[best - 1], ncc[best], ncc[best + 1]
+        if a - 2 * b + c < 0:
+            frac = 0.5 * (a - c) / (a - 2 * b + c)
+    lag_samples = max_lag - (best + frac)
+    guard = max(1, int(0.005 * sample_rate))
+    side = np.concatenate([ncc[: max(0, best - guard)], ncc[best + guard + 1 :]])
+    sidelobe = float(np.max(np.abs(side))) if side.size else 0.0
+    return OffsetMeasurement(
+        seconds=float(lag_samples / sample_rate),
+        correlation=float(ncc[best]),
+        peak_to_sidelobe=float(ncc[best] / sidelobe) if sidelobe > 0 else float("inf"),
+        window_s=width / sample_rate,
+        max_lag_s=max_lag / sample_rate,
+    )
+
+
+def measure_offset(
+    reference: str | Path,
+    other: str | Path,
+    *,
+    max_lag_s: float = MAX_LAG_S,
+    window_s: float = WINDOW_S,
+    sample_rate: int = ANALYSIS_RATE,
+) -> OffsetMeasurement:
+    """Offset of the audio in file `other` against the audio in file `reference` (see module docstring)."""
+    limit = window_s + 2 * max_lag_s
+    ref = decode_pcm(reference, sample_rate=sample_rate, duration=limit)
+    oth = decode_pcm(other, sample_rate=sample_rate, duration=limit)
+    result = measure_offset_samples(ref, oth, sample_rate, max_lag_s=max_lag_s, window_s=window_s)
+    log.debug("offset %s vs %s: %+.4f s (r=%.3f)", other, reference, result.seconds, result.correlation)
+    return result
