@@ -1,0 +1,95 @@
+"""TTS text: normalize a script and cut it into chunks a provider accepts.
+
+Chunk contract (tested by property tests):
+- `"".join(chunks) == normalize_text(text)`: nothing is lost or reordered. A boundary that falls on a
+  space keeps that space at the end of the earlier chunk, so no chunk starts with whitespace.
+- What is spoken is `chunk.strip()` (see `spoken`): never empty, at most `max_chars` characters, and its
+  `estimate_speech_seconds` is at most `max_seconds`.
+- Cuts are made, in order of preference, after a sentence end (. ! ? … and 。！？), after a clause mark
+  (, ; : and 、，；：), at a space, and only as a last resort in the middle of a run of characters.
+  Within the allowed window the latest cut of the best kind wins, so chunks are as full as possible.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from ..errors import ValidationError
+from ..speech import estimate_speech_seconds
+
+_WHITESPACE = re.compile(r"\s+")
+_CLOSERS = re.escape("\"'”’)]」』）》")  # quotes and brackets that stay with the mark before them
+# ASCII marks only end a sentence/clause when followed by a space ("3.14", "a,b" stay whole);
+# full-width marks end one wherever they are, since CJK text has no spaces.
+_SENTENCE_END = re.compile(rf"(?:[.!?…]+[{_CLOSERS}]*(?= )|[。！？]+[{_CLOSERS}]*) ?")
+_CLAUSE_END = re.compile(rf"(?:[,;:]+[{_CLOSERS}]*(?= )|[、，；：]+[{_CLOSERS}]*) ?")
+_SPACE = re.compile(r" ")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, every run of whitespace (newlines, tabs, NBSP...) as one space, no leading/trailing space."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def spoken(chunk: str) -> str:
+    """The text actually sent for a chunk."""
+    return chunk.strip()
+
+
+def _fits(piece: str, max_chars: int, max_seconds: float) -> bool:
+    words = piece.strip()
+    return len(words) <= max_chars and estimate_speech_seconds(words) <= max_seconds
+
+
+def _longest_fitting_prefix(rest: str, max_chars: int, max_seconds: float) -> int:
+    """Length of the longest prefix of `rest` that fits; the fit is monotone in the prefix length."""
+    lo, hi = 0, min(len(rest), max_chars + 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _fits(rest[:mid], max_chars, max_seconds):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _last_break(window: str, pattern: re.Pattern[str]) -> int:
+    """End of the last match of `pattern` inside `window` (0 if none)."""
+    return max((m.end() for m in pattern.finditer(window)), default=0)
+
+
+def _cut_position(rest: str, limit: int) -> int:
+    """Where to end the next chunk of `rest`, given that at most `limit` characters fit."""
+    # A space right after the window still belongs to this chunk: it is boundary whitespace.
+    window = rest[: limit + 1] if rest[limit : limit + 1] == " " else rest[:limit]
+    for pattern in (_SENTENCE_END, _CLAUSE_END, _SPACE):
+        cut = _last_break(window, pattern)
+        if cut:
+            return cut
+    cut = len(window)
+    while 1 < cut < len(rest) and unicodedata.combining(rest[cut]):  # never split a letter from its accent
+        cut -= 1
+    return cut
+
+
+def chunk_text(text: str, max_chars: int, max_seconds: float) -> list[str]:
+    """Cut normalized `text` into chunks (see the module docstring for the contract)."""
+    normalized = normalize_text(text)
+    if not normalized:
+        raise ValidationError("the TTS text is empty")
+    chunks: list[str] = []
+    rest = normalized
+    while rest:
+        if _fits(rest, max_chars, max_seconds):
+            chunks.append(rest)
+            break
+        limit = _longest_fitting_prefix(rest, max_chars, max_seconds)
+        if limit == 0:
+            raise ValidationError(
+                f"TTS text cannot be cut to fit {max_seconds:g} s of speech per chunk: {rest[:1]!r} alone is too long"
+            )
+        cut = _cut_position(rest, limit)
+        chunks.append(rest[:cut])
+        rest = rest[cut:]
+    return chunks
