@@ -1,0 +1,286 @@
+"""Test media built at test time with the bundled ffmpeg, plus independent ways to measure the result.
+
+Builders (everyone may import these):
+    make_video(path, seconds=.., width=.., height=.., fps=.., ...)   container and default codecs by suffix
+    make_audio(path, seconds=.., rate=.., channels=.., speech=True, level_db=..)
+    make_image(path, width, height)                                   one still frame (png/jpg)
+    truncate_copy(src, dst, keep=0.5)                                 a file cut short, as a failed copy leaves it
+Measurements (independent of pipeline.stages.probe):
+    media_info(path)     -> pymediainfo tracks by kind ("General", "Video", "Audio", "Image")
+    decode_stats(path)   -> DecodeStats(video_frames, video_seconds, audio_seconds) from a real ffmpeg decode
+    mean_volume_db(path) -> ffmpeg volumedetect's mean volume of the first audio stream
+
+Everything is small and fast by default (320x240, 2 s, fast presets); pass bigger values when a test is about size.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+import numpy as np
+from pymediainfo import MediaInfo
+
+from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
+from pipeline.fsutil import atomic_output
+from pipeline.speech import synth_speech, write_wav
+
+# suffix -> (default video encoder, default audio encoder)
+_VIDEO_DEFAULTS = {
+    ".mp4": ("libx264", "aac"),
+    ".m4v": ("libx264", "aac"),
+    ".mov": ("libx264", "aac"),
+    ".mkv": ("libx264", "aac"),
+    ".webm": ("libvpx-vp9", "libopus"),
+    ".ts": ("libx264", "aac"),
+    ".m2ts": ("libx264", "aac"),
+    ".mts": ("libx264", "aac"),
+    ".avi": ("libx264", "libmp3lame"),
+    ".flv": ("libx264", "aac"),
+}
+_AUDIO_CODECS = {
+    ".wav": "pcm_s16le",
+    ".mp3": "libmp3lame",
+    ".m4a": "aac",
+    ".aac": "aac",
+    ".flac": "flac",
+    ".ogg": "libvorbis",
+    ".opus": "libopus",
+    ".mka": "aac",
+}
+_WAV_CODECS = {16: "pcm_s16le", 24: "pcm_s24le", 32: "pcm_s32le"}
+# fast settings so tests stay cheap; a caller's **extra wins
+_ENCODER_SPEED = {
+    "libx264": {"preset": "veryfast"},
+    "libx265": {"preset": "ultrafast", "x265-params": "log-level=error"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": 8},
+    "libvpx": {"deadline": "realtime", "cpu-used": 8},
+}
+_HDR_TRANSFER = {"pq": "smpte2084", "hlg": "arib-std-b67"}
+
+
+def _run(stream, what: str) -> None:
+    run_ffmpeg(compile_stream(stream.global_args("-hide_banner", "-loglevel", "error")), what=what)
+
+
+def _video_source(seconds, width, height, fps, *, grain: int, vfr: bool, interlaced: bool, sar, hdr, pix_fmt):
+    v = ffmpeg.input(f"testsrc2=size={width}x{height}:rate={fps}", f="lavfi", t=seconds)
+    if grain:
+        v = v.filter("noise", alls=grain, allf="t+u")
+    if vfr:
+        # every frame for 10 frames, then every other frame: a stts table with two frame durations
+        v = v.filter("select", "lt(mod(n,20),10)+not(mod(n,2))")
+    if interlaced:
+        v = v.filter("setfield", "tff")
+    if sar:
+        v = v.filter("setsar", sar=sar.replace(":", "/"))
+    if hdr:
+        v = v.filter(
+            "setparams", color_primaries="bt2020", color_trc=_HDR_TRANSFER[hdr], colorspace="bt2020nc"
+        )
+    return v.filter("format", pix_fmt)
+
+
+def _audio_source(seconds, *, audio_file, rate, channels):
+    if audio_file is not None:
+        a = ffmpeg.input(str(audio_file)).audio.filter("apad")
+    else:
+        a = ffmpeg.input(f"sine=frequency=440:sample_rate={rate}", f="lavfi").audio
+    return a.filter("atrim", duration=seconds), {"ac": channels, "ar": rate}
+
+
+def _interlace_options(vcodec: str) -> dict:
+    if vcodec == "libx264":
+        return {"flags": "+ildct+ilme", "x264-params": "tff=1"}
+    return {"flags": "+ildct+ilme", "top": 1} if vcodec == "prores_ks" else {"flags": "+ildct+ilme"}
+
+
+def make_video(
+    path: str | Path,
+    *,
+    seconds: float = 2.0,
+    width: int = 320,
+    height: int = 240,
+    fps: float = 25,
+    vcodec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    audio: bool = True,
+    acodec: str | None = None,
+    audio_rate: int = 48000,
+    audio_channels: int = 2,
+    audio_file: str | Path | None = None,
+    rotate: Literal[90, 180, 270] | None = None,
+    interlaced: bool = False,
+    vfr: bool = False,
+    hdr: Literal["pq", "hlg"] | None = None,
+    sar: str | None = None,
+    grain: int = 0,
+    cover_art: bool = False,
+    faststart: bool = False,
+    **extra,
+) -> Path:
+    """A test video (testsrc2 picture, 440 Hz tone or `audio_file` as sound). Container and default codecs by suffix.
+
+    rotate: clockwise display rotation stored as a tag (the pixels stay as coded), as phones write it.
+    interlaced: field-coded TFF (MBAFF for H.264). vfr: two alternating frame durations.
+    hdr: BT.2020 with PQ or HLG transfer (use pix_fmt="yuv420p10le" and a 10-bit encoder).
+    sar: sample aspect ratio such as "8:9" (anamorphic). grain: noise strength 0..100 (hard to compress).
+    cover_art: add a JPEG attached picture (mp4/mov/m4v). extra: more output options, e.g. b="25M", r=30.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    default_v, default_a = _VIDEO_DEFAULTS.get(suffix, ("libx264", "aac"))
+    vcodec = vcodec or default_v
+    v = _video_source(
+        seconds, width, height, fps, grain=grain, vfr=vfr, interlaced=interlaced, sar=sar, hdr=hdr, pix_fmt=pix_fmt
+    )
+    streams = [v]
+    # per-stream codec keys: ffmpeg-python sorts options, so a bare -vcodec would also hit the cover art
+    opts: dict = {"c:v:0": vcodec, **_ENCODER_SPEED.get(vcodec, {})}
+    if vcodec == "libx265" and suffix in (".mp4", ".mov", ".m4v"):
+        opts["tag:v:0"] = "hvc1"  # the tag Apple players want
+    if interlaced:
+        opts.update(_interlace_options(vcodec))
+    if vfr:
+        opts["fps_mode"] = "passthrough"
+    if audio:
+        a, audio_opts = _audio_source(seconds, audio_file=audio_file, rate=audio_rate, channels=audio_channels)
+        streams.append(a)
+        opts.update(audio_opts, **{"c:a": acodec or default_a})
+    if faststart:
+        opts["movflags"] = "+faststart"
+    opts.update(extra)
+    with tempfile.TemporaryDirectory() as scratch, atomic_output(path) as tmp:
+        if cover_art:
+            streams.append(ffmpeg.input(str(make_image(Path(scratch) / "cover.jpg", width=64, height=64))))
+            opts.update({"c:v:1": "mjpeg", "disposition:v:1": "attached_pic"})
+        if rotate is None:
+            _run(ffmpeg.output(*streams, str(tmp), t=seconds, **opts), f"making {path.name}")
+        else:
+            plain = Path(scratch) / f"unrotated{suffix}"
+            _run(ffmpeg.output(*streams, str(plain), t=seconds, **opts), f"making {path.name}")
+            # ffmpeg's display_rotation is counter-clockwise; phones (and MediaInfo) speak clockwise
+            tagged = ffmpeg.input(str(plain), display_rotation=-rotate)
+            _run(ffmpeg.output(tagged, str(tmp), c="copy", map=0), f"tagging rotation on {path.name}")
+    return path
+
+
+def _tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+
+
+def make_audio(
+    path: str | Path,
+    *,
+    seconds: float = 2.0,
+    rate: int = 48000,
+    channels: int = 1,
+    speech: bool = True,
+    level_db: float = -20.0,
+    codec: str | None = None,
+    bit_depth: int | None = None,
+    cover_art: bool = False,
+    seed: int = 0,
+    **extra,
+) -> Path:
+    """An audio file: speech-like dialogue (pipeline.speech) or a 440 Hz tone at an RMS of `level_db` dBFS.
+
+    Codec by suffix (.wav PCM with `bit_depth` 16/24/32, .mp3, .m4a, .flac, .ogg, .opus). channels > 1 are an
+    ffmpeg upmix (mono to 5.1 lands in the centre channel, as dialogue does). cover_art adds a JPEG attached
+    picture (mp3/m4a). extra: more output options.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    signal = synth_speech(seconds, sample_rate=rate, seed=seed) if speech else _tone(seconds, rate)
+    rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))) or 1.0
+    signal = signal * (10 ** (level_db / 20) / rms)
+    if codec is None:
+        codec = _WAV_CODECS[bit_depth or 16] if suffix == ".wav" else _AUDIO_CODECS.get(suffix, "aac")
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "source.wav"
+        write_wav(source, signal, rate)
+        streams = [ffmpeg.input(str(source)).audio]
+        opts: dict = {"c:a": codec, "ac": channels, "ar": rate}
+        if cover_art:
+            streams.append(ffmpeg.input(str(make_image(Path(scratch) / "cover.jpg", width=64, height=64))))
+            opts.update({"c:v": "mjpeg", "disposition:v": "attached_pic"})
+            if suffix == ".mp3":
+                opts["id3v2_version"] = 3
+        opts.update(extra)
+        with atomic_output(path) as tmp:
+            _run(ffmpeg.output(*streams, str(tmp), **opts), f"making {path.name}")
+    return path
+
+
+def make_image(path: str | Path, *, width: int = 320, height: int = 240) -> Path:
+    """One still picture (format by suffix: .png, .jpg)."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        src = ffmpeg.input(f"testsrc2=size={width}x{height}:rate=1", f="lavfi", t=1)
+        _run(ffmpeg.output(src, str(tmp), frames=1, update=1), f"making {path.name}")
+    return path
+
+
+def truncate_copy(src: str | Path, dst: str | Path, *, keep: float = 0.5) -> Path:
+    """The first `keep` fraction of `src`'s bytes, as an interrupted download or copy leaves a file."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * keep)])
+    return Path(dst)
+
+
+# ---- independent measurements -------------------------------------------------------------------
+
+
+def media_info(path: str | Path) -> dict[str, list]:
+    """pymediainfo tracks grouped by kind: {"General": [...], "Video": [...], "Audio": [...], "Image": [...]}."""
+    tracks: dict[str, list] = {}
+    for track in MediaInfo.parse(str(path)).tracks:
+        tracks.setdefault(track.track_type, []).append(track)
+    return tracks
+
+
+@dataclass(frozen=True)
+class DecodeStats:
+    video_frames: int
+    video_seconds: float
+    audio_seconds: float
+
+
+_FRAME_RE = re.compile(r"^frame=(\d+)", re.M)
+_TIME_RE = re.compile(r"^out_time_us=(\d+)", re.M)
+
+
+def _decode(path: Path, stream: str) -> tuple[int, float]:
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-v", "error", "-i", str(path), "-map", stream,
+            "-f", "null", "-progress", "pipe:1", "-"]
+    out = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+    frames = [int(x) for x in _FRAME_RE.findall(out.stdout)]
+    times = [int(x) for x in _TIME_RE.findall(out.stdout)]
+    return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0)
+
+
+def decode_stats(path: str | Path) -> DecodeStats:
+    """Decode the first video and the first audio stream fully; what a player would actually get."""
+    path = Path(path)
+    frames, vsec = _decode(path, "0:v:0?")
+    _, asec = _decode(path, "0:a:0?")
+    return DecodeStats(video_frames=frames, video_seconds=vsec, audio_seconds=asec)
+
+
+_MEAN_RE = re.compile(r"mean_volume:\s*(-?[\d.]+|-inf) dB")
+
+
+def mean_volume_db(path: str | Path) -> float:
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af", "volumedetect",
+            "-f", "null", "-"]
+    out = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+    m = _MEAN_RE.search(out.stderr)
+    if not m:
+        raise AssertionError(f"no audio volume measured in {path}")
+    return float(m.group(1))
