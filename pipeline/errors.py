@@ -70,6 +70,10 @@ class Moderated(GenerationFailed):
     pass
 
 
+class VerificationError(GenerationFailed):
+    """The final file failed a check (streams, decode, durations, A/V offset): the job produced no usable result."""
+
+
 class ProviderError(LipsyncError):
     """The provider answered in a way we cannot act on (5xx after retries, malformed reply...)."""
 
