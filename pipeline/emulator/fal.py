@@ -1,0 +1,244 @@
+"""fal.ai `fal-ai/pixverse/lipsync`: the queue under /fal/queue, storage under /fal/rest and /fal/cdn.
+
+Submit answers status/response/cancel URLs under `fal-ai/pixverse/requests/{id}` (no `/lipsync`).
+Validation errors are 422 {detail: [{loc, msg, type}]}; others {detail, error_type} with X-Fal-Error-Type.
+A flapping job reports COMPLETED, then IN_PROGRESS once, then COMPLETED again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..voices import VOICE_NAMES
+from .jobs import FINAL_PHASES, Job, JobInput, Phase
+from .state import (
+    Dialect, EmulatorState, Reject, RejectKind, check_media, create_reply, endpoint, fetch_input, gateway_error,
+    given, origin, read_json_object, spool_body, suffix_for,
+)
+
+PROVIDER = "fal"
+APP = "fal-ai/pixverse"
+TOKEN_TYPE = "Bearer"
+
+
+def key_from(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "key" else None
+
+
+def infra_error(status: int, detail: str, error_type: str) -> JSONResponse:
+    return JSONResponse({"detail": detail, "error_type": error_type}, status_code=status,
+                        headers={"X-Fal-Error-Type": error_type})
+
+
+def validation_error(field: str, msg: str, kind: str = "value_error", status: int = 422) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": ["body", field], "msg": msg, "type": kind}]}, status_code=status)
+
+
+def reject(rej: Reject, request: Request) -> Response:
+    match rej.kind:
+        case RejectKind.VALIDATION | RejectKind.BAD_TYPE:
+            return validation_error(rej.field_name or "body", rej.message)
+        case RejectKind.MODERATED:
+            return validation_error(rej.field_name or "video_url", rej.message, "content_policy_violation")
+        case RejectKind.NOT_FOUND:
+            return JSONResponse({"detail": rej.message}, status_code=404)
+        case RejectKind.AUTH:
+            return JSONResponse({"detail": "No user found for Key ID and Secret"}, status_code=401)
+        case RejectKind.BILLING:
+            return JSONResponse({"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
+                                           "fal.ai/dashboard/billing."}, status_code=403)
+        case _:
+            return infra_error(429, "Too many concurrent requests", "rate_limited")
+
+
+def server_error(n: int) -> Response:
+    if n % 3 == 0:
+        return gateway_error()
+    return infra_error(500 if n % 2 else 503, "Internal server error", "internal_server_error")
+
+
+DIALECT = Dialect(PROVIDER, key_from=key_from, reject=reject, server_error=server_error)
+
+
+def _string(body: dict, name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise Reject(RejectKind.BAD_TYPE, "Input should be a valid string", field_name=name)
+    return value if given(value) else None
+
+
+def _urls(request: Request, request_id: str) -> dict[str, str]:
+    base = f"{origin(request)}/fal/queue/{APP}/requests/{request_id}"
+    return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
+
+
+async def submit(request: Request, state: EmulatorState) -> Response:
+    body = await read_json_object(request)
+    video_url, audio_url, text = _string(body, "video_url"), _string(body, "audio_url"), _string(body, "text")
+    voice = _string(body, "voice_id") or "Auto"
+    if video_url is None:
+        raise Reject(RejectKind.VALIDATION, "Field required", field_name="video_url")
+    if voice not in VOICE_NAMES:
+        raise Reject(RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}", field_name="voice_id")
+    if audio_url is None:
+        limit = state.limits(PROVIDER).tts_max_chars
+        if text is None:
+            raise Reject(RejectKind.VALIDATION, "text is required when audio_url is not provided", field_name="text")
+        if len(text) > limit:
+            raise Reject(RejectKind.VALIDATION, f"String should have at most {limit} characters", field_name="text")
+    video = await fetch_input(state, request, video_url, state.files.new_path(".video"))
+    await check_media(state, PROVIDER, video, "video")
+    audio = None
+    if audio_url is not None:
+        audio = await fetch_input(state, request, audio_url, state.files.new_path(".audio"))
+        await check_media(state, PROVIDER, audio, "audio")
+    state.admit_create(PROVIDER)
+    job = state.jobs[PROVIDER].create(
+        lambda n: str(uuid.uuid4()),
+        JobInput(video, audio, None if audio else text, None if audio else voice), state.faults[PROVIDER],
+    )
+    reply = {"request_id": job.job_id, **_urls(request, job.job_id), "queue_position": 0}
+    return create_reply(state, PROVIDER, JSONResponse(reply))
+
+
+def _job(request: Request, state: EmulatorState) -> Job:
+    job = state.jobs[PROVIDER].get(request.path_params["request_id"])
+    if job is None:
+        raise Reject(RejectKind.NOT_FOUND, f"Request {request.path_params['request_id']} not found")
+    return job
+
+
+_LOGS = [{"message": "Generating lip-synced video", "level": "INFO", "source": "user", "timestamp": ""}]
+_FAILURES = {
+    Phase.FAILED: ("Generation failed", "generation_failed"),
+    Phase.MODERATED: ("Content policy violation: the input was flagged", "content_policy_violation"),
+    Phase.CANCELED: ("Request was cancelled", "request_cancelled"),
+}
+
+
+async def status(request: Request, state: EmulatorState) -> Response:
+    job = _job(request, state)
+    seen = state.jobs[PROVIDER].observe(job, time.monotonic())
+    logs = _LOGS if request.query_params.get("logs") in ("1", "true") else None
+    reply = {"request_id": job.job_id, "response_url": _urls(request, job.job_id)["response_url"]}
+    if seen.flapping:
+        job.attrs["flap"] = "armed"    # this reply is true; the next one goes back to IN_PROGRESS once
+    elif job.attrs.pop("flap", None) == "armed" or seen.phase is Phase.RUNNING:
+        return JSONResponse({**reply, "status": "IN_PROGRESS", "logs": logs}, status_code=202)
+    if seen.phase is Phase.QUEUED:
+        return JSONResponse({**reply, "status": "IN_QUEUE", "queue_position": 0}, status_code=202)
+    reply.update(status="COMPLETED", logs=logs, metrics={"inference_time": job.run_s})
+    if seen.phase in _FAILURES:
+        reply["error"], reply["error_type"] = _FAILURES[seen.phase]
+    return JSONResponse(reply)
+
+
+async def response(request: Request, state: EmulatorState) -> Response:
+    job = _job(request, state)
+    phase = state.jobs[PROVIDER].observe(job, time.monotonic()).phase
+    match phase:
+        case Phase.QUEUED | Phase.RUNNING:
+            return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
+        case Phase.SUCCEEDED:
+            stored = state.result_file(job)
+            return JSONResponse({"video": {
+                "url": state.files.url(origin(request), stored), "content_type": "video/mp4",
+                "file_name": "output.mp4", "file_size": job.rendered.size_bytes,
+            }})
+        case Phase.MODERATED:
+            return validation_error("video_url", _FAILURES[phase][0], "content_policy_violation")
+        case _:
+            return infra_error(500 if phase is Phase.FAILED else 400, *_FAILURES[phase])
+
+
+async def cancel(request: Request, state: EmulatorState) -> Response:
+    job = _job(request, state)
+    if state.jobs[PROVIDER].observe(job, time.monotonic()).phase in FINAL_PHASES:
+        return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+    job.canceled = True
+    return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+
+
+# ---- storage --------------------------------------------------------------------------------------------
+
+async def auth_token(request: Request, state: EmulatorState) -> Response:
+    token = secrets.token_urlsafe(24)
+    with state.lock:
+        state.upload_tokens.add(token)
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    return JSONResponse({"token": token, "token_type": TOKEN_TYPE, "base_url": f"{origin(request)}/fal/cdn",
+                         "expires_at": expires})
+
+
+async def _store_upload(request: Request, state: EmulatorState, content_type: str, name: str) -> str:
+    limits = state.limits(PROVIDER)
+    path = state.files.new_path(suffix_for(content_type) if suffix_for(content_type) != ".bin" else _suffix(name))
+    await spool_body(request, path, max(limits.video_max_bytes, limits.audio_max_bytes))
+    stored = state.files.add(PROVIDER, path, content_type or "application/octet-stream")
+    return state.files.url(origin(request), stored)
+
+
+def _suffix(name: str) -> str:
+    return "." + name.rsplit(".", 1)[-1].lower()[:5] if "." in name else ".bin"
+
+
+async def cdn_upload(request: Request, state: EmulatorState) -> Response:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    with state.lock:
+        known = token.strip() in state.upload_tokens
+    if scheme != TOKEN_TYPE or not known:
+        return JSONResponse({"detail": "Invalid upload token"}, status_code=401)
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    url = await _store_upload(request, state, content_type, request.headers.get("x-fal-file-name", "upload.bin"))
+    return JSONResponse({"access_url": url})
+
+
+async def upload_initiate(request: Request, state: EmulatorState) -> Response:
+    body = await read_json_object(request)
+    file_name, content_type = _string(body, "file_name"), _string(body, "content_type")
+    if file_name is None or content_type is None:
+        raise Reject(RejectKind.VALIDATION, "file_name and content_type are required", field_name="file_name")
+    token = secrets.token_urlsafe(16)
+    with state.lock:
+        state.pending_uploads[token] = (file_name, content_type)
+    upload_url = f"{origin(request)}/fal/cdn/upload/{token}"
+    return JSONResponse({"upload_url": upload_url, "file_url": f"{origin(request)}/files/{token}{_suffix(file_name)}"})
+
+
+async def signed_put(request: Request, state: EmulatorState) -> Response:
+    """The pre-signed URL of the older initiate flow: no auth, the file keeps the URL promised earlier."""
+    token = request.path_params["token"]
+    with state.lock:
+        pending = state.pending_uploads.pop(token, None)
+    if pending is None:
+        return Response("unknown upload", status_code=404, media_type="text/plain")
+    file_name, content_type = pending
+    limits = state.limits(PROVIDER)
+    path = state.files.root / f"{token}{_suffix(file_name)}"
+    state.files.root.mkdir(parents=True, exist_ok=True)
+    await spool_body(request, path, max(limits.video_max_bytes, limits.audio_max_bytes))
+    state.files.add(PROVIDER, path, content_type, token=token)
+    return Response(status_code=200)
+
+
+QUEUE_ROUTES = [
+    Route(f"/{APP}/lipsync", endpoint(DIALECT, submit), methods=["POST"]),
+    Route(f"/{APP}/requests/{{request_id}}/status", endpoint(DIALECT, status), methods=["GET"]),
+    Route(f"/{APP}/requests/{{request_id}}/cancel", endpoint(DIALECT, cancel), methods=["PUT"]),
+    Route(f"/{APP}/requests/{{request_id}}", endpoint(DIALECT, response), methods=["GET"]),
+]
+STORAGE_ROUTES = [
+    Route("/storage/auth/token", endpoint(DIALECT, auth_token), methods=["POST"]),
+    Route("/storage/upload/initiate", endpoint(DIALECT, upload_initiate), methods=["POST"]),
+]
+CDN_ROUTES = [
+    Route("/files/upload", endpoint(DIALECT, cdn_upload, authenticated=False), methods=["POST"]),
+    Route("/upload/{token}", endpoint(DIALECT, signed_put, authenticated=False), methods=["PUT"]),
+]

@@ -1,0 +1,169 @@
+"""Jobs kept in memory, advanced on wall time, rendered in worker threads; the per-provider create counter."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from .faults import Faults
+from .media import Rendered, RenderRequest, render_result
+
+
+class Outcome(StrEnum):
+    """How a job will end, decided when it is created (from the faults in force then)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    STUCK = "stuck"
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    CANCELED = "canceled"
+
+
+FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.MODERATED, Phase.CANCELED})
+
+
+@dataclass(frozen=True)
+class JobInput:
+    video: Path
+    audio: Path | None
+    text: str | None
+    speaker: str | None
+
+
+@dataclass
+class Job:
+    provider: str
+    number: int                 # 1-based, per provider
+    job_id: str                 # the provider's id, as text
+    created_at: float           # time.monotonic()
+    created_wall: float         # time.time(), for timestamps in replies
+    queue_s: float
+    run_s: float
+    outcome: Outcome
+    inputs: JobInput
+    flap_pending: bool = False
+    canceled: bool = False
+    render: Future | None = field(default=None, repr=False)
+    attrs: dict[str, str] = field(default_factory=dict)   # protocol extras echoed back (e.g. useapi replyRef)
+
+    @property
+    def rendered(self) -> Rendered | None:
+        if self.render is None or not self.render.done() or self.render.exception() is not None:
+            return None
+        return self.render.result()
+
+    @property
+    def render_error(self) -> str | None:
+        if self.render is None or not self.render.done():
+            return None
+        exc = self.render.exception()
+        return None if exc is None else str(exc)
+
+
+def phase_at(job: Job, now: float) -> Phase:
+    """Where `job` is at monotonic time `now`. A success waits for its render to finish."""
+    if job.canceled:
+        return Phase.CANCELED
+    elapsed = now - job.created_at
+    if elapsed < job.queue_s:
+        return Phase.QUEUED
+    if job.outcome is Outcome.STUCK or elapsed < job.queue_s + job.run_s:
+        return Phase.RUNNING
+    if job.outcome is Outcome.FAILED:
+        return Phase.FAILED
+    if job.outcome is Outcome.MODERATED:
+        return Phase.MODERATED
+    if job.render_error is not None:
+        return Phase.FAILED
+    return Phase.SUCCEEDED if job.rendered is not None else Phase.RUNNING
+
+
+def outcome_from(faults: Faults) -> Outcome:
+    if faults.stuck:
+        return Outcome.STUCK
+    if faults.moderate:
+        return Outcome.MODERATED
+    if faults.fail_generation:
+        return Outcome.FAILED
+    return Outcome.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Observation:
+    phase: Phase
+    flapping: bool      # this reply should lie about the final state, once
+
+
+class JobStore:
+    """One provider's jobs. Thread-safe: the event loop, render threads and test code all touch it."""
+
+    def __init__(self, provider: str, *, queue_s: float, latency_s: float, jitter_s: float,
+                 short_side: int, out_dir: Path, executor: Executor):
+        self.provider = provider
+        self._queue_s, self._latency_s, self._jitter_s = queue_s, latency_s, jitter_s
+        self._short_side = short_side
+        self._out_dir = out_dir
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._order: list[Job] = []
+
+    def create(self, make_id, inputs: JobInput, faults: Faults) -> Job:
+        """Accept a billable job. `make_id(number)` gives the provider's id for the n-th job."""
+        outcome = outcome_from(faults)
+        with self._lock:
+            number = len(self._order) + 1
+            job = Job(
+                provider=self.provider, number=number, job_id=str(make_id(number)),
+                created_at=time.monotonic(), created_wall=time.time(),
+                queue_s=self._queue_s, run_s=self._latency_s + random.uniform(0, self._jitter_s),
+                outcome=outcome, inputs=inputs, flap_pending=faults.flap_status,
+            )
+            self._jobs[job.job_id] = job
+            self._order.append(job)
+        if outcome is Outcome.SUCCEEDED:
+            request = RenderRequest(
+                video=inputs.video, audio=inputs.audio, text=inputs.text, speaker=inputs.speaker,
+                short_side=self._short_side, audio_offset_ms=faults.audio_offset_ms,
+                out=self._out_dir / f"{self.provider}-{number}.mp4",
+            )
+            job.render = self._executor.submit(render_result, request)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return list(self._order)
+
+    def accepted(self) -> int:
+        with self._lock:
+            return len(self._order)
+
+    def running(self, now: float) -> int:
+        """Jobs not yet final: what counts against a useapi account's maxJobs."""
+        return sum(1 for job in self.all() if phase_at(job, now) not in FINAL_PHASES)
+
+    def observe(self, job: Job, now: float) -> Observation:
+        """The job's phase for one status reply; consumes the one-time flap when the job is final."""
+        phase = phase_at(job, now)
+        flapping = False
+        if phase in FINAL_PHASES and phase is not Phase.CANCELED:
+            with self._lock:
+                flapping, job.flap_pending = job.flap_pending, False
+        return Observation(phase, flapping)
