@@ -25,6 +25,8 @@ from .state import (
 PROVIDER = "fal"
 APP = "fal-ai/pixverse"
 TOKEN_TYPE = "Bearer"
+# The docs' own minimal request sends only video_url: TTS then speaks something. We speak their example text.
+DEFAULT_TEXT = "Hello, this is a test message."
 
 
 def key_from(request: Request) -> str | None:
@@ -89,8 +91,7 @@ async def submit(request: Request, state: EmulatorState) -> Response:
         raise Reject(RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}", field_name="voice_id")
     if audio_url is None:
         limit = state.limits(PROVIDER).tts_max_chars
-        if text is None:
-            raise Reject(RejectKind.VALIDATION, "text is required when audio_url is not provided", field_name="text")
+        text = text or DEFAULT_TEXT
         if len(text) > limit:
             raise Reject(RejectKind.VALIDATION, f"String should have at most {limit} characters", field_name="text")
     video = await fetch_input(state, request, video_url, state.files.new_path(".video"))

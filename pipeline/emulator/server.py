@@ -69,7 +69,7 @@ class Emulator:
                 raise ToolError(f"emulator could not listen on {self.settings.host}:{self.settings.port}")
             self._thread.join(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        log.info("emulator listening on %s", self.root)
+        log.debug("emulator listening on %s", self.root)
         return self
 
     def stop(self) -> None:
@@ -81,13 +81,10 @@ class Emulator:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def serve_forever(self) -> None:
-        """Run in the calling thread until interrupted (the `lipsync emulator` command)."""
-        self.start()
-        try:
-            self._thread.join()
-        finally:
-            self.stop()
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C raises KeyboardInterrupt here, in the main thread)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
 
     def __enter__(self) -> "Emulator":
         return self.start()
