@@ -17,12 +17,14 @@ def test_create_lifecycle_and_attempts(tmp_path):
         rec = ledger.latest_create("idem")
         assert rec.state is CreateState.INTENT and rec.provider_job_id is None
         ledger.record_created("idem", 1, handle={"provider": "fal", "job_id": "r1", "urls": {}}, provider_job_id="r1")
-        ledger.record_provider_state("idem", 1, "IN_PROGRESS")
-        ledger.record_succeeded("idem", 1, result_url="http://x/r.mp4", provider_state="COMPLETED")
+        ledger.record_poll("idem", 1, "IN_QUEUE")
+        ledger.record_poll("idem", 1, "IN_PROGRESS")
+        ledger.record_succeeded("idem", 1, result_url="http://x/r.mp4", status={"raw_status": "COMPLETED", "width": 8})
         ledger.record_downloaded("idem", 1, path="/d/r.mp4", sha256="ab" * 32, size=10)
         rec = ledger.latest_create("idem")
         assert rec.state is CreateState.DOWNLOADED and rec.state.live
         assert rec.handle["job_id"] == "r1" and rec.download_size == 10
+        assert rec.polls == 2 and rec.provider_state == "COMPLETED" and rec.final_status["width"] == 8
         assert ledger.record_intent("idem", job_id="a", segment=0, provider="fal") == 2
         assert ledger.latest_create("idem").attempt == 2
         assert [c.attempt for c in ledger.creates("a")] == [1, 2]

@@ -6,6 +6,7 @@ Paths in the file are relative to the file itself, so a config can travel with i
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_limits
+from ..stages.sync import SyncMode
 from ..voices import resolve_voice
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -61,7 +63,7 @@ class RunSection(_Strict):
 class DefaultsSection(_Strict):
     provider: ProviderName | None = None
     speaker: str = "Auto"
-    sync_mode: str | None = None
+    sync_mode: SyncMode | None = None
     loudness_lufs: float | None = Field(-16.0, ge=-70, le=0)
     limits: dict[str, Any] = Field(default_factory=dict)
 
@@ -74,7 +76,7 @@ class JobSection(_Strict):
     text_file: str | None = None
     provider: ProviderName | None = None
     speaker: str | None = None
-    sync_mode: str | None = None
+    sync_mode: SyncMode | None = None
     loudness_lufs: float | None = Field(None, ge=-70, le=0)
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
@@ -116,8 +118,9 @@ class JobSpec:
     video: Path
     audio: Path | None
     text: str | None
+    text_file: Path | None
     speaker: str
-    sync_mode: str | None
+    sync_mode: SyncMode | None
     loudness_lufs: float | None
     start: float | None
     end: float | None
@@ -135,6 +138,14 @@ class JobSpec:
             "end": self.end,
             "limits": self.limits.model_dump(mode="json"),
         }
+
+    def manifest_config(self, base_dir: Path) -> dict[str, Any]:
+        """The job as resolved (defaults applied), with paths relative to the config's folder."""
+        def rel(path: Path | None) -> str | None:
+            return None if path is None else Path(os.path.relpath(path, base_dir)).as_posix()
+
+        return {"id": self.id, "video": rel(self.video), "audio": rel(self.audio), "text_file": rel(self.text_file),
+                "text": self.text, **self.params()}
 
 
 @dataclass(frozen=True)
@@ -233,9 +244,10 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         return resolved
 
     text = spec.text
-    if spec.text_file:
+    text_file = existing("text_file", spec.text_file) if spec.text_file else None
+    if text_file is not None:
         try:
-            text = existing("text_file", spec.text_file).read_text(encoding="utf-8")
+            text = text_file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: {key}.text_file: not UTF-8 text; save it as UTF-8") from None
     if text is not None and not text.strip():
@@ -254,6 +266,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         video=existing("video", spec.video),
         audio=existing("audio", spec.audio) if spec.audio else None,
         text=text,
+        text_file=text_file,
         speaker=speaker,
         sync_mode=spec.sync_mode or defaults.sync_mode,
         loudness_lufs=spec.loudness_lufs if spec.loudness_lufs is not None else defaults.loudness_lufs,

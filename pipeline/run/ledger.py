@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS creates (
     handle          TEXT,
     provider_job_id TEXT,
     provider_state  TEXT,
+    polls           INTEGER NOT NULL DEFAULT 0,
+    final_status    TEXT,
     result_url      TEXT,
     download_path   TEXT,
     download_sha256 TEXT,
@@ -130,6 +132,8 @@ class CreateRecord:
     handle: dict[str, Any] | None
     provider_job_id: str | None
     provider_state: str | None
+    polls: int
+    final_status: dict[str, Any] | None
     result_url: str | None
     download_path: str | None
     download_sha256: str | None
@@ -294,12 +298,18 @@ class Ledger:
             provider_job_id=provider_job_id, created_at=time.time(),
         )
 
-    def record_provider_state(self, idem_key: str, attempt: int, provider_state: str) -> None:
-        self._update_create(idem_key, attempt, provider_state=provider_state)
+    def record_poll(self, idem_key: str, attempt: int, provider_state: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE creates SET provider_state=?, polls=polls+1 WHERE idem_key=? AND attempt=?",
+                (provider_state, idem_key, attempt),
+            )
 
-    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str, provider_state: str) -> None:
+    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str, status: dict[str, Any]) -> None:
+        """The provider says done, with a result URL; `status` is its last status reply, kept for the manifest."""
         self._update_create(
-            idem_key, attempt, state=CreateState.SUCCEEDED, result_url=result_url, provider_state=provider_state
+            idem_key, attempt, state=CreateState.SUCCEEDED, result_url=result_url,
+            provider_state=status.get("raw_status"), final_status=json.dumps(status),
         )
 
     def record_downloaded(self, idem_key: str, attempt: int, *, path: str, sha256: str, size: int) -> None:
@@ -343,4 +353,62 @@ def _create_record(row: sqlite3.Row) -> CreateRecord:
     d["state"] = CreateState(d["state"])
     d["handle"] = json.loads(d["handle"]) if d["handle"] else None
     d["reconcile"] = json.loads(d["reconcile"]) if d["reconcile"] else None
+    d["final_status"] = json.loads(d["final_status"]) if d["final_status"] else None
     return CreateRecord(**d)
+
+
+# --- the read-only view `lipsync status` shows ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobView:
+    row: JobRow
+    creates: list[CreateRecord]
+    stages: list[StageTime]
+
+    def elapsed(self, now: float) -> float:
+        return (self.row.finished_at or now) - self.row.started_at
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        r = self.row
+        return {
+            "id": r.job_id, "provider": r.provider, "stage": r.stage.value, "detail": r.detail,
+            "exit_code": r.exit_code, "error": r.error, "final": r.final_path, "final_sha256": r.final_sha256,
+            "started_at": r.started_at, "finished_at": r.finished_at, "elapsed_s": round(self.elapsed(now), 3),
+            "stages": [{"stage": s.stage, "seconds": round((s.finished_at or now) - s.started_at, 3)}
+                       for s in self.stages],
+            "provider_jobs": [
+                {"segment": c.segment, "attempt": c.attempt, "state": c.state.value, "job_id": c.provider_job_id,
+                 "provider_state": c.provider_state, "polls": c.polls, "error": c.error,
+                 "reconcile": c.reconcile} for c in self.creates
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_dir: Path
+    jobs: list[JobView]
+
+    @property
+    def uncertain(self) -> list[CreateRecord]:
+        return [c for j in self.jobs for c in j.creates
+                if c.state in (CreateState.UNCERTAIN, CreateState.INTENT) and j.row.stage is not Stage.SUBMIT]
+
+    def to_dict(self) -> dict[str, Any]:
+        now = time.time()
+        return {"run_dir": str(self.run_dir), "jobs": [j.to_dict(now) for j in self.jobs],
+                "uncertain": [{"job": c.job_id, "segment": c.segment, "attempt": c.attempt, "key": c.idem_key,
+                               "reconcile": c.reconcile} for c in self.uncertain]}
+
+
+def read_status(run_dir: str | Path) -> RunStatus:
+    """Everything the ledger of `run_dir` knows, read-only (safe while a run is writing)."""
+    from ..errors import ValidationError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / LEDGER_NAME).is_file():
+        raise ValidationError(f"{run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`")
+    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+        jobs = [JobView(row, ledger.creates(row.job_id), ledger.stage_times(row.job_id)) for row in ledger.jobs()]
+    return RunStatus(run_dir, jobs)

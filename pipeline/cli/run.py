@@ -1,0 +1,52 @@
+"""`lipsync run CONFIG`: run (or resume) a batch. The summary is the only thing on stdout with --json."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import emit_json, handle_errors, json_option
+
+
+@click.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--rehearse", is_flag=True, help="Run against a local emulator of the providers: no credits used.")
+@click.option("--jobs", "jobs", type=click.IntRange(1, 64), help="Provider jobs in flight (overrides max_jobs).")
+@click.option("--only", multiple=True, metavar="ID", help="Run only this job (repeatable).")
+@click.option("--resubmit-uncertain", is_flag=True,
+              help="Create again the jobs whose create answer was lost (they may exist and be billed).")
+@click.option("--retry-failed", is_flag=True, help="Create again the jobs the provider failed.")
+@json_option
+@handle_errors
+def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ...], resubmit_uncertain: bool,
+        retry_failed: bool, as_json: bool) -> None:
+    """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
+    from ..run.config import load_config
+    from ..run.progress import make_progress
+    from ..run.runner import RunOptions, run_batch
+
+    config = load_config(config_path)
+    options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
+                         retry_failed=retry_failed)
+    with make_progress() as progress:
+        summary = run_batch(config, options, progress)
+    if as_json:
+        emit_json(summary.to_dict())
+    else:
+        _print_summary(summary)
+    sys.exit(summary.exit_code)
+
+
+def _print_summary(summary) -> None:
+    for o in summary.outcomes:
+        where = o.final if o.final else (o.error or o.stage.value)
+        click.echo(f"{o.job_id:<20} {o.stage.value:<10} {where}", err=True)
+    for o in summary.outcomes:
+        for u in o.uncertain:
+            click.echo(f"uncertain: {o.job_id} segment {u['segment']}: a create may have been billed; "
+                       f"check {o.provider}, then rerun with --resubmit-uncertain", err=True)
+    done = sum(1 for o in summary.outcomes if o.stage.value == "done")
+    click.echo(f"{done}/{len(summary.outcomes)} jobs delivered in {summary.run_dir} ({summary.seconds:.1f} s)",
+               err=True)

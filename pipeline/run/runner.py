@@ -1,0 +1,510 @@
+"""The batch runner: every job goes prepare → submit → poll → download → mux → verify → hand off.
+
+Concurrency: a thread per job flow; ffmpeg work (prepare, and mux/verify at the end) takes a slot of a
+small CPU pool, and each provider job (create + poll + download) runs in that provider's pool, at most
+`max_jobs` wide (and no wider than the provider's own limit, e.g. useapi's maxJobs). So conforming the
+next jobs overlaps waiting on the provider. A failing job never stops the others.
+
+Crash safety: every step is committed to the ledger before the next one starts; what a rerun does with a
+provider job is decided by `decide_segment` (a pure function) from the ledger record alone.
+
+Test-only hook: `LIPSYNC_TEST_KILL_AT=<point>` SIGKILLs this process at a named point (see KILL_POINTS),
+so the kill/resume tests can stop a run at an exact step. Never set it outside tests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import GenerationFailed, LipsyncError, UncertainCreate, worst_exit_code
+from ..fsutil import sha256_file, write_text_atomic
+from .config import JobSpec, RunConfig
+from .ledger import CreateRecord, CreateState, Ledger, Stage
+from .progress import Progress
+from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
+
+log = logging.getLogger("lipsync.run")
+
+KILL_POINTS = ("prepare", "after_intent", "after_create", "poll", "download", "mux")
+MAX_RESULT_BYTES = 2_000_000_000  # a provider result bigger than this is not a lip-sync clip
+WORK_DIR = ".work"                # hidden, so handoff's checksums skip it
+
+
+def kill_point(name: str) -> None:
+    """Test-only: SIGKILL ourselves at `name` when LIPSYNC_TEST_KILL_AT says so."""
+    if os.environ.get("LIPSYNC_TEST_KILL_AT") == name:
+        log.warning("LIPSYNC_TEST_KILL_AT=%s: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Interrupted(Exception):
+    """The user asked the run to stop (Ctrl-C); raised at the next safe point of each job."""
+
+
+# ---- decisions (pure) ---------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    POLL = "poll"
+    DOWNLOAD = "download"
+    REUSE = "reuse"
+    UNCERTAIN = "uncertain"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SegmentDecision:
+    action: Action
+    reason: str
+
+
+def decide_segment(
+    record: CreateRecord | None, *, have_result: bool, resubmit_uncertain: bool, retry_failed: bool
+) -> SegmentDecision:
+    """What to do with one provider job, from its last ledger record. Never creates while a job may exist."""
+    if record is None:
+        return SegmentDecision(Action.CREATE, "no create on record for this key")
+    state = record.state
+    if state is CreateState.DOWNLOADED and have_result:
+        return SegmentDecision(Action.REUSE, f"result of {record.provider_job_id} already downloaded")
+    if state in (CreateState.DOWNLOADED, CreateState.SUCCEEDED):
+        return SegmentDecision(Action.DOWNLOAD, f"{record.provider_job_id} succeeded; fetching its result")
+    if state is CreateState.CREATED:
+        return SegmentDecision(Action.POLL, f"{record.provider_job_id} exists at the provider; polling it")
+    if state in (CreateState.INTENT, CreateState.UNCERTAIN):
+        if resubmit_uncertain:
+            return SegmentDecision(Action.CREATE, "the last create is uncertain and --resubmit-uncertain was given")
+        return SegmentDecision(
+            Action.UNCERTAIN,
+            "a create was sent but its answer never recorded: the job may exist and be billed; check the "
+            "provider's dashboard, then rerun with --resubmit-uncertain to create it again",
+        )
+    if state is CreateState.FAILED:
+        if retry_failed:
+            return SegmentDecision(Action.CREATE, "the last attempt failed and --retry-failed was given")
+        return SegmentDecision(Action.FAILED, f"{record.provider_job_id} failed: {record.error}")
+    return SegmentDecision(Action.CREATE, f"the last create was refused ({record.error}); nothing exists")
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def inputs_key(spec: JobSpec, video_sha: str, audio_sha: str | None) -> str:
+    """What a job's result depends on: its input files (by hash), its text and parameters."""
+    return digest({"video": video_sha, "audio": audio_sha, "text": spec.text, "params": spec.params()})
+
+
+def segment_key(job_id: str, provider: str, index: int, video_sha: str, audio_sha: str | None,
+                text: str | None, speaker: str | None) -> str:
+    """The idempotency key of one provider job: the provider, the prepared media it gets, and what it says."""
+    return digest({"job": job_id, "provider": provider, "segment": index, "video": video_sha, "audio": audio_sha,
+                   "text": text, "speaker": speaker})
+
+
+# ---- outcomes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    provider: str
+    stage: Stage
+    exit_code: int
+    error: str | None
+    final: Path | None
+    provider_job_ids: tuple[str, ...]
+    seconds: float
+    resumed: bool
+    uncertain: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id, "provider": self.provider, "stage": self.stage.value, "exit_code": self.exit_code,
+            "error": self.error, "final": str(self.final) if self.final else None,
+            "provider_job_ids": list(self.provider_job_ids), "seconds": round(self.seconds, 3),
+            "resumed": self.resumed, "uncertain": list(self.uncertain),
+        }
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int | None = None
+    only: tuple[str, ...] = ()
+    rehearse: bool = False
+    resubmit_uncertain: bool = False
+    retry_failed: bool = False
+
+
+# ---- the runner ---------------------------------------------------------------------------------
+
+
+class BatchRunner:
+    def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Any],
+                 progress: Progress):
+        self.config = config
+        self.options = options
+        self.ledger = ledger
+        self.providers = providers
+        self.progress = progress
+        self.stop = threading.Event()
+        width = options.jobs or config.max_jobs
+        self._cpu = threading.Semaphore(max(1, min(4, os.cpu_count() or 1)))
+        self._pools = {
+            name: ThreadPoolExecutor(max_workers=min(width, provider.max_concurrency or width),
+                                     thread_name_prefix=f"lipsync-{name}")
+            for name, provider in providers.items()
+        }
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.output
+
+    def run(self, jobs: tuple[JobSpec, ...]) -> list[JobOutcome]:
+        self.progress.start([(job.id, job.provider) for job in jobs])
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 64), thread_name_prefix="lipsync-job") as flows:
+            futures = [flows.submit(self._run_job, job) for job in jobs]
+            try:
+                while not all(f.done() for f in futures):
+                    wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+            except KeyboardInterrupt:
+                log.warning("stopping: requests in flight finish and are recorded; run again to resume")
+                self.stop.set()
+                wait(futures)
+                raise
+            finally:
+                for pool in self._pools.values():
+                    pool.shutdown(wait=True)
+        return [f.result() for f in futures]
+
+    # --- one job ---------------------------------------------------------------------------------
+
+    def _run_job(self, spec: JobSpec) -> JobOutcome:
+        started = time.monotonic()
+        video_sha = sha256_file(spec.video)
+        audio_sha = sha256_file(spec.audio) if spec.audio else None
+        key = inputs_key(spec, video_sha, audio_sha)
+        row = self.ledger.start_job(spec.id, spec.provider, key)
+        final = self.run_dir / spec.id / "final.mp4"
+        if row.stage is Stage.DONE and final.is_file() and sha256_file(final) == row.final_sha256:
+            self.progress.update(spec.id, stage=Stage.DONE, note="already done")
+            return self._outcome(spec, started, resumed=True)
+        try:
+            self._checkpoint()
+            prepared = self._prepare(spec, key)
+            results = self._provider_jobs(spec, prepared)
+            self._checkpoint()
+            self._finish(spec, prepared, results, final)
+        except Interrupted:
+            self._set_stage(spec.id, Stage.INTERRUPTED)
+        except UncertainCreate as err:
+            self._fail(spec.id, Stage.UNCERTAIN, err)
+        except LipsyncError as err:
+            self._fail(spec.id, Stage.FAILED, err)
+        except Exception as err:  # noqa: BLE001 - one job's bug must not stop the batch
+            log.exception("%s: unexpected error", spec.id)
+            self._fail(spec.id, Stage.FAILED, LipsyncError(f"internal error: {type(err).__name__}: {err}"))
+        return self._outcome(spec, started, resumed=False)
+
+    def _checkpoint(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted()
+
+    def _set_stage(self, job_id: str, stage: Stage, detail: str | None = None) -> None:
+        self.ledger.set_stage(job_id, stage, detail)
+        self.progress.update(job_id, stage=stage, note=detail)
+
+    def _fail(self, job_id: str, stage: Stage, err: LipsyncError) -> None:
+        log.error("%s: %s", job_id, err.render())
+        self.ledger.finish_job(job_id, stage, exit_code=err.exit_code, error=err.render())
+        self.progress.update(job_id, stage=stage, note=err.render())
+
+    def _outcome(self, spec: JobSpec, started: float, *, resumed: bool) -> JobOutcome:
+        row = self.ledger.job(spec.id)
+        creates = [c for c in self.ledger.creates(spec.id) if c.provider_job_id or c.state is not CreateState.REJECTED]
+        uncertain = tuple(
+            {"segment": c.segment, "key": c.idem_key, "attempt": c.attempt, "reconcile": c.reconcile or {}}
+            for c in creates if c.state in (CreateState.UNCERTAIN, CreateState.INTENT)
+        )
+        exit_code = row.exit_code if row.exit_code is not None else (0 if row.stage is Stage.DONE else 1)
+        return JobOutcome(
+            job_id=spec.id, provider=spec.provider, stage=row.stage, exit_code=exit_code, error=row.error,
+            final=Path(row.final_path) if row.final_path else None,
+            provider_job_ids=tuple(c.provider_job_id for c in creates if c.provider_job_id),
+            seconds=time.monotonic() - started, resumed=resumed, uncertain=uncertain,
+        )
+
+    # --- prepare ---------------------------------------------------------------------------------
+
+    def _prepare(self, spec: JobSpec, key: str) -> PreparedJob:
+        work = self.run_dir / WORK_DIR / spec.id / f"prepare-{key[:16]}"
+        record_path = work / "prepared.json"
+        cached = _load_prepared(record_path, key)
+        if cached is not None:
+            log.debug("%s: prepared media reused from %s", spec.id, work)
+            return cached
+        self._set_stage(spec.id, Stage.PREPARE)
+        with self._cpu:
+            self._checkpoint()
+            prepared = prepare_job(spec, key, work, lambda f: self.progress.update(spec.id, fraction=f))
+        kill_point("prepare")
+        write_text_atomic(record_path, prepared.model_dump_json(indent=2))
+        return prepared
+
+    # --- provider jobs ---------------------------------------------------------------------------
+
+    def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob) -> list[SegmentResult]:
+        pool = self._pools[spec.provider]
+        futures: list[Future] = [pool.submit(self._segment, spec, seg) for seg in prepared.segments]
+        wait(futures)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise _most_telling(errors)
+        return [f.result() for f in futures]
+
+    def _segment(self, spec: JobSpec, seg: PreparedSegment) -> SegmentResult:
+        self._checkpoint()
+        provider = self.providers[spec.provider]
+        key = segment_key(spec.id, spec.provider, seg.index, seg.video_sha256, seg.audio_sha256, seg.text,
+                          seg.speaker)
+        record = self.ledger.latest_create(key)
+        result_path = self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4"
+        decision = decide_segment(
+            record, have_result=_is_intact(result_path, record),
+            resubmit_uncertain=self.options.resubmit_uncertain, retry_failed=self.options.retry_failed,
+        )
+        log.debug("%s segment %d: %s (%s)", spec.id, seg.index, decision.action, decision.reason)
+        if decision.action is Action.UNCERTAIN:
+            if record.state is CreateState.INTENT:
+                self.ledger.record_uncertain(key, record.attempt, error="the run stopped before the answer was recorded",
+                                             reconcile={"job": spec.id, "segment": seg.index})
+            raise UncertainCreate(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
+        if decision.action is Action.FAILED:
+            raise GenerationFailed(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
+        if decision.action is Action.CREATE:
+            record = self._create(spec, seg, key, provider)
+        if decision.action in (Action.CREATE, Action.POLL):
+            record = self._wait(spec, seg, key, record, provider)
+        if decision.action is not Action.REUSE:
+            record = self._download(spec, key, record, provider, result_path)
+        return SegmentResult(seg, record, result_path)
+
+    def _create(self, spec: JobSpec, seg: PreparedSegment, key: str, provider) -> CreateRecord:
+        from ..providers.base import JobRequest
+
+        self._set_stage(spec.id, Stage.SUBMIT)
+        self._checkpoint()
+        attempt = self.ledger.record_intent(key, job_id=spec.id, segment=seg.index, provider=spec.provider)
+        kill_point("after_intent")
+        request = JobRequest(video=seg.video, audio=seg.audio, text=seg.text, speaker=seg.speaker)
+        try:
+            handle = provider.create(request, reply_ref=f"{self.config.name}/{spec.id}/{seg.index}/{key[:16]}")
+        except UncertainCreate as err:
+            self.ledger.record_uncertain(key, attempt, error=err.render(), reconcile=err.reconcile)
+            raise
+        except LipsyncError as err:
+            self.ledger.record_rejected(key, attempt, error=err.render())
+            raise
+        except BaseException as err:
+            # we cannot tell whether the request reached the provider: treat it as a lost answer
+            self.ledger.record_uncertain(key, attempt, error=f"{type(err).__name__}: {err}", reconcile=None)
+            raise
+        self.ledger.record_created(key, attempt, handle=handle.to_dict(), provider_job_id=handle.job_id)
+        log.info("%s segment %d: %s job %s created", spec.id, seg.index, spec.provider, handle.job_id)
+        kill_point("after_create")
+        return self.ledger.latest_create(key)
+
+    def _wait(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord, provider) -> CreateRecord:
+        from ..providers.base import JobHandle
+        from ..providers.poll import wait_for_job
+
+        handle = JobHandle.from_dict(record.handle)
+        self._set_stage(spec.id, Stage.POLL, handle.job_id)
+
+        def on_status(status) -> None:
+            self.ledger.record_poll(key, record.attempt, status.raw_status)
+            self.progress.update(spec.id, provider_state=status.raw_status)
+            kill_point("poll")
+            self._checkpoint()
+
+        try:
+            status = wait_for_job(provider, handle, provider.poll_policy, on_status=on_status)
+        except GenerationFailed as err:  # includes Moderated: the job ended without a result
+            self.ledger.record_failed(key, record.attempt, error=err.render())
+            raise
+        self.ledger.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
+        return self.ledger.latest_create(key)
+
+    def _download(self, spec: JobSpec, key: str, record: CreateRecord, provider, dst: Path) -> CreateRecord:
+        self._set_stage(spec.id, Stage.DOWNLOAD, record.provider_job_id)
+        got = provider.download(record.result_url, dst, max_bytes=MAX_RESULT_BYTES)
+        kill_point("download")
+        self.ledger.record_downloaded(key, record.attempt, path=str(got.path), sha256=got.sha256, size=got.size)
+        return self.ledger.latest_create(key)
+
+    # --- mux, verify, hand off -------------------------------------------------------------------
+
+    def _finish(self, spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], final: Path) -> None:
+        with self._cpu:
+            self._set_stage(spec.id, Stage.MUX)
+            kill_point("mux")
+            deliver_job(
+                spec, prepared, results, work=self.run_dir / WORK_DIR / spec.id, job_dir=self.run_dir / spec.id,
+                base_dir=self.config.path.parent, on_stage=lambda stage: self._set_stage(spec.id, stage),
+            )
+        self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final),
+                               final_sha256=sha256_file(final))
+        self.progress.update(spec.id, stage=Stage.DONE, note=str(final))
+
+
+def _most_telling(errors: list[BaseException]) -> BaseException:
+    """The error a job reports when several of its segments failed: an uncertain create first, else the worst."""
+    for err in errors:
+        if isinstance(err, UncertainCreate):
+            return err
+    codes = [err.exit_code if isinstance(err, LipsyncError) else 1 for err in errors]
+    return errors[codes.index(worst_exit_code(codes))]
+
+
+def _is_intact(path: Path, record: CreateRecord | None) -> bool:
+    if record is None or record.download_sha256 is None or not path.is_file():
+        return False
+    return sha256_file(path) == record.download_sha256
+
+
+def _load_prepared(path: Path, key: str) -> PreparedJob | None:
+    """A cached prepare result, if it is for these inputs and every file it names is still there."""
+    try:
+        prepared = PreparedJob.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files_ok = all(
+        s.video.is_file() and (s.audio is None or s.audio.is_file()) for s in prepared.segments
+    )
+    return prepared if prepared.inputs_key == key and files_ok else None
+
+
+
+
+# ---- a whole run --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    run_dir: Path
+    outcomes: tuple[JobOutcome, ...]
+    seconds: float
+    checksums: Path | None
+    rehearsal: bool
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code([o.exit_code for o in self.outcomes])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.exit_code == 0,
+            "exit_code": self.exit_code,
+            "run": self.name,
+            "run_dir": str(self.run_dir),
+            "rehearsal": self.rehearsal,
+            "seconds": round(self.seconds, 3),
+            "checksums": str(self.checksums) if self.checksums else None,
+            "jobs": [o.to_dict() for o in self.outcomes],
+            "uncertain": [{"job": o.job_id, **u} for o in self.outcomes for u in o.uncertain],
+        }
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One `lipsync run` per run directory at a time: two would both think they own the ledger's intents."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LipsyncError(f"{run_dir}: another `lipsync run` is using this run directory") from None
+        yield
+
+
+@contextmanager
+def provider_endpoints(config: RunConfig, options: RunOptions) -> Iterator[dict[str, str]]:
+    """The base URLs to talk to: the config's (or the adapters' defaults), or an in-process emulator's."""
+    if not options.rehearse:
+        yield dict(config.base_urls)
+        return
+    from ..emulator import Emulator, EmulatorSettings
+
+    settings = EmulatorSettings(latency_s=config.rehearse.latency_s, queue_s=config.rehearse.queue_s)
+    with Emulator(settings) as emu, _environment(emu.env()):
+        log.info("rehearsal: providers emulated at %s (no credits are used)", emu.root)
+        yield emu.base_urls
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration (the emulator's test keys), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def poll_policy(config: RunConfig, options: RunOptions, default):
+    """The provider's poll policy with the config's overrides, and LIPSYNC_POLL_INTERVAL (tests) on top.
+    Rehearsals poll often: the emulator answers in seconds, not minutes."""
+    changes: dict[str, float] = {}
+    if options.rehearse:
+        quick = max(0.05, min(default.initial, config.rehearse.latency_s / 4))
+        changes.update(initial=quick, maximum=max(quick, min(default.maximum, config.rehearse.latency_s)))
+    poll = config.poll
+    for name, value in (("initial", poll.interval_s), ("maximum", poll.max_interval_s), ("timeout", poll.timeout_s)):
+        if value is not None:
+            changes[name] = value
+    env_interval = os.environ.get("LIPSYNC_POLL_INTERVAL")
+    if env_interval:
+        changes.update(initial=float(env_interval), maximum=float(env_interval))
+    if changes.get("maximum", default.maximum) < changes.get("initial", default.initial):
+        changes["maximum"] = changes["initial"]
+    return replace(default, **changes)
+
+
+def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
+    """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure."""
+    from ..providers import get_provider
+    from ..stages.handoff import write_checksums
+
+    jobs = config.select(options.only)
+    started = time.monotonic()
+    with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
+            provider_endpoints(config, options) as base_urls, ExitStack() as providers_open:
+        providers = {}
+        for name in dict.fromkeys(job.provider for job in jobs):
+            provider = providers_open.enter_context(get_provider(name, base_urls=base_urls))
+            provider.poll_policy = poll_policy(config, options, provider.poll_policy)
+            providers[name] = provider
+        outcomes = BatchRunner(config, options, ledger, providers, progress).run(jobs)
+    checksums = write_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
+    return RunSummary(config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums,
+                      options.rehearse)

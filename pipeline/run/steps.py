@@ -1,0 +1,156 @@
+"""The runner's two ends, written against the stage modules: prepare a job's media, and deliver its result.
+
+The runner decides when these run (and never runs them twice for the same inputs); here is only how a
+`JobSpec` maps onto `pipeline.prepare` and onto mux → verify → hand off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from ..fsutil import sha256_file
+from .config import JobSpec
+from .ledger import CreateRecord, Stage
+
+log = logging.getLogger("lipsync.run")
+
+
+class PreparedSegment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    video: Path
+    audio: Path | None
+    text: str | None
+    speaker: str | None
+    start: float
+    end: float
+    video_sha256: str
+    audio_sha256: str | None
+
+
+class PreparedJob(BaseModel):
+    """What prepare produced for one set of inputs: cached in the work dir, keyed by the inputs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    inputs_key: str
+    segments: list[PreparedSegment]
+    report: dict[str, Any]        # plans, loudness, warnings, ffmpeg commands: JSON, for the manifest
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    segment: PreparedSegment
+    record: CreateRecord          # the ledger's record of the provider job (downloaded)
+    path: Path                    # the provider's result on our disk
+
+
+def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float], None]) -> PreparedJob:
+    """Probe and conform the job's inputs into `work`; every segment fits the provider's limits."""
+    from ..prepare import PrepareRequest, prepare
+
+    request = PrepareRequest(
+        video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker, limits=spec.limits,
+        sync_mode=spec.sync_mode, start=spec.start, end=spec.end, loudness_lufs=spec.loudness_lufs,
+    )
+    result = prepare(request, work, progress=progress)
+    segments = [
+        PreparedSegment(
+            index=s.index, video=s.video, audio=s.audio, text=s.text, speaker=s.speaker, start=s.start, end=s.end,
+            video_sha256=sha256_file(s.video), audio_sha256=sha256_file(s.audio) if s.audio else None,
+        )
+        for s in result.segments
+    ]
+    return PreparedJob(inputs_key=key, segments=segments, report=result.to_dict())
+
+
+def deliver_job(
+    spec: JobSpec,
+    prepared: PreparedJob,
+    results: list[SegmentResult],
+    *,
+    work: Path,
+    job_dir: Path,
+    base_dir: Path,
+    on_stage: Callable[[Stage], None],
+) -> Path:
+    """Mux each provider result with its master audio, stitch segments, verify, and write the handoff folder."""
+    from ..stages.handoff import FINAL_NAME, write_handoff
+    from ..stages.mux import mux, stitch
+    from ..stages.verify import VerifyExpectations, verify
+
+    if len(results) == 1:
+        only = results[0]
+        muxed = [mux(only.path, only.segment.audio, work / FINAL_NAME)]
+        final = muxed[0]
+    else:
+        muxed = [mux(r.path, r.segment.audio, work / f"segment-{r.segment.index}.mp4") for r in results]
+        masters = [m.audio_file for m in muxed]
+        final = stitch([m.path for m in muxed], work / FINAL_NAME,
+                       segment_audio=masters if all(masters) else None)
+    on_stage(Stage.VERIFY)
+    expect = VerifyExpectations(sync_reference=results[0].path if len(results) == 1 else None)
+    report = verify(final.path, expect)
+    report.raise_if_failed()
+    on_stage(Stage.HANDOFF)
+    manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)
+    extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
+    write_handoff(job_dir, final.path, manifest, extra_files=extra)
+    return job_dir / FINAL_NAME
+
+
+def _manifest(spec, prepared, results, muxed, final, report, base_dir):
+    from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, ProviderJob, tool_versions
+
+    inputs = [InputFile.describe("video", spec.video, base_dir)]
+    if spec.audio is not None:
+        inputs.append(InputFile.describe("audio", spec.audio, base_dir))
+    if spec.text_file is not None:
+        inputs.append(InputFile.describe("script", spec.text_file, base_dir))
+    report_data = prepared.report
+    provider_jobs = [_provider_job(r) for r in results]
+    commands = [*report_data.get("commands", []), *(c for m in muxed for c in m.to_dict()["commands"])]
+    if len(muxed) > 1:
+        commands += final.to_dict()["commands"]
+    return Manifest(
+        job_id=spec.id,
+        created_at=min((p.created_at or time.time()) for p in provider_jobs),
+        completed_at=time.time(),
+        inputs=inputs,
+        config=spec.manifest_config(base_dir),
+        conform=ConformSection(**{k: report_data[k] for k in ConformSection.model_fields if k in report_data}),
+        audio=AudioSection(loudness=report_data.get("loudness") or {}, mux=final.to_dict()),
+        provider_jobs=provider_jobs,
+        verification=report,
+        ffmpeg_commands=[*commands, *report.commands],
+        tools=tool_versions(),
+    )
+
+
+def _provider_job(result: SegmentResult):
+    from ..stages.handoff import ProviderJob
+
+    rec = result.record
+    status = rec.final_status or {}
+    urls = (rec.handle or {}).get("urls") or {}
+    return ProviderJob(
+        provider=rec.provider,
+        endpoint=urls.get("status") or urls.get("create") or next(iter(urls.values()), rec.provider),
+        job_id=rec.provider_job_id or "",
+        segment=rec.segment,
+        created_at=rec.created_at,
+        finished_at=rec.finished_at,
+        poll_count=rec.polls,
+        credits=status.get("credits"),
+        final_status=rec.provider_state,
+        result_url=rec.result_url,
+        width=status.get("width"),
+        height=status.get("height"),
+    )
