@@ -5,8 +5,17 @@ TYPES BELOW ARE THE SHARED CONTRACT (other stages read them). Implementation: se
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+from pymediainfo import MediaInfo, Track
+
+from ..errors import InputError, ToolError
+from ..ffmpeg import compile_stream, run_ffmpeg
+from ..limits import Limits
 
 
 @dataclass(frozen=True)
@@ -63,3 +72,260 @@ class Violation:
     value: object   # what the file has
     allowed: object # what the limit allows
     reason: str     # a sentence for the user
+
+
+# ---- implementation -----------------------------------------------------------------------------------------
+
+
+# MediaInfo's General "Format" -> our container name. Anything else is refused as unsupported.
+_CONTAINERS = {
+    "MPEG-4": "mp4",
+    "QuickTime": "mov",
+    "Matroska": "mkv",
+    "WebM": "webm",
+    "MPEG-TS": "mpegts",
+    "BDAV": "mpegts",
+    "MPEG-PS": "mpegps",
+    "AVI": "avi",
+    "MXF": "mxf",
+    "Flash Video": "flv",
+    "DV": "dv",
+    "Windows Media": "asf",
+    "Ogg": "ogg",
+    "Wave": "wav",
+    "Wave64": "w64",
+    "RF64": "wav",
+    "AIFF": "aiff",
+    "MPEG Audio": "mp3",
+    "FLAC": "flac",
+    "ADTS": "aac",
+    "AMR": "amr",
+    "CAF": "caf",
+}
+_STILL_IMAGES = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP", "AVIF", "HEIF", "JPEG 2000", "JPEG XL"}
+_HDR_TRANSFERS = {"PQ": "PQ", "SMPTE ST 2084": "PQ", "HLG": "HLG", "ARIB STD-B67": "HLG"}
+_SCAN_TYPES = {"progressive": "progressive", "interlaced": "interlaced", "mbaff": "mbaff", "paff": "interlaced",
+               "mixed": "interlaced"}
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+# A file MediaInfo flags as truncated is refused only when it really is: less decodes than it declares.
+# (Piped WAVs and files with trailing junk are flagged too, yet play in full.)
+_TRUNCATION_TOLERANCE_S = 0.5
+_TRUNCATION_TOLERANCE_FRACTION = 0.02
+_SIZE_SHORTFALL = re.compile(r"File size (\d+) is less than expected size (?:at least )?(\d+)")
+_UNKNOWN_RIFF_SIZES = (0xFFFFFFFF + 8, 8)  # a streamed WAV writes "unknown" sizes
+
+
+def _number(value: object) -> float | None:
+    """MediaInfo values arrive as int, float-ish strings or "48000 / 24000"; take the first number."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _NUMBER.search(str(value))
+    return float(m.group()) if m else None
+
+
+def _int(value: object) -> int | None:
+    n = _number(value)
+    return None if n is None else int(round(n))
+
+
+def _seconds(ms: object) -> float | None:
+    n = _number(ms)
+    return None if n is None else n / 1000.0
+
+
+def _container(general: Track) -> str | None:
+    fmt = general.format
+    if fmt == "MPEG-4" and "QuickTime" in str(general.format_profile or ""):
+        return "mov"
+    return _CONTAINERS.get(fmt)
+
+
+def _rotation(track: Track) -> int:
+    degrees = _number(track.rotation) or 0.0
+    return int(round(degrees / 90.0)) * 90 % 360
+
+
+def _is_picture(track: Track) -> bool:
+    """A 'video' track that is really a still: cover art stored as a video track."""
+    return track.format in _STILL_IMAGES
+
+
+def _video_stream(track: Track) -> VideoStream:
+    width, height = _int(track.width) or 0, _int(track.height) or 0
+    par = _number(track.pixel_aspect_ratio) or 1.0
+    rotation = _rotation(track)
+    shown_w, shown_h = max(1, round(width * par)), height
+    if rotation in (90, 270):
+        shown_w, shown_h = shown_h, shown_w
+    duration = _seconds(track.duration)
+    frames = _int(track.frame_count)
+    fps = _number(track.frame_rate) or _number(track.original_frame_rate)
+    if fps is None and frames and duration:
+        fps = frames / duration
+    mode = str(track.frame_rate_mode or "").upper()
+    chroma = str(track.chroma_subsampling).split()[0] if track.chroma_subsampling else None
+    return VideoStream(
+        codec=track.format or "unknown",
+        profile=str(track.format_profile).split("@")[0] if track.format_profile else None,
+        width=width,
+        height=height,
+        display_width=shown_w,
+        display_height=shown_h,
+        rotation=rotation,
+        fps=fps,
+        frame_rate_mode="VFR" if mode.startswith("VFR") or fps is None else "CFR",
+        scan_type=_SCAN_TYPES.get(str(track.scan_type or "").lower(), "unknown"),
+        bit_depth=_int(track.bit_depth),
+        chroma_subsampling=chroma,
+        pixel_aspect_ratio=par,
+        hdr_transfer=_HDR_TRANSFERS.get(str(track.transfer_characteristics or "")),
+        duration=duration,
+        frame_count=frames,
+    )
+
+
+def _audio_stream(track: Track) -> AudioStream:
+    return AudioStream(
+        codec=track.format or "unknown",
+        channels=_int(track.channel_s) or 0,
+        sample_rate=_int(track.sampling_rate) or 0,
+        duration=_seconds(track.duration),
+        bit_depth=_int(track.bit_depth),
+    )
+
+
+def _present_seconds(path: Path) -> float:
+    """How many seconds of packets the file really holds: a stream copy to the null muxer, no decoding."""
+    stream = ffmpeg.input(str(path)).output("-", f="null", c="copy", map="0")
+    argv = compile_stream(stream.global_args("-v", "error", "-progress", "pipe:2", "-nostats"))
+    try:
+        run = run_ffmpeg(argv, what=f"reading {path.name}")
+    except ToolError as err:
+        raise InputError(path, f"damaged or truncated: ffmpeg cannot read it ({err.message})") from None
+    times = re.findall(r"out_time_us=(\d+)", run.stderr_tail)
+    return int(times[-1]) / 1e6 if times else 0.0
+
+
+def _check_truncation(path: Path, general: Track, declared: float | None, has_streams: bool) -> str | None:
+    """Raise InputError when the file is cut short; return a warning when MediaInfo's flag is a false alarm."""
+    if not has_streams:
+        raise InputError(path, "truncated: the file ends before its streams are described "
+                               "(an incomplete download or copy?)")
+    m = _SIZE_SHORTFALL.search(str(general.general_compliance or ""))
+    if m and int(m.group(2)) not in _UNKNOWN_RIFF_SIZES:
+        have, want = int(m.group(1)), int(m.group(2))
+        if have < want * (1 - _TRUNCATION_TOLERANCE_FRACTION):
+            raise InputError(path, f"truncated: {have} of the {want} bytes its header declares "
+                                   "(an incomplete download or copy?)")
+    if declared:
+        present = _present_seconds(path)
+        if present < declared - max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE_FRACTION):
+            raise InputError(path, f"truncated: it declares {declared:.2f} s but only {present:.2f} s is present "
+                                   "(an incomplete download or copy?)")
+    return "MediaInfo flags the file as truncated, but all of its declared length is present"
+
+
+def probe(path: str | Path) -> MediaProbe:
+    """Describe a media file. Raises InputError for missing, empty, unparseable, truncated or unsupported files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if not path.is_file():
+        raise InputError(path, "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    try:
+        info = MediaInfo.parse(str(path))
+    except Exception as exc:  # pymediainfo raises plain exceptions for unreadable files
+        raise InputError(path, f"cannot be read ({exc})") from None
+    general = info.general_tracks[0] if info.general_tracks else None
+    if general is None or not general.format:
+        raise InputError(path, "not a media file (no known audio or video format inside)")
+    if general.format in _STILL_IMAGES:
+        raise InputError(path, f"a still image ({general.format}), not a video or audio file")
+    container = _container(general)
+    if container is None:
+        raise InputError(path, f"unsupported container {general.format!r}")
+
+    warnings: list[str] = []
+    real_videos = [t for t in info.video_tracks if not _is_picture(t)]
+    cover_art = (str(general.cover or "").lower() == "yes" or bool(info.image_tracks)
+                 or len(real_videos) < len(info.video_tracks))
+    video = _video_stream(real_videos[0]) if real_videos else None
+    audio = _audio_stream(info.audio_tracks[0]) if info.audio_tracks else None
+    if len(real_videos) > 1:
+        warnings.append(f"{len(real_videos)} video streams: using the first")
+    if len(info.audio_tracks) > 1:
+        warnings.append(f"{len(info.audio_tracks)} audio streams: using the first")
+    duration = _seconds(general.duration)
+    if duration is None:
+        known = [s.duration for s in (video, audio) if s is not None and s.duration]
+        duration = max(known) if known else None
+
+    if str(general.istruncated or "").lower() == "yes":
+        warnings.append(_check_truncation(path, general, duration, video is not None or audio is not None))
+    if video is None and audio is None:
+        raise InputError(path, f"no audio or video stream in this {container} file")
+    return MediaProbe(
+        path=path,
+        container=container,
+        duration=duration,
+        size_bytes=size,
+        video=video,
+        audio=audio,
+        cover_art=cover_art,
+        warnings=tuple(warnings),
+    )
+
+
+def probe_video(path: str | Path) -> MediaProbe:
+    """probe() that also requires a real video stream (cover art does not count)."""
+    p = probe(path)
+    if p.video is None:
+        what = "an audio-only file" if p.audio is not None else "a file without video"
+        art = " (its only picture is cover art)" if p.cover_art else ""
+        raise InputError(path, f"{what}{art} was given where a video is needed")
+    return p
+
+
+def probe_audio(path: str | Path) -> MediaProbe:
+    """probe() that also requires an audio stream."""
+    p = probe(path)
+    if p.audio is None:
+        raise InputError(path, "no audio stream, where a voice track is needed")
+    return p
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def check_limits(p: MediaProbe, limits: Limits, role: Literal["video", "audio"]) -> list[Violation]:
+    """Every limit `p` breaks when used as the job's video or audio, each with a sentence saying why."""
+    if role == "video":
+        containers, max_bytes, max_seconds = limits.video_containers, limits.video_max_bytes, limits.video_max_seconds
+        prefix = "video"
+    else:
+        containers, max_bytes, max_seconds = limits.audio_containers, limits.audio_max_bytes, limits.audio_max_seconds
+        prefix = "audio"
+    out: list[Violation] = []
+    if p.container not in containers:
+        out.append(Violation(f"{prefix}_containers", p.container, list(containers),
+                             f"container {p.container} is not accepted (only {', '.join(containers)})"))
+    if p.size_bytes > max_bytes:
+        out.append(Violation(f"{prefix}_max_bytes", p.size_bytes, max_bytes,
+                             f"{_mb(p.size_bytes)} is over the {_mb(max_bytes)} limit"))
+    if p.duration is not None and p.duration > max_seconds:
+        out.append(Violation(f"{prefix}_max_seconds", round(p.duration, 3), max_seconds,
+                             f"{p.duration:.2f} s is over the {max_seconds:g} s limit"))
+    if role == "video" and p.video is not None:
+        side = max(p.video.display_width, p.video.display_height)
+        if side > limits.video_max_side:
+            out.append(Violation("video_max_side", side, limits.video_max_side,
+                                 f"{p.video.display_width}x{p.video.display_height} has a {side} px side, "
+                                 f"over the {limits.video_max_side} px limit"))
+    return out
