@@ -1,0 +1,211 @@
+"""Stage: the delivered folder. `<out>/<job-id>/final.mp4` + `manifest.json`, and `<out>/checksums.sha256`.
+
+The manifest is the job's provenance: what went in (hashed), what was decided and why, every ffmpeg command,
+what the provider did, what we measured, which tools did it. Its JSON is deterministic (sorted keys, no
+volatile fields beyond the timestamps passed in) and passes through `pipeline.secrets.redact` before it is
+written, as a last guard against a key leaking into a delivered file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from .. import __version__
+from ..ffmpeg import FfmpegRun, ffmpeg_version
+from ..fsutil import atomic_output, sha256_file, write_text_atomic
+from ..secrets import redact
+from .verify import VerifyReport
+
+MANIFEST_NAME = "manifest.json"
+FINAL_NAME = "final.mp4"
+CHECKSUMS_NAME = "checksums.sha256"
+PACKAGES = ("click", "ffmpeg-python", "imageio-ffmpeg", "pymediainfo", "pydub", "httpx", "tenacity", "pydantic",
+            "numpy")
+NOT_DELIVERED = (".*", "*.part*", CHECKSUMS_NAME, "*.sqlite*", "*.db", "*.db-*")
+"""Hidden files (runner state), temp files of an interrupted write, and databases are not deliverables."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputFile(_Section):
+    role: str                       # "video", "audio", "script", ...
+    path: str                       # relative to the config file's folder, '/'-separated
+    size_bytes: int
+    sha256: str
+    probe: dict[str, Any] | None = None  # MediaProbe.to_dict()
+
+    @classmethod
+    def describe(cls, role: str, path: str | Path, base_dir: str | Path, probe: Any = None) -> "InputFile":
+        path = Path(path)
+        rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
+        summary = probe.to_dict() if probe is not None and hasattr(probe, "to_dict") else probe
+        if summary is not None:
+            summary = {**summary, "path": rel}  # never an absolute path from this machine
+        return cls(role=role, path=rel, size_bytes=path.stat().st_size, sha256=sha256_file(path), probe=summary)
+
+
+class ConformSection(_Section):
+    """The plans (each with its reasons) as their to_dict(): what was re-encoded, trimmed or chunked, and why."""
+
+    video: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    sync: dict[str, Any] | None = None
+    text_chunks: list[str] = Field(default_factory=list)
+    segments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AudioSection(_Section):
+    loudness: dict[str, Any] = Field(default_factory=dict)  # the conform stage's measured figures (LUFS, LRA, TP)
+    mux: dict[str, Any] | None = None                       # MuxResult.to_dict(): source, offset, plan
+
+
+class ProviderJob(_Section):
+    provider: str
+    endpoint: str
+    job_id: str
+    segment: int = 0
+    created_at: float | None = None    # unix seconds
+    finished_at: float | None = None
+    poll_count: int = 0
+    credits: float | None = None       # as reported by the provider, if it does
+    final_status: str | None = None    # the provider's own word for the outcome
+    result_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class ToolVersions(_Section):
+    python: str
+    lipsync: str
+    ffmpeg: str
+    mediainfo: str
+    platform: str
+    packages: dict[str, str]
+
+
+class DeliveredFile(_Section):
+    name: str
+    size_bytes: int
+    sha256: str
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Manifest(_Section):
+    schema_version: int = 1
+    job_id: str
+    created_at: float                                  # unix seconds, when the job was submitted
+    completed_at: float | None = None
+    inputs: list[InputFile]
+    config: dict[str, Any]                             # the resolved config (defaults applied)
+    conform: ConformSection = Field(default_factory=ConformSection)
+    audio: AudioSection = Field(default_factory=AudioSection)
+    provider_jobs: list[ProviderJob] = Field(default_factory=list)
+    verification: VerifyReport | None = None
+    ffmpeg_commands: list[list[str]] = Field(default_factory=list)
+    delivered: list[DeliveredFile] = Field(default_factory=list)
+    tools: ToolVersions
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def config_sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.config).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        """Deterministic text: sorted keys, 2-space indent, trailing newline; secrets redacted."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
+        return redact(text) + "\n"
+
+
+def commands(runs: list[FfmpegRun]) -> list[list[str]]:
+    """The argv of every run, for `Manifest.ffmpeg_commands`."""
+    return [list(run.argv) for run in runs]
+
+
+def _mediainfo_version() -> str:
+    try:
+        from pymediainfo import MediaInfo
+
+        return MediaInfo._get_library()[2]  # (lib, handle, version string, version tuple); no public accessor
+    except Exception:  # noqa: BLE001 - a missing library must not stop a delivery
+        return "unknown"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def tool_versions() -> ToolVersions:
+    return ToolVersions(
+        python=platform.python_version(),
+        lipsync=__version__,
+        ffmpeg=ffmpeg_version(),
+        mediainfo=_mediainfo_version(),
+        platform=platform.platform(terse=True),
+        packages={name: _package_version(name) for name in PACKAGES},
+    )
+
+
+def _copy_into(src: Path, dst: Path) -> None:
+    """Copy (never move: the source may be the only copy of a paid result) atomically, unless already there."""
+    if dst.exists() and dst.resolve() == src.resolve():
+        return
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_handoff(
+    job_dir: str | Path, final: str | Path, manifest: Manifest, *, extra_files: list[str | Path] = ()
+) -> Manifest:
+    """Deliver `final` as `<job_dir>/final.mp4`, the `extra_files` beside it (same names), and manifest.json
+    listing them with sizes and hashes. Returns the manifest as written."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    placed = [(Path(final), job_dir / FINAL_NAME)] + [(Path(f), job_dir / Path(f).name) for f in extra_files]
+    for src, dst in placed:
+        _copy_into(src, dst)
+    delivered = [DeliveredFile(name=dst.name, size_bytes=dst.stat().st_size, sha256=sha256_file(dst))
+                 for _, dst in placed]
+    written = manifest.model_copy(update={"delivered": delivered})
+    write_text_atomic(job_dir / MANIFEST_NAME, written.to_json())
+    return written
+
+
+def _delivered(path: Path, root: Path) -> bool:
+    rel = path.relative_to(root)
+    return path.is_file() and not any(fnmatch(part, pat) for part in rel.parts for pat in NOT_DELIVERED)
+
+
+def _checksum_line(digest: str, rel: str) -> str:
+    # GNU sha256sum escapes names holding a backslash or newline and marks the line with a leading backslash
+    if "\\" in rel or "\n" in rel or "\r" in rel:
+        escaped = rel.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        return f"\\{digest}  {escaped}\n"
+    return f"{digest}  {rel}\n"
+
+
+def write_checksums(out_dir: str | Path) -> Path:
+    """`<out_dir>/checksums.sha256` over every delivered file below it, sorted, in `sha256sum -c` format."""
+    out_dir = Path(out_dir)
+    files = sorted((p for p in out_dir.rglob("*") if _delivered(p, out_dir)), key=lambda p: p.relative_to(out_dir).as_posix())
+    text = "".join(_checksum_line(sha256_file(p), p.relative_to(out_dir).as_posix()) for p in files)
+    target = out_dir / CHECKSUMS_NAME
+    write_text_atomic(target, text)
+    return target

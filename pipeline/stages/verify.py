@@ -1,0 +1,186 @@
+"""Stage: check every final file before it is handed off, and record what was measured.
+
+A failed check fails the job with `VerificationError` (a GenerationFailed, exit 5): the provider was paid but
+the job did not produce a usable file. The downloaded result is kept by the runner either way.
+
+Checks: the expected streams are present; the file decodes end to end with no error output; video and audio
+durations agree within one frame; the total duration is what was expected (within a frame); the delivered
+audio lines up with the audio the provider synced the lips to (cross-correlation, within one frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from ..errors import LipsyncError, VerificationError
+from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
+from .avsync import measure_offset
+from .probe import MediaProbe, probe
+
+log = logging.getLogger("lipsync.verify")
+
+_DECODER_TAG = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*")
+"""ffmpeg's "[h264 @ 0x55…] " prefix: a memory address, which would make reports differ run to run."""
+
+DEFAULT_FPS = 25.0
+"""Frame length used for tolerances when the file does not say its frame rate."""
+
+
+@dataclass(frozen=True)
+class VerifyExpectations:
+    video: bool = True
+    audio: bool = True
+    sync_reference: Path | None = None   # the provider's result: our audio must line up with its audio
+    duration_s: float | None = None      # e.g. the sum of the segments' durations
+    max_offset_s: float | None = None    # default: one frame of the final's video
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    ok: bool
+    measured: float | int | str | None
+    allowed: float | int | str | None
+    detail: str = ""
+
+
+class VerifyFigures(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    size_bytes: int | None = None
+    container: str | None = None
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_s: float | None = None
+    audio_codec: str | None = None
+    audio_channels: int | None = None
+    audio_sample_rate: int | None = None
+    audio_s: float | None = None
+    offset_s: float | None = None
+    offset_correlation: float | None = None
+
+
+class VerifyReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    checks: list[Check]
+    figures: VerifyFigures
+    commands: list[list[str]] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def raise_if_failed(self) -> None:
+        bad = self.failed()
+        if bad:
+            what = "; ".join(f"{c.name}: {c.detail or f'{c.measured} (allowed {c.allowed})'}" for c in bad)
+            raise VerificationError(f"{self.path}: verification failed: {what}")
+
+
+def _figures(media: MediaProbe) -> VerifyFigures:
+    v, a = media.video, media.audio
+    return VerifyFigures(
+        size_bytes=media.size_bytes,
+        container=media.container,
+        video_codec=v.codec if v else None,
+        width=v.display_width if v else None,
+        height=v.display_height if v else None,
+        fps=v.fps if v else None,
+        video_s=(v.duration or media.duration) if v else None,
+        audio_codec=a.codec if a else None,
+        audio_channels=a.channels if a else None,
+        audio_sample_rate=a.sample_rate if a else None,
+        audio_s=(a.duration or media.duration) if a else None,
+    )
+
+
+def _stream_checks(fig: VerifyFigures, expect: VerifyExpectations) -> list[Check]:
+    checks = []
+    for kind, wanted, codec in (("video", expect.video, fig.video_codec), ("audio", expect.audio, fig.audio_codec)):
+        if wanted:
+            present = codec is not None
+            checks.append(Check(name=f"{kind}_stream", ok=present, measured=codec or "missing", allowed="present",
+                                detail="" if present else f"no {kind} stream"))
+    return checks
+
+
+def _duration_checks(fig: VerifyFigures, expect: VerifyExpectations, frame: float) -> list[Check]:
+    checks = []
+    if fig.video_s is not None and fig.audio_s is not None:
+        gap = abs(fig.video_s - fig.audio_s)
+        checks.append(Check(name="av_duration", ok=gap <= frame + 1e-3, measured=round(gap, 4),
+                            allowed=round(frame, 4),
+                            detail=f"video {fig.video_s:.3f} s vs audio {fig.audio_s:.3f} s"))
+    if expect.duration_s is not None:
+        actual = fig.video_s if fig.video_s is not None else fig.audio_s
+        gap = abs((actual or 0.0) - expect.duration_s)
+        checks.append(Check(name="duration", ok=gap <= frame + 1e-3, measured=round(gap, 4), allowed=round(frame, 4),
+                            detail=f"{actual} s, expected {expect.duration_s:.3f} s"))
+    return checks
+
+
+def _decode_check(final: Path) -> tuple[Check, FfmpegRun | None]:
+    """Decode every frame and sample; ffmpeg at -v error prints nothing for a clean file."""
+    out = ffmpeg.input(str(final)).output("-", format="null").global_args("-nostdin", "-v", "error")
+    try:
+        run = run_ffmpeg(compile_stream(out), what=f"decoding {final.name}")
+    except LipsyncError as err:
+        return Check(name="decode", ok=False, measured="error", allowed="clean", detail=str(err)), None
+    errors = run.stderr_tail.strip()
+    first = _DECODER_TAG.sub("", errors.splitlines()[0]) if errors else ""
+    return Check(name="decode", ok=not errors, measured="clean" if not errors else "errors", allowed="clean",
+                 detail=first), run
+
+
+def _offset_check(final: Path, reference: Path, allowed: float, fig: VerifyFigures) -> tuple[Check, VerifyFigures]:
+    try:
+        m = measure_offset(reference, final)
+    except LipsyncError as err:
+        return Check(name="av_offset", ok=False, measured=None, allowed=round(allowed, 5), detail=str(err)), fig
+    fig = fig.model_copy(update={"offset_s": round(m.seconds, 5), "offset_correlation": round(m.correlation, 4)})
+    ok = m.reliable and abs(m.seconds) <= allowed + 1e-4
+    detail = (f"audio {m.seconds * 1000:+.1f} ms against {reference.name}"
+              if m.reliable else f"audio does not match {reference.name} (r={m.correlation:.2f})")
+    return Check(name="av_offset", ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail), fig
+
+
+def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations()) -> VerifyReport:
+    """Run every check on `final`; never raises for a bad file (see `VerifyReport.raise_if_failed`)."""
+    final = Path(final)
+    try:
+        media = probe(final)
+    except LipsyncError as err:
+        fail = Check(name="readable", ok=False, measured="unreadable", allowed="readable", detail=str(err))
+        return VerifyReport(path=str(final), checks=[fail], figures=VerifyFigures())
+    fig = _figures(media)
+    frame = 1.0 / (fig.fps or DEFAULT_FPS)
+    checks = _stream_checks(fig, expect)
+    decode, run = _decode_check(final)
+    checks.append(decode)
+    checks += _duration_checks(fig, expect, frame)
+    if expect.sync_reference is not None and fig.audio_codec is not None:
+        allowed = expect.max_offset_s if expect.max_offset_s is not None else frame
+        check, fig = _offset_check(final, Path(expect.sync_reference), allowed, fig)
+        checks.append(check)
+    report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=[run.argv] if run else [])
+    for c in report.failed():
+        log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
+    return report

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import pytest
+from media import make_audio, make_video, media_info, truncate_copy
+from sync_media import provider_result, shifted_wav
+
+from pipeline.errors import VerificationError
+from pipeline.ffmpeg import compile_stream, run_ffmpeg
+from pipeline.stages.verify import VerifyExpectations, verify
+
+FPS = 25
+FRAME = 1 / FPS
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A master voice, the provider's result (its audio 40 ms late), and a correct final aligned to it."""
+    d = tmp_path_factory.mktemp("verify")
+    master = make_audio(d / "master.wav", seconds=3.0, rate=48000, seed=11)
+    provider = provider_result(d / "provider.mp4", master, delay_s=0.04, seconds=3.0, fps=FPS)
+    aligned = shifted_wav(master, d / "aligned.wav", 0.04)
+    final = make_video(d / "final.mp4", seconds=3.0, width=256, height=144, fps=FPS, audio_file=aligned,
+                       audio_channels=1, faststart=True)
+    return d, master, provider, final
+
+
+def _checks(report) -> dict[str, bool]:
+    return {c.name: c.ok for c in report.checks}
+
+
+def test_a_good_final_passes_every_check_and_records_its_figures(scene):
+    _, _, provider, final = scene
+    report = verify(final, VerifyExpectations(sync_reference=provider, duration_s=3.0))
+    assert _checks(report) == dict.fromkeys(
+        ["video_stream", "audio_stream", "decode", "av_duration", "duration", "av_offset"], True)
+    assert report.ok
+    report.raise_if_failed()
+    v = media_info(final)["Video"][0]
+    fig = report.figures
+    assert (fig.width, fig.height) == (v.width, v.height) == (256, 144)
+    assert fig.fps == pytest.approx(float(v.frame_rate))
+    assert fig.size_bytes == final.stat().st_size
+    assert abs(fig.offset_s) < 0.002 and fig.offset_correlation > 0.8
+    assert report.to_dict()["ok"] is True
+
+
+def test_missing_audio_stream_fails(scene):
+    d, _, provider, _ = scene
+    mute = make_video(d / "mute.mp4", seconds=3.0, fps=FPS, audio=False)
+    report = verify(mute, VerifyExpectations(sync_reference=provider))
+    assert _checks(report)["audio_stream"] is False
+    with pytest.raises(VerificationError, match="mute.mp4.*no audio stream") as err:
+        report.raise_if_failed()
+    assert err.value.exit_code == 5
+
+
+def test_truncated_file_without_its_index_fails(scene):
+    d, _, _, _ = scene
+    whole = make_video(d / "tail_index.mp4", seconds=3.0, fps=FPS)  # moov at the end, as most encoders write
+    cut = truncate_copy(whole, d / "tail_index_cut.mp4", keep=0.7)
+    report = verify(cut)
+    assert not report.ok
+    with pytest.raises(VerificationError, match="tail_index_cut.mp4"):
+        report.raise_if_failed()
+
+
+def test_truncated_file_with_its_index_first_fails(scene):
+    d, _, _, final = scene
+    cut = truncate_copy(final, d / "cut.mp4", keep=0.6)  # faststart: readable header, media data cut short
+    report = verify(cut)
+    assert not report.ok and "truncated" in report.failed()[0].detail
+
+
+def test_corrupted_media_data_fails_the_decode_check(scene):
+    d, _, _, _ = scene
+    clean = make_video(d / "grainy.mp4", seconds=2.0, fps=FPS, grain=20, faststart=True)
+    data = bytearray(clean.read_bytes())
+    garbage = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    for frac in (0.3, 0.5, 0.7):
+        at = int(len(data) * frac)
+        data[at : at + len(garbage)] = garbage
+    damaged = d / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    assert verify(clean).ok
+    report = verify(damaged)
+    decode = next(c for c in report.checks if c.name == "decode")
+    assert not decode.ok and decode.detail
+    assert "0x" not in decode.detail  # no decoder addresses: the manifest stays reproducible
+
+
+def test_audio_longer_than_video_fails_the_duration_check(scene):
+    d, _, _, _ = scene
+    long_audio = d / "long_audio.mp4"
+    v = ffmpeg.input(f"testsrc2=size=160x120:rate={FPS}", f="lavfi", t=2.0)
+    a = ffmpeg.input("sine=frequency=440:sample_rate=48000", f="lavfi", t=2.5)
+    run_ffmpeg(compile_stream(ffmpeg.output(v, a, str(long_audio), vcodec="libx264", preset="ultrafast",
+                                            acodec="aac")), what="long audio")
+    report = verify(long_audio)
+    check = next(c for c in report.checks if c.name == "av_duration")
+    assert not check.ok and check.measured == pytest.approx(0.5, abs=0.05)
+
+
+def test_wrong_total_duration_fails(scene):
+    _, _, _, final = scene
+    report = verify(final, VerifyExpectations(duration_s=3.0 + 2 * FRAME))
+    assert _checks(report)["duration"] is False
+
+
+def test_audio_three_frames_late_fails_the_offset_check(scene):
+    d, master, provider, _ = scene
+    late = shifted_wav(master, d / "late.wav", 0.04 + 3 * FRAME)
+    final = make_video(d / "late.mp4", seconds=3.0, width=256, height=144, fps=FPS, audio_file=late)
+    report = verify(final, VerifyExpectations(sync_reference=provider))
+    check = next(c for c in report.checks if c.name == "av_offset")
+    assert not check.ok
+    assert check.measured == pytest.approx(3 * FRAME, abs=0.002)
+    assert check.allowed == pytest.approx(FRAME)
+
+
+def test_audio_that_is_not_the_providers_fails_the_offset_check(scene):
+    d, _, provider, _ = scene
+    other = make_audio(d / "other.wav", seconds=3.0, rate=48000, seed=99)
+    final = make_video(d / "other.mp4", seconds=3.0, fps=FPS, audio_file=other)
+    report = verify(final, VerifyExpectations(sync_reference=provider))
+    assert _checks(report)["av_offset"] is False
+    assert report.figures.offset_correlation < 0.3
+
+
+def test_unreadable_file_is_a_failed_report_not_a_crash(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 4096)
+    report = verify(junk)
+    assert not report.ok
+    with pytest.raises(VerificationError):
+        report.raise_if_failed()
+    assert verify(Path(tmp_path / "absent.mp4")).ok is False
