@@ -1,0 +1,361 @@
+"""Stage: conform a voice track (an audio file, or a video's own sound) to what a provider accepts.
+
+plan_audio() decides, from the probe and the limits, the format (WAV PCM 16-bit, or MP3 when WAV is not
+accepted or too big), the pinned sample rate, the channel count (everything above stereo is downmixed),
+the trim and the silence padding; each choice carries its reason. execute_audio() then runs two passes:
+1. measure: EBU R128 loudness of exactly what will be used (same trim and downmix), via loudnorm's stats;
+2. normalize: the gain from the measured to the target loudness, resample, pad, encode; then the output is
+   measured. A gain that would push the true peak over the ceiling gets a true-peak limiter instead of
+   loudnorm's dynamic mode, which misses the target by 2-5 LU on short or peaky clips (measured on
+   2-4 s of speech); limiting lowers loudness, so that pass is repeated with the shortfall added.
+Silent and near-silent input is rejected between the two passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+
+from ..errors import InputError, ValidationError
+from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, run_ffmpeg
+from ..fsutil import atomic_output
+from ..limits import Limits
+from .probe import MediaProbe
+
+log = logging.getLogger("lipsync.conform_audio")
+
+AudioFormat = Literal["wav", "mp3"]
+MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+_SIZE_MARGIN = 0.98  # headers, and a little room under a provider's byte limit
+SILENT_LUFS = -70.0  # the EBU R128 absolute gate: nothing above it means nothing to hear
+TRUE_PEAK_RATE = 192000
+_LIMITER_MARGIN_DB = 0.3  # the limiter is sample-peak; resampling back may overshoot a little
+LIMITED_TOLERANCE_LU = 0.5
+MAX_LIMITED_PASSES = 3  # limiting costs loudness, so a limited pass is re-run with the shortfall added
+
+
+@dataclass(frozen=True)
+class LoudnessTarget:
+    integrated: float = -16.0   # LUFS
+    true_peak: float = -1.5     # dBTP
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    start: float | None = None              # seconds in the source
+    end: float | None = None
+    target_duration: float | None = None    # exact output length: trimmed, or padded with silence
+    sample_rate: int = 48000
+    channels: int | None = None             # None: mono stays mono, anything else becomes stereo
+    format: AudioFormat | None = None       # None: chosen from the limits
+    loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
+    min_loudness: float = -50.0             # LUFS; quieter input is rejected as near-silent
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    source: Path
+    source_seconds: float
+    source_channels: int
+    source_rate: int
+    start: float                # seconds into the source
+    take_seconds: float         # how much of the source is used
+    pad_seconds: float          # silence appended
+    format: AudioFormat
+    codec: str
+    bitrate_kbps: int | None    # MP3 only
+    sample_rate: int
+    channels: int
+    target: LoudnessTarget
+    min_loudness: float
+    estimated_bytes: int
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def duration(self) -> float:
+        return self.take_seconds + self.pad_seconds
+
+    @property
+    def total_samples(self) -> int:
+        return round(self.duration * self.sample_rate)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "source": str(self.source), "duration": self.duration}
+
+
+@dataclass(frozen=True)
+class LoudnessFigures:
+    input_i: float
+    input_tp: float
+    input_lra: float
+    input_thresh: float
+    gain_db: float | None = None
+    output_i: float | None = None
+    output_tp: float | None = None
+    output_lra: float | None = None
+    normalization_type: str | None = None   # "linear" (a plain gain) or "limited" (gain + true-peak limiter)
+
+    @property
+    def linear(self) -> bool:
+        return self.normalization_type == "linear"
+
+    def to_dict(self) -> dict:
+        finite = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()}
+        return {**finite, "linear": self.linear}
+
+
+@dataclass(frozen=True)
+class AudioResult:
+    path: Path
+    plan: AudioPlan
+    loudness: LoudnessFigures
+    runs: tuple[FfmpegRun, ...]
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "plan": self.plan.to_dict(),
+            "loudness": self.loudness.to_dict(),
+            "ffmpeg": [run.argv for run in self.runs],
+            "warnings": list(self.warnings),
+        }
+
+
+# ---- planning (pure) ----------------------------------------------------------------------------
+
+
+def _trim(p: MediaProbe, opts: AudioOptions, limits: Limits) -> tuple[float, float, float, list[str], list[str]]:
+    """(start, take, pad, reasons, warnings) for the source range and the output length."""
+    total = p.audio.duration or p.duration
+    if not total:
+        raise InputError(p.path, "cannot tell how long the audio is")
+    start = max(0.0, opts.start or 0.0)
+    end = min(total, opts.end) if opts.end is not None else total
+    if start >= end:
+        raise InputError(p.path, f"nothing to use between {start:g} s and {end:g} s (the audio lasts {total:.3f} s)")
+    reasons, warnings = [], []
+    if start > 0 or end < total:
+        reasons.append(f"trimmed to {start:.3f}-{end:.3f} s of {total:.3f} s")
+    take, pad = end - start, 0.0
+    if opts.target_duration is not None:
+        if opts.target_duration < take:
+            reasons.append(f"cut to {opts.target_duration:.3f} s to match the video")
+        elif opts.target_duration > take:
+            pad = opts.target_duration - take
+            reasons.append(f"padded with {pad:.3f} s of silence to match the video")
+        take = min(take, opts.target_duration)
+    cap = limits.audio_max_seconds
+    if take > cap:
+        warnings.append(f"{p.path.name}: audio is {take:.3f} s, over the {cap:g} s limit: cut at "
+                        f"{start + cap:.3f} s (source {start + cap:.3f}-{start + take:.3f} s dropped)")
+        take = cap
+    if take + pad > cap:
+        pad = cap - take
+        reasons.append(f"padding shortened to {pad:.3f} s to stay within the {cap:g} s limit")
+    return start, take, pad, reasons, warnings
+
+
+def _channels(p: MediaProbe, opts: AudioOptions) -> tuple[int, str]:
+    have = p.audio.channels
+    if opts.channels is not None:
+        return opts.channels, f"{opts.channels} channel(s) as asked"
+    if have == 1:
+        return 1, "mono kept"
+    if have == 2:
+        return 2, "stereo kept"
+    return 2, f"downmixed from {have} channels to stereo"
+
+
+def _wav_bytes(seconds: float, rate: int, channels: int) -> int:
+    return 44 + math.ceil(seconds * rate) * channels * 2
+
+
+def _mp3_bitrate(seconds: float, channels: int, max_bytes: int) -> int | None:
+    """The standard MP3 bitrate to use: 192/128 kbps (stereo/mono), lower if the file must be smaller."""
+    wanted = 192 if channels > 1 else 128
+    fitting = [b for b in MP3_BITRATES_KBPS if b <= wanted and b * 1000 / 8 * seconds <= max_bytes * _SIZE_MARGIN]
+    return fitting[-1] if fitting else None
+
+
+def _format(
+    path: Path, seconds: float, rate: int, channels: int, forced: AudioFormat | None, limits: Limits
+) -> tuple[AudioFormat, int | None, int, str]:
+    """(format, mp3 bitrate, estimated bytes, reason)."""
+    allowed = [f for f in ("wav", "mp3") if f in limits.audio_containers]
+    if forced is not None and forced not in allowed:
+        raise ValidationError(f"{path}: audio format {forced} is not accepted here (accepted: {', '.join(allowed)})")
+    if not allowed:
+        raise ValidationError(f"{path}: the limits accept neither WAV nor MP3 audio ({limits.audio_containers})")
+    wav = _wav_bytes(seconds, rate, channels)
+    wav_fits = wav <= limits.audio_max_bytes * _SIZE_MARGIN
+    if forced == "wav" or allowed == ["wav"] or (forced is None and "wav" in allowed and wav_fits):
+        if not wav_fits:
+            raise ValidationError(f"{path}: {seconds:.1f} s of WAV would be {wav} bytes, over the "
+                                  f"{limits.audio_max_bytes} byte limit; use MP3")
+        return "wav", None, wav, "WAV PCM 16-bit: lossless and within the size limit"
+    if rate not in MP3_SAMPLE_RATES:
+        raise ValidationError(f"{path}: MP3 cannot carry {rate} Hz audio; choose 48000 or 44100")
+    kbps = _mp3_bitrate(seconds, channels, limits.audio_max_bytes)
+    if kbps is None:
+        raise ValidationError(f"{path}: {seconds:.1f} s of audio cannot fit in {limits.audio_max_bytes} bytes")
+    why = "as asked" if forced else ("WAV is not accepted" if "wav" not in allowed else f"WAV would be {wav} bytes")
+    return "mp3", kbps, math.ceil(kbps * 1000 / 8 * seconds), f"MP3 {kbps} kbps: {why}"
+
+
+def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions()) -> AudioPlan:
+    """Decide everything about the conformed voice track. Pure: reads only the probe, limits and options."""
+    if p.audio is None:
+        raise InputError(p.path, "has no audio track")
+    start, take, pad, reasons, warnings = _trim(p, opts, limits)
+    channels, channel_reason = _channels(p, opts)
+    fmt, kbps, size, format_reason = _format(p.path, take + pad, opts.sample_rate, channels, opts.format, limits)
+    reasons += [format_reason, channel_reason, f"resampled to {opts.sample_rate} Hz" if p.audio.sample_rate !=
+                opts.sample_rate else f"{opts.sample_rate} Hz kept",
+                f"loudness to {opts.loudness.integrated:g} LUFS, true peak {opts.loudness.true_peak:g} dBTP"]
+    return AudioPlan(
+        source=p.path,
+        source_seconds=p.audio.duration or p.duration,
+        source_channels=p.audio.channels,
+        source_rate=p.audio.sample_rate,
+        start=start,
+        take_seconds=take,
+        pad_seconds=pad,
+        format=fmt,
+        codec="pcm_s16le" if fmt == "wav" else "libmp3lame",
+        bitrate_kbps=kbps,
+        sample_rate=opts.sample_rate,
+        channels=channels,
+        target=opts.loudness,
+        min_loudness=opts.min_loudness,
+        estimated_bytes=size,
+        reasons=tuple(reasons),
+        warnings=tuple(warnings),
+    )
+
+
+def check_audible(figures: LoudnessFigures, plan: AudioPlan) -> None:
+    """Reject silence, and audio so quiet that normalizing it would mostly amplify noise."""
+    where = f" (between {plan.start:.3f} and {plan.start + plan.take_seconds:.3f} s)" if plan.start else ""
+    if not figures.input_i > SILENT_LUFS:
+        raise InputError(plan.source, f"the audio is silent{where}: nothing to lip-sync to")
+    if figures.input_i < plan.min_loudness:
+        raise InputError(plan.source, f"the audio is near-silent{where}: {figures.input_i:.1f} LUFS, below "
+                                      f"{plan.min_loudness:g} LUFS")
+
+
+def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, float]:
+    """("linear", gain) when the gain to the target keeps the true peak under the ceiling, else ("limited", gain)."""
+    gain = target.integrated - measured.input_i
+    return ("linear" if measured.input_tp + gain <= target.true_peak else "limited"), gain
+
+
+def next_gain(gain: float, output_i: float, target: LoudnessTarget) -> float | None:
+    """The corrected gain for another limited pass, or None when the output is close enough to the target."""
+    miss = target.integrated - output_i
+    return None if abs(miss) <= LIMITED_TOLERANCE_LU else gain + miss
+
+
+# ---- execution ----------------------------------------------------------------------------------
+
+
+def _source(plan: AudioPlan):
+    stream = ffmpeg.input(str(plan.source), ss=plan.start, t=plan.take_seconds)["a:0"]
+    layout = "mono" if plan.channels == 1 else "stereo"
+    return stream.filter("aformat", channel_layouts=layout)
+
+
+def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None) -> tuple[dict[str, str], FfmpegRun]:
+    """loudnorm's EBU R128 measurement of `stream` (its stats file; the audio goes nowhere)."""
+    with tempfile.TemporaryDirectory(prefix="lipsync-loudness-") as scratch:
+        stats = Path(scratch) / "stats.json"
+        graph = stream.filter("loudnorm", print_format="json", stats_file=str(stats))
+        run = run_ffmpeg(
+            compile_stream(graph.output("-", f="null").global_args("-hide_banner", "-nostats")),
+            what=f"{what} {plan.source.name}",
+            duration=plan.take_seconds,
+            progress=progress,
+        )
+        try:
+            return json.loads(stats.read_text(encoding="utf-8")), run
+        except (OSError, ValueError):
+            raise InputError(plan.source, f"could not measure the loudness while {what}") from None
+
+
+def measure_input(plan: AudioPlan, progress: ProgressFn | None = None) -> tuple[LoudnessFigures, FfmpegRun]:
+    """Pass 1: the EBU R128 figures of exactly the audio the plan uses (same trim and downmix)."""
+    s, run = _measure(_source(plan), plan, "measuring the loudness of", progress)
+    figures = LoudnessFigures(
+        input_i=float(s["input_i"]),
+        input_tp=float(s["input_tp"]),
+        input_lra=float(s["input_lra"]),
+        input_thresh=float(s["input_thresh"]),
+    )
+    return figures, run
+
+
+def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:
+    s, run = _measure(ffmpeg.input(str(path))["a:0"], plan, "checking the normalized audio of", None)
+    return replace(figures, output_i=float(s["input_i"]), output_tp=float(s["input_tp"]),
+                   output_lra=float(s["input_lra"])), run
+
+
+def apply_gain(plan: AudioPlan, kind: str, gain_db: float, dst: Path, progress: ProgressFn | None = None) -> FfmpegRun:
+    """Pass 2: gain (plus a true-peak limiter when `kind` is "limited"), resample, pad to the exact length."""
+    graph = _source(plan).filter("volume", f"{gain_db:.2f}dB")
+    if kind == "limited":
+        # limiting at 192 kHz catches the inter-sample (true) peaks a 48 kHz limiter would miss
+        ceiling = 10 ** ((plan.target.true_peak - _LIMITER_MARGIN_DB) / 20)
+        graph = graph.filter("aresample", TRUE_PEAK_RATE).filter(
+            "alimiter", limit=f"{ceiling:.5f}", attack=5, release=50, level="false", asc="false"
+        )
+    graph = (
+        graph.filter("aresample", plan.sample_rate)
+        .filter("apad", whole_len=plan.total_samples)
+        .filter("atrim", end_sample=plan.total_samples)
+    )
+    codec = {"c:a": plan.codec, "ar": plan.sample_rate, "ac": plan.channels}
+    if plan.bitrate_kbps:
+        codec["b:a"] = f"{plan.bitrate_kbps}k"
+    out = graph.output(str(dst), f=plan.format, map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"}, **codec)
+    return run_ffmpeg(
+        compile_stream(out.global_args("-hide_banner", "-nostats")),
+        what=f"normalizing the audio of {plan.source.name}",
+        duration=plan.take_seconds,
+        progress=progress,
+    )
+
+
+def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None) -> AudioResult:
+    """Measure, check the audio is audible, normalize into `dst` (written atomically), measure the result."""
+    dst = Path(dst)
+    warnings = list(plan.warnings)
+    measured, run = measure_input(plan, None if progress is None else (lambda f: progress(0.5 * f)))
+    check_audible(measured, plan)
+    runs = [run]
+    kind, gain = plan_gain(measured, plan.target)
+    with atomic_output(dst) as tmp:
+        for _ in range(MAX_LIMITED_PASSES):
+            runs.append(apply_gain(plan, kind, gain, tmp, None if progress is None else (lambda f: progress(0.5 + 0.5 * f))))
+            figures, run = measure_output(tmp, plan, replace(measured, gain_db=gain, normalization_type=kind))
+            runs.append(run)
+            if kind == "linear" or (gain := next_gain(gain, figures.output_i, plan.target)) is None:
+                break
+    if kind == "limited":
+        warnings.append(
+            f"{plan.source.name}: loudness normalization could not stay linear: reaching "
+            f"{plan.target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
+            f"({measured.input_tp:.1f} dBTP) over {plan.target.true_peak:g} dBTP, so peaks were limited"
+        )
+    for warning in warnings:
+        log.warning(warning)
+    return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings))

@@ -1,0 +1,167 @@
+"""Audio conform: real files in, outputs measured independently (pymediainfo, ebur128, ffmpeg decode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from loudness import ebur128
+from media import decode_stats, make_audio, make_video, media_info
+
+from pipeline.errors import InputError, ValidationError
+from pipeline.limits import load_limits
+from pipeline.stages.conform_audio import AudioOptions, LoudnessTarget, execute_audio, plan_audio
+from pipeline.stages.probe import AudioStream, MediaProbe, probe
+
+LIMITS = load_limits()
+
+
+def conform(src: Path, dst: Path, limits=LIMITS, **opts):
+    return execute_audio(plan_audio(probe(src), limits, AudioOptions(**opts)), dst)
+
+
+def audio_track(path: Path):
+    (track,) = media_info(path)["Audio"]
+    return track
+
+
+def test_quiet_51_at_96k_becomes_loud_stereo_48k_wav(tmp_path):
+    src = make_audio(tmp_path / "surround 5.1.wav", seconds=4, rate=96000, channels=6, level_db=-38)
+    result = conform(src, tmp_path / "out.wav")
+    track = audio_track(result.path)
+    assert (track.format, int(track.channel_s), int(track.sampling_rate), int(track.bit_depth)) == ("PCM", 2, 48000, 16)
+    assert not media_info(result.path).get("Video")
+    measured = ebur128(result.path)
+    assert measured.integrated == pytest.approx(-16.0, abs=1.0)
+    assert measured.true_peak <= -1.5 + 0.5
+    source = ebur128(src)
+    assert result.loudness.input_i == pytest.approx(source.integrated, abs=1.5)
+    assert result.loudness.output_i == pytest.approx(-16.0, abs=1.0)
+    assert decode_stats(result.path).audio_seconds == pytest.approx(4.0, abs=0.001)
+    assert "downmixed from 6 channels to stereo" in result.plan.reasons
+
+
+def test_quiet_mono_dialogue_is_normalized_and_stays_mono(tmp_path):
+    src = make_audio(tmp_path / "quiet dialogue.wav", seconds=3, rate=44100, channels=1, level_db=-42)
+    result = conform(src, tmp_path / "voice.wav", loudness=LoudnessTarget(integrated=-20.0, true_peak=-1.0))
+    assert int(audio_track(result.path).channel_s) == 1
+    assert ebur128(result.path).integrated == pytest.approx(-20.0, abs=1.0)
+
+
+def test_a_steady_level_is_normalized_linearly(tmp_path):
+    src = make_audio(tmp_path / "tone.wav", seconds=3, speech=False, level_db=-30)
+    result = conform(src, tmp_path / "out.wav")
+    assert result.loudness.normalization_type == "linear" and not result.warnings
+    assert result.loudness.gain_db == pytest.approx(-16.0 - result.loudness.input_i)
+    assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
+
+
+def test_a_peaky_quiet_track_warns_that_normalization_was_not_linear(tmp_path):
+    src = make_audio(tmp_path / "peaky.wav", seconds=4, level_db=-40)  # speech: crest factor ~16 dB
+    result = conform(src, tmp_path / "out.wav")
+    assert not result.loudness.linear
+    assert any("could not stay linear" in w and "peaky.wav" in w for w in result.warnings)
+    measured = ebur128(result.path)
+    assert measured.integrated == pytest.approx(-16.0, abs=1.0)
+    assert measured.true_peak <= -1.0
+
+
+def test_mp3_with_cover_art_uses_only_the_sound(tmp_path):
+    src = make_audio(tmp_path / "song ♪.mp3", seconds=3, channels=2, cover_art=True)
+    assert media_info(src).get("Image") or media_info(src).get("Video")  # the cover is really there
+    result = conform(src, tmp_path / "out.wav")
+    assert not media_info(result.path).get("Video") and not media_info(result.path).get("Image")
+    assert decode_stats(result.path).audio_seconds == pytest.approx(3.0, abs=0.06)
+
+
+def test_the_sound_of_a_video_is_taken_with_start_and_end(tmp_path):
+    voice = make_audio(tmp_path / "voice.wav", seconds=4)
+    src = make_video(tmp_path / "clip.mp4", seconds=4, audio_file=voice)
+    result = conform(src, tmp_path / "out.wav", start=1.0, end=2.5)
+    assert decode_stats(result.path).audio_seconds == pytest.approx(1.5, abs=0.001)
+    assert (result.plan.start, result.plan.take_seconds) == (1.0, 1.5)
+
+
+def test_padding_to_the_video_length_appends_silence(tmp_path):
+    src = make_audio(tmp_path / "short.wav", seconds=2)
+    result = conform(src, tmp_path / "padded.wav", target_duration=3.25)
+    assert decode_stats(result.path).audio_seconds == pytest.approx(3.25, abs=0.001)
+    assert ebur128(result.path, start=2.3).integrated <= -69  # the tail is digital silence
+    assert ebur128(result.path, duration=2.0).integrated == pytest.approx(-16.0, abs=1.5)
+
+
+def test_over_the_limit_is_cut_with_a_warning_naming_the_cut(tmp_path):
+    src = make_audio(tmp_path / "long.wav", seconds=5)
+    limits = load_limits(overrides={"audio_max_seconds": 3.0})
+    result = conform(src, tmp_path / "cut.wav", limits=limits)
+    assert decode_stats(result.path).audio_seconds == pytest.approx(3.0, abs=0.001)
+    assert any("cut at 3.000 s" in w and "3.000-5.000 s dropped" in w for w in result.warnings)
+
+
+def test_mp3_when_wav_is_not_accepted(tmp_path):
+    src = make_audio(tmp_path / "voice.wav", seconds=2, channels=2)
+    limits = load_limits(overrides={"audio_containers": ["mp3"]})
+    result = conform(src, tmp_path / "voice.mp3", limits=limits)
+    track = audio_track(result.path)
+    assert (track.format, int(track.sampling_rate)) == ("MPEG Audio", 48000)
+    assert result.plan.bitrate_kbps == 192 and "WAV is not accepted" in result.plan.reasons[0]
+
+
+@pytest.mark.parametrize("level_db, what", [(None, "silent"), (-60.0, "near-silent")])
+def test_silent_and_near_silent_audio_is_rejected_and_nothing_is_left(tmp_path, level_db, what):
+    src = tmp_path / "quiet.wav"
+    if level_db is None:
+        make_audio(src, seconds=2, speech=False, level_db=-200)
+    else:
+        make_audio(src, seconds=2, level_db=level_db)
+    with pytest.raises(InputError) as err:
+        conform(src, tmp_path / "out" / "x.wav")
+    assert err.value.exit_code == 6
+    assert f"the audio is {what}" in str(err.value) and "quiet.wav" in str(err.value)
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_a_file_without_sound_is_refused(tmp_path):
+    src = make_video(tmp_path / "mute.mp4", audio=False, seconds=1)
+    with pytest.raises(InputError, match="mute.mp4: has no audio track"):
+        plan_audio(probe(src), LIMITS)
+
+
+# ---- the planner on its own ---------------------------------------------------------------------
+
+
+def fake_probe(seconds: float, channels: int = 2, rate: int = 48000) -> MediaProbe:
+    stream = AudioStream(codec="PCM", channels=channels, sample_rate=rate, duration=seconds, bit_depth=16)
+    return MediaProbe(Path("in.wav"), "wav", seconds, 1000, None, stream)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seconds=st.floats(0.5, 200),
+    start=st.one_of(st.none(), st.floats(0, 10)),
+    length=st.one_of(st.none(), st.floats(0.1, 100)),
+    target=st.one_of(st.none(), st.floats(0.1, 100)),
+    max_seconds=st.floats(1, 120),
+    max_bytes=st.integers(200_000, 60_000_000),
+    channels=st.sampled_from([1, 2, 6, 8]),
+    containers=st.sampled_from([("wav", "mp3"), ("mp3",), ("wav",)]),
+)
+def test_plans_fit_every_limit(seconds, start, length, target, max_seconds, max_bytes, channels, containers):
+    limits = load_limits(overrides={"audio_max_seconds": max_seconds, "audio_max_bytes": max_bytes,
+                                    "audio_containers": list(containers)})
+    end = None if length is None or start is None else start + length
+    try:
+        plan = plan_audio(fake_probe(seconds, channels), limits, AudioOptions(start=start, end=end, target_duration=target))
+    except (InputError, ValidationError) as err:
+        assert err.exit_code == 6
+        assert (start or 0) >= seconds or "cannot fit" in str(err) or "WAV would be" in str(err)
+        return
+    assert 0 < plan.duration <= max_seconds + 1e-9
+    assert plan.format in containers and plan.estimated_bytes <= max_bytes
+    assert plan.channels == (1 if channels == 1 else 2)
+    assert plan.start + plan.take_seconds <= seconds + 1e-9
+    if target is not None and target <= max_seconds:
+        assert plan.duration == pytest.approx(target)
+    if plan.take_seconds < min(seconds - plan.start, (end or seconds) - plan.start, target or 1e9) - 1e-9:
+        assert plan.warnings
