@@ -1,0 +1,85 @@
+"""Batch throughput: 40 jobs through the emulator (20 s per job), max_jobs 8.
+
+The ideal wall time is ceil(40 / 8) waves × 20 s, plus the conform work a job cannot overlap with
+waiting (its own prepare before the first create, and its mux/verify/handoff after the last result).
+Printed as a ratio of measured to ideal; the target is ≤ 1.10. Conform time is measured in the same
+run from the ledger's stage timings. `BENCH_BATCH_JOBS`, `BENCH_BATCH_LATENCY` shrink it for a quick look.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ffmpeg
+
+from pipeline.ffmpeg import compile_stream, run_ffmpeg
+from pipeline.run.config import load_config
+from pipeline.run.ledger import Ledger
+from pipeline.run.progress import Progress
+from pipeline.run.runner import RunOptions, run_batch
+from pipeline.speech import speak_to_wav
+
+JOBS = int(os.environ.get("BENCH_BATCH_JOBS", 40))
+LATENCY_S = float(os.environ.get("BENCH_BATCH_LATENCY", 20.0))
+MAX_JOBS = 8
+PROVIDER = os.environ.get("BENCH_BATCH_PROVIDER", "fal")
+
+
+def _tiny_media(folder: Path) -> tuple[Path, Path]:
+    video = folder / "clip.mp4"
+    clip = ffmpeg.input("testsrc2=size=160x120:rate=25", f="lavfi", t=2)
+    run_ffmpeg(compile_stream(ffmpeg.output(clip, str(video), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p")),
+               what="making the bench clip")
+    return video, speak_to_wav("Two seconds of words to lip-sync in the benchmark.", folder / "voice.wav")
+
+
+def _config(folder: Path) -> Path:
+    jobs = "".join(f'\n[[job]]\nid = "job-{i:03d}"\nvideo = "clip.mp4"\naudio = "voice.wav"\n' for i in range(JOBS))
+    path = folder / "bench.toml"
+    path.write_text(
+        f'[run]\nname = "bench"\nprovider = "{PROVIDER}"\noutput = "out"\nmax_jobs = {MAX_JOBS}\n'
+        f"[run.rehearse]\nlatency_s = {LATENCY_S}\n[run.poll]\ninterval_s = 0.5\nmax_interval_s = 1.0\n"
+        f'[defaults]\nsync_mode = "cut"\n{jobs}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _stage_seconds(run_dir: Path) -> dict[str, list[float]]:
+    seconds: dict[str, list[float]] = {}
+    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+        for job in ledger.jobs():
+            for t in ledger.stage_times(job.job_id):
+                if t.finished_at is not None:
+                    seconds.setdefault(t.stage, []).append(t.finished_at - t.started_at)
+    return seconds
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
+        folder = Path(tmp)
+        _tiny_media(folder)
+        config = load_config(_config(folder))
+        start = time.monotonic()
+        summary = run_batch(config, RunOptions(rehearse=True), Progress())
+        wall = time.monotonic() - start
+        failed = [o.job_id for o in summary.outcomes if o.exit_code != 0]
+        stages = _stage_seconds(config.output)
+    prepare = stages.get("prepare", [0.0])
+    finish = [sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")))] or [0.0]
+    conform = statistics.mean(prepare) + statistics.mean(finish)
+    ideal = math.ceil(JOBS / MAX_JOBS) * LATENCY_S + conform
+    print(f"jobs {JOBS}, provider {PROVIDER}, emulator latency {LATENCY_S:g} s, max_jobs {MAX_JOBS}"
+          f"{f', FAILED: {failed}' if failed else ''}")
+    print(f"conform per job: prepare {statistics.mean(prepare):.2f} s + mux/verify/handoff "
+          f"{statistics.mean(finish):.2f} s (all jobs: {sum(prepare) + sum(finish):.1f} s of CPU-pool time)")
+    print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, ratio {wall / ideal:.3f} (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
