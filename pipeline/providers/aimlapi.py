@@ -1,0 +1,179 @@
+"""AI/ML API, model `pixverse/lip-sync`: Bearer auth; media go inside the create request as data URIs
+(or as URLs when the job gives them).
+
+A 50 MB video is ~67 MB of base64: the JSON body is streamed, base64-encoding the file in slices of a
+multiple of 3 bytes (so only the last slice pads), with its exact length known before sending.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from ..errors import BillingError, ValidationError
+from ..voices import VOICE_NAMES
+from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
+                   http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
+from .http import CreateRequest, CreateVerdict, Lost, Refused
+
+PATH = "/v2/video/generations"
+MODEL = "pixverse/lip-sync"
+B64_SLICE = 3 * (1 << 18)           # 768 KiB in, 1 MiB of base64 out
+QUEUED = frozenset({"queued", "waiting", "pending"})
+RUNNING = frozenset({"generating", "active", "processing", "in_progress"})
+DONE = frozenset({"completed", "succeeded", "success"})
+FAILED = frozenset({"error", "failed", "failure"})
+CANCELED = frozenset({"canceled", "cancelled"})
+
+
+@dataclass(frozen=True)
+class DataUri:
+    """A file to be sent as `data:<mime>;base64,...` inside a JSON string."""
+
+    path: Path
+    mime: str
+    size: int
+
+    @property
+    def prefix(self) -> bytes:
+        return f"data:{self.mime};base64,".encode()
+
+    @property
+    def encoded_length(self) -> int:
+        return len(self.prefix) + 4 * ((self.size + 2) // 3)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.prefix
+        sent = 0
+        with open(self.path, "rb") as f:
+            while piece := f.read(B64_SLICE):
+                sent += len(piece)
+                yield base64.b64encode(piece)
+        if sent != self.size:
+            raise ValidationError(f"{self.path}: file changed size while being sent ({self.size} -> {sent})")
+
+
+@dataclass(frozen=True)
+class StreamedJson:
+    """A JSON object whose string values may be files (as data URIs), encoded lazily."""
+
+    fields: dict[str, str | DataUri]
+
+    def _parts(self) -> list[bytes | DataUri]:
+        parts: list[bytes | DataUri] = []
+        for i, (key, value) in enumerate(self.fields.items()):
+            lead = (b"{" if i == 0 else b",") + json.dumps(key).encode() + b":"
+            if isinstance(value, DataUri):
+                parts += [lead + b'"', value, b'"']
+            else:
+                parts.append(lead + json.dumps(value, ensure_ascii=False).encode())
+        parts.append(b"}" if self.fields else b"{}")
+        return parts
+
+    @property
+    def length(self) -> int:
+        return sum(p.encoded_length if isinstance(p, DataUri) else len(p) for p in self._parts())
+
+    def chunks(self) -> Iterator[bytes]:
+        for part in self._parts():
+            if isinstance(part, DataUri):
+                yield from part.chunks()
+            else:
+                yield part
+
+
+def media_field(path: Path, url: str | None) -> str | DataUri:
+    return url if url else DataUri(path, media_type(path), path.stat().st_size)
+
+
+def classify_create(status_code: int, body: Any) -> CreateVerdict:
+    if 200 <= status_code < 300:
+        return None
+    message = error_text(body, "message", "error")
+    if status_code in (429, 503):
+        return Refused(f"HTTP {status_code}: {message}")
+    if status_code >= 500:
+        return Lost(f"HTTP {status_code}: {message}")
+    if status_code == 403:
+        return BillingError(f"create: {message}", provider="aimlapi", code=status_code)
+    return http_error("aimlapi", "AIMLAPI_KEY", status_code, message, "create")
+
+
+def parse_generation(body: Any) -> JobStatus:
+    """A generation reply → JobStatus. Success = completed/succeeded with video.url; an `error` fails it."""
+    if not isinstance(body, dict):
+        return unknown_status("aimlapi", f"malformed reply {type(body).__name__}")
+    raw = str(body.get("status") or "")
+    word = raw.strip().lower()
+    usage = (body.get("meta") or {}).get("usage") if isinstance(body.get("meta"), dict) else None
+    credits = optional_float(usage.get("credits_used")) if isinstance(usage, dict) else None
+    error = body.get("error")
+    if error or word in FAILED:
+        name = error.get("name") if isinstance(error, dict) else None
+        message = error.get("message") if isinstance(error, dict) else (str(error) if error else None)
+        state = JobState.MODERATED if looks_moderated(name, message) else JobState.FAILED
+        return JobStatus(state, raw, credits=credits, error_code=name or raw,
+                         error_message=message or "generation failed")
+    video = body.get("video") if isinstance(body.get("video"), dict) else {}
+    if word in DONE:
+        url = video.get("url") or None
+        size = optional_int(video.get("file_size"))
+        if url and (size is None or size > 0):
+            return JobStatus(JobState.SUCCEEDED, raw, result_url=url, credits=credits)
+        return JobStatus(JobState.RUNNING, raw, credits=credits, unconfirmed=True)
+    if word in QUEUED:
+        return JobStatus(JobState.QUEUED, raw, credits=credits)
+    if word in RUNNING:
+        return JobStatus(JobState.RUNNING, raw, credits=credits)
+    if word in CANCELED:
+        return JobStatus(JobState.CANCELED, raw, credits=credits, error_message="was canceled")
+    return unknown_status("aimlapi", raw, credits=credits)
+
+
+class AimlapiProvider(Provider):
+    name = "aimlapi"
+    secret_env = "AIMLAPI_KEY"
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._secret()}"}
+
+    def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
+        fields: dict[str, str | DataUri] = {"model": MODEL, "video_url": media_field(req.video, req.video_url)}
+        if req.audio is not None:
+            fields["audio_url"] = media_field(req.audio, req.audio_url)
+        else:
+            fields["lip_sync_tts_content"] = req.text or ""
+            fields["lip_sync_tts_speaker"] = req.speaker or "Auto"
+        body = StreamedJson(fields)
+        request = CreateRequest("POST", self._url(PATH),
+                                lambda: {**self._auth_headers(), "Content-Type": "application/json"},
+                                body.chunks, body.length)
+        described = {k: (f"data URI of {v.path.name} ({v.size} bytes)" if isinstance(v, DataUri) else v)
+                     for k, v in fields.items()}
+        return Submission(request, described)
+
+    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
+        return classify_create(response.status_code, reply_json(response))
+
+    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+        job_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(job_id, str) or not job_id.strip():
+            return None
+        return JobHandle(self.name, job_id.strip(), {}, created_at)
+
+    def poll(self, handle: JobHandle) -> JobStatus:
+        what = f"status of job {handle.job_id}"
+        response = self._request("GET", self._url(PATH), what=what, params={"generation_id": handle.job_id})
+        body = reply_json(response)
+        if response.status_code != 200:
+            raise self._http_error(response.status_code, error_text(body, "message", "error"), what)
+        return parse_generation(body)
+
+    def voices(self) -> list[Voice]:
+        """AI/ML API has no voice list endpoint: the names are the enum of its documented schema."""
+        return [Voice(name, name, source="docs") for name in VOICE_NAMES]

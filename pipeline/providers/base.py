@@ -1,0 +1,344 @@
+"""The one job model every provider adapter speaks: upload → create → poll → download.
+
+An adapter subclasses `Provider` and supplies the protocol: how to upload and build the create request,
+how to read the replies (pure functions of a reply), how to cancel and list voices. The create template,
+retries, downloads and the create-is-never-sent-twice rule live here and in `http.py`, so the four
+adapters look alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
+
+import httpx
+
+from ..errors import AuthError, LipsyncError, ProviderError, ValidationError
+from ..fsutil import sha256_file
+from ..secrets import require_secret
+from ..voices import resolve_voice
+from .download import Download, download_to
+from .http import (CreateRequest, CreateVerdict, RetryPolicy, make_client, require_safe_url, send_create,
+                   send_idempotent, uncertain_create)
+
+if TYPE_CHECKING:
+    from .poll import PollPolicy
+
+log = logging.getLogger("lipsync.providers")
+
+_UPLOAD_CHUNK = 1 << 20
+MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
+_MODERATION_WORDS = ("moderat", "content policy", "content_policy", "nsfw", "sensitive", "prohibited")
+
+__all__ = ["Download", "FINAL_STATES", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider",
+           "Submission", "Voice"]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    CANCELED = "canceled"
+    UNCERTAIN = "uncertain"
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.MODERATED, JobState.CANCELED})
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One lip-sync job on prepared media: a video plus either an audio track or a TTS text.
+
+    `video_url` / `audio_url`, when set, are public URLs of the same media; providers that take URLs
+    (AI/ML API, fal) use them instead of uploading the files.
+    """
+
+    video: Path
+    audio: Path | None = None
+    text: str | None = None
+    speaker: str | None = None
+    video_url: str | None = None
+    audio_url: str | None = None
+
+    def checked(self) -> JobRequest:
+        """This request with paths as Paths and the speaker canonicalised; ValidationError if unusable."""
+        if (self.audio is None) == (self.text is None):
+            raise ValidationError("a job needs exactly one of an audio track or a TTS text")
+        for path in (self.video, self.audio):
+            if path is not None and not Path(path).is_file():
+                raise ValidationError(f"{path}: no such file")
+        if self.text is not None and not self.text.strip():
+            raise ValidationError("the TTS text is empty")
+        speaker = resolve_voice(self.speaker or "Auto") if self.text is not None else None
+        return JobRequest(Path(self.video), None if self.audio is None else Path(self.audio), self.text,
+                          speaker, self.video_url, self.audio_url)
+
+    def summary(self) -> dict[str, Any]:
+        """What this request asks for, with media by hash: for fingerprints and manifests, never bytes."""
+        return {"video_sha256": sha256_file(self.video),
+                "audio_sha256": sha256_file(self.audio) if self.audio else None,
+                "text": self.text, "speaker": self.speaker}
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """Everything needed to poll, cancel or download a job later, from another process (the ledger keeps it).
+
+    `urls` holds provider-issued URLs to reuse (fal: status, response, cancel).
+    """
+
+    provider: str
+    job_id: str
+    urls: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0     # time.time() when the provider accepted the job
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobHandle:
+        return cls(provider=str(d["provider"]), job_id=str(d["job_id"]),
+                   urls={str(k): str(v) for k, v in (d.get("urls") or {}).items()},
+                   created_at=float(d.get("created_at") or 0.0))
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One status reply, normalised. `raw_status` is the provider's own word or code, kept for the user."""
+
+    state: JobState
+    raw_status: str
+    result_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    credits: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    unconfirmed: bool = False   # the provider says done, but the evidence (URL, size) is missing
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str                   # the provider's display name
+    provider_id: str            # what the provider takes: an id (PixVerse, useapi) or the name (AI/ML API, fal)
+    preview_url: str | None = None
+    source: str = "api"         # "api" if listed by the provider, "docs" if it has no list endpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A create ready to send: the request, and what it asks for (ids/URLs, no bytes) to reconcile by hand."""
+
+    request: CreateRequest
+    fields: dict[str, Any]
+
+
+def media_type(path: Path) -> str:
+    """The MIME type a provider expects for `path`, from its suffix."""
+    known = MEDIA_TYPES.get(path.suffix.lower())
+    if known:
+        return known
+    guessed, _ = mimetypes.guess_type(path.name)
+    if guessed and guessed.split("/")[0] in ("video", "audio"):
+        return guessed
+    raise ValidationError(f"{path}: unsupported media type (expected one of {', '.join(MEDIA_TYPES)})")
+
+
+def iter_file(path: Path, chunk: int = _UPLOAD_CHUNK) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while data := f.read(chunk):
+            yield data
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    """A stable hash of what a create asked for, to match it against the provider's job list."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def looks_moderated(*texts: object) -> bool:
+    joined = " ".join(str(t) for t in texts if t).lower()
+    return any(word in joined for word in _MODERATION_WORDS)
+
+
+def optional_int(value: Any) -> int | None:
+    """An int from a reply field that may be missing, null, a number or a numeric string."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def optional_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def unknown_status(provider: str, raw: str, **fields: Any) -> JobStatus:
+    """A status word we do not know: logged, treated as still running (the wait stays bounded)."""
+    log.warning("%s: unknown job status %r; still waiting", provider, raw)
+    return JobStatus(JobState.RUNNING, raw, **fields)
+
+
+def reply_json(response: httpx.Response) -> Any:
+    """The reply's JSON, or None when the body is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def error_text(body: Any, *keys: str) -> str:
+    """The first non-empty message under `keys` in a JSON error body (or the text itself)."""
+    if isinstance(body, dict):
+        for key in keys:
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+            if isinstance(value, list) and value:
+                return "; ".join(str(v.get("msg", v)) if isinstance(v, dict) else str(v) for v in value)
+    return str(body)[:200] if body else "no message"
+
+
+def http_error(provider: str, secret_env: str, status: int, message: str, what: str) -> LipsyncError:
+    """The common mapping of an HTTP error status to our error tree (adapters map their own codes first)."""
+    if status == 401:
+        return AuthError(f"{what}: key rejected ({message}); check {secret_env}", provider=provider, code=status)
+    if status in (400, 413, 422):
+        return ValidationError(f"{what}: {message}", provider=provider, code=status)
+    return ProviderError(f"{what}: HTTP {status}: {message}", provider=provider, code=status)
+
+
+class Provider:
+    """Base of the four adapters. Subclasses set `name`/`secret_env` and implement the protocol hooks."""
+
+    name: ClassVar[str]
+    secret_env: ClassVar[str]
+    create_path: ClassVar[str] = ""
+
+    def __init__(self, *, base_urls: dict[str, str], poll: PollPolicy, retry: RetryPolicy | None = None,
+                 create_retry: RetryPolicy | None = None, client: httpx.Client | None = None,
+                 client_timeout: float | httpx.Timeout | None = None):
+        self.base_urls = {key: require_safe_url(url, what=f"{self.name} base URL").rstrip("/")
+                          for key, url in base_urls.items()}
+        self.poll_policy = poll
+        self.retry = retry or RetryPolicy()
+        self.create_retry = create_retry or RetryPolicy.for_refused_creates()
+        self._client = client or make_client(timeout=client_timeout)
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """How many jobs the provider runs at once for us, when the protocol says (useapi's maxJobs)."""
+        return None
+
+    # --- the job model -------------------------------------------------------------------------
+    def create(self, req: JobRequest, *, reply_ref: str | None = None) -> JobHandle:
+        """Upload the media, then create the job. A create is sent again only if the provider refused it
+        or it never fully left; a lost answer raises UncertainCreate (with what is needed to reconcile)."""
+        req = req.checked()
+        self._secret()
+        submission = self._submission(req, reply_ref)
+        reconcile = {"provider": self.name, "endpoint": submission.request.url,
+                     "fingerprint": fingerprint({**req.summary(), **submission.fields}),
+                     "request": submission.fields, "reply_ref": reply_ref}
+        sent_at = time.time()
+        response = send_create(self._client, submission.request, provider=self.name,
+                               classify=self._classify_create, policy=self.create_retry, reconcile=reconcile)
+        handle = self._handle_from(reply_json(response), sent_at)
+        if handle is None:
+            raise uncertain_create(self.name, reconcile, "accepted, but the reply has no job id", sent_at)
+        log.info("%s: job %s created", self.name, handle.job_id)
+        return handle
+
+    def poll(self, handle: JobHandle) -> JobStatus:
+        """One status request (retried on transport errors, 429 and 5xx)."""
+        raise NotImplementedError
+
+    def cancel(self, handle: JobHandle) -> bool:
+        """Ask the provider to stop the job. False where the protocol has no cancel."""
+        return False
+
+    def voices(self) -> list[Voice]:
+        raise NotImplementedError
+
+    def download(self, url: str, dst: Path, *, max_bytes: int) -> Download:
+        """Stream a result to `dst` (atomically). Result hosts never get our credentials."""
+        return download_to(self._client, url, Path(dst), max_bytes=max_bytes, policy=self.retry,
+                           provider=self.name)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- protocol hooks ------------------------------------------------------------------------
+    def _auth_headers(self) -> dict[str, str]:
+        """Headers for one request to this provider's API hosts (called afresh for every request)."""
+        raise NotImplementedError
+
+    def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
+        """Upload what needs uploading and build the create request."""
+        raise NotImplementedError
+
+    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
+        """None if the reply accepted the job; Refused to wait and resend; Lost if unknowable; else an error."""
+        raise NotImplementedError
+
+    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+        """The handle from an accepting reply, or None if it carries no usable job id."""
+        raise NotImplementedError
+
+    # --- helpers for subclasses ----------------------------------------------------------------
+    def _secret(self) -> str:
+        return require_secret(self.secret_env, self.name)
+
+    def _url(self, path: str, key: str | None = None) -> str:
+        return self.base_urls[key or self.name] + path
+
+    def _request(self, method: str, url: str, *, what: str,
+                 retry_on: Callable[[httpx.Response], bool] | None = None, auth: bool = True,
+                 body: Callable[[], Iterable[bytes]] | None = None, **kwargs: Any) -> httpx.Response:
+        """An idempotent request, retried on transport errors, 429 and 5xx. Auth headers and the `body()`
+        stream are made afresh for every try."""
+        extra = kwargs.pop("headers", {})
+
+        def build() -> httpx.Request:
+            headers = {**(self._auth_headers() if auth else {}), **extra}
+            content = body() if body is not None else kwargs.get("content")
+            return self._client.build_request(method, url, headers=headers,
+                                              **{**kwargs, "content": content})
+
+        return send_idempotent(self._client, build, what=what, provider=self.name, policy=self.retry,
+                               retry_on=retry_on)
+
+    def _json_create(self, url: str, payload: dict[str, Any]) -> CreateRequest:
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        return CreateRequest("POST", url, lambda: {**self._auth_headers(), "Content-Type": "application/json"},
+                             lambda: [body], len(body))
+
+    def _http_error(self, status: int, message: str, what: str) -> LipsyncError:
+        return http_error(self.name, self.secret_env, status, message, what)

@@ -1,0 +1,230 @@
+"""fal.ai, `fal-ai/pixverse/lipsync` through the queue: `Authorization: Key <FAL_KEY>`.
+
+Media go to fal's CDN first (a storage token from rest.fal.ai, then the bytes to the token's
+`base_url` with the token, never the key). The submit reply's status/response/cancel URLs are stored in
+the handle and reused; the key is only ever sent to the queue and storage hosts we were configured with.
+A COMPLETED status that carries an error is a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import AuthError, BillingError, LipsyncError, ProviderError
+from ..voices import VOICE_NAMES
+from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
+                   http_error, iter_file, looks_moderated, media_type, optional_int, reply_json, unknown_status)
+from .http import CreateVerdict, Lost, Refused, require_safe_url, same_origin
+
+log = logging.getLogger("lipsync.providers.fal")
+
+APP = "fal-ai/pixverse"
+ENDPOINT = f"/{APP}/lipsync"
+TOKEN_PATH = "/storage/auth/token"
+TOKEN_MARGIN_S = 60.0
+HANDLE_URLS = ("status", "response", "cancel")
+
+
+@dataclass(frozen=True)
+class StorageToken:
+    header: str             # the whole Authorization value for the CDN: "<token_type> <token>"
+    base_url: str
+    expires_at: float       # time.time(); 0 when unknown
+
+
+def parse_token(body: Any, now: float) -> StorageToken | None:
+    if not isinstance(body, dict) or not body.get("token") or not body.get("base_url"):
+        return None
+    expires = body.get("expires_at")
+    if isinstance(expires, str):
+        try:
+            from datetime import datetime
+
+            expires_at = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            expires_at = now + 300
+    else:
+        expires_at = float(expires) if isinstance(expires, (int, float)) else now + 300
+    return StorageToken(f"{body.get('token_type') or 'Bearer'} {body['token']}", str(body["base_url"]), expires_at)
+
+
+def error_for(status_code: int, body: Any, what: str) -> LipsyncError:
+    message = error_text(body, "detail", "error", "message")
+    if status_code in (401, 403) and any(w in message.lower() for w in ("balance", "credit", "billing", "locked")):
+        return BillingError(f"{what}: {message}", provider="fal", code=status_code)
+    if status_code == 403:
+        return AuthError(f"{what}: key rejected ({message}); check FAL_KEY", provider="fal", code=status_code)
+    return http_error("fal", "FAL_KEY", status_code, message, what)
+
+
+def classify_create(status_code: int, body: Any) -> CreateVerdict:
+    if 200 <= status_code < 300:
+        return None
+    if status_code in (429, 503):
+        return Refused(f"HTTP {status_code}: {error_text(body, 'detail', 'error')}")
+    if status_code >= 500:
+        return Lost(f"HTTP {status_code}: {error_text(body, 'detail', 'error')}")
+    return error_for(status_code, body, "submit")
+
+
+def request_urls(queue_base: str, request_id: str, body: dict[str, Any]) -> dict[str, str]:
+    """The status/response/cancel URLs: those fal returned, if they are on the queue's host (the key goes
+    there), else the documented ones (`…/fal-ai/pixverse/requests/{id}`, without `/lipsync`)."""
+    documented = f"{queue_base}/{APP}/requests/{request_id}"
+    urls = {"status": f"{documented}/status", "response": documented, "cancel": f"{documented}/cancel"}
+    for key in HANDLE_URLS:
+        given = body.get(f"{key}_url")
+        if isinstance(given, str) and given:
+            if same_origin(given, queue_base):
+                urls[key] = given
+            else:
+                log.warning("fal: ignoring %s_url on another host than the queue", key)
+    return urls
+
+
+def parse_queue_status(body: Any) -> JobStatus:
+    """The status reply, before looking at the result. COMPLETED with an error is a failure."""
+    if not isinstance(body, dict):
+        return unknown_status("fal", f"malformed reply {type(body).__name__}")
+    raw = str(body.get("status") or "")
+    if raw == "IN_QUEUE":
+        return JobStatus(JobState.QUEUED, raw)
+    if raw == "IN_PROGRESS":
+        return JobStatus(JobState.RUNNING, raw)
+    if raw == "COMPLETED":
+        error, error_type = body.get("error"), body.get("error_type")
+        if error or error_type:
+            state = JobState.MODERATED if looks_moderated(error, error_type) else JobState.FAILED
+            return JobStatus(state, raw, error_code=str(error_type or raw),
+                             error_message=str(error or error_type))
+        return JobStatus(JobState.SUCCEEDED, raw, unconfirmed=True)
+    if raw in ("CANCELLED", "CANCELED"):
+        return JobStatus(JobState.CANCELED, raw, error_message="was canceled")
+    return unknown_status("fal", raw or "no status")
+
+
+def parse_output(body: Any) -> JobStatus:
+    """The result of a COMPLETED request: success only with `video.url` (and a non-zero size if given)."""
+    video = body.get("video") if isinstance(body, dict) else None
+    url = video.get("url") if isinstance(video, dict) else None
+    size = optional_int(video.get("file_size")) if isinstance(video, dict) else None
+    if url and (size is None or size > 0):
+        return JobStatus(JobState.SUCCEEDED, "COMPLETED", result_url=url)
+    return JobStatus(JobState.RUNNING, "COMPLETED", unconfirmed=True)
+
+
+def failed_output(status_code: int, body: Any) -> JobStatus:
+    """A response_url that answers with an HTTP error: the run failed (422 = the input was refused)."""
+    message = error_text(body, "detail", "error", "message")
+    error_type = body.get("error_type") if isinstance(body, dict) else None
+    state = JobState.MODERATED if looks_moderated(message, error_type) else JobState.FAILED
+    return JobStatus(state, "COMPLETED", error_code=str(error_type or status_code), error_message=message)
+
+
+class FalProvider(Provider):
+    name = "fal"
+    secret_env = "FAL_KEY"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._token: StorageToken | None = None
+        self._token_lock = threading.Lock()
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Key {self._secret()}"}
+
+    def _queue_request(self, method: str, url: str, *, what: str) -> httpx.Response:
+        """A request to a stored queue URL; the key only goes to the configured queue host."""
+        if not same_origin(url, self.base_urls["fal_queue"]):
+            raise ProviderError(f"{what}: {url!r} is not on the configured fal queue host", provider=self.name)
+        return self._request(method, url, what=what)
+
+    def _storage_token(self) -> StorageToken:
+        with self._token_lock:
+            if self._token is None or self._token.expires_at - TOKEN_MARGIN_S < time.time():
+                response = self._request("POST", self._url(TOKEN_PATH, "fal_storage"), what="storage token",
+                                         params={"storage_type": "fal-cdn-v3"}, json={})
+                body = reply_json(response)
+                if response.status_code != 200:
+                    raise error_for(response.status_code, body, "storage token")
+                token = parse_token(body, time.time())
+                if token is None:
+                    raise ProviderError("storage token: reply has no token or base_url", provider=self.name)
+                require_safe_url(token.base_url, what="fal storage base_url")
+                self._token = token
+            return self._token
+
+    def _upload(self, path: Path) -> str:
+        """The file's bytes to fal's CDN with the storage token (not the key) → a URL the model can read."""
+        token = self._storage_token()
+        what = f"upload {path.name}"
+        response = self._request("POST", token.base_url.rstrip("/") + "/files/upload", what=what, auth=False,
+                                 body=lambda: iter_file(path),
+                                 headers={"Authorization": token.header, "Content-Type": media_type(path),
+                                          "Content-Length": str(path.stat().st_size),
+                                          "X-Fal-File-Name": f"input{path.suffix.lower()}"})
+        body = reply_json(response)
+        if response.status_code not in (200, 201):
+            raise error_for(response.status_code, body, what)
+        url = body.get("access_url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ProviderError(f"{what}: reply has no access_url", provider=self.name)
+        return url
+
+    def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
+        payload: dict[str, Any] = {"video_url": req.video_url or self._upload(req.video)}
+        if req.audio is not None:
+            payload["audio_url"] = req.audio_url or self._upload(req.audio)
+        else:
+            payload["text"] = req.text
+            payload["voice_id"] = req.speaker or "Auto"
+        return Submission(self._json_create(self._url(ENDPOINT, "fal_queue"), payload), payload)
+
+    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
+        return classify_create(response.status_code, reply_json(response))
+
+    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        if not isinstance(request_id, str) or not request_id.strip():
+            return None
+        urls = request_urls(self.base_urls["fal_queue"], request_id.strip(), body)
+        return JobHandle(self.name, request_id.strip(), urls, created_at)
+
+    def _handle_url(self, handle: JobHandle, key: str) -> str:
+        return handle.urls.get(key) or request_urls(self.base_urls["fal_queue"], handle.job_id, {})[key]
+
+    def poll(self, handle: JobHandle) -> JobStatus:
+        what = f"status of request {handle.job_id}"
+        response = self._queue_request("GET", self._handle_url(handle, "status"), what=what)
+        body = reply_json(response)
+        if not 200 <= response.status_code < 300:
+            raise error_for(response.status_code, body, what)
+        status = parse_queue_status(body)
+        if status.state is not JobState.SUCCEEDED:
+            return status
+        what = f"result of request {handle.job_id}"
+        response = self._queue_request("GET", self._handle_url(handle, "response"), what=what)
+        body = reply_json(response)
+        if response.status_code == 404:
+            return JobStatus(JobState.RUNNING, "COMPLETED", unconfirmed=True)
+        if response.status_code in (400, 422):
+            return failed_output(response.status_code, body)
+        if response.status_code != 200:
+            raise error_for(response.status_code, body, what)
+        return parse_output(body)
+
+    def cancel(self, handle: JobHandle) -> bool:
+        response = self._queue_request("PUT", self._handle_url(handle, "cancel"),
+                                       what=f"cancel request {handle.job_id}")
+        return 200 <= response.status_code < 300
+
+    def voices(self) -> list[Voice]:
+        """fal has no voice list endpoint: the names are the `voice_id` enum of its documented schema."""
+        return [Voice(name, name, source="docs") for name in VOICE_NAMES]

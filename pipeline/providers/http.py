@@ -1,0 +1,284 @@
+"""One httpx client factory and the two retry disciplines of the adapters.
+
+- Idempotent requests (uploads, polls, voice lists, downloads): retried on transport errors, 408/425/429
+  and 5xx, with exponential backoff, jitter and the server's Retry-After.
+- Creates (billable): retried only while the provider *refused* them (429, "too many jobs") or the body
+  never fully left this machine. Once the whole request was sent, a lost answer is reported as
+  `UncertainCreate` and the request is never sent again: a second send could be a second paid job.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import httpx
+import tenacity
+
+from ..errors import LipsyncError, ProviderError, UncertainCreate, ValidationError
+
+log = logging.getLogger("lipsync.providers.http")
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=120.0, pool=30.0)
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry. `initial` doubles per attempt up to `maximum`, plus jitter."""
+
+    attempts: int = 5
+    initial: float = 1.0
+    maximum: float = 30.0
+    max_retry_after: float = 120.0      # a Retry-After longer than this is capped
+
+    @classmethod
+    def for_refused_creates(cls) -> RetryPolicy:
+        """Providers ask to wait 10-30 s when at their concurrency limit; keep trying for a few minutes."""
+        return cls(attempts=10, initial=5.0, maximum=30.0)
+
+
+class RetriesExhausted(ProviderError):
+    """A retried request still failed after every attempt (the provider is down or overloaded)."""
+
+
+class TryAgain(Exception):
+    """Raised by one attempt inside a `retrying` loop: it failed in a way worth another try."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The provider declined a create without accepting a job (safe to send again after waiting)."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A create answer that does not say whether a job was made (e.g. a gateway's 502)."""
+
+    reason: str
+
+
+CreateVerdict = Refused | Lost | LipsyncError | None
+"""What an adapter's create classifier says of a reply: None means accepted, an error is final."""
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_safe_url(url: str, *, what: str) -> str:
+    """`url` if it is https, or http to a loopback host; anything else is a ValidationError."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValidationError(f"{what}: not a URL ({exc})") from None
+    if not parsed.host:
+        raise ValidationError(f"{what}: not an absolute URL: {url!r}")
+    if parsed.scheme == "https" or (parsed.scheme == "http" and is_loopback(parsed.host)):
+        return url
+    raise ValidationError(f"{what}: only https URLs are allowed (http only to loopback): {url!r}")
+
+
+def same_origin(a: str, b: str) -> bool:
+    ua, ub = httpx.URL(a), httpx.URL(b)
+    return (ua.scheme, ua.host, ua.port) == (ub.scheme, ub.host, ub.port)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent or garbage."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def is_retryable_status(code: int) -> bool:
+    return code in RETRYABLE_STATUS or 500 <= code <= 599
+
+
+def retryable_reply(response: httpx.Response) -> bool:
+    return is_retryable_status(response.status_code)
+
+
+def backoff_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None, jitter: float) -> float:
+    """Wait before retry number `attempt` (1-based): exponential with `jitter` (0..1 of `initial`),
+    never shorter than the server's Retry-After (capped at policy.max_retry_after)."""
+    base = min(policy.maximum, policy.initial * 2 ** (attempt - 1)) + jitter * policy.initial
+    if retry_after is not None:
+        base = max(base, min(retry_after, policy.max_retry_after))
+    return base
+
+
+def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+    import random
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return backoff_seconds(policy, state.attempt_number, getattr(exc, "retry_after", None), random.random())
+
+    return wait
+
+
+def _before_sleep(provider: str, what: str, policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], None]:
+    def note(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: %s: %s; retrying in %.1f s (attempt %d of %d)", provider, what,
+                    getattr(exc, "reason", exc), wait, state.attempt_number + 1, policy.attempts)
+
+    return note
+
+
+def retrying(policy: RetryPolicy, *, provider: str, what: str) -> tenacity.Retrying:
+    """A tenacity loop that retries `TryAgain` and re-raises it when the attempts run out."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=_wait(policy),
+        retry=tenacity.retry_if_exception_type(TryAgain),
+        before_sleep=_before_sleep(provider, what, policy),
+        reraise=True,
+    )
+
+
+def run_with_retries(attempt: Callable[[], T], *, policy: RetryPolicy, provider: str, what: str,
+                     gave_up: str = "gave up") -> T:
+    """Run `attempt` until it stops raising TryAgain; RetriesExhausted when the attempts run out."""
+    try:
+        return retrying(policy, provider=provider, what=what)(attempt)
+    except TryAgain as exc:
+        raise RetriesExhausted(f"{what}: {gave_up} after {policy.attempts} attempts ({exc.reason})",
+                               provider=provider) from None
+
+
+def make_client(*, timeout: float | httpx.Timeout | None = None, event_hooks: dict | None = None,
+                transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """The client every adapter uses. No default auth header: each request adds its own, so a
+    download or a CDN upload never carries a key by accident. Redirects are not followed."""
+    return httpx.Client(timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                        event_hooks=event_hooks, transport=transport, follow_redirects=False,
+                        headers={"User-Agent": "lipsync-pipeline"})
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *, what: str, provider: str,
+                    policy: RetryPolicy, retry_on: Callable[[httpx.Response], bool] | None = None) -> httpx.Response:
+    """Send a request that is safe to repeat; return the first reply that is not worth retrying.
+
+    `retry_on(response)` says which replies mean "try later" (default: 408/425/429/5xx); adapters
+    extend it (an error code inside a 200) or narrow it (useapi's 596 is not transient).
+    Raises RetriesExhausted when every attempt failed.
+    """
+    retry_on = retry_on or retryable_reply
+    def attempt() -> httpx.Response:
+        try:
+            response = client.send(build())
+        except httpx.UnsupportedProtocol as exc:
+            raise ProviderError(f"{what}: {exc}", provider=provider) from None
+        except httpx.TransportError as exc:
+            raise TryAgain(_transport_reason(exc)) from exc
+        if retry_on(response):
+            raise TryAgain(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("Retry-After")))
+        return response
+
+    return run_with_retries(attempt, policy=policy, provider=provider, what=what)
+
+
+class _TrackedBody:
+    """An upload body that remembers whether it was handed over to the socket to the last byte."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = chunks
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks
+        self.finished = True
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A billable request, rebuilt for each attempt: `headers()` afresh (PixVerse wants a new trace id
+    per request), `body()` yields the bytes, `length` is their count (known up front, no chunking)."""
+
+    method: str
+    url: str
+    headers: Callable[[], dict[str, str]]
+    body: Callable[[], Iterable[bytes]]
+    length: int
+
+
+def uncertain_create(provider: str, reconcile: dict[str, Any], reason: str, sent_at: float) -> UncertainCreate:
+    """The error for a create that was sent but whose outcome is unknown. `reconcile` names the endpoint,
+    the request fingerprint and what was asked (never secrets or media bytes)."""
+    info = {**reconcile, "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sent_at)), "reason": reason}
+    return UncertainCreate(
+        f"the create request sent at {info['sent_at']} got no usable answer ({reason}); the job may exist "
+        f"and be billed: check the provider before sending it again "
+        f"(fingerprint {str(reconcile.get('fingerprint', '?'))[:16]})",
+        provider=provider, reconcile=info)
+
+
+def send_create(client: httpx.Client, req: CreateRequest, *, provider: str,
+                classify: Callable[[httpx.Response], CreateVerdict], policy: RetryPolicy,
+                reconcile: dict[str, Any]) -> httpx.Response:
+    """Send a create; resend only refusals and bodies that never fully left; return the accepting reply."""
+
+    def attempt() -> httpx.Response:
+        body = _TrackedBody(req.body())
+        request = client.build_request(req.method, req.url, content=body,
+                                       headers={**req.headers(), "Content-Length": str(req.length)})
+        sent_at = time.time()
+        try:
+            response = client.send(request)
+        except httpx.UnsupportedProtocol as exc:
+            raise ProviderError(f"create: {exc}", provider=provider) from None
+        except httpx.TransportError as exc:
+            if not body.finished:
+                raise TryAgain(f"not sent: {_transport_reason(exc)}") from exc
+            raise uncertain_create(provider, reconcile, _transport_reason(exc), sent_at) from None
+        verdict = classify(response)
+        if isinstance(verdict, Refused):
+            retry_after = verdict.retry_after
+            if retry_after is None:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise TryAgain(f"refused: {verdict.reason}", retry_after)
+        if isinstance(verdict, Lost):
+            raise uncertain_create(provider, reconcile, verdict.reason, sent_at)
+        if isinstance(verdict, LipsyncError):
+            raise verdict
+        return response
+
+    return run_with_retries(attempt, policy=policy, provider=provider, what="create", gave_up="still refused")

@@ -1,0 +1,161 @@
+"""useapi.net, PixVerse v2 (drives a PixVerse web account): Bearer auth, raw-bytes uploads to `/files`.
+
+`GET /videos/{video_id}` answers 404 while the video is still being made. `maxJobs` (1..8) is how many
+jobs the account runs at once, so it is also our concurrency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import AuthError, BillingError, LipsyncError, Moderated, ProviderError, ValidationError
+from ..voices import VOICE_IDS
+from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
+                   http_error, iter_file, media_type, optional_int, reply_json, unknown_status)
+from .http import CreateVerdict, Lost, Refused, is_retryable_status
+
+API = "/v2/pixverse"
+ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": not transient
+RUNNING = frozenset({"GENERATING", "PROCESSING", "RUNNING", "IN_PROGRESS"})
+QUEUED = frozenset({"QUEUED", "WAITING", "PENDING"})
+
+
+def is_transient(response: httpx.Response) -> bool:
+    return is_retryable_status(response.status_code) and response.status_code != ACCOUNT_ATTENTION
+
+
+def error_for(status_code: int, message: str, what: str) -> LipsyncError:
+    """useapi's documented error statuses, then the common mapping."""
+    if status_code == 412:
+        return BillingError(f"{what}: {message}", provider="useapi", code=status_code)
+    if status_code == 422:
+        return Moderated(f"{what}: {message}", provider="useapi", code=status_code)
+    if status_code == ACCOUNT_ATTENTION:
+        return AuthError(f"{what}: the PixVerse account needs attention: {message}", provider="useapi",
+                         code=status_code)
+    return http_error("useapi", "USEAPI_TOKEN", status_code, message, what)
+
+
+def classify_create(status_code: int, body: Any) -> CreateVerdict:
+    if 200 <= status_code < 300:
+        return None
+    message = error_text(body, "error", "message")
+    if status_code in (429, 503):
+        return Refused(f"HTTP {status_code}: {message}")
+    if status_code >= 500 and status_code != ACCOUNT_ATTENTION:
+        return Lost(f"HTTP {status_code}: {message}")
+    return error_for(status_code, message, "create")
+
+
+def parse_video(body: Any) -> JobStatus:
+    """A video object → JobStatus. Success = video_status_final, COMPLETED, a URL and non-zero size."""
+    if not isinstance(body, dict):
+        return unknown_status("useapi", f"malformed reply {type(body).__name__}")
+    name = str(body.get("video_status_name") or body.get("video_status") or "").strip().upper()
+    final = body.get("video_status_final") is True
+    url = body.get("url") or None
+    width, height = optional_int(body.get("output_width")), optional_int(body.get("output_height"))
+    error = body.get("error") or body.get("errorMessage")
+    if name == "MODERATED":
+        return JobStatus(JobState.MODERATED, name, error_code=name, error_message=error or "was moderated")
+    if name == "FAILED":
+        return JobStatus(JobState.FAILED, name, error_code=name, error_message=error or "generation failed")
+    if name == "COMPLETED":
+        if final and url and all(v is None or v > 0 for v in (width, height)):
+            return JobStatus(JobState.SUCCEEDED, name, result_url=url, width=width, height=height)
+        return JobStatus(JobState.RUNNING, name, width=width, height=height, unconfirmed=final)
+    if name in QUEUED:
+        return JobStatus(JobState.QUEUED, name)
+    if name in RUNNING:
+        return JobStatus(JobState.RUNNING, name)
+    if final:
+        return JobStatus(JobState.FAILED, name or "final", error_code=name or None,
+                         error_message=error or f"ended with status {name or 'unknown'}")
+    return unknown_status("useapi", name or "no status")
+
+
+class UseapiProvider(Provider):
+    name = "useapi"
+    secret_env = "USEAPI_TOKEN"
+
+    def __init__(self, *, max_jobs: int | None = None, email: str | None = None, **kwargs: Any):
+        if max_jobs is not None and not 1 <= max_jobs <= 8:
+            raise ValidationError(f"useapi maxJobs must be 1..8, got {max_jobs}")
+        self.max_jobs = max_jobs
+        self.email = email
+        super().__init__(**kwargs)
+
+    @property
+    def max_concurrency(self) -> int | None:
+        return self.max_jobs
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._secret()}"}
+
+    def _account(self) -> dict[str, str]:
+        return {"email": self.email} if self.email else {}
+
+    def _upload(self, path: Path) -> str:
+        """Raw bytes with the file's MIME type (not billable, so retried) → path."""
+        what = f"upload {path.name}"
+        response = self._request("POST", self._url(f"{API}/files"), what=what, retry_on=is_transient,
+                                 params=self._account(), body=lambda: iter_file(path),
+                                 headers={"Content-Type": media_type(path),
+                                          "Content-Length": str(path.stat().st_size)})
+        body = reply_json(response)
+        if response.status_code != 200:
+            raise error_for(response.status_code, error_text(body, "error", "message"), what)
+        uploaded = body.get("path") if isinstance(body, dict) else None
+        if not isinstance(uploaded, str) or not uploaded:
+            raise ProviderError(f"{what}: reply has no path", provider=self.name)
+        return uploaded
+
+    def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
+        payload: dict[str, Any] = {"video_path": self._upload(req.video)}
+        if req.audio is not None:
+            payload["audio_path"] = self._upload(req.audio)
+        else:
+            payload["prompt"] = req.text
+            if req.speaker and req.speaker != "Auto":
+                payload["speaker_id"] = VOICE_IDS[req.speaker]
+        if self.max_jobs is not None:
+            payload["maxJobs"] = self.max_jobs
+        if reply_ref:
+            payload["replyRef"] = reply_ref[:1024]
+        payload.update(self._account())
+        return Submission(self._json_create(self._url(f"{API}/videos/lipsync"), payload), payload)
+
+    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
+        return classify_create(response.status_code, reply_json(response))
+
+    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+        video_id = body.get("video_id") if isinstance(body, dict) else None
+        if not isinstance(video_id, str) or not video_id.strip():
+            return None
+        return JobHandle(self.name, video_id.strip(), {}, created_at)
+
+    def poll(self, handle: JobHandle) -> JobStatus:
+        what = f"status of job {handle.job_id}"
+        response = self._request("GET", self._url(f"{API}/videos/{quote(handle.job_id, safe=':@')}"),
+                                 what=what, retry_on=is_transient)
+        if response.status_code == 404:
+            return JobStatus(JobState.RUNNING, "404 (still processing)")
+        body = reply_json(response)
+        if response.status_code != 200:
+            raise error_for(response.status_code, error_text(body, "error", "message"), what)
+        return parse_video(body)
+
+    def voices(self) -> list[Voice]:
+        response = self._request("GET", self._url(f"{API}/videos/voices"), what="voice list",
+                                 retry_on=is_transient, params=self._account())
+        body = reply_json(response)
+        if response.status_code != 200:
+            raise error_for(response.status_code, error_text(body, "error", "message"), "voice list")
+        rows = body.get("tts_list") if isinstance(body, dict) else None
+        return [Voice(str(r.get("display_name") or "").strip(), str(r.get("speaker_id") or "").strip(),
+                      str(r.get("url") or "").strip() or None)
+                for r in rows or [] if isinstance(r, dict)]
