@@ -4,16 +4,20 @@
     shifted_wav(src, dst, delay_s)            the same audio, later (delay_s > 0) or earlier (< 0), same length
     provider_result(dst, master, delay_s=..)  what a provider sends back: its own resolution, an AAC re-encode of
                                               our master at 44.1 kHz stereo, delayed by `delay_s`
+    first_frame_time(path, stream)            presentation time of the first decoded frame of "v" or "a"
 """
 
 from __future__ import annotations
 
+import subprocess
 import wave
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from media import make_video
 
+from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.speech import write_wav
 
 
@@ -58,3 +62,13 @@ def provider_result(
     shifted = shifted_wav(master, dst.with_name(dst.stem + "_provider_audio.wav"), delay_s)
     return make_video(dst, seconds=seconds, width=width, height=height, fps=fps, audio_file=shifted,
                       audio_rate=44100, audio_channels=2, audio_bitrate="128k")
+
+
+def first_frame_time(path: str | Path, stream: str) -> float:
+    """When a player shows the first frame of stream "v" or "a" (decoded, after edit lists), in seconds."""
+    argv = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", f"0:{stream}:0", "-frames:" + stream, "1",
+            "-f", "framecrc", "-"]
+    lines = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+    tb = Fraction(next(line for line in lines if line.startswith("#tb 0:")).split(":")[1].strip())
+    pts = int(next(line for line in lines if line[:1].isdigit()).split(",")[2])
+    return float(pts * tb)

@@ -1,0 +1,337 @@
+"""Stage: build the final file from the provider's result.
+
+The provider's video stream is copied untouched. The sound is our master audio (what we submitted, before the
+provider's lossy re-encode), placed by the offset measured against the provider's returned audio so the lips
+still match; TTS jobs (no master) keep the provider's audio. Several segments are stitched into one file.
+
+Delivery format (decided in `plan_mux`/`plan_stitch`, reasons recorded):
+- AAC-LC in the mp4: the one audio codec every mp4 player decodes (PCM in mp4 is not portable). One encode
+  from the master, at 48 kHz and a high bitrate (128 kbit/s a channel, at least 192), so the only lossy
+  generation is ours and it is transparent for dialogue.
+- The aligned master beside the mp4 as PCM WAV (`<name>_audio.wav`), sample-for-sample the length of the
+  video: what post-production wants to re-mix without a second lossy generation.
+- Shifting is done with audio filters (adelay / atrim, then apad+atrim to the video length) rather than
+  `-itsoffset`: it writes real samples, so the result does not depend on how a player treats an mp4 edit list
+  or a stream that starts late.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+
+from ..errors import InputError
+from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
+from ..fsutil import atomic_output
+from .avsync import OffsetMeasurement, measure_offset
+from .probe import MediaProbe, VideoStream, probe
+
+log = logging.getLogger("lipsync.mux")
+
+DELIVERY_RATE = 48000
+AudioSource = Literal["master", "provider", "none"]
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """How the delivered audio is written: WAV beside the mp4, AAC inside it."""
+
+    sample_rate: int
+    channels: int
+    wav_codec: str      # pcm_s16le or pcm_s24le, as deep as the master
+    aac_bitrate: str    # e.g. "256k"
+
+
+@dataclass(frozen=True)
+class MuxPlan:
+    audio_source: AudioSource
+    offset_s: float             # measured: the provider's audio lags our master by this much
+    delay_samples: int          # silence put before the master (offset > 0)
+    trim_samples: int           # master samples dropped from the start (offset < 0)
+    total_samples: int          # master padded/cut to the video's duration
+    video_seconds: float
+    audio: AudioFormat | None
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StitchPlan:
+    video_mode: Literal["copy", "reencode"]
+    segment_seconds: tuple[float, ...]   # each segment's video duration
+    segment_samples: tuple[int, ...]     # each segment's audio, cut/padded to exactly its video
+    audio: AudioFormat
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MuxResult:
+    path: Path
+    offset_s: float | None                  # measured provider-vs-master offset (None: not measured)
+    audio_source: AudioSource
+    audio_file: Path | None                 # the delivered WAV beside the mp4, if any
+    plan: MuxPlan | StitchPlan
+    runs: list[FfmpegRun] = field(default_factory=list)
+    measurement: OffsetMeasurement | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "offset_s": self.offset_s,
+            "audio_source": self.audio_source,
+            "audio_file": str(self.audio_file) if self.audio_file else None,
+            "plan": self.plan.to_dict(),
+            "measurement": self.measurement.to_dict() if self.measurement else None,
+            "commands": [run.argv for run in self.runs],
+        }
+
+
+# ---- decisions (pure) ---------------------------------------------------------------------------
+
+
+def video_seconds(media: MediaProbe) -> float:
+    """The video's duration: frames / fps when both are known for constant-rate video (exact), else as tagged."""
+    v = media.video
+    if v is None:
+        raise InputError(media.path, "no video stream")
+    if v.frame_count and v.fps and v.frame_rate_mode == "CFR":
+        return v.frame_count / v.fps
+    seconds = v.duration or media.duration
+    if not seconds:
+        raise InputError(media.path, "video duration unknown")
+    return seconds
+
+
+def audio_format(masters: list[MediaProbe]) -> AudioFormat:
+    """48 kHz (the video standard), the masters' channel count (up to stereo), 24-bit WAV if any master is deeper
+    than 16 bit; AAC at 128 kbit/s a channel, at least 192 kbit/s."""
+    streams = [m.audio for m in masters if m.audio is not None]
+    channels = min(2, max((a.channels for a in streams), default=2))
+    deep = any((a.bit_depth or 16) > 16 for a in streams)
+    return AudioFormat(
+        sample_rate=DELIVERY_RATE,
+        channels=channels,
+        wav_codec="pcm_s24le" if deep else "pcm_s16le",
+        aac_bitrate=f"{max(192, 128 * channels)}k",
+    )
+
+
+def plan_mux(
+    provider: MediaProbe, master: MediaProbe | None, offset: OffsetMeasurement | None
+) -> MuxPlan:
+    """Decide which audio goes into the final file and how to shift it into place."""
+    seconds = video_seconds(provider)
+    keep_provider = MuxPlan("provider" if provider.audio else "none", 0.0, 0, 0, 0, seconds, None, ())
+    if master is None:
+        reason = "TTS job: the provider's audio is the voice" if provider.audio else "no audio at all"
+        return _with_reasons(keep_provider, reason)
+    if master.audio is None:
+        raise InputError(master.path, "master audio has no audio stream")
+    fmt = audio_format([master])
+    total = round(seconds * fmt.sample_rate)
+    reasons = [f"master audio re-encoded once to AAC {fmt.aac_bitrate} at {fmt.sample_rate} Hz for mp4"]
+    if offset is None:
+        offset_s = 0.0
+        reasons.append("provider result has no audio to align to: master placed at 0")
+    elif not offset.reliable:
+        return _with_reasons(
+            keep_provider,
+            f"master not found in the provider's audio (correlation {offset.correlation:.2f}): "
+            "kept the provider's audio, which the lips were synced to",
+        )
+    else:
+        offset_s = offset.seconds
+        reasons.append(
+            f"provider audio lags master by {offset_s * 1000:+.1f} ms (correlation {offset.correlation:.2f})"
+        )
+    shift = round(offset_s * fmt.sample_rate)
+    if shift > 0:
+        reasons.append(f"master delayed by {shift} samples")
+    elif shift < 0:
+        reasons.append(f"first {-shift} master samples dropped")
+    reasons.append(f"master padded/cut to the video: {total} samples ({seconds:.3f} s)")
+    return MuxPlan("master", offset_s, max(shift, 0), max(-shift, 0), total, seconds, fmt, tuple(reasons))
+
+
+def _with_reasons(plan: MuxPlan, *reasons: str) -> MuxPlan:
+    return replace(plan, reasons=plan.reasons + reasons)
+
+
+def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
+    keys = ("codec", "profile", "width", "height", "fps", "bit_depth", "chroma_subsampling", "pixel_aspect_ratio")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe]) -> StitchPlan:
+    """Join segments in order. Each segment's audio is cut/padded to exactly its video duration, with the sample
+    counts taken from rounded cumulative end times, so the joined audio never drifts from the joined video."""
+    if not segments:
+        raise ValueError("stitch needs at least one segment")
+    seconds = [video_seconds(s) for s in segments]
+    fmt = audio_format(audios)
+    ends, total = [], 0.0
+    for s in seconds:
+        total += s
+        ends.append(round(total * fmt.sample_rate))
+    samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends))
+    first = segments[0].video
+    mismatch = [s.path.name for s in segments[1:] if not _copy_compatible(first, s.video)]
+    if mismatch:
+        mode, why = "reencode", f"video re-encoded: {', '.join(mismatch)} differ from the first segment"
+    else:
+        mode, why = "copy", "video stream-copied: all segments share codec, size and frame rate"
+    reasons = (why, f"{len(segments)} segments, audio joined sample-accurately, one AAC {fmt.aac_bitrate} encode")
+    return StitchPlan(mode, tuple(seconds), samples, fmt, reasons)
+
+
+# ---- execution (thin) ---------------------------------------------------------------------------
+
+
+def audio_file_for(dst: Path) -> Path:
+    """Where the delivered WAV of `dst` goes: beside it, `<stem>_audio.wav`."""
+    return dst.with_name(f"{dst.stem}_audio.wav")
+
+
+def _fit(stream, fmt: AudioFormat, samples: int):
+    """Resample onto the file's timeline, then pad/cut to exactly `samples`."""
+    layout = "mono" if fmt.channels == 1 else "stereo"
+    return (
+        stream.filter("aresample", fmt.sample_rate, first_pts=0)
+        .filter("aformat", sample_rates=fmt.sample_rate, channel_layouts=layout)
+        .filter("apad", whole_len=samples)
+        .filter("atrim", end_sample=samples)
+        .filter("asetpts", "PTS-STARTPTS")
+    )
+
+
+def _quiet(stream):
+    return stream.global_args("-nostdin", "-hide_banner", "-v", "error")
+
+
+def _write_aligned_master(master: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegRun:
+    fmt = plan.audio
+    a = ffmpeg.input(str(master)).audio.filter("aresample", fmt.sample_rate, first_pts=0)
+    if plan.delay_samples:
+        a = a.filter("adelay", delays=f"{plan.delay_samples}S", all=1)
+    if plan.trim_samples:
+        a = a.filter("atrim", start_sample=plan.trim_samples).filter("asetpts", "PTS-STARTPTS")
+    a = _fit(a, fmt, plan.total_samples)
+    with atomic_output(dst_wav) as tmp:
+        out = a.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
+        return run_ffmpeg(compile_stream(_quiet(out)), what=f"aligning {master.name} into {dst_wav.name}")
+
+
+def _mp4_with_audio(video, wav: Path, fmt: AudioFormat, dst: Path, *, what: str, **video_opts) -> FfmpegRun:
+    audio = ffmpeg.input(str(wav)).audio
+    with atomic_output(dst) as tmp:
+        out = ffmpeg.output(
+            video, audio, str(tmp),
+            acodec="aac", audio_bitrate=fmt.aac_bitrate, ar=fmt.sample_rate, ac=fmt.channels,
+            movflags="+faststart", map_metadata=-1, **video_opts,
+        )
+        return run_ffmpeg(compile_stream(_quiet(out)), what=what)
+
+
+def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | Path) -> MuxResult:
+    """Write `dst` (mp4): the provider's video stream copied, with our master audio aligned to it (or, for TTS,
+    the provider's own audio). With a master, also writes the aligned WAV beside it."""
+    provider_video, dst = Path(provider_video), Path(dst)
+    provider = probe(provider_video)
+    master = probe(Path(master_audio)) if master_audio is not None else None
+    measurement = None
+    if master is not None and provider.audio is not None:
+        measurement = measure_offset(master.path, provider_video)
+    plan = plan_mux(provider, master, measurement)
+    for reason in plan.reasons:
+        log.info("%s: %s", dst.name, reason)
+    video = ffmpeg.input(str(provider_video))
+    if plan.audio_source != "master":
+        streams = [video.video] + ([video.audio] if plan.audio_source == "provider" else [])
+        with atomic_output(dst) as tmp:
+            out = ffmpeg.output(*streams, str(tmp), c="copy", movflags="+faststart", map_metadata=-1)
+            runs = [run_ffmpeg(compile_stream(_quiet(out)), what=f"remuxing {provider_video.name}")]
+        return MuxResult(dst, measurement.seconds if measurement else None, plan.audio_source, None, plan, runs,
+                         measurement)
+    wav = audio_file_for(dst)
+    runs = [_write_aligned_master(master.path, plan, wav)]
+    runs.append(_mp4_with_audio(video.video, wav, plan.audio, dst, what=f"muxing {dst.name}", vcodec="copy"))
+    return MuxResult(dst, plan.offset_s, "master", wav, plan, runs, measurement)
+
+
+def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -> tuple[Path, FfmpegRun]:
+    """The segments' video streams joined by the concat demuxer, copied into a plain mp4 first.
+
+    Muxing the concat demuxer's output directly with other inputs shifts the video by its B-frame delay (the
+    demuxer reports the first dts, not pts, as its start); read back from an mp4 the start is right.
+    """
+
+    def quoted(p: Path) -> str:
+        return "'" + str(p.resolve()).replace("'", "'\\''") + "'"
+
+    listing = scratch / "segments.ffconcat"
+    entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds))
+    listing.write_text("ffconcat version 1.0\n" + entries, encoding="utf-8")
+    joined = scratch / "video.mp4"
+    out = ffmpeg.input(str(listing), f="concat", safe=0).video.output(str(joined), vcodec="copy", map_metadata=-1)
+    return joined, run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(files)} segments' video")
+
+
+def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
+    fitted = [_fit(ffmpeg.input(str(s)).audio, plan.audio, n) for s, n in zip(sources, plan.segment_samples)]
+    joined = ffmpeg.concat(*fitted, v=0, a=1)
+    fmt = plan.audio
+    with atomic_output(dst_wav) as tmp:
+        out = joined.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
+        return run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(sources)} segments' audio")
+
+
+def _reencoded_video(files: list[Path], first: VideoStream):
+    fps = first.fps or 25
+    parts = [
+        ffmpeg.input(str(f)).video.filter("scale", first.width, first.height, force_original_aspect_ratio="decrease")
+        .filter("pad", first.width, first.height, "(ow-iw)/2", "(oh-ih)/2").filter("setsar", 1).filter("fps", fps)
+        for f in files
+    ]
+    return ffmpeg.concat(*parts, v=1, a=0)
+
+
+def stitch(
+    segment_files: list[str | Path], dst: str | Path, *, segment_audio: list[str | Path] | None = None
+) -> MuxResult:
+    """Join segment mp4s in order into `dst`, with the joined audio delivered beside it as WAV.
+
+    `segment_audio`: each segment's aligned master WAV (as `mux` wrote it); without it the segments' own audio
+    streams are used. Video is stream-copied when the segments share codec parameters, else re-encoded once.
+    """
+    files = [Path(f) for f in segment_files]
+    dst = Path(dst)
+    sources = [Path(a) for a in segment_audio] if segment_audio is not None else files
+    if len(sources) != len(files):
+        raise ValueError("segment_audio must have one entry per segment")
+    probes = [probe(f) for f in files]
+    plan = plan_stitch(probes, [probe(s) for s in sources])
+    for reason in plan.reasons:
+        log.info("%s: %s", dst.name, reason)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    wav = audio_file_for(dst)
+    runs = [_join_audio(sources, plan, wav)]
+    with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
+        if plan.video_mode == "copy":
+            video_file, run = _concat_copy(files, plan.segment_seconds, Path(scratch))
+            runs.append(run)
+            video, opts = ffmpeg.input(str(video_file)).video, {"vcodec": "copy"}
+        else:
+            video, opts = _reencoded_video(files, probes[0].video), {"vcodec": "libx264", "crf": 16,
+                                                                    "preset": "medium", "pix_fmt": "yuv420p"}
+        runs.append(_mp4_with_audio(video, wav, plan.audio, dst, what=f"stitching {dst.name}", **opts))
+    return MuxResult(dst, None, "master" if segment_audio is not None else "provider", wav, plan, runs)
