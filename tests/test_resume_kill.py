@@ -1,0 +1,132 @@
+"""Crash safety: SIGKILL a real `lipsync run` at named points and at random times, then rerun.
+
+The emulator lives in this test process, so it outlives every killed run and counts what was really
+created. Named kill points use the test-only LIPSYNC_TEST_KILL_AT hook of pipeline.run.runner.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from pipeline.emulator import Emulator, EmulatorSettings
+from runkit import checksums_hold, lipsync, make_batch_media, sha256, start_lipsync, write_config
+
+JOBS = [
+    {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
+    {"id": "spoken", "video": "clip.mp4", "text": "Short line, one job.", "speaker": "James"},
+]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return make_batch_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, media):
+    """The finals of an uninterrupted run of the same batch."""
+    folder = tmp_path_factory.mktemp("reference")
+    with Emulator(EmulatorSettings(latency_s=0.5)) as emu:
+        config = _batch(folder, media, emu)
+        run = lipsync("run", str(config), "--json", env=emu.env())
+    assert run.returncode == 0, run.stderr
+    return {job["id"]: sha256(folder / "out" / job["id"] / "final.mp4") for job in JOBS}
+
+
+def _batch(folder, media, emu, jobs=JOBS):
+    for f in (media.video, media.voice, media.script):
+        (folder / f.name).symlink_to(f)
+    return write_config(folder, jobs, base_urls=emu.base_urls)
+
+
+def _ledger_stages(run_dir) -> dict[str, str]:
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+            return dict(db.execute("SELECT job_id, stage FROM jobs").fetchall())
+    except sqlite3.Error:
+        return {}
+
+
+@pytest.mark.parametrize("point", ["prepare", "after_create", "poll", "download", "mux"])
+def test_kill_at_a_named_point_then_resume(tmp_path, media, reference, point):
+    with Emulator(EmulatorSettings(latency_s=0.5)) as emu:
+        config = _batch(tmp_path, media, emu)
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": point})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert resumed.returncode == 0, resumed.stderr
+        assert emu.accepted_creates("pixverse") == len(JOBS)  # one create per key, kill or no kill
+    out = tmp_path / "out"
+    assert {j["id"]: sha256(out / j["id"] / "final.mp4") for j in JOBS} == reference
+    assert {"voiced/final.mp4", "spoken/final.mp4"} <= set(checksums_hold(out))
+
+
+def test_kill_between_intent_and_create_is_reported_uncertain(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.5)) as emu:
+        config = _batch(tmp_path, media, emu, JOBS[:1])
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "after_intent"})
+        assert killed.returncode == -signal.SIGKILL
+        again = lipsync("run", str(config), "--json", env=emu.env())
+        assert emu.accepted_creates("pixverse") == 0  # nothing re-sent on its own
+        job = json.loads(again.stdout)["jobs"][0]
+        assert again.returncode != 0 and job["stage"] == "uncertain" and job["uncertain"]
+        fixed = lipsync("run", str(config), "--resubmit-uncertain", env=emu.env())
+        assert fixed.returncode == 0, fixed.stderr
+        assert emu.accepted_creates("pixverse") == 1
+
+
+def test_kill_at_random_times_never_creates_twice(tmp_path, media, reference):
+    rng = random.Random(7)
+    with Emulator(EmulatorSettings(latency_s=0.5)) as emu:
+        config = _batch(tmp_path, media, emu)
+        finals_seen: dict[str, str] = {}
+        for _ in range(6):
+            proc = start_lipsync("run", str(config), env=emu.env())
+            time.sleep(rng.uniform(0.3, 2.5))
+            proc.kill()
+            proc.wait()
+            for job_id, stage in _ledger_stages(tmp_path / "out").items():
+                final = tmp_path / "out" / job_id / "final.mp4"
+                if stage == "done":  # a delivered result is never lost or rewritten by a later run
+                    finals_seen.setdefault(job_id, sha256(final))
+                    assert sha256(final) == finals_seen[job_id]
+        run = lipsync("run", str(config), "--json", env=emu.env())
+        summary = json.loads(run.stdout)
+        uncertain = [j for j in summary["jobs"] if j["stage"] == "uncertain"]
+        created = emu.accepted_creates("pixverse")
+        assert created <= len(JOBS)  # never twice for one key
+        if uncertain:  # a kill landed between intent and answer: only the user may resubmit
+            run = lipsync("run", str(config), "--json", "--resubmit-uncertain", env=emu.env())
+            assert emu.accepted_creates("pixverse") <= created + len(uncertain)
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out"
+    assert {j["id"]: sha256(out / j["id"] / "final.mp4") for j in JOBS} == reference
+    checksums_hold(out)
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, media, reference):
+    with Emulator(EmulatorSettings(latency_s=3.0)) as emu:
+        config = _batch(tmp_path, media, emu)
+        proc = start_lipsync("run", str(config), env=emu.env())
+        deadline = time.monotonic() + 60
+        while "poll" not in _ledger_stages(tmp_path / "out").values():
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never reached polling"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        stages = _ledger_stages(tmp_path / "out")
+        assert "interrupted" in stages.values() and "uncertain" not in stages.values()
+        with sqlite3.connect(tmp_path / "out" / "ledger.sqlite") as db:
+            assert db.execute("SELECT COUNT(*) FROM creates WHERE state='intent'").fetchone()[0] == 0
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert resumed.returncode == 0, resumed.stderr
+        assert emu.accepted_creates("pixverse") == len(JOBS)
+    out = tmp_path / "out"
+    assert {j["id"]: sha256(out / j["id"] / "final.mp4") for j in JOBS} == reference

@@ -1,0 +1,127 @@
+"""`lipsync run` end to end against the emulator: every provider, multi-chunk scripts, failures that stay
+local to their job, and the --json contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.emulator import Emulator, EmulatorSettings
+from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_config
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return make_batch_media(tmp_path_factory.mktemp("media"))
+
+
+def _batch(tmp_path, media, jobs, **kw):
+    for f in (media.video, media.voice, media.script):
+        (tmp_path / f.name).symlink_to(f)
+    return write_config(tmp_path, jobs, **kw)
+
+
+@pytest.mark.parametrize("provider", ["pixverse", "aimlapi", "useapi", "fal"])
+def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
+    config = _batch(tmp_path, media, [
+        {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
+        {"id": "spoken", "video": "clip.mp4", "text": "Hello there, welcome back.", "speaker": "Emily"},
+    ], provider=provider)
+    run = lipsync("run", str(config), "--rehearse", "--json")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)  # stdout holds the summary and nothing else
+    assert summary["ok"] and summary["rehearsal"] and len(summary["jobs"]) == 2
+    out = tmp_path / "out"
+    for job in summary["jobs"]:
+        final = out / job["id"] / "final.mp4"
+        assert job["stage"] == "done" and job["final"] == str(final) and len(job["provider_job_ids"]) == 1
+        media_seen = final_file(final)
+        assert media_seen.width > 0 and media_seen.audio_s > 0.5
+        manifest = json.loads((out / job["id"] / "manifest.json").read_text(encoding="utf-8"))
+        assert [p["job_id"] for p in manifest["provider_jobs"]] == job["provider_job_ids"]
+        assert manifest["provider_jobs"][0]["provider"] == provider
+        assert {d["name"]: d["sha256"] for d in manifest["delivered"]}["final.mp4"] == sha256(final)
+    voiced = final_file(out / "voiced" / "final.mp4")
+    assert abs(voiced.video_s - 2.0) < 0.2  # cut mode: the 2 s clip and the 2 s voice
+    assert {"voiced/final.mp4", "spoken/final.mp4", "voiced/manifest.json"} <= set(checksums_hold(out))
+    assert not any(".work" in name or "ledger" in name for name in checksums_hold(out))
+
+    again = lipsync("run", str(config), "--rehearse", "--json")  # a rerun repeats nothing
+    assert again.returncode == 0, again.stderr
+    assert all(job["resumed"] for job in json.loads(again.stdout)["jobs"])
+
+
+def test_long_script_becomes_several_provider_jobs_stitched(tmp_path, media):
+    config = _batch(tmp_path, media, [{"id": "talk", "video": "clip.mp4", "text_file": "script.txt",
+                                       "sync_mode": "loop"}], provider="fal")
+    run = lipsync("run", str(config), "--rehearse", "--json")
+    assert run.returncode == 0, run.stderr
+    job = json.loads(run.stdout)["jobs"][0]
+    assert len(job["provider_job_ids"]) >= 2  # the script is longer than one TTS request may be
+    manifest = json.loads((tmp_path / "out" / "talk" / "manifest.json").read_text(encoding="utf-8"))
+    assert sorted(p["segment"] for p in manifest["provider_jobs"]) == list(range(len(job["provider_job_ids"])))
+    final = final_file(tmp_path / "out" / "talk" / "final.mp4")
+    assert final.video_s > 4.0  # longer than one 2 s clip: the segments were joined
+
+
+def test_a_failing_job_does_not_stop_the_others_and_sets_the_exit_code(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        emu.faults("aimlapi").moderate = True
+        config = _batch(tmp_path, media, [
+            {"id": "fine", "video": "clip.mp4", "audio": "voice.wav"},
+            {"id": "flagged", "video": "clip.mp4", "audio": "voice.wav", "provider": "aimlapi"},
+        ], base_urls=emu.base_urls)
+        run = lipsync("run", str(config), "--json", env=emu.env())
+    assert run.returncode == 5, run.stderr
+    jobs = {j["id"]: j for j in json.loads(run.stdout)["jobs"]}
+    assert jobs["fine"]["stage"] == "done" and (tmp_path / "out" / "fine" / "final.mp4").is_file()
+    assert jobs["flagged"]["stage"] == "failed" and jobs["flagged"]["exit_code"] == 5
+    assert "aimlapi" in jobs["flagged"]["error"]
+
+
+def test_lost_create_answer_is_uncertain_and_never_recreated_unless_asked(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        emu.faults("pixverse").drop_after_create = 1
+        config = _batch(tmp_path, media, [{"id": "lost", "video": "clip.mp4", "audio": "voice.wav"}],
+                        base_urls=emu.base_urls)
+        first = lipsync("run", str(config), "--json", env=emu.env())
+        second = lipsync("run", str(config), "--json", env=emu.env())
+        assert emu.accepted_creates("pixverse") == 1  # the dropped answer's job exists; nothing re-created it
+        status = lipsync("status", str(tmp_path / "out"), "--json")
+        third = lipsync("run", str(config), "--json", "--resubmit-uncertain", env=emu.env())
+        assert emu.accepted_creates("pixverse") == 2
+    for run in (first, second):
+        assert run.returncode != 0
+        job = json.loads(run.stdout)["jobs"][0]
+        assert job["stage"] == "uncertain" and job["uncertain"]
+    assert [u["job"] for u in json.loads(status.stdout)["uncertain"]] == ["lost"]
+    assert third.returncode == 0, third.stderr
+    assert (tmp_path / "out" / "lost" / "final.mp4").is_file()
+
+
+def test_refused_create_is_retried_on_the_next_run(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        emu.faults("fal").out_of_credits = True
+        config = _batch(tmp_path, media, [{"id": "broke", "video": "clip.mp4", "audio": "voice.wav"}],
+                        provider="fal", base_urls=emu.base_urls)
+        first = lipsync("run", str(config), env=emu.env())
+        emu.faults("fal").clear()
+        second = lipsync("run", str(config), env=emu.env())
+        assert emu.accepted_creates("fal") == 1
+    assert first.returncode == 4 and "fal" in first.stderr
+    assert second.returncode == 0, second.stderr
+
+
+@pytest.mark.parametrize("edit, key", [
+    ('provider = "pixverse"', "run.provider"),
+    ('audio = "voice.wav"', "job[0].audio"),
+])
+def test_bad_config_exits_6_naming_the_key(tmp_path, media, edit, key):
+    config = _batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}])
+    broken = {"run.provider": 'provider = "pixvers"', "job[0].audio": 'audio = "missing.wav"'}[key]
+    config.write_text(config.read_text(encoding="utf-8").replace(edit, broken), encoding="utf-8")
+    run = lipsync("run", str(config), "--rehearse", "--json")
+    assert run.returncode == 6
+    assert key in run.stderr and str(config) in run.stderr
+    assert json.loads(run.stdout)["ok"] is False
