@@ -1,0 +1,436 @@
+"""Stage: conform a video to what a provider accepts. plan_video() decides, execute_video() runs ONE ffmpeg command.
+
+The plan is a pure function of the probe, the limits and the options; every choice carries its reason so the
+manifest can say why a file was re-encoded. A compliant file (mp4/mov, H.264 8-bit 4:2:0, CFR, progressive,
+no rotation tag, square pixels, inside every limit) is stream-copied with +faststart. Anything else becomes
+H.264 High 8-bit yuv420p with AAC sound: deinterlaced, constant frame rate, rotation applied to the pixels,
+HDR tone-mapped to BT.709, downscaled (never upscaled) to even dimensions, trimmed to the duration limit.
+
+Size: one CRF encode under a VBV cap (maxrate/bufsize) derived from the byte budget; the output is measured
+and, only if it still overshoots, encoded once more with a cap lowered by the overshoot.
+
+The timeline is a list of legs, each read from the source by its own input (-ss/-t) and joined with the concat
+filter: one leg for a plain cut, forward legs for `loop`, forward/reversed legs for `bounce`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+
+from ..errors import InputError, ValidationError
+from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, run_ffmpeg
+from ..fsutil import atomic_output
+from ..limits import Limits
+from .probe import MediaProbe, VideoStream, probe_video
+
+log = logging.getLogger("lipsync.conform_video")
+
+COPY_CONTAINERS = ("mp4", "mov")           # containers whose streams we can hand over as they are
+SIZE_MARGIN = 0.95                         # aim this far under the byte limit (container overhead, VBV slack)
+COPY_SIZE_MARGIN = 0.98                    # a copied file changes size only by its headers
+VBV_BUFFER_SECONDS = 1.0                   # bufsize = this many seconds at maxrate
+RETRY_SAFETY = 0.9                         # the second encode aims this much lower than the overshoot suggests
+STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
+STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
+TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    start: float | None = None              # seconds in the source
+    end: float | None = None
+    target_duration: float | None = None    # extend/cut the output to exactly this (sync modes)
+    extend: Literal["loop", "bounce"] | None = None  # how to reach target_duration when the source is shorter
+    keep_audio: bool = True                 # carry the source audio (AAC) along
+    force_transcode: bool = False           # re-encode even a compliant file
+    crf: int = 20                           # x264 quality when the size budget allows it
+    preset: str = "fast"                    # x264 speed/efficiency trade-off
+    max_bitrate: int = 40_000_000           # never cap above this (bits/s): H.264 level 4.1/4.2 territory
+    audio_bitrate: int = 128_000            # AAC, bits/s
+
+
+@dataclass(frozen=True)
+class Decision:
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One read of the source: `duration` seconds from `start`, played backwards when `reverse`."""
+
+    start: float
+    duration: float
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    source: Path
+    mode: Literal["copy", "transcode"]
+    duration: float                         # seconds of output
+    legs: tuple[Leg, ...]
+    width: int                              # output size (display orientation, square pixels)
+    height: int
+    scale: bool                             # the rotated source picture is not already width x height
+    fps: float | None                       # output constant rate (None: copy keeps the source timing)
+    rotation: int                           # clockwise degrees applied to the pixels
+    deinterlace: bool
+    tonemap: str | None                     # "PQ"/"HLG": the source transfer mapped to BT.709 SDR
+    crf: int | None
+    preset: str | None
+    maxrate: int | None                     # bits/s (VBV cap)
+    bufsize: int | None                     # bits
+    audio: Literal["copy", "aac", "none"]
+    audio_channels: int | None
+    audio_rate: int | None
+    audio_bitrate: int | None
+    max_bytes: int                          # the limit the output must stay under
+    decisions: tuple[Decision, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["source"] = str(self.source)
+        return d
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    path: Path
+    plan: VideoPlan                         # the plan of the run that produced the file
+    runs: list[FfmpegRun]
+    probe: MediaProbe                       # the output, probed
+    size_bytes: int
+    attempts: list[VideoPlan] = field(default_factory=list)  # every plan run, in order
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "plan": self.plan.to_dict(),
+            "attempts": len(self.attempts),
+            "runs": [{"argv": r.argv, "seconds": round(r.seconds, 3)} for r in self.runs],
+            "output": self.probe.to_dict(),
+        }
+
+
+# ---- planning (pure) ----------------------------------------------------------------------------------------
+
+
+def _source_seconds(p: MediaProbe) -> float:
+    seconds = p.video.duration or p.duration
+    if not seconds:
+        raise InputError(p.path, "cannot tell how long the video is")
+    return seconds
+
+
+def _window(p: MediaProbe, opts: VideoOptions, total: float) -> tuple[float, float, list[Decision]]:
+    """The part of the source to use: [start, end) from --start/--end, clamped to the file."""
+    start = max(0.0, opts.start or 0.0)
+    end = min(total, opts.end) if opts.end is not None else total
+    if start >= end:
+        raise InputError(p.path, f"nothing to use between {start:g} s and {end:g} s (the video lasts {total:.3f} s)")
+    decisions = []
+    if start > 0 or end < total:
+        decisions.append(Decision("window", f"using {start:.3f}-{end:.3f} s of {total:.3f} s as asked"))
+    return start, end, decisions
+
+
+def output_fps(v: VideoStream) -> tuple[float, str | None]:
+    """The constant rate to encode at, and why it differs from the source's (None when it does not)."""
+    if v.fps is None:
+        return 25.0, "the frame rate is unknown: encoding at 25 fps"
+    if v.frame_rate_mode != "VFR":
+        return v.fps, None
+    near = min(STANDARD_RATES, key=lambda r: abs(r - v.fps))
+    rate = near if abs(near - v.fps) <= near * STANDARD_RATE_TOLERANCE else round(v.fps, 3)
+    return rate, f"variable frame rate (average {v.fps:.3f} fps) becomes constant {rate:g} fps"
+
+
+def _legs(start: float, end: float, target: float, extend: str, fps: float) -> tuple[Leg, ...]:
+    """Loop or bounce the window [start, end) until `target` seconds, in whole frames."""
+    window = max(1, math.floor((end - start) * fps + 1e-6))
+    remaining = round(target * fps)
+    legs, backwards = [], False
+    while remaining > 0:
+        n = min(window, remaining)
+        if backwards:
+            legs.append(Leg(end - n / fps, n / fps, reverse=True))
+        else:
+            legs.append(Leg(start, n / fps))
+        remaining -= n
+        backwards = extend == "bounce" and not backwards
+    return tuple(legs)
+
+
+def plan_timeline(
+    p: MediaProbe, limits: Limits, opts: VideoOptions, fps: float
+) -> tuple[tuple[Leg, ...], float, list[Decision], list[str]]:
+    """(legs, output seconds, decisions, warnings) for the source window, the target and the duration limit."""
+    total = _source_seconds(p)
+    start, end, decisions = _window(p, opts, total)
+    span, cap, warnings = end - start, limits.video_max_seconds, []
+    if opts.target_duration is None:
+        if span > cap:
+            warnings.append(f"{p.path.name}: {span:.3f} s is over the {cap:g} s limit: kept {start:.3f}-"
+                            f"{start + cap:.3f} s, cut {start + cap:.3f}-{end:.3f} s")
+            span = cap
+        return (Leg(start, span),), span, decisions, warnings
+    target = opts.target_duration
+    if target <= 0 or target > cap:
+        raise ValidationError(f"{p.path}: target duration {target:g} s is outside (0, {cap:g}] s (the limit)")
+    if target <= span:
+        if target < span:
+            decisions.append(Decision("cut", f"cut to {target:.3f} s to match the voice track"))
+        return (Leg(start, target),), target, decisions, warnings
+    if opts.extend is None:
+        raise ValidationError(f"{p.path}: the video ({span:.3f} s) is shorter than the target {target:.3f} s "
+                              "and no extend mode (loop or bounce) was given")
+    legs = _legs(start, end, target, opts.extend, fps)
+    duration = sum(leg.duration for leg in legs)
+    decisions.append(Decision(opts.extend, f"{span:.3f} s of video {opts.extend}ed {len(legs)} times to reach "
+                                           f"{duration:.3f} s (target {target:.3f} s)"))
+    return legs, duration, decisions, warnings
+
+
+def _even_floor(x: float) -> int:
+    return max(2, int(x) // 2 * 2)
+
+
+def output_size(v: VideoStream, max_side: int) -> tuple[int, int]:
+    """Display size (rotation and pixel aspect applied), scaled so the longest side fits, never up, even."""
+    scale = min(1.0, max_side / max(v.display_width, v.display_height))
+    return _even_floor(v.display_width * scale), _even_floor(v.display_height * scale)
+
+
+def _coded_size(v: VideoStream) -> tuple[int, int]:
+    """The decoded picture size once the rotation is applied (before any scaling)."""
+    return (v.height, v.width) if v.rotation in (90, 270) else (v.width, v.height)
+
+
+def _picture_changes(v: VideoStream, size: tuple[int, int], max_side: int, fps_reason: str | None) -> list[Decision]:
+    """Everything about the picture that forces a re-encode, each with its reason."""
+    out = []
+    if v.codec != "AVC" or v.bit_depth != 8 or v.chroma_subsampling != "4:2:0":
+        depth = f" {v.bit_depth}-bit" if v.bit_depth else ""
+        chroma = f" {v.chroma_subsampling}" if v.chroma_subsampling else ""
+        out.append(Decision("codec", f"{v.codec}{depth}{chroma} becomes H.264 High 8-bit 4:2:0"))
+    if fps_reason:
+        out.append(Decision("fps", fps_reason))
+    if v.scan_type != "progressive":
+        out.append(Decision("deinterlace", f"scan type {v.scan_type}: deinterlaced (bwdif)")
+                   if v.scan_type in ("interlaced", "mbaff")
+                   else Decision("scan", "scan type unknown: re-encoded as progressive"))
+    if v.rotation:
+        out.append(Decision("rotate", f"rotation tag {v.rotation}° applied to the pixels (no tag left)"))
+    if abs(v.pixel_aspect_ratio - 1.0) > 0.01:
+        out.append(Decision("square pixels", f"pixel aspect {v.pixel_aspect_ratio:.3f} resampled to square pixels"))
+    if v.hdr_transfer:
+        out.append(Decision("tonemap", f"HDR ({v.hdr_transfer}) tone-mapped to SDR BT.709"))
+    if size != (v.display_width, v.display_height):
+        longest = max(v.display_width, v.display_height)
+        why = (f"longest side {longest} px is over the {max_side} px limit" if longest > max_side
+               else "H.264 4:2:0 needs even dimensions")
+        out.append(Decision("scale", f"{v.display_width}x{v.display_height} becomes {size[0]}x{size[1]}: {why}"))
+    return out
+
+
+def _audio_plan(p: MediaProbe, opts: VideoOptions, copy_video: bool) -> tuple[str, int | None, int | None, Decision]:
+    """(action, channels, sample rate, decision) for the sound."""
+    a = p.audio
+    if a is None:
+        return "none", None, None, Decision("audio", "the source has no sound")
+    if not opts.keep_audio:
+        return "none", None, None, Decision("audio", "sound dropped as asked")
+    if copy_video and a.codec == "AAC" and a.channels <= 2:
+        return "copy", None, None, Decision("audio", "AAC sound copied as it is")
+    channels = min(a.channels, 2) or 2
+    rate = a.sample_rate if a.sample_rate in (44100, 48000) else 48000
+    return "aac", channels, rate, Decision(
+        "audio", f"{a.codec} {a.channels} ch {a.sample_rate} Hz encoded as AAC {channels} ch {rate} Hz"
+    )
+
+
+def video_budget(duration: float, limits: Limits, opts: VideoOptions, with_audio: bool) -> tuple[int, int, str]:
+    """(maxrate bits/s, bufsize bits, reason): a VBV cap under which one encode lands inside the byte limit."""
+    budget_bits = limits.video_max_bytes * SIZE_MARGIN * 8
+    if with_audio:
+        budget_bits -= opts.audio_bitrate * duration
+    maxrate = int(min(opts.max_bitrate, budget_bits / (duration + VBV_BUFFER_SECONDS)))
+    if maxrate <= 0:
+        raise ValidationError(f"no room for video in {limits.video_max_bytes} bytes over {duration:.1f} s")
+    bufsize = int(maxrate * VBV_BUFFER_SECONDS)
+    reason = (f"CRF {opts.crf} capped at {maxrate / 1e6:.2f} Mbit/s (buffer {bufsize / 1e6:.2f} Mbit) so "
+              f"{duration:.2f} s fits in {SIZE_MARGIN:.0%} of {limits.video_max_bytes / 1e6:g} MB")
+    return maxrate, bufsize, reason
+
+
+def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions()) -> VideoPlan:
+    """Decide everything about the conformed video. Pure: reads only the probe, the limits and the options."""
+    v = p.video
+    if v is None:
+        raise InputError(p.path, "no video stream to conform")
+    fps, fps_reason = output_fps(v)
+    legs, duration, decisions, warnings = plan_timeline(p, limits, opts, fps)
+    size = output_size(v, limits.video_max_side)
+    changes = _picture_changes(v, size, limits.video_max_side, fps_reason)
+    blockers = []
+    if opts.force_transcode:
+        blockers.append("re-encode asked for")
+    if p.container not in COPY_CONTAINERS or p.container not in limits.video_containers:
+        blockers.append(f"container {p.container} becomes mp4")
+    whole = len(legs) == 1 and legs[0].start == 0 and abs(legs[0].duration - _source_seconds(p)) < 1e-6
+    if not whole:
+        blockers.append("the timeline changes (cut or extended)")
+    if p.size_bytes > limits.video_max_bytes * COPY_SIZE_MARGIN:
+        blockers.append(f"{p.size_bytes / 1e6:.1f} MB is over the {limits.video_max_bytes / 1e6:g} MB limit")
+    copy = not blockers and not changes
+    audio, channels, rate, audio_decision = _audio_plan(p, opts, copy)
+    common = dict(source=p.path, duration=duration, legs=legs, width=size[0], height=size[1],
+                  scale=size != _coded_size(v), max_bytes=limits.video_max_bytes, audio=audio,
+                  audio_channels=channels, audio_rate=rate, warnings=tuple(warnings))
+    if copy:
+        decisions += [Decision("copy", "already compliant: streams copied, index moved to the front (+faststart)"),
+                      audio_decision]
+        return VideoPlan(mode="copy", fps=None, rotation=0, deinterlace=False, tonemap=None, crf=None, preset=None,
+                         maxrate=None, bufsize=None, audio_bitrate=None, decisions=tuple(decisions), **common)
+    maxrate, bufsize, budget_reason = video_budget(duration, limits, opts, audio != "none")
+    why = "; ".join(blockers + [d.what for d in changes])
+    decisions += [Decision("transcode", f"re-encoded to H.264 High in mp4 ({why})"), *changes,
+                  Decision("bitrate", budget_reason), audio_decision]
+    return VideoPlan(
+        mode="transcode",
+        fps=fps,
+        rotation=v.rotation,
+        deinterlace=v.scan_type in ("interlaced", "mbaff"),
+        tonemap=v.hdr_transfer,
+        crf=opts.crf,
+        preset=opts.preset,
+        maxrate=maxrate,
+        bufsize=bufsize,
+        audio_bitrate=opts.audio_bitrate if audio == "aac" else None,
+        decisions=tuple(decisions),
+        **common,
+    )
+
+
+def lower_cap(plan: VideoPlan, size_bytes: int) -> VideoPlan:
+    """The plan for a second encode after the first came out at `size_bytes`, over the limit. Pure."""
+    scale = plan.max_bytes * SIZE_MARGIN / size_bytes * RETRY_SAFETY
+    maxrate = int(plan.maxrate * scale)
+    reason = (f"the first encode was {size_bytes / 1e6:.2f} MB, over {plan.max_bytes / 1e6:g} MB: "
+              f"cap lowered to {maxrate / 1e6:.2f} Mbit/s")
+    return replace(plan, maxrate=maxrate, bufsize=int(maxrate * VBV_BUFFER_SECONDS),
+                   decisions=plan.decisions + (Decision("retry", reason),))
+
+
+# ---- execution ----------------------------------------------------------------------------------------------
+
+
+def _rotate(stream, degrees: int):
+    if degrees == 90:
+        return stream.filter("transpose", "clock")
+    if degrees == 180:
+        return stream.filter("hflip").filter("vflip")
+    if degrees == 270:
+        return stream.filter("transpose", "cclock")
+    return stream
+
+
+def _tonemap(stream, transfer: str):
+    """HDR to SDR BT.709: linearize, map the gamut, tone-map (hable), back to BT.709 limited range."""
+    return (
+        stream.filter("zscale", tin=TONEMAP_TRANSFER[transfer], pin="bt2020", min="bt2020nc", t="linear", npl=100)
+        .filter("format", "gbrpf32le")
+        .filter("zscale", p="bt709")
+        .filter("tonemap", tonemap="hable", desat=0)
+        .filter("zscale", t="bt709", m="bt709", r="tv")
+    )
+
+
+def _leg_input(plan: VideoPlan, leg: Leg):
+    opts: dict = {"t": f"{leg.duration:.6f}"}
+    if leg.start > 0:
+        opts["ss"] = f"{leg.start:.6f}"
+    if plan.rotation:
+        opts["display_rotation"] = 0  # we rotate the pixels ourselves; ffmpeg must not do it a second time
+    return ffmpeg.input(str(plan.source), **opts)
+
+
+def _leg_streams(plan: VideoPlan, leg: Leg):
+    """The filtered video (and audio) of one leg."""
+    src = _leg_input(plan, leg)
+    v = src["V:0"]
+    if plan.deinterlace:
+        v = v.filter("bwdif", mode="send_frame", parity="auto", deint="all")
+    v = _rotate(v.filter("fps", fps=plan.fps), plan.rotation)
+    if plan.scale:
+        v = v.filter("scale", plan.width, plan.height)
+    if plan.tonemap:
+        v = _tonemap(v, plan.tonemap)
+    v = v.filter("setsar", sar=1).filter("format", "yuv420p")
+    a = None
+    if plan.audio != "none":
+        a = src["a:0"].filter("apad", whole_dur=leg.duration)
+    if leg.reverse:
+        v = v.filter("reverse")
+        a = a.filter("areverse") if a is not None else None
+    return v, a
+
+
+def build_command(plan: VideoPlan, dst: Path) -> list[str]:
+    """The one ffmpeg argv that carries out `plan` into `dst`."""
+    fmt = "mov" if dst.suffix.lower() == ".mov" else "mp4"
+    common = {"movflags": "+faststart", "map_metadata": -1, "f": fmt}
+    audio_opts = {"c:a": "copy"} if plan.audio == "copy" else {
+        "c:a": "aac", "b:a": plan.audio_bitrate, "ac": plan.audio_channels, "ar": plan.audio_rate}
+    if plan.mode == "copy":
+        src = ffmpeg.input(str(plan.source))
+        streams = [src["V:0"]] + ([src["a:0"]] if plan.audio != "none" else [])
+        out = ffmpeg.output(*streams, str(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
+                            **common)
+        return compile_stream(out.global_args("-hide_banner"))
+    pairs = [_leg_streams(plan, leg) for leg in plan.legs]
+    with_audio = plan.audio != "none"
+    if len(pairs) == 1:
+        streams = [s for s in pairs[0] if s is not None]
+    else:
+        joined = ffmpeg.concat(*[s for pair in pairs for s in pair if s is not None], v=1, a=int(with_audio)).node
+        streams = [joined[0]] + ([joined[1]] if with_audio else [])
+    video_opts = {"c:v": "libx264", "profile:v": "high", "pix_fmt": "yuv420p", "preset": plan.preset,
+                  "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize}
+    out = ffmpeg.output(*streams, str(dst), t=f"{plan.duration:.6f}", **video_opts,
+                        **(audio_opts if with_audio else {}), **common)
+    return compile_stream(out.global_args("-hide_banner"))
+
+
+def execute_video(plan: VideoPlan, dst: str | Path, progress: ProgressFn | None = None) -> VideoResult:
+    """Run the plan into `dst` (atomically). A transcode that overshoots the byte limit is re-encoded once."""
+    dst = Path(dst)
+    runs, attempts = [], []
+    with atomic_output(dst) as tmp:
+        current = plan
+        while True:
+            attempts.append(current)
+            runs.append(run_ffmpeg(build_command(current, tmp), what=f"conforming {plan.source.name}",
+                                   duration=current.duration, progress=progress))
+            size = tmp.stat().st_size
+            if size <= current.max_bytes:
+                break
+            if current.mode == "copy" or len(attempts) > 1:
+                raise ValidationError(f"{plan.source}: the conformed video is {size / 1e6:.2f} MB, over the "
+                                      f"{current.max_bytes / 1e6:g} MB limit, even after {len(attempts)} encode(s)")
+            log.warning("%s: %.2f MB is over the %g MB limit, encoding again with a lower cap",
+                        plan.source.name, size / 1e6, current.max_bytes / 1e6)
+            current = lower_cap(current, size)
+    for warning in current.warnings:
+        log.warning("%s", warning)
+    return VideoResult(path=dst, plan=current, runs=runs, probe=probe_video(dst), size_bytes=dst.stat().st_size,
+                       attempts=attempts)
