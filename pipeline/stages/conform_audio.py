@@ -14,7 +14,6 @@ Silent and near-silent input is rejected between the two passes.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -28,8 +27,6 @@ from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import MediaProbe
-
-log = logging.getLogger("lipsync.conform_audio")
 
 AudioFormat = Literal["wav", "mp3"]
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
@@ -356,6 +353,4 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
             f"{plan.target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
             f"({measured.input_tp:.1f} dBTP) over {plan.target.true_peak:g} dBTP, so peaks were limited"
         )
-    for warning in warnings:
-        log.warning(warning)
     return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings))

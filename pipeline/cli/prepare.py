@@ -1,0 +1,68 @@
+"""`lipsync prepare`: conform footage plus a voice track or a script into provider-ready segments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ValidationError
+from ..stages.sync import DEFAULT_SYNC_MODE, SyncMode
+from . import emit_json, handle_errors, json_option
+
+SYNC_MODES = ", ".join(m.value for m in SyncMode)
+
+
+def _seconds(value: str | None, option: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValidationError(f"{option} must be a number of seconds (got {value!r})") from None
+
+
+# Values are checked by the library, not by click: a bad one is a validation error (exit 6) with the
+# same one-line message as everywhere else, not a click usage error (exit 2, which means "timeout" here).
+@click.command()
+@click.option("--video", "video", type=click.Path(path_type=Path), help="The footage (mp4, mov, mkv, webm...).")
+@click.option("--audio", type=click.Path(path_type=Path), help="A voice track (any audio, or a video's sound).")
+@click.option("--text", help="A script for TTS.")
+@click.option("--text-file", type=click.Path(path_type=Path), help="A UTF-8 file holding the script.")
+@click.option("--speaker", help="TTS voice name (see `lipsync speakers`); default Auto.")
+@click.option("--provider", help="Prepare for this provider's limits (default: the strictest of all).")
+@click.option("--sync-mode", default=DEFAULT_SYNC_MODE.value, show_default=True, help=f"Length policy: {SYNC_MODES}.")
+@click.option("--start", help="Use the video from this second.")
+@click.option("--end", help="Use the video up to this second.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory for the prepared files.")
+@json_option
+@handle_errors
+def prepare(video, audio, text, text_file, speaker, provider, sync_mode, start, end, out_dir, as_json) -> None:
+    """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout."""
+    from ..prepare import PrepareRequest, prepare as run_prepare, read_text_file
+
+    if video is None or out_dir is None:
+        raise ValidationError("--video and --out are required")
+    if text is not None and text_file is not None:
+        raise ValidationError("give --text or --text-file, not both")
+    try:
+        mode = SyncMode(sync_mode.lower())
+    except ValueError:
+        raise ValidationError(f"unknown --sync-mode {sync_mode!r}; choose one of {SYNC_MODES}") from None
+    request = PrepareRequest(
+        video=video,
+        audio=audio,
+        text=read_text_file(text_file) if text_file is not None else text,
+        speaker=speaker,
+        provider=provider,
+        sync_mode=mode,
+        start=_seconds(start, "--start"),
+        end=_seconds(end, "--end"),
+    )
+    result = run_prepare(request, out_dir)
+    if as_json:
+        emit_json({"ok": True, **result.to_dict()})
+        return
+    for seg in result.segments:
+        voice = seg.audio.name if seg.audio else f"TTS {seg.speaker}: {seg.text!r}"
+        click.echo(f"{seg.video}  {seg.start:.3f}-{seg.end:.3f} s  {voice}")

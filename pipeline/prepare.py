@@ -1,0 +1,231 @@
+"""Prepare: raw footage plus a voice track or a script → segments that fit every provider limit.
+
+`prepare(PrepareRequest, out_dir)` is the library entry point (the CLI and the batch runner call it). It
+writes deterministic names into `out_dir` (seg000.mp4, seg000.wav, ...) so reruns can cache by content,
+and on any failure removes every file this call wrote. The voice track is, in order: `audio`, else TTS
+`text`, else the video's own sound. `start`/`end` pick the part of the source video; they apply to the
+voice track only when that is the video's own sound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError, ValidationError
+from .ffmpeg import FfmpegRun
+from .limits import PROVIDERS, Limits, load_limits, strictest
+from .speech import estimate_speech_seconds
+from .stages.conform_audio import AudioOptions, AudioResult, LoudnessTarget, execute_audio, plan_audio
+from .stages.conform_video import VideoOptions, VideoResult, execute_video, plan_video
+from .stages.probe import MediaProbe, probe_audio, probe_video
+from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
+from .stages.text import chunk_text, spoken
+from .voices import resolve_voice
+
+log = logging.getLogger("lipsync.prepare")
+
+StepProgress = Callable[[str, float], None]
+"""Called with what is being done (e.g. "seg001 video") and the fraction of the whole prepare done (0..1)."""
+
+
+@dataclass(frozen=True)
+class PrepareRequest:
+    video: Path
+    audio: Path | None = None
+    text: str | None = None
+    speaker: str | None = None          # TTS voice name; "Auto" when not given
+    provider: str | None = None         # None: the strictest limits of all providers
+    sync_mode: SyncMode = DEFAULT_SYNC_MODE
+    start: float | None = None          # seconds in the source video
+    end: float | None = None
+    limits: Limits | None = None        # overrides the provider's limits entirely
+    loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
+    sample_rate: int = 48000
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    video: Path            # prepared mp4, inside every limit
+    audio: Path | None     # prepared wav/mp3 (None for TTS)
+    text: str | None       # TTS chunk (None when audio is given)
+    speaker: str | None    # canonical voice name (pipeline.voices), for TTS
+    start: float           # seconds in the source video
+    end: float
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "video": str(self.video),
+            "audio": None if self.audio is None else str(self.audio),
+        }
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    segments: list[Segment]
+    limits: Limits
+    sync: SyncPlan | None               # audio mode: the length policy applied
+    text_spans: list[TextSpan]          # TTS mode: how the video was shared between chunks
+    videos: list[VideoResult]           # one per segment
+    audios: list[AudioResult]           # one per segment (empty for TTS)
+    warnings: list[str]
+
+    @property
+    def runs(self) -> list[FfmpegRun]:
+        return [run for step in (*self.videos, *self.audios) for run in step.runs]
+
+    def to_dict(self) -> dict:
+        return {
+            "segments": [s.to_dict() for s in self.segments],
+            "limits": self.limits.model_dump(),
+            "sync": None if self.sync is None else self.sync.to_dict(),
+            "text_spans": [s.to_dict() for s in self.text_spans],
+            "video_plans": [v.plan.to_dict() for v in self.videos],
+            "audio": [a.to_dict() for a in self.audios],
+            "ffmpeg": [run.argv for run in self.runs],
+            "warnings": self.warnings,
+        }
+
+
+def limits_for(request: PrepareRequest) -> Limits:
+    if request.limits is not None:
+        return request.limits
+    if request.provider is not None:
+        return load_limits(request.provider)
+    return strictest([load_limits(p) for p in PROVIDERS])
+
+
+def _check_request(request: PrepareRequest) -> str | None:
+    """Refuse contradictory requests before any work; returns the canonical speaker for TTS."""
+    if request.audio is not None and request.text is not None:
+        raise ValidationError("give either a voice track (--audio) or a script (--text), not both")
+    if request.speaker is not None and request.text is None:
+        raise ValidationError("--speaker only applies to a script (--text or --text-file)")
+    if request.start is not None and request.end is not None and request.end <= request.start:
+        raise ValidationError(f"--end ({request.end:g} s) must be after --start ({request.start:g} s)")
+    if request.start is not None and request.start < 0:
+        raise ValidationError(f"--start must not be negative (got {request.start:g})")
+    return resolve_voice(request.speaker or "Auto") if request.text is not None else None
+
+
+def _source_range(p: MediaProbe, request: PrepareRequest) -> tuple[float, float]:
+    total = p.video.duration or p.duration
+    if not total:
+        raise InputError(p.path, "cannot tell how long the video is")
+    start = request.start or 0.0
+    end = min(total, request.end) if request.end is not None else total
+    if start >= end:
+        raise InputError(p.path, f"--start {start:g} s is past the end of the video ({total:.3f} s)")
+    return start, end
+
+
+class _Outputs:
+    """The files this prepare call writes; removed again if the call fails."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.written: list[Path] = []
+
+    def path(self, name: str) -> Path:
+        path = self.out_dir / name
+        self.written.append(path)
+        return path
+
+    def remove_all(self) -> None:
+        for path in self.written:
+            path.unlink(missing_ok=True)
+
+
+class _Progress:
+    def __init__(self, report: StepProgress | None, steps: int):
+        self.report, self.steps, self.done = report, steps, 0
+
+    def step(self, what: str):
+        """A ProgressFn for the next step, mapping its fraction into the whole."""
+        log.info("prepare: %s", what)
+        base, self.done = self.done, self.done + 1
+        if self.report is None:
+            return None
+        return lambda f: self.report(what, (base + f) / self.steps)
+
+
+def _prepare_with_audio(request, vp, limits, outputs, progress) -> PrepareResult:
+    own_sound = request.audio is None
+    if own_sound and vp.audio is None:
+        raise InputError(vp.path, "has no sound: give a voice track (--audio) or a script (--text)")
+    ap = vp if own_sound else probe_audio(request.audio)
+    start, end = _source_range(vp, request)
+    audio_range = (start, end) if own_sound else (None, None)
+    audio_seconds = (end - start) if own_sound else (ap.audio.duration or ap.duration or 0.0)
+    sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
+    audio_plan = plan_audio(ap, limits, AudioOptions(
+        start=audio_range[0], end=audio_range[1], target_duration=sync.duration,
+        sample_rate=request.sample_rate, loudness=request.loudness,
+    ))
+    video_plan = plan_video(vp, limits, VideoOptions(
+        start=start, end=end, target_duration=sync.duration, extend=sync.video_extend, keep_audio=False,
+    ))
+    # the audio first: a silent voice track fails in seconds, before the (slow) video encode
+    audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"))
+    video = execute_video(video_plan, outputs.path("seg000.mp4"), progress.step("seg000 video"))
+    segment = Segment(0, video.path, audio.path, None, None, start, min(end, start + sync.duration))
+    warnings = [*vp.warnings, *([] if own_sound else ap.warnings), *sync.warnings, *video_plan.warnings,
+                *audio.warnings]
+    return PrepareResult([segment], limits, sync, [], [video], [audio], warnings)
+
+
+def _prepare_with_text(request, speaker, vp, limits, outputs, progress) -> PrepareResult:
+    chunks = chunk_text(request.text, limits.tts_max_chars, max_job_seconds(limits))
+    start, end = _source_range(vp, request)
+    speech = [estimate_speech_seconds(spoken(c)) for c in chunks]
+    spans = plan_text_spans(start, end, speech, request.sync_mode, limits)
+    progress.steps = len(spans)
+    segments, videos, warnings = [], [], list(vp.warnings)
+    for span, chunk in zip(spans, chunks):
+        plan = plan_video(vp, limits, VideoOptions(
+            start=span.start, end=span.end, target_duration=span.duration, extend=span.extend, keep_audio=False,
+        ))
+        name = f"seg{span.index:03d}"
+        video = execute_video(plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
+        segments.append(Segment(span.index, video.path, None, spoken(chunk), speaker, span.start, span.end))
+        videos.append(video)
+        warnings += [*span.warnings, *plan.warnings]
+    return PrepareResult(segments, limits, None, spans, videos, [], warnings)
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """A script file as text (UTF-8, with or without a BOM)."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+
+
+def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepProgress | None = None) -> PrepareResult:
+    """Conform the request's media into `out_dir`. On failure, no file this call wrote is left behind."""
+    speaker = _check_request(request)
+    limits = limits_for(request)
+    out_dir = Path(out_dir)
+    outputs = _Outputs(out_dir)
+    try:
+        vp = probe_video(request.video)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if request.text is not None:
+            result = _prepare_with_text(request, speaker, vp, limits, outputs, _Progress(progress, 1))
+        else:
+            result = _prepare_with_audio(request, vp, limits, outputs, _Progress(progress, 2))
+    except BaseException:
+        outputs.remove_all()
+        raise
+    for warning in result.warnings:
+        log.warning(warning)
+    return result
