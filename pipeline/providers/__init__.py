@@ -52,7 +52,7 @@ DEFAULT_POLL: dict[str, PollPolicy] = {
 _CLASSES = {"pixverse": "PixverseProvider", "aimlapi": "AimlapiProvider", "useapi": "UseapiProvider",
             "fal": "FalProvider"}
 
-__all__ = ["BASE_URL_ENV", "DEFAULT_BASE_URLS", "Download", "JobHandle", "JobRequest", "JobState", "JobStatus",
+__all__ = ["BASE_URL_ENV", "DEFAULT_BASE_URLS", "DEFAULT_POLL", "Download", "JobHandle", "JobRequest", "JobState", "JobStatus",
            "PROVIDER_NAMES", "PollPolicy", "Provider", "RetriesExhausted", "RetryPolicy", "Voice", "get_provider",
            "make_client", "resolve_base_urls", "wait_for_job"]
 

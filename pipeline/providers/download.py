@@ -85,12 +85,14 @@ def _fetch_once(client: httpx.Client, url: str, tmp: Path, *, max_bytes: int,
                 provider: str) -> tuple[str, int, str | None]:
     try:
         response = _open(client, url, provider)
-        with response:
+        try:
             _check_reply(response, max_bytes=max_bytes, provider=provider)
             sha, size = _stream_body(response, tmp, max_bytes=max_bytes, provider=provider)
             expected = declared_length(response.headers)
             if expected is not None and response.num_bytes_downloaded < expected:
                 raise TryAgain(f"truncated: {response.num_bytes_downloaded} of {expected} bytes")
+        finally:
+            response.close()
     except httpx.TransportError as exc:
         raise TryAgain(f"{type(exc).__name__}: {exc}") from exc
     return sha, size, response.headers.get("Content-Type")

@@ -1,0 +1,65 @@
+"""`lipsync submit`: one job end to end on prepared media. The job id goes to stderr as soon as it exists."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import UncertainCreate, ValidationError
+from . import emit_json, handle_errors, json_option
+
+log = logging.getLogger("lipsync.cli.submit")
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option("--provider", required=True, type=click.Choice(["pixverse", "aimlapi", "useapi", "fal"]))
+@click.option("--video", required=True, type=_FILE, help="Prepared video (mp4/mov, inside the provider's limits).")
+@click.option("--audio", type=_FILE, help="Prepared voice track (wav/mp3).")
+@click.option("--text", help="Script for the provider's TTS instead of --audio.")
+@click.option("--speaker", help="TTS voice (Emily ... Ethan, Auto); with --text only.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Result .mp4 to write.")
+@click.option("--timeout", type=click.FloatRange(min=1), help="Give up waiting after this many seconds.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.01), help="First poll interval in seconds.")
+@json_option
+@handle_errors
+def submit(provider: str, video: Path, audio: Path | None, text: str | None, speaker: str | None, out: Path,
+           timeout: float | None, poll_interval: float | None, as_json: bool) -> None:
+    """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT."""
+    from ..providers import DEFAULT_POLL, JobRequest, get_provider
+    from ..providers.job import run_job
+
+    if (audio is None) == (text is None):
+        raise ValidationError("give exactly one of --audio or --text")
+    if speaker and text is None:
+        raise ValidationError("--speaker goes with --text (the provider's TTS)")
+    poll = DEFAULT_POLL[provider]
+    if timeout is not None:
+        poll = dataclasses.replace(poll, timeout=timeout)
+    if poll_interval is not None:
+        poll = dataclasses.replace(poll, initial=poll_interval, maximum=max(poll.maximum, poll_interval))
+    last_state: list[str] = []
+
+    def on_handle(handle) -> None:
+        click.echo(f"{provider} job {handle.job_id} created", err=True)
+
+    def on_status(status) -> None:
+        if last_state[-1:] != [status.raw_status]:
+            last_state.append(status.raw_status)
+            click.echo(f"  {status.state.value} ({status.raw_status})", err=True)
+
+    with get_provider(provider, poll=poll) as adapter:
+        try:
+            record = run_job(adapter, JobRequest(video, audio, text, speaker), out,
+                             on_handle=on_handle, on_status=on_status)
+        except UncertainCreate as err:
+            click.echo(f"reconcile: {json.dumps(err.reconcile, default=str)}", err=True)
+            raise
+    if as_json:
+        emit_json({"ok": True, **record.to_dict()})
+    else:
+        click.echo(f"{record.output} ({record.size} bytes, sha256 {record.sha256})")
