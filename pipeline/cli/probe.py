@@ -1,0 +1,89 @@
+"""`lipsync probe FILE...`: what each file is, and every provider limit it breaks and why."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+
+import click
+
+from ..errors import InputError, worst_exit_code
+from ..limits import PROVIDERS, load_limits
+from ..stages.probe import MediaProbe, Violation, check_limits, probe as probe_file
+from . import emit_json, handle_errors, json_option
+
+
+def _video_line(p: MediaProbe) -> str:
+    v = p.video
+    parts = [v.codec + (f" {v.profile}" if v.profile else ""), f"{v.width}x{v.height}"]
+    if (v.display_width, v.display_height) != (v.width, v.height):
+        parts.append(f"(shown {v.display_width}x{v.display_height})")
+    if v.rotation:
+        parts.append(f"rotated {v.rotation}°")
+    parts.append(f"{v.fps:.3f} fps {v.frame_rate_mode}" if v.fps else v.frame_rate_mode)
+    parts.append(v.scan_type)
+    parts += [x for x in (f"{v.bit_depth}-bit" if v.bit_depth else None, v.chroma_subsampling, v.hdr_transfer) if x]
+    return " ".join(parts)
+
+
+def _audio_line(p: MediaProbe) -> str:
+    a = p.audio
+    depth = f" {a.bit_depth}-bit" if a.bit_depth else ""
+    return f"{a.codec} {a.channels} ch {a.sample_rate} Hz{depth}"
+
+
+def _violations_by_provider(p: MediaProbe, providers: list[str]) -> dict[str, list[Violation]]:
+    role = "video" if p.video is not None else "audio"
+    return {name: check_limits(p, load_limits(name), role) for name in providers}
+
+
+def _print_file(p: MediaProbe, found: dict[str, list[Violation]]) -> None:
+    duration = f"{p.duration:.2f} s" if p.duration is not None else "unknown length"
+    click.echo(f"{p.path}  {p.container}  {duration}  {p.size_bytes / 1e6:.2f} MB")
+    if p.video is not None:
+        click.echo(f"  video  {_video_line(p)}")
+    if p.audio is not None:
+        click.echo(f"  audio  {_audio_line(p)}")
+    if p.cover_art:
+        click.echo("  cover art (ignored)")
+    for warning in p.warnings:
+        click.echo(f"  note   {warning}")
+    groups: dict[tuple, list[str]] = {}
+    for name, violations in found.items():
+        groups.setdefault(tuple(violations), []).append(name)
+    for violations, names in groups.items():
+        who = "every provider" if len(names) == len(PROVIDERS) else ", ".join(names)
+        if not violations:
+            click.echo(f"  ok     within the limits of {who}")
+        for v in violations:
+            click.echo(f"  limit  {v.limit} ({who}): {v.reason}")
+
+
+@click.command("probe")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Check one provider's limits (default: all).")
+@json_option
+@handle_errors
+def probe(files: tuple[str, ...], provider: str | None, as_json: bool) -> None:
+    """Describe media files and list every provider limit each one breaks."""
+    providers = [provider] if provider else list(PROVIDERS)
+    docs, codes = [], []
+    for path in files:
+        try:
+            p = probe_file(path)
+        except InputError as err:
+            codes.append(err.exit_code)
+            docs.append({"path": path, "error": err.to_dict()})
+            if not as_json:
+                click.echo(f"error: {err.render()}", err=True)
+            continue
+        codes.append(0)
+        found = _violations_by_provider(p, providers)
+        docs.append({"path": path, "probe": p.to_dict(),
+                     "violations": {name: [asdict(v) for v in vs] for name, vs in found.items()}})
+        if not as_json:
+            _print_file(p, found)
+    code = worst_exit_code(codes)
+    if as_json:
+        emit_json({"ok": code == 0, "files": docs})
+    sys.exit(code)
