@@ -9,6 +9,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Callable
 
 from .faults import Faults
 from .media import Rendered, RenderRequest, render_result
@@ -155,9 +156,9 @@ class JobStore:
         with self._lock:
             return len(self._order)
 
-    def running(self, now: float) -> int:
-        """Jobs not yet final: what counts against a useapi account's maxJobs."""
-        return sum(1 for job in self.all() if phase_at(job, now) not in FINAL_PHASES)
+    def running(self, now: float, where: Callable[[Job], bool] = lambda job: True) -> int:
+        """Jobs not yet final (among those `where` picks): what counts against a useapi account's maxJobs."""
+        return sum(1 for job in self.all() if where(job) and phase_at(job, now) not in FINAL_PHASES)
 
     def observe(self, job: Job, now: float) -> Observation:
         """The job's phase for one status reply; consumes the one-time flap when the job is final."""

@@ -1,6 +1,7 @@
 """useapi.net PixVerse v2, served under /useapi.
 
-Errors are {error, code}. Uploads are raw bytes with the file's Content-Type. A job answers 404 until it
+Errors are {error, code}. The docs list audio_path and prompt as both optional without calling them
+exclusive (their own sample body has both): one is needed, and audio_path wins when both come. Uploads are raw bytes with the file's Content-Type. A job answers 404 until it
 is final. An account runs at most `maxJobs` jobs at once (the create's own value, else the account's):
 creates beyond that get 429 and are not accepted. Voice values carry stray whitespace, as real data does.
 """
@@ -149,8 +150,8 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
     for name in ("replyUrl", "replyRef"):
         _text(body, name)
     max_jobs = _max_jobs(body, state.settings.useapi_max_jobs)
-    if (audio_path is None) == (prompt is None):
-        raise Reject(RejectKind.VALIDATION, "send audio_path or prompt (with speaker_id), not both")
+    if audio_path is None and prompt is None:
+        raise Reject(RejectKind.VALIDATION, "send audio_path, or prompt with speaker_id")
     audio, speaker = None, None
     if audio_path is not None:
         stored = state.files.by_handle(PROVIDER, audio_path)
@@ -162,15 +163,15 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
         if state.faults[PROVIDER].moderate:
             raise Reject(RejectKind.MODERATED, "prompt moderated")
     email = str(body.get("email") or request.query_params.get("email") or DEFAULT_EMAIL)
-    if state.jobs[PROVIDER].running(time.monotonic()) >= max_jobs:
+    if state.jobs[PROVIDER].running(time.monotonic(), lambda job: job.attrs.get("email") == email) >= max_jobs:
         return error(429, f"Account {email} is busy executing {max_jobs} tasks. "
                           "All configured accounts are running at maximum capacity.")
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: f"user:{USER_ID}-pixverse:{email}-video:{900000 + n}",
-        JobInput(video, audio, prompt, speaker), state.faults[PROVIDER],
+        JobInput(video, audio, None if audio else prompt, speaker), state.faults[PROVIDER],
     )
-    job.attrs["replyRef"] = body.get("replyRef") or ""
+    job.attrs.update(email=email, replyRef=str(body.get("replyRef") or ""))
     job.attrs["prompt"] = prompt or ""
     return create_reply(state, PROVIDER, JSONResponse({"video_id": job.job_id}))
 

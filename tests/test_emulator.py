@@ -1,0 +1,374 @@
+"""The provider emulator: each protocol's happy path with real rendered media, create counting, and faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import httpx
+import numpy as np
+import pytest
+from emulator_client import (
+    create, create_body, headers, poll_once, poll_until_final, result_url, run_job, status_word, submit, upload,
+)
+from media import make_audio, make_video, media_info
+from sync_media import read_wav
+
+from pipeline.emulator import Emulator, EmulatorSettings
+from pipeline.ffmpeg import ffmpeg_exe
+
+PROVIDERS = ["pixverse", "aimlapi", "useapi", "fal"]
+AUDIO_S = 1.6
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("emulator-media")
+    return {
+        "video": make_video(d / "video.mp4", seconds=1.0, width=320, height=240),
+        "wide": make_video(d / "wide.mov", seconds=1.0, width=1280, height=960, audio=False),
+        "audio": make_audio(d / "speech.wav", seconds=AUDIO_S, rate=24000),
+        "mp3": make_audio(d / "speech.mp3", seconds=AUDIO_S, rate=24000),
+    }
+
+
+@pytest.fixture
+def emu():
+    with Emulator(EmulatorSettings(latency_s=0.3, queue_s=0.1)) as e:
+        yield e
+
+
+def decode_mono(path, rate: int = 24000) -> np.ndarray:
+    """The first audio stream of `path` decoded by ffmpeg to mono float samples."""
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate),
+                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype="<i2") / 32768.0
+
+
+def lag_ms(reference: np.ndarray, delayed: np.ndarray, rate: int = 24000) -> float:
+    """How much later `delayed` is than `reference`, by cross-correlation."""
+    n = min(len(reference), len(delayed))
+    spectrum = np.fft.rfft(delayed[:n], 2 * n) * np.conj(np.fft.rfft(reference[:n], 2 * n))
+    corr = np.fft.irfft(spectrum)
+    lag = int(np.argmax(np.concatenate([corr[-n + 1:], corr[:n]]))) - (n - 1)
+    return 1000 * lag / rate
+
+
+# ---- happy paths: a real mp4 with the submitted audio ---------------------------------------------------
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_audio_job_returns_the_video_with_the_submitted_audio(emu, media, provider, tmp_path):
+    out = run_job(emu, provider, media["video"], audio=media["audio"], dst=tmp_path / "result.mp4")
+    info = media_info(out)
+    general, video, audio = info["General"][0], info["Video"][0], info["Audio"][0]
+    assert general.format == "MPEG-4"
+    assert video.format == "AVC" and (video.width, video.height) == (320, 240)
+    assert audio.format == "AAC"
+    assert float(general.duration) / 1000 == pytest.approx(AUDIO_S, abs=0.1)   # audio length, video looped
+    assert abs(lag_ms(decode_mono(media["audio"]), decode_mono(out))) <= 3
+    assert emu.accepted_creates(provider) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_tts_job_speaks_the_text(emu, media, provider, tmp_path):
+    text = "Through the forest, past the roots, I have got to get there fast."
+    out = run_job(emu, provider, media["video"], text=text, speaker="Oliver", dst=tmp_path / "tts.mp4")
+    info = media_info(out)
+    seconds = float(info["General"][0].duration) / 1000
+    assert 1.5 < seconds < 12
+    assert np.sqrt(np.mean(decode_mono(out) ** 2)) > 0.01      # not silence
+
+
+def test_output_is_scaled_to_the_provider_size_never_up(emu, media, tmp_path):
+    out = run_job(emu, "useapi", media["wide"], audio=media["mp3"], dst=tmp_path / "wide.mp4")
+    video = media_info(out)["Video"][0]
+    assert (video.width, video.height) == (960, 720)
+
+
+def test_status_reports_what_the_download_holds(emu, media, tmp_path):
+    sub = submit(emu, "pixverse", media["wide"], audio=media["audio"])
+    resp = poll_until_final(emu, sub)[-1].json()["Resp"]
+    data = httpx.get(resp["url"]).content
+    (tmp_path / "r.mp4").write_bytes(data)
+    video = media_info(tmp_path / "r.mp4")["Video"][0]
+    assert resp["status"] == 1 and resp["size"] == len(data) > 0
+    assert (resp["outputWidth"], resp["outputHeight"]) == (video.width, video.height) == (960, 720)
+
+
+# ---- clock ----------------------------------------------------------------------------------------------
+
+def test_jobs_pass_through_queue_and_generation_before_finishing(media):
+    with Emulator(EmulatorSettings(latency_s=0.6, queue_s=0.4)) as emu:
+        sub = submit(emu, "fal", media["video"], audio=media["audio"])
+        words = [status_word("fal", r) for r in poll_until_final(emu, sub)]
+    assert words[0] == "IN_QUEUE" and "IN_PROGRESS" in words and words[-1] == "COMPLETED"
+    assert words.index("IN_PROGRESS") > 0
+
+
+def test_useapi_answers_404_until_the_video_is_final(emu, media):
+    sub = submit(emu, "useapi", media["video"], audio=media["audio"])
+    replies = poll_until_final(emu, sub)
+    assert replies[0].status_code == 404 and replies[0].json()["code"] == 404
+    assert replies[-1].json()["video_status_final"] is True and replies[-1].json()["url"]
+
+
+def test_stuck_jobs_never_finish(emu, media):
+    emu.faults("aimlapi").stuck = True
+    sub = submit(emu, "aimlapi", media["video"], audio=media["audio"])
+    time.sleep(0.8)   # more than queue + latency
+    assert poll_once(emu, sub).json()["status"] == "generating"
+
+
+# ---- create counting and refused creates -----------------------------------------------------------------
+
+REFUSAL = {  # provider -> (HTTP status, body check) for a rate-limited create
+    "pixverse": (200, lambda d: d["ErrCode"] == 500044),
+    "aimlapi": (429, lambda d: d["statusCode"] == 429 and {"message", "path", "requestId", "timestamp"} <= set(d)),
+    "useapi": (429, lambda d: d["code"] == 429 and d["error"]),
+    "fal": (429, lambda d: "detail" in d),
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_rate_limited_creates_are_refused_and_not_counted(emu, media, provider):
+    video = upload(emu, provider, media["video"])
+    audio = upload(emu, provider, media["audio"])
+    emu.faults(provider).rate_limit_creates = 2
+    for _ in range(2):
+        refused = create(emu, provider, create_body(provider, video, audio, None, None))
+        status, check = REFUSAL[provider]
+        assert refused.reply.status_code == status and check(refused.reply.json())
+        assert refused.job_id is None
+    accepted = create(emu, provider, create_body(provider, video, audio, None, None))
+    assert accepted.job_id is not None
+    assert emu.accepted_creates(provider) == 1 and len(emu.jobs(provider)) == 1
+
+
+BILLING = {
+    "pixverse": (200, lambda d: d["ErrCode"] == 500090),
+    "aimlapi": (403, lambda d: d["statusCode"] == 403),
+    "useapi": (412, lambda d: d["code"] == 412),
+    "fal": (403, lambda d: "detail" in d),
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_out_of_credits_refuses_creates_with_the_billing_error(emu, media, provider):
+    emu.faults(provider).out_of_credits = True
+    sub = submit(emu, provider, media["video"], audio=media["audio"])
+    status, check = BILLING[provider]
+    assert sub.reply.status_code == status and check(sub.reply.json())
+    assert emu.accepted_creates(provider) == 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_dropped_create_reply_is_a_transport_error_but_the_job_exists(emu, media, provider):
+    video = upload(emu, provider, media["video"])
+    audio = upload(emu, provider, media["audio"])
+    emu.faults(provider).drop_after_create = 1
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        create(emu, provider, create_body(provider, video, audio, None, None))
+    assert emu.accepted_creates(provider) == 1
+    job = emu.jobs(provider)[0]
+    sub = create(emu, provider, create_body(provider, video, audio, None, None))   # the fault was used up
+    assert sub.job_id is not None and str(sub.job_id) != job.job_id
+    assert emu.accepted_creates(provider) == 2
+
+
+def test_useapi_refuses_creates_beyond_max_jobs(emu, media):
+    video = upload(emu, "useapi", media["video"])
+    audio = upload(emu, "useapi", media["audio"])
+    body = create_body("useapi", video, audio, None, None) | {"maxJobs": 2}
+    first = create(emu, "useapi", body)
+    assert first.job_id and create(emu, "useapi", body).job_id
+    busy = create(emu, "useapi", body)
+    assert busy.reply.status_code == 429 and "busy" in busy.reply.json()["error"]
+    assert emu.accepted_creates("useapi") == 2
+    poll_until_final(emu, first)
+    time.sleep(0.1)   # the second job started with the first; let it finish too
+    assert create(emu, "useapi", body).job_id is not None      # slots are free again
+
+
+# ---- failures, moderation, lies -------------------------------------------------------------------------
+
+FAILED = {
+    "pixverse": lambda r: r.json()["Resp"]["status"] == 8,
+    "aimlapi": lambda r: r.json()["status"] == "error" and r.json()["error"]["message"],
+    "useapi": lambda r: r.json()["video_status_name"] == "FAILED" and r.json()["video_status_final"],
+    "fal": lambda r: r.json()["status"] == "COMPLETED" and r.json()["error"],
+}
+MODERATED = {
+    "pixverse": lambda r: r.json()["Resp"]["status"] == 7,
+    "aimlapi": lambda r: r.json()["status"] == "error" and r.json()["error"]["name"],
+    "useapi": lambda r: r.json()["video_status_name"] == "MODERATED",
+    "fal": lambda r: r.json()["error_type"] == "content_policy_violation",
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_generation_failure_ends_the_job_failed(emu, media, provider):
+    emu.faults(provider).fail_generation = True
+    sub = submit(emu, provider, media["video"], audio=media["audio"])
+    assert FAILED[provider](poll_until_final(emu, sub)[-1])
+    assert emu.accepted_creates(provider) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_moderation_ends_the_job_moderated(emu, media, provider):
+    emu.faults(provider).moderate = True
+    sub = submit(emu, provider, media["video"], audio=media["audio"])
+    assert MODERATED[provider](poll_until_final(emu, sub)[-1])
+
+
+def test_fal_failed_run_has_no_output(emu, media):
+    emu.faults("fal").fail_generation = True
+    sub = submit(emu, "fal", media["video"], audio=media["audio"])
+    poll_until_final(emu, sub)
+    r = httpx.get(sub.urls["response_url"], headers=headers(emu, "fal"))
+    assert r.status_code >= 400 and r.headers["x-fal-error-type"]
+
+
+def test_useapi_moderates_tts_prompts_at_create(emu, media):
+    emu.faults("useapi").moderate = True
+    sub = submit(emu, "useapi", media["video"], text="Hello there", speaker="Jack")
+    assert sub.reply.status_code == 422 and sub.reply.json()["error"]
+    assert emu.accepted_creates("useapi") == 0
+
+
+def test_status_flaps_before_the_truth(emu, media):
+    for provider in PROVIDERS:
+        emu.faults(provider).flap_status = True
+    lies = {}
+    for provider in PROVIDERS:
+        sub = submit(emu, provider, media["video"], audio=media["audio"])
+        words = [status_word(provider, r) for r in poll_until_final(emu, sub)]
+        lies[provider] = words
+    assert "1" in lies["pixverse"][:-1] and lies["pixverse"][-1] == "1"   # a status 1 without url came first
+    assert "waiting" in lies["aimlapi"]
+    assert "COMPLETED?" in lies["useapi"]
+    fal = lies["fal"]
+    assert fal[-1] == "COMPLETED"
+
+
+def test_fal_goes_back_in_progress_once_after_completed(emu, media):
+    emu.faults("fal").flap_status = True
+    sub = submit(emu, "fal", media["video"], audio=media["audio"])
+    words = [status_word("fal", r) for r in poll_until_final(emu, sub)]
+    again = [status_word("fal", poll_once(emu, sub)) for _ in range(3)]
+    assert words[-1] == "COMPLETED" and again == ["IN_PROGRESS", "COMPLETED", "COMPLETED"]
+
+
+def test_truncated_download_breaks_before_content_length(emu, media):
+    sub = submit(emu, "pixverse", media["video"], audio=media["audio"])
+    url = result_url(emu, sub, poll_until_final(emu, sub)[-1])
+    emu.faults("pixverse").truncate_downloads = 1
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        httpx.get(url)
+    whole = httpx.get(url)
+    assert whole.status_code == 200 and len(whole.content) == int(whole.headers["content-length"])
+
+
+def test_downloads_resume_with_range(emu, media):
+    sub = submit(emu, "aimlapi", media["video"], audio=media["audio"])
+    url = result_url(emu, sub, poll_until_final(emu, sub)[-1])
+    whole = httpx.get(url).content
+    tail = httpx.get(url, headers={"Range": "bytes=100-"})
+    assert tail.status_code == 206 and tail.content == whole[100:]
+
+
+STATUS_PATHS = {
+    "pixverse": "/openapi/v2/video/lip_sync/tts_list", "aimlapi": "/v2/video/generations?generation_id=x",
+    "useapi": "/v2/pixverse/videos/voices", "fal": "/fal-ai/pixverse/requests/x/status",
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_server_errors_answer_5xx_then_recover(emu, provider):
+    emu.faults(provider).server_errors = 3
+    url = emu.base_urls["fal_queue" if provider == "fal" else provider] + STATUS_PATHS[provider]
+    codes = [httpx.get(url, headers=headers(emu, provider)).status_code for _ in range(4)]
+    assert all(code >= 500 for code in codes[:3]) and codes[3] < 500
+
+
+def test_pixverse_5xx_sometimes_uses_lower_case_keys(emu):
+    emu.faults("pixverse").server_errors = 2
+    url = emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list"
+    bodies = [httpx.get(url, headers=headers(emu, "pixverse")).json() for _ in range(2)]
+    assert {"err_code", "err_msg"} <= set(bodies[0]) and {"ErrCode", "ErrMsg"} <= set(bodies[1])
+
+
+def test_slow_replies_are_slow(emu):
+    emu.faults("useapi").slow_reply_s = 0.5
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers=headers(emu, "useapi"), timeout=0.1)
+
+
+@pytest.mark.parametrize("offset_ms", [0, 40, 120])
+def test_audio_offset_delays_the_result_audio(emu, media, offset_ms, tmp_path):
+    emu.faults("fal").audio_offset_ms = offset_ms
+    out = run_job(emu, "fal", media["video"], audio=media["audio"], dst=tmp_path / "offset.mp4")
+    assert lag_ms(decode_mono(media["audio"]), decode_mono(out)) == pytest.approx(offset_ms, abs=3)
+
+
+# ---- PixVerse specifics ---------------------------------------------------------------------------------
+
+def test_pixverse_ids_do_not_survive_a_float(emu, media):
+    sub = submit(emu, "pixverse", media["video"], audio=media["audio"])
+    raw = sub.reply.text
+    video_id = json.loads(raw)["Resp"]["video_id"]
+    assert isinstance(video_id, int) and video_id > 2**53 and int(float(video_id)) != video_id
+    assert str(video_id) in raw
+    rounded = int(float(video_id))
+    r = httpx.get(f"{emu.base_urls['pixverse']}/openapi/v2/video/result/{rounded}", headers=headers(emu, "pixverse"))
+    assert r.json()["ErrCode"] != 0
+
+
+def test_pixverse_trace_id_must_be_fresh(emu):
+    url = emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list"
+    h = headers(emu, "pixverse")
+    assert httpx.get(url, headers=h).json()["ErrCode"] == 0
+    again = httpx.get(url, headers=h)
+    assert again.status_code == 200 and again.json()["ErrCode"] == 400033
+    missing = httpx.get(url, headers={"API-KEY": h["API-KEY"]}).json()
+    assert missing["ErrCode"] == 400033
+
+
+def test_pixverse_tts_list_pages(emu):
+    url = emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list"
+    pages = [httpx.get(url, params={"page_num": n, "page_size": 6}, headers=headers(emu, "pixverse")).json()["Resp"]
+             for n in (1, 2, 3)]
+    ids = [s["speaker_id"] for p in pages for s in p["data"]]
+    assert pages[0]["total"] == 15 and len(ids) == 15 == len(set(ids))
+    assert all(isinstance(i, str) for i in ids)
+
+
+def test_useapi_voices_carry_stray_whitespace(emu):
+    voices = httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers=headers(emu, "useapi"))
+    tts = voices.json()["tts_list"]
+    assert len(tts) == 15 and all({"speaker_id", "url", "display_name"} <= set(v) for v in tts)
+    assert any(v["speaker_id"] != v["speaker_id"].strip() or v["display_name"] != v["display_name"].strip() for v in tts)
+
+
+def test_api_keys_are_checked_when_configured(media):
+    keys = {"pixverse": "pk", "aimlapi": "ak", "useapi": "uk", "fal": "fk"}
+    with Emulator(EmulatorSettings(latency_s=0.1, api_keys=keys)) as emu:
+        assert emu.env()["FAL_KEY"] == "fk"
+        good = httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers=headers(emu, "useapi"))
+        bad = httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers={"Authorization": "Bearer no"})
+        fal_bad = httpx.post(emu.base_urls["fal_queue"] + "/fal-ai/pixverse/lipsync", json={},
+                             headers={"Authorization": "Key wrong"})
+        pix_bad = httpx.get(emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list",
+                            headers={**headers(emu, "pixverse"), "API-KEY": "wrong"})
+    assert good.status_code == 200
+    assert bad.status_code == 401 and bad.json() == {"error": "Unauthorized", "code": 401}
+    assert fal_bad.status_code == 401
+    assert pix_bad.json()["ErrCode"] == 10003
+
+
+def test_env_points_at_the_running_emulator(emu):
+    env = emu.env()
+    assert env["LIPSYNC_PIXVERSE_BASE_URL"] == emu.root + "/pixverse"
+    assert env["LIPSYNC_FAL_QUEUE_URL"] == emu.root + "/fal/queue"
+    assert env["LIPSYNC_FAL_STORAGE_URL"] == emu.root + "/fal/rest"
+    assert all(env[k] for k in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"))
