@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from media import decode_stats, make_audio, make_video, media_info
+from media import decode_stats, make_audio, make_video, media_info, truncate_copy
 from sync_media import first_frame_time, provider_result, read_wav
 
+from pipeline.errors import VerificationError
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.speech import write_wav
 from pipeline.stages.avsync import OffsetMeasurement, decode_pcm, measure_offset
@@ -236,3 +237,15 @@ def test_stitch_reencodes_segments_that_differ_and_keeps_the_first_ones_size(tmp
     stats = decode_stats(result.path)
     assert stats.video_frames == 2 * FPS
     assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+
+
+def test_unusable_provider_result_is_a_failed_generation_not_bad_input(tmp_path, master):
+    sound_only = make_audio(tmp_path / "result.m4a", seconds=1.0)
+    with pytest.raises(VerificationError, match="result.m4a.*no video") as err:
+        mux(sound_only, master, tmp_path / "final.mp4")
+    assert err.value.exit_code == 5
+    whole = provider_result(tmp_path / "whole.mp4", master, seconds=2.0)
+    cut = truncate_copy(whole, tmp_path / "cut.mp4", keep=0.5)
+    with pytest.raises(VerificationError, match="cut.mp4"):
+        mux(cut, master, tmp_path / "final.mp4")
+    assert not (tmp_path / "final.mp4").exists()

@@ -10,7 +10,8 @@ from sync_media import provider_result, shifted_wav
 
 from pipeline.errors import VerificationError
 from pipeline.ffmpeg import compile_stream, run_ffmpeg
-from pipeline.stages.verify import VerifyExpectations, verify
+from pipeline.stages.mux import mux, stitch
+from pipeline.stages.verify import VerifyExpectations, expectations_for, verify
 
 FPS = 25
 FRAME = 1 / FPS
@@ -138,3 +139,31 @@ def test_unreadable_file_is_a_failed_report_not_a_crash(tmp_path):
     with pytest.raises(VerificationError):
         report.raise_if_failed()
     assert verify(Path(tmp_path / "absent.mp4")).ok is False
+
+
+def test_stitched_final_is_checked_segment_by_segment(tmp_path):
+    """Two TTS-like segments: the correct stitch passes; one whose second segment is 3 frames late fails there."""
+    voices = [make_audio(tmp_path / f"voice{i}.wav", seconds=s, rate=48000, seed=30 + i)
+              for i, s in enumerate([2.0, 1.6])]
+    results = [provider_result(tmp_path / f"result{i}.mp4", v, delay_s=0.0, seconds=s, fps=FPS)
+               for i, (v, s) in enumerate(zip(voices, [2.0, 1.6]))]
+    muxed = [mux(r, None, tmp_path / f"seg{i}.mp4") for i, r in enumerate(results)]
+
+    good = stitch([m.path for m in muxed], tmp_path / "good.mp4")
+    report = verify(good.path, expectations_for(good, results))
+    assert report.ok, report.failed()
+    assert {"av_offset_0", "av_offset_1", "duration"} <= set(_checks(report))
+
+    late = [voices[0], shifted_wav(voices[1], tmp_path / "late1.wav", 3 * FRAME)]
+    bad = stitch([m.path for m in muxed], tmp_path / "bad.mp4", segment_audio=late)
+    checks = {c.name: c for c in verify(bad.path, expectations_for(bad, results)).checks}
+    assert checks["av_offset_0"].ok
+    assert not checks["av_offset_1"].ok and checks["av_offset_1"].measured == pytest.approx(3 * FRAME, abs=0.002)
+
+
+def test_single_result_expectations_check_the_whole_duration(scene):
+    d, master, provider, _ = scene
+    result = mux(provider, master, d / "muxed.mp4")
+    expect = expectations_for(result, [provider])
+    assert expect.duration_s == pytest.approx(3.0, abs=FRAME)
+    assert verify(result.path, expect).ok

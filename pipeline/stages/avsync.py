@@ -48,14 +48,15 @@ class OffsetMeasurement:
 
 
 def decode_pcm(
-    path: str | Path, *, sample_rate: int = ANALYSIS_RATE, duration: float | None = None
+    path: str | Path, *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
 ) -> np.ndarray:
-    """The first audio stream of `path` as mono float32 at `sample_rate`, on the file's timeline.
+    """The first audio stream of `path` from `start` seconds, as mono float64 at `sample_rate`, on the file's timeline.
 
     `first_pts=0` pads with silence when the audio starts after t=0 (and drops samples before it),
-    so sample 0 is time 0 of the file, not the first audio packet.
+    so sample 0 is time `start` of the file, not the first audio packet.
     """
-    stream = ffmpeg.input(str(path), **({"t": duration} if duration else {}))
+    window = ({"ss": f"{start:.6f}"} if start else {}) | ({"t": duration} if duration else {})
+    stream = ffmpeg.input(str(path), **window)
     out = stream.audio.filter("aresample", sample_rate, first_pts=0).output(
         "pipe:", format="f32le", ac=1, ar=sample_rate, map_metadata=-1
     )
@@ -132,14 +133,16 @@ def measure_offset(
     reference: str | Path,
     other: str | Path,
     *,
+    other_start: float = 0.0,
     max_lag_s: float = MAX_LAG_S,
     window_s: float = WINDOW_S,
     sample_rate: int = ANALYSIS_RATE,
 ) -> OffsetMeasurement:
-    """Offset of the audio in file `other` against the audio in file `reference` (see module docstring)."""
+    """Offset of the audio in file `other` (from `other_start` seconds on) against the audio in file `reference`
+    (see module docstring)."""
     limit = window_s + 2 * max_lag_s
     ref = decode_pcm(reference, sample_rate=sample_rate, duration=limit)
-    oth = decode_pcm(other, sample_rate=sample_rate, duration=limit)
+    oth = decode_pcm(other, sample_rate=sample_rate, start=other_start, duration=limit)
     result = measure_offset_samples(ref, oth, sample_rate, max_lag_s=max_lag_s, window_s=window_s)
     log.debug("offset %s vs %s: %+.4f s (r=%.3f)", other, reference, result.seconds, result.correlation)
     return result

@@ -25,7 +25,7 @@ from typing import Literal
 
 import ffmpeg
 
-from ..errors import InputError
+from ..errors import InputError, VerificationError
 from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from .avsync import OffsetMeasurement, measure_offset
@@ -86,10 +86,10 @@ class MuxResult:
 
     def to_dict(self) -> dict:
         return {
-            "path": str(self.path),
+            "path": self.path.name,
             "offset_s": self.offset_s,
             "audio_source": self.audio_source,
-            "audio_file": str(self.audio_file) if self.audio_file else None,
+            "audio_file": self.audio_file.name if self.audio_file else None,
             "plan": self.plan.to_dict(),
             "measurement": self.measurement.to_dict() if self.measurement else None,
             "commands": [run.argv for run in self.runs],
@@ -103,12 +103,12 @@ def video_seconds(media: MediaProbe) -> float:
     """The video's duration: frames / fps when both are known for constant-rate video (exact), else as tagged."""
     v = media.video
     if v is None:
-        raise InputError(media.path, "no video stream")
+        raise VerificationError(f"{media.path}: the provider's result has no video stream")
     if v.frame_count and v.fps and v.frame_rate_mode == "CFR":
         return v.frame_count / v.fps
     seconds = v.duration or media.duration
     if not seconds:
-        raise InputError(media.path, "video duration unknown")
+        raise VerificationError(f"{media.path}: the provider's result has no known video duration")
     return seconds
 
 
@@ -197,6 +197,14 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe]) -> StitchP
 # ---- execution (thin) ---------------------------------------------------------------------------
 
 
+def _probe_result(path: Path) -> MediaProbe:
+    """A provider's result (or a segment made from one) that we cannot read is a failed generation, not bad input."""
+    try:
+        return probe(path)
+    except InputError as err:
+        raise VerificationError(str(err)) from err
+
+
 def audio_file_for(dst: Path) -> Path:
     """Where the delivered WAV of `dst` goes: beside it, `<stem>_audio.wav`."""
     return dst.with_name(f"{dst.stem}_audio.wav")
@@ -246,7 +254,7 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
     """Write `dst` (mp4): the provider's video stream copied, with our master audio aligned to it (or, for TTS,
     the provider's own audio). With a master, also writes the aligned WAV beside it."""
     provider_video, dst = Path(provider_video), Path(dst)
-    provider = probe(provider_video)
+    provider = _probe_result(provider_video)
     master = probe(Path(master_audio)) if master_audio is not None else None
     measurement = None
     if master is not None and provider.audio is not None:
@@ -318,7 +326,7 @@ def stitch(
     sources = [Path(a) for a in segment_audio] if segment_audio is not None else files
     if len(sources) != len(files):
         raise ValueError("segment_audio must have one entry per segment")
-    probes = [probe(f) for f in files]
+    probes = [_probe_result(f) for f in files]
     plan = plan_stitch(probes, [probe(s) for s in sources])
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)

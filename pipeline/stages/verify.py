@@ -10,6 +10,7 @@ audio lines up with the audio the provider synced the lips to (cross-correlation
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from ..errors import LipsyncError, VerificationError
 from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
 from .avsync import measure_offset
+from .mux import MuxResult, StitchPlan
 from .probe import MediaProbe, probe
 
 log = logging.getLogger("lipsync.verify")
@@ -33,12 +35,34 @@ DEFAULT_FPS = 25.0
 
 
 @dataclass(frozen=True)
+class SyncReference:
+    """A provider result whose audio (what its lips follow) must line up with the final's audio from `start_s`."""
+
+    path: Path
+    start_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class VerifyExpectations:
     video: bool = True
     audio: bool = True
-    sync_reference: Path | None = None   # the provider's result: our audio must line up with its audio
+    sync_reference: Path | None = None   # one provider result, at the start of the final
+    segment_references: tuple[SyncReference, ...] = ()  # a stitched final: each segment's result and start
     duration_s: float | None = None      # e.g. the sum of the segments' durations
     max_offset_s: float | None = None    # default: one frame of the final's video
+
+    def references(self) -> tuple[SyncReference, ...]:
+        single = (SyncReference(Path(self.sync_reference)),) if self.sync_reference is not None else ()
+        return single + self.segment_references
+
+
+def expectations_for(final: MuxResult, provider_results: list[Path]) -> VerifyExpectations:
+    """What a final built by `mux` (one result) or `stitch` (one result per segment) must satisfy."""
+    if isinstance(final.plan, StitchPlan):
+        starts = itertools.accumulate(final.plan.segment_seconds[:-1], initial=0.0)
+        refs = tuple(SyncReference(Path(p), s) for p, s in zip(provider_results, starts))
+        return VerifyExpectations(segment_references=refs, duration_s=sum(final.plan.segment_seconds))
+    return VerifyExpectations(sync_reference=Path(provider_results[0]), duration_s=final.plan.video_seconds)
 
 
 class Check(BaseModel):
@@ -150,16 +174,28 @@ def _decode_check(final: Path) -> tuple[Check, FfmpegRun | None]:
                  detail=first), run
 
 
-def _offset_check(final: Path, reference: Path, allowed: float, fig: VerifyFigures) -> tuple[Check, VerifyFigures]:
+def _offset_check(final: Path, ref: SyncReference, name: str, allowed: float) -> tuple[Check, float | None, float]:
+    """One reference's check, with the offset and correlation measured (for the figures)."""
     try:
-        m = measure_offset(reference, final)
+        m = measure_offset(ref.path, final, other_start=ref.start_s)
     except LipsyncError as err:
-        return Check(name="av_offset", ok=False, measured=None, allowed=round(allowed, 5), detail=str(err)), fig
-    fig = fig.model_copy(update={"offset_s": round(m.seconds, 5), "offset_correlation": round(m.correlation, 4)})
+        return Check(name=name, ok=False, measured=None, allowed=round(allowed, 5), detail=str(err)), None, 0.0
     ok = m.reliable and abs(m.seconds) <= allowed + 1e-4
-    detail = (f"audio {m.seconds * 1000:+.1f} ms against {reference.name}"
-              if m.reliable else f"audio does not match {reference.name} (r={m.correlation:.2f})")
-    return Check(name="av_offset", ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail), fig
+    detail = (f"audio {m.seconds * 1000:+.1f} ms against {ref.path.name}"
+              if m.reliable else f"audio does not match {ref.path.name} (r={m.correlation:.2f})")
+    check = Check(name=name, ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail)
+    return check, m.seconds, m.correlation
+
+
+def _offset_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float, fig: VerifyFigures):
+    """A check per reference; the figures keep the worst offset and the weakest correlation."""
+    results = [_offset_check(final, ref, "av_offset" if len(refs) == 1 else f"av_offset_{i}", allowed)
+               for i, ref in enumerate(refs)]
+    offsets = [off for _, off, _ in results if off is not None]
+    worst = max(offsets, key=abs) if offsets else None
+    fig = fig.model_copy(update={"offset_s": round(worst, 5) if worst is not None else None,
+                                 "offset_correlation": round(min(r for _, _, r in results), 4)})
+    return [check for check, _, _ in results], fig
 
 
 def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations()) -> VerifyReport:
@@ -176,10 +212,10 @@ def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations())
     decode, run = _decode_check(final)
     checks.append(decode)
     checks += _duration_checks(fig, expect, frame)
-    if expect.sync_reference is not None and fig.audio_codec is not None:
+    if expect.references() and fig.audio_codec is not None:
         allowed = expect.max_offset_s if expect.max_offset_s is not None else frame
-        check, fig = _offset_check(final, Path(expect.sync_reference), allowed, fig)
-        checks.append(check)
+        offset_checks, fig = _offset_checks(final, expect.references(), allowed, fig)
+        checks += offset_checks
     report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=[run.argv] if run else [])
     for c in report.failed():
         log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
