@@ -1,0 +1,221 @@
+"""prepare() end to end on real generated media: sync modes, TTS segments, bad input and cleanup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from loudness import ebur128
+from media import decode_stats, make_audio, make_video, media_info, truncate_copy
+
+import pipeline.prepare as prepare_module
+from pipeline.errors import InputError, ToolError, ValidationError
+from pipeline.limits import load_limits
+from pipeline.prepare import PrepareRequest, prepare
+from pipeline.speech import estimate_speech_seconds
+from pipeline.stages.probe import check_limits, probe
+
+FPS = 25
+FRAME = 1 / FPS
+STRICT = load_limits()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("prepare media")
+    return {
+        "video": make_video(root / "presenter clip.mp4", seconds=3, fps=FPS),
+        "short_voice": make_audio(root / "voix courte é.wav", seconds=2, level_db=-30),
+        "long_voice": make_audio(root / "long voice.wav", seconds=5, channels=2, level_db=-30),
+    }
+
+
+def media_files(out: Path) -> list[Path]:
+    return [p for p in out.iterdir() if p.suffix in (".mp4", ".wav", ".mp3") or ".part" in p.name] if out.exists() else []
+
+
+def assert_pair_fits(seg, limits=STRICT) -> tuple[float, float]:
+    video, audio = decode_stats(seg.video), decode_stats(seg.audio)
+    assert abs(video.video_seconds - audio.audio_seconds) <= FRAME + 1e-3, (video, audio)
+    assert not check_limits(probe(seg.video), limits, "video")
+    assert not check_limits(probe(seg.audio), limits, "audio")
+    return video.video_seconds, audio.audio_seconds
+
+
+@pytest.mark.parametrize(
+    "voice, mode, seconds, extended",
+    [
+        ("long_voice", "bounce", 5.0, True),
+        ("long_voice", "loop", 5.0, True),
+        ("long_voice", "cut", 3.0, False),
+        ("long_voice", "pad", 3.0, False),
+        ("short_voice", "pad", 3.0, False),
+        ("short_voice", "cut", 2.0, False),
+        ("short_voice", "bounce", 2.0, False),
+    ],
+)
+def test_every_sync_mode_gives_a_pair_of_equal_length(media, tmp_path, voice, mode, seconds, extended):
+    result = prepare(PrepareRequest(video=media["video"], audio=media[voice], sync_mode=mode), tmp_path / "out")
+    (seg,) = result.segments
+    video_s, audio_s = assert_pair_fits(seg)
+    assert video_s == pytest.approx(seconds, abs=FRAME)
+    assert (result.sync.video_extend is not None) == extended
+    assert (seg.index, seg.text, seg.start) == (0, None, 0.0)
+    assert seg.end == pytest.approx(min(3.0, seconds))
+    assert ebur128(seg.audio).integrated == pytest.approx(-16.0, abs=1.0)
+    assert sorted(p.name for p in media_files(tmp_path / "out")) == ["seg000.mp4", "seg000.wav"]
+
+
+def test_padding_is_silence_after_the_voice(media, tmp_path):
+    result = prepare(PrepareRequest(video=media["video"], audio=media["short_voice"], sync_mode="pad"), tmp_path)
+    assert result.sync.audio_pad_seconds == pytest.approx(1.0)
+    assert ebur128(result.segments[0].audio, start=2.1).integrated <= -69
+
+
+def test_without_a_voice_track_the_videos_own_sound_is_used_with_start_and_end(tmp_path):
+    voice = make_audio(tmp_path / "v.wav", seconds=4, level_db=-35)
+    video = make_video(tmp_path / "talk.mov", seconds=4, fps=FPS, audio_file=voice)
+    result = prepare(PrepareRequest(video=video, start=0.5, end=3.0), tmp_path / "out")
+    (seg,) = result.segments
+    assert (seg.start, seg.end) == (0.5, 3.0)
+    video_s, audio_s = assert_pair_fits(seg)
+    assert audio_s == pytest.approx(2.5, abs=0.001)
+    assert not media_info(seg.video).get("Audio")  # the sound travels as the separate voice track
+
+
+def test_a_rotated_portrait_phone_clip_is_conformed(tmp_path):
+    phone = make_video(tmp_path / "IMG_0001 ☎.mov", seconds=2, width=320, height=180, fps=30, rotate=90)
+    voice = make_audio(tmp_path / "voice.wav", seconds=2)
+    (seg,) = prepare(PrepareRequest(video=phone, audio=voice), tmp_path / "out").segments
+    (track,) = media_info(seg.video)["Video"]
+    shown = (int(track.width), int(track.height))
+    if int(float(track.rotation or 0)) in (90, 270):
+        shown = shown[::-1]
+    assert shown[0] < shown[1], "portrait stays portrait"
+
+
+def test_a_provider_with_looser_limits_is_honoured(media, tmp_path):
+    limits = load_limits(overrides={"audio_containers": ["mp3"]})
+    result = prepare(PrepareRequest(video=media["video"], audio=media["short_voice"], limits=limits), tmp_path)
+    assert result.segments[0].audio.name == "seg000.mp3"
+    assert media_info(result.segments[0].audio)["Audio"][0].format == "MPEG Audio"
+
+
+def test_over_the_limit_the_pair_is_cut_with_a_warning(media, tmp_path):
+    limits = load_limits(overrides={"video_max_seconds": 2.0, "audio_max_seconds": 2.0})
+    result = prepare(PrepareRequest(video=media["video"], audio=media["long_voice"], limits=limits), tmp_path)
+    video_s, _ = assert_pair_fits(result.segments[0], limits)
+    assert video_s == pytest.approx(2.0, abs=FRAME)
+    assert any("cut at 2 s" in w for w in result.warnings)
+
+
+# ---- TTS ----------------------------------------------------------------------------------------
+
+SCRIPT = (
+    "Welcome to the quarterly update. Revenue grew in every region, and costs stayed flat. "
+    "Our new product line launched in March; early feedback has been very positive. "
+    "Next quarter we will focus on retention, onboarding, and the partner programme. "
+    "Thank you all for your hard work, and see you at the next meeting."
+)
+
+
+def test_a_long_script_gives_consecutive_proportional_segments(media, tmp_path):
+    limits = load_limits(overrides={"tts_max_chars": 100})
+    result = prepare(PrepareRequest(video=media["video"], text=SCRIPT, speaker="emily", sync_mode="cut",
+                                    limits=limits), tmp_path)
+    segs = result.segments
+    assert len(segs) >= 3
+    assert " ".join(s.text for s in segs) == " ".join(SCRIPT.split())
+    assert all(len(s.text) <= 100 and s.speaker == "Emily" and s.audio is None for s in segs)
+    assert segs[0].start == 0.0 and segs[-1].end == pytest.approx(3.0)
+    speech = [estimate_speech_seconds(s.text) for s in segs]
+    for a, b in zip(segs, segs[1:]):
+        assert a.end == pytest.approx(b.start)
+    for seg, est in zip(segs, speech):
+        assert seg.end - seg.start == pytest.approx(3.0 * est / sum(speech))
+        assert decode_stats(seg.video).video_seconds == pytest.approx(seg.end - seg.start, abs=FRAME)
+        assert seg.video.name == f"seg{seg.index:03d}.mp4"
+
+
+def test_bounce_extends_each_part_to_its_speech(media, tmp_path):
+    result = prepare(PrepareRequest(video=media["video"], text=SCRIPT[:150]), tmp_path)
+    (seg,) = result.segments
+    assert seg.speaker == "Auto"
+    assert decode_stats(seg.video).video_seconds == pytest.approx(estimate_speech_seconds(seg.text), abs=FRAME)
+
+
+def test_a_chinese_script_is_chunked_by_speaking_time(media, tmp_path):
+    text = "大家好，欢迎收看本期节目。今天我们来聊一聊人工智能的发展。" * 6
+    result = prepare(PrepareRequest(video=media["video"], text=text, speaker="Ava", sync_mode="cut"), tmp_path)
+    assert len(result.segments) >= 2
+    assert "".join(s.text for s in result.segments) == text
+    assert all(estimate_speech_seconds(s.text) <= 30 for s in result.segments)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+def bad_inputs(root: Path, media) -> dict[str, tuple[Path, str]]:
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("this is not a video\n" * 50)
+    big = make_video(root / "whole.mp4", seconds=2)
+    return {
+        "empty": (root / "empty.mp4", "empty"),
+        "text": (root / "notes.mp4", "notes.mp4"),
+        "truncated": (truncate_copy(big, root / "cut short.mp4", keep=0.4), "truncated"),
+        "audio only": (media["short_voice"], "audio-only"),
+        "missing": (root / "nowhere ü.mp4", "no such file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "truncated", "audio only", "missing"])
+def test_a_bad_video_is_a_one_line_validation_error_and_leaves_nothing(media, tmp_path, case):
+    path, words = bad_inputs(tmp_path, media)[case]
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as err:
+        prepare(PrepareRequest(video=path, audio=media["short_voice"]), out)
+    assert err.value.exit_code == 6 and "\n" not in str(err.value)
+    assert str(path) in str(err.value) and words in str(err.value)
+    assert media_files(out) == []
+
+
+def test_silent_audio_is_refused_and_leaves_nothing(media, tmp_path):
+    silent = make_audio(tmp_path / "silence.wav", seconds=2, speech=False, level_db=-200)
+    with pytest.raises(InputError, match="silence.wav: the audio is silent"):
+        prepare(PrepareRequest(video=media["video"], audio=silent), tmp_path / "out")
+    assert media_files(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "request_args, message",
+    [
+        ({"text": "  \n "}, "empty"),
+        ({"text": "Hello.", "speaker": "Olivr"}, "did you mean Oliver"),
+        ({"speaker": "Emily"}, "--speaker only applies"),
+        ({"text": "Hi", "audio": Path("x.wav")}, "not both"),
+        ({"start": 2.0, "end": 1.0}, "must be after"),
+    ],
+)
+def test_bad_requests_are_refused_before_any_work(media, tmp_path, request_args, message):
+    with pytest.raises(ValidationError, match=message) as err:
+        prepare(PrepareRequest(video=media["video"], **request_args), tmp_path / "out")
+    assert err.value.exit_code == 6
+    assert media_files(tmp_path / "out") == []
+
+
+def test_a_failure_after_files_were_written_removes_them(media, tmp_path, monkeypatch):
+    real = prepare_module.execute_video
+    calls = []
+
+    def fail_on_second(plan, dst, progress=None):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise ToolError("ffmpeg failed while encoding (simulated)")
+        return real(plan, dst, progress)
+
+    monkeypatch.setattr(prepare_module, "execute_video", fail_on_second)
+    limits = load_limits(overrides={"tts_max_chars": 100})
+    with pytest.raises(ToolError):
+        prepare(PrepareRequest(video=media["video"], text=SCRIPT, sync_mode="cut", limits=limits), tmp_path / "out")
+    assert calls[0].name == "seg000.mp4"
+    assert media_files(tmp_path / "out") == []
