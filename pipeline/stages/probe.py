@@ -106,7 +106,7 @@ _STILL_IMAGES = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP", "AVIF", "HEIF", "J
 _HDR_TRANSFERS = {"PQ": "PQ", "SMPTE ST 2084": "PQ", "HLG": "HLG", "ARIB STD-B67": "HLG"}
 _SCAN_TYPES = {"progressive": "progressive", "interlaced": "interlaced", "mbaff": "mbaff", "paff": "interlaced",
                "mixed": "interlaced"}
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 # A file MediaInfo flags as truncated is refused only when it really is: less decodes than it declares.
 # (Piped WAVs and files with trailing junk are flagged too, yet play in full.)
