@@ -13,7 +13,6 @@ from emulator_client import (
     create, create_body, headers, poll_once, poll_until_final, result_url, run_job, status_word, submit, upload,
 )
 from media import make_audio, make_video, media_info
-from sync_media import read_wav
 
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.ffmpeg import ffmpeg_exe

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ..voices import VOICE_NAMES
 from .jobs import JobInput, Phase
 from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, bearer, check_media, create_reply, endpoint, fetch_input,
+    Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint,
     gateway_error, given, origin, read_json_object,
 )
 
@@ -72,12 +72,7 @@ async def create(request: Request, state: EmulatorState) -> Response:
         raise Reject(RejectKind.VALIDATION, "use either audio_url or lip_sync_tts_speaker with lip_sync_tts_content, not both")
     if audio_url is None:
         _check_tts(state, content, speaker)
-    video = await fetch_input(state, request, video_url, state.files.new_path(".video"))
-    await check_media(state, PROVIDER, video, "video")
-    audio = None
-    if audio_url is not None:
-        audio = await fetch_input(state, request, audio_url, state.files.new_path(".audio"))
-        await check_media(state, PROVIDER, audio, "audio")
+    video, audio = await state.media_inputs(request, PROVIDER, video_url, audio_url)
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: secrets.token_urlsafe(16)[:21], JobInput(video, audio, content, speaker), state.faults[PROVIDER],

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ..voices import VOICE_NAMES
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
 from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, check_media, create_reply, endpoint, fetch_input, gateway_error,
+    Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error,
     given, origin, read_json_object, spool_body, suffix_for,
 )
 
@@ -94,12 +94,7 @@ async def submit(request: Request, state: EmulatorState) -> Response:
         text = text or DEFAULT_TEXT
         if len(text) > limit:
             raise Reject(RejectKind.VALIDATION, f"String should have at most {limit} characters", field_name="text")
-    video = await fetch_input(state, request, video_url, state.files.new_path(".video"))
-    await check_media(state, PROVIDER, video, "video")
-    audio = None
-    if audio_url is not None:
-        audio = await fetch_input(state, request, audio_url, state.files.new_path(".audio"))
-        await check_media(state, PROVIDER, audio, "audio")
+    video, audio = await state.media_inputs(request, PROVIDER, video_url, audio_url)
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: str(uuid.uuid4()),

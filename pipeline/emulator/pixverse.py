@@ -134,17 +134,8 @@ def _exactly_one(a: object, b: object, names: str) -> None:
 
 def _source_video(state: EmulatorState, source_video_id: int | None, video_media_id: int | None):
     if video_media_id is not None:
-        stored = state.files.by_handle(PROVIDER, str(video_media_id))
-        if stored is None:
-            raise Reject(RejectKind.VALIDATION, f"video_media_id {video_media_id} not found")
-        if stored.info is None or stored.info.kind != "video":
-            raise Reject(RejectKind.VALIDATION, f"media {video_media_id} is not a video")
-        return stored.path
-    job = state.jobs[PROVIDER].get(str(source_video_id))
-    rendered = job.rendered if job is not None else None
-    if rendered is None:
-        raise Reject(RejectKind.VALIDATION, f"source_video_id {source_video_id} is not a finished video")
-    return rendered.path
+        return state.files.uploaded(PROVIDER, str(video_media_id), "video", "video_media_id")
+    return state.finished_video(PROVIDER, str(source_video_id), "source_video_id")
 
 
 async def generate(request: Request, state: EmulatorState) -> Response:
@@ -158,12 +149,7 @@ async def generate(request: Request, state: EmulatorState) -> Response:
     video = _source_video(state, source_video_id, video_media_id)
     audio = None
     if audio_media_id is not None:
-        stored = state.files.by_handle(PROVIDER, str(audio_media_id))
-        if stored is None:
-            raise Reject(RejectKind.VALIDATION, f"audio_media_id {audio_media_id} not found")
-        if stored.info is None or stored.info.kind != "audio":
-            raise Reject(RejectKind.VALIDATION, f"media {audio_media_id} is not an audio")
-        audio = stored.path
+        audio = state.files.uploaded(PROVIDER, str(audio_media_id), "audio", "audio_media_id")
     else:
         _check_tts(speaker, content, state)
     state.admit_create(PROVIDER)

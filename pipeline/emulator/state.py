@@ -102,9 +102,15 @@ class FileStore:
         with self._lock:
             self._handles[(provider, handle)] = stored
 
-    def by_handle(self, provider: str, handle: str) -> StoredFile | None:
+    def uploaded(self, provider: str, handle: str, kind: str, field_name: str) -> Path:
+        """The file an earlier upload's handle names; Reject when unknown or not of `kind`."""
         with self._lock:
-            return self._handles.get((provider, handle))
+            stored = self._handles.get((provider, handle))
+        if stored is None:
+            raise Reject(RejectKind.VALIDATION, f"{field_name} {handle} not found", field_name=field_name)
+        if stored.info is None or stored.info.kind != kind:
+            raise Reject(RejectKind.VALIDATION, f"{field_name} {handle} is not {kind}", field_name=field_name)
+        return stored.path
 
     def new_path(self, suffix: str = "") -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -166,6 +172,25 @@ class EmulatorState:
         with self.lock:
             self._error_count[provider] = self._error_count.get(provider, 0) + 1
             return self._error_count[provider]
+
+    def finished_video(self, provider: str, job_id: str, field_name: str) -> Path:
+        """The result of an earlier successful job, used as the source video of a new one."""
+        job = self.jobs[provider].get(job_id)
+        rendered = job.rendered if job is not None else None
+        if rendered is None:
+            raise Reject(RejectKind.VALIDATION, f"{field_name} {job_id} is not a completed video", field_name=field_name)
+        return rendered.path
+
+    async def media_inputs(self, request: Request, provider: str, video_ref: str,
+                           audio_ref: str | None) -> tuple[Path, Path | None]:
+        """Fetch and check a create's video and optional audio, each given as URL or data URI."""
+        video = await fetch_input(self, request, video_ref, self.files.new_path(".video"))
+        await check_media(self, provider, video, "video")
+        if audio_ref is None:
+            return video, None
+        audio = await fetch_input(self, request, audio_ref, self.files.new_path(".audio"))
+        await check_media(self, provider, audio, "audio")
+        return video, audio
 
     def result_file(self, job: Job) -> StoredFile:
         """The downloadable file of a rendered job, registered on first use."""

@@ -124,14 +124,8 @@ def _video(state: EmulatorState, video_id: str | None, video_path: str | None):
     if (video_id is None) == (video_path is None):
         raise Reject(RejectKind.VALIDATION, "video_id or video_path is required (one of them)")
     if video_path is not None:
-        stored = state.files.by_handle(PROVIDER, video_path)
-        if stored is None or stored.info is None or stored.info.kind != "video":
-            raise Reject(RejectKind.VALIDATION, f"video_path {video_path} is not an uploaded video")
-        return stored.path
-    job = state.jobs[PROVIDER].get(video_id)
-    if job is None or job.rendered is None:
-        raise Reject(RejectKind.VALIDATION, f"video_id {video_id} is not a completed video")
-    return job.rendered.path
+        return state.files.uploaded(PROVIDER, video_path, "video", "video_path")
+    return state.finished_video(PROVIDER, video_id, "video_id")
 
 
 def _speaker(speaker_id: str | None) -> str:
@@ -154,10 +148,7 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
         raise Reject(RejectKind.VALIDATION, "send audio_path, or prompt with speaker_id")
     audio, speaker = None, None
     if audio_path is not None:
-        stored = state.files.by_handle(PROVIDER, audio_path)
-        if stored is None or stored.info is None or stored.info.kind != "audio":
-            raise Reject(RejectKind.VALIDATION, f"audio_path {audio_path} is not an uploaded audio file")
-        audio = stored.path
+        audio = state.files.uploaded(PROVIDER, audio_path, "audio", "audio_path")
     else:
         speaker = _speaker(speaker_id)
         if state.faults[PROVIDER].moderate:
