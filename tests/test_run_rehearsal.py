@@ -54,7 +54,7 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
 
 def test_long_script_becomes_several_provider_jobs_stitched(tmp_path, media):
     config = _batch(tmp_path, media, [{"id": "talk", "video": "clip.mp4", "text_file": "script.txt",
-                                       "sync_mode": "loop"}], provider="fal")
+                                       "sync_mode": "bounce"}], provider="fal")
     run = lipsync("run", str(config), "--rehearse", "--json")
     assert run.returncode == 0, run.stderr
     job = json.loads(run.stdout)["jobs"][0]

@@ -56,6 +56,7 @@ class RunSection(_Strict):
     output: str | None = None
     max_jobs: int = Field(4, ge=1, le=64)
     base_urls: dict[str, str] = Field(default_factory=dict)
+    provider_options: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)
     poll: PollSection = PollSection()
     rehearse: RehearseSection = RehearseSection()
 
@@ -156,6 +157,7 @@ class RunConfig:
     output: Path
     max_jobs: int
     base_urls: dict[str, str]
+    provider_options: dict[str, dict[str, Any]]
     poll: PollSection
     rehearse: RehearseSection
     jobs: tuple[JobSpec, ...]
@@ -227,6 +229,7 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
         output=output.resolve(),
         max_jobs=run.max_jobs,
         base_urls=dict(run.base_urls),
+        provider_options={name: dict(opts) for name, opts in run.provider_options.items()},
         poll=run.poll,
         rehearse=run.rehearse,
         jobs=jobs,

@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import GenerationFailed, LipsyncError, UncertainCreate, worst_exit_code
+from ..errors import ConfigError, GenerationFailed, LipsyncError, UncertainCreate, worst_exit_code
 from ..fsutil import sha256_file, write_text_atomic
 from .config import JobSpec, RunConfig
 from .ledger import CreateRecord, CreateState, Ledger, Stage
@@ -490,20 +490,28 @@ def poll_policy(config: RunConfig, options: RunOptions, default):
     return replace(default, **changes)
 
 
+def _open_provider(config: RunConfig, options: RunOptions, name: str, base_urls: dict[str, str]):
+    from ..providers import DEFAULT_POLL, get_provider
+
+    extra = config.provider_options.get(name, {})
+    try:
+        return get_provider(name, base_urls=base_urls, poll=poll_policy(config, options, DEFAULT_POLL[name]), **extra)
+    except (TypeError, LipsyncError) as err:
+        raise ConfigError(f"{config.path}: run.provider_options.{name}: {err}") from None
+
+
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
     """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure."""
-    from ..providers import get_provider
     from ..stages.handoff import write_checksums
 
     jobs = config.select(options.only)
     started = time.monotonic()
     with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
             provider_endpoints(config, options) as base_urls, ExitStack() as providers_open:
-        providers = {}
-        for name in dict.fromkeys(job.provider for job in jobs):
-            provider = providers_open.enter_context(get_provider(name, base_urls=base_urls))
-            provider.poll_policy = poll_policy(config, options, provider.poll_policy)
-            providers[name] = provider
+        providers = {
+            name: providers_open.enter_context(_open_provider(config, options, name, base_urls))
+            for name in dict.fromkeys(job.provider for job in jobs)
+        }
         outcomes = BatchRunner(config, options, ledger, providers, progress).run(jobs)
     checksums = write_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
     return RunSummary(config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums,

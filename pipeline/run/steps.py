@@ -55,12 +55,16 @@ class SegmentResult:
 def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float], None]) -> PreparedJob:
     """Probe and conform the job's inputs into `work`; every segment fits the provider's limits."""
     from ..prepare import PrepareRequest, prepare
+    from ..stages.conform_audio import LoudnessTarget
+    from ..stages.sync import DEFAULT_SYNC_MODE
 
+    loudness = LoudnessTarget() if spec.loudness_lufs is None else LoudnessTarget(integrated=spec.loudness_lufs)
     request = PrepareRequest(
-        video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker, limits=spec.limits,
-        sync_mode=spec.sync_mode, start=spec.start, end=spec.end, loudness_lufs=spec.loudness_lufs,
+        video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
+        provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
+        start=spec.start, end=spec.end, loudness=loudness,
     )
-    result = prepare(request, work, progress=progress)
+    result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
     segments = [
         PreparedSegment(
             index=s.index, video=s.video, audio=s.audio, text=s.text, speaker=s.speaker, start=s.start, end=s.end,
@@ -106,30 +110,38 @@ def deliver_job(
     return job_dir / FINAL_NAME
 
 
-def _manifest(spec, prepared, results, muxed, final, report, base_dir):
-    from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, ProviderJob, tool_versions
+def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
+    from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, tool_versions
 
     inputs = [InputFile.describe("video", spec.video, base_dir)]
     if spec.audio is not None:
         inputs.append(InputFile.describe("audio", spec.audio, base_dir))
     if spec.text_file is not None:
         inputs.append(InputFile.describe("script", spec.text_file, base_dir))
-    report_data = prepared.report
+    conformed = prepared.report
     provider_jobs = [_provider_job(r) for r in results]
-    commands = [*report_data.get("commands", []), *(c for m in muxed for c in m.to_dict()["commands"])]
+    commands = [*conformed.get("ffmpeg", []), *(c for m in muxed for c in m.to_dict()["commands"])]
     if len(muxed) > 1:
         commands += final.to_dict()["commands"]
+    conform = ConformSection(
+        video={"plans": conformed.get("video_plans", [])},
+        audio={"results": conformed.get("audio", [])} if conformed.get("audio") else None,
+        sync=conformed.get("sync"),
+        text_chunks=[s.text for s in prepared.segments if s.text],
+        segments=conformed.get("segments", []),
+    )
+    loudness = {"segments": [a["loudness"] for a in conformed.get("audio", [])]}
     return Manifest(
         job_id=spec.id,
         created_at=min((p.created_at or time.time()) for p in provider_jobs),
         completed_at=time.time(),
         inputs=inputs,
         config=spec.manifest_config(base_dir),
-        conform=ConformSection(**{k: report_data[k] for k in ConformSection.model_fields if k in report_data}),
-        audio=AudioSection(loudness=report_data.get("loudness") or {}, mux=final.to_dict()),
+        conform=conform,
+        audio=AudioSection(loudness=loudness, mux=final.to_dict()),
         provider_jobs=provider_jobs,
-        verification=report,
-        ffmpeg_commands=[*commands, *report.commands],
+        verification=verification,
+        ffmpeg_commands=[*commands, *verification.commands],
         tools=tool_versions(),
     )
 
