@@ -1,0 +1,106 @@
+"""Helpers for the provider adapter tests (tests/test_providers_*.py, test_download.py, test_secrets.py).
+
+    Scripted HTTP server on loopback:  with serve(handler) as srv: srv.url, srv.requests
+        handler(req: Seen) -> Reply | None   (None = drop the connection without answering)
+    Recording client:                  client, log = recording_client()   (every request the adapter sent)
+    Tiny media:                        tiny_media(dir) -> (video.mp4, audio.wav)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+from media import make_audio, make_video
+
+from pipeline.providers import make_client
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    send_bytes: int | None = None        # send only this many body bytes, then close (Content-Length stays)
+
+
+@dataclass
+class Server:
+    url: str
+    requests: list[Seen]
+
+
+@contextlib.contextmanager
+def serve(handler: Callable[[Seen], Reply | None]) -> Iterator[Server]:
+    """A threaded HTTP/1.1 server on 127.0.0.1 answering every request with `handler`."""
+    seen: list[Seen] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _any(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            req = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            seen.append(req)
+            reply = handler(req)
+            if reply is None:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.send_response(reply.status)
+            headers = {"Content-Length": str(len(reply.body)), **reply.headers}
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            body = reply.body if reply.send_bytes is None else reply.body[:reply.send_bytes]
+            self.wfile.write(body)
+            if reply.send_bytes is not None:
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+
+        do_GET = do_POST = do_PUT = _any
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", seen)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def recording_client() -> tuple[httpx.Client, list[httpx.Request]]:
+    """The adapters' own client, with an event hook that keeps every request it sends."""
+    log: list[httpx.Request] = []
+    return make_client(timeout=30.0, event_hooks={"request": [log.append]}), log
+
+
+def tiny_media(d: Path) -> tuple[Path, Path]:
+    video = make_video(d / "talk.mp4", seconds=1.0, width=160, height=120, fps=15)
+    audio = make_audio(d / "voice.wav", seconds=1.0, rate=24000)
+    return video, audio
+
+
+def mp4_bytes(d: Path) -> bytes:
+    """A small real MP4 (for download tests)."""
+    return make_video(d / "result.mp4", seconds=0.5, width=64, height=48, fps=10).read_bytes()
