@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -10,7 +11,7 @@ from media import decode_stats, make_audio, make_video, media_info, truncate_cop
 from sync_media import first_frame_time, provider_result, read_wav
 
 from pipeline.errors import VerificationError
-from pipeline.ffmpeg import ffmpeg_exe
+from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
 from pipeline.speech import write_wav
 from pipeline.stages.avsync import OffsetMeasurement, decode_pcm, measure_offset
 from pipeline.stages.mux import mux, plan_mux, plan_stitch, stitch
@@ -249,3 +250,29 @@ def test_unusable_provider_result_is_a_failed_generation_not_bad_input(tmp_path,
     with pytest.raises(VerificationError, match="cut.mp4"):
         mux(cut, master, tmp_path / "final.mp4")
     assert not (tmp_path / "final.mp4").exists()
+
+
+def test_tts_audio_longer_than_the_video_is_cut_to_it(tmp_path, master):
+    """A provider whose audio runs 0.5 s past its video: kept, but fitted so the final's streams agree."""
+    provider = tmp_path / "long_audio.mp4"
+    pic = ffmpeg.input(f"testsrc2=size=256x144:rate={FPS}", f="lavfi", t=2.0)
+    voice = ffmpeg.input(str(master)).audio.filter("atrim", duration=2.5)
+    run_ffmpeg(compile_stream(ffmpeg.output(pic, voice, str(provider), vcodec="libx264", preset="ultrafast",
+                                            acodec="aac")), what="long audio")
+    assert media_info(provider)["Audio"][0].duration > 2400
+    result = mux(provider, None, tmp_path / "final.mp4")
+    assert result.audio_source == "provider" and result.plan.audio is not None
+    assert _stream_md5(result.path, "0:v:0") == _stream_md5(provider, "0:v:0")
+    stats = decode_stats(result.path)
+    assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+    assert measure_offset(provider, result.path).seconds == pytest.approx(0.0, abs=0.002)
+
+
+def test_cover_art_in_the_result_is_not_taken_for_the_video(tmp_path, master):
+    provider = make_video(tmp_path / "with_art.mp4", seconds=2.0, fps=FPS, audio_file=master, cover_art=True)
+    result = mux(provider, master, tmp_path / "final.mp4")
+    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(result.path)], capture_output=True,
+                             text=True).stderr
+    streams = [line for line in listing.splitlines() if "Stream #" in line]
+    assert len(streams) == 2 and "h264" in streams[0] and "aac" in streams[1]
+    assert decode_stats(result.path).video_frames == 2 * FPS

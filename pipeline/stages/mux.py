@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +34,8 @@ from .probe import MediaProbe, VideoStream, probe
 log = logging.getLogger("lipsync.mux")
 
 DELIVERY_RATE = 48000
+PICTURE = "V:0"
+"""ffmpeg's first video stream that is not an attached picture (cover art is never the video we deliver)."""
 AudioSource = Literal["master", "provider", "none"]
 
 
@@ -131,24 +133,21 @@ def plan_mux(
 ) -> MuxPlan:
     """Decide which audio goes into the final file and how to shift it into place."""
     seconds = video_seconds(provider)
-    keep_provider = MuxPlan("provider" if provider.audio else "none", 0.0, 0, 0, 0, seconds, None, ())
     if master is None:
-        reason = "TTS job: the provider's audio is the voice" if provider.audio else "no audio at all"
-        return _with_reasons(keep_provider, reason)
+        return _provider_audio_plan(provider, seconds, "TTS job: the provider's audio is the voice")
     if master.audio is None:
         raise InputError(master.path, "master audio has no audio stream")
+    if offset is not None and not offset.reliable:
+        return _provider_audio_plan(
+            provider, seconds,
+            f"master not found in the provider's audio (correlation {offset.correlation:.2f}): "
+            "kept the provider's audio, which the lips were synced to",
+        )
     fmt = audio_format([master])
-    total = round(seconds * fmt.sample_rate)
     reasons = [f"master audio re-encoded once to AAC {fmt.aac_bitrate} at {fmt.sample_rate} Hz for mp4"]
     if offset is None:
         offset_s = 0.0
         reasons.append("provider result has no audio to align to: master placed at 0")
-    elif not offset.reliable:
-        return _with_reasons(
-            keep_provider,
-            f"master not found in the provider's audio (correlation {offset.correlation:.2f}): "
-            "kept the provider's audio, which the lips were synced to",
-        )
     else:
         offset_s = offset.seconds
         reasons.append(
@@ -159,12 +158,27 @@ def plan_mux(
         reasons.append(f"master delayed by {shift} samples")
     elif shift < 0:
         reasons.append(f"first {-shift} master samples dropped")
-    reasons.append(f"master padded/cut to the video: {total} samples ({seconds:.3f} s)")
-    return MuxPlan("master", offset_s, max(shift, 0), max(-shift, 0), total, seconds, fmt, tuple(reasons))
+    return _fitted("master", offset_s, max(shift, 0), max(-shift, 0), seconds, fmt, reasons)
 
 
-def _with_reasons(plan: MuxPlan, *reasons: str) -> MuxPlan:
-    return replace(plan, reasons=plan.reasons + reasons)
+def _fitted(source: AudioSource, offset_s: float, delay: int, trim: int, seconds: float, fmt: AudioFormat,
+            reasons: list[str]) -> MuxPlan:
+    total = round(seconds * fmt.sample_rate)
+    reasons.append(f"{source} audio padded/cut to the video: {total} samples ({seconds:.3f} s)")
+    return MuxPlan(source, offset_s, delay, trim, total, seconds, fmt, tuple(reasons))
+
+
+def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxPlan:
+    """Keep the provider's audio: stream-copied when it lasts as long as the video (within a frame), else cut or
+    padded to the video and re-encoded once, so the final's streams agree."""
+    if provider.audio is None:
+        return MuxPlan("none", 0.0, 0, 0, 0, seconds, None, (why, "the provider's result has no audio"))
+    audio_seconds = provider.audio.duration or provider.duration or seconds
+    frame = 1.0 / ((provider.video.fps if provider.video else None) or 25.0)
+    if abs(audio_seconds - seconds) <= frame:
+        return MuxPlan("provider", 0.0, 0, 0, 0, seconds, None, (why, "audio stream-copied"))
+    mismatch = f"provider audio lasts {audio_seconds:.3f} s, video {seconds:.3f} s"
+    return _fitted("provider", 0.0, 0, 0, seconds, audio_format([provider]), [why, mismatch])
 
 
 def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
@@ -226,9 +240,10 @@ def _quiet(stream):
     return stream.global_args("-nostdin", "-hide_banner", "-v", "error")
 
 
-def _write_aligned_master(master: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegRun:
+def _write_fitted_audio(source: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegRun:
+    """The planned audio as WAV: `source`'s first audio stream shifted, then padded/cut to the video."""
     fmt = plan.audio
-    a = ffmpeg.input(str(master)).audio.filter("aresample", fmt.sample_rate, first_pts=0)
+    a = ffmpeg.input(str(source))["a:0"].filter("aresample", fmt.sample_rate, first_pts=0)
     if plan.delay_samples:
         a = a.filter("adelay", delays=f"{plan.delay_samples}S", all=1)
     if plan.trim_samples:
@@ -236,7 +251,7 @@ def _write_aligned_master(master: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegR
     a = _fit(a, fmt, plan.total_samples)
     with atomic_output(dst_wav) as tmp:
         out = a.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
-        return run_ffmpeg(compile_stream(_quiet(out)), what=f"aligning {master.name} into {dst_wav.name}")
+        return run_ffmpeg(compile_stream(_quiet(out)), what=f"fitting {source.name}'s audio into {dst_wav.name}")
 
 
 def _mp4_with_audio(video, wav: Path, fmt: AudioFormat, dst: Path, *, what: str, **video_opts) -> FfmpegRun:
@@ -263,17 +278,18 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)
     video = ffmpeg.input(str(provider_video))
-    if plan.audio_source != "master":
-        streams = [video.video] + ([video.audio] if plan.audio_source == "provider" else [])
+    measured = measurement.seconds if measurement else None
+    if plan.audio is None:
+        streams = [video[PICTURE]] + ([video["a:0"]] if plan.audio_source == "provider" else [])
         with atomic_output(dst) as tmp:
             out = ffmpeg.output(*streams, str(tmp), c="copy", movflags="+faststart", map_metadata=-1)
             runs = [run_ffmpeg(compile_stream(_quiet(out)), what=f"remuxing {provider_video.name}")]
-        return MuxResult(dst, measurement.seconds if measurement else None, plan.audio_source, None, plan, runs,
-                         measurement)
+        return MuxResult(dst, measured, plan.audio_source, None, plan, runs, measurement)
     wav = audio_file_for(dst)
-    runs = [_write_aligned_master(master.path, plan, wav)]
-    runs.append(_mp4_with_audio(video.video, wav, plan.audio, dst, what=f"muxing {dst.name}", vcodec="copy"))
-    return MuxResult(dst, plan.offset_s, "master", wav, plan, runs, measurement)
+    source = master.path if plan.audio_source == "master" else provider_video
+    runs = [_write_fitted_audio(source, plan, wav)]
+    runs.append(_mp4_with_audio(video[PICTURE], wav, plan.audio, dst, what=f"muxing {dst.name}", vcodec="copy"))
+    return MuxResult(dst, measured, plan.audio_source, wav, plan, runs, measurement)
 
 
 def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -> tuple[Path, FfmpegRun]:
@@ -290,12 +306,12 @@ def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -
     entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds))
     listing.write_text("ffconcat version 1.0\n" + entries, encoding="utf-8")
     joined = scratch / "video.mp4"
-    out = ffmpeg.input(str(listing), f="concat", safe=0).video.output(str(joined), vcodec="copy", map_metadata=-1)
+    out = ffmpeg.input(str(listing), f="concat", safe=0)[PICTURE].output(str(joined), vcodec="copy", map_metadata=-1)
     return joined, run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(files)} segments' video")
 
 
 def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
-    fitted = [_fit(ffmpeg.input(str(s)).audio, plan.audio, n) for s, n in zip(sources, plan.segment_samples)]
+    fitted = [_fit(ffmpeg.input(str(s))["a:0"], plan.audio, n) for s, n in zip(sources, plan.segment_samples)]
     joined = ffmpeg.concat(*fitted, v=0, a=1)
     fmt = plan.audio
     with atomic_output(dst_wav) as tmp:
@@ -306,7 +322,7 @@ def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegR
 def _reencoded_video(files: list[Path], first: VideoStream):
     fps = first.fps or 25
     parts = [
-        ffmpeg.input(str(f)).video.filter("scale", first.width, first.height, force_original_aspect_ratio="decrease")
+        ffmpeg.input(str(f))[PICTURE].filter("scale", first.width, first.height, force_original_aspect_ratio="decrease")
         .filter("pad", first.width, first.height, "(ow-iw)/2", "(oh-ih)/2").filter("setsar", 1).filter("fps", fps)
         for f in files
     ]
@@ -337,7 +353,7 @@ def stitch(
         if plan.video_mode == "copy":
             video_file, run = _concat_copy(files, plan.segment_seconds, Path(scratch))
             runs.append(run)
-            video, opts = ffmpeg.input(str(video_file)).video, {"vcodec": "copy"}
+            video, opts = ffmpeg.input(str(video_file))[PICTURE], {"vcodec": "copy"}
         else:
             video, opts = _reencoded_video(files, probes[0].video), {"vcodec": "libx264", "crf": 16,
                                                                     "preset": "medium", "pix_fmt": "yuv420p"}
