@@ -2,13 +2,14 @@
 
 The provider's video stream is copied untouched. The sound is our master audio (what we submitted, before the
 provider's lossy re-encode), placed by the offset measured against the provider's returned audio so the lips
-still match; TTS jobs (no master) keep the provider's audio. Several segments are stitched into one file.
+still match; TTS jobs (no master) keep the provider's audio (stream-copied, or cut/padded to the video when it
+runs more than a frame long or short). Several segments are stitched into one file.
 
 Delivery format (decided in `plan_mux`/`plan_stitch`, reasons recorded):
 - AAC-LC in the mp4: the one audio codec every mp4 player decodes (PCM in mp4 is not portable). One encode
   from the master, at 48 kHz and a high bitrate (128 kbit/s a channel, at least 192), so the only lossy
   generation is ours and it is transparent for dialogue.
-- The aligned master beside the mp4 as PCM WAV (`<name>_audio.wav`), sample-for-sample the length of the
+- The aligned audio beside the mp4 as PCM WAV (`<name>_audio.wav`), sample-for-sample the length of the
   video: what post-production wants to re-mix without a second lossy generation.
 - Shifting is done with audio filters (adelay / atrim, then apad+atrim to the video length) rather than
   `-itsoffset`: it writes real samples, so the result does not depend on how a player treats an mp4 edit list
@@ -53,9 +54,9 @@ class AudioFormat:
 class MuxPlan:
     audio_source: AudioSource
     offset_s: float             # measured: the provider's audio lags our master by this much
-    delay_samples: int          # silence put before the master (offset > 0)
-    trim_samples: int           # master samples dropped from the start (offset < 0)
-    total_samples: int          # master padded/cut to the video's duration
+    delay_samples: int          # silence put before the audio (offset > 0)
+    trim_samples: int           # audio samples dropped from the start (offset < 0)
+    total_samples: int          # audio padded/cut to the video's duration (0: stream-copied)
     video_seconds: float
     audio: AudioFormat | None
     reasons: tuple[str, ...]
