@@ -22,6 +22,10 @@ from pipeline.voices import VOICE_IDS
 MIME = {".mp4": "video/mp4", ".mov": "video/quicktime", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
 
 
+def mime(path: Path) -> str:
+    return MIME.get(path.suffix, "application/octet-stream")
+
+
 def headers(emu, provider: str) -> dict[str, str]:
     key = emu.env()[{"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": "USEAPI_TOKEN",
                      "fal": "FAL_KEY"}[provider]]
@@ -41,7 +45,7 @@ class Submitted:
 
 
 def data_uri(path: Path) -> str:
-    return f"data:{MIME[path.suffix]};base64," + base64.b64encode(path.read_bytes()).decode()
+    return f"data:{mime(path)};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def upload(emu, provider: str, path: Path) -> str | int:
@@ -50,17 +54,17 @@ def upload(emu, provider: str, path: Path) -> str | int:
     if provider == "pixverse":
         with open(path, "rb") as f:
             r = client.post(f"{emu.base_urls['pixverse']}/openapi/v2/media/upload", headers=headers(emu, provider),
-                            files={"file": (path.name, f, MIME[path.suffix])})
+                            files={"file": (path.name, f, mime(path))})
         return r.json()["Resp"]["media_id"]
     if provider == "useapi":
         r = client.post(f"{emu.base_urls['useapi']}/v2/pixverse/files", content=path.read_bytes(),
-                        headers={**headers(emu, provider), "Content-Type": MIME[path.suffix]})
+                        headers={**headers(emu, provider), "Content-Type": mime(path)})
         return r.json()["path"]
     if provider == "fal":
         token = client.post(f"{emu.base_urls['fal_storage']}/storage/auth/token?storage_type=fal-cdn-v3",
                             headers=headers(emu, provider), json={}).json()
         r = client.post(f"{token['base_url']}/files/upload", content=path.read_bytes(), headers={
-            "Authorization": f"{token['token_type']} {token['token']}", "Content-Type": MIME[path.suffix],
+            "Authorization": f"{token['token_type']} {token['token']}", "Content-Type": mime(path),
             "X-Fal-File-Name": path.name})
         return r.json()["access_url"]
     return data_uri(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import wave
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def render_result(req: RenderRequest) -> Rendered:
     """The lip-synced stand-in: the video looped/trimmed to the audio, scaled, audio re-encoded to AAC."""
     audio = req.audio
     if audio is None:
-        audio = speak_to_wav(req.text or "", req.out.with_suffix(".tts.wav"), voice_seed=hash(req.speaker) % 1000)
+        audio = speak_to_wav(req.text or "", req.out.with_suffix(".tts.wav"), voice_seed=zlib.crc32((req.speaker or "").encode()) % 1000)
         seconds = _wav_seconds(audio)
     else:
         seconds = inspect_media(audio).duration_s or 0.0
