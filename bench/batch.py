@@ -8,6 +8,7 @@ run from the ledger's stage timings. `BENCH_BATCH_JOBS`, `BENCH_BATCH_LATENCY` s
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import statistics
@@ -61,6 +62,7 @@ def _stage_seconds(run_dir: Path) -> dict[str, list[float]]:
 
 
 def main() -> None:
+    logging.getLogger("lipsync").setLevel(logging.ERROR)  # the per-job conform warnings are not the point here
     with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
         folder = Path(tmp)
         _tiny_media(folder)

@@ -99,16 +99,16 @@ class LogProgress(Progress):
 class LiveProgress(Progress):
     """A rich live table on a terminal, redrawn a few times a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, console=None) -> None:
         super().__init__()
         from rich.console import Console
         from rich.live import Live
 
-        self._live = Live(console=Console(file=sys.stderr), refresh_per_second=4, transient=False,
-                          get_renderable=self._table)
+        self._live = Live(console=console or Console(file=sys.stderr), refresh_per_second=4, transient=False,
+                          get_renderable=self.table)
         self._live.start()
 
-    def _table(self):
+    def table(self):
         from rich.table import Table
 
         now = time.monotonic()

@@ -257,9 +257,9 @@ class BatchRunner:
         if cached is not None:
             log.debug("%s: prepared media reused from %s", spec.id, work)
             return cached
-        self._set_stage(spec.id, Stage.PREPARE)
-        with self._cpu:
+        with self._cpu:  # the stage starts when a CPU slot is ours, so its timing is the work, not the queue
             self._checkpoint()
+            self._set_stage(spec.id, Stage.PREPARE)
             prepared = prepare_job(spec, key, work, lambda f: self.progress.update(spec.id, fraction=f))
         kill_point("prepare")
         write_text_atomic(record_path, prepared.model_dump_json(indent=2))
