@@ -154,10 +154,12 @@ def output_fps(v: VideoStream) -> tuple[float, str | None]:
     return rate, f"variable frame rate (average {v.fps:.3f} fps) becomes constant {rate:g} fps"
 
 
-def _legs(start: float, end: float, target: float, extend: str, fps: float) -> tuple[Leg, ...]:
+def _legs(p: MediaProbe, start: float, end: float, target: float, extend: str, fps: float) -> tuple[Leg, ...]:
     """Loop or bounce the window [start, end) until `target` seconds, in whole frames."""
-    window = max(1, math.floor((end - start) * fps + 1e-6))
-    remaining = round(target * fps)
+    window = math.floor((end - start) * fps + 1e-6)
+    if window < 1:
+        raise InputError(p.path, f"cannot {extend} {end - start:.3f} s: shorter than one frame at {fps:g} fps")
+    remaining = math.floor(target * fps + 1e-6)  # never past the target (which is within the limit)
     legs, backwards = [], False
     while remaining > 0:
         n = min(window, remaining)
@@ -193,7 +195,7 @@ def plan_timeline(
     if opts.extend is None:
         raise ValidationError(f"{p.path}: the video ({span:.3f} s) is shorter than the target {target:.3f} s "
                               "and no extend mode (loop or bounce) was given")
-    legs = _legs(start, end, target, opts.extend, fps)
+    legs = _legs(p, start, end, target, opts.extend, fps)
     duration = sum(leg.duration for leg in legs)
     decisions.append(Decision(opts.extend, f"{span:.3f} s of video {opts.extend}ed {len(legs)} times to reach "
                                            f"{duration:.3f} s (target {target:.3f} s)"))
@@ -289,6 +291,9 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     whole = len(legs) == 1 and legs[0].start == 0 and abs(legs[0].duration - _source_seconds(p)) < 1e-6
     if not whole:
         blockers.append("the timeline changes (cut or extended)")
+    elif (p.duration or 0.0) > limits.video_max_seconds:
+        blockers.append(f"the file lasts {p.duration:.3f} s (longer sound than picture), over the "
+                        f"{limits.video_max_seconds:g} s limit")
     if p.size_bytes > limits.video_max_bytes * COPY_SIZE_MARGIN:
         blockers.append(f"{p.size_bytes / 1e6:.1f} MB is over the {limits.video_max_bytes / 1e6:g} MB limit")
     copy = not blockers and not changes
