@@ -83,6 +83,11 @@ def test_delivered_wav_is_the_master_shifted_sample_exactly_to_the_video_length(
     assert abs(shift_n - round(result.offset_s * RATE)) == 0 and abs(shift_n - 1920) <= 48
     assert np.max(np.abs(wav[:shift_n])) < 1e-4
     assert np.max(np.abs(wav[shift_n:] - src[: len(wav) - shift_n])) < 2 / 32768
+    # every ffmpeg command is on record: the two offset decodes, the WAV, the mp4
+    commands = result.to_dict()["commands"]
+    assert len(commands) == 4 and all(isinstance(arg, str) for argv in commands for arg in argv)
+    assert [("f32le" in argv) for argv in commands] == [True, True, False, False]
+    assert "final_audio" in " ".join(commands[2]) and "-c:v" in commands[3]
 
 
 @pytest.mark.parametrize("master_seconds", [2.2, 4.0])

@@ -47,6 +47,7 @@ def test_a_good_final_passes_every_check_and_records_its_figures(scene):
     assert fig.size_bytes == final.stat().st_size
     assert abs(fig.offset_s) < 0.002 and fig.offset_correlation > 0.8
     assert report.to_dict()["ok"] is True
+    assert len(report.commands) == 3  # the full decode and the two PCM decodes of the offset check
 
 
 def test_missing_audio_stream_fails(scene):

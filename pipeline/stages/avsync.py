@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import ffmpeg
@@ -38,6 +38,7 @@ class OffsetMeasurement:
     peak_to_sidelobe: float  # peak over the highest correlation farther than 5 ms from it
     window_s: float      # how much audio was compared
     max_lag_s: float     # the search range, ±
+    commands: tuple[tuple[str, ...], ...] = ()  # the decodes it took, for the manifest
 
     @property
     def reliable(self) -> bool:
@@ -47,25 +48,34 @@ class OffsetMeasurement:
         return asdict(self) | {"reliable": self.reliable}
 
 
-def decode_pcm(
+def pcm_command(
     path: str | Path, *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
-) -> np.ndarray:
-    """The first audio stream of `path` from `start` seconds, as mono float64 at `sample_rate`, on the file's timeline.
+) -> list[str]:
+    """argv that writes the first audio stream of `path`, from `start` seconds, as mono f32le on stdout.
 
     `first_pts=0` pads with silence when the audio starts after t=0 (and drops samples before it),
     so sample 0 is time `start` of the file, not the first audio packet.
     """
     window = ({"ss": f"{start:.6f}"} if start else {}) | ({"t": duration} if duration else {})
-    stream = ffmpeg.input(str(path), **window)
-    out = stream.audio.filter("aresample", sample_rate, first_pts=0).output(
+    out = ffmpeg.input(str(path), **window)["a:0"].filter("aresample", sample_rate, first_pts=0).output(
         "pipe:", format="f32le", ac=1, ar=sample_rate, map_metadata=-1
     )
-    argv = compile_stream(out.global_args("-nostdin", "-v", "error"))
+    return compile_stream(out.global_args("-nostdin", "-v", "error"))
+
+
+def _run_pcm(argv: list[str], path: str | Path) -> np.ndarray:
     proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
         raise ToolError(f"{path}: cannot decode audio: {reason[-1] if reason else f'exit {proc.returncode}'}")
     return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float64)
+
+
+def decode_pcm(
+    path: str | Path, *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
+) -> np.ndarray:
+    """The first audio stream of `path` as mono float64 samples on the file's timeline (see `pcm_command`)."""
+    return _run_pcm(pcm_command(path, sample_rate=sample_rate, start=start, duration=duration), path)
 
 
 def _sliding_energy(x: np.ndarray, width: int, count: int) -> np.ndarray:
@@ -141,8 +151,9 @@ def measure_offset(
     """Offset of the audio in file `other` (from `other_start` seconds on) against the audio in file `reference`
     (see module docstring)."""
     limit = window_s + 2 * max_lag_s
-    ref = decode_pcm(reference, sample_rate=sample_rate, duration=limit)
-    oth = decode_pcm(other, sample_rate=sample_rate, start=other_start, duration=limit)
+    commands = (pcm_command(reference, sample_rate=sample_rate, duration=limit),
+                pcm_command(other, sample_rate=sample_rate, start=other_start, duration=limit))
+    ref, oth = _run_pcm(commands[0], reference), _run_pcm(commands[1], other)
     result = measure_offset_samples(ref, oth, sample_rate, max_lag_s=max_lag_s, window_s=window_s)
     log.debug("offset %s vs %s: %+.4f s (r=%.3f)", other, reference, result.seconds, result.correlation)
-    return result
+    return replace(result, commands=tuple(tuple(argv) for argv in commands))

@@ -95,8 +95,13 @@ class MuxResult:
             "audio_file": self.audio_file.name if self.audio_file else None,
             "plan": self.plan.to_dict(),
             "measurement": self.measurement.to_dict() if self.measurement else None,
-            "commands": [run.argv for run in self.runs],
+            "commands": self.commands(),
         }
+
+    def commands(self) -> list[list[str]]:
+        """Every ffmpeg command this step ran: the offset measurement's decodes, then the writes."""
+        decodes = [list(argv) for argv in self.measurement.commands] if self.measurement else []
+        return decodes + [list(run.argv) for run in self.runs]
 
 
 # ---- decisions (pure) ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..errors import LipsyncError, VerificationError
 from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
-from .avsync import measure_offset
+from .avsync import OffsetMeasurement, measure_offset
 from .mux import MuxResult, StitchPlan
 from .probe import MediaProbe, probe
 
@@ -174,28 +174,30 @@ def _decode_check(final: Path) -> tuple[Check, FfmpegRun | None]:
                  detail=first), run
 
 
-def _offset_check(final: Path, ref: SyncReference, name: str, allowed: float) -> tuple[Check, float | None, float]:
-    """One reference's check, with the offset and correlation measured (for the figures)."""
+def _offset_check(final: Path, ref: SyncReference, name: str, allowed: float) -> tuple[Check, OffsetMeasurement | None]:
+    """One reference's check, with its measurement (for the figures and the commands)."""
     try:
         m = measure_offset(ref.path, final, other_start=ref.start_s)
     except LipsyncError as err:
-        return Check(name=name, ok=False, measured=None, allowed=round(allowed, 5), detail=str(err)), None, 0.0
+        return Check(name=name, ok=False, measured=None, allowed=round(allowed, 5), detail=str(err)), None
     ok = m.reliable and abs(m.seconds) <= allowed + 1e-4
     detail = (f"audio {m.seconds * 1000:+.1f} ms against {ref.path.name}"
               if m.reliable else f"audio does not match {ref.path.name} (r={m.correlation:.2f})")
-    check = Check(name=name, ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail)
-    return check, m.seconds, m.correlation
+    return Check(name=name, ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail), m
 
 
 def _offset_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float, fig: VerifyFigures):
     """A check per reference; the figures keep the worst offset and the weakest correlation."""
     results = [_offset_check(final, ref, "av_offset" if len(refs) == 1 else f"av_offset_{i}", allowed)
                for i, ref in enumerate(refs)]
-    offsets = [off for _, off, _ in results if off is not None]
-    worst = max(offsets, key=abs) if offsets else None
-    fig = fig.model_copy(update={"offset_s": round(worst, 5) if worst is not None else None,
-                                 "offset_correlation": round(min(r for _, _, r in results), 4)})
-    return [check for check, _, _ in results], fig
+    measured = [m for _, m in results if m is not None]
+    worst = max(measured, key=lambda m: abs(m.seconds), default=None)
+    fig = fig.model_copy(update={
+        "offset_s": round(worst.seconds, 5) if worst else None,
+        "offset_correlation": round(min(m.correlation for m in measured), 4) if measured else None,
+    })
+    commands = [list(argv) for m in measured for argv in m.commands]
+    return [check for check, _ in results], fig, commands
 
 
 def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations()) -> VerifyReport:
@@ -211,12 +213,14 @@ def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations())
     checks = _stream_checks(fig, expect)
     decode, run = _decode_check(final)
     checks.append(decode)
+    commands = [run.argv] if run else []
     checks += _duration_checks(fig, expect, frame)
     if expect.references() and fig.audio_codec is not None:
         allowed = expect.max_offset_s if expect.max_offset_s is not None else frame
-        offset_checks, fig = _offset_checks(final, expect.references(), allowed, fig)
+        offset_checks, fig, decodes = _offset_checks(final, expect.references(), allowed, fig)
         checks += offset_checks
-    report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=[run.argv] if run else [])
+        commands += decodes
+    report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=commands)
     for c in report.failed():
         log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
     return report
