@@ -1,62 +1,50 @@
-"""`make demo` (interim, until `lipsync run` exists): prepare the committed samples and show what came out.
+"""`make demo`: run configs/demo.toml as a rehearsal and say where the deliverables are.
 
-Runs three prepares into out/demo/: the presenter clip with a separate voice track, the rotated phone clip
-with the English script (several TTS segments), and the presenter clip with the Chinese script.
+The same as `lipsync run configs/demo.toml --rehearse`: the committed samples (a presenter clip with a voice
+track, a rotated phone clip with a multi-chunk script, a Chinese script, a one-line script) go through two
+providers' protocols on the local emulator. No credits, no network, the same code path as a real run.
+Running it again resumes: finished jobs are kept, nothing is done twice.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
+from .cli import setup_logging
 from .errors import LipsyncError
-from .prepare import PrepareRequest, PrepareResult, prepare, read_text_file
-from .stages.probe import probe
+from .run.config import load_config
+from .run.progress import make_progress
+from .run.runner import RunOptions, RunSummary, run_batch
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-OUT = Path("out") / "demo"
-
-
-def demo_requests(samples: Path = SAMPLES) -> dict[str, PrepareRequest]:
-    presenter, phone = samples / "presenter_720p.mp4", samples / "phone_portrait.mov"
-    return {
-        "voice-track": PrepareRequest(video=presenter, audio=samples / "voice.wav"),
-        "english-script": PrepareRequest(video=phone, text=read_text_file(samples / "script_en.txt"),
-                                         speaker="Emily", sync_mode="cut"),
-        "chinese-script": PrepareRequest(video=presenter, text=read_text_file(samples / "script_zh.txt"),
-                                         speaker="Auto", sync_mode="cut"),
-    }
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
 
 
-def describe(name: str, result: PrepareResult) -> list[str]:
-    lines = [f"{name}: {len(result.segments)} segment(s)"]
-    for seg in result.segments:
-        v = probe(seg.video)
-        picture = f"{v.video.display_width}x{v.video.display_height} {v.duration:.2f} s {v.size_bytes / 1e6:.2f} MB"
-        if seg.audio is not None:
-            a = probe(seg.audio)
-            voice = f"{seg.audio.name} {a.audio.sample_rate} Hz {a.audio.channels} ch {a.duration:.2f} s"
+def describe(summary: RunSummary) -> list[str]:
+    lines = []
+    for o in summary.outcomes:
+        if o.final is not None:
+            lines.append(f"  {o.job_id:<16} {o.provider:<9} {o.final}  (+ manifest.json)")
         else:
-            voice = f"TTS {seg.speaker}: {seg.text[:48]!r}{'...' if len(seg.text) > 48 else ''}"
-        lines.append(f"  {seg.video}  [{seg.start:6.2f}-{seg.end:6.2f} s of source]  {picture}  {voice}")
-    for loud in (a.loudness for a in result.audios):
-        lines.append(f"  loudness {loud.input_i:.1f} -> {loud.output_i:.1f} LUFS "
-                     f"(true peak {loud.output_tp:.1f} dBTP, {loud.normalization_type})")
-    lines += [f"  warning: {w}" for w in result.warnings]
+            lines.append(f"  {o.job_id:<16} {o.provider:<9} {o.stage.value}: {o.error}")
+    lines.append(f"checksums: {summary.checksums}" if summary.checksums else "no job was delivered")
+    lines.append(f"status:    lipsync status {summary.run_dir}")
     return lines
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
-    for name, request in demo_requests().items():
-        try:
-            result = prepare(request, OUT / name)
-        except LipsyncError as err:
-            print(f"{name}: error: {err}", file=sys.stderr)
-            return err.exit_code
-        print("\n".join(describe(name, result)))
-    return 0
+    setup_logging()
+    try:
+        config = load_config(DEMO_CONFIG)
+        with make_progress() as progress:
+            summary = run_batch(config, RunOptions(rehearse=True), progress)
+    except LipsyncError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        return err.exit_code
+    done = sum(1 for o in summary.outcomes if o.final is not None)
+    print(f"demo: {done}/{len(summary.outcomes)} jobs delivered in {summary.run_dir} ({summary.seconds:.0f} s, rehearsal)")
+    print("\n".join(describe(summary)))
+    return summary.exit_code
 
 
 if __name__ == "__main__":

@@ -55,3 +55,18 @@ def test_live_table_has_one_row_per_job():
     text = render.getvalue()
     assert "prepare 42%" in text and "generating" in text
     assert text.count("intro") == 1 and text.count("outro") == 1
+
+
+def test_live_display_prints_warnings_above_the_table_and_restores_logging():
+    from pipeline.cli import setup_logging
+
+    setup_logging()
+    logger = logging.getLogger("lipsync")
+    before = logger.handlers[:]
+    buffer = io.StringIO()
+    progress = LiveProgress(console=Console(file=buffer, width=100, force_terminal=False))
+    logging.getLogger("lipsync.run").info("routine detail")
+    logging.getLogger("lipsync.run").warning("something to see")
+    progress.stop()
+    assert "something to see" in buffer.getvalue() and "routine detail" not in buffer.getvalue()
+    assert logger.handlers == before

@@ -106,6 +106,9 @@ class LiveProgress(Progress):
 
         self._live = Live(console=console or Console(file=sys.stderr), refresh_per_second=4, transient=False,
                           get_renderable=self.table)
+        self._logger = logging.getLogger("lipsync")
+        self._saved_handlers = self._logger.handlers[:]
+        self._logger.handlers = [_AboveTheTable(self._live.console, self._saved_handlers)]
         self._live.start()
 
     def table(self):
@@ -126,6 +129,23 @@ class LiveProgress(Progress):
 
     def stop(self) -> None:
         self._live.stop()
+        self._logger.handlers = self._saved_handlers
+
+
+class _AboveTheTable(logging.Handler):
+    """While the table is live, warnings and errors print above it (info lines are what the table replaces)."""
+
+    def __init__(self, console, replaced: list[logging.Handler]):
+        super().__init__(logging.WARNING)
+        self.console = console
+        for handler in replaced:  # keep their redaction and format
+            for f in handler.filters:
+                self.addFilter(f)
+            if handler.formatter is not None:
+                self.setFormatter(handler.formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), markup=False, highlight=False)
 
 
 def make_progress(*, live: bool | None = None) -> Progress:
