@@ -1,0 +1,106 @@
+"""Keys come only from the environment and never show up in what we print, log or store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from provider_kit import tiny_media
+
+from pipeline.emulator import Emulator, EmulatorSettings
+from pipeline.errors import AuthError, UncertainCreate
+from pipeline.providers import JobRequest, PollPolicy, RetryPolicy, get_provider
+from pipeline.secrets import RedactingFilter, require_secret
+
+LIPSYNC = str(Path(sys.executable).with_name("lipsync"))
+KEYS = {"PIXVERSE_API_KEY": "pxv-DISTINCTIVE-7f3a9c1e55", "AIMLAPI_KEY": "aiml-DISTINCTIVE-0b8d2e4f66",
+        "USEAPI_TOKEN": "use-DISTINCTIVE-c4e6a8b277", "FAL_KEY": "fal-DISTINCTIVE-1a2b3c4d88:e9f0"}
+PROVIDER_VAR = {"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": "USEAPI_TOKEN", "fal": "FAL_KEY"}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return tiny_media(tmp_path_factory.mktemp("secret-media"))
+
+
+def test_missing_key_is_an_auth_error_naming_the_variable(monkeypatch):
+    monkeypatch.delenv("FAL_KEY", raising=False)
+    with pytest.raises(AuthError) as info:
+        require_secret("FAL_KEY", "fal")
+    assert info.value.exit_code == 3 and "FAL_KEY" in str(info.value)
+
+
+def test_provider_needs_no_key_until_it_sends(monkeypatch, media, tmp_path):
+    monkeypatch.delenv("PIXVERSE_API_KEY", raising=False)
+    provider = get_provider("pixverse", base_urls={"pixverse": "http://127.0.0.1:9"})
+    with pytest.raises(AuthError, match="PIXVERSE_API_KEY"):
+        provider.create(JobRequest(*media))
+
+
+def _run(env, *args):
+    run = subprocess.run([LIPSYNC, "-v", *args], capture_output=True, text=True, env=env, timeout=120)
+    return run.returncode, run.stdout + run.stderr
+
+
+def test_keys_never_appear_in_output_through_failures(media, tmp_path):
+    """Run the CLI with distinctive keys through success and every kind of failure, verbose, and look for
+    the keys (and their halves) in everything it printed."""
+    video, audio = media
+    outputs: list[str] = []
+    codes: set[int] = set()
+    with Emulator(EmulatorSettings(latency_s=0.2, output_short_side=96)) as emu:
+        env = {**os.environ, **emu.env(), **KEYS}
+        cases = [("pixverse", None), ("aimlapi", "drop_after_create"), ("useapi", "moderate"),
+                 ("fal", "stuck"), ("pixverse", "out_of_credits"), ("fal", "rate_limit_creates"),
+                 ("useapi", "server_errors"), ("aimlapi", "fail_generation")]
+        for i, (name, fault) in enumerate(cases):
+            emu.faults(name).clear()
+            if fault:
+                setattr(emu.faults(name), fault, 1 if fault in ("drop_after_create", "server_errors",
+                                                              "rate_limit_creates") else True)
+            code, text = _run(env, "submit", "--provider", name, "--video", str(video), "--audio", str(audio),
+                              "--out", str(tmp_path / f"o{i}.mp4"), "--timeout", "1.5", "--poll-interval", "0.05",
+                              *(["--json"] if i % 2 else []))
+            outputs.append(text)
+            codes.add(code)
+        for name in PROVIDER_VAR:
+            outputs.append(_run(env, "speakers", "--provider", name, "--json")[1])
+    with Emulator(EmulatorSettings(api_keys={"pixverse": "right", "aimlapi": "right", "useapi": "right",
+                                             "fal": "right"})) as strict:
+        env = {**os.environ, **strict.env(), **KEYS}
+        for name in PROVIDER_VAR:
+            code, text = _run(env, "submit", "--provider", name, "--video", str(video), "--audio", str(audio),
+                              "--out", str(tmp_path / "x.mp4"), "--json")
+            assert code == 3, text
+            outputs.append(text)
+    assert {0, 1, 2, 4, 5} <= codes
+    everything = "\n".join(outputs)
+    for key in KEYS.values():
+        for fragment in (key, key[:12], key[-10:]):
+            assert fragment not in everything, f"a key fragment leaked: {fragment}"
+
+
+def test_uncertain_create_record_holds_no_key_or_media(media, monkeypatch):
+    video, audio = media
+    with Emulator(EmulatorSettings(latency_s=0.2)) as emu:
+        for var, value in {**emu.env(), **KEYS}.items():
+            monkeypatch.setenv(var, value)
+        emu.faults("aimlapi").drop_after_create = 1
+        provider = get_provider("aimlapi", base_urls=emu.base_urls, poll=PollPolicy(initial=0.05),
+                                create_retry=RetryPolicy(attempts=2, initial=0.01))
+        with pytest.raises(UncertainCreate) as info:
+            provider.create(JobRequest(video, audio))
+    stored = json.dumps(info.value.reconcile) + str(info.value) + json.dumps(info.value.to_dict())
+    assert KEYS["AIMLAPI_KEY"] not in stored and "base64," not in stored
+
+
+def test_log_filter_redacts_keys(monkeypatch):
+    monkeypatch.setenv("USEAPI_TOKEN", KEYS["USEAPI_TOKEN"])
+    record = logging.LogRecord("lipsync.x", logging.INFO, __file__, 1, "sent %s", (KEYS["USEAPI_TOKEN"],), None)
+    RedactingFilter().filter(record)
+    assert KEYS["USEAPI_TOKEN"] not in record.getMessage()
