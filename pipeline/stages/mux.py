@@ -35,6 +35,8 @@ from .probe import MediaProbe, VideoStream, probe
 log = logging.getLogger("lipsync.mux")
 
 DELIVERY_RATE = 48000
+DEFAULT_FPS = 25.0
+"""Frame rate assumed for tolerances and re-encodes when a file does not say its own."""
 PICTURE = "V:0"
 """ffmpeg's first video stream that is not an attached picture (cover art is never the video we deliver)."""
 AudioSource = Literal["master", "provider", "none"]
@@ -155,7 +157,7 @@ def plan_mux(
         offset_s = 0.0
         reasons.append("provider result has no audio to align to: master placed at 0")
     else:
-        offset_s = offset.seconds
+        offset_s = round(offset.seconds, 6)
         reasons.append(
             f"provider audio lags master by {offset_s * 1000:+.1f} ms (correlation {offset.correlation:.2f})"
         )
@@ -180,7 +182,7 @@ def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxP
     if provider.audio is None:
         return MuxPlan("none", 0.0, 0, 0, 0, seconds, None, (why, "the provider's result has no audio"))
     audio_seconds = provider.audio.duration or provider.duration or seconds
-    frame = 1.0 / ((provider.video.fps if provider.video else None) or 25.0)
+    frame = 1.0 / ((provider.video.fps if provider.video else None) or DEFAULT_FPS)
     if abs(audio_seconds - seconds) <= frame:
         return MuxPlan("provider", 0.0, 0, 0, 0, seconds, None, (why, "audio stream-copied"))
     mismatch = f"provider audio lasts {audio_seconds:.3f} s, video {seconds:.3f} s"
@@ -326,7 +328,7 @@ def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegR
 
 
 def _reencoded_video(files: list[Path], first: VideoStream):
-    fps = first.fps or 25
+    fps = first.fps or DEFAULT_FPS
     parts = [
         ffmpeg.input(str(f))[PICTURE].filter("scale", first.width, first.height, force_original_aspect_ratio="decrease")
         .filter("pad", first.width, first.height, "(ow-iw)/2", "(oh-ih)/2").filter("setsar", 1).filter("fps", fps)

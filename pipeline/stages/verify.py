@@ -22,16 +22,13 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from ..errors import LipsyncError, VerificationError
 from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
 from .avsync import OffsetMeasurement, measure_offset
-from .mux import MuxResult, StitchPlan
+from .mux import DEFAULT_FPS, MuxResult, StitchPlan
 from .probe import MediaProbe, probe
 
 log = logging.getLogger("lipsync.verify")
 
 _DECODER_TAG = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*")
 """ffmpeg's "[h264 @ 0x55…] " prefix: a memory address, which would make reports differ run to run."""
-
-DEFAULT_FPS = 25.0
-"""Frame length used for tolerances when the file does not say its frame rate."""
 
 
 @dataclass(frozen=True)
