@@ -11,7 +11,7 @@ from media import decode_stats, make_audio, make_video, media_info
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_limits
-from pipeline.stages.conform_audio import AudioOptions, LoudnessTarget, execute_audio, plan_audio
+from pipeline.stages.conform_audio import AudioOptions, LoudnessTarget, execute_audio, next_gain, plan_audio
 from pipeline.stages.probe import AudioStream, MediaProbe, probe
 
 LIMITS = load_limits()
@@ -165,3 +165,18 @@ def test_plans_fit_every_limit(seconds, start, length, target, max_seconds, max_
         assert plan.duration == pytest.approx(target)
     if plan.take_seconds < min(seconds - plan.start, (end or seconds) - plan.start, target or 1e9) - 1e-9:
         assert plan.warnings
+
+
+def test_a_clip_shorter_than_one_loudness_block_is_not_mistaken_for_silence(tmp_path):
+    src = make_audio(tmp_path / "blip.wav", seconds=0.3)
+    result = conform(src, tmp_path / "out.wav")
+    assert result.loudness.input_i > -30
+    assert decode_stats(result.path).audio_seconds == pytest.approx(0.3, abs=0.001)
+
+
+def test_limited_passes_follow_the_measured_slope():
+    target = LoudnessTarget(integrated=-16.0)
+    assert next_gain([(5.0, -16.3)], target) is None
+    assert next_gain([(4.0, -17.5)], target) == pytest.approx(5.5)
+    # 1.5 dB more gain bought only 0.5 LU: the next step is three times the miss
+    assert next_gain([(4.0, -17.5), (5.5, -17.0)], target) == pytest.approx(8.5)

@@ -36,7 +36,8 @@ SILENT_LUFS = -70.0  # the EBU R128 absolute gate: nothing above it means nothin
 TRUE_PEAK_RATE = 192000
 _LIMITER_MARGIN_DB = 0.3  # the limiter is sample-peak; resampling back may overshoot a little
 LIMITED_TOLERANCE_LU = 0.5
-MAX_LIMITED_PASSES = 3  # limiting costs loudness, so a limited pass is re-run with the shortfall added
+_MIN_MEASURED_SECONDS = 0.5
+MAX_LIMITED_PASSES = 4  # limiting costs loudness, so a limited pass is re-run with the shortfall added
 
 
 @dataclass(frozen=True)
@@ -256,10 +257,19 @@ def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, f
     return ("linear" if measured.input_tp + gain <= target.true_peak else "limited"), gain
 
 
-def next_gain(gain: float, output_i: float, target: LoudnessTarget) -> float | None:
-    """The corrected gain for another limited pass, or None when the output is close enough to the target."""
+def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float | None:
+    """The gain for another limited pass from the (gain, output loudness) pairs so far; None when close enough.
+
+    Limiting eats part of any extra gain, so after two tries the step follows the measured slope (secant).
+    """
+    gain, output_i = tries[-1]
     miss = target.integrated - output_i
-    return None if abs(miss) <= LIMITED_TOLERANCE_LU else gain + miss
+    if abs(miss) <= LIMITED_TOLERANCE_LU:
+        return None
+    slope = 1.0
+    if len(tries) > 1 and tries[-1][0] != tries[-2][0]:
+        slope = (output_i - tries[-2][1]) / (gain - tries[-2][0])
+    return gain + miss / min(1.0, max(0.1, slope))
 
 
 # ---- execution ----------------------------------------------------------------------------------
@@ -275,7 +285,9 @@ def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None) ->
     """loudnorm's EBU R128 measurement of `stream` (its stats file; the audio goes nowhere)."""
     with tempfile.TemporaryDirectory(prefix="lipsync-loudness-") as scratch:
         stats = Path(scratch) / "stats.json"
-        graph = stream.filter("loudnorm", print_format="json", stats_file=str(stats))
+        # EBU R128 gates 400 ms blocks: a shorter clip would measure as silence without the padding
+        padded = stream.filter("apad", whole_dur=_MIN_MEASURED_SECONDS)
+        graph = padded.filter("loudnorm", print_format="json", stats_file=str(stats))
         run = run_ffmpeg(
             compile_stream(graph.output("-", f="null").global_args("-hide_banner", "-nostats")),
             what=f"{what} {plan.source.name}",
@@ -340,12 +352,14 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
     check_audible(measured, plan)
     runs = [run]
     kind, gain = plan_gain(measured, plan.target)
+    tries: list[tuple[float, float]] = []
     with atomic_output(dst) as tmp:
         for _ in range(MAX_LIMITED_PASSES):
             runs.append(apply_gain(plan, kind, gain, tmp, None if progress is None else (lambda f: progress(0.5 + 0.5 * f))))
             figures, run = measure_output(tmp, plan, replace(measured, gain_db=gain, normalization_type=kind))
             runs.append(run)
-            if kind == "linear" or (gain := next_gain(gain, figures.output_i, plan.target)) is None:
+            tries.append((gain, figures.output_i))
+            if kind == "linear" or (gain := next_gain(tries, plan.target)) is None:
                 break
     if kind == "limited":
         warnings.append(
