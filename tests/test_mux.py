@@ -281,3 +281,14 @@ def test_cover_art_in_the_result_is_not_taken_for_the_video(tmp_path, master):
     streams = [line for line in listing.splitlines() if "Stream #" in line]
     assert len(streams) == 2 and "h264" in streams[0] and "aac" in streams[1]
     assert decode_stats(result.path).video_frames == 2 * FPS
+
+
+def test_stitch_of_a_rotated_first_segment_keeps_its_displayed_frame(tmp_path):
+    upright = make_video(tmp_path / "a.mov", seconds=1.0, fps=FPS, width=160, height=96, rotate=90)
+    plain = make_video(tmp_path / "b.mp4", seconds=1.0, fps=FPS, width=160, height=96)
+    result = stitch([upright, plain], tmp_path / "final.mp4")
+    assert result.plan.video_mode == "reencode"
+    video = media_info(result.path)["Video"][0]
+    shown = (video.width, video.height) if float(video.rotation or 0) % 180 == 0 else (video.height, video.width)
+    assert shown == (96, 160)
+    assert decode_stats(result.path).video_frames == 2 * FPS

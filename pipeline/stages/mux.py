@@ -190,7 +190,8 @@ def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxP
 
 
 def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
-    keys = ("codec", "profile", "width", "height", "fps", "bit_depth", "chroma_subsampling", "pixel_aspect_ratio")
+    keys = ("codec", "profile", "width", "height", "rotation", "fps", "bit_depth", "chroma_subsampling",
+            "pixel_aspect_ratio", "scan_type")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
@@ -328,10 +329,14 @@ def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegR
 
 
 def _reencoded_video(files: list[Path], first: VideoStream):
-    fps = first.fps or DEFAULT_FPS
+    """Every segment fitted (letterboxed, square pixels) into the first one's displayed frame, at its rate."""
+    width, height = first.display_width - first.display_width % 2, first.display_height - first.display_height % 2
     parts = [
-        ffmpeg.input(str(f))[PICTURE].filter("scale", first.width, first.height, force_original_aspect_ratio="decrease")
-        .filter("pad", first.width, first.height, "(ow-iw)/2", "(oh-ih)/2").filter("setsar", 1).filter("fps", fps)
+        ffmpeg.input(str(f))[PICTURE]
+        .filter("scale", width, height, force_original_aspect_ratio="decrease", force_divisible_by=2)
+        .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2")
+        .filter("setsar", 1)
+        .filter("fps", first.fps or DEFAULT_FPS)
         for f in files
     ]
     return ffmpeg.concat(*parts, v=1, a=0)
