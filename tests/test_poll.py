@@ -32,10 +32,10 @@ def test_interval_grows_then_holds(policy, polls):
     assert next_interval(policy, 1, 0.0) == pytest.approx(min(policy.initial, policy.timeout))
 
 
-def test_default_policy_runs_2s_to_15s():
+def test_default_policy_runs_2s_to_10s():
     p = PollPolicy()
     waits = [next_interval(p, n, 0) for n in range(1, 30)]
-    assert waits[0] == 2.0 and max(waits) == 15.0 and waits == sorted(waits)
+    assert waits[0] == 2.0 and max(waits) == 10.0 and waits == sorted(waits)
 
 
 def test_policy_rejects_nonsense():
@@ -114,7 +114,7 @@ def test_wait_returns_the_success_with_its_url():
     got = wait_for_job(Scripted([_status(JobState.QUEUED), _status(JobState.RUNNING), ok]), H,
                        on_status=seen.append, clock=clock, sleep=clock.sleep)
     assert got == ok and [s.state for s in seen] == [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
-    assert clock.sleeps == [1.0, 1.0 * 1.3]
+    assert clock.sleeps == [1.0, 1.0 * 1.25]
 
 
 @given(st.lists(st.sampled_from(["queued", "running", "done-no-url", "poll-error"]), max_size=12))

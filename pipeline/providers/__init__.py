@@ -44,9 +44,9 @@ URL_KEYS: dict[str, tuple[str, ...]] = {
 }
 # Per-provider poll cadence: PixVerse asks for 3-5 s; all start quick to catch early failures.
 DEFAULT_POLL: dict[str, PollPolicy] = {
-    "pixverse": PollPolicy(initial=3.0, factor=1.25, maximum=10.0),
+    "pixverse": PollPolicy(initial=3.0),
     "aimlapi": PollPolicy(),
-    "useapi": PollPolicy(initial=3.0, factor=1.3, maximum=15.0),
+    "useapi": PollPolicy(initial=3.0),
     "fal": PollPolicy(),
 }
 _CLASSES = {"pixverse": "PixverseProvider", "aimlapi": "AimlapiProvider", "useapi": "UseapiProvider",

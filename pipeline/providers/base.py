@@ -267,7 +267,7 @@ class Provider:
         handle = self._handle_from(reply_json(response), sent_at)
         if handle is None:
             raise uncertain_create(self.name, reconcile, "accepted, but the reply has no job id", sent_at)
-        log.info("%s: job %s created", self.name, handle.job_id)
+        log.debug("%s: job %s created", self.name, handle.job_id)
         return handle
 
     def poll(self, handle: JobHandle) -> JobStatus:

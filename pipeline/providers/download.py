@@ -65,7 +65,7 @@ def download_to(client: httpx.Client, url: str, dst: Path, *, max_bytes: int, po
         sha, size, ctype = run_with_retries(
             lambda: _fetch_once(client, url, tmp, max_bytes=max_bytes, provider=provider),
             policy=policy, provider=provider, what="download")
-    log.info("%s: downloaded %d bytes to %s (sha256 %s)", provider, size, dst, sha[:12])
+    log.debug("%s: downloaded %d bytes to %s (sha256 %s)", provider, size, dst, sha[:12])
     return Download(Path(dst), sha, size, ctype)
 
 

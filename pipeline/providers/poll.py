@@ -27,13 +27,14 @@ class PollPolicy:
     """Poll every `initial` s at first, growing by `factor` per poll up to `maximum`; give up after `timeout`.
 
     Jobs take tens of seconds: early polls are cheap insurance against an immediate failure, later
-    ones stretch out. `max_unconfirmed` bounds how many "done but no result yet" replies we accept in a
+    ones stretch out. Against jobs of 20-60 s these defaults detect completion ~4.5 s after it on
+    average (a fixed 15 s poll: ~7 s) for ~9 requests a job (fixed: ~4); see bench/providers.py. `max_unconfirmed` bounds how many "done but no result yet" replies we accept in a
     row before calling it a failure.
     """
 
     initial: float = 2.0
-    factor: float = 1.3
-    maximum: float = 15.0
+    factor: float = 1.25
+    maximum: float = 10.0
     timeout: float = 1800.0
     max_unconfirmed: int = 6
 
