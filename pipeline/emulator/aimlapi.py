@@ -19,7 +19,7 @@ from ..voices import VOICE_NAMES
 from .jobs import JobInput, Phase
 from .state import (
     Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint,
-    gateway_error, given, origin, read_json_object,
+    gateway_error, large_json_object, origin, string_field,
 )
 
 PROVIDER = "aimlapi"
@@ -53,19 +53,16 @@ def server_error(n: int) -> Response:
 DIALECT = Dialect(PROVIDER, key_from=bearer, reject=reject, server_error=server_error)
 
 
-def _string(body: dict, name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise Reject(RejectKind.BAD_TYPE, f"{name} must be a string")
-    return value if given(value) else None
-
-
 async def create(request: Request, state: EmulatorState) -> Response:
-    body = await read_json_object(request)
+    async with large_json_object(request, state) as body:     # a 50 MB video is a 67 MB data URI
+        return await _create(request, state, body)
+
+
+async def _create(request: Request, state: EmulatorState, body: dict) -> Response:
     if body.get("model") != MODEL:
         raise Reject(RejectKind.VALIDATION, f"model must be {MODEL!r}, got {body.get('model')!r}")
-    video_url, audio_url = _string(body, "video_url"), _string(body, "audio_url")
-    content, speaker = _string(body, "lip_sync_tts_content"), _string(body, "lip_sync_tts_speaker")
+    video_url, audio_url = string_field(body, "video_url"), string_field(body, "audio_url")
+    content, speaker = string_field(body, "lip_sync_tts_content"), string_field(body, "lip_sync_tts_speaker")
     if video_url is None:
         raise Reject(RejectKind.VALIDATION, "video_url is required")
     if (audio_url is not None) == (content is not None or speaker is not None):

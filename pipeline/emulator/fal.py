@@ -19,7 +19,7 @@ from ..voices import VOICE_NAMES
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
 from .state import (
     Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error,
-    given, origin, read_json_object, spool_body, suffix_for,
+    large_json_object, origin, read_json_object, spool_body, string_field, suffix_for,
 )
 
 PROVIDER = "fal"
@@ -69,22 +69,19 @@ def server_error(n: int) -> Response:
 DIALECT = Dialect(PROVIDER, key_from=key_from, reject=reject, server_error=server_error)
 
 
-def _string(body: dict, name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise Reject(RejectKind.BAD_TYPE, "Input should be a valid string", field_name=name)
-    return value if given(value) else None
-
-
 def _urls(request: Request, request_id: str) -> dict[str, str]:
     base = f"{origin(request)}/fal/queue/{APP}/requests/{request_id}"
     return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
 
 
 async def submit(request: Request, state: EmulatorState) -> Response:
-    body = await read_json_object(request)
-    video_url, audio_url, text = _string(body, "video_url"), _string(body, "audio_url"), _string(body, "text")
-    voice = _string(body, "voice_id") or "Auto"
+    async with large_json_object(request, state) as body:     # media may come as data URIs
+        return await _submit(request, state, body)
+
+
+async def _submit(request: Request, state: EmulatorState, body: dict) -> Response:
+    video_url, audio_url, text = string_field(body, "video_url"), string_field(body, "audio_url"), string_field(body, "text")
+    voice = string_field(body, "voice_id") or "Auto"
     if video_url is None:
         raise Reject(RejectKind.VALIDATION, "Field required", field_name="video_url")
     if voice not in VOICE_NAMES:
@@ -198,7 +195,7 @@ async def cdn_upload(request: Request, state: EmulatorState) -> Response:
 
 async def upload_initiate(request: Request, state: EmulatorState) -> Response:
     body = await read_json_object(request)
-    file_name, content_type = _string(body, "file_name"), _string(body, "content_type")
+    file_name, content_type = string_field(body, "file_name"), string_field(body, "content_type")
     if file_name is None or content_type is None:
         raise Reject(RejectKind.VALIDATION, "file_name and content_type are required", field_name="file_name")
     token = secrets.token_urlsafe(16)

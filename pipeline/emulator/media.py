@@ -85,9 +85,11 @@ def media_problems(info: MediaInfo, limits: Limits, role: str) -> list[str]:
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """The provider's output frame: short side scaled to `short_side` (never up), both sides even."""
-    scale = min(1.0, short_side / min(width, height))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+    """The provider's output frame: short side scaled down to `short_side` (never up), both sides even."""
+    short = min(width, height)
+    if short > short_side:
+        width, height = width * short_side // short, height * short_side // short
+    return max(2, width // 2 * 2), max(2, height // 2 * 2)
 
 
 @dataclass(frozen=True)

@@ -5,19 +5,19 @@ typed rejections each protocol renders in its own error shape, and the dropped-c
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import ipaddress
 import itertools
 import json
 import logging
 import secrets
+import shutil
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Awaitable, Callable
-from urllib.parse import unquote, urlsplit
+from typing import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..limits import Limits, load_limits
+from .bodies import BodyError, LargeText, decode_data_uri, parse_object
 from .faults import Faults
 from .jobs import Job, JobStore
 from .media import MediaInfo, inspect_media, media_problems
@@ -181,8 +182,8 @@ class EmulatorState:
             raise Reject(RejectKind.VALIDATION, f"{field_name} {job_id} is not a completed video", field_name=field_name)
         return rendered.path
 
-    async def media_inputs(self, request: Request, provider: str, video_ref: str,
-                           audio_ref: str | None) -> tuple[Path, Path | None]:
+    async def media_inputs(self, request: Request, provider: str, video_ref: str | LargeText,
+                           audio_ref: str | LargeText | None) -> tuple[Path, Path | None]:
         """Fetch and check a create's video and optional audio, each given as URL or data URI."""
         video = await fetch_input(self, request, video_ref, self.files.new_path(".video"))
         await check_media(self, provider, video, "video")
@@ -314,22 +315,6 @@ async def spool_body(request: Request, dest: Path, max_bytes: int) -> int:
     return size
 
 
-def decode_data_uri(uri: str, dest: Path) -> None:
-    """Write the bytes of a `data:[type][;base64],...` URI to `dest`."""
-    header, sep, payload = uri.partition(",")
-    if not sep:
-        raise Reject(RejectKind.VALIDATION, "malformed data URI")
-    try:
-        with open(dest, "wb") as f:
-            if header.endswith(";base64"):
-                for start in range(0, len(payload), 4 * _CHUNK):
-                    f.write(base64.b64decode(payload[start : start + 4 * _CHUNK], validate=True))
-            else:
-                f.write(unquote(payload).encode("latin-1"))
-    except (binascii.Error, ValueError):
-        raise Reject(RejectKind.VALIDATION, "data URI is not valid base64") from None
-
-
 def _is_loopback(host: str | None) -> bool:
     if host in ("localhost",):
         return True
@@ -339,11 +324,16 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-async def fetch_input(state: EmulatorState, request: Request, ref: str, dest: Path) -> Path:
+async def fetch_input(state: EmulatorState, request: Request, ref: str | LargeText, dest: Path) -> Path:
     """Get a media input named by URL or data URI into `dest`. Only loopback URLs can be reached."""
     if ref.startswith("data:"):
-        await run_in_threadpool(decode_data_uri, ref, dest)
+        try:
+            await run_in_threadpool(decode_data_uri, ref, dest)
+        except BodyError as exc:
+            raise Reject(RejectKind.VALIDATION, str(exc)) from None
         return dest
+    if isinstance(ref, LargeText):
+        raise Reject(RejectKind.VALIDATION, f"not a URL or data URI ({len(ref)} characters)")
     parts = urlsplit(ref)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Reject(RejectKind.VALIDATION, f"not a URL or data URI: {ref[:80]!r}")
@@ -385,6 +375,22 @@ def gateway_error() -> Response:
     return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", status_code=502, media_type="text/html")
 
 
+@contextlib.asynccontextmanager
+async def large_json_object(request: Request, state: EmulatorState, max_bytes: int = 200_000_000) -> AsyncIterator[dict]:
+    """The request's JSON object, read without holding it in memory: long strings are `LargeText` files,
+    removed when the block ends (decoded media live on in the file store)."""
+    scratch = state.files.new_path(".body")
+    scratch.mkdir()
+    try:
+        await spool_body(request, scratch / "body.json", max_bytes)
+        try:
+            yield await run_in_threadpool(parse_object, scratch / "body.json", scratch)
+        except BodyError as exc:
+            raise Reject(RejectKind.BAD_TYPE, f"request body is not a JSON object: {exc}") from None
+    finally:
+        await run_in_threadpool(shutil.rmtree, scratch, True)
+
+
 async def read_json_object(request: Request) -> dict:
     """The request body as a JSON object; Reject(BAD_TYPE) when it is not one."""
     body = await request.body()
@@ -395,6 +401,14 @@ async def read_json_object(request: Request) -> dict:
     if not isinstance(doc, dict):
         raise Reject(RejectKind.BAD_TYPE, "request body must be a JSON object")
     return doc
+
+
+def string_field(body: dict, name: str) -> str | LargeText | None:
+    """A string field of a JSON body (None when absent or empty); Reject(BAD_TYPE) for another type."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, (str, LargeText)):
+        raise Reject(RejectKind.BAD_TYPE, f"{name} must be a string, got {type(value).__name__}", field_name=name)
+    return value if given(value) else None
 
 
 def given(value: object) -> bool:
