@@ -85,9 +85,8 @@ class PrepareResult:
             "limits": self.limits.model_dump(),
             "sync": None if self.sync is None else self.sync.to_dict(),
             "text_spans": [s.to_dict() for s in self.text_spans],
-            "video_plans": [v.plan.to_dict() for v in self.videos],
-            "audio": [a.to_dict() for a in self.audios],
-            "ffmpeg": [run.argv for run in self.runs],
+            "videos": [v.to_dict() for v in self.videos],
+            "audios": [a.to_dict() for a in self.audios],
             "warnings": self.warnings,
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,9 @@ def test_every_sync_mode_gives_a_pair_of_equal_length(media, tmp_path, voice, mo
     assert seg.end == pytest.approx(min(3.0, seconds))
     assert ebur128(seg.audio).integrated == pytest.approx(-16.0, abs=1.0)
     assert sorted(p.name for p in media_files(tmp_path / "out")) == ["seg000.mp4", "seg000.wav"]
+    report = json.loads(json.dumps(result.to_dict()))  # plain JSON, for the manifest
+    assert report["audios"][0]["loudness"]["input_i"] == pytest.approx(result.audios[0].loudness.input_i)
+    assert len(result.runs) >= 3  # loudness measurement, normalization, output check, video encode
 
 
 def test_padding_is_silence_after_the_voice(media, tmp_path):
