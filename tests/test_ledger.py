@@ -12,7 +12,7 @@ from pipeline.run.ledger import CreateState, Ledger, Stage
 def test_create_lifecycle_and_attempts(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         ledger.start_job("a", "fal", "k1")
-        attempt = ledger.record_intent("idem", job_id="a", segment=0, provider="fal")
+        attempt = ledger.record_intent("idem", job_id="a", inputs_key="k1", segment=0, provider="fal")
         assert attempt == 1
         rec = ledger.latest_create("idem")
         assert rec.state is CreateState.INTENT and rec.provider_job_id is None
@@ -25,7 +25,7 @@ def test_create_lifecycle_and_attempts(tmp_path):
         assert rec.state is CreateState.DOWNLOADED and rec.state.live
         assert rec.handle["job_id"] == "r1" and rec.download_size == 10
         assert rec.polls == 2 and rec.provider_state == "COMPLETED" and rec.final_status["width"] == 8
-        assert ledger.record_intent("idem", job_id="a", segment=0, provider="fal") == 2
+        assert ledger.record_intent("idem", job_id="a", inputs_key="k1", segment=0, provider="fal") == 2
         assert ledger.latest_create("idem").attempt == 2
         assert [c.attempt for c in ledger.creates("a")] == [1, 2]
 
@@ -47,7 +47,7 @@ def test_stage_timings_and_changed_inputs_restart_the_job(tmp_path):
 def _intent_then_die(path):
     ledger = Ledger.in_dir(path)
     ledger.start_job("a", "pixverse", "k")
-    ledger.record_intent("idem", job_id="a", segment=0, provider="pixverse")
+    ledger.record_intent("idem", job_id="a", inputs_key="k", segment=0, provider="pixverse")
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -68,7 +68,7 @@ def test_threads_share_one_writer(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         def work(i):
             ledger.start_job(f"j{i}", "aimlapi", "k")
-            a = ledger.record_intent(f"idem{i}", job_id=f"j{i}", segment=0, provider="aimlapi")
+            a = ledger.record_intent(f"idem{i}", job_id=f"j{i}", inputs_key="k", segment=0, provider="aimlapi")
             ledger.record_created(f"idem{i}", a, handle={}, provider_job_id=str(i))
             ledger.set_stage(f"j{i}", Stage.POLL)
 

@@ -45,6 +45,12 @@ def _batch(folder, media, emu, jobs=JOBS):
     return write_config(folder, jobs, base_urls=emu.base_urls)
 
 
+def _prepared_files(run_dir) -> dict[str, int]:
+    """Files of every finished prepare (those with their prepared.json), with their modification times."""
+    done = [record.parent for record in run_dir.glob(".work/*/prepare-*/prepared.json")]
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for folder in done for p in folder.iterdir()}
+
+
 def _ledger_stages(run_dir) -> dict[str, str]:
     try:
         with sqlite3.connect(f"file:{run_dir / 'ledger.sqlite'}?mode=ro", uri=True) as db:
@@ -59,9 +65,13 @@ def test_kill_at_a_named_point_then_resume(tmp_path, media, reference, point):
         config = _batch(tmp_path, media, emu)
         killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": point})
         assert killed.returncode == -signal.SIGKILL, killed.stderr
+        prepared_before = _prepared_files(tmp_path / "out")
         resumed = lipsync("run", str(config), "--json", env=emu.env())
         assert resumed.returncode == 0, resumed.stderr
         assert emu.accepted_creates("pixverse") == len(JOBS)  # one create per key, kill or no kill
+    if point != "prepare":  # finished conform work is reused, not repeated
+        after = _prepared_files(tmp_path / "out")
+        assert prepared_before and all(after[name] == stamp for name, stamp in prepared_before.items())
     out = tmp_path / "out"
     assert {j["id"]: sha256(out / j["id"] / "final.mp4") for j in JOBS} == reference
     assert {"voiced/final.mp4", "spoken/final.mp4"} <= set(checksums_hold(out))

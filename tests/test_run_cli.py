@@ -34,12 +34,12 @@ def test_init_writes_a_loadable_starter_and_refuses_to_overwrite(tmp_path):
 def test_status_lists_jobs_creates_and_uncertain(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         ledger.start_job("done-job", "fal", "k1")
-        a = ledger.record_intent("i1", job_id="done-job", segment=0, provider="fal")
+        a = ledger.record_intent("i1", job_id="done-job", inputs_key="k1", segment=0, provider="fal")
         ledger.record_created("i1", a, handle={"provider": "fal", "job_id": "req-1"}, provider_job_id="req-1")
         ledger.set_stage("done-job", Stage.POLL)
         ledger.finish_job("done-job", Stage.DONE, exit_code=0, final_path=str(tmp_path / "done-job/final.mp4"))
         ledger.start_job("lost-job", "pixverse", "k2")
-        ledger.record_intent("i2", job_id="lost-job", segment=0, provider="pixverse")
+        ledger.record_intent("i2", job_id="lost-job", inputs_key="k2", segment=0, provider="pixverse")
         ledger.finish_job("lost-job", Stage.UNCERTAIN, exit_code=1, error="answer lost")
     result = CliRunner().invoke(main, ["status", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output

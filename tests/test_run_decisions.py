@@ -13,7 +13,7 @@ from pipeline.run.runner import Action, RunOptions, decide_segment, poll_policy,
 
 records = st.builds(
     CreateRecord,
-    idem_key=st.just("k"), attempt=st.integers(1, 5), job_id=st.just("a"), segment=st.integers(0, 3),
+    idem_key=st.just("k"), attempt=st.integers(1, 5), job_id=st.just("a"), inputs_key=st.just("i"), segment=st.integers(0, 3),
     provider=st.sampled_from(["pixverse", "aimlapi", "useapi", "fal"]), state=st.sampled_from(list(CreateState)),
     handle=st.none(), provider_job_id=st.one_of(st.none(), st.text(min_size=1, max_size=8)),
     provider_state=st.none(), polls=st.integers(0, 9), final_status=st.none(), result_url=st.none(),

@@ -113,6 +113,31 @@ def test_refused_create_is_retried_on_the_next_run(tmp_path, media):
     assert second.returncode == 0, second.stderr
 
 
+def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, media):
+    from media import make_audio
+
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        config = _batch(tmp_path, media, [
+            {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
+            {"id": "spoken", "video": "clip.mp4", "text": "Same words, new voice.", "speaker": "Emily"},
+        ], base_urls=emu.base_urls)
+        first = lipsync("run", str(config), "--json", env=emu.env())
+        assert first.returncode == 0, first.stderr
+        before = {j["id"]: j for j in json.loads(first.stdout)["jobs"]}
+        (tmp_path / "voice.wav").unlink()
+        make_audio(tmp_path / "voice.wav", seconds=2.0, rate=24000, seed=5)  # a different take
+        config.write_text(config.read_text(encoding="utf-8").replace('"Emily"', '"Oliver"'), encoding="utf-8")
+        second = lipsync("run", str(config), "--json", env=emu.env())
+        assert second.returncode == 0, second.stderr
+        third = lipsync("run", str(config), "--json", env=emu.env())
+        assert emu.accepted_creates("pixverse") == 4  # two jobs, each created once per version of its inputs
+    after = {j["id"]: j for j in json.loads(second.stdout)["jobs"]}
+    for job_id in ("voiced", "spoken"):
+        assert not after[job_id]["resumed"]
+        assert set(after[job_id]["provider_job_ids"]).isdisjoint(before[job_id]["provider_job_ids"])
+    assert all(j["resumed"] for j in json.loads(third.stdout)["jobs"])
+
+
 @pytest.mark.parametrize("edit, key", [
     ('provider = "pixverse"', "run.provider"),
     ('audio = "voice.wav"', "job[0].audio"),

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS creates (
     idem_key        TEXT NOT NULL,
     attempt         INTEGER NOT NULL,
     job_id          TEXT NOT NULL,
+    inputs_key      TEXT NOT NULL,
     segment         INTEGER NOT NULL,
     provider        TEXT NOT NULL,
     state           TEXT NOT NULL,
@@ -126,6 +127,7 @@ class CreateRecord:
     idem_key: str
     attempt: int
     job_id: str
+    inputs_key: str
     segment: int
     provider: str
     state: CreateState
@@ -273,22 +275,28 @@ class Ledger:
         rows = self._read("SELECT * FROM creates WHERE idem_key=? ORDER BY attempt DESC LIMIT 1", (idem_key,))
         return _create_record(rows[0]) if rows else None
 
-    def creates(self, job_id: str | None = None) -> list[CreateRecord]:
+    def creates(self, job_id: str | None = None, *, current: bool = False) -> list[CreateRecord]:
+        """Every create on record (of one job). `current`: only those for the job's present inputs."""
         if job_id is None:
             rows = self._read("SELECT * FROM creates ORDER BY intent_at")
+        elif current:
+            rows = self._read(
+                "SELECT c.* FROM creates c JOIN jobs j ON c.job_id = j.job_id AND c.inputs_key = j.inputs_key"
+                " WHERE c.job_id=? ORDER BY c.segment, c.attempt", (job_id,),
+            )
         else:
             rows = self._read("SELECT * FROM creates WHERE job_id=? ORDER BY segment, attempt", (job_id,))
         return [_create_record(r) for r in rows]
 
-    def record_intent(self, idem_key: str, *, job_id: str, segment: int, provider: str) -> int:
+    def record_intent(self, idem_key: str, *, job_id: str, inputs_key: str, segment: int, provider: str) -> int:
         """Commit the intent to create (before the request is sent). Returns the attempt number."""
         with self._write() as db:
             last = db.execute("SELECT MAX(attempt) FROM creates WHERE idem_key=?", (idem_key,)).fetchone()[0]
             attempt = (last or 0) + 1
             db.execute(
-                "INSERT INTO creates (idem_key, attempt, job_id, segment, provider, state, intent_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (idem_key, attempt, job_id, segment, provider, CreateState.INTENT, time.time()),
+                "INSERT INTO creates (idem_key, attempt, job_id, inputs_key, segment, provider, state, intent_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (idem_key, attempt, job_id, inputs_key, segment, provider, CreateState.INTENT, time.time()),
             )
         return attempt
 

@@ -19,10 +19,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -180,7 +181,7 @@ class BatchRunner:
             futures = [flows.submit(self._run_job, job) for job in jobs]
             try:
                 while not all(f.done() for f in futures):
-                    wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+                    wait(futures, timeout=0.5)
             except KeyboardInterrupt:
                 log.warning("stopping: requests in flight finish and are recorded; run again to resume")
                 self.stop.set()
@@ -214,7 +215,10 @@ class BatchRunner:
         except UncertainCreate as err:
             self._fail(spec.id, Stage.UNCERTAIN, err)
         except LipsyncError as err:
-            self._fail(spec.id, Stage.FAILED, err)
+            if self.stop.is_set():  # e.g. Ctrl-C also reached the ffmpeg child: an interruption, not a failure
+                self._set_stage(spec.id, Stage.INTERRUPTED)
+            else:
+                self._fail(spec.id, Stage.FAILED, err)
         except Exception as err:  # noqa: BLE001 - one job's bug must not stop the batch
             log.exception("%s: unexpected error", spec.id)
             self._fail(spec.id, Stage.FAILED, LipsyncError(f"internal error: {type(err).__name__}: {err}"))
@@ -235,7 +239,7 @@ class BatchRunner:
 
     def _outcome(self, spec: JobSpec, started: float, *, resumed: bool) -> JobOutcome:
         row = self.ledger.job(spec.id)
-        creates = [c for c in self.ledger.creates(spec.id) if c.provider_job_id or c.state is not CreateState.REJECTED]
+        creates = [c for c in self.ledger.creates(spec.id, current=True) if c.state is not CreateState.REJECTED]
         uncertain = tuple(
             {"segment": c.segment, "key": c.idem_key, "attempt": c.attempt, "reconcile": c.reconcile or {}}
             for c in creates if c.state in (CreateState.UNCERTAIN, CreateState.INTENT)
@@ -260,6 +264,7 @@ class BatchRunner:
         with self._cpu:  # the stage starts when a CPU slot is ours, so its timing is the work, not the queue
             self._checkpoint()
             self._set_stage(spec.id, Stage.PREPARE)
+            shutil.rmtree(work, ignore_errors=True)  # whatever is there is a killed prepare's partial output
             prepared = prepare_job(spec, key, work, lambda f: self.progress.update(spec.id, fraction=f))
         kill_point("prepare")
         write_text_atomic(record_path, prepared.model_dump_json(indent=2))
@@ -269,14 +274,14 @@ class BatchRunner:
 
     def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob) -> list[SegmentResult]:
         pool = self._pools[spec.provider]
-        futures: list[Future] = [pool.submit(self._segment, spec, seg) for seg in prepared.segments]
+        futures: list[Future] = [pool.submit(self._segment, spec, prepared.inputs_key, seg) for seg in prepared.segments]
         wait(futures)
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise _most_telling(errors)
         return [f.result() for f in futures]
 
-    def _segment(self, spec: JobSpec, seg: PreparedSegment) -> SegmentResult:
+    def _segment(self, spec: JobSpec, inputs_key: str, seg: PreparedSegment) -> SegmentResult:
         self._checkpoint()
         provider = self.providers[spec.provider]
         key = segment_key(spec.id, spec.provider, seg.index, seg.video_sha256, seg.audio_sha256, seg.text,
@@ -296,19 +301,20 @@ class BatchRunner:
         if decision.action is Action.FAILED:
             raise GenerationFailed(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
         if decision.action is Action.CREATE:
-            record = self._create(spec, seg, key, provider)
+            record = self._create(spec, seg, key, inputs_key, provider)
         if decision.action in (Action.CREATE, Action.POLL):
             record = self._wait(spec, seg, key, record, provider)
         if decision.action is not Action.REUSE:
             record = self._download(spec, key, record, provider, result_path)
         return SegmentResult(seg, record, result_path)
 
-    def _create(self, spec: JobSpec, seg: PreparedSegment, key: str, provider) -> CreateRecord:
+    def _create(self, spec: JobSpec, seg: PreparedSegment, key: str, inputs_key: str, provider) -> CreateRecord:
         from ..providers.base import JobRequest
 
         self._set_stage(spec.id, Stage.SUBMIT)
         self._checkpoint()
-        attempt = self.ledger.record_intent(key, job_id=spec.id, segment=seg.index, provider=spec.provider)
+        attempt = self.ledger.record_intent(key, job_id=spec.id, inputs_key=inputs_key, segment=seg.index,
+                                            provider=spec.provider)
         kill_point("after_intent")
         request = JobRequest(video=seg.video, audio=seg.audio, text=seg.text, speaker=seg.speaker)
         try:
