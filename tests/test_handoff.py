@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from media import make_audio, make_video
 
 from pipeline.ffmpeg import ffmpeg_exe
@@ -161,3 +162,26 @@ def test_tool_versions_are_the_real_ones():
     assert tools.packages["pydantic"] == importlib.metadata.version("pydantic")
     assert tools.mediainfo[0].isdigit()
     assert tools.python.count(".") == 2
+
+
+def _deliverable(name: str) -> bool:
+    return name not in (".", "..", CHECKSUMS_NAME) and not name.startswith(".") and not any(
+        word in name for word in (".part", ".sqlite", ".db"))
+
+
+@pytest.mark.skipif(SHA256SUM is None, reason="GNU sha256sum not installed")
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(st.text(st.one_of(st.sampled_from(" \\\n\r*'\"$ä中"),
+                                        st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00")),
+                              min_size=1, max_size=12).filter(_deliverable),
+                      min_size=1, max_size=4, unique=True))
+def test_any_file_name_round_trips_through_sha256sum(tmp_path_factory, names):
+    """Spaces, backslashes, newlines, any script: `sha256sum -c` reads back every line we write."""
+    out = tmp_path_factory.mktemp("names")
+    (out / "job").mkdir()
+    for i, name in enumerate(names):
+        (out / "job" / name).write_bytes(f"content {i}".encode())
+    write_checksums(out)
+    ok = subprocess.run([SHA256SUM, "-c", "--strict", CHECKSUMS_NAME], cwd=out, capture_output=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(b": OK") == len(names)
