@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from media import make_audio, make_video
+from media import make_audio, make_video, media_info
 
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.stages.handoff import (
@@ -71,6 +71,9 @@ def test_delivered_folder_has_final_manifest_and_valid_checksums(tmp_path, media
         FINAL_NAME: _sha(final), "voice.wav": _sha(voice)}
     assert doc["inputs"][0]["path"] == "../footage/clip.mp4"
     assert doc["inputs"][0]["sha256"] == _sha(clip) and doc["inputs"][0]["size_bytes"] == clip.stat().st_size
+    summary = doc["inputs"][0]["probe"]
+    assert summary["path"] == "../footage/clip.mp4" and summary["video"]["width"] == 320
+    assert doc["inputs"][1]["probe"]["audio"]["sample_rate"] == int(media_info(voice)["Audio"][0].sampling_rate)
     assert doc["provider_jobs"][0]["poll_count"] == 7
 
     listed = (out / CHECKSUMS_NAME).read_text().splitlines()

@@ -21,9 +21,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .. import __version__
+from ..errors import LipsyncError
 from ..ffmpeg import FfmpegRun, ffmpeg_version
 from ..fsutil import atomic_output, sha256_file, write_text_atomic
 from ..secrets import redact
+from .probe import MediaProbe, probe
 from .verify import VerifyReport
 
 MANIFEST_NAME = "manifest.json"
@@ -47,13 +49,22 @@ class InputFile(_Section):
     probe: dict[str, Any] | None = None  # MediaProbe.to_dict()
 
     @classmethod
-    def describe(cls, role: str, path: str | Path, base_dir: str | Path, probe: Any = None) -> "InputFile":
+    def describe(cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None) -> "InputFile":
+        """Hash `path` and summarize it; media roles ("video", "audio") are probed unless `media` is given."""
         path = Path(path)
         rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
-        summary = probe.to_dict() if probe is not None and hasattr(probe, "to_dict") else probe
-        if summary is not None:
-            summary = {**summary, "path": rel}  # never an absolute path from this machine
+        if media is None and role in ("video", "audio"):
+            media = _probe_quietly(path)
+        summary = {**media.to_dict(), "path": rel} if media is not None else None  # no absolute paths
         return cls(role=role, path=rel, size_bytes=path.stat().st_size, sha256=sha256_file(path), probe=summary)
+
+
+def _probe_quietly(path: Path) -> MediaProbe | None:
+    """A summary is provenance, not a gate: the conform stage already refused unusable inputs."""
+    try:
+        return probe(path)
+    except LipsyncError:
+        return None
 
 
 class ConformSection(_Section):
