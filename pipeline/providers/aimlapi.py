@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 
 from ..errors import BillingError, ValidationError
 from ..voices import VOICE_NAMES
@@ -137,6 +136,7 @@ def parse_generation(body: Any) -> JobStatus:
 
 class AimlapiProvider(Provider):
     name = "aimlapi"
+    classify_create = staticmethod(classify_create)
     secret_env = "AIMLAPI_KEY"
 
     def _auth_headers(self) -> dict[str, str]:
@@ -157,14 +157,8 @@ class AimlapiProvider(Provider):
                      for k, v in fields.items()}
         return Submission(request, described)
 
-    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
-        return classify_create(response.status_code, reply_json(response))
-
     def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
-        job_id = body.get("id") if isinstance(body, dict) else None
-        if not isinstance(job_id, str) or not job_id.strip():
-            return None
-        return JobHandle(self.name, job_id.strip(), {}, created_at)
+        return self._handle_with_id(body, "id", created_at)
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"

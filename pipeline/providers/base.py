@@ -304,9 +304,13 @@ class Provider:
         """Upload what needs uploading and build the create request."""
         raise NotImplementedError
 
-    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
+    @staticmethod
+    def classify_create(status_code: int, body: Any) -> CreateVerdict:
         """None if the reply accepted the job; Refused to wait and resend; Lost if unknowable; else an error."""
         raise NotImplementedError
+
+    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
+        return self.classify_create(response.status_code, reply_json(response))
 
     def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         """The handle from an accepting reply, or None if it carries no usable job id."""
@@ -334,6 +338,14 @@ class Provider:
 
         return send_idempotent(self._client, build, what=what, provider=self.name, policy=self.retry,
                                retry_on=retry_on)
+
+    def _handle_with_id(self, body: Any, key: str, created_at: float,
+                        urls: dict[str, str] | None = None) -> JobHandle | None:
+        """A handle from a reply whose job id is the non-empty string `body[key]`."""
+        job_id = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(job_id, str) or not job_id.strip():
+            return None
+        return JobHandle(self.name, job_id.strip(), urls or {}, created_at)
 
     def _json_create(self, url: str, payload: dict[str, Any]) -> CreateRequest:
         body = json.dumps(payload, ensure_ascii=False).encode()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,7 @@ def failed_output(status_code: int, body: Any) -> JobStatus:
 
 class FalProvider(Provider):
     name = "fal"
+    classify_create = staticmethod(classify_create)
     secret_env = "FAL_KEY"
 
     def __init__(self, **kwargs: Any):
@@ -187,15 +188,11 @@ class FalProvider(Provider):
             payload["voice_id"] = req.speaker or "Auto"
         return Submission(self._json_create(self._url(ENDPOINT, "fal_queue"), payload), payload)
 
-    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
-        return classify_create(response.status_code, reply_json(response))
-
     def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
-        request_id = body.get("request_id") if isinstance(body, dict) else None
-        if not isinstance(request_id, str) or not request_id.strip():
+        handle = self._handle_with_id(body, "request_id", created_at)
+        if handle is None:
             return None
-        urls = request_urls(self.base_urls["fal_queue"], request_id.strip(), body)
-        return JobHandle(self.name, request_id.strip(), urls, created_at)
+        return replace(handle, urls=request_urls(self.base_urls["fal_queue"], handle.job_id, body))
 
     def _handle_url(self, handle: JobHandle, key: str) -> str:
         return handle.urls.get(key) or request_urls(self.base_urls["fal_queue"], handle.job_id, {})[key]

@@ -135,6 +135,7 @@ def parse_result(resp: Any) -> JobStatus:
 
 class PixverseProvider(Provider):
     name = "pixverse"
+    classify_create = staticmethod(classify_create)
     secret_env = "PIXVERSE_API_KEY"
 
     def _auth_headers(self) -> dict[str, str]:
@@ -171,9 +172,6 @@ class PixverseProvider(Provider):
             payload["lip_sync_tts_speaker_id"] = VOICE_IDS[req.speaker or "Auto"]
             payload["lip_sync_tts_content"] = req.text
         return Submission(self._json_create(self._url(f"{API}/video/lip_sync/generate"), payload), payload)
-
-    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
-        return classify_create(response.status_code, reply_json(response))
 
     def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         env = parse_envelope(body)

@@ -80,6 +80,7 @@ def parse_video(body: Any) -> JobStatus:
 
 class UseapiProvider(Provider):
     name = "useapi"
+    classify_create = staticmethod(classify_create)
     secret_env = "USEAPI_TOKEN"
 
     def __init__(self, *, max_jobs: int | None = None, email: str | None = None, **kwargs: Any):
@@ -129,14 +130,8 @@ class UseapiProvider(Provider):
         payload.update(self._account())
         return Submission(self._json_create(self._url(f"{API}/videos/lipsync"), payload), payload)
 
-    def _classify_create(self, response: httpx.Response) -> CreateVerdict:
-        return classify_create(response.status_code, reply_json(response))
-
     def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
-        video_id = body.get("video_id") if isinstance(body, dict) else None
-        if not isinstance(video_id, str) or not video_id.strip():
-            return None
-        return JobHandle(self.name, video_id.strip(), {}, created_at)
+        return self._handle_with_id(body, "video_id", created_at)
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"
