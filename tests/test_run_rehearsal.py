@@ -42,6 +42,13 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
         assert [p["job_id"] for p in manifest["provider_jobs"]] == job["provider_job_ids"]
         assert manifest["provider_jobs"][0]["provider"] == provider
         assert {d["name"]: d["sha256"] for d in manifest["delivered"]}["final.mp4"] == sha256(final)
+    manifest = json.loads((out / "voiced" / "manifest.json").read_text(encoding="utf-8"))
+    assert {i["role"]: i["sha256"] for i in manifest["inputs"]} == {"video": sha256(media.video),
+                                                                   "audio": sha256(media.voice)}
+    assert manifest["config"]["provider"] == provider and manifest["config"]["audio"] == "voice.wav"
+    assert manifest["conform"]["video"]["segments"][0]["plan"] and manifest["audio"]["loudness"]["segments"]
+    assert any("ffmpeg" in argv[0] for argv in manifest["ffmpeg_commands"])
+    assert manifest["verification"]["ok"]
     voiced = final_file(out / "voiced" / "final.mp4")
     assert abs(voiced.video_s - 2.0) < 0.2  # cut mode: the 2 s clip and the 2 s voice
     assert {"voiced/final.mp4", "spoken/final.mp4", "voiced/manifest.json"} <= set(checksums_hold(out))

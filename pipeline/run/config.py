@@ -178,7 +178,7 @@ class RunConfig:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read, validate and resolve a config file. Raises ConfigError naming the file and key."""
-    path = Path(path).resolve()
+    path = Path(os.path.abspath(path))
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -221,12 +221,12 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
     base = path.parent
     run = parsed.run
     jobs = tuple(_resolve_job(path, i, spec, parsed) for i, spec in enumerate(parsed.job))
-    output = base / (run.output or f"out/{run.name}")
+    output = Path(os.path.abspath(base / (run.output or f"out/{run.name}")))
     return RunConfig(
         path=path,
         name=run.name,
         provider=run.provider,
-        output=output.resolve(),
+        output=output,
         max_jobs=run.max_jobs,
         base_urls=dict(run.base_urls),
         provider_options={name: dict(opts) for name, opts in run.provider_options.items()},
@@ -241,7 +241,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
     defaults = parsed.defaults
 
     def existing(field_name: str, value: str) -> Path:
-        resolved = (path.parent / value).resolve()
+        resolved = Path(os.path.abspath(path.parent / value))  # as written: symlinks are the user's business
         if not resolved.is_file():
             raise ConfigError(f"{path}: {key}.{field_name}: no such file {resolved}; paths are relative to the config file")
         return resolved

@@ -75,6 +75,7 @@ CREATE INDEX IF NOT EXISTS creates_by_job ON creates (job_id, segment);
 class Stage(StrEnum):
     PENDING = "pending"
     PREPARE = "prepare"
+    QUEUED = "queued"          # prepared, waiting for a provider slot
     SUBMIT = "submit"
     POLL = "poll"
     DOWNLOAD = "download"

@@ -207,6 +207,7 @@ class BatchRunner:
         try:
             self._checkpoint()
             prepared = self._prepare(spec, key)
+            self._set_stage(spec.id, Stage.QUEUED)
             results = self._provider_jobs(spec, prepared)
             self._checkpoint()
             self._finish(spec, prepared, results, final)

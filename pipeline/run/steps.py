@@ -35,6 +35,21 @@ class PreparedSegment(BaseModel):
     audio_sha256: str | None
 
 
+class ConformReport(BaseModel):
+    """What prepare decided and measured, as JSON for the manifest (kept with the cached prepare)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    videos: list[dict[str, Any]]        # VideoResult.to_dict(): plan with reasons, attempts, output probe
+    audios: list[dict[str, Any]]        # AudioResult.to_dict() (empty for TTS)
+    sync: dict[str, Any] | None
+    text_spans: list[dict[str, Any]]
+    segments: list[dict[str, Any]]
+    loudness: list[dict[str, Any]]
+    commands: list[list[str]]
+    warnings: list[str]
+
+
 class PreparedJob(BaseModel):
     """What prepare produced for one set of inputs: cached in the work dir, keyed by the inputs."""
 
@@ -42,7 +57,7 @@ class PreparedJob(BaseModel):
 
     inputs_key: str
     segments: list[PreparedSegment]
-    report: dict[str, Any]        # plans, loudness, warnings, ffmpeg commands: JSON, for the manifest
+    report: ConformReport
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,17 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         )
         for s in result.segments
     ]
-    return PreparedJob(inputs_key=key, segments=segments, report=result.to_dict())
+    report = ConformReport(
+        videos=[v.to_dict() for v in result.videos],
+        audios=[a.to_dict() for a in result.audios],
+        sync=None if result.sync is None else result.sync.to_dict(),
+        text_spans=[t.to_dict() for t in result.text_spans],
+        segments=[seg.to_dict() for seg in result.segments],
+        loudness=[a.loudness.to_dict() for a in result.audios],
+        commands=[list(run.argv) for run in result.runs],
+        warnings=list(result.warnings),
+    )
+    return PreparedJob(inputs_key=key, segments=segments, report=report)
 
 
 def deliver_job(
@@ -120,17 +145,17 @@ def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
         inputs.append(InputFile.describe("script", spec.text_file, base_dir))
     conformed = prepared.report
     provider_jobs = [_provider_job(r) for r in results]
-    commands = [*conformed.get("ffmpeg", []), *(c for m in muxed for c in m.to_dict()["commands"])]
+    commands = [*conformed.commands, *(c for m in muxed for c in m.to_dict()["commands"])]
     if len(muxed) > 1:
         commands += final.to_dict()["commands"]
     conform = ConformSection(
-        video={"plans": conformed.get("video_plans", [])},
-        audio={"results": conformed.get("audio", [])} if conformed.get("audio") else None,
-        sync=conformed.get("sync"),
+        video={"segments": conformed.videos},
+        audio={"segments": conformed.audios} if conformed.audios else None,
+        sync=conformed.sync,
         text_chunks=[s.text for s in prepared.segments if s.text],
-        segments=conformed.get("segments", []),
+        segments=conformed.segments,
     )
-    loudness = {"segments": [a["loudness"] for a in conformed.get("audio", [])]}
+    loudness = {"segments": conformed.loudness}
     return Manifest(
         job_id=spec.id,
         created_at=min((p.created_at or time.time()) for p in provider_jobs),
