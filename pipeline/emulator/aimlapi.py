@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
+from .inputs import large_json_object, media_inputs, string_field
 from .jobs import JobInput, Phase
 from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint,
-    gateway_error, large_json_object, origin, string_field,
+    Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
 )
 
 PROVIDER = "aimlapi"
@@ -69,7 +69,7 @@ async def _create(request: Request, state: EmulatorState, body: dict) -> Respons
         raise Reject(RejectKind.VALIDATION, "use either audio_url or lip_sync_tts_speaker with lip_sync_tts_content, not both")
     if audio_url is None:
         _check_tts(state, content, speaker)
-    video, audio = await state.media_inputs(request, PROVIDER, video_url, audio_url)
+    video, audio = await media_inputs(state, request, PROVIDER, video_url, audio_url)
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: secrets.token_urlsafe(16)[:21], JobInput(video, audio, content, speaker), state.faults[PROVIDER],

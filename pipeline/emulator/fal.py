@@ -16,11 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
+from .inputs import large_json_object, media_inputs, read_json_object, spool_body, string_field, suffix_for
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
-from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error,
-    large_json_object, origin, read_json_object, spool_body, string_field, suffix_for,
-)
+from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
 
 PROVIDER = "fal"
 APP = "fal-ai/pixverse"
@@ -91,7 +89,7 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
         text = text or DEFAULT_TEXT
         if len(text) > limit:
             raise Reject(RejectKind.VALIDATION, f"String should have at most {limit} characters", field_name="text")
-    video, audio = await state.media_inputs(request, PROVIDER, video_url, audio_url)
+    video, audio = await media_inputs(state, request, PROVIDER, video_url, audio_url)
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: str(uuid.uuid4()),

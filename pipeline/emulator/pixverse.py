@@ -17,11 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_IDS
+from .inputs import CONTAINER_MIME, check_media, fetch_input, given, read_json_object, suffix_for
 from .jobs import JobInput, Phase
-from .state import (
-    CONTAINER_MIME, Dialect, EmulatorState, Reject, RejectKind, check_media, create_reply, endpoint,
-    fetch_input, gateway_error, given, origin, read_json_object, suffix_for,
-)
+from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
 
 PROVIDER = "pixverse"
 BIG = 1 << 53

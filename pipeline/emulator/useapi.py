@@ -15,10 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_IDS
+from .inputs import check_media, given, read_json_object, spool_body, suffix_for
 from .jobs import JobInput, Phase
 from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, bearer, check_media, create_reply, endpoint, gateway_error,
-    given, origin, read_json_object, spool_body, suffix_for,
+    Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
 )
 
 PROVIDER = "useapi"
