@@ -68,7 +68,8 @@ def test_decode_keeps_the_files_timeline_when_audio_starts_late(tmp_path):
     pcm = decode_pcm(late, sample_rate=RATE)
     lead = pcm[: int(0.45 * RATE)]
     assert np.max(np.abs(lead)) < 1e-4
-    assert np.sqrt(np.mean(pcm[int(0.6 * RATE) : int(1.5 * RATE)] ** 2)) > 0.05  # the 440 Hz tone (lavfi sine, amplitude 1/8)
+    tone = pcm[int(0.6 * RATE) : int(1.5 * RATE)]
+    assert np.sqrt(np.mean(tone**2)) > 0.05  # the 440 Hz tone (lavfi sine, amplitude 1/8)
 
 
 def test_decode_of_a_file_without_audio_raises_a_tool_error_naming_it(tmp_path):

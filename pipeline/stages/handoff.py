@@ -49,7 +49,9 @@ class InputFile(_Section):
     probe: dict[str, Any] | None = None  # MediaProbe.to_dict()
 
     @classmethod
-    def describe(cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None) -> "InputFile":
+    def describe(
+        cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None
+    ) -> "InputFile":
         """Hash `path` and summarize it; media roles ("video", "audio") are probed unless `media` is given."""
         path = Path(path)
         rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
@@ -215,8 +217,8 @@ def _checksum_line(digest: str, rel: str) -> str:
 def write_checksums(out_dir: str | Path) -> Path:
     """`<out_dir>/checksums.sha256` over every delivered file below it, sorted, in `sha256sum -c` format."""
     out_dir = Path(out_dir)
-    files = sorted((p for p in out_dir.rglob("*") if _delivered(p, out_dir)), key=lambda p: p.relative_to(out_dir).as_posix())
-    text = "".join(_checksum_line(sha256_file(p), p.relative_to(out_dir).as_posix()) for p in files)
+    names = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if _delivered(p, out_dir))
+    text = "".join(_checksum_line(sha256_file(out_dir / name), name) for name in names)
     target = out_dir / CHECKSUMS_NAME
     write_text_atomic(target, text)
     return target

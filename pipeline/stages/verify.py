@@ -171,7 +171,9 @@ def _decode_check(final: Path) -> tuple[Check, FfmpegRun | None]:
                  detail=first), run
 
 
-def _offset_check(final: Path, ref: SyncReference, name: str, allowed: float) -> tuple[Check, OffsetMeasurement | None]:
+def _offset_check(
+    final: Path, ref: SyncReference, name: str, allowed: float
+) -> tuple[Check, OffsetMeasurement | None]:
     """One reference's check, with its measurement (for the figures and the commands)."""
     try:
         m = measure_offset(ref.path, final, other_start=ref.start_s)
