@@ -116,7 +116,7 @@ def test_refused_create_is_retried_on_the_next_run(tmp_path, media):
         emu.faults("fal").clear()
         second = lipsync("run", str(config), env=emu.env())
         assert emu.accepted_creates("fal") == 1
-    assert first.returncode == 4 and "fal" in first.stderr
+    assert first.returncode == 4 and "fal" in first.stderr and "broke" in first.stdout
     assert second.returncode == 0, second.stderr
 
 
@@ -143,6 +143,16 @@ def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, medi
         assert not after[job_id]["resumed"]
         assert set(after[job_id]["provider_job_ids"]).isdisjoint(before[job_id]["provider_job_ids"])
     assert all(j["resumed"] for j in json.loads(third.stdout)["jobs"])
+
+
+def test_a_real_run_without_keys_stops_before_any_work(tmp_path, media, monkeypatch):
+    for var in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    config = _batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}],
+                    base_urls={"pixverse": "http://127.0.0.1:9"})
+    run = lipsync("run", str(config))
+    assert run.returncode == 3 and "PIXVERSE_API_KEY" in run.stderr
+    assert not (tmp_path / "out" / ".work").exists()
 
 
 @pytest.mark.parametrize("edit, key", [

@@ -42,11 +42,10 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
 def _print_summary(summary) -> None:
     for o in summary.outcomes:
         where = o.final if o.final else (o.error or o.stage.value)
-        click.echo(f"{o.job_id:<20} {o.stage.value:<10} {where}", err=True)
+        click.echo(f"{o.job_id:<20} {o.stage.value:<10} {where}")
     for o in summary.outcomes:
         for u in o.uncertain:
             click.echo(f"uncertain: {o.job_id} segment {u['segment']}: a create may have been billed; "
                        f"check {o.provider}, then rerun with --resubmit-uncertain", err=True)
     done = sum(1 for o in summary.outcomes if o.stage.value == "done")
-    click.echo(f"{done}/{len(summary.outcomes)} jobs delivered in {summary.run_dir} ({summary.seconds:.1f} s)",
-               err=True)
+    click.echo(f"{done}/{len(summary.outcomes)} jobs delivered in {summary.run_dir} ({summary.seconds:.1f} s)")

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 
 from ..errors import ConfigError, GenerationFailed, LipsyncError, UncertainCreate, worst_exit_code
 from ..fsutil import sha256_file, write_text_atomic
+from ..secrets import require_secret
 from .config import JobSpec, RunConfig
 from .ledger import CreateRecord, CreateState, Ledger, Stage
 from .progress import Progress
@@ -502,9 +503,12 @@ def _open_provider(config: RunConfig, options: RunOptions, name: str, base_urls:
 
     extra = config.provider_options.get(name, {})
     try:
-        return get_provider(name, base_urls=base_urls, poll=poll_policy(config, options, DEFAULT_POLL[name]), **extra)
+        provider = get_provider(name, base_urls=base_urls, poll=poll_policy(config, options, DEFAULT_POLL[name]),
+                                **extra)
     except (TypeError, LipsyncError) as err:
         raise ConfigError(f"{config.path}: run.provider_options.{name}: {err}") from None
+    require_secret(provider.secret_env, name)  # a missing key stops the run before any conform work
+    return provider
 
 
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
