@@ -9,6 +9,8 @@ Measurements (independent of pipeline.stages.probe):
     media_info(path)     -> pymediainfo tracks by kind ("General", "Video", "Audio", "Image")
     decode_stats(path)   -> DecodeStats(video_frames, video_seconds, audio_seconds) from a real ffmpeg decode
     mean_volume_db(path) -> ffmpeg volumedetect's mean volume of the first audio stream
+    gray_frames(path)    -> every decoded frame as a (frames, height, width) uint8 array (players' autorotate on)
+    mp4_atoms(path)      -> the top-level box types of an mp4/mov, in file order ("moov" before "mdat" = faststart)
 
 Everything is small and fast by default (320x240, 2 s, fast presets); pass bigger values when a test is about size.
 """
@@ -16,6 +18,7 @@ Everything is small and fast by default (320x240, 2 s, fast presets); pass bigge
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -284,3 +287,30 @@ def mean_volume_db(path: str | Path) -> float:
     if not m:
         raise AssertionError(f"no audio volume measured in {path}")
     return float(m.group(1))
+
+
+def gray_frames(path: str | Path, *, start: float = 0.0) -> np.ndarray:
+    """Decode the first video stream (as a player would, rotation applied) into gray frames."""
+    probe = media_info(path)["Video"][0]
+    width, height = int(probe.width), int(probe.height)
+    if round(float(probe.rotation or 0)) % 180 == 90:
+        width, height = height, width
+    argv = [ffmpeg_exe(), "-v", "error", "-ss", str(start), "-i", str(path), "-map", "0:v:0", "-f", "rawvideo",
+            "-pix_fmt", "gray", "-"]
+    raw = subprocess.run(argv, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width)
+
+
+def mp4_atoms(path: str | Path) -> list[str]:
+    """Top-level box types of an ISO-BMFF file, in order."""
+    out, data = [], Path(path).read_bytes()
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        out.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        pos += size
+    return out

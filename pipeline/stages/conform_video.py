@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import ffmpeg
+from ffmpeg.nodes import InputNode
 
 from ..errors import InputError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, run_ffmpeg
@@ -38,6 +39,7 @@ VBV_BUFFER_SECONDS = 1.0                   # bufsize = this many seconds at maxr
 RETRY_SAFETY = 0.9                         # the second encode aims this much lower than the overshoot suggests
 STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
 STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
+FRAME_ROUNDING = 0.01                      # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299
 TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
 
 
@@ -154,12 +156,22 @@ def output_fps(v: VideoStream) -> tuple[float, str | None]:
     return rate, f"variable frame rate (average {v.fps:.3f} fps) becomes constant {rate:g} fps"
 
 
+def source_frames(seconds: float, fps: float) -> int:
+    """Frames a source window holds, forgiving the rounding of millisecond durations and NTSC rates."""
+    return math.floor(seconds * fps + FRAME_ROUNDING)
+
+
+def frames_within(seconds: float, fps: float) -> int:
+    """Whole frames that never run past `seconds` (a target or a limit)."""
+    return math.floor(seconds * fps + 1e-9)
+
+
 def _legs(p: MediaProbe, start: float, end: float, target: float, extend: str, fps: float) -> tuple[Leg, ...]:
     """Loop or bounce the window [start, end) until `target` seconds, in whole frames."""
-    window = math.floor((end - start) * fps + 1e-6)
+    window = source_frames(end - start, fps)
     if window < 1:
         raise InputError(p.path, f"cannot {extend} {end - start:.3f} s: shorter than one frame at {fps:g} fps")
-    remaining = math.floor(target * fps + 1e-6)  # never past the target (which is within the limit)
+    remaining = frames_within(target, fps)  # never past the target (which is within the limit)
     legs, backwards = [], False
     while remaining > 0:
         n = min(window, remaining)
@@ -181,17 +193,19 @@ def plan_timeline(
     span, cap, warnings = end - start, limits.video_max_seconds, []
     if opts.target_duration is None:
         if span > cap:
-            warnings.append(f"{p.path.name}: {span:.3f} s is over the {cap:g} s limit: kept {start:.3f}-"
-                            f"{start + cap:.3f} s, cut {start + cap:.3f}-{end:.3f} s")
-            span = cap
+            span = frames_within(cap, fps) / fps  # whole frames: a last partial frame would pass the limit
+            warnings.append(f"{p.path.name}: {end - start:.3f} s is over the {cap:g} s limit: kept {start:.3f}-"
+                            f"{start + span:.3f} s, cut {start + span:.3f}-{end:.3f} s")
         return (Leg(start, span),), span, decisions, warnings
     target = opts.target_duration
     if target <= 0 or target > cap:
         raise ValidationError(f"{p.path}: target duration {target:g} s is outside (0, {cap:g}] s (the limit)")
     if target <= span:
-        if target < span:
-            decisions.append(Decision("cut", f"cut to {target:.3f} s to match the voice track"))
-        return (Leg(start, target),), target, decisions, warnings
+        duration = min(span, frames_within(target, fps) / fps)
+        if duration < span:
+            decisions.append(Decision("cut", f"cut to {duration:.3f} s ({target:.3f} s in whole frames) to match "
+                                             "the voice track"))
+        return (Leg(start, duration),), duration, decisions, warnings
     if opts.extend is None:
         raise ValidationError(f"{p.path}: the video ({span:.3f} s) is shorter than the target {target:.3f} s "
                               "and no extend mode (loop or bounce) was given")
@@ -260,12 +274,18 @@ def _audio_plan(p: MediaProbe, opts: VideoOptions, copy_video: bool) -> tuple[st
     )
 
 
+def _video_bits(max_bytes: int, duration: float, audio_bitrate: int | None) -> float:
+    """The bits the picture may use: the byte limit, less the margin and the sound."""
+    return max_bytes * SIZE_MARGIN * 8 - (audio_bitrate or 0) * duration
+
+
 def video_budget(duration: float, limits: Limits, opts: VideoOptions, with_audio: bool) -> tuple[int, int, str]:
-    """(maxrate bits/s, bufsize bits, reason): a VBV cap under which one encode lands inside the byte limit."""
-    budget_bits = limits.video_max_bytes * SIZE_MARGIN * 8
-    if with_audio:
-        budget_bits -= opts.audio_bitrate * duration
-    maxrate = int(min(opts.max_bitrate, budget_bits / (duration + VBV_BUFFER_SECONDS)))
+    """(maxrate bits/s, bufsize bits, reason): a VBV cap under which one encode lands inside the byte limit.
+
+    A VBV-capped encode spends at most maxrate * duration + bufsize bits, so that is what must fit.
+    """
+    bits = _video_bits(limits.video_max_bytes, duration, opts.audio_bitrate if with_audio else None)
+    maxrate = int(min(opts.max_bitrate, bits / (duration + VBV_BUFFER_SECONDS)))
     if maxrate <= 0:
         raise ValidationError(f"no room for video in {limits.video_max_bytes} bytes over {duration:.1f} s")
     bufsize = int(maxrate * VBV_BUFFER_SECONDS)
@@ -288,7 +308,7 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
         blockers.append("re-encode asked for")
     if p.container not in COPY_CONTAINERS or p.container not in limits.video_containers:
         blockers.append(f"container {p.container} becomes mp4")
-    whole = len(legs) == 1 and legs[0].start == 0 and abs(legs[0].duration - _source_seconds(p)) < 1e-6
+    whole = len(legs) == 1 and legs[0].start == 0 and abs(legs[0].duration - _source_seconds(p)) < 0.5 / fps
     if not whole:
         blockers.append("the timeline changes (cut or extended)")
     elif (p.duration or 0.0) > limits.video_max_seconds:
@@ -327,9 +347,15 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
 
 
 def lower_cap(plan: VideoPlan, size_bytes: int) -> VideoPlan:
-    """The plan for a second encode after the first came out at `size_bytes`, over the limit. Pure."""
-    scale = plan.max_bytes * SIZE_MARGIN / size_bytes * RETRY_SAFETY
-    maxrate = int(plan.maxrate * scale)
+    """The plan for a second encode after the first came out at `size_bytes`, over the limit. Pure.
+
+    The cap shrinks by how far the picture overshot its share, from whichever is lower: the old cap or the
+    budget's own rate (a plan may carry a cap above the budget, e.g. one set by hand).
+    """
+    bits = _video_bits(plan.max_bytes, plan.duration, plan.audio_bitrate)
+    spent = max(1.0, size_bytes * 8 - (plan.audio_bitrate or 0) * plan.duration)
+    budget_rate = bits / (plan.duration + VBV_BUFFER_SECONDS)
+    maxrate = int(min(plan.maxrate, budget_rate) * min(1.0, bits / spent) * RETRY_SAFETY)
     reason = (f"the first encode was {size_bytes / 1e6:.2f} MB, over {plan.max_bytes / 1e6:g} MB: "
               f"cap lowered to {maxrate / 1e6:.2f} Mbit/s")
     return replace(plan, maxrate=maxrate, bufsize=int(maxrate * VBV_BUFFER_SECONDS),
@@ -360,18 +386,24 @@ def _tonemap(stream, transfer: str):
     )
 
 
-def _leg_input(plan: VideoPlan, leg: Leg):
-    opts: dict = {"t": f"{leg.duration:.6f}"}
+def _leg_input(plan: VideoPlan, index: int, leg: Leg):
+    """`-ss start -t duration -i source` for one leg: each leg is its own input, demuxer and decoder.
+
+    ffmpeg-python merges equal input nodes, which would make two identical legs (a loop) share one decoder and
+    need a `split` that buffers a whole leg in memory; the node's positional args (never put on the command line)
+    carry the leg index to keep them apart.
+    """
+    opts: dict = {"filename": str(plan.source), "t": f"{leg.duration:.6f}"}
     if leg.start > 0:
         opts["ss"] = f"{leg.start:.6f}"
     if plan.rotation:
         opts["display_rotation"] = 0  # we rotate the pixels ourselves; ffmpeg must not do it a second time
-    return ffmpeg.input(str(plan.source), **opts)
+    return InputNode(ffmpeg.input.__name__, args=[index], kwargs=opts).stream()
 
 
-def _leg_streams(plan: VideoPlan, leg: Leg):
+def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     """The filtered video (and audio) of one leg."""
-    src = _leg_input(plan, leg)
+    src = _leg_input(plan, index, leg)
     v = src["V:0"]
     if plan.deinterlace:
         v = v.filter("bwdif", mode="send_frame", parity="auto", deint="all")
@@ -402,7 +434,7 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         out = ffmpeg.output(*streams, str(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
                             **common)
         return compile_stream(out.global_args("-hide_banner"))
-    pairs = [_leg_streams(plan, leg) for leg in plan.legs]
+    pairs = [_leg_streams(plan, i, leg) for i, leg in enumerate(plan.legs)]
     with_audio = plan.audio != "none"
     if len(pairs) == 1:
         streams = [s for s in pairs[0] if s is not None]

@@ -1,0 +1,236 @@
+"""execute_video() on real media generated at test time; every expectation is checked by probing the output
+independently (pymediainfo directly, or a full ffmpeg decode)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ValidationError
+from pipeline.ffmpeg import ffmpeg_exe
+from pipeline.limits import load_limits
+from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
+from pipeline.stages.probe import probe_video
+from tests.media import decode_stats, gray_frames, make_video, media_info, mp4_atoms
+
+LIMITS = load_limits()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return tmp_path_factory.mktemp("conform media ü")
+
+
+def conform(src: Path, dst: Path, limits=LIMITS, **opts):
+    plan = plan_video(probe_video(src), limits, VideoOptions(**opts))
+    return plan, execute_video(plan, dst)
+
+
+def video_track(path: Path):
+    return media_info(path)["Video"][0]
+
+
+def assert_provider_ready(path: Path, limits=LIMITS) -> None:
+    """What every conformed file must be, read straight from MediaInfo."""
+    tracks = media_info(path)
+    general, video = tracks["General"][0], tracks["Video"][0]
+    assert general.format == "MPEG-4"
+    assert (video.format, video.format_profile.split("@")[0]) == ("AVC", "High")
+    assert (video.bit_depth, video.chroma_subsampling, video.frame_rate_mode) == (8, "4:2:0", "CFR")
+    assert video.scan_type in ("Progressive", None)
+    assert float(video.rotation or 0) == 0
+    assert float(video.pixel_aspect_ratio) == pytest.approx(1.0)
+    assert video.width % 2 == 0 and video.height % 2 == 0
+    assert max(video.width, video.height) <= limits.video_max_side
+    assert path.stat().st_size <= limits.video_max_bytes
+    assert mp4_atoms(path).index("moov") < mp4_atoms(path).index("mdat")  # +faststart
+    for audio in tracks.get("Audio", []):
+        assert audio.format == "AAC" and audio.channel_s <= 2
+
+
+def packets_md5(path: Path, stream: str) -> str:
+    argv = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", stream, "-c", "copy", "-f", "md5", "-"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_compliant_mp4_is_stream_copied_with_faststart(media):
+    src = make_video(media / "compliant clip.mp4", seconds=2, width=320, height=240)
+    assert mp4_atoms(src).index("mdat") < mp4_atoms(src).index("moov")  # made without faststart
+    plan, result = conform(src, media / "out" / "compliant clip.mp4")
+    assert plan.mode == "copy" and len(result.runs) == 1
+    assert_provider_ready(result.path)
+    assert packets_md5(result.path, "0:v:0") == packets_md5(src, "0:v:0")  # not re-encoded
+    assert packets_md5(result.path, "0:a:0") == packets_md5(src, "0:a:0")
+
+
+def test_rotated_phone_clip_is_turned_upright_like_a_player_shows_it(media):
+    src = make_video(media / "phone.mov", width=320, height=180, rotate=90)
+    plan, result = conform(src, media / "out" / "phone upright.mp4")
+    assert plan.mode == "transcode" and plan.rotation == 90
+    assert_provider_ready(result.path)
+    video = video_track(result.path)
+    assert (video.width, video.height) == (180, 320)  # portrait stays portrait, no tag left (checked above)
+    shown = gray_frames(src).astype(float)  # ffmpeg's autorotate: what players display
+    got = gray_frames(result.path).astype(float)
+    assert got.shape == shown.shape
+    assert np.abs(got - shown).mean() < 6
+    assert np.abs(got - shown[:, ::-1, ::-1]).mean() > 4 * np.abs(got - shown).mean()  # direction matters
+
+
+def test_interlaced_mpeg2_ts_is_deinterlaced_to_h264_mp4(media):
+    src = make_video(media / "broadcast.ts", vcodec="mpeg2video", acodec="mp2", interlaced=True, seconds=2)
+    plan, result = conform(src, media / "out" / "broadcast.mp4")
+    assert plan.deinterlace
+    assert_provider_ready(result.path)
+    assert video_track(result.path).scan_type == "Progressive"
+    assert decode_stats(result.path).video_frames == 50
+
+
+def test_variable_frame_rate_becomes_constant(media):
+    src = make_video(media / "screen rec.mp4", vfr=True, fps=30, seconds=2)
+    assert video_track(src).frame_rate_mode == "VFR"
+    plan, result = conform(src, media / "out" / "screen rec.mp4")
+    assert_provider_ready(result.path)
+    video = video_track(result.path)
+    assert float(video.frame_rate) == pytest.approx(plan.fps)
+    stats = decode_stats(result.path)
+    assert stats.video_frames == pytest.approx(stats.video_seconds * plan.fps, abs=1)
+
+
+def test_hdr_hevc_10bit_is_tone_mapped_to_8bit_bt709(media):
+    src = make_video(media / "hdr.mp4", vcodec="libx265", pix_fmt="yuv420p10le", hdr="pq", seconds=1)
+    plan, result = conform(src, media / "out" / "hdr.mp4")
+    assert plan.tonemap == "PQ"
+    assert_provider_ready(result.path)
+    video = video_track(result.path)
+    assert video.transfer_characteristics == "BT.709" and video.color_primaries == "BT.709"
+    assert 16 < gray_frames(result.path).mean() < 235  # a picture, not black or blown out
+
+
+def test_big_picture_is_downscaled_to_the_limit_keeping_the_aspect(media):
+    src = make_video(media / "wide.mkv", width=640, height=272, seconds=1)
+    limits = load_limits(overrides={"video_max_side": 300})
+    plan, result = conform(src, media / "out" / "wide.mp4", limits)
+    assert_provider_ready(result.path, limits)
+    video = video_track(result.path)
+    assert (video.width, video.height) == (300, 126)  # 272 * 300/640 = 127.5, floored to even
+
+
+def test_small_odd_picture_is_never_upscaled(media):
+    src = make_video(media / "odd.mkv", width=321, height=181, seconds=1, vcodec="libx264", pix_fmt="yuv444p")
+    _, result = conform(src, media / "out" / "odd.mp4")
+    assert_provider_ready(result.path)
+    assert (video_track(result.path).width, video_track(result.path).height) == (320, 180)
+
+
+def test_anamorphic_pixels_become_square(media):
+    src = make_video(media / "dv.mov", width=720, height=480, sar="8:9", seconds=1)
+    _, result = conform(src, media / "out" / "dv.mp4")
+    assert_provider_ready(result.path)
+    assert (video_track(result.path).width, video_track(result.path).height) == (640, 480)
+
+
+def test_prores_with_surround_96k_pcm(media):
+    src = make_video(media / "master.mov", vcodec="prores_ks", pix_fmt="yuv422p10le", acodec="pcm_s24le",
+                     audio_channels=6, audio_rate=96000, seconds=1)
+    plan, result = conform(src, media / "out" / "master.mp4")
+    assert_provider_ready(result.path)
+    audio = media_info(result.path)["Audio"][0]
+    assert (audio.channel_s, audio.sampling_rate) == (2, 48000)
+    assert plan.audio == "aac"
+
+
+def test_over_long_input_is_trimmed_to_the_limit_with_a_warning(media, caplog):
+    src = make_video(media / "long take.webm", seconds=4)
+    limits = load_limits(overrides={"video_max_seconds": 2.5})
+    plan, result = conform(src, media / "out" / "long take.mp4", limits)
+    # 2.5 s is 62.5 frames at 25 fps: 62 whole frames stay under the limit
+    assert "4.000 s is over the 2.5 s limit: kept 0.000-2.480 s, cut 2.480-4.000 s" in plan.warnings[0]
+    assert "long take.webm" in caplog.text and "cut 2.480" in caplog.text
+    stats = decode_stats(result.path)
+    assert stats.video_frames == 62 and stats.video_seconds == pytest.approx(2.48, abs=1e-3)
+    assert stats.audio_seconds == pytest.approx(2.48, abs=0.025)
+    assert probe_video(result.path).duration <= 2.5
+
+
+def test_start_and_end_cut_the_exact_window(media):
+    src = make_video(media / "source.mp4", seconds=4)
+    _, result = conform(src, media / "out" / "window.mp4", start=1.0, end=2.2)
+    stats = decode_stats(result.path)
+    assert stats.video_frames == 30 and stats.audio_seconds == pytest.approx(1.2, abs=0.03)
+    whole = gray_frames(src).astype(float)
+    got = gray_frames(result.path).astype(float)
+    assert np.abs(got[0] - whole[25]).mean() < np.abs(got[0] - whole[0]).mean() / 3  # it starts at 1.0 s
+
+
+def _closest_source_frame(frame: np.ndarray, source: np.ndarray) -> int:
+    return int(np.argmin(np.abs(source.astype(float) - frame.astype(float)).mean(axis=(1, 2))))
+
+
+def test_loop_repeats_the_clip_to_the_target_duration(media):
+    src = make_video(media / "short loop.mp4", seconds=1, fps=25)
+    plan, result = conform(src, media / "out" / "looped.mp4", target_duration=2.6, extend="loop")
+    stats = decode_stats(result.path)
+    assert stats.video_frames == 65 and stats.video_seconds == pytest.approx(2.6, abs=1 / 25)
+    assert stats.audio_seconds == pytest.approx(2.6, abs=1 / 25)
+    source, got = gray_frames(src), gray_frames(result.path)
+    assert [_closest_source_frame(got[i], source) for i in (3, 28, 53)] == [3, 3, 3]
+
+
+def test_bounce_plays_forward_then_backward(media):
+    src = make_video(media / "short bounce.mp4", seconds=1, fps=25)
+    _, result = conform(src, media / "out" / "bounced.mp4", target_duration=1.8, extend="bounce")
+    stats = decode_stats(result.path)
+    assert stats.video_frames == 45 and stats.audio_seconds == pytest.approx(1.8, abs=1 / 25)
+    source, got = gray_frames(src), gray_frames(result.path)
+    assert [_closest_source_frame(got[i], source) for i in (5, 24, 25, 30, 44)] == [5, 24, 24, 19, 5]
+
+
+def test_a_tight_byte_limit_is_met_in_one_encode(media):
+    src = make_video(media / "grainy.mp4", width=640, height=360, seconds=3, grain=50, b="8M")
+    limits = load_limits(overrides={"video_max_bytes": 400_000})
+    assert src.stat().st_size > 2 * limits.video_max_bytes
+    plan, result = conform(src, media / "out" / "grainy.mp4", limits)
+    assert len(result.runs) == 1
+    assert result.size_bytes == result.path.stat().st_size <= 400_000
+    assert_provider_ready(result.path, limits)
+
+
+def test_an_overshoot_is_re_encoded_once_with_a_lower_cap(media):
+    src = make_video(media / "grainy2.mp4", width=640, height=360, seconds=2, grain=50, b="8M")
+    limits = load_limits(overrides={"video_max_bytes": 300_000})
+    plan = plan_video(probe_video(src), limits)
+    greedy = replace(plan, crf=8, maxrate=40_000_000, bufsize=40_000_000)  # a cap far above the budget
+    result = execute_video(greedy, media / "out" / "grainy2.mp4")
+    assert len(result.runs) == 2 and len(result.attempts) == 2
+    assert result.plan.maxrate < greedy.maxrate and result.plan.decisions[-1].what == "retry"
+    assert result.path.stat().st_size <= 300_000
+
+
+def test_what_cannot_fit_fails_and_leaves_no_file(media):
+    src = make_video(media / "grainy3.mp4", width=640, height=360, seconds=1, grain=50)
+    out_dir = media / "nothing left"
+    limits = load_limits(overrides={"video_max_bytes": 2_000})
+    with pytest.raises(ValidationError, match="over the 0.002 MB limit, even after 2 encode"):
+        conform(src, out_dir / "never.mp4", limits, keep_audio=False)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_sound_can_be_dropped_and_silent_video_loops(media):
+    src = make_video(media / "silent.mp4", seconds=1, audio=False)
+    plan, result = conform(src, media / "out" / "silent looped.mp4", target_duration=1.5, extend="loop")
+    assert plan.audio == "none" and "Audio" not in media_info(result.path)
+    _, dropped = conform(make_video(media / "noisy.mp4", seconds=1), media / "out" / "dropped.mp4",
+                         keep_audio=False)
+    assert "Audio" not in media_info(dropped.path)
+
+
+def test_progress_is_reported_up_to_done(media):
+    src = make_video(media / "progress.mkv", seconds=2)
+    seen: list[float] = []
+    execute_video(plan_video(probe_video(src), LIMITS), media / "out" / "progress.mp4", progress=seen.append)
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
