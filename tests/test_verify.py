@@ -168,3 +168,10 @@ def test_single_result_expectations_check_the_whole_duration(scene):
     expect = expectations_for(result, [provider])
     assert expect.duration_s == pytest.approx(3.0, abs=FRAME)
     assert verify(result.path, expect).ok
+
+
+def test_missing_video_stream_fails(tmp_path):
+    sound_only = make_audio(tmp_path / "sound.m4a", seconds=1.0)
+    report = verify(sound_only)
+    assert _checks(report)["video_stream"] is False and _checks(report)["audio_stream"] is True
+    assert not report.ok
