@@ -65,6 +65,11 @@ def test_good_config_resolves_defaults_and_relative_paths(tmp_path):
     assert cfg.providers == ("fal", "useapi")
 
 
+def test_one_fal_base_url_serves_both_fal_hosts(tmp_path):
+    cfg = load_config(write_config(tmp_path, GOOD.replace("max_jobs = 3", 'max_jobs = 3\nbase_urls = { fal = "http://127.0.0.1:8/fal" }')))
+    assert cfg.base_urls == {"fal_queue": "http://127.0.0.1:8/fal", "fal_storage": "http://127.0.0.1:8/fal"}
+
+
 def test_config_from_another_working_directory(tmp_path, monkeypatch):
     path = write_config(tmp_path, GOOD)
     monkeypatch.chdir("/")
@@ -85,6 +90,8 @@ def test_config_from_another_working_directory(tmp_path, monkeypatch):
         ('id = "b"', 'id = "../evil"', "job[1].id", "pattern"),
         ("limits = { video_max_seconds = 10 }", "limits = { video_max_seconds = -1 }", "job[1].limits", "greater than 0"),
         ('name = "weekly"\n', "", "run.name", "missing"),
+        ("max_jobs = 3", 'max_jobs = 3\nbase_urls = { runway = "http://x" }', "run.base_urls", "unknown base URL key"),
+        ("max_jobs = 3", 'max_jobs = 3\nbase_urls = { fal = "ftp://x" }', "run.base_urls", "not an http(s) URL"),
     ],
 )
 def test_bad_config_names_file_key_and_fix(tmp_path, old, new, key, hint):

@@ -29,6 +29,22 @@ def _check_provider(name: str) -> str:
 
 
 ProviderName = Annotated[str, AfterValidator(_check_provider)]
+BASE_URL_KEYS = ("pixverse", "aimlapi", "useapi", "fal_queue", "fal_storage")
+
+
+def _check_base_urls(urls: dict[str, str]) -> dict[str, str]:
+    """Known keys with http(s) URLs; `fal` alone stands for both of fal's hosts (queue and storage)."""
+    urls = dict(urls)
+    if "fal" in urls:
+        fal = urls.pop("fal")
+        urls.setdefault("fal_queue", fal)
+        urls.setdefault("fal_storage", fal)
+    for key, url in urls.items():
+        if key not in BASE_URL_KEYS:
+            raise ValueError(f"unknown base URL key {key!r}; use {', '.join(BASE_URL_KEYS)} (or fal for both fal hosts)")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{key} = {url!r} is not an http(s) URL")
+    return urls
 
 
 class _Strict(BaseModel):
@@ -55,7 +71,7 @@ class RunSection(_Strict):
     provider: ProviderName
     output: str | None = None
     max_jobs: int = Field(4, ge=1, le=64)
-    base_urls: dict[str, str] = Field(default_factory=dict)
+    base_urls: Annotated[dict[str, str], AfterValidator(_check_base_urls)] = Field(default_factory=dict)
     provider_options: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)
     poll: PollSection = PollSection()
     rehearse: RehearseSection = RehearseSection()
