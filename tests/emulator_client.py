@@ -81,7 +81,8 @@ def create_body(provider: str, video, audio, text: str | None, speaker: str | No
                        {"lip_sync_tts_content": text, "lip_sync_tts_speaker": speaker})
     if provider == "useapi":
         body = {"video_path": video}
-        return body | ({"audio_path": audio} if audio is not None else {"prompt": text, "speaker_id": VOICE_IDS[speaker]})
+        tts = {"prompt": text, "speaker_id": VOICE_IDS[speaker]}
+        return body | ({"audio_path": audio} if audio is not None else tts)
     body = {"video_url": video}
     return body | ({"audio_url": audio} if audio is not None else {"text": text, "voice_id": speaker})
 

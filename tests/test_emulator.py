@@ -346,7 +346,8 @@ def test_useapi_voices_carry_stray_whitespace(emu):
     voices = httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers=headers(emu, "useapi"))
     tts = voices.json()["tts_list"]
     assert len(tts) == 15 and all({"speaker_id", "url", "display_name"} <= set(v) for v in tts)
-    assert any(v["speaker_id"] != v["speaker_id"].strip() or v["display_name"] != v["display_name"].strip() for v in tts)
+    values = [value for voice in tts for value in (voice["speaker_id"], voice["display_name"])]
+    assert any(value != value.strip() for value in values)
 
 
 def test_api_keys_are_checked_when_configured(media):

@@ -334,5 +334,6 @@ def test_videos_outside_the_limits_are_refused(emu, media, provider, name, reaso
         r = create(emu, "aimlapi", body).reply
         assert r.status_code == 400 and reason in r.json()["message"]
     else:
-        r = create(emu, "fal", {"video_url": upload(emu, "fal", path), "audio_url": upload(emu, "fal", media["audio"])}).reply
+        body = {"video_url": upload(emu, "fal", path), "audio_url": upload(emu, "fal", media["audio"])}
+        r = create(emu, "fal", body).reply
         assert r.status_code == 422 and reason in r.json()["detail"][0]["msg"]

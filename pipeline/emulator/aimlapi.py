@@ -66,7 +66,8 @@ async def _create(request: Request, state: EmulatorState, body: dict) -> Respons
     if video_url is None:
         raise Reject(RejectKind.VALIDATION, "video_url is required")
     if (audio_url is not None) == (content is not None or speaker is not None):
-        raise Reject(RejectKind.VALIDATION, "use either audio_url or lip_sync_tts_speaker with lip_sync_tts_content, not both")
+        raise Reject(RejectKind.VALIDATION,
+                     "use either audio_url or lip_sync_tts_speaker with lip_sync_tts_content, not both")
     if audio_url is None:
         _check_tts(state, content, speaker)
     video, audio = await media_inputs(state, request, PROVIDER, video_url, audio_url)
@@ -109,7 +110,8 @@ async def status(request: Request, state: EmulatorState) -> Response:
             reply.update(status="succeeded", video={"url": url})
         else:
             reply.update(status="completed", video={
-                "url": url, "content_type": "video/mp4", "file_name": "output.mp4", "file_size": job.rendered.size_bytes,
+                "url": url, "content_type": "video/mp4", "file_name": "output.mp4",
+                "file_size": job.rendered.size_bytes,
             })
     else:
         name = "ModerationError" if seen.phase is Phase.MODERATED else "GenerationError"

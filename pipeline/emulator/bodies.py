@@ -170,7 +170,8 @@ class _Scanner:
                     return json.loads("".join(chars))
 
 
-def parse_object(path: Path, spill_dir: Path, *, spill_at: int = _SPILL_AT, read_size: int = _READ) -> dict[str, object]:
+def parse_object(path: Path, spill_dir: Path, *, spill_at: int = _SPILL_AT,
+                 read_size: int = _READ) -> dict[str, object]:
     """The top-level JSON object in `path`; string values longer than `spill_at` become `LargeText` files."""
     with open(path, encoding="utf-8", errors="strict") as f:
         scanner = _Scanner(f, spill_dir, spill_at, read_size)

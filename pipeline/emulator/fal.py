@@ -78,12 +78,14 @@ async def submit(request: Request, state: EmulatorState) -> Response:
 
 
 async def _submit(request: Request, state: EmulatorState, body: dict) -> Response:
-    video_url, audio_url, text = string_field(body, "video_url"), string_field(body, "audio_url"), string_field(body, "text")
+    video_url, audio_url = string_field(body, "video_url"), string_field(body, "audio_url")
+    text = string_field(body, "text")
     voice = string_field(body, "voice_id") or "Auto"
     if video_url is None:
         raise Reject(RejectKind.VALIDATION, "Field required", field_name="video_url")
     if voice not in VOICE_NAMES:
-        raise Reject(RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}", field_name="voice_id")
+        raise Reject(RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}",
+                     field_name="voice_id")
     if audio_url is None:
         limit = state.limits(PROVIDER).tts_max_chars
         text = text or DEFAULT_TEXT

@@ -138,7 +138,8 @@ def string_field(body: dict, name: str) -> str | LargeText | None:
 
 def given(value: object) -> bool:
     """Whether a field was really sent: null, "" and 0 are a Go server's 'unset'."""
-    return value is not None and value != "" and not (isinstance(value, int) and not isinstance(value, bool) and value == 0)
+    zero = isinstance(value, int) and not isinstance(value, bool) and value == 0
+    return value is not None and value != "" and not zero
 
 
 async def media_inputs(state: EmulatorState, request: Request, provider: str, video_ref: str | LargeText,

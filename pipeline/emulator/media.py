@@ -121,7 +121,8 @@ def render_result(req: RenderRequest) -> Rendered:
     """The lip-synced stand-in: the video looped/trimmed to the audio, scaled, audio re-encoded to AAC."""
     audio = req.audio
     if audio is None:
-        audio = speak_to_wav(req.text or "", req.out.with_suffix(".tts.wav"), voice_seed=zlib.crc32((req.speaker or "").encode()) % 1000)
+        voice_seed = zlib.crc32((req.speaker or "").encode()) % 1000
+        audio = speak_to_wav(req.text or "", req.out.with_suffix(".tts.wav"), voice_seed=voice_seed)
         seconds = _wav_seconds(audio)
     else:
         seconds = inspect_media(audio).duration_s or 0.0

@@ -34,7 +34,8 @@ _CODES = {
     RejectKind.MODERATED: (500054, "Content moderation failed"),
     RejectKind.TRACE_REUSED: (400033, "Invalid Ai-trace-id"),
 }
-_STATUS = {Phase.QUEUED: 5, Phase.RUNNING: 5, Phase.SUCCEEDED: 1, Phase.MODERATED: 7, Phase.FAILED: 8, Phase.CANCELED: 6}
+_STATUS = {Phase.QUEUED: 5, Phase.RUNNING: 5, Phase.SUCCEEDED: 1, Phase.MODERATED: 7, Phase.FAILED: 8,
+           Phase.CANCELED: 6}
 TTS_SPEAKERS = [{"speaker_id": sid, "name": name} for name, sid in VOICE_IDS.items()]
 
 
@@ -191,7 +192,8 @@ async def result(request: Request, state: EmulatorState) -> Response:
     elif rendered is not None:
         stored = state.result_file(job)
         resp.update(url=state.files.url(origin(request), stored), outputWidth=rendered.width,
-                    outputHeight=rendered.height, size=rendered.size_bytes, resolution_ratio=min(rendered.width, rendered.height))
+                    outputHeight=rendered.height, size=rendered.size_bytes,
+                    resolution_ratio=min(rendered.width, rendered.height))
     return envelope(resp)
 
 

@@ -170,7 +170,8 @@ class EmulatorState:
         job = self.jobs[provider].get(job_id)
         rendered = job.rendered if job is not None else None
         if rendered is None:
-            raise Reject(RejectKind.VALIDATION, f"{field_name} {job_id} is not a completed video", field_name=field_name)
+            raise Reject(RejectKind.VALIDATION, f"{field_name} {job_id} is not a completed video",
+                         field_name=field_name)
         return rendered.path
 
     def result_file(self, job: Job) -> StoredFile:

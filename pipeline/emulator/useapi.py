@@ -1,9 +1,10 @@
 """useapi.net PixVerse v2, served under /useapi.
 
-Errors are {error, code}. The docs list audio_path and prompt as both optional without calling them
-exclusive (their own sample body has both): one is needed, and audio_path wins when both come. Uploads are raw bytes with the file's Content-Type. A job answers 404 until it
-is final. An account runs at most `maxJobs` jobs at once (the create's own value, else the account's):
-creates beyond that get 429 and are not accepted. Voice values carry stray whitespace, as real data does.
+Errors are {error, code}. Uploads are raw bytes with the file's Content-Type. The docs list audio_path
+and prompt as optional without calling them exclusive (their own sample body has both): one is needed,
+and audio_path wins when both come. A job answers 404 until it is final. An account runs at most
+`maxJobs` jobs at once (the create's own value, else the account's): creates beyond that get 429 and are
+not accepted. Voice values carry stray whitespace, as real data does.
 """
 
 from __future__ import annotations
