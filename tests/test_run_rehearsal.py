@@ -145,6 +145,20 @@ def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, medi
     assert all(j["resumed"] for j in json.loads(third.stdout)["jobs"])
 
 
+def test_provider_concurrency_stays_within_jobs(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.6)) as emu:
+        config = _batch(tmp_path, media, [{"id": f"j{i}", "video": "clip.mp4", "audio": "voice.wav"} for i in range(5)],
+                        base_urls=emu.base_urls)
+        run = lipsync("run", str(config), "--jobs", "2", "--only", "j0", "--only", "j1", "--only", "j2",
+                      "--only", "j3", env=emu.env())
+        jobs = emu.jobs("pixverse")
+    assert run.returncode == 0, run.stderr
+    assert len(jobs) == 4 and not (tmp_path / "out" / "j4").exists()
+    spans = [(j.created_at, j.created_at + j.queue_s + j.run_s) for j in jobs]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2  # never more than --jobs at the provider at once
+
+
 def test_a_real_run_without_keys_stops_before_any_work(tmp_path, media, monkeypatch):
     for var in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"):
         monkeypatch.delenv(var, raising=False)
