@@ -76,3 +76,10 @@ def test_decode_of_a_file_without_audio_raises_a_tool_error_naming_it(tmp_path):
     silent = make_video(tmp_path / "silent.mp4", seconds=1.0, audio=False)
     with pytest.raises(ToolError, match="silent.mp4"):
         decode_pcm(silent)
+
+
+def test_speech_after_a_long_silent_intro_is_still_found():
+    """The voice only starts 25 s into a 30 s clip: the compared window must move to where the sound is."""
+    speech = np.concatenate([np.zeros(25 * RATE), synth_speech(5.0, sample_rate=RATE, seed=8).astype(np.float64)])
+    m = measure_offset_samples(speech, shift(speech, round(0.04 * RATE)), RATE)
+    assert m.seconds == pytest.approx(0.04, abs=1 / RATE) and m.reliable

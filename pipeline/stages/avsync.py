@@ -27,6 +27,8 @@ ANALYSIS_RATE = 16000
 
 MAX_LAG_S = 2.0
 WINDOW_S = 20.0
+SEARCH_S = 120.0
+"""How much of a reference is read: provider results are at most 30 s; the window is chosen inside it."""
 RELIABLE_CORRELATION = 0.3
 """Below this the two tracks are not the same recording (lossy re-encodes of one score ~0.9 or more)."""
 
@@ -85,6 +87,14 @@ def _sliding_energy(x: np.ndarray, width: int, count: int) -> np.ndarray:
     return c[width : width + count] - c[:count]
 
 
+def _loudest_start(x: np.ndarray, width: int, *, first: int, last: int, step: int) -> int:
+    """The start in [first, last] (every `step` samples) of the `width`-long stretch of `x` with the most energy."""
+    starts = np.arange(first, last + 1, max(1, step))
+    c = np.concatenate([[0.0], np.cumsum(x**2)])
+    ends = np.minimum(starts + width, len(x))
+    return int(starts[np.argmax(c[ends] - c[np.minimum(starts, len(x))])])
+
+
 def measure_offset_samples(
     reference: np.ndarray,
     other: np.ndarray,
@@ -95,21 +105,24 @@ def measure_offset_samples(
 ) -> OffsetMeasurement:
     """Find the lag of `other` against `reference` by FFT cross-correlation within ±max_lag_s.
 
-    A window of `other` (starting after max_lag, where it has content) is slid over `reference`; each lag's
-    correlation is normalized by the energy of the reference part it overlaps, so a track that is a
-    truncated or quieter copy still scores near 1. The peak is refined by parabolic interpolation.
+    The loudest window of `other` (so a long silent intro does not hide the speech) is slid over the matching
+    stretch of `reference`, ±max_lag; each lag's correlation is normalized by the energy of the reference part
+    it overlaps, so a truncated or quieter copy still scores near 1. The peak is refined by parabolic
+    interpolation.
     """
     max_lag = int(max_lag_s * sample_rate)
-    width = min(int(window_s * sample_rate), len(other) - max_lag, len(reference) - max_lag)
+    usable = min(len(other), len(reference))
+    width = min(int(window_s * sample_rate), usable - max_lag)
     if width < sample_rate // 4:
         # Too short to leave room for the search range: compare what there is, with a smaller range.
-        max_lag = max(0, min(len(other), len(reference)) // 4)
-        width = min(len(other), len(reference)) - max_lag
+        max_lag = max(0, usable // 4)
+        width = usable - max_lag
     if width <= 0:
         return OffsetMeasurement(0.0, 0.0, 0.0, 0.0, max_lag_s)
-    # template: other[max_lag : max_lag+width]; it lines up with reference[max_lag - lag : ...].
-    template = other[max_lag : max_lag + width] - np.mean(other[max_lag : max_lag + width])
-    span = reference[: 2 * max_lag + width]
+    at = _loudest_start(other, width, first=max_lag, last=max(max_lag, usable - width), step=sample_rate // 10)
+    # the template other[at : at+width] lines up with reference[at - lag : ...]: span index max_lag - lag
+    template = other[at : at + width] - np.mean(other[at : at + width])
+    span = reference[at - max_lag : at + width + max_lag]
     span = span - np.mean(span)
     n = 1 << int(np.ceil(np.log2(len(span) + width)))
     corr_full = np.fft.irfft(np.fft.rfft(span, n) * np.conj(np.fft.rfft(template, n)), n)
@@ -150,10 +163,13 @@ def measure_offset(
 ) -> OffsetMeasurement:
     """Offset of the audio in file `other` (from `other_start` seconds on) against the audio in file `reference`
     (see module docstring)."""
-    limit = window_s + 2 * max_lag_s
-    commands = (pcm_command(reference, sample_rate=sample_rate, duration=limit),
-                pcm_command(other, sample_rate=sample_rate, start=other_start, duration=limit))
-    ref, oth = _run_pcm(commands[0], reference), _run_pcm(commands[1], other)
+    ref_command = pcm_command(reference, sample_rate=sample_rate, duration=SEARCH_S)
+    ref = _run_pcm(ref_command, reference)
+    # only as much of `other` as can line up with the reference
+    other_command = pcm_command(other, sample_rate=sample_rate, start=other_start,
+                                duration=len(ref) / sample_rate + max_lag_s)
+    oth = _run_pcm(other_command, other)
+    commands = (ref_command, other_command)
     result = measure_offset_samples(ref, oth, sample_rate, max_lag_s=max_lag_s, window_s=window_s)
     log.debug("offset %s vs %s: %+.4f s (r=%.3f)", other, reference, result.seconds, result.correlation)
     return replace(result, commands=tuple(tuple(argv) for argv in commands))
