@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,14 @@ from .errors import InputError, ValidationError
 from .ffmpeg import FfmpegRun
 from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
-from .stages.conform_audio import AudioOptions, AudioResult, LoudnessTarget, execute_audio, plan_audio
+from .stages.conform_audio import (
+    AudioOptions,
+    AudioResult,
+    LoudnessTarget,
+    execute_audio,
+    measure_audible,
+    plan_audio,
+)
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, plan_video
 from .stages.probe import MediaProbe, probe_audio, probe_video
 from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
@@ -74,10 +81,11 @@ class PrepareResult:
     videos: list[VideoResult]           # one per segment
     audios: list[AudioResult]           # one per segment (empty for TTS)
     warnings: list[str]
+    checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (the early loudness check)
 
     @property
     def runs(self) -> list[FfmpegRun]:
-        return [run for step in (*self.videos, *self.audios) for run in step.runs]
+        return [*self.checks, *(run for step in (*self.videos, *self.audios) for run in step.runs)]
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +95,7 @@ class PrepareResult:
             "text_spans": [s.to_dict() for s in self.text_spans],
             "videos": [v.to_dict() for v in self.videos],
             "audios": [a.to_dict() for a in self.audios],
+            "checks": [run.argv for run in self.checks],
             "warnings": self.warnings,
         }
 
@@ -121,6 +130,13 @@ def _source_range(p: MediaProbe, request: PrepareRequest) -> tuple[float, float]
     if start >= end:
         raise InputError(p.path, f"--start {start:g} s is past the end of the video ({total:.3f} s)")
     return start, end
+
+
+def _seconds_of(p: MediaProbe) -> float:
+    seconds = (p.video.duration if p.video else None) or p.duration
+    if not seconds:
+        raise InputError(p.path, "the conformed video has no duration")
+    return seconds
 
 
 class _Outputs:
@@ -162,20 +178,21 @@ def _prepare_with_audio(request, vp, limits, outputs, progress) -> PrepareResult
     audio_range = (start, end) if own_sound else (None, None)
     audio_seconds = (end - start) if own_sound else (ap.audio.duration or ap.duration or 0.0)
     sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
-    audio_plan = plan_audio(ap, limits, AudioOptions(
-        start=audio_range[0], end=audio_range[1], target_duration=sync.duration,
-        sample_rate=request.sample_rate, loudness=request.loudness,
-    ))
+    audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,
+                              loudness=request.loudness)
+    # a silent voice track fails in a second, before the (slow) video encode
+    _, check = measure_audible(plan_audio(ap, limits, replace(audio_opts, target_duration=sync.duration)))
     video_plan = plan_video(vp, limits, VideoOptions(
         start=start, end=end, target_duration=sync.duration, extend=sync.video_extend, keep_audio=False,
     ))
-    # the audio first: a silent voice track fails in seconds, before the (slow) video encode
-    audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"))
     video = execute_video(video_plan, outputs.path("seg000.mp4"), progress.step("seg000 video"))
+    # the audio is cut/padded to the video as encoded (whole frames), so the two match to the sample
+    audio_plan = plan_audio(ap, limits, replace(audio_opts, target_duration=_seconds_of(video.probe)))
+    audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"))
     segment = Segment(0, video.path, audio.path, None, None, start, min(end, start + sync.duration))
     warnings = [*vp.warnings, *([] if own_sound else ap.warnings), *sync.warnings, *video_plan.warnings,
                 *audio.warnings]
-    return PrepareResult([segment], limits, sync, [], [video], [audio], warnings)
+    return PrepareResult([segment], limits, sync, [], [video], [audio], warnings, [check])
 
 
 def _prepare_with_text(request, speaker, vp, limits, outputs, progress) -> PrepareResult:

@@ -67,7 +67,16 @@ def test_every_sync_mode_gives_a_pair_of_equal_length(media, tmp_path, voice, mo
     assert sorted(p.name for p in media_files(tmp_path / "out")) == ["seg000.mp4", "seg000.wav"]
     report = json.loads(json.dumps(result.to_dict()))  # plain JSON, for the manifest
     assert report["audios"][0]["loudness"]["input_i"] == pytest.approx(result.audios[0].loudness.input_i)
-    assert len(result.runs) >= 3  # loudness measurement, normalization, output check, video encode
+    assert len(result.runs) >= 5  # early check, video encode, loudness measurement, normalization, output check
+
+
+@pytest.mark.parametrize("mode", ["bounce", "cut", "pad"])
+def test_odd_lengths_at_2997_fps_still_match(tmp_path, mode):
+    video = make_video(tmp_path / "ntsc.mp4", seconds=2.2, fps=30000 / 1001)
+    voice = make_audio(tmp_path / "odd.wav", seconds=1.93, rate=22050, level_db=-25)
+    (seg,) = prepare(PrepareRequest(video=video, audio=voice, sync_mode=mode), tmp_path / "out").segments
+    video_s, _ = assert_pair_fits(seg)
+    assert video_s == pytest.approx(2.2 if mode == "pad" else 1.93, abs=1001 / 30000)
 
 
 def test_padding_is_silence_after_the_voice(media, tmp_path):
@@ -83,7 +92,7 @@ def test_without_a_voice_track_the_videos_own_sound_is_used_with_start_and_end(t
     (seg,) = result.segments
     assert (seg.start, seg.end) == (0.5, 3.0)
     video_s, audio_s = assert_pair_fits(seg)
-    assert audio_s == pytest.approx(2.5, abs=0.001)
+    assert audio_s == pytest.approx(2.5, abs=FRAME)
     assert not media_info(seg.video).get("Audio")  # the sound travels as the separate voice track
 
 

@@ -312,6 +312,13 @@ def measure_input(plan: AudioPlan, progress: ProgressFn | None = None) -> tuple[
     return figures, run
 
 
+def measure_audible(plan: AudioPlan, progress: ProgressFn | None = None) -> tuple[LoudnessFigures, FfmpegRun]:
+    """Pass 1, and the refusal of silent or near-silent input (callers may run it early to fail fast)."""
+    measured, run = measure_input(plan, progress)
+    check_audible(measured, plan)
+    return measured, run
+
+
 def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:
     s, run = _measure(ffmpeg.input(str(path))["a:0"], plan, "checking the normalized audio of", None)
     return replace(figures, output_i=float(s["input_i"]), output_tp=float(s["input_tp"]),
@@ -348,8 +355,7 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
     """Measure, check the audio is audible, normalize into `dst` (written atomically), measure the result."""
     dst = Path(dst)
     warnings = list(plan.warnings)
-    measured, run = measure_input(plan, None if progress is None else (lambda f: progress(0.5 * f)))
-    check_audible(measured, plan)
+    measured, run = measure_audible(plan, None if progress is None else (lambda f: progress(0.5 * f)))
     runs = [run]
     kind, gain = plan_gain(measured, plan.target)
     tries: list[tuple[float, float]] = []
