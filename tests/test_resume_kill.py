@@ -120,7 +120,8 @@ def test_kill_at_random_times_never_creates_twice(tmp_path, media, reference):
     checksums_hold(out)
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, media, reference):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_term_stops_cleanly_and_the_run_resumes(tmp_path, media, reference, stop):
     with Emulator(EmulatorSettings(latency_s=3.0)) as emu:
         config = _batch(tmp_path, media, emu)
         proc = start_lipsync("run", str(config), env=emu.env())
@@ -128,7 +129,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, media, reference):
         while "poll" not in _ledger_stages(tmp_path / "out").values():
             assert time.monotonic() < deadline and proc.poll() is None, "the run never reached polling"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, stderr
         stages = _ledger_stages(tmp_path / "out")

@@ -48,9 +48,21 @@ def test_status_lists_jobs_creates_and_uncertain(tmp_path):
     assert jobs["done-job"]["stage"] == "done" and jobs["done-job"]["provider_jobs"][0]["job_id"] == "req-1"
     assert [s["stage"] for s in jobs["done-job"]["stages"]] == ["poll"]
     assert jobs["lost-job"]["stage"] == "uncertain"
-    assert [u["job"] for u in doc["uncertain"]] == ["lost-job"]
+    assert [u["job"] for u in doc["uncertain"]] == ["lost-job"] and doc["running"] is False
     plain = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert "req-1" in plain.output and "uncertain" in plain.output
+
+
+def test_status_knows_whether_a_run_holds_the_directory(tmp_path):
+    from pipeline.run.ledger import run_in_progress, run_lock
+
+    with Ledger.in_dir(tmp_path) as ledger:
+        ledger.start_job("a", "fal", "k")
+    assert not run_in_progress(tmp_path)
+    with run_lock(tmp_path):
+        result = CliRunner().invoke(main, ["status", str(tmp_path), "--json"])
+        assert json.loads(result.stdout)["running"] is True
+    assert not run_in_progress(tmp_path)
 
 
 def test_status_of_a_directory_without_a_ledger(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     from ..run.progress import make_progress
     from ..run.runner import RunOptions, run_batch
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
     config = load_config(config_path)
     options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
                          retry_failed=retry_failed)

@@ -23,6 +23,8 @@ def status(run_dir: Path, as_json: bool) -> None:
         emit_json(report.to_dict())
         return
     now = time.time()
+    if not report.running and any(not job.row.stage.finished for job in report.jobs):
+        click.echo("no run is active here: unfinished jobs resume with `lipsync run CONFIG`", err=True)
     for job in report.jobs:
         ids = ", ".join(c.provider_job_id or f"uncertain#{c.attempt}" for c in job.creates) or "-"
         outcome = job.row.error or job.row.final_path or ""

@@ -10,6 +10,7 @@ be billed, so nothing re-creates it unless the user says so.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 LEDGER_NAME = "ledger.sqlite"
+LOCK_NAME = ".lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -366,6 +368,38 @@ def _create_record(row: sqlite3.Row) -> CreateRecord:
     return CreateRecord(**d)
 
 
+# --- who owns a run directory ---------------------------------------------------------------------
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One `lipsync run` per run directory at a time: two would both think they own the ledger's intents.
+    The kernel drops the lock when the process dies, however it dies."""
+    from ..errors import LipsyncError
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LipsyncError(f"{run_dir}: another `lipsync run` is using this run directory") from None
+        yield
+
+
+def run_in_progress(run_dir: Path) -> bool:
+    """Is a `lipsync run` working in `run_dir` right now?"""
+    try:
+        handle = open(run_dir / LOCK_NAME, "r")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
 # --- the read-only view `lipsync status` shows ---------------------------------------------------
 
 
@@ -397,6 +431,7 @@ class JobView:
 @dataclass(frozen=True)
 class RunStatus:
     run_dir: Path
+    running: bool             # a `lipsync run` holds the directory now; if not, unfinished stages are stopped ones
     jobs: list[JobView]
 
     @property
@@ -406,7 +441,7 @@ class RunStatus:
 
     def to_dict(self) -> dict[str, Any]:
         now = time.time()
-        return {"run_dir": str(self.run_dir), "jobs": [j.to_dict(now) for j in self.jobs],
+        return {"run_dir": str(self.run_dir), "running": self.running, "jobs": [j.to_dict(now) for j in self.jobs],
                 "uncertain": [{"job": c.job_id, "segment": c.segment, "attempt": c.attempt, "key": c.idem_key,
                                "reconcile": c.reconcile} for c in self.uncertain]}
 
@@ -420,4 +455,4 @@ def read_status(run_dir: str | Path) -> RunStatus:
         raise ValidationError(f"{run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`")
     with Ledger.in_dir(run_dir, readonly=True) as ledger:
         jobs = [JobView(row, ledger.creates(row.job_id), ledger.stage_times(row.job_id)) for row in ledger.jobs()]
-    return RunStatus(run_dir, jobs)
+    return RunStatus(run_dir, run_in_progress(run_dir), jobs)

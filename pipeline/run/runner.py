@@ -14,7 +14,6 @@ so the kill/resume tests can stop a run at an exact step. Never set it outside t
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ from ..errors import ConfigError, GenerationFailed, LipsyncError, UncertainCreat
 from ..fsutil import sha256_file, write_text_atomic
 from ..secrets import require_secret
 from .config import JobSpec, RunConfig
-from .ledger import CreateRecord, CreateState, Ledger, Stage
+from .ledger import CreateRecord, CreateState, Ledger, Stage, run_lock
 from .progress import Progress
 from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
 
@@ -436,18 +435,6 @@ class RunSummary:
             "jobs": [o.to_dict() for o in self.outcomes],
             "uncertain": [{"job": o.job_id, **u} for o in self.outcomes for u in o.uncertain],
         }
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """One `lipsync run` per run directory at a time: two would both think they own the ledger's intents."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LipsyncError(f"{run_dir}: another `lipsync run` is using this run directory") from None
-        yield
 
 
 @contextmanager
