@@ -146,7 +146,7 @@ def measure_offset_samples(
     return OffsetMeasurement(
         seconds=float(lag_samples / sample_rate),
         correlation=float(ncc[best]),
-        peak_to_sidelobe=float(ncc[best] / sidelobe) if sidelobe > 0 else float("inf"),
+        peak_to_sidelobe=float(ncc[best] / max(sidelobe, 1e-6)),  # finite: it goes into JSON
         window_s=width / sample_rate,
         max_lag_s=max_lag / sample_rate,
     )
