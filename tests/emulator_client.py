@@ -81,8 +81,9 @@ def create_body(provider: str, video, audio, text: str | None, speaker: str | No
                        {"lip_sync_tts_content": text, "lip_sync_tts_speaker": speaker})
     if provider == "useapi":
         body = {"video_path": video}
-        tts = {"prompt": text, "speaker_id": VOICE_IDS[speaker]}
-        return body | ({"audio_path": audio} if audio is not None else tts)
+        if audio is not None:
+            return body | {"audio_path": audio}
+        return body | {"prompt": text, "speaker_id": VOICE_IDS[speaker]}
     body = {"video_url": video}
     return body | ({"audio_url": audio} if audio is not None else {"text": text, "voice_id": speaker})
 
