@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import ffmpeg
@@ -156,7 +157,9 @@ def test_plan_mux_shift_and_length_are_consistent(offset, seconds, fps, channels
 
 
 def test_plan_mux_without_master_or_without_evidence():
-    assert plan_mux(_video_probe(3), None, None).audio_source == "provider"
+    assert plan_mux(_video_probe(3), None, None).audio is None  # stream copy
+    pcm = replace(_video_probe(3), audio=AudioStream("PCM", 2, 48000, 3.0, 16))
+    assert plan_mux(pcm, None, None).audio_source == "provider" and plan_mux(pcm, None, None).audio is not None
     assert plan_mux(_video_probe(3, audio=False), None, None).audio_source == "none"
     unreliable = plan_mux(_video_probe(3), _audio_probe(3), OffsetMeasurement(0.3, 0.05, 1.1, 10, 2))
     assert unreliable.audio_source == "provider"
@@ -292,3 +295,11 @@ def test_stitch_of_a_rotated_first_segment_keeps_its_displayed_frame(tmp_path):
     shown = (video.width, video.height) if float(video.rotation or 0) % 180 == 0 else (video.height, video.width)
     assert shown == (96, 160)
     assert decode_stats(result.path).video_frames == 2 * FPS
+
+
+def test_tts_result_with_pcm_audio_in_a_mov_is_delivered_as_aac(tmp_path, master):
+    provider = make_video(tmp_path / "result.mov", seconds=2.0, fps=FPS, audio_file=master, acodec="pcm_s16le")
+    result = mux(provider, None, tmp_path / "final.mp4")
+    assert media_info(result.path)["Audio"][0].format == "AAC"
+    assert measure_offset(provider, result.path).seconds == pytest.approx(0.0, abs=0.002)
+    assert _stream_md5(result.path, "0:v:0") == _stream_md5(provider, "0:v:0")

@@ -177,16 +177,19 @@ def _fitted(source: AudioSource, offset_s: float, delay: int, trim: int, seconds
 
 
 def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxPlan:
-    """Keep the provider's audio: stream-copied when it lasts as long as the video (within a frame), else cut or
-    padded to the video and re-encoded once, so the final's streams agree."""
+    """Keep the provider's audio: stream-copied when it is AAC lasting as long as the video (within a frame), else
+    cut or padded to the video and encoded once to AAC, so the final's streams agree and play everywhere."""
     if provider.audio is None:
         return MuxPlan("none", 0.0, 0, 0, 0, seconds, None, (why, "the provider's result has no audio"))
     audio_seconds = provider.audio.duration or provider.duration or seconds
     frame = 1.0 / ((provider.video.fps if provider.video else None) or DEFAULT_FPS)
-    if abs(audio_seconds - seconds) <= frame:
+    if provider.audio.codec != "AAC":
+        refit = f"provider audio is {provider.audio.codec}: re-encoded to AAC, the codec every mp4 player decodes"
+    elif abs(audio_seconds - seconds) > frame:
+        refit = f"provider audio lasts {audio_seconds:.3f} s, video {seconds:.3f} s"
+    else:
         return MuxPlan("provider", 0.0, 0, 0, 0, seconds, None, (why, "audio stream-copied"))
-    mismatch = f"provider audio lasts {audio_seconds:.3f} s, video {seconds:.3f} s"
-    return _fitted("provider", 0.0, 0, 0, seconds, audio_format([provider]), [why, mismatch])
+    return _fitted("provider", 0.0, 0, 0, seconds, audio_format([provider]), [why, refit])
 
 
 def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
