@@ -48,6 +48,11 @@ class FfmpegRun:
 _TIME_RE = re.compile(r"out_time_us=(\d+)")
 
 
+def media_path(path: str | os.PathLike) -> str:
+    """A file name ffmpeg reads as a local file: absolute, so "take:2.mp4" is not a protocol, "-x.mp4" not an option."""
+    return os.path.abspath(os.fspath(path))
+
+
 def compile_stream(stream, *, overwrite: bool = True) -> list[str]:
     """argv for an ffmpeg-python stream graph, using our ffmpeg binary."""
     return stream.compile(cmd=ffmpeg_exe(), overwrite_output=overwrite)
