@@ -183,6 +183,10 @@ def test_aimlapi_uses_urls_when_given(tmp_path):
     ({"video_status_name": " completed ", "video_status_final": True, "url": "https://x/v.mp4"}, JobState.SUCCEEDED),
     ({"video_status_name": "WEIRD", "video_status_final": True}, JobState.FAILED),
     ({"video_status_name": "WEIRD", "video_status_final": False}, JobState.RUNNING),
+    ({"video_status_name": "COMPLETED", "url": "https://x/v.mp4"}, JobState.SUCCEEDED),     # no final flag
+    ({"video_status": 1, "video_status_final": True, "url": "https://x/v.mp4"}, JobState.SUCCEEDED),
+    ({"video_status": 5}, JobState.RUNNING),
+    ({"video_status": 7, "video_status_final": True}, JobState.MODERATED),
 ])
 def test_useapi_status_mapping(body, state):
     assert useapi.parse_video(body).state is state

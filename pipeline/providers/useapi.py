@@ -22,6 +22,7 @@ API = "/v2/pixverse"
 ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": not transient
 RUNNING = frozenset({"GENERATING", "PROCESSING", "RUNNING", "IN_PROGRESS"})
 QUEUED = frozenset({"QUEUED", "WAITING", "PENDING"})
+PIXVERSE_CODES = {1: "COMPLETED", 5: "GENERATING", 7: "MODERATED", 8: "FAILED"}
 
 
 def is_transient(response: httpx.Response) -> bool:
@@ -51,12 +52,22 @@ def classify_create(status_code: int, body: Any) -> CreateVerdict:
     return error_for(status_code, message, "create")
 
 
+def status_name(body: dict[str, Any]) -> str:
+    """`video_status_name`, or the PixVerse status code in `video_status` when the name is missing."""
+    name = str(body.get("video_status_name") or "").strip().upper()
+    if name:
+        return name
+    code = optional_int(body.get("video_status"))
+    return PIXVERSE_CODES.get(code, str(code) if code is not None else "")
+
+
 def parse_video(body: Any) -> JobStatus:
-    """A video object → JobStatus. Success = video_status_final, COMPLETED, a URL and non-zero size."""
+    """A video object → JobStatus. Success = COMPLETED with a URL and non-zero size, unless
+    `video_status_final` says it is not final yet (the docs accept final *or* COMPLETED)."""
     if not isinstance(body, dict):
         return unknown_status("useapi", f"malformed reply {type(body).__name__}")
-    name = str(body.get("video_status_name") or body.get("video_status") or "").strip().upper()
-    final = body.get("video_status_final") is True
+    name = status_name(body)
+    final = body.get("video_status_final")
     url = body.get("url") or None
     width, height = optional_int(body.get("output_width")), optional_int(body.get("output_height"))
     error = body.get("error") or body.get("errorMessage")
@@ -65,14 +76,14 @@ def parse_video(body: Any) -> JobStatus:
     if name == "FAILED":
         return JobStatus(JobState.FAILED, name, error_code=name, error_message=error or "generation failed")
     if name == "COMPLETED":
-        if final and url and all(v is None or v > 0 for v in (width, height)):
+        if final is not False and url and all(v is None or v > 0 for v in (width, height)):
             return JobStatus(JobState.SUCCEEDED, name, result_url=url, width=width, height=height)
-        return JobStatus(JobState.RUNNING, name, width=width, height=height, unconfirmed=final)
+        return JobStatus(JobState.RUNNING, name, width=width, height=height, unconfirmed=final is not False)
     if name in QUEUED:
         return JobStatus(JobState.QUEUED, name)
     if name in RUNNING:
         return JobStatus(JobState.RUNNING, name)
-    if final:
+    if final is True:
         return JobStatus(JobState.FAILED, name or "final", error_code=name or None,
                          error_message=error or f"ended with status {name or 'unknown'}")
     return unknown_status("useapi", name or "no status")
