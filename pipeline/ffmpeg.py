@@ -53,11 +53,6 @@ def media_path(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-def media_path(path: str | os.PathLike) -> str:
-    """A file name as ffmpeg must get it: absolute, so `scene:2.mp4` is not read as a protocol ("scene:")."""
-    return os.path.abspath(path)
-
-
 def compile_stream(stream, *, overwrite: bool = True) -> list[str]:
     """argv for an ffmpeg-python stream graph, using our ffmpeg binary."""
     return stream.compile(cmd=ffmpeg_exe(), overwrite_output=overwrite)
