@@ -303,3 +303,16 @@ def test_tts_result_with_pcm_audio_in_a_mov_is_delivered_as_aac(tmp_path, master
     assert media_info(result.path)["Audio"][0].format == "AAC"
     assert measure_offset(provider, result.path).seconds == pytest.approx(0.0, abs=0.002)
     assert _stream_md5(result.path, "0:v:0") == _stream_md5(provider, "0:v:0")
+
+
+def test_stitch_puts_silence_where_a_segment_has_no_audio(tmp_path):
+    a = make_video(tmp_path / "a.mp4", seconds=1.0, fps=FPS, width=160, height=96)
+    mute = make_video(tmp_path / "mute.mp4", seconds=0.8, fps=FPS, width=160, height=96, audio=False)
+    result = stitch([a, mute], tmp_path / "final.mp4")
+    assert result.plan.silent == (1,)
+    wav, _ = read_wav(result.audio_file)
+    assert len(wav) == round(1.8 * RATE)
+    assert np.sqrt(np.mean(wav[int(0.1 * RATE) : int(0.9 * RATE)] ** 2)) > 0.05  # the first segment's tone
+    assert np.max(np.abs(wav[int(1.05 * RATE) :])) < 1e-3
+    stats = decode_stats(result.path)
+    assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS

@@ -72,6 +72,7 @@ class StitchPlan:
     video_mode: Literal["copy", "reencode"]
     segment_seconds: tuple[float, ...]   # each segment's video duration
     segment_samples: tuple[int, ...]     # each segment's audio, cut/padded to exactly its video
+    silent: tuple[int, ...]              # segments without any audio: silence of their length
     audio: AudioFormat
     reasons: tuple[str, ...]
 
@@ -216,8 +217,11 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe]) -> StitchP
         mode, why = "reencode", f"video re-encoded: {', '.join(mismatch)} differ from the first segment"
     else:
         mode, why = "copy", "video stream-copied: all segments share codec, size and frame rate"
-    reasons = (why, f"{len(segments)} segments, audio joined sample-accurately, one AAC {fmt.aac_bitrate} encode")
-    return StitchPlan(mode, tuple(seconds), samples, fmt, reasons)
+    reasons = [why, f"{len(segments)} segments, audio joined sample-accurately, one AAC {fmt.aac_bitrate} encode"]
+    silent = tuple(i for i, a in enumerate(audios) if a.audio is None)
+    if silent:
+        reasons.append(f"segments {', '.join(map(str, silent))} have no audio: silence in their place")
+    return StitchPlan(mode, tuple(seconds), samples, silent, fmt, tuple(reasons))
 
 
 # ---- execution (thin) ---------------------------------------------------------------------------
@@ -323,9 +327,11 @@ def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -
 
 
 def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
-    fitted = [_fit(ffmpeg.input(str(s))["a:0"], plan.audio, n) for s, n in zip(sources, plan.segment_samples)]
-    joined = ffmpeg.concat(*fitted, v=0, a=1)
     fmt = plan.audio
+    silence = f"anullsrc=r={fmt.sample_rate}:cl={'mono' if fmt.channels == 1 else 'stereo'}"
+    inputs = [ffmpeg.input(silence, f="lavfi") if i in plan.silent else ffmpeg.input(str(s))["a:0"]
+              for i, s in enumerate(sources)]
+    joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples)), v=0, a=1)
     with atomic_output(dst_wav) as tmp:
         out = joined.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
         return run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(sources)} segments' audio")
