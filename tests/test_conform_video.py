@@ -234,3 +234,12 @@ def test_progress_is_reported_up_to_done(media):
     seen: list[float] = []
     execute_video(plan_video(probe_video(src), LIMITS), media / "out" / "progress.mp4", progress=seen.append)
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_hostile_file_names_stay_files(media, monkeypatch):
+    monkeypatch.chdir(media)
+    src = make_video(Path("-take:2 ü.webm"), seconds=1)  # relative, a protocol-like colon, a leading dash
+    plan, result = conform(src, Path("-out:2 ü.mp4"))
+    assert plan.mode == "transcode"
+    assert (media / "-out:2 ü.mp4").exists()
+    assert_provider_ready(media / "-out:2 ü.mp4")

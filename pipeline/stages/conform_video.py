@@ -25,7 +25,7 @@ import ffmpeg
 from ffmpeg.nodes import InputNode
 
 from ..errors import InputError, ValidationError
-from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, run_ffmpeg
+from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import MediaProbe, VideoStream, probe_video
@@ -393,7 +393,7 @@ def _leg_input(plan: VideoPlan, index: int, leg: Leg):
     need a `split` that buffers a whole leg in memory; the node's positional args (never put on the command line)
     carry the leg index to keep them apart.
     """
-    opts: dict = {"filename": str(plan.source), "t": f"{leg.duration:.6f}"}
+    opts: dict = {"filename": media_path(plan.source), "t": f"{leg.duration:.6f}"}
     if leg.start > 0:
         opts["ss"] = f"{leg.start:.6f}"
     if plan.rotation:
@@ -429,9 +429,9 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
     audio_opts = {"c:a": "copy"} if plan.audio == "copy" else {
         "c:a": "aac", "b:a": plan.audio_bitrate, "ac": plan.audio_channels, "ar": plan.audio_rate}
     if plan.mode == "copy":
-        src = ffmpeg.input(str(plan.source))
+        src = ffmpeg.input(media_path(plan.source))
         streams = [src["V:0"]] + ([src["a:0"]] if plan.audio != "none" else [])
-        out = ffmpeg.output(*streams, str(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
+        out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
                             **common)
         return compile_stream(out.global_args("-hide_banner"))
     pairs = [_leg_streams(plan, i, leg) for i, leg in enumerate(plan.legs)]
@@ -443,7 +443,7 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         streams = [joined[0]] + ([joined[1]] if with_audio else [])
     video_opts = {"c:v": "libx264", "profile:v": "high", "pix_fmt": "yuv420p", "preset": plan.preset,
                   "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize}
-    out = ffmpeg.output(*streams, str(dst), t=f"{plan.duration:.6f}", **video_opts,
+    out = ffmpeg.output(*streams, media_path(dst), t=f"{plan.duration:.6f}", **video_opts,
                         **(audio_opts if with_audio else {}), **common)
     return compile_stream(out.global_args("-hide_banner"))
 

@@ -14,7 +14,7 @@ import ffmpeg
 from pymediainfo import MediaInfo, Track
 
 from ..errors import InputError, ToolError
-from ..ffmpeg import compile_stream, run_ffmpeg
+from ..ffmpeg import compile_stream, media_path, run_ffmpeg
 from ..limits import Limits
 
 
@@ -199,7 +199,7 @@ def _audio_stream(track: Track) -> AudioStream:
 
 def _present_seconds(path: Path) -> float:
     """How many seconds of packets the file really holds: a stream copy to the null muxer, no decoding."""
-    stream = ffmpeg.input(str(path)).output("-", f="null", c="copy", map="0")
+    stream = ffmpeg.input(media_path(path)).output("-", f="null", c="copy", map="0")
     argv = compile_stream(stream.global_args("-v", "error", "-progress", "pipe:2", "-nostats"))
     try:
         run = run_ffmpeg(argv, what=f"reading {path.name}")
