@@ -371,7 +371,7 @@ def stitch(
     dst.parent.mkdir(parents=True, exist_ok=True)
     wav = audio_file_for(dst)
     runs = [_join_audio(sources, plan, wav)]
-    with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".stitch-") as scratch:  # hidden if left by a kill
         if plan.video_mode == "copy":
             video_file, run = _concat_copy(files, plan.segment_seconds, Path(scratch))
             runs.append(run)
