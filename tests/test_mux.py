@@ -114,7 +114,8 @@ def test_unrelated_master_keeps_the_providers_audio_and_says_why(tmp_path, maste
     stranger = make_audio(tmp_path / "stranger.wav", seconds=3.0, rate=RATE, seed=77)
     provider = provider_result(tmp_path / "provider.mp4", stranger, delay_s=0.0, seconds=3.0, fps=FPS)
     result = mux(provider, master, tmp_path / "final.mp4")
-    assert result.audio_source == "provider"
+    assert result.audio_source == "provider" and result.offset_s is None
+    assert result.measurement.correlation < 0.3
     assert any("correlation" in r for r in result.plan.reasons)
     assert _stream_md5(result.path, "0:a:0") == _stream_md5(provider, "0:a:0")
 

@@ -83,7 +83,7 @@ class StitchPlan:
 @dataclass(frozen=True)
 class MuxResult:
     path: Path
-    offset_s: float | None                  # measured provider-vs-master offset (None: not measured)
+    offset_s: float | None                  # provider-vs-master offset (None: not measured or not found)
     audio_source: AudioSource
     audio_file: Path | None                 # the delivered WAV beside the mp4, if any
     plan: MuxPlan | StitchPlan
@@ -294,7 +294,7 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)
     video = ffmpeg.input(str(provider_video))
-    measured = measurement.seconds if measurement else None
+    measured = measurement.seconds if measurement and measurement.reliable else None
     if plan.audio is None:
         streams = [video[PICTURE]] + ([video["a:0"]] if plan.audio_source == "provider" else [])
         with atomic_output(dst) as tmp:
