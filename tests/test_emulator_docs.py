@@ -29,6 +29,7 @@ def media(tmp_path_factory):
         "too_long": make_video(d / "long.mp4", seconds=31, width=32, height=32, fps=2, audio=False),
         "too_wide": make_video(d / "wide.mp4", seconds=0.3, width=2000, height=64, audio=False),
         "mkv": make_video(d / "clip.mkv", seconds=0.3, width=64, height=64),
+        "grainy": make_video(d / "grainy.mp4", seconds=1.0, width=320, height=240, grain=60),
         "text": _write(d / "notes.mp4", b"this is not a video at all\n" * 10),
         "dir": d,
     }
@@ -80,6 +81,17 @@ def test_aimlapi_docs_example_is_accepted_with_a_local_url(emu, media, local_hos
 def test_aimlapi_accepts_data_uris_for_video_and_audio(emu, media):
     body = {"model": "pixverse/lip-sync", "video_url": data_uri(media["video"]), "audio_url": data_uri(media["audio"])}
     assert create(emu, "aimlapi", body).reply.status_code == 200
+
+
+def test_aimlapi_takes_a_data_uri_bigger_than_memory_wants(emu, media, tmp_path):
+    """Past 64 KiB a string value goes through the streaming path; what is decoded must be the very file."""
+    body = {"model": "pixverse/lip-sync", "video_url": data_uri(media["grainy"]), "audio_url": data_uri(media["audio"])}
+    assert len(body["video_url"]) > 200_000
+    sub = create(emu, "aimlapi", body)
+    assert sub.reply.status_code == 200, sub.reply.text
+    job = next(j for j in emu.jobs("aimlapi") if j.job_id == sub.job_id)
+    assert job.inputs.video.read_bytes() == media["grainy"].read_bytes()
+    assert not list((emu.workdir / "files").glob("*.body"))     # the spooled body and spilled strings are gone
 
 
 def test_aimlapi_cannot_reach_the_internet(emu):
