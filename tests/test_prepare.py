@@ -96,6 +96,14 @@ def test_without_a_voice_track_the_videos_own_sound_is_used_with_start_and_end(t
     assert not media_info(seg.video).get("Audio")  # the sound travels as the separate voice track
 
 
+def test_names_ffmpeg_could_misread_are_plain_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_video(Path("scene:2 ü.mp4"), seconds=1, fps=FPS)
+    make_audio(Path("-take 1: final.wav"), seconds=1)
+    result = prepare(PrepareRequest(video=Path("scene:2 ü.mp4"), audio=Path("-take 1: final.wav")), Path("out:1"))
+    assert_pair_fits(result.segments[0])
+
+
 def test_a_rotated_portrait_phone_clip_is_conformed(tmp_path):
     phone = make_video(tmp_path / "IMG_0001 ☎.mov", seconds=2, width=320, height=180, fps=30, rotate=90)
     voice = make_audio(tmp_path / "voice.wav", seconds=2)

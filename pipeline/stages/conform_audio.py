@@ -23,7 +23,7 @@ from typing import Literal
 import ffmpeg
 
 from ..errors import InputError, ValidationError
-from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, run_ffmpeg
+from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import MediaProbe
@@ -276,7 +276,7 @@ def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float
 
 
 def _source(plan: AudioPlan):
-    stream = ffmpeg.input(str(plan.source), ss=plan.start, t=plan.take_seconds)["a:0"]
+    stream = ffmpeg.input(media_path(plan.source), ss=plan.start, t=plan.take_seconds)["a:0"]
     layout = "mono" if plan.channels == 1 else "stereo"
     return stream.filter("aformat", channel_layouts=layout)
 
@@ -320,7 +320,7 @@ def measure_audible(plan: AudioPlan, progress: ProgressFn | None = None) -> tupl
 
 
 def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:
-    s, run = _measure(ffmpeg.input(str(path))["a:0"], plan, "checking the normalized audio of", None)
+    s, run = _measure(ffmpeg.input(media_path(path))["a:0"], plan, "checking the normalized audio of", None)
     return replace(figures, output_i=float(s["input_i"]), output_tp=float(s["input_tp"]),
                    output_lra=float(s["input_lra"])), run
 
@@ -342,7 +342,7 @@ def apply_gain(plan: AudioPlan, kind: str, gain_db: float, dst: Path, progress: 
     codec = {"c:a": plan.codec, "ar": plan.sample_rate, "ac": plan.channels}
     if plan.bitrate_kbps:
         codec["b:a"] = f"{plan.bitrate_kbps}k"
-    out = graph.output(str(dst), f=plan.format, map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"}, **codec)
+    out = graph.output(media_path(dst), f=plan.format, map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"}, **codec)
     return run_ffmpeg(
         compile_stream(out.global_args("-hide_banner", "-nostats")),
         what=f"normalizing the audio of {plan.source.name}",
