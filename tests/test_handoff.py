@@ -67,6 +67,7 @@ def test_delivered_folder_has_final_manifest_and_valid_checksums(tmp_path, media
     assert _sha(job / FINAL_NAME) == _sha(final) and final.exists()  # copied, never moved
     doc = json.loads((job / MANIFEST_NAME).read_text())
     assert doc == written.model_dump(mode="json")
+    assert Manifest.model_validate_json((job / MANIFEST_NAME).read_text()) == written  # readable back
     assert {d["name"]: d["sha256"] for d in doc["delivered"]} == {
         FINAL_NAME: _sha(final), "voice.wav": _sha(voice)}
     assert doc["inputs"][0]["path"] == "../footage/clip.mp4"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic_core import to_jsonable_python
 
 from .. import __version__
 from ..errors import LipsyncError
@@ -57,7 +58,8 @@ class InputFile(_Section):
         rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
         if media is None and role in ("video", "audio"):
             media = _probe_quietly(path)
-        summary = {**media.to_dict(), "path": rel} if media is not None else None  # no absolute paths
+        # JSON types (tuples as lists) so a manifest read back equals the one written; no absolute paths
+        summary = to_jsonable_python({**media.to_dict(), "path": rel}) if media is not None else None
         return cls(role=role, path=rel, size_bytes=path.stat().st_size, sha256=sha256_file(path), probe=summary)
 
 
@@ -119,6 +121,8 @@ def canonical_json(data: Any) -> str:
 
 
 class Manifest(_Section):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # reading one back: config_sha256 is computed
+
     schema_version: int = 1
     job_id: str
     created_at: float                                  # unix seconds, when the job was submitted
