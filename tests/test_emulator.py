@@ -19,6 +19,11 @@ from pipeline.ffmpeg import ffmpeg_exe
 
 PROVIDERS = ["pixverse", "aimlapi", "useapi", "fal"]
 AUDIO_S = 1.6
+# a cheap authenticated GET per provider (an unknown job is fine: only the gate's answer matters)
+STATUS_PATHS = {
+    "pixverse": "/openapi/v2/video/lip_sync/tts_list", "aimlapi": "/v2/video/generations?generation_id=x",
+    "useapi": "/v2/pixverse/videos/voices", "fal": "/fal-ai/pixverse/requests/x/status",
+}
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +166,26 @@ def test_out_of_credits_refuses_creates_with_the_billing_error(emu, media, provi
     assert emu.accepted_creates(provider) == 0
 
 
+ACCOUNT = {
+    "pixverse": (200, lambda d: d["ErrCode"] == 10001),
+    "aimlapi": (403, lambda d: d["statusCode"] == 403),
+    "useapi": (596, lambda d: d["code"] == 596 and "pending error" in d["error"]),
+    "fal": (403, lambda d: "locked" in d["detail"]),
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_account_errors_refuse_every_call(emu, media, provider):
+    emu.faults(provider).account_error = True
+    status, check = ACCOUNT[provider]
+    url = emu.base_urls["fal_queue" if provider == "fal" else provider] + STATUS_PATHS[provider]
+    reply = httpx.get(url, headers=headers(emu, provider))
+    assert reply.status_code == status and check(reply.json())
+    emu.faults(provider).account_error = False
+    after = httpx.get(url, headers=headers(emu, provider))
+    assert not (after.status_code == status and check(after.json()))
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_dropped_create_reply_is_a_transport_error_but_the_job_exists(emu, media, provider):
     video = upload(emu, provider, media["video"])
@@ -274,12 +299,6 @@ def test_downloads_resume_with_range(emu, media):
     whole = httpx.get(url).content
     tail = httpx.get(url, headers={"Range": "bytes=100-"})
     assert tail.status_code == 206 and tail.content == whole[100:]
-
-
-STATUS_PATHS = {
-    "pixverse": "/openapi/v2/video/lip_sync/tts_list", "aimlapi": "/v2/video/generations?generation_id=x",
-    "useapi": "/v2/pixverse/videos/voices", "fal": "/fal-ai/pixverse/requests/x/status",
-}
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

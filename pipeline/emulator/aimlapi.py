@@ -28,7 +28,7 @@ CREDITS_PER_JOB = 2_000_000
 
 _STATUS_CODES = {
     RejectKind.VALIDATION: 400, RejectKind.BAD_TYPE: 400, RejectKind.NOT_FOUND: 404, RejectKind.AUTH: 401,
-    RejectKind.BILLING: 403, RejectKind.RATE_LIMIT: 429, RejectKind.MODERATED: 400,
+    RejectKind.BILLING: 403, RejectKind.RATE_LIMIT: 429, RejectKind.MODERATED: 400, RejectKind.ACCOUNT: 403,
 }
 
 

@@ -54,6 +54,8 @@ def reject(rej: Reject, request: Request) -> Response:
         case RejectKind.BILLING:
             return JSONResponse({"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
                                            "fal.ai/dashboard/billing."}, status_code=403)
+        case RejectKind.ACCOUNT:
+            return JSONResponse({"detail": "User is locked. Reason: account under review."}, status_code=403)
         case _:
             return infra_error(429, "Too many concurrent requests", "rate_limited")
 

@@ -26,6 +26,7 @@ class Faults:
     stuck: bool = False             # jobs never finish
     out_of_credits: bool = False    # creates refused with the provider's billing error
     audio_offset_ms: int = 0        # result audio delayed by this many ms
+    account_error: bool = False     # the account needs a human (useapi 596; others their locked-account error)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self, counter: str) -> bool:

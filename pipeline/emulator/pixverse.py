@@ -33,6 +33,7 @@ _CODES = {
     RejectKind.RATE_LIMIT: (500044, "Reached the limit for concurrent generations."),
     RejectKind.MODERATED: (500054, "Content moderation failed"),
     RejectKind.TRACE_REUSED: (400033, "Invalid Ai-trace-id"),
+    RejectKind.ACCOUNT: (10001, "Account abnormal"),
 }
 _STATUS = {Phase.QUEUED: 5, Phase.RUNNING: 5, Phase.SUCCEEDED: 1, Phase.MODERATED: 7, Phase.FAILED: 8,
            Phase.CANCELED: 6}

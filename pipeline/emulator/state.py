@@ -52,6 +52,7 @@ class RejectKind(StrEnum):
     RATE_LIMIT = "rate_limit"
     MODERATED = "moderated"
     TRACE_REUSED = "trace_reused"
+    ACCOUNT = "account"             # the account needs a human before any call works
 
 
 class Reject(Exception):
@@ -227,6 +228,8 @@ def endpoint(dialect: Dialect, handler: Handler, *, authenticated: bool = True):
         try:
             if authenticated and not state.key_ok(dialect.provider, dialect.key_from(request)):
                 raise Reject(RejectKind.AUTH, "invalid or missing API key")
+            if authenticated and faults.account_error:
+                raise Reject(RejectKind.ACCOUNT, "the account has a pending error")
             if dialect.precheck is not None:
                 dialect.precheck(request, state)
             if faults.take("server_errors"):

@@ -33,6 +33,9 @@ _REJECTS = {
     RejectKind.BILLING: (412, "All Credits have been used up. Please upgrade your membership or purchase credits."),
     RejectKind.RATE_LIMIT: (429, "Reached the limit for concurrent generations."),
     RejectKind.MODERATED: (422, "Your prompt has triggered our AI moderator, please re-enter your prompt"),
+    RejectKind.ACCOUNT: (596, "Your PixVerse account has pending error. Please address this issue at "
+                              "https://useapi.net/docs/api-pixverse-v2/post-pixverse-accounts-email before making "
+                              "any new API calls."),
 }
 _UPLOAD_TYPES = {
     "video/mp4": "video", "video/quicktime": "video",
