@@ -243,3 +243,23 @@ def test_hostile_file_names_stay_files(media, monkeypatch):
     assert plan.mode == "transcode"
     assert (media / "-out:2 ü.mp4").exists()
     assert_provider_ready(media / "-out:2 ü.mp4")
+
+
+def test_compliant_picture_with_pcm_sound_copies_the_picture_and_encodes_the_sound(media):
+    src = make_video(media / "camera.mov", acodec="pcm_s16le", audio_channels=1, audio_rate=32000)
+    plan, result = conform(src, media / "out" / "camera.mp4")
+    assert (plan.mode, plan.audio) == ("copy", "aac")
+    assert packets_md5(result.path, "0:v:0") == packets_md5(src, "0:v:0")
+    audio = media_info(result.path)["Audio"][0]
+    assert (audio.format, audio.channel_s, audio.sampling_rate) == ("AAC", 1, 48000)
+    assert_provider_ready(result.path)
+
+
+def test_motion_jpeg_avi_is_video_not_cover_art(media):
+    src = make_video(media / "webcam.avi", vcodec="mjpeg", pix_fmt="yuvj420p")
+    p = probe_video(src)
+    assert (p.container, p.video.codec, p.cover_art) == ("avi", "JPEG", False)
+    _, result = conform(src, media / "out" / "webcam.mp4")
+    assert_provider_ready(result.path)
+    stats = decode_stats(result.path)  # AVI's index may declare one frame more than it holds: CFR fills it
+    assert stats.video_frames == round(stats.video_seconds * 25) >= 50

@@ -320,12 +320,13 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     audio, channels, rate, audio_decision = _audio_plan(p, opts, copy)
     common = dict(source=p.path, duration=duration, legs=legs, width=size[0], height=size[1],
                   scale=size != _coded_size(v), max_bytes=limits.video_max_bytes, audio=audio,
-                  audio_channels=channels, audio_rate=rate, warnings=tuple(warnings))
+                  audio_channels=channels, audio_rate=rate,
+                  audio_bitrate=opts.audio_bitrate if audio == "aac" else None, warnings=tuple(warnings))
     if copy:
         decisions += [Decision("copy", "already compliant: streams copied, index moved to the front (+faststart)"),
                       audio_decision]
         return VideoPlan(mode="copy", fps=None, rotation=0, deinterlace=False, tonemap=None, crf=None, preset=None,
-                         maxrate=None, bufsize=None, audio_bitrate=None, decisions=tuple(decisions), **common)
+                         maxrate=None, bufsize=None, decisions=tuple(decisions), **common)
     maxrate, bufsize, budget_reason = video_budget(duration, limits, opts, audio != "none")
     why = "; ".join(blockers + [d.what for d in changes])
     decisions += [Decision("transcode", f"re-encoded to H.264 High in mp4 ({why})"), *changes,
@@ -340,7 +341,6 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
         preset=opts.preset,
         maxrate=maxrate,
         bufsize=bufsize,
-        audio_bitrate=opts.audio_bitrate if audio == "aac" else None,
         decisions=tuple(decisions),
         **common,
     )

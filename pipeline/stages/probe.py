@@ -149,8 +149,8 @@ def _rotation(track: Track) -> int:
 
 
 def _is_picture(track: Track) -> bool:
-    """A 'video' track that is really a still: cover art stored as a video track."""
-    return track.format in _STILL_IMAGES
+    """A 'video' track that is really a still (cover art stored as a video track); MJPEG video has many frames."""
+    return track.format in _STILL_IMAGES and (_int(track.frame_count) or 0) <= 1
 
 
 def _video_stream(track: Track) -> VideoStream:
