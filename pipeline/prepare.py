@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,7 @@ from .stages.text import chunk_text, spoken
 from .voices import resolve_voice
 
 log = logging.getLogger("lipsync.prepare")
+SEGMENT_FILE = re.compile(r"seg\d{3}\.(mp4|wav|mp3)")
 
 StepProgress = Callable[[str, float], None]
 """Called with what is being done (e.g. "seg001 video") and the fraction of the whole prepare done (0..1)."""
@@ -217,13 +219,24 @@ def _prepare_with_text(request, speaker, vp, limits, outputs, progress) -> Prepa
 def read_text_file(path: str | os.PathLike) -> str:
     """A script file as text (UTF-8, with or without a BOM)."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except UnicodeDecodeError:
         raise InputError(path, "not UTF-8 text") from None
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror})") from None
+    if not text.strip():
+        raise InputError(path, "the script is empty")
+    return text
+
+
+def _remove_stale_segments(out_dir: Path, keep: list[Path]) -> None:
+    """Segment files of an earlier prepare into the same folder that this result does not name."""
+    for path in out_dir.iterdir():
+        if SEGMENT_FILE.fullmatch(path.name) and path not in keep:
+            log.info("prepare: removing %s, left over from an earlier prepare", path.name)
+            path.unlink(missing_ok=True)
 
 
 def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepProgress | None = None) -> PrepareResult:
@@ -242,6 +255,7 @@ def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepP
     except BaseException:
         outputs.remove_all()
         raise
+    _remove_stale_segments(out_dir, outputs.written)
     for warning in result.warnings:
         log.warning(warning)
     return result

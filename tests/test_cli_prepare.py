@@ -32,7 +32,8 @@ def test_json_output_is_one_document_with_segments(clip, tmp_path):
     (seg,) = doc["segments"]
     assert set(seg) >= {"video", "audio", "text", "start", "end"}
     assert seg["text"] is None and seg["start"] == 0.0 and seg["end"] == pytest.approx(2.0)
-    assert Path(seg["video"]).name == "seg000.mp4" and Path(seg["audio"]).name == "seg000.wav"
+    assert Path(seg["video"]) == tmp_path / "out dir" / "seg000.mp4"  # absolute, whatever the cwd
+    assert Path(seg["audio"]) == tmp_path / "out dir" / "seg000.wav"
     assert decode_stats(seg["video"]).video_seconds == pytest.approx(3.0, abs=0.04)
     assert "seg000" in done.stderr  # progress goes to stderr
 
@@ -67,6 +68,7 @@ def test_human_output_lists_the_segments(clip, tmp_path):
         (["--video", "{clip}", "--text", "hi", "--start", "abc"], "--start must be a number"),
         (["--video", "{clip}", "--text", "hi", "--provider", "nope"], "unknown provider"),
         (["--video", "{clip}", "--text-file", "nothing.txt"], "nothing.txt: no such file"),
+        (["--video", "{clip}", "--text-file", "{blank}"], "blank.txt: the script is empty"),
         (["--video", "{junk}", "--text", "hi"], "junk.mp4"),
         (["--video", "{voice}", "--text", "hi"], "audio-only"),
         (["--video", "{clip}", "--audio", "{silence}"], "silence.wav: the audio is silent"),
@@ -77,7 +79,8 @@ def test_bad_input_is_one_line_on_stderr_exit_6_and_no_media_left(clip, tmp_path
     (tmp_path / "junk.mp4").write_text("plain text, renamed")
     voice = make_audio(tmp_path / "voice.mp3", seconds=1)
     silence = make_audio(tmp_path / "silence.wav", seconds=1, speech=False, level_db=-200)
-    subst = {"{clip}": clip, "{junk}": tmp_path / "junk.mp4", "{voice}": voice, "{silence}": silence}
+    (tmp_path / "blank.txt").write_text(" \n\n ")
+    subst = {"{blank}": tmp_path / "blank.txt", "{clip}": clip, "{junk}": tmp_path / "junk.mp4", "{voice}": voice, "{silence}": silence}
     argv = [subst.get(a, a) for a in args]
     out = tmp_path / "out"
     if "--video" in args:  # the last case leaves out --video, and --out with it

@@ -173,6 +173,16 @@ def test_a_chinese_script_is_chunked_by_speaking_time(media, tmp_path):
     assert all(estimate_speech_seconds(s.text) <= 30 for s in result.segments)
 
 
+def test_a_rerun_into_the_same_folder_leaves_only_its_own_segments(media, tmp_path):
+    limits = load_limits(overrides={"tts_max_chars": 100})
+    first = prepare(PrepareRequest(video=media["video"], text=SCRIPT, sync_mode="cut", limits=limits), tmp_path)
+    assert len(first.segments) >= 3
+    (tmp_path / "notes.txt").write_text("mine")
+    second = prepare(PrepareRequest(video=media["video"], audio=media["short_voice"]), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "seg000.mp4", "seg000.wav"]
+    assert second.segments[0].audio.is_file()
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ def prepare(video, audio, text, text_file, speaker, provider, sync_mode, start, 
         start=_seconds(start, "--start"),
         end=_seconds(end, "--end"),
     )
-    result = run_prepare(request, out_dir)
+    result = run_prepare(request, out_dir.absolute())
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
         return
