@@ -448,26 +448,29 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
     return compile_stream(out.global_args("-hide_banner"))
 
 
+def _encode(plan: VideoPlan, tmp: Path, progress: ProgressFn | None) -> FfmpegRun:
+    return run_ffmpeg(build_command(plan, tmp), what=f"conforming {plan.source.name}", duration=plan.duration,
+                      progress=progress)
+
+
 def execute_video(plan: VideoPlan, dst: str | Path, progress: ProgressFn | None = None) -> VideoResult:
-    """Run the plan into `dst` (atomically). A transcode that overshoots the byte limit is re-encoded once."""
+    """Run the plan into `dst` (atomically). A transcode that overshoots the byte limit is re-encoded once;
+    one that still overshoots raises ValidationError and leaves nothing behind."""
     dst = Path(dst)
-    runs, attempts = [], []
-    with atomic_output(dst) as tmp:
-        current = plan
-        while True:
-            attempts.append(current)
-            runs.append(run_ffmpeg(build_command(current, tmp), what=f"conforming {plan.source.name}",
-                                   duration=current.duration, progress=progress))
-            size = tmp.stat().st_size
-            if size <= current.max_bytes:
-                break
-            if current.mode == "copy" or len(attempts) > 1:
-                raise ValidationError(f"{plan.source}: the conformed video is {size / 1e6:.2f} MB, over the "
-                                      f"{current.max_bytes / 1e6:g} MB limit, even after {len(attempts)} encode(s)")
-            log.warning("%s: %.2f MB is over the %g MB limit, encoding again with a lower cap",
-                        plan.source.name, size / 1e6, current.max_bytes / 1e6)
-            current = lower_cap(current, size)
-    for warning in current.warnings:
+    for warning in plan.warnings:
         log.warning("%s", warning)
-    return VideoResult(path=dst, plan=current, runs=runs, probe=probe_video(dst), size_bytes=dst.stat().st_size,
-                       attempts=attempts)
+    attempts = [plan]
+    with atomic_output(dst) as tmp:
+        runs = [_encode(plan, tmp, progress)]
+        size = tmp.stat().st_size
+        if size > plan.max_bytes and plan.mode == "transcode":
+            log.warning("%s: %.2f MB is over the %g MB limit, encoding again with a lower cap",
+                        plan.source.name, size / 1e6, plan.max_bytes / 1e6)
+            attempts.append(lower_cap(plan, size))
+            runs.append(_encode(attempts[-1], tmp, progress))
+            size = tmp.stat().st_size
+        if size > plan.max_bytes:
+            raise ValidationError(f"{plan.source}: the conformed video is {size / 1e6:.2f} MB, over the "
+                                  f"{plan.max_bytes / 1e6:g} MB limit, even after {len(attempts)} encode(s)")
+        output = replace(probe_video(tmp), path=dst)
+    return VideoResult(path=dst, plan=attempts[-1], runs=runs, probe=output, size_bytes=size, attempts=attempts)
