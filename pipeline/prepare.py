@@ -130,7 +130,7 @@ def _source_range(p: MediaProbe, request: PrepareRequest) -> tuple[float, float]
     start = request.start or 0.0
     end = min(total, request.end) if request.end is not None else total
     if start >= end:
-        raise InputError(p.path, f"--start {start:g} s is past the end of the video ({total:.3f} s)")
+        raise InputError(p.path, f"nothing to use between {start:g} s and {end:g} s (the video lasts {total:.3f} s)")
     return start, end
 
 

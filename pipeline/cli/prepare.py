@@ -29,16 +29,19 @@ def _seconds(value: str | None, option: str) -> float | None:
 @click.option("--audio", type=click.Path(path_type=Path), help="A voice track (any audio, or a video's sound).")
 @click.option("--text", help="A script for TTS.")
 @click.option("--text-file", type=click.Path(path_type=Path), help="A UTF-8 file holding the script.")
-@click.option("--speaker", help="TTS voice name (see `lipsync speakers`); default Auto.")
-@click.option("--provider", help="Prepare for this provider's limits (default: the strictest of all).")
-@click.option("--sync-mode", default=DEFAULT_SYNC_MODE.value, show_default=True, help=f"Length policy: {SYNC_MODES}.")
-@click.option("--start", help="Use the video from this second.")
-@click.option("--end", help="Use the video up to this second.")
+@click.option("--speaker", metavar="NAME", help="TTS voice name (see `lipsync speakers`); default Auto.")
+@click.option("--provider", metavar="NAME", help="Prepare for this provider's limits (default: the strictest of all).")
+@click.option("--sync-mode", metavar="MODE", default=DEFAULT_SYNC_MODE.value, show_default=True, help=f"Length policy: {SYNC_MODES}.")
+@click.option("--start", metavar="SECONDS", help="Use the video from this second.")
+@click.option("--end", metavar="SECONDS", help="Use the video up to this second.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory for the prepared files.")
 @json_option
 @handle_errors
 def prepare(video, audio, text, text_file, speaker, provider, sync_mode, start, end, out_dir, as_json) -> None:
-    """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout."""
+    """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
+
+    The voice is --audio, else TTS of --text/--text-file (one segment per chunk), else the video's own sound.
+    """
     from ..prepare import PrepareRequest, prepare as run_prepare, read_text_file
 
     if video is None or out_dir is None:
