@@ -250,3 +250,23 @@ def test_a_failure_after_files_were_written_removes_them(media, tmp_path, monkey
         prepare(PrepareRequest(video=media["video"], text=SCRIPT, sync_mode="cut", limits=limits), tmp_path / "out")
     assert calls[0].name == "seg000.mp4"
     assert media_files(tmp_path / "out") == []
+
+
+# ---- the committed samples ----------------------------------------------------------------------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def test_the_samples_are_small_and_what_the_demo_needs():
+    from pipeline.demo import demo_requests
+    from pipeline.stages.text import chunk_text
+
+    assert sum(p.stat().st_size for p in SAMPLES.iterdir()) <= 3_000_000
+    presenter, phone = probe(SAMPLES / "presenter_720p.mp4"), probe(SAMPLES / "phone_portrait.mov")
+    assert not check_limits(presenter, STRICT, "video") and presenter.audio is not None
+    assert phone.video.rotation == 90 and check_limits(phone, STRICT, "video")  # needs conforming
+    assert ebur128(SAMPLES / "voice.wav").integrated > -35
+    requests = demo_requests(SAMPLES)
+    assert all(r.video.is_file() and (r.audio is None or r.audio.is_file()) for r in requests.values())
+    assert len(chunk_text(requests["english-script"].text, STRICT.tts_max_chars, 30.0)) >= 2
+    assert len(chunk_text(requests["chinese-script"].text, STRICT.tts_max_chars, 30.0)) == 1
