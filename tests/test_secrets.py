@@ -46,7 +46,8 @@ def _run_all(env, commands: list[list[str]]) -> list[tuple[int, str]]:
     """Run the CLI commands at once (verbose); their exit codes and everything each printed."""
     procs = [subprocess.Popen([LIPSYNC, "-v", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=env) for args in commands]
-    return [(p.wait(timeout=120), p.stdout.read()) for p in procs]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    return [(p.returncode, out) for p, out in zip(procs, outputs)]
 
 
 # (provider, fault) pairs: one wave has each provider once, so faults never mix.
