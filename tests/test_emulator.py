@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
+import threading
 import time
 
 import httpx
@@ -327,6 +329,52 @@ def test_audio_offset_delays_the_result_audio(emu, media, offset_ms, tmp_path):
     emu.faults("fal").audio_offset_ms = offset_ms
     out = run_job(emu, "fal", media["video"], audio=media["audio"], dst=tmp_path / "offset.mp4")
     assert lag_ms(decode_mono(media["audio"]), decode_mono(out)) == pytest.approx(offset_ms, abs=3)
+
+
+@pytest.fixture
+def callback_sink():
+    """A loopback server that records the JSON bodies POSTed to it."""
+    received: list[dict] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+
+
+def _wait_for(received: list, n: int = 1) -> list:
+    deadline = time.monotonic() + 20
+    while len(received) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return received
+
+
+def test_useapi_calls_reply_url_when_the_video_is_final(emu, media, callback_sink):
+    url, received = callback_sink
+    body = create_body("useapi", upload(emu, "useapi", media["video"]), upload(emu, "useapi", media["audio"]), None, None)
+    sub = create(emu, "useapi", body | {"replyUrl": url, "replyRef": "shot-12"})
+    [called] = _wait_for(received)
+    assert called["video_id"] == sub.job_id and called["replyRef"] == "shot-12"
+    assert called["video_status_final"] is True and called["video_status_name"] == "COMPLETED" and called["url"]
+
+
+def test_fal_webhook_reports_errors_too(emu, media, callback_sink):
+    url, received = callback_sink
+    emu.faults("fal").fail_generation = True
+    body = create_body("fal", upload(emu, "fal", media["video"]), upload(emu, "fal", media["audio"]), None, None)
+    r = httpx.post(emu.base_urls["fal_queue"] + "/fal-ai/pixverse/lipsync", params={"fal_webhook": url}, json=body,
+                   headers=headers(emu, "fal"))
+    [called] = _wait_for(received)
+    assert called["request_id"] == r.json()["request_id"] and called["status"] == "ERROR" and called["error"]
 
 
 # ---- PixVerse specifics ---------------------------------------------------------------------------------

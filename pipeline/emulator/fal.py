@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
 from .inputs import large_json_object, media_inputs, read_json_object, spool_body, string_field, suffix_for
+from .callbacks import notify_when_final
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
 from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
 
@@ -99,6 +100,9 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
         lambda n: str(uuid.uuid4()),
         JobInput(video, audio, None if audio else text, None if audio else voice), state.faults[PROVIDER],
     )
+    if webhook := request.query_params.get("fal_webhook"):
+        here = origin(request)
+        notify_when_final(state, job, webhook, lambda phase: webhook_body(state, job, phase, here))
     reply = {"request_id": job.job_id, **_urls(request, job.job_id), "queue_position": 0}
     return create_reply(state, PROVIDER, JSONResponse(reply))
 
@@ -135,6 +139,20 @@ async def status(request: Request, state: EmulatorState) -> Response:
     return JSONResponse(reply)
 
 
+def output(state: EmulatorState, job: Job, origin_url: str) -> dict:
+    """The model's documented output for a finished job."""
+    return {"video": {
+        "url": state.files.url(origin_url, state.result_file(job)), "content_type": "video/mp4",
+        "file_name": "output.mp4", "file_size": job.rendered.size_bytes,
+    }}
+
+
+def webhook_body(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict:
+    if phase is Phase.SUCCEEDED:
+        return {"request_id": job.job_id, "status": "OK", "payload": output(state, job, origin_url), "error": None}
+    return {"request_id": job.job_id, "status": "ERROR", "payload": None, "error": _FAILURES[phase][0]}
+
+
 async def response(request: Request, state: EmulatorState) -> Response:
     job = _job(request, state)
     phase = state.jobs[PROVIDER].observe(job, time.monotonic()).phase
@@ -142,11 +160,7 @@ async def response(request: Request, state: EmulatorState) -> Response:
         case Phase.QUEUED | Phase.RUNNING:
             return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
         case Phase.SUCCEEDED:
-            stored = state.result_file(job)
-            return JSONResponse({"video": {
-                "url": state.files.url(origin(request), stored), "content_type": "video/mp4",
-                "file_name": "output.mp4", "file_size": job.rendered.size_bytes,
-            }})
+            return JSONResponse(output(state, job, origin(request)))
         case Phase.MODERATED:
             return validation_error("video_url", _FAILURES[phase][0], "content_policy_violation")
         case _:

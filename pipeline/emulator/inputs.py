@@ -45,7 +45,7 @@ async def spool_body(request: Request, dest: Path, max_bytes: int) -> int:
     return size
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if host in ("localhost",):
         return True
     try:
@@ -72,7 +72,7 @@ async def fetch_input(state: EmulatorState, request: Request, ref: str | LargeTe
         if stored is None:
             raise Reject(RejectKind.VALIDATION, f"could not download {ref}: 404")
         return stored.path
-    if not _is_loopback(parts.hostname):
+    if not is_loopback(parts.hostname):
         raise Reject(RejectKind.VALIDATION, f"could not download {ref}: host unreachable from the emulator")
     try:
         async with httpx.AsyncClient(timeout=30) as client, client.stream("GET", ref) as reply:

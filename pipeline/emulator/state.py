@@ -139,6 +139,7 @@ class EmulatorState:
     upload_tokens: set[str] = field(default_factory=set)        # fal CDN tokens issued
     pending_uploads: dict[str, tuple[str, str]] = field(default_factory=dict)  # fal initiate: token -> (name, type)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    background: set = field(default_factory=set)                # asyncio tasks (callbacks) kept alive
     _error_count: dict[str, int] = field(default_factory=dict)
     _results: dict[tuple[str, str], StoredFile] = field(default_factory=dict)
 

@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from ..voices import VOICE_IDS
 from .inputs import check_media, given, read_json_object, spool_body, suffix_for
-from .jobs import JobInput, Phase
+from .callbacks import notify_when_final
+from .jobs import Job, JobInput, Phase
 from .state import (
     Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
 )
@@ -145,8 +146,8 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
     video = _video(state, _text(body, "video_id"), _text(body, "video_path"))
     audio_path, prompt = _text(body, "audio_path"), _text(body, "prompt", limits.tts_max_chars)
     speaker_id = _text(body, "speaker_id")
-    for name in ("replyUrl", "replyRef"):
-        _text(body, name)
+    reply_url = _text(body, "replyUrl")
+    _text(body, "replyRef")     # only its length is checked
     max_jobs = _max_jobs(body, state.settings.useapi_max_jobs)
     if audio_path is None and prompt is None:
         raise Reject(RejectKind.VALIDATION, "send audio_path, or prompt with speaker_id")
@@ -166,9 +167,26 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
         lambda n: f"user:{USER_ID}-pixverse:{email}-video:{900000 + n}",
         JobInput(video, audio, None if audio else prompt, speaker), state.faults[PROVIDER],
     )
-    job.attrs.update(email=email, replyRef=str(body.get("replyRef") or ""))
-    job.attrs["prompt"] = prompt or ""
+    job.attrs.update(email=email, replyRef=str(body.get("replyRef") or ""), prompt=prompt or "")
+    if reply_url:
+        here = origin(request)
+        notify_when_final(state, job, reply_url, lambda phase: video_object(state, job, phase, here))
     return create_reply(state, PROVIDER, JSONResponse({"video_id": job.job_id}))
+
+
+def video_object(state: EmulatorState, job: Job, phase: Phase, origin_url: str, *, flapping: bool = False) -> dict:
+    """The documented video object; non-final only while flapping (a COMPLETED without url)."""
+    reply = {"video_id": job.job_id, "prompt": job.attrs.get("prompt", ""), "replyRef": job.attrs.get("replyRef", ""),
+             "created": job.created_wall, "url": None, "output_width": None, "output_height": None}
+    if flapping:
+        return reply | {"video_status": 1, "video_status_name": "COMPLETED", "video_status_final": False}
+    code, name = _STATUS[phase]
+    reply.update(video_status=code, video_status_name=name, video_status_final=True)
+    if phase is Phase.SUCCEEDED:
+        rendered = job.rendered
+        reply.update(url=state.files.url(origin_url, state.result_file(job)),
+                     output_width=rendered.width, output_height=rendered.height)
+    return reply
 
 
 async def video(request: Request, state: EmulatorState) -> Response:
@@ -177,20 +195,9 @@ async def video(request: Request, state: EmulatorState) -> Response:
     if job is None:
         raise Reject(RejectKind.NOT_FOUND, f"video {video_id} not found")
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
-    reply = {"video_id": job.job_id, "prompt": job.attrs.get("prompt", ""), "replyRef": job.attrs.get("replyRef", ""),
-             "created": job.created_wall, "url": None, "output_width": None, "output_height": None}
-    if seen.flapping:
-        reply.update(video_status=1, video_status_name="COMPLETED", video_status_final=False)
-        return JSONResponse(reply)
-    if seen.phase not in _STATUS:
+    if seen.phase not in _STATUS and not seen.flapping:
         raise Reject(RejectKind.NOT_FOUND, f"video {video_id} is still processing")
-    code, name = _STATUS[seen.phase]
-    reply.update(video_status=code, video_status_name=name, video_status_final=True)
-    if seen.phase is Phase.SUCCEEDED:
-        rendered = job.rendered
-        reply.update(url=state.files.url(origin(request), state.result_file(job)),
-                     output_width=rendered.width, output_height=rendered.height)
-    return JSONResponse(reply)
+    return JSONResponse(video_object(state, job, seen.phase, origin(request), flapping=seen.flapping))
 
 
 ROUTES = [
