@@ -175,23 +175,22 @@ def looks_moderated(*texts: object) -> bool:
     return any(word in joined for word in _MODERATION_WORDS)
 
 
-def optional_int(value: Any) -> int | None:
-    """An int from a reply field that may be missing, null, a number or a numeric string."""
+def _optional_number(value: Any, kind: type) -> Any:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError):
         return None
+
+
+def optional_int(value: Any) -> int | None:
+    """An int from a reply field that may be missing, null, a number or a numeric string."""
+    return _optional_number(value, int)
 
 
 def optional_float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    return _optional_number(value, float)
 
 
 def unknown_status(provider: str, raw: str, **fields: Any) -> JobStatus:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -140,8 +141,6 @@ def backoff_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
-    import random
-
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         return backoff_seconds(policy, state.attempt_number, getattr(exc, "retry_after", None), random.random())

@@ -157,7 +157,7 @@ class PixverseProvider(Provider):
         mime = media_type(path)
         with open(path, "rb") as fh:
             response = self._request("POST", self._url(f"{API}/media/upload"), what=f"upload {path.name}",
-                                     retry_on=is_transient, files={"file": (path.name, fh, mime)})
+                                     retry_on=is_transient, files={"file": (f"media{path.suffix.lower()}", fh, mime)})
         resp = self._resp(response, f"upload {path.name}")
         media_id = as_id(resp.get("media_id") if isinstance(resp, dict) else None)
         if media_id is None:
@@ -181,7 +181,9 @@ class PixverseProvider(Provider):
         return JobHandle(self.name, str(video_id), {}, created_at)
 
     def poll(self, handle: JobHandle) -> JobStatus:
-        video_id = int(handle.job_id)
+        video_id = as_id(handle.job_id)
+        if video_id is None:
+            raise ProviderError(f"{handle.job_id!r} is not a PixVerse video id", provider=self.name)
         response = self._request("GET", self._url(f"{API}/video/result/{video_id}"),
                                  what=f"status of job {video_id}", retry_on=is_transient)
         return parse_result(self._resp(response, f"status of job {video_id}"))
