@@ -42,7 +42,7 @@ class RetryPolicy:
     @classmethod
     def for_refused_creates(cls) -> RetryPolicy:
         """Providers ask to wait 10-30 s when at their concurrency limit; keep trying for a few minutes."""
-        return cls(attempts=10, initial=5.0, maximum=30.0)
+        return cls(attempts=10, initial=10.0, maximum=30.0)
 
 
 class RetriesExhausted(ProviderError):
