@@ -127,3 +127,12 @@ def test_content_type_and_box_checks():
 @given(st.binary(min_size=8, max_size=64))
 def test_box_check_only_passes_known_boxes(head):
     assert looks_like_mp4(head) == (head[4:8] in {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+
+
+def test_a_provider_file_name_never_becomes_a_path(tmp_path, result):
+    dest = tmp_path / "deliver"
+    evil = {"Content-Disposition": 'attachment; filename="../../escaped.mp4"', "Content-Type": "video/mp4"}
+    with serve(lambda r: Reply(body=result, headers=evil)) as srv:
+        got = _get(srv.url + "/files/..%2F..%2Fescaped.mp4", dest / "out.mp4")
+    assert got.path == dest / "out.mp4"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["deliver", "deliver/out.mp4"]
