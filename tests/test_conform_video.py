@@ -263,3 +263,11 @@ def test_motion_jpeg_avi_is_video_not_cover_art(media):
     assert_provider_ready(result.path)
     stats = decode_stats(result.path)  # AVI's index may declare one frame more than it holds: CFR fills it
     assert stats.video_frames == round(stats.video_seconds * 25) >= 50
+
+
+def test_high_speed_capture_is_resampled_to_the_kept_rate(media):
+    src = make_video(media / "slowmo.mp4", width=160, height=120, fps=120, seconds=1)
+    plan, result = conform(src, media / "out" / "slowmo.mp4")
+    assert plan.mode == "transcode" and plan.fps == 60.0
+    assert float(video_track(result.path).frame_rate) == 60.0
+    assert decode_stats(result.path).video_frames == 60

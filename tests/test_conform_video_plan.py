@@ -18,6 +18,7 @@ from pipeline.stages.conform_video import (
     SIZE_MARGIN,
     VideoOptions,
     lower_cap,
+    output_fps,
     plan_video,
 )
 from pipeline.stages.probe import AudioStream, MediaProbe, VideoStream
@@ -33,7 +34,7 @@ def video_streams(draw) -> VideoStream:
     shown = (max(1, round(width * par)), height)
     if rotation in (90, 270):
         shown = shown[::-1]
-    fps = draw(st.sampled_from([None, 12.5, 23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0, 119.88]))
+    fps = draw(st.sampled_from([None, 12.5, 23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0, 119.88, 240.0]))
     vfr = fps is None or draw(st.booleans())
     return VideoStream(
         codec=draw(st.sampled_from(["AVC", "AVC", "HEVC", "ProRes", "MPEG Video", "VP9"])),
@@ -106,7 +107,7 @@ def _plan_or_refusal(p, limits, opts):
         with pytest.raises(ValidationError, match="shorter than the target"):
             plan_video(p, limits, opts)
         return None
-    fps = p.video.fps or 25.0
+    fps, _ = output_fps(p.video, opts.max_fps)
     if needs_extend and (end - start) * fps < 1 - 1e-6:
         with pytest.raises(InputError, match="shorter than one frame"):
             plan_video(p, limits, opts)
@@ -121,7 +122,8 @@ def _should_copy(p: MediaProbe, limits: Limits, opts: VideoOptions) -> bool:
         not opts.force_transcode
         and p.container in ("mp4", "mov") and p.container in limits.video_containers
         and v.codec == "AVC" and v.bit_depth == 8 and v.chroma_subsampling == "4:2:0"
-        and v.frame_rate_mode == "CFR" and v.fps is not None and v.scan_type == "progressive"
+        and v.frame_rate_mode == "CFR" and v.fps is not None and v.fps <= opts.max_fps * 1.01
+        and v.scan_type == "progressive"
         and v.rotation == 0 and v.pixel_aspect_ratio == 1.0 and v.hdr_transfer is None
         and v.width % 2 == 0 and v.height % 2 == 0 and max(v.width, v.height) <= limits.video_max_side
         and p.size_bytes <= limits.video_max_bytes * COPY_SIZE_MARGIN
@@ -159,6 +161,7 @@ def test_copy_only_when_every_condition_holds(p, limits, data):
         assert plan.audio in ("copy", "aac", "none")
     else:
         assert plan.fps and plan.crf is not None and plan.audio in ("aac", "none")
+        assert plan.fps <= opts.max_fps
         assert plan.rotation == p.video.rotation
         assert plan.deinterlace == (p.video.scan_type in ("interlaced", "mbaff"))
         assert plan.tonemap == p.video.hdr_transfer
@@ -174,7 +177,7 @@ def test_timeline_stays_in_the_window_and_under_the_limit(p, limits, data):
     start, end = _window(p, opts)
     assert plan.duration <= limits.video_max_seconds + 1e-6
     assert math.isclose(sum(leg.duration for leg in plan.legs), plan.duration, abs_tol=1e-6)
-    slack = FRAME_ROUNDING / (p.video.fps or 25.0) + 1e-6  # millisecond-rounded windows are forgiven
+    slack = FRAME_ROUNDING / (plan.fps or p.video.fps) + 1e-6  # millisecond-rounded windows are forgiven
     for leg in plan.legs:
         assert start - 1e-6 <= leg.start and leg.start + leg.duration <= end + slack
     if opts.target_duration is None:
@@ -182,7 +185,7 @@ def test_timeline_stays_in_the_window_and_under_the_limit(p, limits, data):
         cut = end - start > limits.video_max_seconds
         assert cut == any("over the" in w for w in plan.warnings)
         if cut:  # whole frames: a last partial frame would pass the limit
-            assert limits.video_max_seconds - 1 / (p.video.fps or 25.0) < plan.duration <= limits.video_max_seconds
+            assert limits.video_max_seconds - 1 / plan.fps < plan.duration <= limits.video_max_seconds
         else:
             assert plan.duration == pytest.approx(end - start)
     else:

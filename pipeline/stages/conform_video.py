@@ -54,6 +54,7 @@ class VideoOptions:
     crf: int = 20                           # x264 quality when the size budget allows it
     preset: str = "fast"                    # x264 speed/efficiency trade-off
     max_bitrate: int = 40_000_000           # never cap above this (bits/s): H.264 level 4.1/4.2 territory
+    max_fps: float = 60.0                   # faster capture (slow-motion phones) is resampled to this
     audio_bitrate: int = 128_000            # AAC, bits/s
 
 
@@ -145,10 +146,12 @@ def _window(p: MediaProbe, opts: VideoOptions, total: float) -> tuple[float, flo
     return start, end, decisions
 
 
-def output_fps(v: VideoStream) -> tuple[float, str | None]:
+def output_fps(v: VideoStream, max_fps: float) -> tuple[float, str | None]:
     """The constant rate to encode at, and why it differs from the source's (None when it does not)."""
     if v.fps is None:
-        return 25.0, "the frame rate is unknown: encoding at 25 fps"
+        return min(25.0, max_fps), "the frame rate is unknown: encoding at 25 fps"
+    if v.fps > max_fps * (1 + STANDARD_RATE_TOLERANCE):
+        return max_fps, f"{v.fps:g} fps (high-speed capture) is more than the {max_fps:g} fps kept"
     if v.frame_rate_mode != "VFR":
         return v.fps, None
     near = min(STANDARD_RATES, key=lambda r: abs(r - v.fps))
@@ -299,7 +302,7 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     v = p.video
     if v is None:
         raise InputError(p.path, "no video stream to conform")
-    fps, fps_reason = output_fps(v)
+    fps, fps_reason = output_fps(v, opts.max_fps)
     legs, duration, decisions, warnings = plan_timeline(p, limits, opts, fps)
     size = output_size(v, limits.video_max_side)
     changes = _picture_changes(v, size, limits.video_max_side, fps_reason)

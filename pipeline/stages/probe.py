@@ -5,6 +5,7 @@ TYPES BELOW ARE THE SHARED CONTRACT (other stages read them). Implementation: se
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,6 +239,8 @@ def probe(path: str | Path) -> MediaProbe:
     size = path.stat().st_size
     if size == 0:
         raise InputError(path, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "cannot be read (permission denied)")
     try:
         info = MediaInfo.parse(str(path))
     except Exception as exc:  # pymediainfo raises plain exceptions for unreadable files
