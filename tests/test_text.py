@@ -23,12 +23,12 @@ def assert_chunk_contract(text: str, chunks: list[str], max_chars: int, max_seco
         words = spoken(chunk)
         assert words, f"empty chunk in {chunks!r}"
         assert chunk == chunk.lstrip()
-        assert len(words) <= max_chars
+        assert len(chunk) <= max_chars
         assert estimate_speech_seconds(words) <= max_seconds
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=ANY_TEXT, max_chars=st.integers(min_value=1, max_value=250))
+@given(text=ANY_TEXT, max_chars=st.integers(min_value=2, max_value=250))
 @example(text="Hello world. " * 40, max_chars=200)
 @example(text="x" * 1000, max_chars=200)
 def test_chunks_rejoin_and_fit_the_limits(text, max_chars):
@@ -97,6 +97,16 @@ def test_a_combining_mark_stays_with_its_letter():
     chunks = chunk_text(text, 20, 30.0)
     assert "".join(chunks) == text
     assert not chunks[1][0] == "\u094d"
+
+
+def test_a_one_character_limit_is_refused():
+    with pytest.raises(ValidationError, match="cannot hold"):
+        chunk_text("a b", 1, 30.0)
+
+
+def test_a_word_ending_at_the_limit_does_not_push_its_space_into_the_next_chunk():
+    chunks = chunk_text("x" * 10 + " " + "y" * 5, 10, 30.0)
+    assert chunks == ["x" * 9, "x yyyyy"]  # the hard cut moves back one letter rather than overflow
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t "])

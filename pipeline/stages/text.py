@@ -3,8 +3,8 @@
 Chunk contract (tested by property tests):
 - `"".join(chunks) == normalize_text(text)`: nothing is lost or reordered. A boundary that falls on a
   space keeps that space at the end of the earlier chunk, so no chunk starts with whitespace.
-- What is spoken is `chunk.strip()` (see `spoken`): never empty, at most `max_chars` characters, and its
-  `estimate_speech_seconds` is at most `max_seconds`.
+- `len(chunk) <= max_chars` (a trailing boundary space included), its `estimate_speech_seconds` is at most
+  `max_seconds`, and what is spoken, `chunk.strip()` (see `spoken`), is never empty.
 - Cuts are made, in order of preference, after a sentence end (. ! ? … and 。！？), after a clause mark
   (, ; : and 、，；：), at a space, and only as a last resort in the middle of a run of characters.
   Within the allowed window the latest cut of the best kind wins, so chunks are as full as possible.
@@ -38,8 +38,7 @@ def spoken(chunk: str) -> str:
 
 
 def _fits(piece: str, max_chars: int, max_seconds: float) -> bool:
-    words = piece.strip()
-    return len(words) <= max_chars and estimate_speech_seconds(words) <= max_seconds
+    return len(piece) <= max_chars and estimate_speech_seconds(piece) <= max_seconds
 
 
 def _longest_fitting_prefix(rest: str, max_chars: int, max_seconds: float) -> int:
@@ -54,27 +53,25 @@ def _longest_fitting_prefix(rest: str, max_chars: int, max_seconds: float) -> in
     return lo
 
 
-def _last_break(window: str, pattern: re.Pattern[str]) -> int:
-    """End of the last match of `pattern` inside `window` (0 if none)."""
-    return max((m.end() for m in pattern.finditer(window)), default=0)
+def _starts_a_chunk(ch: str) -> bool:
+    """A chunk may begin here: not on the boundary space, not on an accent that belongs to the letter before."""
+    return ch != " " and not unicodedata.combining(ch)
 
 
 def _cut_position(rest: str, limit: int) -> int:
-    """Where to end the next chunk of `rest`, given that at most `limit` characters fit."""
-    # A space right after the window still belongs to this chunk: it is boundary whitespace.
-    window = rest[: limit + 1] if rest[limit : limit + 1] == " " else rest[:limit]
+    """Where to end the next chunk of `rest`, given that its first `limit` characters fit."""
+    window = rest[:limit]
     for pattern in (_SENTENCE_END, _CLAUSE_END, _SPACE):
-        cut = _last_break(window, pattern)
-        if cut:
-            return cut
-    cut = len(window)
-    while 1 < cut < len(rest) and unicodedata.combining(rest[cut]):  # never split a letter from its accent
-        cut -= 1
-    return cut
+        cuts = [m.end() for m in pattern.finditer(window) if _starts_a_chunk(rest[m.end()])]
+        if cuts:
+            return cuts[-1]
+    return next((cut for cut in range(limit, 0, -1) if _starts_a_chunk(rest[cut])), limit)
 
 
 def chunk_text(text: str, max_chars: int, max_seconds: float) -> list[str]:
     """Cut normalized `text` into chunks (see the module docstring for the contract)."""
+    if max_chars < 2:
+        raise ValidationError(f"a TTS chunk limit of {max_chars} character(s) cannot hold a word and its space")
     normalized = normalize_text(text)
     if not normalized:
         raise ValidationError("the TTS text is empty")
