@@ -458,10 +458,11 @@ def _encode(plan: VideoPlan, tmp: Path, progress: ProgressFn | None) -> FfmpegRu
 
 def execute_video(plan: VideoPlan, dst: str | Path, progress: ProgressFn | None = None) -> VideoResult:
     """Run the plan into `dst` (atomically). A transcode that overshoots the byte limit is re-encoded once;
-    one that still overshoots raises ValidationError and leaves nothing behind."""
+    one that still overshoots raises ValidationError and leaves nothing behind.
+
+    The plan's warnings (a cut at the limit) are the caller's to show: prepare logs them and puts them in the
+    manifest."""
     dst = Path(dst)
-    for warning in plan.warnings:
-        log.warning("%s", warning)
     attempts = [plan]
     with atomic_output(dst) as tmp:
         runs = [_encode(plan, tmp, progress)]
