@@ -202,18 +202,24 @@ def test_dropped_create_reply_is_a_transport_error_but_the_job_exists(emu, media
     assert emu.accepted_creates(provider) == 2
 
 
-def test_useapi_refuses_creates_beyond_max_jobs(emu, media):
+def test_useapi_refuses_creates_beyond_max_jobs(media):
+    with Emulator(EmulatorSettings(latency_s=3.0)) as emu:    # long enough that no job ends mid-test
+        _fill_useapi_account(emu, media)
+
+
+def _fill_useapi_account(emu, media):
     video = upload(emu, "useapi", media["video"])
     audio = upload(emu, "useapi", media["audio"])
     body = create_body("useapi", video, audio, None, None) | {"maxJobs": 2}
-    first = create(emu, "useapi", body)
-    assert first.job_id and create(emu, "useapi", body).job_id
+    running = [create(emu, "useapi", body) for _ in range(2)]
+    assert all(sub.job_id for sub in running)
     busy = create(emu, "useapi", body)
     assert busy.reply.status_code == 429 and "busy" in busy.reply.json()["error"]
     assert emu.accepted_creates("useapi") == 2
-    poll_until_final(emu, first)
-    time.sleep(0.1)   # the second job started with the first; let it finish too
-    assert create(emu, "useapi", body).job_id is not None      # slots are free again
+    other_account = create(emu, "useapi", body | {"email": "second@example.com"})
+    assert other_account.job_id is not None and "second@example.com" in other_account.job_id
+    poll_until_final(emu, running[0])
+    assert create(emu, "useapi", body).job_id is not None      # a slot is free again
 
 
 # ---- failures, moderation, lies -------------------------------------------------------------------------

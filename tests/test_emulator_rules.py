@@ -24,7 +24,10 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
 
 
 def _resolved(value):
-    return value.path.read_text(encoding="utf-8") if isinstance(value, LargeText) else value
+    if isinstance(value, LargeText):
+        with open(value.path, encoding="utf-8", newline="") as f:
+            return f.read()
+    return value
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

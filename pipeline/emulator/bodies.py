@@ -44,7 +44,7 @@ class LargeText:
         return self.length
 
     def startswith(self, prefix: str) -> bool:
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, encoding="utf-8", newline="") as f:
             return f.read(len(prefix)) == prefix
 
 
@@ -128,7 +128,7 @@ class _Scanner:
 
     def _spill_file(self):
         self.spilled += 1
-        return open(self.spill_dir / f"value-{self.spilled}.txt", "w", encoding="utf-8")
+        return open(self.spill_dir / f"value-{self.spilled}.txt", "w", encoding="utf-8", newline="")
 
     def value(self) -> object:
         ch = self.peek()
@@ -173,7 +173,7 @@ class _Scanner:
 def parse_object(path: Path, spill_dir: Path, *, spill_at: int = _SPILL_AT,
                  read_size: int = _READ) -> dict[str, object]:
     """The top-level JSON object in `path`; string values longer than `spill_at` become `LargeText` files."""
-    with open(path, encoding="utf-8", errors="strict") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         scanner = _Scanner(f, spill_dir, spill_at, read_size)
         try:
             scanner.expect("{")
@@ -198,7 +198,8 @@ def parse_object(path: Path, spill_dir: Path, *, spill_at: int = _SPILL_AT,
 
 def decode_data_uri(source: str | LargeText, dest: Path) -> None:
     """Write the bytes of a `data:[type][;base64],...` URI to `dest`, reading a LargeText in chunks."""
-    with open(source.path, encoding="utf-8") if isinstance(source, LargeText) else _StringReader(source) as f:
+    text_file = isinstance(source, LargeText)
+    with open(source.path, encoding="utf-8", newline="") if text_file else _StringReader(source) as f:
         head = f.read(1024)
         header, sep, rest = head.partition(",")
         if not sep:
