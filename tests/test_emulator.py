@@ -104,17 +104,23 @@ def test_status_reports_what_the_download_holds(emu, media, tmp_path):
 
 # ---- clock ----------------------------------------------------------------------------------------------
 
-def test_jobs_pass_through_queue_and_generation_before_finishing(media):
-    with Emulator(EmulatorSettings(latency_s=0.6, queue_s=0.4)) as emu:
-        sub = submit(emu, "fal", media["video"], audio=media["audio"])
-        words = [status_word("fal", r) for r in poll_until_final(emu, sub)]
+@pytest.fixture
+def slow_emu():
+    """Phases long enough that a loaded machine cannot skip one between two polls."""
+    with Emulator(EmulatorSettings(latency_s=1.5, queue_s=1.5)) as e:
+        yield e
+
+
+def test_jobs_pass_through_queue_and_generation_before_finishing(slow_emu, media):
+    sub = submit(slow_emu, "fal", media["video"], audio=media["audio"])
+    words = [status_word("fal", r) for r in poll_until_final(slow_emu, sub)]
     assert words[0] == "IN_QUEUE" and "IN_PROGRESS" in words and words[-1] == "COMPLETED"
     assert words.index("IN_PROGRESS") > 0
 
 
-def test_useapi_answers_404_until_the_video_is_final(emu, media):
-    sub = submit(emu, "useapi", media["video"], audio=media["audio"])
-    replies = poll_until_final(emu, sub)
+def test_useapi_answers_404_until_the_video_is_final(slow_emu, media):
+    sub = submit(slow_emu, "useapi", media["video"], audio=media["audio"])
+    replies = poll_until_final(slow_emu, sub)
     assert replies[0].status_code == 404 and replies[0].json()["code"] == 404
     assert replies[-1].json()["video_status_final"] is True and replies[-1].json()["url"]
 
