@@ -307,8 +307,10 @@ def test_fal_malformed_requests_get_422_with_detail(emu, media, change, field):
 
 def test_fal_cancel_and_early_response(media):
     with Emulator(EmulatorSettings(latency_s=0.5, queue_s=5.0)) as emu:
-        sub = create(emu, "fal", {"video_url": upload(emu, "fal", media["video"]),
-                                  "audio_url": upload(emu, "fal", media["audio"])})
+        body = {"video_url": upload(emu, "fal", media["video"]), "audio_url": upload(emu, "fal", media["audio"])}
+        ahead = create(emu, "fal", body)
+        sub = create(emu, "fal", body)
+        assert ahead.reply.json()["queue_position"] == 0 and sub.reply.json()["queue_position"] == 1
         h = headers(emu, "fal")
         early = httpx.get(sub.urls["response_url"], headers=h)
         queued = httpx.get(sub.urls["status_url"], headers=h)

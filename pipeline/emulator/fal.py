@@ -103,7 +103,8 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
     if webhook := request.query_params.get("fal_webhook"):
         here = origin(request)
         notify_when_final(state, job, webhook, lambda phase: webhook_body(state, job, phase, here))
-    reply = {"request_id": job.job_id, **_urls(request, job.job_id), "queue_position": 0}
+    position = state.jobs[PROVIDER].queue_position(job, time.monotonic())
+    reply = {"request_id": job.job_id, **_urls(request, job.job_id), "queue_position": position}
     return create_reply(state, PROVIDER, JSONResponse(reply))
 
 
@@ -132,7 +133,8 @@ async def status(request: Request, state: EmulatorState) -> Response:
     elif job.attrs.pop("flap", None) == "armed" or seen.phase is Phase.RUNNING:
         return JSONResponse({**reply, "status": "IN_PROGRESS", "logs": logs}, status_code=202)
     if seen.phase is Phase.QUEUED:
-        return JSONResponse({**reply, "status": "IN_QUEUE", "queue_position": 0}, status_code=202)
+        position = state.jobs[PROVIDER].queue_position(job, time.monotonic())
+        return JSONResponse({**reply, "status": "IN_QUEUE", "queue_position": position}, status_code=202)
     reply.update(status="COMPLETED", logs=logs, metrics={"inference_time": job.run_s})
     if seen.phase in _FAILURES:
         reply["error"], reply["error_type"] = _FAILURES[seen.phase]

@@ -160,6 +160,10 @@ class JobStore:
         """Jobs not yet final (among those `where` picks): what counts against a useapi account's maxJobs."""
         return sum(1 for job in self.all() if where(job) and phase_at(job, now) not in FINAL_PHASES)
 
+    def queue_position(self, job: Job, now: float) -> int:
+        """How many earlier jobs are still waiting in the queue ahead of `job`."""
+        return sum(1 for other in self.all()[: job.number - 1] if phase_at(other, now) is Phase.QUEUED)
+
     def observe(self, job: Job, now: float) -> Observation:
         """The job's phase for one status reply; consumes the one-time flap when the job is final."""
         phase = phase_at(job, now)
