@@ -1,8 +1,8 @@
 """`make demo`: run configs/demo.toml as a rehearsal and say where the deliverables are.
 
 The same as `lipsync run configs/demo.toml --rehearse`: the committed samples (a presenter clip with a voice
-track, a rotated phone clip with a multi-chunk script, a Chinese script, a one-line script) go through two
-providers' protocols on the local emulator. No credits, no network, the same code path as a real run.
+track, the presenter with a multi-chunk script, a rotated phone clip with a Chinese script and with a one-line
+script) go through two providers' protocols (PixVerse Platform, fal.ai) on the local emulator. No credits, no network, the same code path as a real run.
 Running it again resumes: finished jobs are kept, nothing is done twice.
 """
 
