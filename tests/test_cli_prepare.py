@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from loudness import ebur128
 from media import decode_stats, make_audio, make_video
 
 LIPSYNC = [str(Path(sys.executable).parent / "lipsync")]
@@ -51,6 +52,16 @@ def test_a_script_file_gives_one_segment_per_chunk(clip, tmp_path):
     assert segs[-1]["end"] == pytest.approx(2.0)
 
 
+def test_the_loudness_target_is_configurable(clip, tmp_path):
+    voice = make_audio(tmp_path / "voice.wav", seconds=2, level_db=-30)
+    done = lipsync("prepare", "--video", clip, "--audio", voice, "--loudness", "-23", "--true-peak", "-2",
+                   "--out", tmp_path / "o", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (audio,) = json.loads(done.stdout)["audios"]
+    assert audio["plan"]["target"] == {"integrated": -23.0, "true_peak": -2.0}
+    assert ebur128(audio["path"]).integrated == pytest.approx(-23.0, abs=1.0)
+
+
 def test_human_output_lists_the_segments(clip, tmp_path):
     done = lipsync("prepare", "--video", clip, "--text", "Hello there.", "--out", tmp_path, "--sync-mode", "cut",
                    cwd=tmp_path)
@@ -66,6 +77,7 @@ def test_human_output_lists_the_segments(clip, tmp_path):
         (["--video", "{clip}", "--text", "hi", "--speaker", "Emilie"], "did you mean Emily"),
         (["--video", "{clip}", "--text", "hi", "--sync-mode", "stretch"], "unknown --sync-mode"),
         (["--video", "{clip}", "--text", "hi", "--start", "abc"], "--start must be a number"),
+        (["--video", "{clip}", "--audio", "{voice}", "--loudness", "+3"], "loudness target must be between -70 and 0 LUFS"),
         (["--video", "{clip}", "--text", "hi", "--provider", "nope"], "unknown provider"),
         (["--video", "{clip}", "--text-file", "nothing.txt"], "nothing.txt: no such file"),
         (["--video", "{clip}", "--text-file", "{blank}"], "blank.txt: the script is empty"),

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from ..errors import ValidationError
+from ..stages.conform_audio import LoudnessTarget
 from ..stages.sync import DEFAULT_SYNC_MODE, SyncMode
 from . import emit_json, handle_errors, json_option
 
 SYNC_MODES = ", ".join(m.value for m in SyncMode)
 
 
-def _seconds(value: str | None, option: str) -> float | None:
+def _number(value: str | None, option: str) -> float | None:
     if value is None:
         return None
     try:
         return float(value)
     except ValueError:
-        raise ValidationError(f"{option} must be a number of seconds (got {value!r})") from None
+        raise ValidationError(f"{option} must be a number (got {value!r})") from None
+
+
+def _loudness_target(integrated: float | None, true_peak: float | None) -> LoudnessTarget:
+    given = {"integrated": integrated, "true_peak": true_peak}
+    return replace(LoudnessTarget(), **{k: v for k, v in given.items() if v is not None})
 
 
 # Values are checked by the library, not by click: a bad one is a validation error (exit 6) with the
@@ -34,10 +41,14 @@ def _seconds(value: str | None, option: str) -> float | None:
 @click.option("--sync-mode", metavar="MODE", default=DEFAULT_SYNC_MODE.value, show_default=True, help=f"Length policy: {SYNC_MODES}.")
 @click.option("--start", metavar="SECONDS", help="Use the video from this second.")
 @click.option("--end", metavar="SECONDS", help="Use the video up to this second.")
+@click.option("--loudness", metavar="LUFS", help="Integrated loudness target of the voice track (default -16).")
+@click.option("--true-peak", metavar="DBTP", help="True-peak ceiling of the voice track (default -1.5).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory for the prepared files.")
 @json_option
 @handle_errors
-def prepare(video, audio, text, text_file, speaker, provider, sync_mode, start, end, out_dir, as_json) -> None:
+def prepare(
+    video, audio, text, text_file, speaker, provider, sync_mode, start, end, loudness, true_peak, out_dir, as_json
+) -> None:
     """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
 
     The voice is --audio, else TTS of --text/--text-file (one segment per chunk), else the video's own sound.
@@ -59,8 +70,9 @@ def prepare(video, audio, text, text_file, speaker, provider, sync_mode, start, 
         speaker=speaker,
         provider=provider,
         sync_mode=mode,
-        start=_seconds(start, "--start"),
-        end=_seconds(end, "--end"),
+        start=_number(start, "--start"),
+        end=_number(end, "--end"),
+        loudness=_loudness_target(_number(loudness, "--loudness"), _number(true_peak, "--true-peak")),
     )
     result = run_prepare(request, out_dir.absolute())
     if as_json:

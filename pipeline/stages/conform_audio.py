@@ -45,6 +45,12 @@ class LoudnessTarget:
     integrated: float = -16.0   # LUFS
     true_peak: float = -1.5     # dBTP
 
+    def __post_init__(self):
+        if not -70 < self.integrated < 0:
+            raise ValidationError(f"loudness target must be between -70 and 0 LUFS (got {self.integrated:g})")
+        if not -20 <= self.true_peak <= 0:
+            raise ValidationError(f"true-peak ceiling must be between -20 and 0 dBTP (got {self.true_peak:g})")
+
 
 @dataclass(frozen=True)
 class AudioOptions:
