@@ -141,3 +141,17 @@ def test_ctrl_c_or_term_stops_cleanly_and_the_run_resumes(tmp_path, media, refer
         assert emu.accepted_creates("pixverse") == len(JOBS)
     out = tmp_path / "out"
     assert {j["id"]: sha256(out / j["id"] / "final.mp4") for j in JOBS} == reference
+
+
+def test_an_expired_result_url_is_refreshed_by_polling(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        config = _batch(tmp_path, media, emu, JOBS[:1])
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "download"})
+        assert killed.returncode == -signal.SIGKILL
+        with sqlite3.connect(tmp_path / "out" / "ledger.sqlite") as db:  # the recorded URL no longer works
+            assert db.execute("UPDATE creates SET result_url=? WHERE state='succeeded'",
+                              (f"{emu.root}/expired/result.mp4",)).rowcount == 1
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert resumed.returncode == 0, resumed.stderr
+        assert "fresh one" in resumed.stderr
+        assert emu.accepted_creates("pixverse") == 1

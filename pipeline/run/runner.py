@@ -305,7 +305,9 @@ class BatchRunner:
             record = self._create(spec, seg, key, inputs_key, provider)
         if decision.action in (Action.CREATE, Action.POLL):
             record = self._wait(spec, seg, key, record, provider)
-        if decision.action is not Action.REUSE:
+        if decision.action is Action.DOWNLOAD:
+            record = self._download_stored(spec, seg, key, record, provider, result_path)
+        elif decision.action is not Action.REUSE:
             record = self._download(spec, key, record, provider, result_path)
         return SegmentResult(seg, record, result_path)
 
@@ -362,6 +364,16 @@ class BatchRunner:
         kill_point("download")
         self.ledger.record_downloaded(key, record.attempt, path=str(got.path), sha256=got.sha256, size=got.size)
         return self.ledger.latest_create(key)
+
+    def _download_stored(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord, provider,
+                         dst: Path) -> CreateRecord:
+        """Download from a URL an earlier run recorded; result URLs expire, so on failure ask for a fresh one."""
+        try:
+            return self._download(spec, key, record, provider, dst)
+        except LipsyncError as err:
+            log.warning("%s segment %d: the stored result URL failed (%s); polling for a fresh one",
+                        spec.id, seg.index, err.render())
+        return self._download(spec, key, self._wait(spec, seg, key, record, provider), provider, dst)
 
     # --- mux, verify, hand off -------------------------------------------------------------------
 
