@@ -15,7 +15,7 @@ from pipeline.errors import VerificationError
 from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
 from pipeline.speech import write_wav
 from pipeline.stages.avsync import OffsetMeasurement, decode_pcm, measure_offset
-from pipeline.stages.mux import mux, plan_mux, plan_stitch, stitch
+from pipeline.stages.mux import VideoTiming, mux, plan_mux, plan_stitch, stitch, video_timing
 from pipeline.stages.probe import AudioStream, MediaProbe, VideoStream
 
 FPS = 25
@@ -172,7 +172,7 @@ def test_plan_mux_without_master_or_without_evidence():
 @given(st.lists(st.floats(0.3, 30), min_size=1, max_size=12))
 def test_plan_stitch_never_drifts(durations):
     segments = [_video_probe(s) for s in durations]
-    plan = plan_stitch(segments, [_audio_probe(s) for s in durations])
+    plan = plan_stitch(segments, [_audio_probe(s) for s in durations], [VideoTiming("1/12800", s) for s in durations])
     total_video = sum(plan.segment_seconds)
     assert sum(plan.segment_samples) == round(total_video * plan.audio.sample_rate)
     for i, n in enumerate(plan.segment_samples):
@@ -317,3 +317,45 @@ def test_stitch_puts_silence_where_a_segment_has_no_audio(tmp_path):
     assert np.max(np.abs(wav[int(1.05 * RATE) :])) < 1e-3
     stats = decode_stats(result.path)
     assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+
+
+def test_stitch_never_copies_across_frame_rates_or_time_bases(tmp_path):
+    """The concat demuxer keeps each file's timestamps in the first file's time base: copying a 30 fps segment
+    after a 25 fps one would play it at the wrong speed."""
+    a = make_video(tmp_path / "a.mp4", seconds=1.0, fps=25, width=160, height=96)
+    b = make_video(tmp_path / "b.mp4", seconds=1.0, fps=30, width=160, height=96)
+    result = stitch([a, b], tmp_path / "final.mp4")
+    assert result.plan.video_mode == "reencode"
+    stats = decode_stats(result.path)
+    assert stats.video_seconds == pytest.approx(2.0, abs=1 / 25)
+    assert stats.video_frames == 50
+
+
+def test_plan_stitch_copies_variable_rate_segments_sharing_a_time_base():
+    vfr = [replace(_video_probe(s), video=replace(_video_probe(s).video, fps=f, frame_rate_mode="VFR"))
+           for s, f in ((4.2, 28.8), (8.0, 29.1))]
+    audios = [_audio_probe(4.2), _audio_probe(8.0)]
+    same = [VideoTiming("1/15360", 4.2), VideoTiming("1/15360", 8.0)]
+    other = [VideoTiming("1/15360", 4.2), VideoTiming("1/12800", 8.0)]
+    assert plan_stitch(vfr, audios, same).video_mode == "copy"
+    assert plan_stitch(vfr, audios, other).video_mode == "reencode"
+
+
+def test_stitch_copies_variable_rate_segments_and_keeps_every_frame(tmp_path):
+    parts = [make_video(tmp_path / f"v{i}.mp4", seconds=s, fps=FPS, width=160, height=96, vfr=True)
+             for i, s in enumerate([1.2, 0.8])]
+    result = stitch(parts, tmp_path / "final.mp4")
+    assert result.plan.video_mode == "copy"
+    each = [decode_stats(p) for p in parts]
+    stats = decode_stats(result.path)
+    assert stats.video_frames == sum(s.video_frames for s in each)
+    assert stats.video_seconds == pytest.approx(sum(s.video_seconds for s in each), abs=1 / FPS)
+    assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+
+
+@pytest.mark.parametrize("vfr", [False, True])
+def test_video_timing_ends_where_the_decoded_video_ends(tmp_path, vfr):
+    clip = make_video(tmp_path / "clip.mp4", seconds=0.8, fps=FPS, width=160, height=96, vfr=vfr)
+    timing = video_timing(clip)
+    assert timing.seconds == pytest.approx(decode_stats(clip).video_seconds, abs=1e-3)
+    assert timing.time_base.startswith("1/")

@@ -19,7 +19,9 @@ Delivery format (decided in `plan_mux`/`plan_stitch`, reasons recorded):
 from __future__ import annotations
 
 import logging
+import subprocess
 import tempfile
+from fractions import Fraction
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,6 +52,14 @@ class AudioFormat:
     channels: int
     wav_codec: str      # pcm_s16le or pcm_s24le, as deep as the master
     aac_bitrate: str    # e.g. "256k"
+
+
+@dataclass(frozen=True)
+class VideoTiming:
+    """A video stream's clock as ffmpeg reads it (see `video_timing`)."""
+
+    time_base: str      # e.g. "1/15360"
+    seconds: float      # where the last frame ends
 
 
 @dataclass(frozen=True)
@@ -138,10 +148,14 @@ def audio_format(masters: list[MediaProbe]) -> AudioFormat:
 
 
 def plan_mux(
-    provider: MediaProbe, master: MediaProbe | None, offset: OffsetMeasurement | None
+    provider: MediaProbe, master: MediaProbe | None, offset: OffsetMeasurement | None, *,
+    video_s: float | None = None,
 ) -> MuxPlan:
-    """Decide which audio goes into the final file and how to shift it into place."""
-    seconds = video_seconds(provider)
+    """Decide which audio goes into the final file and how to shift it into place.
+
+    `video_s`: the video's measured length (`video_timing`); without it, the probe's.
+    """
+    seconds = video_s if video_s is not None else video_seconds(provider)
     if master is None:
         return _provider_audio_plan(provider, seconds, "TTS job: the provider's audio is the voice")
     if master.audio is None:
@@ -194,17 +208,22 @@ def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxP
 
 
 def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
-    keys = ("codec", "profile", "width", "height", "rotation", "fps", "bit_depth", "chroma_subsampling",
+    keys = ("codec", "profile", "width", "height", "rotation", "bit_depth", "chroma_subsampling",
             "pixel_aspect_ratio", "scan_type")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
+    same_rate = a.fps == b.fps or "VFR" in (a.frame_rate_mode, b.frame_rate_mode)
+    return same_rate and all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
-def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe]) -> StitchPlan:
+def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe], timings: list[VideoTiming]) -> StitchPlan:
     """Join segments in order. Each segment's audio is cut/padded to exactly its video duration, with the sample
-    counts taken from rounded cumulative end times, so the joined audio never drifts from the joined video."""
+    counts taken from rounded cumulative end times, so the joined audio never drifts from the joined video.
+
+    Video is stream-copied only when the segments share codec parameters and their streams' time base (the
+    concat demuxer does not rescale timestamps between files: a different time base plays at the wrong speed).
+    """
     if not segments:
         raise ValueError("stitch needs at least one segment")
-    seconds = [video_seconds(s) for s in segments]
+    seconds = [t.seconds for t in timings]
     fmt = audio_format(audios)
     ends, total = [], 0.0
     for s in seconds:
@@ -212,11 +231,12 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe]) -> StitchP
         ends.append(round(total * fmt.sample_rate))
     samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends))
     first = segments[0].video
-    mismatch = [s.path.name for s in segments[1:] if not _copy_compatible(first, s.video)]
+    mismatch = [s.path.name for s, t in zip(segments[1:], timings[1:])
+                if not _copy_compatible(first, s.video) or t.time_base != timings[0].time_base]
     if mismatch:
         mode, why = "reencode", f"video re-encoded: {', '.join(mismatch)} differ from the first segment"
     else:
-        mode, why = "copy", "video stream-copied: all segments share codec, size and frame rate"
+        mode, why = "copy", "video stream-copied: all segments share codec, size, frame rate and time base"
     reasons = [why, f"{len(segments)} segments, audio joined sample-accurately, one AAC {fmt.aac_bitrate} encode"]
     silent = tuple(i for i, a in enumerate(audios) if a.audio is None)
     if silent:
@@ -233,6 +253,22 @@ def _probe_result(path: Path) -> MediaProbe:
         return probe(path)
     except InputError as err:
         raise VerificationError(str(err)) from err
+
+
+def video_timing(path: str | Path) -> VideoTiming:
+    """Read the video stream's packets (no decoding): its time base and where its last frame ends.
+
+    Exact for variable frame rates too, where a tagged duration often leaves out the last frame.
+    """
+    out = ffmpeg.input(str(path))[PICTURE].output("-", c="copy", format="framecrc")
+    argv = compile_stream(out.global_args("-nostdin", "-v", "error"))
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    lines = proc.stdout.splitlines()
+    time_base = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("#tb 0:")), None)
+    ends = [int(fields[2]) + int(fields[3]) for fields in (line.split(",") for line in lines if line[:1].isdigit())]
+    if proc.returncode != 0 or time_base is None or not ends:
+        raise VerificationError(f"{path}: no readable video packets")
+    return VideoTiming(time_base, float(max(ends) * Fraction(time_base)))
 
 
 def audio_file_for(dst: Path) -> Path:
@@ -290,7 +326,8 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
     measurement = None
     if master is not None and provider.audio is not None:
         measurement = measure_offset(master.path, provider_video)
-    plan = plan_mux(provider, master, measurement)
+    video_s = video_timing(provider_video).seconds if provider.video else None  # None: plan says what's wrong
+    plan = plan_mux(provider, master, measurement, video_s=video_s)
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)
     video = ffmpeg.input(str(provider_video))
@@ -365,7 +402,7 @@ def stitch(
     if len(sources) != len(files):
         raise ValueError("segment_audio must have one entry per segment")
     probes = [_probe_result(f) for f in files]
-    plan = plan_stitch(probes, [probe(s) for s in sources])
+    plan = plan_stitch(probes, [probe(s) for s in sources], [video_timing(f) for f in files])
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)
     dst.parent.mkdir(parents=True, exist_ok=True)

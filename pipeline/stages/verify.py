@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from ..errors import LipsyncError, VerificationError
 from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
 from .avsync import OffsetMeasurement, measure_offset
-from .mux import DEFAULT_FPS, MuxResult, StitchPlan
+from .mux import DEFAULT_FPS, MuxResult, StitchPlan, video_timing
 from .probe import MediaProbe, probe
 
 log = logging.getLogger("lipsync.verify")
@@ -116,6 +116,17 @@ class VerifyReport(BaseModel):
             raise VerificationError(f"{self.path}: verification failed: {what}")
 
 
+def _video_end(media: MediaProbe) -> float | None:
+    """Where the last frame ends, read from the packets; the tagged duration if they cannot be read (the decode
+    check reports that). Tagged durations of variable-rate video often leave out the last frame."""
+    if media.video is None:
+        return None
+    try:
+        return video_timing(media.path).seconds
+    except LipsyncError:
+        return media.video.duration or media.duration
+
+
 def _figures(media: MediaProbe) -> VerifyFigures:
     v, a = media.video, media.audio
     return VerifyFigures(
@@ -125,7 +136,7 @@ def _figures(media: MediaProbe) -> VerifyFigures:
         width=v.display_width if v else None,
         height=v.display_height if v else None,
         fps=v.fps if v else None,
-        video_s=(v.duration or media.duration) if v else None,
+        video_s=_video_end(media),
         audio_codec=a.codec if a else None,
         audio_channels=a.channels if a else None,
         audio_sample_rate=a.sample_rate if a else None,
