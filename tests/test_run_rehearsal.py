@@ -80,11 +80,17 @@ def test_a_failing_job_does_not_stop_the_others_and_sets_the_exit_code(tmp_path,
             {"id": "flagged", "video": "clip.mp4", "audio": "voice.wav", "provider": "aimlapi"},
         ], base_urls=emu.base_urls)
         run = lipsync("run", str(config), "--json", env=emu.env())
+        emu.faults("aimlapi").clear()
+        rerun = lipsync("run", str(config), "--json", env=emu.env())
+        assert emu.accepted_creates("aimlapi") == 1  # a failed generation is not re-created on its own
+        retried = lipsync("run", str(config), "--json", "--retry-failed", env=emu.env())
+        assert emu.accepted_creates("aimlapi") == 2 and emu.accepted_creates("pixverse") == 1
     assert run.returncode == 5, run.stderr
     jobs = {j["id"]: j for j in json.loads(run.stdout)["jobs"]}
     assert jobs["fine"]["stage"] == "done" and (tmp_path / "out" / "fine" / "final.mp4").is_file()
     assert jobs["flagged"]["stage"] == "failed" and jobs["flagged"]["exit_code"] == 5
     assert "aimlapi" in jobs["flagged"]["error"]
+    assert rerun.returncode == 5 and retried.returncode == 0, retried.stderr
 
 
 def test_lost_create_answer_is_uncertain_and_never_recreated_unless_asked(tmp_path, media):
@@ -149,8 +155,8 @@ def test_provider_concurrency_stays_within_jobs(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.6)) as emu:
         config = _batch(tmp_path, media, [{"id": f"j{i}", "video": "clip.mp4", "audio": "voice.wav"} for i in range(5)],
                         base_urls=emu.base_urls)
-        run = lipsync("run", str(config), "--jobs", "2", "--only", "j0", "--only", "j1", "--only", "j2",
-                      "--only", "j3", env=emu.env())
+        run = lipsync("run", str(config), "--jobs", "2", "--only", "j0,j1", "--only", "j2", "--only", "j3",
+                      env=emu.env())
         jobs = emu.jobs("pixverse")
     assert run.returncode == 0, run.stderr
     assert len(jobs) == 4 and not (tmp_path / "out" / "j4").exists()

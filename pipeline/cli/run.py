@@ -15,7 +15,7 @@ from . import emit_json, handle_errors, json_option
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--rehearse", is_flag=True, help="Run against a local emulator of the providers: no credits used.")
 @click.option("--jobs", "jobs", type=click.IntRange(1, 64), help="Provider jobs in flight (overrides max_jobs).")
-@click.option("--only", multiple=True, metavar="ID", help="Run only this job (repeatable).")
+@click.option("--only", multiple=True, metavar="ID[,ID...]", help="Run only these jobs (repeatable, or comma-separated).")
 @click.option("--resubmit-uncertain", is_flag=True,
               help="Create again the jobs whose create answer was lost (they may exist and be billed).")
 @click.option("--retry-failed", is_flag=True, help="Create again the jobs the provider failed.")
@@ -30,6 +30,7 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
     config = load_config(config_path)
+    only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
     options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
                          retry_failed=retry_failed)
     with make_progress() as progress:

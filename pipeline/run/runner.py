@@ -46,6 +46,7 @@ WORK_DIR = ".work"                # hidden, so handoff's checksums skip it
 
 def kill_point(name: str) -> None:
     """Test-only: SIGKILL ourselves at `name` when LIPSYNC_TEST_KILL_AT says so."""
+    assert name in KILL_POINTS, name
     if os.environ.get("LIPSYNC_TEST_KILL_AT") == name:
         log.warning("LIPSYNC_TEST_KILL_AT=%s: killing this process", name)
         os.kill(os.getpid(), signal.SIGKILL)
