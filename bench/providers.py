@@ -81,7 +81,8 @@ def _watch(emu: Emulator, name: str, handle: JobHandle, label: str, policy: Poll
 
 def bench_polling(folder: Path) -> None:
     video, audio = _clip(folder)
-    settings = EmulatorSettings(latency_s=LATENCY_S, jitter_s=2 * LATENCY_S, queue_s=0.0, output_short_side=96)
+    settings = EmulatorSettings(latency_s=LATENCY_S, jitter_s=2 * LATENCY_S, queue_s=0.0, output_short_side=96,
+                                useapi_max_jobs=8)
     with Emulator(settings) as emu:
         os.environ.update(emu.env())
 
