@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.emulator import Faults
 from pipeline.emulator.bodies import BodyError, LargeText, decode_data_uri, parse_object
 from pipeline.emulator.jobs import Job, JobInput, Outcome, Phase, phase_at
 from pipeline.emulator.media import MediaInfo, media_problems, output_size
@@ -155,3 +157,24 @@ GOOD_AUDIO = MediaInfo("audio", "wav", 10.0, None, None, 1_000_000)
 def test_media_limits(info, role, words):
     problems = media_problems(info, load_limits("pixverse"), role)
     assert (problems == []) if words is None else any(words in p for p in problems)
+
+
+def test_countdown_faults_fire_exactly_as_often_as_set_across_threads():
+    faults = Faults(rate_limit_creates=50)
+    fired: list[bool] = []
+
+    def hammer():
+        fired.extend(faults.take("rate_limit_creates") for _ in range(100))
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(fired) == 50 and faults.rate_limit_creates == 0
+
+
+def test_clear_restores_a_fault_free_provider():
+    faults = Faults(server_errors=2, moderate=True, slow_reply_s=1.0, audio_offset_ms=40, account_error=True)
+    faults.clear()
+    assert faults == Faults()
