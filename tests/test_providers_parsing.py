@@ -255,3 +255,17 @@ def test_fal_token_parse():
                            "expires_at": "2030-01-01T00:00:00Z"}, now=0)
     assert tok.header == "Bearer t" and tok.base_url == "https://v3.fal.media" and tok.expires_at > 1.8e9
     assert fal.parse_token({"token": "t"}, now=0) is None
+
+
+@pytest.mark.parametrize("change", [b"more bytes", None])
+def test_data_uri_refuses_a_file_that_changed_after_sizing(tmp_path, change):
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"0123456789" * 10)
+    body = aimlapi.StreamedJson({"video_url": aimlapi.media_field(f, None)})
+    if change is None:
+        f.write_bytes(b"short")
+    else:
+        with open(f, "ab") as out:
+            out.write(change)
+    with pytest.raises(ValidationError, match="changed"):
+        b"".join(body.chunks())

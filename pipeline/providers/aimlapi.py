@@ -47,14 +47,19 @@ class DataUri:
         return len(self.prefix) + 4 * ((self.size + 2) // 3)
 
     def chunks(self) -> Iterator[bytes]:
+        """The prefix, then exactly `size` bytes of the file as base64 (the Content-Length was computed
+        from `size`, so a file that changed since is an error, not a malformed request)."""
         yield self.prefix
-        sent = 0
+        left = self.size
         with open(self.path, "rb") as f:
-            while piece := f.read(B64_SLICE):
-                sent += len(piece)
+            while left > 0:
+                piece = f.read(min(B64_SLICE, left))
+                if not piece:
+                    break
+                left -= len(piece)
                 yield base64.b64encode(piece)
-        if sent != self.size:
-            raise ValidationError(f"{self.path}: file changed size while being sent ({self.size} -> {sent})")
+            if left or f.read(1):
+                raise ValidationError(f"{self.path}: the file changed while being sent")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ MODERATION_CODES = frozenset({500054, 500063})
 VALIDATION_CODES = frozenset({400013, 400017})
 DEFINITE_CODES = AUTH_CODES | BILLING_CODES | MODERATION_CODES | VALIDATION_CODES
 VOICE_PAGE_SIZE = 100
+VOICE_MAX_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,7 @@ class PixverseProvider(Provider):
 
     def voices(self) -> list[Voice]:
         voices: list[Voice] = []
-        page = 1
-        while True:
+        for page in range(1, VOICE_MAX_PAGES + 1):
             response = self._request("GET", self._url(f"{API}/video/lip_sync/tts_list"), what="voice list",
                                      retry_on=is_transient,
                                      params={"page_num": page, "page_size": VOICE_PAGE_SIZE})
@@ -201,5 +201,5 @@ class PixverseProvider(Provider):
                        for r in rows if isinstance(r, dict)]
             total = optional_int(resp.get("total")) if isinstance(resp, dict) else None
             if not rows or total is None or len(voices) >= total:
-                return voices
-            page += 1
+                break
+        return voices
