@@ -76,3 +76,17 @@ def test_threads_share_one_writer(tmp_path):
             list(pool.map(work, range(64)))
         assert len(ledger.jobs()) == 64
         assert sorted(int(c.provider_job_id) for c in ledger.creates()) == list(range(64))
+
+
+def test_live_create_for_finds_a_standing_job_of_the_same_inputs_under_another_key(tmp_path):
+    with Ledger.in_dir(tmp_path) as ledger:
+        ledger.start_job("a", "fal", "inputs-1")
+        ledger.record_intent("old-key", job_id="a", inputs_key="inputs-1", segment=0, provider="fal")
+        assert ledger.live_create_for("a", "inputs-1", 0) is None  # an intent is not a standing job
+        ledger.record_created("old-key", 1, handle={}, provider_job_id="req-1")
+        ledger.record_intent("other", job_id="a", inputs_key="inputs-1", segment=1, provider="fal")
+        found = ledger.live_create_for("a", "inputs-1", 0)
+        assert found.idem_key == "old-key" and found.provider_job_id == "req-1"
+        assert ledger.live_create_for("a", "inputs-2", 0) is None
+        ledger.record_failed("old-key", 1, error="moderated")
+        assert ledger.live_create_for("a", "inputs-1", 0) is None

@@ -155,3 +155,17 @@ def test_an_expired_result_url_is_refreshed_by_polling(tmp_path, media):
         assert resumed.returncode == 0, resumed.stderr
         assert "fresh one" in resumed.stderr
         assert emu.accepted_creates("pixverse") == 1
+
+
+def test_lost_prepare_cache_does_not_pay_again(tmp_path, media):
+    """Deleting the work folder (or a re-encode that comes out different) must not create a second job."""
+    import shutil
+
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        config = _batch(tmp_path, media, emu, JOBS[:1])
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "poll"})
+        assert killed.returncode == -signal.SIGKILL
+        shutil.rmtree(tmp_path / "out" / ".work")
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert resumed.returncode == 0, resumed.stderr
+        assert emu.accepted_creates("pixverse") == 1

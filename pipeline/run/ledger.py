@@ -278,6 +278,15 @@ class Ledger:
         rows = self._read("SELECT * FROM creates WHERE idem_key=? ORDER BY attempt DESC LIMIT 1", (idem_key,))
         return _create_record(rows[0]) if rows else None
 
+    def live_create_for(self, job_id: str, inputs_key: str, segment: int) -> CreateRecord | None:
+        """The latest create for this job's inputs and segment that exists at the provider, whatever its key."""
+        live = tuple(state.value for state in CreateState if state.live)
+        rows = self._read(
+            f"SELECT * FROM creates WHERE job_id=? AND inputs_key=? AND segment=? AND state IN ({','.join('?' * len(live))})"
+            " ORDER BY intent_at DESC LIMIT 1", (job_id, inputs_key, segment, *live),
+        )
+        return _create_record(rows[0]) if rows else None
+
     def creates(self, job_id: str | None = None, *, current: bool = False) -> list[CreateRecord]:
         """Every create on record (of one job). `current`: only those for the job's present inputs."""
         if job_id is None:

@@ -289,6 +289,14 @@ class BatchRunner:
         key = segment_key(spec.id, spec.provider, seg.index, seg.video_sha256, seg.audio_sha256, seg.text,
                           seg.speaker)
         record = self.ledger.latest_create(key)
+        if record is None:
+            # the prepared media were made again (their cache was lost) and came out different: the provider
+            # job made from the same inputs still stands, and is paid for
+            record = self.ledger.live_create_for(spec.id, inputs_key, seg.index)
+            if record is not None:
+                log.info("%s segment %d: reusing %s job %s made from the same inputs", spec.id, seg.index,
+                         spec.provider, record.provider_job_id)
+                key = record.idem_key
         result_path = self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4"
         decision = decide_segment(
             record, have_result=_is_intact(result_path, record),
