@@ -30,7 +30,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def submit(provider: str, video: Path, audio: Path | None, text: str | None, speaker: str | None, out: Path,
            timeout: float | None, poll_interval: float | None, as_json: bool) -> None:
     """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT."""
-    from ..providers import DEFAULT_POLL, JobRequest, get_provider
+    from ..providers import DEFAULT_POLL, JobHandle, JobRequest, JobStatus, get_provider
     from ..providers.job import run_job
 
     if (audio is None) == (text is None):
@@ -42,14 +42,14 @@ def submit(provider: str, video: Path, audio: Path | None, text: str | None, spe
         poll = dataclasses.replace(poll, timeout=timeout)
     if poll_interval is not None:
         poll = dataclasses.replace(poll, initial=poll_interval, maximum=max(poll.maximum, poll_interval))
-    last_state: list[str] = []
+    shown: list[str] = []     # raw statuses already printed, so each change is printed once
 
-    def on_handle(handle) -> None:
+    def on_handle(handle: JobHandle) -> None:
         click.echo(f"{provider} job {handle.job_id} created", err=True)
 
-    def on_status(status) -> None:
-        if last_state[-1:] != [status.raw_status]:
-            last_state.append(status.raw_status)
+    def on_status(status: JobStatus) -> None:
+        if not shown or shown[-1] != status.raw_status:
+            shown.append(status.raw_status)
             click.echo(f"  {status.state.value} ({status.raw_status})", err=True)
 
     with get_provider(provider, poll=poll) as adapter:

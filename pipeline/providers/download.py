@@ -93,7 +93,7 @@ def _fetch_once(client: httpx.Client, url: str, tmp: Path, *, max_bytes: int,
                 raise TryAgain(f"truncated: {response.num_bytes_downloaded} of {expected} bytes")
         finally:
             response.close()
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:
         raise TryAgain(f"{type(exc).__name__}: {exc}") from exc
     return sha, size, response.headers.get("Content-Type")
 

@@ -188,7 +188,7 @@ def make_client(*, timeout: float | httpx.Timeout | None = None, event_hooks: di
                         headers={"User-Agent": "lipsync-pipeline"})
 
 
-def _transport_reason(exc: httpx.TransportError) -> str:
+def _transport_reason(exc: httpx.RequestError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -206,7 +206,7 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
             response = client.send(build())
         except httpx.UnsupportedProtocol as exc:
             raise ProviderError(f"{what}: {exc}", provider=provider) from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise TryAgain(_transport_reason(exc)) from exc
         if retry_on(response):
             raise TryAgain(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("Retry-After")))
@@ -264,7 +264,7 @@ def send_create(client: httpx.Client, req: CreateRequest, *, provider: str,
             response = client.send(request)
         except httpx.UnsupportedProtocol as exc:
             raise ProviderError(f"create: {exc}", provider=provider) from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             if not body.finished:
                 raise TryAgain(f"not sent: {_transport_reason(exc)}") from exc
             raise uncertain_create(provider, reconcile, _transport_reason(exc), sent_at) from None
