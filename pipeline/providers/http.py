@@ -201,6 +201,7 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
     Raises RetriesExhausted when every attempt failed.
     """
     retry_on = retry_on or retryable_reply
+
     def attempt() -> httpx.Response:
         try:
             response = client.send(build())
