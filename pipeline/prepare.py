@@ -171,7 +171,8 @@ class _Progress:
         return lambda f: self.report(what, (base + f) / self.steps)
 
 
-def _prepare_with_audio(request, vp, limits, outputs, progress) -> PrepareResult:
+def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+    progress = _Progress(report, steps=2)
     own_sound = request.audio is None
     if own_sound and vp.audio is None:
         raise InputError(vp.path, "has no sound: give a voice track (--audio) or a script (--text)")
@@ -197,12 +198,12 @@ def _prepare_with_audio(request, vp, limits, outputs, progress) -> PrepareResult
     return PrepareResult([segment], limits, sync, [], [video], [audio], warnings, [check])
 
 
-def _prepare_with_text(request, speaker, vp, limits, outputs, progress) -> PrepareResult:
+def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
     chunks = chunk_text(request.text, limits.tts_max_chars, max_job_seconds(limits))
     start, end = _source_range(vp, request)
     speech = [estimate_speech_seconds(spoken(c)) for c in chunks]
     spans = plan_text_spans(start, end, speech, request.sync_mode, limits)
-    progress.steps = len(spans)
+    progress = _Progress(report, steps=len(spans))
     segments, videos, warnings = [], [], list(vp.warnings)
     for span, chunk in zip(spans, chunks):
         plan = plan_video(vp, limits, VideoOptions(
@@ -249,9 +250,9 @@ def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepP
         vp = probe_video(request.video)
         out_dir.mkdir(parents=True, exist_ok=True)
         if request.text is not None:
-            result = _prepare_with_text(request, speaker, vp, limits, outputs, _Progress(progress, 1))
+            result = _prepare_with_text(request, speaker, vp, limits, outputs, progress)
         else:
-            result = _prepare_with_audio(request, vp, limits, outputs, _Progress(progress, 2))
+            result = _prepare_with_audio(request, vp, limits, outputs, progress)
     except BaseException:
         outputs.remove_all()
         raise

@@ -142,8 +142,12 @@ SCRIPT = (
 
 def test_a_long_script_gives_consecutive_proportional_segments(media, tmp_path):
     limits = load_limits(overrides={"tts_max_chars": 100})
+    seen: list[tuple[str, float]] = []
     result = prepare(PrepareRequest(video=media["video"], text=SCRIPT, speaker="emily", sync_mode="cut",
-                                    limits=limits), tmp_path)
+                                    limits=limits), tmp_path, progress=lambda what, f: seen.append((what, f)))
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert seen[-1][0] == f"seg{len(result.segments) - 1:03d} video"
     segs = result.segments
     assert len(segs) >= 3
     assert " ".join(s.text for s in segs) == " ".join(SCRIPT.split())
