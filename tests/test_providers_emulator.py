@@ -136,22 +136,14 @@ def test_dropped_create_answer_is_uncertain_and_not_resent(emu, media, name):
     assert "base64," not in repr(rec) and len(repr(rec)) < 4000     # media described, never embedded
 
 
+@pytest.mark.parametrize("fault,error", [("moderate", Moderated), ("fail_generation", GenerationFailed)])
 @pytest.mark.parametrize("name", PROVIDERS)
-def test_moderation_is_exit_5(emu, media, name):
+def test_failed_generations_are_exit_5(emu, media, name, fault, error):
     video, audio = media
-    emu.faults(name).moderate = True
-    with _provider(emu, name) as p, pytest.raises(Moderated) as info:
-        wait_for_job(p, p.create(JobRequest(video, audio)))
-    assert info.value.exit_code == 5 and info.value.provider == name
-
-
-@pytest.mark.parametrize("name", PROVIDERS)
-def test_generation_failure(emu, media, name):
-    video, audio = media
-    emu.faults(name).fail_generation = True
+    setattr(emu.faults(name), fault, True)
     with _provider(emu, name) as p, pytest.raises(GenerationFailed) as info:
         wait_for_job(p, p.create(JobRequest(video, audio)))
-    assert not isinstance(info.value, Moderated) and info.value.exit_code == 5
+    assert type(info.value) is error and info.value.exit_code == 5 and info.value.provider == name
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
