@@ -168,4 +168,10 @@ def test_lost_prepare_cache_does_not_pay_again(tmp_path, media):
         shutil.rmtree(tmp_path / "out" / ".work")
         resumed = lipsync("run", str(config), "--json", env=emu.env())
         assert resumed.returncode == 0, resumed.stderr
+        final = tmp_path / "out" / "voiced" / "final.mp4"
+        delivered = sha256(final)
+        final.unlink()  # a delivered file lost downstream is rebuilt from the kept provider result
+        rebuilt = lipsync("run", str(config), "--json", env=emu.env())
+        assert rebuilt.returncode == 0, rebuilt.stderr
         assert emu.accepted_creates("pixverse") == 1
+    assert sha256(final) == delivered

@@ -14,6 +14,7 @@ so the kill/resume tests can stop a run at an exact step. Never set it outside t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -197,8 +198,8 @@ class BatchRunner:
 
     def _run_job(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
-        video_sha = sha256_file(spec.video)
-        audio_sha = sha256_file(spec.audio) if spec.audio else None
+        video_sha = _input_sha256(spec.video)
+        audio_sha = _input_sha256(spec.audio) if spec.audio else None
         key = inputs_key(spec, video_sha, audio_sha)
         row = self.ledger.start_job(spec.id, spec.provider, key)
         final = self.run_dir / spec.id / "final.mp4"
@@ -406,6 +407,17 @@ def _most_telling(errors: list[BaseException]) -> BaseException:
             return err
     codes = [err.exit_code if isinstance(err, LipsyncError) else 1 for err in errors]
     return errors[codes.index(worst_exit_code(codes))]
+
+
+def _input_sha256(path: Path) -> str:
+    """Inputs are often shared by many jobs of a batch: hash each version of a file once."""
+    stat = path.stat()
+    return _sha256_of_version(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of_version(path: str, _size: int, _mtime_ns: int) -> str:
+    return sha256_file(path)
 
 
 def _is_intact(path: Path, record: CreateRecord | None) -> bool:
