@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
-from .inputs import large_json_object, media_inputs, string_field
+from .inputs import check_tts_text, large_json_object, media_inputs, string_field
 from .jobs import JobInput, Phase
 from .state import (
     Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
@@ -84,9 +84,7 @@ def _check_tts(state: EmulatorState, content: str | None, speaker: str | None) -
         raise Reject(RejectKind.VALIDATION, "lip_sync_tts_content and lip_sync_tts_speaker go together")
     if speaker not in VOICE_NAMES:
         raise Reject(RejectKind.VALIDATION, f"lip_sync_tts_speaker must be one of {', '.join(VOICE_NAMES)}")
-    limit = state.limits(PROVIDER).tts_max_chars
-    if len(content) > limit:
-        raise Reject(RejectKind.VALIDATION, f"lip_sync_tts_content is {len(content)} characters, over {limit}")
+    check_tts_text(state, PROVIDER, content, "lip_sync_tts_content")
 
 
 async def status(request: Request, state: EmulatorState) -> Response:

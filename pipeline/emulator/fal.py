@@ -16,7 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
-from .inputs import large_json_object, media_inputs, read_json_object, spool_body, string_field, suffix_for
+from .inputs import (
+    check_tts_text, large_json_object, media_inputs, read_json_object, spool_body, string_field, suffix_for,
+)
 from .callbacks import notify_when_final
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
 from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
@@ -90,10 +92,8 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
         raise Reject(RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}",
                      field_name="voice_id")
     if audio_url is None:
-        limit = state.limits(PROVIDER).tts_max_chars
         text = text or DEFAULT_TEXT
-        if len(text) > limit:
-            raise Reject(RejectKind.VALIDATION, f"String should have at most {limit} characters", field_name="text")
+        check_tts_text(state, PROVIDER, text, "text")
     video, audio = await media_inputs(state, request, PROVIDER, video_url, audio_url)
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(

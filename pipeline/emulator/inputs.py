@@ -128,6 +128,14 @@ async def read_json_object(request: Request) -> dict:
     return doc
 
 
+def check_tts_text(state: EmulatorState, provider: str, text: str | LargeText, field_name: str) -> None:
+    """TTS text must be 1..tts_max_chars characters (the model's limit; providers count characters)."""
+    limit = state.limits(provider).tts_max_chars
+    if len(text) > limit or not str(text).strip():
+        raise Reject(RejectKind.VALIDATION, f"{field_name} must be 1..{limit} characters, got {len(text)}",
+                     field_name=field_name)
+
+
 def string_field(body: dict, name: str) -> str | LargeText | None:
     """A string field of a JSON body (None when absent or empty); Reject(BAD_TYPE) for another type."""
     value = body.get(name)

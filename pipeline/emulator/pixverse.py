@@ -17,7 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_IDS
-from .inputs import CONTAINER_MIME, check_media, fetch_input, given, read_json_object, suffix_for
+from .inputs import (
+    CONTAINER_MIME, check_media, check_tts_text, fetch_input, given, read_json_object, string_field, suffix_for,
+)
 from .jobs import JobInput, Phase
 from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
 
@@ -118,20 +120,6 @@ def _int_field(body: dict, name: str) -> int | None:
     return value or None
 
 
-def _str_field(body: dict, name: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise Reject(RejectKind.BAD_TYPE, f"{name} must be a string, got {type(value).__name__}")
-    return value or None
-
-
-def _exactly_one(a: object, b: object, names: str) -> None:
-    if given(a) == given(b):
-        raise Reject(RejectKind.VALIDATION, f"choose exactly one of {names}")
-
-
 def _source_video(state: EmulatorState, source_video_id: int | None, video_media_id: int | None):
     if video_media_id is not None:
         return state.files.uploaded(PROVIDER, str(video_media_id), "video", "video_media_id")
@@ -142,10 +130,13 @@ async def generate(request: Request, state: EmulatorState) -> Response:
     body = await read_json_object(request)
     source_video_id, video_media_id = _int_field(body, "source_video_id"), _int_field(body, "video_media_id")
     audio_media_id = _int_field(body, "audio_media_id")
-    speaker, content = _str_field(body, "lip_sync_tts_speaker_id"), _str_field(body, "lip_sync_tts_content")
-    _exactly_one(source_video_id, video_media_id, "source_video_id or video_media_id")
+    speaker, content = string_field(body, "lip_sync_tts_speaker_id"), string_field(body, "lip_sync_tts_content")
+    if given(source_video_id) == given(video_media_id):
+        raise Reject(RejectKind.VALIDATION, "choose exactly one of source_video_id or video_media_id")
     tts = speaker is not None or content is not None
-    _exactly_one(audio_media_id, tts or None, "audio_media_id or lip_sync_tts_speaker_id + lip_sync_tts_content")
+    if given(audio_media_id) == tts:
+        raise Reject(RejectKind.VALIDATION, "choose exactly one of audio_media_id or "
+                                            "lip_sync_tts_speaker_id + lip_sync_tts_content")
     video = _source_video(state, source_video_id, video_media_id)
     audio = None
     if audio_media_id is not None:
@@ -165,9 +156,7 @@ def _check_tts(speaker: str | None, content: str | None, state: EmulatorState) -
         raise Reject(RejectKind.VALIDATION, "lip_sync_tts_speaker_id and lip_sync_tts_content go together")
     if speaker not in VOICE_IDS.values():
         raise Reject(RejectKind.VALIDATION, f"unknown lip_sync_tts_speaker_id {speaker!r}")
-    limit = state.limits(PROVIDER).tts_max_chars
-    if not content.strip() or len(content) > limit:
-        raise Reject(RejectKind.VALIDATION, f"lip_sync_tts_content must be 1..{limit} characters, got {len(content)}")
+    check_tts_text(state, PROVIDER, content, "lip_sync_tts_content")
 
 
 def _stamp(wall: float) -> str:
