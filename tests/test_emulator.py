@@ -336,7 +336,7 @@ def test_slow_replies_are_slow(emu):
         httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers=headers(emu, "useapi"), timeout=0.1)
 
 
-@pytest.mark.parametrize("offset_ms", [0, 40, 120])
+@pytest.mark.parametrize("offset_ms", [0, 40, 120, -60])
 def test_audio_offset_delays_the_result_audio(emu, media, offset_ms, tmp_path):
     emu.faults("fal").audio_offset_ms = offset_ms
     out = run_job(emu, "fal", media["video"], audio=media["audio"], dst=tmp_path / "offset.mp4")

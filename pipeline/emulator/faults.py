@@ -25,7 +25,7 @@ class Faults:
     flap_status: bool = False       # status lies for a moment before the real final state
     stuck: bool = False             # jobs never finish
     out_of_credits: bool = False    # creates refused with the provider's billing error
-    audio_offset_ms: int = 0        # result audio delayed by this many ms
+    audio_offset_ms: int = 0        # result audio delayed by this many ms (negative: early, its start cut)
     account_error: bool = False     # the account needs a human (useapi 596; others their locked-account error)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

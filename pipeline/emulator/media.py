@@ -134,6 +134,8 @@ def render_result(req: RenderRequest) -> Rendered:
     a = audio_in.audio
     if req.audio_offset_ms > 0:
         a = a.filter("adelay", f"{req.audio_offset_ms}", all=1)
+    elif req.audio_offset_ms < 0:
+        a = a.filter("atrim", start=-req.audio_offset_ms / 1000).filter("asetpts", "PTS-STARTPTS")
     with atomic_output(req.out) as tmp:
         out = ffmpeg.output(
             v, a, str(tmp), t=f"{seconds:.3f}", vcodec="libx264", preset="ultrafast", crf=30,
