@@ -189,3 +189,13 @@ def test_any_file_name_round_trips_through_sha256sum(tmp_path_factory, names):
     ok = subprocess.run([SHA256SUM, "-c", "--strict", CHECKSUMS_NAME], cwd=out, capture_output=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count(b": OK") == len(names)
+
+
+def test_a_new_handoff_removes_only_what_the_previous_one_delivered(tmp_path, media):
+    cfg_dir, clip, voice, final = media
+    job = tmp_path / "out" / "j"
+    m = _manifest([InputFile.describe("video", clip, cfg_dir)])
+    write_handoff(job, final, m, extra_files=[voice])
+    (job / "notes.txt").write_text("the user's own file")
+    write_handoff(job, final, m)  # the job became a TTS job: no WAV any more
+    assert sorted(p.name for p in job.iterdir()) == [FINAL_NAME, MANIFEST_NAME, "notes.txt"]

@@ -196,13 +196,25 @@ def write_handoff(
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     placed = [(Path(final), job_dir / FINAL_NAME)] + [(Path(f), job_dir / Path(f).name) for f in extra_files]
+    stale = _previously_delivered(job_dir) - {dst.name for _, dst in placed}
     for src, dst in placed:
         _copy_into(src, dst)
     delivered = [DeliveredFile(name=dst.name, size_bytes=dst.stat().st_size, sha256=sha256_file(dst))
                  for _, dst in placed]
     written = manifest.model_copy(update={"delivered": delivered})
     write_text_atomic(job_dir / MANIFEST_NAME, written.to_json())
+    for name in stale:  # e.g. the WAV of an earlier audio job, now a TTS job: it no longer matches final.mp4
+        (job_dir / name).unlink(missing_ok=True)
     return written
+
+
+def _previously_delivered(job_dir: Path) -> set[str]:
+    """What an earlier handoff into `job_dir` delivered, by its manifest (only our own files are ever removed)."""
+    try:
+        earlier = Manifest.model_validate_json((job_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {f.name for f in earlier.delivered if Path(f.name).name == f.name}
 
 
 def _delivered(path: Path, root: Path) -> bool:
