@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ from emulator_client import (
 from media import make_audio, make_video, media_info
 
 from pipeline.emulator import Emulator, EmulatorSettings
+from pipeline.errors import ToolError
 from pipeline.ffmpeg import ffmpeg_exe
 
 PROVIDERS = ["pixverse", "aimlapi", "useapi", "fal"]
@@ -451,3 +453,13 @@ def test_env_points_at_the_running_emulator(emu):
     assert env["LIPSYNC_FAL_QUEUE_URL"] == emu.root + "/fal/queue"
     assert env["LIPSYNC_FAL_STORAGE_URL"] == emu.root + "/fal/rest"
     assert all(env[k] for k in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"))
+
+
+def test_a_busy_port_is_a_clear_error_and_leaves_nothing_behind():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        emu = Emulator(EmulatorSettings(port=taken.getsockname()[1]))
+        with pytest.raises(ToolError, match="could not listen"):
+            emu.start()
+    assert not emu.workdir.exists()

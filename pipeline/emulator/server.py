@@ -66,6 +66,7 @@ class Emulator:
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
+                self.stop()
                 raise ToolError(f"emulator could not listen on {self.settings.host}:{self.settings.port}")
             self._thread.join(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
