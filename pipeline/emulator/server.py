@@ -62,7 +62,7 @@ class Emulator:
         config = uvicorn.Config(self.app, host=self.settings.host, port=self.settings.port, log_config=None,
                                 log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="emulator-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="emulator-server", daemon=True)
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
@@ -72,6 +72,12 @@ class Emulator:
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         log.debug("emulator listening on %s", self.root)
         return self
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except SystemExit:      # uvicorn exits when it cannot bind; start() turns that into a ToolError
+            log.debug("emulator server thread exited early")
 
     def stop(self) -> None:
         if self._server is not None:
