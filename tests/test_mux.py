@@ -359,3 +359,24 @@ def test_video_timing_ends_where_the_decoded_video_ends(tmp_path, vfr):
     timing = video_timing(clip)
     assert timing.seconds == pytest.approx(decode_stats(clip).video_seconds, abs=1e-3)
     assert timing.time_base.startswith("1/")
+
+
+def test_final_keeps_the_providers_display_rotation(tmp_path, master):
+    provider = make_video(tmp_path / "portrait.mp4", seconds=2.0, fps=FPS, audio_file=master, rotate=90)
+    result = mux(provider, master, tmp_path / "final.mp4")
+    video = media_info(result.path)["Video"][0]
+    assert float(video.rotation) == float(media_info(provider)["Video"][0].rotation) == 90.0
+
+
+@pytest.mark.parametrize("video_late, audio_late", [(0.2, 0.0), (0.0, 0.2)])
+def test_streams_that_start_late_keep_their_relation_on_the_file_timeline(tmp_path, master, video_late,
+                                                                           audio_late):
+    plain = provider_result(tmp_path / "plain.mp4", master, delay_s=0.04, seconds=3.0, fps=FPS)
+    provider = tmp_path / "late.mp4"
+    v = ffmpeg.input(str(plain), itsoffset=video_late)["v:0"]
+    a = ffmpeg.input(str(plain), itsoffset=audio_late)["a:0"]
+    run_ffmpeg(compile_stream(ffmpeg.output(v, a, str(provider), c="copy")), what="shifting streams")
+    result = mux(provider, master, tmp_path / "final.mp4")
+    assert first_frame_time(result.path, "v") == pytest.approx(first_frame_time(provider, "v"), abs=1e-3)
+    assert result.offset_s == pytest.approx(0.04 + audio_late, abs=0.002)
+    assert measure_offset(provider, result.path).seconds == pytest.approx(0.0, abs=0.002)
