@@ -66,6 +66,8 @@ def test_kill_at_a_named_point_then_resume(tmp_path, media, reference, point):
         killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": point})
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         prepared_before = _prepared_files(tmp_path / "out")
+        for result in (tmp_path / "out").glob(".work/*/provider-*.mp4"):  # as a download killed mid-way leaves
+            (result.parent / f".{result.stem}.x1y2.part.mp4").write_bytes(b"half a file")
         resumed = lipsync("run", str(config), "--json", env=emu.env())
         assert resumed.returncode == 0, resumed.stderr
         assert emu.accepted_creates("pixverse") == len(JOBS)  # one create per key, kill or no kill
@@ -75,6 +77,7 @@ def test_kill_at_a_named_point_then_resume(tmp_path, media, reference, point):
     out = tmp_path / "out"
     assert {j["id"]: sha256(out / j["id"] / "final.mp4") for j in JOBS} == reference
     assert {"voiced/final.mp4", "spoken/final.mp4"} <= set(checksums_hold(out))
+    assert not list(out.rglob("*.part*"))  # nothing half-written is left behind
 
 
 def test_kill_between_intent_and_create_is_reported_uncertain(tmp_path, media):

@@ -206,6 +206,10 @@ class BatchRunner:
         if row.stage is Stage.DONE and final.is_file() and sha256_file(final) == row.final_sha256:
             self.progress.update(spec.id, stage=Stage.DONE, note="already done")
             return self._outcome(spec, started, resumed=True)
+        # temp files of writes a killed run left half-done (atomic_output names); we hold the run lock
+        for folder in (self.run_dir / WORK_DIR / spec.id, self.run_dir / spec.id):
+            for stale in folder.rglob(".*.part*"):
+                stale.unlink(missing_ok=True)
         try:
             self._checkpoint()
             prepared = self._prepare(spec, key)
