@@ -162,10 +162,10 @@ def _duration_checks(fig: VerifyFigures, expect: VerifyExpectations, frame: floa
                             allowed=round(frame, 4),
                             detail=f"video {fig.video_s:.3f} s vs audio {fig.audio_s:.3f} s"))
     if expect.duration_s is not None:
-        actual = fig.video_s if fig.video_s is not None else fig.audio_s
-        gap = abs((actual or 0.0) - expect.duration_s)
+        actual = (fig.video_s if fig.video_s is not None else fig.audio_s) or 0.0
+        gap = abs(actual - expect.duration_s)
         checks.append(Check(name="duration", ok=gap <= frame + 1e-3, measured=round(gap, 4), allowed=round(frame, 4),
-                            detail=f"{actual} s, expected {expect.duration_s:.3f} s"))
+                            detail=f"{actual:.3f} s, expected {expect.duration_s:.3f} s"))
     return checks
 
 
