@@ -57,7 +57,7 @@ def test_good_config_resolves_defaults_and_relative_paths(tmp_path):
     assert cfg.output == (tmp_path / "out" / "weekly").resolve()
     assert cfg.max_jobs == 3
     assert a.video == (tmp_path / "media" / "clip.mp4").resolve()
-    assert a.provider == "fal" and a.speaker == "Emily" and a.loudness_lufs == -18
+    assert a.provider == "fal" and a.speaker == "Emily" and a.loudness_lufs == -18 and a.true_peak_dbtp == -1.5
     assert a.limits.video_max_seconds == 20
     assert b.provider == "useapi" and b.speaker == "James"
     assert b.text.startswith("Hello there") and b.audio is None
@@ -81,6 +81,7 @@ def test_config_from_another_working_directory(tmp_path, monkeypatch):
     [
         ('provider = "fal"', 'provider = "runway"', "run.provider", "choose one of"),
         ("max_jobs = 3", "max_jobs = 0", "run.max_jobs", "greater than or equal to 1"),
+        ("loudness_lufs = -18", "loudness_lufs = 0", "defaults.loudness_lufs", "less than 0"),
         ("max_jobs = 3", "max_jobs = 3\ncolour = 1", "run.colour", "unknown key"),
         ('audio = "media/voice.wav"', 'audio = "media/nope.wav"', "job[0].audio", "no such file"),
         ('audio = "media/voice.wav"', 'audio = "media/voice.wav"\ntext = "hi"', "job[0]", "exactly one of"),

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pipeline.emulator import Emulator, EmulatorSettings
+from loudness import ebur128
 from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_config
 
 
@@ -25,7 +26,7 @@ def _batch(tmp_path, media, jobs, **kw):
 @pytest.mark.parametrize("provider", ["pixverse", "aimlapi", "useapi", "fal"])
 def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
     config = _batch(tmp_path, media, [
-        {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
+        {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav", "loudness_lufs": -23.0},
         {"id": "spoken", "video": "clip.mp4", "text": "Hello there, welcome back.", "speaker": "Emily"},
     ], provider=provider)
     run = lipsync("run", str(config), "--rehearse", "--json")
@@ -51,6 +52,7 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
     assert manifest["verification"]["ok"]
     voiced = final_file(out / "voiced" / "final.mp4")
     assert abs(voiced.video_s - 2.0) < 0.2  # cut mode: the 2 s clip and the 2 s voice
+    assert abs(ebur128(out / "voiced" / "final.mp4").integrated - -23.0) < 1.0  # the job's loudness target
     assert {"voiced/final.mp4", "spoken/final.mp4", "voiced/manifest.json"} <= set(checksums_hold(out))
     assert not any(".work" in name or "ledger" in name for name in checksums_hold(out))
 

@@ -81,7 +81,8 @@ class DefaultsSection(_Strict):
     provider: ProviderName | None = None
     speaker: str = "Auto"
     sync_mode: SyncMode | None = None
-    loudness_lufs: float | None = Field(-16.0, ge=-70, le=0)
+    loudness_lufs: float | None = Field(-16.0, gt=-70, lt=0)
+    true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
     limits: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -94,7 +95,8 @@ class JobSection(_Strict):
     provider: ProviderName | None = None
     speaker: str | None = None
     sync_mode: SyncMode | None = None
-    loudness_lufs: float | None = Field(None, ge=-70, le=0)
+    loudness_lufs: float | None = Field(None, gt=-70, lt=0)
+    true_peak_dbtp: float | None = Field(None, ge=-20, le=0)
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
     limits: dict[str, Any] = Field(default_factory=dict)
@@ -139,6 +141,7 @@ class JobSpec:
     speaker: str
     sync_mode: SyncMode | None
     loudness_lufs: float | None
+    true_peak_dbtp: float | None
     start: float | None
     end: float | None
     limits: Limits
@@ -151,6 +154,7 @@ class JobSpec:
             "speaker": self.speaker if self.audio is None else None,
             "sync_mode": self.sync_mode,
             "loudness_lufs": self.loudness_lufs,
+            "true_peak_dbtp": self.true_peak_dbtp,
             "start": self.start,
             "end": self.end,
             "limits": self.limits.model_dump(mode="json"),
@@ -289,6 +293,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         speaker=speaker,
         sync_mode=spec.sync_mode or defaults.sync_mode,
         loudness_lufs=spec.loudness_lufs if spec.loudness_lufs is not None else defaults.loudness_lufs,
+        true_peak_dbtp=spec.true_peak_dbtp if spec.true_peak_dbtp is not None else defaults.true_peak_dbtp,
         start=spec.start,
         end=spec.end,
         limits=limits,

@@ -73,7 +73,8 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
     from ..stages.conform_audio import LoudnessTarget
     from ..stages.sync import DEFAULT_SYNC_MODE
 
-    loudness = LoudnessTarget() if spec.loudness_lufs is None else LoudnessTarget(integrated=spec.loudness_lufs)
+    targets = {"integrated": spec.loudness_lufs, "true_peak": spec.true_peak_dbtp}
+    loudness = LoudnessTarget(**{name: value for name, value in targets.items() if value is not None})
     request = PrepareRequest(
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
