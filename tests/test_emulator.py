@@ -463,3 +463,19 @@ def test_a_busy_port_is_a_clear_error_and_leaves_nothing_behind():
         with pytest.raises(ToolError, match="could not listen"):
             emu.start()
     assert not emu.workdir.exists()
+
+
+@pytest.mark.parametrize("name, video_kw, audio_kw, display", [
+    ("rotated.mp4", {"rotate": 90}, {}, (240, 320)),
+    ("odd.mov", {"width": 321, "height": 181, "vfr": True}, {}, (320, 180)),
+    ("hevc10.mov", {"vcodec": "libx265", "pix_fmt": "yuv420p10le"}, {"channels": 6, "bit_depth": 24}, (320, 240)),
+    ("cover.mp4", {"cover_art": True}, {"suffix": ".mp3", "cover_art": True}, (320, 240)),
+])
+def test_real_world_inputs_render(emu, tmp_path, name, video_kw, audio_kw, display):
+    video = make_video(tmp_path / name, seconds=0.6, **video_kw)
+    audio = make_audio(tmp_path / f"voice{audio_kw.pop('suffix', '.wav')}", seconds=1.0, rate=48000, **audio_kw)
+    out = run_job(emu, "useapi", video, audio=audio, dst=tmp_path / "result.mp4")
+    info = media_info(out)
+    assert (info["Video"][0].width, info["Video"][0].height) == display
+    assert info["Audio"][0].format == "AAC" and len(info["Video"]) == 1
+    assert float(info["General"][0].duration) / 1000 == pytest.approx(1.0, abs=0.1)

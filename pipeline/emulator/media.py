@@ -49,7 +49,7 @@ def inspect_media(path: Path) -> MediaInfo:
     size = path.stat().st_size
     if general is None or not general.format:
         return MediaInfo(kind=None, container="unknown", duration_s=None, width=None, height=None, size_bytes=size)
-    video = next(iter(info.video_tracks), None)
+    video = next(iter(info.video_tracks), None)      # MediaInfo lists mp4/mov cover art as a tag, not a track
     audio = next(iter(info.audio_tracks), None)
     duration = float(general.duration) / 1000 if general.duration else None
     if video is not None and video.width and video.height:
@@ -130,7 +130,8 @@ def render_result(req: RenderRequest) -> Rendered:
     width, height = output_size(source.width or 2, source.height or 2, req.short_side)
     video_in = ffmpeg.input(str(req.video), stream_loop=-1)
     audio_in = ffmpeg.input(str(audio))
-    v = video_in.video.filter("scale", width, height).filter("setsar", 1).filter("format", "yuv420p")
+    # "V": video streams that are not attached pictures (ffmpeg shows mp4/mov cover art as one)
+    v = video_in["V:0"].filter("scale", width, height).filter("setsar", 1).filter("format", "yuv420p")
     a = audio_in.audio
     if req.audio_offset_ms > 0:
         a = a.filter("adelay", f"{req.audio_offset_ms}", all=1)
