@@ -374,8 +374,9 @@ def _wait_for(received: list, n: int = 1) -> list:
 
 def test_useapi_calls_reply_url_when_the_video_is_final(emu, media, callback_sink):
     url, received = callback_sink
-    body = create_body("useapi", upload(emu, "useapi", media["video"]), upload(emu, "useapi", media["audio"]), None, None)
-    sub = create(emu, "useapi", body | {"replyUrl": url, "replyRef": "shot-12"})
+    video, audio = upload(emu, "useapi", media["video"]), upload(emu, "useapi", media["audio"])
+    body = create_body("useapi", video, audio, None, None) | {"replyUrl": url, "replyRef": "shot-12"}
+    sub = create(emu, "useapi", body)
     [called] = _wait_for(received)
     assert called["video_id"] == sub.job_id and called["replyRef"] == "shot-12"
     assert called["video_status_final"] is True and called["video_status_name"] == "COMPLETED" and called["url"]
