@@ -125,7 +125,7 @@ def test_kill_at_random_times_never_creates_twice(tmp_path, media, reference):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_term_stops_cleanly_and_the_run_resumes(tmp_path, media, reference, stop):
-    with Emulator(EmulatorSettings(latency_s=3.0)) as emu:
+    with Emulator(EmulatorSettings(latency_s=1.5)) as emu:
         config = _batch(tmp_path, media, emu)
         proc = start_lipsync("run", str(config), env=emu.env())
         deadline = time.monotonic() + 60
