@@ -88,7 +88,10 @@ def test_kill_between_intent_and_create_is_reported_uncertain(tmp_path, media):
         again = lipsync("run", str(config), "--json", env=emu.env())
         assert emu.accepted_creates("pixverse") == 0  # nothing re-sent on its own
         job = json.loads(again.stdout)["jobs"][0]
-        assert again.returncode != 0 and job["stage"] == "uncertain" and job["uncertain"]
+        assert again.returncode != 0 and job["stage"] == "uncertain"
+        reconcile = job["uncertain"][0]["reconcile"]
+        assert reconcile["provider"] == "pixverse" and reconcile["intent_at"].endswith("Z")
+        assert len(reconcile["video_sha256"]) == 64 and reconcile["reply_ref"].startswith("t/voiced/0/")
         fixed = lipsync("run", str(config), "--resubmit-uncertain", env=emu.env())
         assert fixed.returncode == 0, fixed.stderr
         assert emu.accepted_creates("pixverse") == 1

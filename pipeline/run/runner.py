@@ -311,7 +311,7 @@ class BatchRunner:
         if decision.action is Action.UNCERTAIN:
             if record.state is CreateState.INTENT:
                 self.ledger.record_uncertain(key, record.attempt, error="the run stopped before the answer was recorded",
-                                             reconcile={"job": spec.id, "segment": seg.index})
+                                             reconcile=self._reconcile(spec, seg, key, record))
             raise UncertainCreate(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
         if decision.action is Action.FAILED:
             raise GenerationFailed(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
@@ -335,7 +335,7 @@ class BatchRunner:
         kill_point("after_intent")
         request = JobRequest(video=seg.video, audio=seg.audio, text=seg.text, speaker=seg.speaker)
         try:
-            handle = provider.create(request, reply_ref=f"{self.config.name}/{spec.id}/{seg.index}/{key[:16]}")
+            handle = provider.create(request, reply_ref=self._reply_ref(spec, seg, key))
         except UncertainCreate as err:
             self.ledger.record_uncertain(key, attempt, error=err.render(), reconcile=err.reconcile)
             raise
@@ -350,6 +350,18 @@ class BatchRunner:
         log.info("%s segment %d: %s job %s created", spec.id, seg.index, spec.provider, handle.job_id)
         kill_point("after_create")
         return self.ledger.latest_create(key)
+
+    def _reply_ref(self, spec: JobSpec, seg: PreparedSegment, key: str) -> str:
+        """Sent with the create where the protocol echoes it back (useapi replyRef): names the job for a human."""
+        return f"{self.config.name}/{spec.id}/{seg.index}/{key[:16]}"
+
+    def _reconcile(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord) -> dict[str, Any]:
+        """What a user needs to find a job whose create answer never arrived, in the provider's dashboard."""
+        return {
+            "provider": spec.provider, "job": spec.id, "segment": seg.index, "reply_ref": self._reply_ref(spec, seg, key),
+            "intent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.intent_at)),
+            "video_sha256": seg.video_sha256, "audio_sha256": seg.audio_sha256, "text": seg.text,
+        }
 
     def _wait(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord, provider) -> CreateRecord:
         from ..providers.base import JobHandle
