@@ -95,6 +95,12 @@ def options(draw, p: MediaProbe, limits: Limits) -> VideoOptions:
                         keep_audio=draw(st.booleans()), force_transcode=draw(st.booleans()))
 
 
+@st.composite
+def cases(draw) -> tuple[MediaProbe, Limits, VideoOptions]:
+    p, limits = draw(probes()), draw(limits_st)
+    return p, limits, draw(options(p, limits))
+
+
 def _window(p: MediaProbe, opts: VideoOptions) -> tuple[float, float]:
     start = opts.start or 0.0
     return start, min(p.duration, opts.end) if opts.end is not None else p.duration
@@ -149,9 +155,9 @@ def test_output_size_is_even_within_the_limit_never_upscaled_and_keeps_the_aspec
 
 
 @settings(max_examples=300, deadline=None)
-@given(probes(), limits_st, st.data())
-def test_copy_only_when_every_condition_holds(p, limits, data):
-    opts = data.draw(options(p, limits))
+@given(cases())
+def test_copy_only_when_every_condition_holds(case):
+    p, limits, opts = case
     plan = _plan_or_refusal(p, limits, opts)
     if plan is None:
         return
@@ -168,9 +174,9 @@ def test_copy_only_when_every_condition_holds(p, limits, data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(probes(), limits_st, st.data())
-def test_timeline_stays_in_the_window_and_under_the_limit(p, limits, data):
-    opts = data.draw(options(p, limits))
+@given(cases())
+def test_timeline_stays_in_the_window_and_under_the_limit(case):
+    p, limits, opts = case
     plan = _plan_or_refusal(p, limits, opts)
     if plan is None:
         return
@@ -199,9 +205,9 @@ def test_timeline_stays_in_the_window_and_under_the_limit(p, limits, data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(probes(), limits_st, st.data())
-def test_the_size_cap_fits_the_byte_limit(p, limits, data):
-    opts = data.draw(options(p, limits))
+@given(cases())
+def test_the_size_cap_fits_the_byte_limit(case):
+    p, limits, opts = case
     plan = _plan_or_refusal(p, limits, opts)
     if plan is None or plan.mode == "copy":
         return
