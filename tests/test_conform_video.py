@@ -15,7 +15,7 @@ from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
 from pipeline.stages.probe import probe_video
-from tests.media import decode_stats, gray_frames, make_video, media_info, mp4_atoms
+from media import decode_stats, gray_frames, make_video, media_info, mp4_atoms
 
 LIMITS = load_limits()
 

@@ -16,7 +16,7 @@ from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages import probe as probe_module
 from pipeline.stages.probe import check_limits, probe, probe_audio, probe_video
-from tests.media import make_audio, make_image, make_video, truncate_copy
+from media import make_audio, make_image, make_video, truncate_copy
 
 
 @pytest.fixture(scope="module")
