@@ -3,6 +3,7 @@ independently (pymediainfo directly, or a full ffmpeg decode)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -271,3 +272,18 @@ def test_high_speed_capture_is_resampled_to_the_kept_rate(media):
     assert plan.mode == "transcode" and plan.fps == 60.0
     assert float(video_track(result.path).frame_rate) == 60.0
     assert decode_stats(result.path).video_frames == 60
+
+
+def test_cover_art_stored_before_the_video_is_skipped(media):
+    tagged = make_video(media / "tagged.mp4", cover_art=True)
+    src = media / "cover first.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(tagged), "-map", "0:v:1", "-map", "0:v:0",
+                    "-map", "0:a", "-c", "copy", "-disposition:v:0", "attached_pic", "-disposition:v:1", "default",
+                    str(src)], check=True)
+    p = probe_video(src)
+    assert p.cover_art and (p.video.codec, p.video.width) == ("AVC", 320)
+    plan, result = conform(src, media / "out" / "cover first.mp4")
+    assert plan.mode == "copy"
+    assert [t.format for t in media_info(result.path)["Video"]] == ["AVC"]
+    assert packets_md5(result.path, "0:v:0") == packets_md5(tagged, "0:v:0")
+    json.dumps(result.to_dict())  # goes into the manifest as it is
