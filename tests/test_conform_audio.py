@@ -11,7 +11,16 @@ from media import decode_stats, make_audio, make_video, media_info
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_limits
-from pipeline.stages.conform_audio import AudioOptions, LoudnessTarget, execute_audio, next_gain, plan_audio
+from pipeline.stages.conform_audio import (
+    AudioOptions,
+    GainPass,
+    LoudnessFigures,
+    LoudnessTarget,
+    execute_audio,
+    next_gain,
+    next_pass,
+    plan_audio,
+)
 from pipeline.stages.probe import AudioStream, MediaProbe, probe
 
 LIMITS = load_limits()
@@ -180,3 +189,18 @@ def test_limited_passes_follow_the_measured_slope():
     assert next_gain([(4.0, -17.5)], target) == pytest.approx(5.5)
     # 1.5 dB more gain bought only 0.5 LU: the next step is three times the miss
     assert next_gain([(4.0, -17.5), (5.5, -17.0)], target) == pytest.approx(8.5)
+
+
+def _out(output_i: float, output_tp: float) -> LoudnessFigures:
+    return LoudnessFigures(-30.0, -10.0, 1.0, -40.0, output_i=output_i, output_tp=output_tp)
+
+
+def test_a_true_peak_over_the_ceiling_lowers_the_limiter_by_the_overshoot():
+    target = LoudnessTarget(integrated=-16.0, true_peak=-1.5)
+    linear = GainPass("linear", 3.0, -1.8)
+    assert next_pass([linear], [_out(-16.0, -1.6)], target) is None
+    # an MP3 encoder's ringing put a linear gain 0.4 dB over: limit 0.5 dB lower, same gain
+    assert next_pass([linear], [_out(-16.0, -1.1)], target) == GainPass("limited", 3.0, pytest.approx(-2.3))
+    limited = GainPass("limited", 14.0, -1.8)
+    assert next_pass([limited], [_out(-16.2, -1.6)], target) is None
+    assert next_pass([limited], [_out(-17.0, -1.6)], target) == GainPass("limited", 15.0, -1.8)

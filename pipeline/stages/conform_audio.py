@@ -7,7 +7,11 @@ the trim and the silence padding; each choice carries its reason. execute_audio(
 2. normalize: the gain from the measured to the target loudness, resample, pad, encode; then the output is
    measured. A gain that would push the true peak over the ceiling gets a true-peak limiter instead of
    loudnorm's dynamic mode, which misses the target by 2-5 LU on short or peaky clips (measured on
-   2-4 s of speech); limiting lowers loudness, so that pass is repeated with the shortfall added.
+   2-4 s of speech); limiting lowers loudness, so that pass is repeated with the shortfall added, and a
+   written file whose true peak is still over the ceiling (resampling, MP3 ringing) is redone with the
+   limiter lowered by the overshoot (next_pass).
+Both passes read the source through the same chain: downmix, 64-bit float, a 40 Hz high-pass (DC offset
+and rumble only cost headroom).
 Silent and near-silent input is rejected between the two passes.
 """
 
@@ -37,7 +41,10 @@ TRUE_PEAK_RATE = 192000
 _LIMITER_MARGIN_DB = 0.3  # the limiter is sample-peak; resampling back may overshoot a little
 LIMITED_TOLERANCE_LU = 0.5
 _MIN_MEASURED_SECONDS = 0.5
-MAX_LIMITED_PASSES = 4  # limiting costs loudness, so a limited pass is re-run with the shortfall added
+MAX_PASSES = 5  # limiting costs loudness (more gain next pass); a true-peak overshoot lowers the limiter's ceiling
+# Below any voice's fundamental. Removes DC offset (a cheap recorder's) and rumble, which add to the peaks
+# without adding loudness: left in, the limiter would flatten the speech to keep an offset under the ceiling.
+HIGHPASS_HZ = 40
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,7 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
     fmt, kbps, size, format_reason = _format(p.path, take + pad, opts.sample_rate, channels, opts.format, limits)
     reasons += [format_reason, channel_reason, f"resampled to {opts.sample_rate} Hz" if p.audio.sample_rate !=
                 opts.sample_rate else f"{opts.sample_rate} Hz kept",
+                f"DC offset and rumble below {HIGHPASS_HZ} Hz removed",
                 f"loudness to {opts.loudness.integrated:g} LUFS, true peak {opts.loudness.true_peak:g} dBTP"]
     return AudioPlan(
         source=p.path,
@@ -263,6 +271,35 @@ def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, f
     return ("linear" if measured.input_tp + gain <= target.true_peak else "limited"), gain
 
 
+@dataclass(frozen=True)
+class GainPass:
+    """One normalize pass: a gain, and for "limited" the limiter's ceiling (dBFS at 192 kHz)."""
+
+    kind: str           # "linear" or "limited"
+    gain_db: float
+    limit_db: float
+
+
+def first_pass(measured: LoudnessFigures, target: LoudnessTarget) -> GainPass:
+    kind, gain = plan_gain(measured, target)
+    return GainPass(kind, gain, target.true_peak - _LIMITER_MARGIN_DB)
+
+
+def next_pass(done: list[GainPass], outputs: list[LoudnessFigures], target: LoudnessTarget) -> GainPass | None:
+    """The pass after `done` given what each produced (output_i, output_tp); None when the last one is good.
+
+    A true peak over the ceiling (resampling back from 192 kHz, or an MP3 encoder's ringing) lowers the
+    limiter's ceiling by the overshoot; a loudness shortfall after limiting raises the gain (next_gain).
+    """
+    last, out = done[-1], outputs[-1]
+    overshoot = out.output_tp - target.true_peak
+    gain = next_gain([(p.gain_db, o.output_i) for p, o in zip(done, outputs)], target)
+    if overshoot <= 0 and (last.kind == "linear" or gain is None):
+        return None
+    limit = last.limit_db - max(0.0, overshoot) - (0.1 if overshoot > 0 else 0.0)
+    return GainPass("limited", last.gain_db if gain is None else gain, limit)
+
+
 def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float | None:
     """The gain for another limited pass from the (gain, output loudness) pairs so far; None when close enough.
 
@@ -284,7 +321,8 @@ def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float
 def _source(plan: AudioPlan):
     stream = ffmpeg.input(media_path(plan.source), ss=plan.start, t=plan.take_seconds)["a:0"]
     layout = "mono" if plan.channels == 1 else "stereo"
-    return stream.filter("aformat", channel_layouts=layout)
+    # floating point from here on: an integer filter chain would clip the high-pass's overshoot
+    return stream.filter("aformat", sample_fmts="dblp", channel_layouts=layout).filter("highpass", f=HIGHPASS_HZ, poles=2)
 
 
 def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None) -> tuple[dict[str, str], FfmpegRun]:
@@ -331,14 +369,13 @@ def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tup
                    output_lra=float(s["input_lra"])), run
 
 
-def apply_gain(plan: AudioPlan, kind: str, gain_db: float, dst: Path, progress: ProgressFn | None = None) -> FfmpegRun:
-    """Pass 2: gain (plus a true-peak limiter when `kind` is "limited"), resample, pad to the exact length."""
-    graph = _source(plan).filter("volume", f"{gain_db:.2f}dB")
-    if kind == "limited":
+def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn | None = None) -> FfmpegRun:
+    """Pass 2: gain (plus a true-peak limiter when "limited"), resample, pad to the exact length."""
+    graph = _source(plan).filter("volume", f"{gain.gain_db:.2f}dB")
+    if gain.kind == "limited":
         # limiting at 192 kHz catches the inter-sample (true) peaks a 48 kHz limiter would miss
-        ceiling = 10 ** ((plan.target.true_peak - _LIMITER_MARGIN_DB) / 20)
         graph = graph.filter("aresample", TRUE_PEAK_RATE).filter(
-            "alimiter", limit=f"{ceiling:.5f}", attack=5, release=50, level="false", asc="false"
+            "alimiter", limit=f"{10 ** (gain.limit_db / 20):.5f}", attack=5, release=50, level="false", asc="false"
         )
     graph = (
         graph.filter("aresample", plan.sample_rate)
@@ -363,17 +400,21 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
     warnings = list(plan.warnings)
     measured, run = measure_audible(plan, None if progress is None else (lambda f: progress(0.5 * f)))
     runs = [run]
-    kind, gain = plan_gain(measured, plan.target)
-    tries: list[tuple[float, float]] = []
+    passes: list[GainPass] = [first_pass(measured, plan.target)]
+    outputs: list[LoudnessFigures] = []
     with atomic_output(dst) as tmp:
-        for _ in range(MAX_LIMITED_PASSES):
-            runs.append(apply_gain(plan, kind, gain, tmp, None if progress is None else (lambda f: progress(0.5 + 0.5 * f))))
-            figures, run = measure_output(tmp, plan, replace(measured, gain_db=gain, normalization_type=kind))
+        while True:
+            gain = passes[-1]
+            runs.append(apply_gain(plan, gain, tmp, None if progress is None else (lambda f: progress(0.5 + 0.5 * f))))
+            figures, run = measure_output(tmp, plan, replace(measured, gain_db=gain.gain_db,
+                                                             normalization_type=gain.kind))
             runs.append(run)
-            tries.append((gain, figures.output_i))
-            if kind == "linear" or (gain := next_gain(tries, plan.target)) is None:
+            outputs.append(figures)
+            following = next_pass(passes, outputs, plan.target)
+            if following is None or len(passes) == MAX_PASSES:
                 break
-    if kind == "limited":
+            passes.append(following)
+    if figures.normalization_type == "limited":
         warnings.append(
             f"{plan.source.name}: loudness normalization could not stay linear: reaching "
             f"{plan.target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
