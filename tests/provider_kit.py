@@ -2,6 +2,8 @@
 
     Scripted HTTP server on loopback:  with serve(handler) as srv: srv.url, srv.requests
         handler(req: Seen) -> Reply | None   (None = drop the connection without answering)
+    ASGI app on loopback (a router that decodes paths the standard way):
+                                       with serve_app(starlette_app) as url: ...
     Recording client:                  client, log = recording_client()   (every request the adapter sent)
     Tiny media:                        tiny_media(dir) -> (video.mp4, audio.wav)
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
+import uvicorn
 from media import make_audio, make_video
 
 from pipeline.providers import make_client
@@ -104,3 +107,22 @@ def tiny_media(d: Path) -> tuple[Path, Path]:
 def mp4_bytes(d: Path) -> bytes:
     """A small real MP4 (for download tests)."""
     return make_video(d / "result.mp4", seconds=0.5, width=64, height=48, fps=10).read_bytes()
+
+
+@contextlib.contextmanager
+def serve_app(app) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yields its root URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        thread.join(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

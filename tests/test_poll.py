@@ -167,3 +167,24 @@ def test_poll_errors_do_not_end_the_wait_before_the_deadline():
     with pytest.raises(JobTimeout) as info:
         wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
     assert provider.polls == 11 and "no status received" in str(info.value)
+
+
+def test_done_with_a_url_but_no_size_is_taken_after_the_grace():
+    """A provider that never confirms a size (PixVerse's doc sample says `size: 0`) still delivers: after
+    `accept_unconfirmed_after` such replies in a row the URL is taken, marked unconfirmed."""
+    clock = FakeClock()
+    sizeless = _status(JobState.RUNNING, raw="1", url="https://r/x.mp4", unconfirmed=True)
+    provider = Scripted([_status(JobState.RUNNING, raw="5"), sizeless],
+                        PollPolicy(initial=1, maximum=1, timeout=100, accept_unconfirmed_after=3))
+    got = wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
+    assert got.state is JobState.SUCCEEDED and got.result_url == "https://r/x.mp4" and got.unconfirmed
+    assert provider.polls == 4
+
+
+def test_done_with_a_url_interrupted_by_running_restarts_the_grace():
+    clock = FakeClock()
+    sizeless = _status(JobState.RUNNING, raw="1", url="https://r/x.mp4", unconfirmed=True)
+    script = [sizeless, sizeless, _status(JobState.RUNNING, raw="5"), sizeless, sizeless, sizeless]
+    provider = Scripted(script, PollPolicy(initial=1, maximum=1, timeout=100, accept_unconfirmed_after=3))
+    assert wait_for_job(provider, H, clock=clock, sleep=clock.sleep).state is JobState.SUCCEEDED
+    assert provider.polls == 6

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 
-from ..errors import BillingError, ValidationError
+from ..errors import BillingError, LipsyncError, ValidationError
 from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
-from .http import CreateRequest, CreateVerdict, Lost, Refused
+from .http import CreateRequest, CreateVerdict, Lost, Refused, is_retryable_status
 
 PATH = "/v2/video/generations"
 MODEL = "pixverse/lip-sync"
@@ -95,6 +96,13 @@ def media_field(path: Path, url: str | None) -> str | DataUri:
     return url if url else DataUri(path, media_type(path), path.stat().st_size)
 
 
+def error_for(status_code: int, message: str, what: str) -> LipsyncError:
+    """AI/ML API's documented 403 is "out of credits"; the rest is the common mapping."""
+    if status_code == 403:
+        return BillingError(f"{what}: {message}", provider="aimlapi", code=status_code)
+    return http_error("aimlapi", "AIMLAPI_KEY", status_code, message, what)
+
+
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
     if 200 <= status_code < 300:
         return None
@@ -103,9 +111,18 @@ def classify_create(status_code: int, body: Any) -> CreateVerdict:
         return Refused(f"HTTP {status_code}: {message}")
     if status_code >= 500:
         return Lost(f"HTTP {status_code}: {message}")
-    if status_code == 403:
-        return BillingError(f"create: {message}", provider="aimlapi", code=status_code)
-    return http_error("aimlapi", "AIMLAPI_KEY", status_code, message, "create")
+    return error_for(status_code, message, "create")
+
+
+def is_generation_timeout(response: httpx.Response) -> bool:
+    """A 504 in AI/ML API's own error shape: the documented "generation timeout", not a gateway's hiccup
+    (a gateway's 504 is an HTML page and is retried)."""
+    body = reply_json(response)
+    return response.status_code == 504 and isinstance(body, dict) and "message" in body
+
+
+def is_transient(response: httpx.Response) -> bool:
+    return is_retryable_status(response.status_code) and not is_generation_timeout(response)
 
 
 def parse_generation(body: Any) -> JobStatus:
@@ -127,9 +144,9 @@ def parse_generation(body: Any) -> JobStatus:
     if word in DONE:
         url = video.get("url") or None
         size = optional_int(video.get("file_size"))
-        if url and (size is None or size > 0):
-            return JobStatus(JobState.SUCCEEDED, raw, result_url=url, credits=credits)
-        return JobStatus(JobState.RUNNING, raw, credits=credits, unconfirmed=True)
+        confirmed = bool(url) and (size is None or size > 0)
+        return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, raw, result_url=url,
+                         credits=credits, unconfirmed=not confirmed)
     if word in QUEUED:
         return JobStatus(JobState.QUEUED, raw, credits=credits)
     if word in RUNNING:
@@ -167,10 +184,15 @@ class AimlapiProvider(Provider):
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"
-        response = self._request("GET", self._url(PATH), what=what, params={"generation_id": handle.job_id})
+        response = self._request("GET", self._url(PATH), what=what, params={"generation_id": handle.job_id},
+                                 retry_on=is_transient)
         body = reply_json(response)
+        message = error_text(body, "message", "error")
+        if is_generation_timeout(response):
+            return JobStatus(JobState.FAILED, "504", error_code="504",
+                             error_message=f"timed out at the provider (HTTP 504: {message})")
         if response.status_code != 200:
-            raise self._http_error(response.status_code, error_text(body, "message", "error"), what)
+            raise error_for(response.status_code, message, what)
         return parse_generation(body)
 
     def voices(self) -> list[Voice]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import mimetypes
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -244,6 +245,8 @@ class Provider:
         self.retry = retry or RetryPolicy()
         self.create_retry = create_retry or RetryPolicy.for_refused_creates()
         self._client = client or make_client(timeout=client_timeout)
+        self._listed_speakers: dict[str, str] | None = None
+        self._speakers_lock = threading.Lock()
 
     @property
     def max_concurrency(self) -> int | None:
@@ -342,14 +345,26 @@ class Provider:
                         urls: dict[str, str] | None = None) -> JobHandle | None:
         """A handle from a reply whose job id is the non-empty string `body[key]`."""
         job_id = body.get(key) if isinstance(body, dict) else None
+        if isinstance(job_id, int) and not isinstance(job_id, bool):
+            job_id = str(job_id)        # documented as a string; a number is still the job's id
         if not isinstance(job_id, str) or not job_id.strip():
             return None
         return JobHandle(self.name, job_id.strip(), urls or {}, created_at)
+
+    def listed_speaker_id(self, speaker: str) -> str | None:
+        """The id the provider's own voice list gives `speaker` (read once per adapter), or None when the
+        list lacks it or cannot be read (the caller falls back to the documented id)."""
+        with self._speakers_lock:
+            if self._listed_speakers is None:
+                try:
+                    self._listed_speakers = {v.name.lower(): v.provider_id for v in self.voices() if v.provider_id}
+                except ProviderError as exc:
+                    log.warning("%s: voice list unavailable (%s); using the documented speaker ids",
+                                self.name, exc.message)
+                    self._listed_speakers = {}
+            return self._listed_speakers.get(speaker.lower())
 
     def _json_create(self, url: str, payload: dict[str, Any]) -> CreateRequest:
         body = json.dumps(payload, ensure_ascii=False).encode()
         return CreateRequest("POST", url, lambda: {**self._auth_headers(), "Content-Type": "application/json"},
                              lambda: [body], len(body))
-
-    def _http_error(self, status: int, message: str, what: str) -> LipsyncError:
-        return http_error(self.name, self.secret_env, status, message, what)

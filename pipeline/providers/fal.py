@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..errors import AuthError, BillingError, LipsyncError, ProviderError
 from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, iter_file, looks_moderated, media_type, optional_int, reply_json, unknown_status)
-from .http import CreateVerdict, Lost, Refused, require_safe_url, same_origin
+from .http import CreateVerdict, Lost, Refused, is_retryable_status, require_safe_url, same_origin
 
 log = logging.getLogger("lipsync.providers.fal")
 
@@ -45,8 +46,6 @@ def parse_token(body: Any, now: float) -> StorageToken | None:
     expires = body.get("expires_at")
     if isinstance(expires, str):
         try:
-            from datetime import datetime
-
             expires_at = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
         except ValueError:
             expires_at = now + 300
@@ -115,9 +114,22 @@ def parse_output(body: Any) -> JobStatus:
     video = body.get("video") if isinstance(body, dict) else None
     url = video.get("url") if isinstance(video, dict) else None
     size = optional_int(video.get("file_size")) if isinstance(video, dict) else None
-    if url and (size is None or size > 0):
-        return JobStatus(JobState.SUCCEEDED, "COMPLETED", result_url=url)
-    return JobStatus(JobState.RUNNING, "COMPLETED", unconfirmed=True)
+    confirmed = bool(url) and (size is None or size > 0)
+    return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, "COMPLETED",
+                     result_url=url or None, unconfirmed=not confirmed)
+
+
+def has_detail(body: Any) -> bool:
+    """A reply in fal's own error shape (`{detail: ...}`): fal's answer, not a gateway's page."""
+    return isinstance(body, dict) and "detail" in body
+
+
+def is_transient_result(response: httpx.Response) -> bool:
+    """Retry a result fetch on 408/429/5xx, except a 5xx in fal's own shape: that is how a failed run
+    answers on its response_url, and asking again gives the same answer."""
+    if response.status_code >= 500 and has_detail(reply_json(response)):
+        return False
+    return is_retryable_status(response.status_code)
 
 
 def failed_output(status_code: int, body: Any) -> JobStatus:
@@ -141,11 +153,11 @@ class FalProvider(Provider):
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._secret()}"}
 
-    def _queue_request(self, method: str, url: str, *, what: str) -> httpx.Response:
+    def _queue_request(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
         """A request to a stored queue URL; the key only goes to the configured queue host."""
         if not same_origin(url, self.base_urls["fal_queue"]):
             raise ProviderError(f"{what}: {url!r} is not on the configured fal queue host", provider=self.name)
-        return self._request(method, url, what=what)
+        return self._request(method, url, what=what, **kwargs)
 
     def _storage_token(self) -> StorageToken:
         with self._token_lock:
@@ -199,23 +211,30 @@ class FalProvider(Provider):
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of request {handle.job_id}"
-        response = self._queue_request("GET", self._handle_url(handle, "status"), what=what)
+        # the stored URL's own query is kept (httpx's `params=` would replace it)
+        status_url = httpx.URL(self._handle_url(handle, "status")).copy_merge_params({"logs": "1"})
+        response = self._queue_request("GET", str(status_url), what=what)
         body = reply_json(response)
         if not 200 <= response.status_code < 300:
             raise error_for(response.status_code, body, what)
         status = parse_queue_status(body)
         if status.state is not JobState.SUCCEEDED:
             return status
+        return self._result(handle)
+
+    def _result(self, handle: JobHandle) -> JobStatus:
+        """The response_url of a COMPLETED request: the output, not there yet, or how the run failed."""
         what = f"result of request {handle.job_id}"
-        response = self._queue_request("GET", self._handle_url(handle, "response"), what=what)
+        response = self._queue_request("GET", self._handle_url(handle, "response"), what=what,
+                                       retry_on=is_transient_result)
         body = reply_json(response)
-        if response.status_code == 404:
+        if response.status_code == 200:
+            return parse_output(body)
+        if response.status_code == 404 or "in progress" in error_text(body, "detail").lower():
             return JobStatus(JobState.RUNNING, "COMPLETED", unconfirmed=True)
-        if response.status_code in (400, 422):
-            return failed_output(response.status_code, body)
-        if response.status_code != 200:
+        if response.status_code in (401, 403):
             raise error_for(response.status_code, body, what)
-        return parse_output(body)
+        return failed_output(response.status_code, body)
 
     def cancel(self, handle: JobHandle) -> bool:
         response = self._queue_request("PUT", self._handle_url(handle, "cancel"),

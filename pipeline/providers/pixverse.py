@@ -25,6 +25,8 @@ AUTH_CODES = frozenset({10001, 10003})
 BILLING_CODES = frozenset({500043, 500060, 500090})
 BUSY_CODES = frozenset({500044})                      # concurrent-generation limit: not accepted
 TRY_LATER_CODES = frozenset({500045, 500069, 10005})
+TRACE_CODES = frozenset({400033})                     # trace id refused: nothing was done; a new one is sent
+RESEND_CODES = BUSY_CODES | TRY_LATER_CODES | TRACE_CODES
 MODERATION_CODES = frozenset({500054, 500063})
 VALIDATION_CODES = frozenset({400013, 400017})
 DEFINITE_CODES = AUTH_CODES | BILLING_CODES | MODERATION_CODES | VALIDATION_CODES
@@ -81,11 +83,14 @@ def envelope_error(env: Envelope, what: str) -> LipsyncError | None:
 
 
 def is_transient(response: httpx.Response) -> bool:
-    """Worth retrying an idempotent request: 429/5xx, or a busy/try-later code inside the envelope."""
+    """Worth retrying an idempotent request: 429/5xx, a busy/try-later/trace-id code inside the envelope,
+    or a 2xx that is not an envelope at all (a proxy's HTML page, a cut body)."""
     env = parse_envelope(reply_json(response))
-    if env is not None and env.code in BUSY_CODES | TRY_LATER_CODES:
+    if env is None:
+        return is_retryable_status(response.status_code) or 200 <= response.status_code < 300
+    if env.code in RESEND_CODES:
         return True
-    return is_retryable_status(response.status_code) and (env is None or env.code not in DEFINITE_CODES)
+    return is_retryable_status(response.status_code) and env.code not in DEFINITE_CODES
 
 
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
@@ -97,7 +102,7 @@ def classify_create(status_code: int, body: Any) -> CreateVerdict:
             return Lost(f"HTTP {status_code} without an ErrCode envelope")
         return ProviderError(f"create: HTTP {status_code} without an ErrCode envelope", provider="pixverse",
                              code=status_code)
-    if env.code in BUSY_CODES | TRY_LATER_CODES:
+    if env.code in RESEND_CODES:
         return Refused(f"ErrCode {env.code}: {env.message}")
     error = envelope_error(env, "create")
     if error is not None:
@@ -109,19 +114,20 @@ def classify_create(status_code: int, body: Any) -> CreateVerdict:
 
 
 def parse_result(resp: Any) -> JobStatus:
-    """A `video/result` Resp → JobStatus. Success needs status 1, a URL and non-zero output size."""
+    """A `video/result` Resp → JobStatus. Success needs status 1, a URL and a non-zero output size; with
+    the URL but a zero or missing size (the docs' own sample says `size: 0`) it is unconfirmed, and the
+    poller takes the URL after a few such replies."""
     if not isinstance(resp, dict):
         return unknown_status("pixverse", f"malformed Resp {type(resp).__name__}")
     status = optional_int(resp.get("status"))
     raw = str(resp.get("status"))
     url = resp.get("url") or None
-    width, height = optional_int(resp.get("outputWidth")), optional_int(resp.get("outputHeight"))
-    size = optional_int(resp.get("size"))
+    sizes = [optional_int(resp.get(key)) for key in ("outputWidth", "outputHeight", "size")]
+    width, height = (v if v else None for v in sizes[:2])
     if status == 1:
-        has_evidence = bool(url) and all(v is None or v > 0 for v in (width, height, size))
-        if has_evidence:
-            return JobStatus(JobState.SUCCEEDED, raw, result_url=url, width=width, height=height)
-        return JobStatus(JobState.RUNNING, raw, width=width, height=height, unconfirmed=True)
+        confirmed = bool(url) and any(sizes) and all(v is None or v > 0 for v in sizes)
+        return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, raw, result_url=url,
+                         width=width, height=height, unconfirmed=not confirmed)
     if status == 5:
         return JobStatus(JobState.RUNNING, raw)
     if status == 7:
@@ -170,7 +176,8 @@ class PixverseProvider(Provider):
         if req.audio is not None:
             payload["audio_media_id"] = self._upload(req.audio)
         else:
-            payload["lip_sync_tts_speaker_id"] = VOICE_IDS[req.speaker or "Auto"]
+            speaker = req.speaker or "Auto"
+            payload["lip_sync_tts_speaker_id"] = self.listed_speaker_id(speaker) or VOICE_IDS[speaker]
             payload["lip_sync_tts_content"] = req.text
         return Submission(self._json_create(self._url(f"{API}/video/lip_sync/generate"), payload), payload)
 

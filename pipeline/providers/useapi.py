@@ -1,11 +1,13 @@
 """useapi.net, PixVerse v2 (drives a PixVerse web account): Bearer auth, raw-bytes uploads to `/files`.
 
-`GET /videos/{video_id}` answers 404 while the video is still being made. `maxJobs` (1..8) is how many
-jobs the account runs at once, so it is also our concurrency.
+`GET /videos/{video_id}` answers 404 while the video is still being made; a 404 that lasts longer than
+`not_found_grace_s` after the create means no such video (failed, not waited on until the poll timeout).
+`maxJobs` (1..8) is how many jobs the account runs at once, so it is also our concurrency.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +25,7 @@ ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": n
 RUNNING = frozenset({"GENERATING", "PROCESSING", "RUNNING", "IN_PROGRESS"})
 QUEUED = frozenset({"QUEUED", "WAITING", "PENDING"})
 PIXVERSE_CODES = {1: "COMPLETED", 5: "GENERATING", 7: "MODERATED", 8: "FAILED"}
+NOT_FOUND_GRACE_S = 1200.0      # jobs take tens of seconds; 20 min of 404s is not "still processing"
 
 
 def is_transient(response: httpx.Response) -> bool:
@@ -78,7 +81,8 @@ def parse_video(body: Any) -> JobStatus:
     if name == "COMPLETED":
         if final is not False and url and all(v is None or v > 0 for v in (width, height)):
             return JobStatus(JobState.SUCCEEDED, name, result_url=url, width=width, height=height)
-        return JobStatus(JobState.RUNNING, name, width=width, height=height, unconfirmed=final is not False)
+        return JobStatus(JobState.RUNNING, name, result_url=url if final is not False else None,
+                         width=width or None, height=height or None, unconfirmed=final is not False)
     if name in QUEUED:
         return JobStatus(JobState.QUEUED, name)
     if name in RUNNING:
@@ -89,16 +93,27 @@ def parse_video(body: Any) -> JobStatus:
     return unknown_status("useapi", name or "no status")
 
 
+def not_found_status(handle: JobHandle, grace_s: float, now: float) -> JobStatus:
+    """A 404 for a job: still processing, unless it has lasted `grace_s` since the create was accepted."""
+    age = now - handle.created_at
+    if handle.created_at > 0 and age > grace_s:
+        return JobStatus(JobState.FAILED, "404", error_code="404",
+                         error_message=f"is still unknown to useapi {age:.0f} s after its create (no such video)")
+    return JobStatus(JobState.RUNNING, "404 (still processing)")
+
+
 class UseapiProvider(Provider):
     name = "useapi"
     classify_create = staticmethod(classify_create)
     secret_env = "USEAPI_TOKEN"
 
-    def __init__(self, *, max_jobs: int | None = None, email: str | None = None, **kwargs: Any):
+    def __init__(self, *, max_jobs: int | None = None, email: str | None = None,
+                 not_found_grace_s: float = NOT_FOUND_GRACE_S, **kwargs: Any):
         if max_jobs is not None and not 1 <= max_jobs <= 8:
             raise ValidationError(f"useapi maxJobs must be 1..8, got {max_jobs}")
         self.max_jobs = max_jobs
         self.email = email
+        self.not_found_grace_s = not_found_grace_s
         super().__init__(**kwargs)
 
     @property
@@ -132,8 +147,10 @@ class UseapiProvider(Provider):
             payload["audio_path"] = self._upload(req.audio)
         else:
             payload["prompt"] = req.text
-            if req.speaker and req.speaker != "Auto":
-                payload["speaker_id"] = VOICE_IDS[req.speaker]
+            speaker = req.speaker or "Auto"
+            speaker_id = self.listed_speaker_id(speaker) or (None if speaker == "Auto" else VOICE_IDS[speaker])
+            if speaker_id is not None:      # optional: without it the account's default (Auto) speaks
+                payload["speaker_id"] = speaker_id
         if self.max_jobs is not None:
             payload["maxJobs"] = self.max_jobs
         if reply_ref:
@@ -149,7 +166,7 @@ class UseapiProvider(Provider):
         response = self._request("GET", self._url(f"{API}/videos/{quote(handle.job_id, safe=':@')}"),
                                  what=what, retry_on=is_transient)
         if response.status_code == 404:
-            return JobStatus(JobState.RUNNING, "404 (still processing)")
+            return not_found_status(handle, self.not_found_grace_s, time.time())
         body = reply_json(response)
         if response.status_code != 200:
             raise error_for(response.status_code, error_text(body, "error", "message"), what)
