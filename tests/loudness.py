@@ -1,4 +1,7 @@
-"""Independent audio measurements for tests: ffmpeg's ebur128 meter (not loudnorm, which the code under test uses)."""
+"""Independent audio measurements for tests: ffmpeg's ebur128 meter (not loudnorm, which the code under test uses).
+
+Also `voice_layout(path, [("speech", 2.0), ("silence", 1.5), ...])`: a voice track with speech where the layout says.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.ffmpeg import ffmpeg_exe
+from pipeline.speech import synth_speech, write_wav
 
 _SUMMARY_I = re.compile(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS")
 _SUMMARY_PEAK = re.compile(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS")
@@ -29,3 +35,19 @@ def ebur128(path: str | Path, *, start: float | None = None, duration: float | N
     if not i or not peak:
         raise AssertionError(f"ebur128 measured nothing in {path}: {out[-300:]}")
     return Ebur128(float(i[-1]), float(peak[-1]))
+
+
+def voice_layout(path: str | Path, layout: list[tuple[str, float]], *, rate: int = 48000) -> Path:
+    """A mono WAV of synthetic speech and digital silence, in the order and lengths of `layout`.
+
+    Each speech part is trimmed of synth_speech's own lead-in, so speech starts exactly where the layout says.
+    """
+    parts = []
+    for seed, (kind, seconds) in enumerate(layout):
+        if kind == "speech":
+            voiced = synth_speech(seconds + 0.05, sample_rate=rate, seed=seed)[int(0.05 * rate):]
+            parts.append(voiced[: int(seconds * rate)])
+        else:
+            parts.append(np.zeros(int(seconds * rate), dtype=np.float32))
+    write_wav(path, np.concatenate(parts), rate)
+    return Path(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from loudness import ebur128
+from loudness import ebur128, voice_layout
 from media import decode_stats, make_audio, make_video, media_info
 
 from pipeline.errors import InputError, ValidationError
@@ -20,6 +20,7 @@ from pipeline.stages.conform_audio import (
     next_gain,
     next_pass,
     plan_audio,
+    speech_warnings,
 )
 from pipeline.stages.probe import AudioStream, MediaProbe, probe
 
@@ -204,3 +205,42 @@ def test_a_true_peak_over_the_ceiling_lowers_the_limiter_by_the_overshoot():
     limited = GainPass("limited", 14.0, -1.8)
     assert next_pass([limited], [_out(-16.2, -1.6)], target) is None
     assert next_pass([limited], [_out(-17.0, -1.6)], target) == GainPass("limited", 15.0, -1.8)
+
+
+# ---- speech activity (pydub) --------------------------------------------------------------------
+
+SPAN_TOLERANCE_S = 0.2  # a synthetic syllable's fade-in/out and a trailing word gap
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_speech_spans_are_found_where_the_voice_speaks(tmp_path, fmt):
+    src = voice_layout(tmp_path / "late.wav", [("silence", 2.0), ("speech", 3.0), ("silence", 1.0),
+                                               ("speech", 2.0), ("silence", 0.5)])
+    limits = load_limits(overrides={"audio_containers": [fmt]})
+    result = conform(src, tmp_path / f"out.{fmt}", limits=limits)
+    speech = result.speech
+    assert speech.seconds == pytest.approx(8.5, abs=0.03)
+    assert len(speech.spans) == 2
+    for found, wanted in zip(speech.spans, [(2.0, 5.0), (6.0, 8.0)]):
+        assert found == pytest.approx(wanted, abs=SPAN_TOLERANCE_S)
+    assert speech.ratio == pytest.approx(5.0 / 8.5, abs=0.05)
+    assert any("starts after 2.0 s of silence" in w and "late.wav" in w for w in result.warnings)
+    assert not any("mostly silence" in w for w in result.warnings)
+    assert result.to_dict()["speech"]["leading_silence"] == pytest.approx(2.0, abs=SPAN_TOLERANCE_S)
+
+
+def test_a_voice_that_is_mostly_silence_is_warned_about(tmp_path):
+    src = voice_layout(tmp_path / "sparse.wav", [("speech", 0.8), ("silence", 5.0), ("speech", 0.4),
+                                                 ("silence", 2.0)])
+    result = conform(src, tmp_path / "out.wav")
+    assert result.speech.ratio < 0.2
+    assert any("mostly silence" in w and "sparse.wav" in w for w in result.warnings)
+    assert not any("starts after" in w for w in result.warnings)
+
+
+def test_padding_to_the_video_counts_as_trailing_silence(tmp_path):
+    src = voice_layout(tmp_path / "line.wav", [("speech", 2.0)])
+    result = conform(src, tmp_path / "out.wav", target_duration=3.0)
+    assert result.speech.trailing_silence == pytest.approx(1.0, abs=SPAN_TOLERANCE_S)
+    assert result.speech.ratio == pytest.approx(2 / 3, abs=0.07)
+    assert speech_warnings(result.speech, "line.wav") == []

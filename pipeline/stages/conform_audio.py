@@ -12,14 +12,18 @@ the trim and the silence padding; each choice carries its reason. execute_audio(
    limiter lowered by the overshoot (next_pass).
 Both passes read the source through the same chain: downmix, 64-bit float, a 40 Hz high-pass (DC offset
 and rumble only cost headroom).
-Silent and near-silent input is rejected between the two passes.
+Silent and near-silent input is rejected between the two passes. Finally pydub finds where the written
+voice speaks (speech_activity): the spans go to the manifest, and a track that is mostly silence or starts
+late gets a warning, since the lips stay still wherever the voice does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
+import warnings as pywarnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -27,10 +31,12 @@ from typing import Literal
 import ffmpeg
 
 from ..errors import InputError, ValidationError
-from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
+from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import MediaProbe
+
+log = logging.getLogger("lipsync.conform_audio")
 
 AudioFormat = Literal["wav", "mp3"]
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
@@ -45,6 +51,13 @@ MAX_PASSES = 5  # limiting costs loudness (more gain next pass); a true-peak ove
 # Below any voice's fundamental. Removes DC offset (a cheap recorder's) and rumble, which add to the peaks
 # without adding loudness: left in, the limiter would flatten the speech to keep an offset under the ceiling.
 HIGHPASS_HZ = 40
+# Speech activity. A pause shorter than MIN_PAUSE_S is part of speaking; "silence" is SILENCE_BELOW_LU under
+# the track's own loudness (it is normalized, so this is a fixed level in practice).
+MIN_PAUSE_S = 0.3
+SILENCE_BELOW_LU = 30.0
+ACTIVITY_STEP_MS = 10
+MOSTLY_SILENT_RATIO = 0.2
+LATE_START_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -125,18 +138,56 @@ class LoudnessFigures:
 
 
 @dataclass(frozen=True)
+class SpeechActivity:
+    """Where a voice track speaks: spans of sound separated by pauses of at least MIN_PAUSE_S."""
+
+    seconds: float                              # the whole track
+    spans: tuple[tuple[float, float], ...]      # (start, end) seconds
+    silence_threshold_db: float                 # dBFS RMS below which a stretch counts as silence
+
+    @property
+    def speech_seconds(self) -> float:
+        return sum(end - start for start, end in self.spans)
+
+    @property
+    def ratio(self) -> float:
+        return self.speech_seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def leading_silence(self) -> float:
+        return self.spans[0][0] if self.spans else self.seconds
+
+    @property
+    def trailing_silence(self) -> float:
+        return self.seconds - self.spans[-1][1] if self.spans else self.seconds
+
+    def to_dict(self) -> dict:
+        return {
+            "seconds": round(self.seconds, 3),
+            "spans": [[round(a, 3), round(b, 3)] for a, b in self.spans],
+            "speech_seconds": round(self.speech_seconds, 3),
+            "speech_ratio": round(self.ratio, 3),
+            "leading_silence": round(self.leading_silence, 3),
+            "trailing_silence": round(self.trailing_silence, 3),
+            "silence_threshold_db": round(self.silence_threshold_db, 1),
+        }
+
+
+@dataclass(frozen=True)
 class AudioResult:
     path: Path
     plan: AudioPlan
     loudness: LoudnessFigures
     runs: tuple[FfmpegRun, ...]
     warnings: tuple[str, ...]
+    speech: SpeechActivity | None = None
 
     def to_dict(self) -> dict:
         return {
             "path": str(self.path),
             "plan": self.plan.to_dict(),
             "loudness": self.loudness.to_dict(),
+            "speech": None if self.speech is None else self.speech.to_dict(),
             "ffmpeg": [run.argv for run in self.runs],
             "warnings": list(self.warnings),
         }
@@ -263,6 +314,18 @@ def check_audible(figures: LoudnessFigures, plan: AudioPlan) -> None:
     if figures.input_i < plan.min_loudness:
         raise InputError(plan.source, f"the audio is near-silent{where}: {figures.input_i:.1f} LUFS, below "
                                       f"{plan.min_loudness:g} LUFS")
+
+
+def speech_warnings(activity: SpeechActivity, name: str) -> list[str]:
+    """Warnings for a voice that will leave the lips still: mostly silence, or a late first word."""
+    out = []
+    if activity.ratio < MOSTLY_SILENT_RATIO:
+        out.append(f"{name}: the voice is mostly silence ({activity.speech_seconds:.1f} s of speech in "
+                   f"{activity.seconds:.1f} s, {activity.ratio:.0%}): the lips will barely move")
+    if activity.spans and activity.leading_silence > LATE_START_S:
+        out.append(f"{name}: the voice starts after {activity.leading_silence:.1f} s of silence: "
+                   "the face looks frozen until then")
+    return out
 
 
 def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, float]:
@@ -394,6 +457,29 @@ def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn 
     )
 
 
+def _load_segment(path: Path, fmt: AudioFormat):
+    with pywarnings.catch_warnings():  # pydub warns at import: no ffmpeg on PATH (we give it ours), audioop
+        pywarnings.simplefilter("ignore", RuntimeWarning)
+        pywarnings.simplefilter("ignore", DeprecationWarning)
+        from pydub import AudioSegment
+    if fmt == "wav":
+        return AudioSegment.from_wav(str(path))  # read natively (16-bit PCM)
+    AudioSegment.converter = ffmpeg_exe()
+    # an explicit decoder: pydub then never asks ffprobe what the file is
+    return AudioSegment.from_file(str(path), format=fmt, codec=fmt)
+
+
+def speech_activity(path: Path, fmt: AudioFormat, loudness_lufs: float) -> SpeechActivity:
+    """pydub's detect_nonsilent over the written voice, with silence SILENCE_BELOW_LU under its loudness."""
+    segment = _load_segment(path, fmt)
+    from pydub.silence import detect_nonsilent  # after _load_segment has imported pydub quietly
+
+    threshold = loudness_lufs - SILENCE_BELOW_LU
+    spans = detect_nonsilent(segment, min_silence_len=round(MIN_PAUSE_S * 1000), silence_thresh=threshold,
+                             seek_step=ACTIVITY_STEP_MS)
+    return SpeechActivity(len(segment) / 1000, tuple((a / 1000, b / 1000) for a, b in spans), threshold)
+
+
 def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None) -> AudioResult:
     """Measure, check the audio is audible, normalize into `dst` (written atomically), measure the result."""
     dst = Path(dst)
@@ -420,4 +506,8 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
             f"{plan.target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
             f"({measured.input_tp:.1f} dBTP) over {plan.target.true_peak:g} dBTP, so peaks were limited"
         )
-    return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings))
+    speech = speech_activity(dst, plan.format, figures.output_i)
+    warnings += speech_warnings(speech, plan.source.name)
+    log.debug("%s: speech %.1f of %.1f s, first word at %.2f s", plan.source.name, speech.speech_seconds,
+              speech.seconds, speech.leading_silence)
+    return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings), speech)
