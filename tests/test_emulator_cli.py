@@ -10,9 +10,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 
-def test_emulator_command_serves_until_interrupted():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])     # SIGTERM: how a background job is stopped
+def test_emulator_command_serves_until_interrupted(stop):
     lipsync = Path(sys.executable).with_name("lipsync")
     proc = subprocess.Popen([str(lipsync), "emulator", "--port", "0", "--latency", "0.2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -28,9 +30,12 @@ def test_emulator_command_serves_until_interrupted():
         reply = httpx.get(base + "/openapi/v2/video/lip_sync/tts_list", timeout=10,
                           headers={"API-KEY": exports["PIXVERSE_API_KEY"], "Ai-trace-id": str(uuid.uuid4())})
         assert reply.json()["ErrCode"] == 0 and reply.json()["Resp"]["total"] == 15
+        wrong = httpx.get(base + "/openapi/v2/video/lip_sync/tts_list", timeout=10,
+                          headers={"API-KEY": "not-the-printed-key", "Ai-trace-id": str(uuid.uuid4())})
+        assert wrong.json()["ErrCode"] == 10003      # only the printed keys are accepted
         assert {"LIPSYNC_AIMLAPI_BASE_URL", "LIPSYNC_USEAPI_BASE_URL", "LIPSYNC_FAL_QUEUE_URL",
                 "LIPSYNC_FAL_STORAGE_URL", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"} <= set(exports)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=20) == 0
         err = proc.stderr.read()
         assert "Traceback" not in err and "stopping" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 
 import click
 
@@ -16,11 +17,17 @@ from . import handle_errors
 @click.option("--queue", "queue_s", default=1.0, show_default=True, help="Seconds each job waits in the queue first.")
 @handle_errors
 def emulator(port: int, host: str, latency: float, queue_s: float) -> None:
-    """Run the provider emulator in the foreground and print the environment that points a client at it."""
-    from ..emulator import Emulator, EmulatorSettings
+    """Run the provider emulator in the foreground and print the environment that points a client at it.
 
-    emu = Emulator(EmulatorSettings(latency_s=latency, queue_s=queue_s, port=port, host=host))
+    Only the printed keys are accepted, so a client with a wrong key sees the provider's auth error."""
+    from ..emulator import Emulator, EmulatorSettings
+    from ..providers import PROVIDER_NAMES
+
+    keys = {name: f"test-{name}-key" for name in PROVIDER_NAMES}
+    emu = Emulator(EmulatorSettings(latency_s=latency, queue_s=queue_s, port=port, host=host, api_keys=keys))
     emu.start()
+    # a background job (`lipsync emulator &`) ignores SIGINT: stop as cleanly on kill's SIGTERM
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         click.echo(f"emulator listening on {emu.root} (Ctrl-C to stop)", err=True)
         for name, url in emu.base_urls.items():
