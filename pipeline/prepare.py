@@ -178,7 +178,8 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
         raise InputError(vp.path, "has no sound: give a voice track (--audio) or a script (--text)")
     ap = vp if own_sound else probe_audio(request.audio)
     start, end = _source_range(vp, request)
-    audio_range = (start, end) if own_sound else (None, None)
+    # the file's own sound is cut on the file's timeline, where the picture may start late (edit list, TS)
+    audio_range = (start + vp.video.start, end + vp.video.start) if own_sound else (None, None)
     audio_seconds = (end - start) if own_sound else (ap.audio.duration or ap.duration or 0.0)
     sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
     audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,

@@ -11,6 +11,8 @@ Measurements (independent of pipeline.stages.probe):
     mean_volume_db(path) -> ffmpeg volumedetect's mean volume of the first audio stream
     gray_frames(path)    -> every decoded frame as a (frames, height, width) uint8 array (players' autorotate on)
     mp4_atoms(path)      -> the top-level box types of an mp4/mov, in file order ("moov" before "mdat" = faststart)
+    assert_provider_ready(path, limits) asserts a conformed mp4 passes every limit, read from MediaInfo
+Hostile corpus: make_interlaced_mpeg2_ts, make_prores_tmcd_mov, make_dnxhr_mxf, make_odd_size_phone, ... (below).
 
 Everything is small and fast by default (320x240, 2 s, fast presets); pass bigger values when a test is about size.
 """
@@ -27,10 +29,12 @@ from typing import Literal
 
 import ffmpeg
 import numpy as np
+import pytest
 from pymediainfo import MediaInfo
 
 from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
 from pipeline.fsutil import atomic_output
+from pipeline.limits import Limits, load_limits
 from pipeline.speech import synth_speech, write_wav
 
 # suffix -> (default video encoder, default audio encoder)
@@ -314,3 +318,135 @@ def mp4_atoms(path: str | Path) -> list[str]:
             break
         pos += size
     return out
+
+
+def assert_provider_ready(path: Path, limits: Limits | None = None) -> None:
+    """What every conformed file must be, read straight from MediaInfo (default: the strictest limits)."""
+    limits = limits or load_limits()
+    tracks = media_info(path)
+    general, video = tracks["General"][0], tracks["Video"][0]
+    assert general.format == "MPEG-4" and len(tracks["Video"]) == 1 and not tracks.get("Text")
+    assert float(general.duration) / 1000 <= limits.video_max_seconds
+    assert (video.format, video.format_profile.split("@")[0]) == ("AVC", "High")
+    assert (video.bit_depth, video.chroma_subsampling, video.frame_rate_mode) == (8, "4:2:0", "CFR")
+    assert video.scan_type in ("Progressive", None)
+    assert float(video.rotation or 0) == 0
+    assert float(video.pixel_aspect_ratio) == pytest.approx(1.0)
+    assert video.width % 2 == 0 and video.height % 2 == 0
+    assert max(video.width, video.height) <= limits.video_max_side
+    assert path.stat().st_size <= limits.video_max_bytes
+    assert mp4_atoms(path).index("moov") < mp4_atoms(path).index("mdat")  # +faststart
+    for audio in tracks.get("Audio", []):
+        assert audio.format == "AAC" and audio.channel_s <= 2
+
+
+# ---- hostile real-world corpus -------------------------------------------------------------------
+# What users really bring: broadcast, post-production and phone files, damaged and oddly named ones.
+# Each builder writes one tiny file (well under a second of encoding) and returns its path.
+
+
+def _ffmpeg(argv: list[str], what: str) -> None:
+    run_ffmpeg([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *argv], what=what)
+
+
+def _lavfi_video(seconds: float, width: int = 160, height: int = 120, fps: float = 25) -> list[str]:
+    return ["-f", "lavfi", "-t", f"{seconds}", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
+
+
+def _lavfi_tone(seconds: float, rate: int = 48000, layout: str = "stereo") -> list[str]:
+    return ["-f", "lavfi", "-t", f"{seconds}", "-i", f"sine=frequency=440:sample_rate={rate},aformat=channel_layouts={layout}"]
+
+
+def make_dnxhr_mxf(path: Path, seconds: float = 1.0) -> Path:
+    """DNxHR LB with 24-bit PCM in MXF OP1a, as an Avid/Resolve export."""
+    _ffmpeg([*_lavfi_video(seconds, 256, 144), *_lavfi_tone(seconds, layout="mono"), "-c:v", "dnxhd",
+             "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p", "-c:a", "pcm_s24le", "-f", "mxf", str(path)],
+            f"making {path.name}")
+    return path
+
+
+def make_prores_tmcd_mov(path: Path, seconds: float = 1.0) -> Path:
+    """ProRes 422 HQ, 24-bit PCM and a timecode (tmcd) track in a QuickTime file."""
+    _ffmpeg([*_lavfi_video(seconds), *_lavfi_tone(seconds), "-c:v", "prores_ks", "-profile:v", "3",
+             "-pix_fmt", "yuv422p10le", "-c:a", "pcm_s24le", "-timecode", "01:00:00:00", str(path)],
+            f"making {path.name}")
+    return path
+
+
+def make_interlaced_mpeg2_ts(path: Path, seconds: float = 1.0) -> Path:
+    """Broadcast: interlaced MPEG-2 720x576 TFF with AC-3 5.1 in an MPEG transport stream."""
+    _ffmpeg([*_lavfi_video(seconds, 720, 576), *_lavfi_tone(seconds, layout="5.1"), "-vf", "setfield=tff",
+             "-c:v", "mpeg2video", "-flags", "+ildct+ilme", "-aspect", "16:9", "-b:v", "2M",
+             "-c:a", "ac3", "-f", "mpegts", str(path)], f"making {path.name}")
+    return path
+
+
+def make_odd_size_phone(path: Path, seconds: float = 1.0, *, rotate: int = 90) -> Path:
+    """A screen recording / phone clip: odd dimensions (239x135, so H.264 4:4:4), variable frame rate, rotation tag."""
+    with tempfile.TemporaryDirectory() as scratch:
+        plain = Path(scratch) / f"plain{path.suffix}"
+        _ffmpeg([*_lavfi_video(seconds, 239, 135, 30), *_lavfi_tone(seconds), "-vf",
+                 "select='lt(mod(n,20),10)+not(mod(n,2))'", "-fps_mode", "passthrough", "-c:v", "libx264",
+                 "-preset", "veryfast", "-pix_fmt", "yuv444p", "-c:a", "aac", str(plain)], f"making {path.name}")
+        _ffmpeg(["-display_rotation", f"{-rotate}", "-i", str(plain), "-c", "copy", "-map", "0", str(path)],
+                f"tagging {path.name}")
+    return path
+
+
+def make_two_video_two_audio(path: Path, seconds: float = 1.0) -> Path:
+    """A thumbnail (one-frame MJPEG, not flagged as cover art) before the real video, and two audio tracks."""
+    _ffmpeg(["-f", "lavfi", "-i", "color=red:size=64x64:duration=0.04", *_lavfi_video(seconds),
+             *_lavfi_tone(seconds), "-f", "lavfi", "-t", f"{seconds}", "-i", "anoisesrc=amplitude=0.1",
+             "-map", "0:v", "-map", "1:v", "-map", "2:a", "-map", "3:a", "-c:v:0", "mjpeg",
+             "-c:v:1", "libx264", "-preset", "veryfast", "-c:a", "aac", str(path)], f"making {path.name}")
+    return path
+
+
+def make_mkv_with_subtitles_and_font(path: Path, seconds: float = 1.0) -> Path:
+    with tempfile.TemporaryDirectory() as scratch:
+        subs = Path(scratch) / "subs.srt"
+        subs.write_text("1\n00:00:00,000 --> 00:00:00,900\nHello\n", encoding="utf-8")
+        font = Path(scratch) / "font.ttf"
+        font.write_bytes(b"\x00\x01\x00\x00" + bytes(256))
+        _ffmpeg([*_lavfi_video(seconds), *_lavfi_tone(seconds), "-i", str(subs), "-map", "0", "-map", "1",
+                 "-map", "2", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "libopus", "-c:s", "srt",
+                 "-attach", str(font), "-metadata:s:t", "mimetype=application/x-truetype-font", str(path)],
+                f"making {path.name}")
+    return path
+
+
+def make_animated_gif(path: Path, seconds: float = 1.0) -> Path:
+    _ffmpeg([*_lavfi_video(seconds, 96, 64, 10), "-c:v", "gif", "-f", "gif", str(path)], f"making {path.name}")
+    return path
+
+
+def make_mjpeg_avi(path: Path, seconds: float = 1.0) -> Path:
+    """A webcam/camera file: full-range yuvj420p MJPEG with 16-bit PCM in AVI."""
+    _ffmpeg([*_lavfi_video(seconds, 176, 144, 15), *_lavfi_tone(seconds, rate=22050, layout="mono"),
+             "-c:v", "mjpeg", "-pix_fmt", "yuvj420p", "-c:a", "pcm_s16le", "-f", "avi", str(path)],
+            f"making {path.name}")
+    return path
+
+
+def make_fragmented_mp4(path: Path, seconds: float = 1.0) -> Path:
+    _ffmpeg([*_lavfi_video(seconds), *_lavfi_tone(seconds), "-c:v", "libx264", "-preset", "veryfast", "-c:a",
+             "aac", "-movflags", "empty_moov+frag_keyframe+default_base_moof", "-g", "10", str(path)],
+            f"making {path.name}")
+    return path
+
+
+def make_offset_streams(path: Path, seconds: float = 1.0, *, video_delay: float = 0.3) -> Path:
+    """An mp4 whose audio starts `video_delay` seconds before the video (an edit list on the video track)."""
+    _ffmpeg(["-itsoffset", f"{video_delay}", *_lavfi_video(seconds), *_lavfi_tone(seconds + video_delay),
+             "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(path)], f"making {path.name}")
+    return path
+
+
+def flip_bits(src: Path, dst: Path, *, count: int = 40, seed: int = 1) -> Path:
+    """A copy with `count` bytes scrambled in the middle half of the file (headers intact): a bad sector."""
+    data = bytearray(Path(src).read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos in rng.integers(len(data) // 4, 3 * len(data) // 4, size=count):
+        data[pos] ^= 0xFF
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

@@ -16,7 +16,7 @@ from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
 from pipeline.stages.probe import probe_video
-from media import decode_stats, gray_frames, make_video, media_info, mp4_atoms
+from media import assert_provider_ready, decode_stats, gray_frames, make_video, media_info, mp4_atoms
 
 LIMITS = load_limits()
 
@@ -33,24 +33,6 @@ def conform(src: Path, dst: Path, limits=LIMITS, **opts):
 
 def video_track(path: Path):
     return media_info(path)["Video"][0]
-
-
-def assert_provider_ready(path: Path, limits=LIMITS) -> None:
-    """What every conformed file must be, read straight from MediaInfo."""
-    tracks = media_info(path)
-    general, video = tracks["General"][0], tracks["Video"][0]
-    assert general.format == "MPEG-4"
-    assert (video.format, video.format_profile.split("@")[0]) == ("AVC", "High")
-    assert (video.bit_depth, video.chroma_subsampling, video.frame_rate_mode) == (8, "4:2:0", "CFR")
-    assert video.scan_type in ("Progressive", None)
-    assert float(video.rotation or 0) == 0
-    assert float(video.pixel_aspect_ratio) == pytest.approx(1.0)
-    assert video.width % 2 == 0 and video.height % 2 == 0
-    assert max(video.width, video.height) <= limits.video_max_side
-    assert path.stat().st_size <= limits.video_max_bytes
-    assert mp4_atoms(path).index("moov") < mp4_atoms(path).index("mdat")  # +faststart
-    for audio in tracks.get("Audio", []):
-        assert audio.format == "AAC" and audio.channel_s <= 2
 
 
 def packets_md5(path: Path, stream: str) -> str:

@@ -40,6 +40,7 @@ RETRY_SAFETY = 0.9                         # the second encode aims this much lo
 STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
 STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
 FRAME_ROUNDING = 0.01                      # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299
+LATE_START_S = 0.0005                      # a picture starting later than this into the file is not copied
 TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
 
 
@@ -97,6 +98,8 @@ class VideoPlan:
     max_bytes: int                          # the limit the output must stay under
     decisions: tuple[Decision, ...] = ()
     warnings: tuple[str, ...] = ()
+    stream: int = 0                         # the source's video stream, ffmpeg's "V:<stream>"
+    offset: float = 0.0                     # where that stream's first frame is in the file: legs count from it
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -179,7 +182,7 @@ def _legs(p: MediaProbe, start: float, end: float, target: float, extend: str, f
     while remaining > 0:
         n = min(window, remaining)
         if backwards:
-            legs.append(Leg(end - n / fps, n / fps, reverse=True))
+            legs.append(Leg(max(start, end - n / fps), n / fps, reverse=True))
         else:
             legs.append(Leg(start, n / fps))
         remaining -= n
@@ -317,6 +320,11 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     elif (p.duration or 0.0) > limits.video_max_seconds:
         blockers.append(f"the file lasts {p.duration:.3f} s (longer sound than picture), over the "
                         f"{limits.video_max_seconds:g} s limit")
+    if v.start > LATE_START_S:
+        blockers.append(f"the picture starts {v.start:.3f} s into the file (an edit list or fragments): "
+                        "its timeline is rebuilt from the first frame")
+    if v.index:
+        blockers.append(f"video stream {v.index + 1} is the real video: the others are left out")
     if p.size_bytes > limits.video_max_bytes * COPY_SIZE_MARGIN:
         blockers.append(f"{p.size_bytes / 1e6:.1f} MB is over the {limits.video_max_bytes / 1e6:g} MB limit")
     copy = not blockers and not changes
@@ -324,7 +332,8 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     common = dict(source=p.path, duration=duration, legs=legs, width=size[0], height=size[1],
                   scale=size != _coded_size(v), max_bytes=limits.video_max_bytes, audio=audio,
                   audio_channels=channels, audio_rate=rate,
-                  audio_bitrate=opts.audio_bitrate if audio == "aac" else None, warnings=tuple(warnings))
+                  audio_bitrate=opts.audio_bitrate if audio == "aac" else None, warnings=tuple(warnings),
+                  stream=v.index, offset=v.start)
     if copy:
         decisions += [Decision("copy", "already compliant: streams copied, index moved to the front (+faststart)"),
                       audio_decision]
@@ -396,9 +405,10 @@ def _leg_input(plan: VideoPlan, index: int, leg: Leg):
     need a `split` that buffers a whole leg in memory; the node's positional args (never put on the command line)
     carry the leg index to keep them apart.
     """
-    opts: dict = {"filename": media_path(plan.source), "t": f"{leg.duration:.6f}"}
-    if leg.start > 0:
-        opts["ss"] = f"{leg.start:.6f}"
+    # two frames of slack: the leg is cut to its exact frame count after the fps filter
+    opts: dict = {"filename": media_path(plan.source), "t": f"{leg.duration + 2 / plan.fps:.6f}"}
+    if plan.offset + leg.start > 0:
+        opts["ss"] = f"{plan.offset + leg.start:.6f}"
     if plan.rotation:
         opts["display_rotation"] = 0  # we rotate the pixels ourselves; ffmpeg must not do it a second time
     return InputNode(ffmpeg.input.__name__, args=[index], kwargs=opts).stream()
@@ -407,10 +417,13 @@ def _leg_input(plan: VideoPlan, index: int, leg: Leg):
 def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     """The filtered video (and audio) of one leg."""
     src = _leg_input(plan, index, leg)
-    v = src["V:0"]
+    v = src[f"V:{plan.stream}"]
     if plan.deinterlace:
         v = v.filter("bwdif", mode="send_frame", parity="auto", deint="all")
-    v = _rotate(v.filter("fps", fps=plan.fps), plan.rotation)
+    frames = round(leg.duration * plan.fps)
+    # a window starting between two source frames gives a first timestamp past zero: the leg is moved back to 0
+    v = v.filter("fps", fps=plan.fps).filter("trim", end_frame=frames).filter("setpts", "PTS-STARTPTS")
+    v = _rotate(v, plan.rotation)
     if plan.scale:
         v = v.filter("scale", plan.width, plan.height)
     if plan.tonemap:
@@ -418,7 +431,7 @@ def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     v = v.filter("setsar", sar=1).filter("format", "yuv420p")
     a = None
     if plan.audio != "none":
-        a = src["a:0"].filter("apad", whole_dur=leg.duration)
+        a = src["a:0"].filter("apad", whole_dur=leg.duration).filter("atrim", duration=leg.duration)
     if leg.reverse:
         v = v.filter("reverse")
         a = a.filter("areverse") if a is not None else None
@@ -433,7 +446,7 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         "c:a": "aac", "b:a": plan.audio_bitrate, "ac": plan.audio_channels, "ar": plan.audio_rate}
     if plan.mode == "copy":
         src = ffmpeg.input(media_path(plan.source))
-        streams = [src["V:0"]] + ([src["a:0"]] if plan.audio != "none" else [])
+        streams = [src[f"V:{plan.stream}"]] + ([src["a:0"]] if plan.audio != "none" else [])
         out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
                             **common)
         return compile_stream(out.global_args("-hide_banner"))

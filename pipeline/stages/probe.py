@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import subprocess
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -35,8 +37,10 @@ class VideoStream:
     chroma_subsampling: str | None  # "4:2:0", "4:2:2", "4:4:4"
     pixel_aspect_ratio: float       # 1.0 = square pixels
     hdr_transfer: str | None        # "PQ", "HLG" or None for SDR
-    duration: float | None          # seconds
+    duration: float | None          # seconds: from the packets (first frame to the end of the last) when readable
     frame_count: int | None
+    index: int = 0                  # ffmpeg's "V:<index>": the stream's rank among the non-cover-art video streams
+    start: float = 0.0              # seconds from the file's start to the first frame (edit list, fragments, TS)
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,36 @@ def _is_picture(track: Track) -> bool:
     return track.format in _STILL_IMAGES and (_int(track.frame_count) or 0) <= 1
 
 
+@dataclass(frozen=True)
+class PacketTiming:
+    start: float        # seconds from the file's start (as ffmpeg reads it) to the earliest frame
+    end: float          # where the last frame ends
+    packets: int
+
+
+def parse_framecrc(text: str) -> PacketTiming | None:
+    """Timing of one stream from ffmpeg's framecrc listing ("#tb 0: 1/12800" then "0, dts, pts, duration, ...")."""
+    time_base = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("#tb 0:")), None)
+    rows = [line.split(",") for line in text.splitlines() if line[:1].isdigit()]
+    try:
+        frames = [(int(row[2]), int(row[3])) for row in rows if len(row) >= 4]
+        tb = Fraction(time_base) if time_base else None
+    except (ValueError, ZeroDivisionError):
+        return None
+    if not frames or not tb:
+        return None
+    return PacketTiming(float(min(pts for pts, _ in frames) * tb), float(max(pts + d for pts, d in frames) * tb),
+                        len(frames))
+
+
+def _packet_timing(path: Path, index: int) -> PacketTiming | None:
+    """Read one video stream's packets (no decoding). None when ffmpeg cannot list them."""
+    stream = ffmpeg.input(media_path(path))[f"V:{index}"].output("-", c="copy", f="framecrc")
+    argv = compile_stream(stream.global_args("-v", "error", "-nostdin"))
+    out = subprocess.run(argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
+    return parse_framecrc(out.stdout) if out.returncode == 0 else None
+
+
 def _video_stream(track: Track) -> VideoStream:
     width, height = _int(track.width) or 0, _int(track.height) or 0
     par = _number(track.pixel_aspect_ratio) or 1.0
@@ -186,6 +220,18 @@ def _video_stream(track: Track) -> VideoStream:
         duration=duration,
         frame_count=frames,
     )
+
+
+def _timed(path: Path, video: VideoStream, index: int) -> VideoStream:
+    """The stream with its place and length on the timeline ffmpeg reads, from its packets.
+
+    MediaInfo's track duration counts an edit list's empty edit and a fragmented file's offset, and often
+    leaves out the last frame of VFR video; what ffmpeg will cut from is what the plans need.
+    """
+    timing = _packet_timing(path, index)
+    if timing is None:
+        return replace(video, index=index)
+    return replace(video, index=index, start=round(timing.start, 6), duration=round(timing.end - timing.start, 6))
 
 
 def _audio_stream(track: Track) -> AudioStream:
@@ -248,6 +294,8 @@ def probe(path: str | Path) -> MediaProbe:
     general = info.general_tracks[0] if info.general_tracks else None
     if general is None or not general.format:
         raise InputError(path, "not a media file (no known audio or video format inside)")
+    if general.format == "GIF":
+        raise InputError(path, "a GIF (animated or not) is not accepted as footage: convert it to an mp4 first")
     if general.format in _STILL_IMAGES:
         raise InputError(path, f"a still image ({general.format}), not a video or audio file")
     container = _container(general)
@@ -258,7 +306,7 @@ def probe(path: str | Path) -> MediaProbe:
     real_videos = [t for t in info.video_tracks if not _is_picture(t)]
     cover_art = (str(general.cover or "").lower() == "yes" or bool(info.image_tracks)
                  or len(real_videos) < len(info.video_tracks))
-    video = _video_stream(real_videos[0]) if real_videos else None
+    video = _timed(path, _video_stream(real_videos[0]), info.video_tracks.index(real_videos[0])) if real_videos else None
     audio = _audio_stream(info.audio_tracks[0]) if info.audio_tracks else None
     if len(real_videos) > 1:
         warnings.append(f"{len(real_videos)} video streams: using the first")
