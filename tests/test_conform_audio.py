@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -67,14 +70,26 @@ def test_a_steady_level_is_normalized_linearly(tmp_path):
     assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
 
 
-def test_a_peaky_quiet_track_warns_that_normalization_was_not_linear(tmp_path):
-    src = make_audio(tmp_path / "peaky.wav", seconds=4, level_db=-40)  # speech: crest factor ~16 dB
+def test_a_quiet_track_with_loud_clicks_warns_that_its_peaks_were_limited(tmp_path):
+    src = make_audio(tmp_path / "peaky.wav", seconds=4, level_db=-40)
+    with wave.open(str(src), "rb") as w:
+        params, samples = w.getparams(), np.frombuffer(w.readframes(w.getnframes()), "<i2").copy()
+    samples[::48000] = 32000  # a click every second: 24 dB of gain would put them far over the ceiling
+    with wave.open(str(src), "wb") as w:
+        w.setparams(params)
+        w.writeframes(samples.tobytes())
     result = conform(src, tmp_path / "out.wav")
     assert not result.loudness.linear
-    assert any("could not stay linear" in w and "peaky.wav" in w for w in result.warnings)
+    assert any("peaks limited by about" in w and "peaky.wav" in w for w in result.warnings)
     measured = ebur128(result.path)
     assert measured.integrated == pytest.approx(-16.0, abs=1.0)
-    assert measured.true_peak <= -1.0
+    assert measured.true_peak <= -1.4
+
+
+def test_ordinary_limiting_of_speech_is_not_a_warning(tmp_path):
+    src = make_audio(tmp_path / "speech.wav", seconds=3, level_db=-30)  # crest ~16 dB: a few dB of limiting
+    result = conform(src, tmp_path / "out.wav")
+    assert not result.loudness.linear and not result.warnings
 
 
 def test_mp3_with_cover_art_uses_only_the_sound(tmp_path):

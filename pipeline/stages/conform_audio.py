@@ -47,6 +47,9 @@ TRUE_PEAK_RATE = 192000
 _LIMITER_MARGIN_DB = 0.3  # the limiter is sample-peak; resampling back may overshoot a little
 LIMITED_TOLERANCE_LU = 0.5
 _MIN_MEASURED_SECONDS = 0.5
+# Raw dialogue peaks 15-22 dB over its loudness; the default target allows 14.5 dB, so a few dB of limiting is
+# routine. Much more can be heard (squashed consonants, a click swallowing the words around it): warn.
+AUDIBLE_LIMITING_DB = 8.0
 MAX_PASSES = 5  # limiting costs loudness (more gain next pass); a true-peak overshoot lowers the limiter's ceiling
 # Below any voice's fundamental. Removes DC offset (a cheap recorder's) and rumble, which add to the peaks
 # without adding loudness: left in, the limiter would flatten the speech to keep an offset under the ceiling.
@@ -328,6 +331,17 @@ def speech_warnings(activity: SpeechActivity, name: str) -> list[str]:
     return out
 
 
+def peak_excess_db(measured: LoudnessFigures, target: LoudnessTarget) -> float:
+    """How far the source's peaks stand above what the target allows (its crest factor beyond the target's)."""
+    return (measured.input_tp - measured.input_i) - (target.true_peak - target.integrated)
+
+
+def limiting_note(name: str, measured: LoudnessFigures, target: LoudnessTarget) -> str:
+    return (f"{name}: peaks limited by about {peak_excess_db(measured, target):.1f} dB: reaching "
+            f"{target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
+            f"({measured.input_tp:.1f} dBTP) over {target.true_peak:g} dBTP")
+
+
 def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, float]:
     """("linear", gain) when the gain to the target keeps the true peak under the ceiling, else ("limited", gain)."""
     gain = target.integrated - measured.input_i
@@ -501,11 +515,11 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
                 break
             passes.append(following)
     if figures.normalization_type == "limited":
-        warnings.append(
-            f"{plan.source.name}: loudness normalization could not stay linear: reaching "
-            f"{plan.target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
-            f"({measured.input_tp:.1f} dBTP) over {plan.target.true_peak:g} dBTP, so peaks were limited"
-        )
+        limited = limiting_note(plan.source.name, measured, plan.target)
+        if peak_excess_db(measured, plan.target) > AUDIBLE_LIMITING_DB:
+            warnings.append(limited)
+        else:
+            log.info(limited)
     speech = speech_activity(dst, plan.format, figures.output_i)
     warnings += speech_warnings(speech, plan.source.name)
     log.debug("%s: speech %.1f of %.1f s, first word at %.2f s", plan.source.name, speech.speech_seconds,
