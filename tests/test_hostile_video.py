@@ -5,6 +5,10 @@ with a one-line InputError naming the file and leaves no media file behind."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,6 +80,9 @@ CASES = {
     "h264 4:4:4": Case(lambda p: make_video(p, seconds=1, width=160, height=120, pix_fmt="yuv444p"), "444.mp4"),
     "h264 10-bit": Case(lambda p: make_video(p, seconds=1, width=160, height=120, pix_fmt="yuv420p10le"),
                         "10bit.mp4"),
+    "h264 main profile": Case(lambda p: make_video(p, seconds=1, width=160, height=120, **{"profile:v": "main"}),
+                              "main profile.mp4"),
+    "8k": Case(lambda p: make_video(p, seconds=0.04, width=7680, height=4320), "8k.mov", voice=0.3),
     "mjpeg full range avi": Case(make_mjpeg_avi, "webcam.avi"),
     "hevc hlg": Case(lambda p: make_video(p, seconds=1, width=160, height=120, vcodec="libx265",
                                           pix_fmt="yuv420p10le", hdr="hlg"), "hlg.mov"),
@@ -149,3 +156,25 @@ def test_hostile_input_conforms_or_fails_clearly(tmp_path, case: Case):
     (segment,) = result.segments
     assert_pair_ready(segment.video, segment.audio)
     assert media_files(out) == sorted([segment.video, segment.audio])
+
+
+@pytest.mark.parametrize("case", ["mpeg2 interlaced ts ac3 5.1", "name: leading dash and colon", "animated gif"])
+def test_cli_json_on_hostile_input(tmp_path, case):
+    """As a user runs it: one JSON document on stdout, a conformed pair or exit 6 with a one-line error."""
+    spec = CASES[case]
+    src = spec.build(tmp_path / spec.name)
+    args = ["prepare", "--video", src, "--out", tmp_path / "out", "--json"]
+    if spec.voice:
+        args += ["--audio", make_audio(tmp_path / "voice.wav", seconds=spec.voice)]
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_TOKEN"))}
+    done = subprocess.run([str(Path(sys.executable).parent / "lipsync"), *map(str, args)], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120)
+    doc = json.loads(done.stdout)
+    assert "Traceback" not in done.stderr
+    if spec.error:
+        assert done.returncode == 6 and doc["ok"] is False and spec.error in json.dumps(doc)
+        assert media_files(tmp_path / "out") == []
+        return
+    assert done.returncode == 0, done.stderr
+    (segment,) = doc["segments"]
+    assert_pair_ready(Path(segment["video"]), Path(segment["audio"]))

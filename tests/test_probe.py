@@ -16,7 +16,7 @@ from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages import probe as probe_module
 from pipeline.stages.probe import check_limits, probe, probe_audio, probe_video
-from media import make_audio, make_image, make_video, truncate_copy
+from media import make_audio, make_image, make_offset_streams, make_video, truncate_copy
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +274,24 @@ def test_cli_json_is_one_document_and_bad_files_exit_6(media):
     first, second = doc["files"]
     assert first["probe"]["video"]["codec"] == "AVC" and first["violations"] == {"fal": []}
     assert second["error"]["exit_code"] == 6 and "no such file" in second["error"]["message"]
+
+
+@given(st.integers(1, 90000), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 5000)), min_size=1, max_size=40),
+       st.text(max_size=30))
+def test_framecrc_timing_is_the_earliest_frame_to_the_latest_end(den, frames, junk):
+    rows = "".join(f"0, {pts}, {pts}, {dur}, 100, 0xdeadbeef\n" for pts, dur in frames)
+    timing = probe_module.parse_framecrc(f"#software: Lavf\n#tb 0: 1/{den}\n{rows}#{junk}\n")
+    assert timing.packets == len(frames)
+    assert timing.start == pytest.approx(min(p for p, _ in frames) / den)
+    assert timing.end == pytest.approx(max(p + d for p, d in frames) / den)
+
+
+@pytest.mark.parametrize("text", ["", "#tb 0: 1/25\n", "0, 1, 2, 3\n", "#tb 0: 1/0\n0, 0, 0, 1\n",
+                                  "#tb 0: x\n0, 0, 0, 1\n", "#tb 0: 1/25\n0, a, b, c\n"])
+def test_framecrc_without_a_time_base_or_frames_gives_nothing(text):
+    assert probe_module.parse_framecrc(text) is None
+
+
+def test_a_picture_behind_an_edit_list_starts_late_on_the_file_timeline(media):
+    p = probe(make_offset_streams(media / "late picture.mp4", seconds=1, video_delay=0.3))
+    assert p.video.start == pytest.approx(0.3, abs=0.03) and p.video.duration == pytest.approx(1.0, abs=0.01)

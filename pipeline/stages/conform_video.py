@@ -240,10 +240,11 @@ def _coded_size(v: VideoStream) -> tuple[int, int]:
 def _picture_changes(v: VideoStream, size: tuple[int, int], max_side: int, fps_reason: str | None) -> list[Decision]:
     """Everything about the picture that forces a re-encode, each with its reason."""
     out = []
-    if v.codec != "AVC" or v.bit_depth != 8 or v.chroma_subsampling != "4:2:0":
+    if v.codec != "AVC" or v.profile != "High" or v.bit_depth != 8 or v.chroma_subsampling != "4:2:0":
+        profile = f" {v.profile}" if v.codec == "AVC" and v.profile and v.profile != "High" else ""
         depth = f" {v.bit_depth}-bit" if v.bit_depth else ""
         chroma = f" {v.chroma_subsampling}" if v.chroma_subsampling else ""
-        out.append(Decision("codec", f"{v.codec}{depth}{chroma} becomes H.264 High 8-bit 4:2:0"))
+        out.append(Decision("codec", f"{v.codec}{profile}{depth}{chroma} becomes H.264 High 8-bit 4:2:0"))
     if fps_reason:
         out.append(Decision("fps", fps_reason))
     if v.scan_type != "progressive":
