@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -219,6 +220,42 @@ def test_fal_queue_status_mapping(body, state):
     assert status.state is state
     if state is JobState.SUCCEEDED:
         assert status.result_url is None       # the URL comes from response_url, not the status word
+
+
+HTML_PAGE = ("text/html", b"<html><body>502 Bad Gateway</body></html>")
+
+
+@pytest.mark.parametrize("status,body,retry", [
+    (500, HTML_PAGE, True),                                                  # a gateway's page: ask again
+    (502, ("application/json", b'{"detail": "Generation failed", "error_type": "runner_error"}'), False),
+    (429, ("application/json", b'{"detail": "Too many requests"}'), True),
+    (422, ("application/json", b'{"detail": [{"loc": ["body"], "msg": "bad", "type": "value_error"}]}'), False),
+])
+def test_fal_result_fetch_retries_gateways_not_fal_s_own_answers(status, body, retry):
+    response = httpx.Response(status, headers={"Content-Type": body[0]}, content=body[1])
+    assert fal.is_transient_result(response) is retry
+
+
+@pytest.mark.parametrize("body,timeout", [
+    (HTML_PAGE, False),
+    (("application/json", b'{"message": "Generation timeout", "statusCode": 504}'), True),
+])
+def test_aimlapi_504_is_a_generation_timeout_only_in_its_own_shape(body, timeout):
+    response = httpx.Response(504, headers={"Content-Type": body[0]}, content=body[1])
+    assert aimlapi.is_generation_timeout(response) is timeout and aimlapi.is_transient(response) is not timeout
+
+
+@pytest.mark.parametrize("status,body,retry", [
+    (200, HTML_PAGE, True),                                                  # not an envelope: a proxy's page
+    (200, ("application/json", b'{"ErrCode": 400033, "ErrMsg": "trace", "Resp": null}'), True),
+    (200, ("application/json", b'{"ErrCode": 400017, "ErrMsg": "bad", "Resp": null}'), False),
+    (500, ("application/json", b'{"err_code": 500090, "err_msg": "credits", "resp": null}'), False),
+    (500, ("application/json", b'{"err_code": 500, "err_msg": "oops", "resp": null}'), True),
+    (404, HTML_PAGE, False),
+])
+def test_pixverse_transient_replies(status, body, retry):
+    response = httpx.Response(status, headers={"Content-Type": body[0]}, content=body[1])
+    assert pixverse.is_transient(response) is retry
 
 
 def test_fal_output_needs_a_url():
