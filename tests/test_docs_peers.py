@@ -12,6 +12,7 @@ origin. Every result is served as `application/octet-stream`, as real CDNs do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -474,20 +475,15 @@ class FalPeer:
 
 @pytest.fixture
 def fal_peer(media):
-    def start(**kw):
-        peer = FalPeer(media["result"], **kw)
-        cdn = serve_app(peer.cdn_app())
-        queue = serve_app(peer.queue_app())
-        peer.cdn = cdn.__enter__()
-        url = queue.__enter__()
-        stack.append((cdn, queue))
-        return peer, adapter("fal", {"fal_queue": url, "fal_storage": url})
+    """start(**options) -> (peer, adapter): the CDN and the queue on two origins, stopped after the test."""
+    with contextlib.ExitStack() as servers:
+        def start(**kw):
+            peer = FalPeer(media["result"], **kw)
+            peer.cdn = servers.enter_context(serve_app(peer.cdn_app()))
+            url = servers.enter_context(serve_app(peer.queue_app()))
+            return peer, adapter("fal", {"fal_queue": url, "fal_storage": url})
 
-    stack: list = []
-    yield start
-    for cdn, queue in stack:
-        queue.__exit__(None, None, None)
-        cdn.__exit__(None, None, None)
+        yield start
 
 
 @pytest.mark.parametrize("audio", ["wav", None])
