@@ -25,7 +25,7 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
         retry_failed: bool, as_json: bool) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
     from ..run.config import load_config
-    from ..run.progress import make_progress
+    from ..run.progress import LiveProgress, make_progress
     from ..run.runner import RunOptions, run_batch
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
@@ -38,17 +38,17 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     if as_json:
         emit_json(summary.to_dict())
     else:
-        _print_summary(summary)
+        # the live table's last frame already lists every job when it is on the same screen as stdout
+        table_shown = isinstance(progress, LiveProgress) and sys.stdout.isatty()
+        _print_summary(summary, per_job=not table_shown, config=str(config_path))
     sys.exit(summary.exit_code)
 
 
-def _print_summary(summary) -> None:
-    for o in summary.outcomes:
-        where = o.final if o.final else (o.error or o.stage.value)
-        click.echo(f"{o.job_id:<20} {o.stage.value:<10} {where}")
+def _print_summary(summary, *, per_job: bool, config: str) -> None:
+    from ..run.progress import summary_lines
+
     for o in summary.outcomes:
         for u in o.uncertain:
             click.echo(f"uncertain: {o.job_id} segment {u['segment']}: a create may have been billed; "
                        f"check {o.provider}, then rerun with --resubmit-uncertain", err=True)
-    done = sum(1 for o in summary.outcomes if o.stage.value == "done")
-    click.echo(f"{done}/{len(summary.outcomes)} jobs delivered in {summary.run_dir} ({summary.seconds:.1f} s)")
+    click.echo("\n".join(summary_lines(summary, per_job=per_job, config=config)))

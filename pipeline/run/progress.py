@@ -1,21 +1,57 @@
-"""Progress of a batch: one line per job (stage, provider state, elapsed, transcode %).
+"""Progress of a batch: one line per job (stage, what it is doing or waiting for, elapsed, transcode %).
 
 The runner reports through `Progress.update`; what the user sees depends on where stderr goes:
-a rich live table on a terminal, plain log lines otherwise. Nothing here writes to stdout, so
-`lipsync run --json` keeps stdout for the summary alone.
+a rich live table on a terminal (its last frame stays as the table of outcomes), plain log lines
+otherwise. Nothing here writes to stdout, so `lipsync run --json` keeps stdout for the summary alone.
+Log lines written while a job's code runs (`job_context`) are prefixed with the job id.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
 
 from .ledger import Stage
 
 log = logging.getLogger("lipsync.run")
+
+_BAR_WIDTH = 12
+_STAGE_STYLES = {Stage.DONE: "green", Stage.FAILED: "red", Stage.UNCERTAIN: "yellow", Stage.INTERRUPTED: "yellow",
+                 Stage.PENDING: "dim", Stage.QUEUED: "dim"}
+_WORKING = {
+    Stage.SUBMIT: "uploading and creating the provider job",
+    Stage.MUX: "putting the master audio on the result",
+    Stage.VERIFY: "checking the final file",
+    Stage.HANDOFF: "writing the delivery folder",
+    Stage.INTERRUPTED: "stopped: run again to resume",
+}
+
+
+def status_text(status) -> str:
+    """A provider's JobStatus in words: our state, and the provider's own word for it when that differs."""
+    state, raw = status.state.value, str(status.raw_status)
+    return state if raw.lower() == state else f"{state} ({raw})"
+
+
+def short_path(path: str | Path) -> str:
+    """`path` relative to the working directory when it is below it (what a user would type), else as is."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def _bar(fraction: float) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * _BAR_WIDTH)
+    return "█" * filled + "░" * (_BAR_WIDTH - filled) + f" {fraction:4.0%}"
 
 
 @dataclass(frozen=True)
@@ -23,26 +59,45 @@ class JobLine:
     job_id: str
     provider: str
     stage: Stage = Stage.PENDING
-    provider_state: str | None = None
-    fraction: float | None = None     # of the current transcode, 0..1
-    started: float | None = None      # time.monotonic() when work on the job began
+    provider_state: str | None = None  # the provider's last answer about the job (status_text)
+    fraction: float | None = None      # of the current transcode, 0..1
+    started: float | None = None       # time.monotonic() when work on the job began
     ended: float | None = None
-    note: str | None = None
+    note: str | None = None            # the runner's detail: a provider job id, the final path, an error
+    segments: int = 0                  # provider jobs this job needs (known once prepared)
+    segments_done: int = 0
 
     def elapsed(self, now: float) -> float:
         if self.started is None:
             return 0.0
         return (self.ended or now) - self.started
 
+    def detail(self) -> str:
+        """What the job is doing, waiting for, or ended with, in words."""
+        stage = self.stage
+        if stage is Stage.PENDING:
+            return "waiting for a free CPU slot" if self.note is None else self.note
+        if stage is Stage.PREPARE:
+            return "conforming" + ("" if self.fraction is None else f" {_bar(self.fraction)}")
+        if stage is Stage.QUEUED:
+            return f"prepared; waiting for a {self.provider} slot"
+        if stage is Stage.POLL:
+            return self._of_segments(f"{self.provider_state or 'submitted'}" + (f" · job {self.note}" if self.note else ""))
+        if stage is Stage.DOWNLOAD:
+            return self._of_segments(f"downloading the result · job {self.note}")
+        if stage is Stage.DONE:
+            return "delivered " + short_path(self.note) if self.note and os.sep in self.note else (self.note or "")
+        if stage in (Stage.FAILED, Stage.UNCERTAIN):
+            return self.note or ""
+        return self._of_segments(_WORKING.get(stage, stage.value))
+
+    def _of_segments(self, text: str) -> str:
+        return f"{self.segments_done}/{self.segments} segments back · {text}" if self.segments > 1 else text
+
     def describe(self) -> str:
-        parts = [self.stage.value]
-        if self.provider_state:
-            parts.append(f"[{self.provider_state}]")
-        if self.fraction is not None and self.stage is Stage.PREPARE:
-            parts.append(f"{self.fraction:.0%}")
-        if self.note:
-            parts.append(self.note)
-        return " ".join(parts)
+        """One log line's worth: the stage and its detail (no transcode bar)."""
+        detail = replace(self, fraction=None).detail()
+        return f"{self.stage.value}: {detail}" if detail else self.stage.value
 
 
 class Progress:
@@ -71,6 +126,11 @@ class Progress:
             self._lines[job_id] = new
         self.changed(old, new)
 
+    def segment_done(self, job_id: str) -> None:
+        with self._lock:
+            done = self._lines[job_id].segments_done + 1
+        self.update(job_id, segments_done=done)
+
     def lines(self) -> list[JobLine]:
         with self._lock:
             return list(self._lines.values())
@@ -88,24 +148,64 @@ class Progress:
         self.stop()
 
 
+# ---- which job a log line is about ----------------------------------------------------------------
+
+_current_job: ContextVar[str | None] = ContextVar("lipsync_job", default=None)
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    """Log lines written inside (in this thread) are about `job_id`."""
+    token = _current_job.set(job_id)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
+class JobTagFilter(logging.Filter):
+    """Prefixes a record with the job it is about, unless its message already starts with the job id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = _current_job.get()
+        if job and not getattr(record, "lipsync_job", None) and not record.getMessage().startswith(job):
+            record.msg = f"{job}: {record.msg}"
+            record.lipsync_job = job
+        return True
+
+
+# ---- the two displays -----------------------------------------------------------------------------
+
+
 class LogProgress(Progress):
-    """Plain log lines on stderr: one per change of stage or provider state (not per transcode percent)."""
+    """Plain log lines on stderr: one per change of stage, provider state or detail (not per transcode %)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tag = JobTagFilter()
+        self._handlers = logging.getLogger("lipsync").handlers[:]
+        for handler in self._handlers:
+            handler.addFilter(self._tag)
 
     def changed(self, old: JobLine, new: JobLine) -> None:
         if (old.stage, old.provider_state, old.note) != (new.stage, new.provider_state, new.note):
             log.info("%s: %s (%s, %.1f s)", new.job_id, new.describe(), new.provider, new.elapsed(time.monotonic()))
 
+    def stop(self) -> None:
+        for handler in self._handlers:
+            handler.removeFilter(self._tag)
+
 
 class LiveProgress(Progress):
-    """A rich live table on a terminal, redrawn a few times a second."""
+    """A rich live table on a terminal, redrawn a few times a second; its last frame is the table of outcomes."""
 
     def __init__(self, console=None) -> None:
         super().__init__()
         from rich.console import Console
         from rich.live import Live
 
-        self._live = Live(console=console or Console(file=sys.stderr), refresh_per_second=4, transient=False,
-                          get_renderable=self.table)
+        self._console = console or Console(file=sys.stderr)
+        self._live = Live(console=self._console, refresh_per_second=4, transient=False, get_renderable=self.table)
         self._logger = logging.getLogger("lipsync")
         self._saved_handlers = self._logger.handlers[:]
         self._logger.handlers = [_AboveTheTable(self._live.console, self._saved_handlers)]
@@ -113,23 +213,42 @@ class LiveProgress(Progress):
 
     def table(self):
         from rich.table import Table
+        from rich.text import Text
 
         now = time.monotonic()
-        table = Table(box=None, header_style="bold")
-        for column in ("job", "provider", "stage", "provider state", "elapsed"):
-            table.add_column(column)
-        for line in self.lines():
-            stage = line.stage.value
-            if line.fraction is not None and line.stage is Stage.PREPARE:
-                stage = f"{stage} {line.fraction:.0%}"
-            style = {Stage.DONE: "green", Stage.FAILED: "red", Stage.UNCERTAIN: "yellow"}.get(line.stage, "")
-            table.add_row(line.job_id, line.provider, f"[{style}]{stage}[/]" if style else stage,
-                          line.provider_state or line.note or "", f"{line.elapsed(now):.0f} s")
+        lines = self.lines()
+        table = Table(box=None, header_style="bold", caption=_tally(lines), caption_justify="left", pad_edge=False)
+        # every column but the detail keeps its width; a detail too long for the screen ends in "…"
+        widths = [max([len("job"), *(len(line.job_id) for line in lines)]),
+                  max([len("provider"), *(len(line.provider) for line in lines)]), len("✓ download"), len("elapsed")]
+        detail_width = max(10, self._console.width - sum(widths) - 2 * len(widths))
+        for name, width in zip(("job", "provider", "stage", "elapsed"), widths):
+            table.add_column(name, no_wrap=True, min_width=width, justify="right" if name == "elapsed" else "left")
+        table.add_column("detail", no_wrap=True)
+        for line in lines:
+            style = _STAGE_STYLES.get(line.stage, "bold")
+            mark = {Stage.DONE: "✓ ", Stage.FAILED: "✗ ", Stage.UNCERTAIN: "? "}.get(line.stage, "")
+            elapsed = f"{line.elapsed(now):.0f} s" if line.started is not None else "-"
+            detail = Text(line.detail(), style="red" if line.stage is Stage.FAILED else "")
+            detail.truncate(detail_width, overflow="ellipsis")
+            table.add_row(line.job_id, line.provider, Text(mark + line.stage.value, style=style), elapsed, detail)
         return table
 
     def stop(self) -> None:
         self._live.stop()
         self._logger.handlers = self._saved_handlers
+
+
+def _tally(lines: list[JobLine]) -> str:
+    """The jobs counted by outcome, e.g. "2 done, 1 failed, 3 in progress, 1 waiting"."""
+    finished = {Stage.DONE: "done", Stage.FAILED: "failed", Stage.UNCERTAIN: "uncertain",
+                Stage.INTERRUPTED: "interrupted"}
+    counts: dict[str, int] = {}
+    for line in lines:
+        word = finished.get(line.stage, "waiting" if line.stage is Stage.PENDING else "in progress")
+        counts[word] = counts.get(word, 0) + 1
+    order = ("done", "failed", "uncertain", "interrupted", "in progress", "waiting")
+    return ", ".join(f"{counts[w]} {w}" for w in order if w in counts)
 
 
 class _AboveTheTable(logging.Handler):
@@ -143,9 +262,38 @@ class _AboveTheTable(logging.Handler):
                 self.addFilter(f)
             if handler.formatter is not None:
                 self.setFormatter(handler.formatter)
+        self.addFilter(JobTagFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(self.format(record), markup=False, highlight=False)
+        self.console.print(self.format(record), markup=False, highlight=False,
+                           style="red" if record.levelno >= logging.ERROR else "yellow")
+
+
+def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str]:
+    """The end of a run in words: one line per job (unless the live table already shows them), then where the
+    deliverables are and what to do about jobs that did not finish. `summary` is a runner.RunSummary."""
+    lines = []
+    if per_job:
+        width = max((len(o.job_id) for o in summary.outcomes), default=0)
+        for o in summary.outcomes:
+            where = short_path(o.final) if o.final else (o.error or "")
+            lines.append(f"{o.job_id:<{width}}  {o.stage.value:<11} {where}")
+    done = sum(1 for o in summary.outcomes if o.final is not None)
+    how = ", rehearsal: nothing billed" if summary.rehearsal else ""
+    lines.append(f"{done}/{len(summary.outcomes)} jobs delivered in {short_path(summary.run_dir)} "
+                 f"({summary.seconds:.1f} s{how})")
+    if done:
+        lines.append("  each job's folder: final.mp4, final.wav (the master audio), manifest.json")
+    if summary.checksums:
+        lines.append(f"  checksums: {short_path(summary.checksums)}")
+    stages = {o.stage for o in summary.outcomes}
+    if Stage.FAILED in stages:
+        lines.append(f"  failed jobs: fix what the error says and run `lipsync run {config}` again "
+                     "(add --retry-failed for failed generations)")
+    if Stage.INTERRUPTED in stages or any(not o.stage.finished for o in summary.outcomes):
+        lines.append(f"  unfinished jobs resume with `lipsync run {config}`")
+    lines.append(f"  details: lipsync status {short_path(summary.run_dir)}")
+    return lines
 
 
 def make_progress(*, live: bool | None = None) -> Progress:

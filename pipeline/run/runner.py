@@ -35,7 +35,7 @@ from ..fsutil import sha256_file, write_text_atomic
 from ..secrets import require_secret
 from .config import JobSpec, RunConfig
 from .ledger import CreateRecord, CreateState, Ledger, Stage, run_lock
-from .progress import Progress
+from .progress import Progress, job_context, status_text
 from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
 
 log = logging.getLogger("lipsync.run")
@@ -197,6 +197,10 @@ class BatchRunner:
     # --- one job ---------------------------------------------------------------------------------
 
     def _run_job(self, spec: JobSpec) -> JobOutcome:
+        with job_context(spec.id):
+            return self._run_job_flow(spec)
+
+    def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
         video_sha = _input_sha256(spec.video)
         audio_sha = _input_sha256(spec.audio) if spec.audio else None
@@ -281,6 +285,7 @@ class BatchRunner:
 
     def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob) -> list[SegmentResult]:
         pool = self._pools[spec.provider]
+        self.progress.update(spec.id, segments=len(prepared.segments), segments_done=0)
         futures: list[Future] = [pool.submit(self._segment, spec, prepared.inputs_key, seg) for seg in prepared.segments]
         wait(futures)
         errors = [f.exception() for f in futures if f.exception() is not None]
@@ -289,6 +294,12 @@ class BatchRunner:
         return [f.result() for f in futures]
 
     def _segment(self, spec: JobSpec, inputs_key: str, seg: PreparedSegment) -> SegmentResult:
+        with job_context(spec.id):
+            result = self._segment_flow(spec, inputs_key, seg)
+        self.progress.segment_done(spec.id)
+        return result
+
+    def _segment_flow(self, spec: JobSpec, inputs_key: str, seg: PreparedSegment) -> SegmentResult:
         self._checkpoint()
         provider = self.providers[spec.provider]
         key = segment_key(spec.id, spec.provider, seg.index, seg.video_sha256, seg.audio_sha256, seg.text,
@@ -372,7 +383,7 @@ class BatchRunner:
 
         def on_status(status) -> None:
             self.ledger.record_poll(key, record.attempt, status.raw_status)
-            self.progress.update(spec.id, provider_state=status.raw_status)
+            self.progress.update(spec.id, provider_state=status_text(status))
             kill_point("poll")
             self._checkpoint()
 
