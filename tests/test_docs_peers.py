@@ -404,6 +404,7 @@ class FalPeer:
 
     result: Path
     fail_result: bool = False
+    legacy_storage: bool = False        # only the older initiate flow: no token endpoint
     cdn: str = ""
     cdn_seen: list[dict[str, str]] = field(default_factory=list)
     stored: dict[str, bytes] = field(default_factory=dict)
@@ -427,6 +428,18 @@ class FalPeer:
         name = f"{len(self.stored)}-{request.headers['x-fal-file-name']}"
         self.stored[name] = await request.body()
         return JSONResponse({"access_url": f"{self.cdn}/files/{name}"})
+
+    async def initiate(self, request: Request) -> Response:
+        assert self.keyed(request)
+        body = json.loads(await request.body())
+        name = f"{len(self.stored)}-{body['file_name']}"
+        self.stored[name] = b""
+        return JSONResponse({"upload_url": f"{self.cdn}/signed/{name}", "file_url": f"{self.cdn}/files/{name}"})
+
+    async def signed_put(self, request: Request) -> Response:
+        self.cdn_seen.append(dict(request.headers))
+        self.stored[request.path_params["name"]] = await request.body()
+        return Response(status_code=200)
 
     async def submit(self, request: Request) -> Response:
         assert self.keyed(request)
@@ -460,8 +473,10 @@ class FalPeer:
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     def queue_app(self) -> Starlette:
+        storage = (Route("/storage/upload/initiate", self.initiate, methods=["POST"]) if self.legacy_storage
+                   else Route("/storage/auth/token", self.token, methods=["POST"]))
         return Starlette(routes=[
-            Route("/storage/auth/token", self.token, methods=["POST"]),
+            storage,
             Route("/fal-ai/pixverse/lipsync", self.submit, methods=["POST"]),
             Route("/v1/jobs/{rid}/state", self.status, methods=["GET"]),
             Route("/v1/jobs/{rid}/out", self.response, methods=["GET"]),
@@ -470,6 +485,7 @@ class FalPeer:
 
     def cdn_app(self) -> Starlette:
         return Starlette(routes=[Route("/files/upload", self.cdn_upload, methods=["POST"]),
+                                 Route("/signed/{name}", self.signed_put, methods=["PUT"]),
                                  result_route(self.result, self.cdn_seen)])
 
 
@@ -486,9 +502,9 @@ def fal_peer(media):
         yield start
 
 
-@pytest.mark.parametrize("audio", ["wav", None])
-def test_fal_docs_peer_end_to_end(media, tmp_path, fal_peer, audio):
-    peer, provider = fal_peer()
+@pytest.mark.parametrize("audio,legacy_storage", [("wav", False), (None, False), ("wav", True)])
+def test_fal_docs_peer_end_to_end(media, tmp_path, fal_peer, audio, legacy_storage):
+    peer, provider = fal_peer(legacy_storage=legacy_storage)
     text = None if audio else "Hello, this is a test message."
     with provider:
         run_job(provider, JobRequest(media["mp4"], media[audio] if audio else None, text, "Emily" if text else None),

@@ -358,7 +358,7 @@ class Provider:
             if self._listed_speakers is None:
                 try:
                     self._listed_speakers = {v.name.lower(): v.provider_id for v in self.voices() if v.provider_id}
-                except ProviderError as exc:
+                except (ProviderError, ValidationError) as exc:
                     log.warning("%s: voice list unavailable (%s); using the documented speaker ids",
                                 self.name, exc.message)
                     self._listed_speakers = {}

@@ -1,7 +1,8 @@
 """fal.ai, `fal-ai/pixverse/lipsync` through the queue: `Authorization: Key <FAL_KEY>`.
 
 Media go to fal's CDN first (a storage token from rest.fal.ai, then the bytes to the token's
-`base_url` with the token, never the key). The submit reply's status/response/cancel URLs are stored in
+`base_url` with the token, never the key; where the storage host has no token endpoint, the older
+initiate flow: a signed upload URL from rest.fal.ai, PUT without credentials). The submit reply's status/response/cancel URLs are stored in
 the handle and reused; the key is only ever sent to the queue and storage hosts we were configured with.
 A COMPLETED status that carries an error is a failure.
 """
@@ -29,6 +30,8 @@ log = logging.getLogger("lipsync.providers.fal")
 APP = "fal-ai/pixverse"
 ENDPOINT = f"/{APP}/lipsync"
 TOKEN_PATH = "/storage/auth/token"
+INITIATE_PATH = "/storage/upload/initiate"
+NO_ENDPOINT = frozenset({404, 405})
 TOKEN_MARGIN_S = 60.0
 HANDLE_URLS = ("status", "response", "cancel")
 
@@ -148,6 +151,7 @@ class FalProvider(Provider):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._token: StorageToken | None = None
+        self._token_unsupported = False
         self._token_lock = threading.Lock()
 
     def _auth_headers(self) -> dict[str, str]:
@@ -159,12 +163,21 @@ class FalProvider(Provider):
             raise ProviderError(f"{what}: {url!r} is not on the configured fal queue host", provider=self.name)
         return self._request(method, url, what=what, **kwargs)
 
-    def _storage_token(self) -> StorageToken:
+    def _storage_token(self) -> StorageToken | None:
+        """A CDN token (cached until a minute before it expires); None if the storage host has no token
+        endpoint (then the older initiate flow is used, for the life of this adapter)."""
         with self._token_lock:
+            if self._token_unsupported:
+                return None
             if self._token is None or self._token.expires_at - TOKEN_MARGIN_S < time.time():
                 response = self._request("POST", self._url(TOKEN_PATH, "fal_storage"), what="storage token",
                                          params={"storage_type": "fal-cdn-v3"}, json={})
                 body = reply_json(response)
+                if response.status_code in NO_ENDPOINT:
+                    log.info("fal: no storage token endpoint (HTTP %d); using the upload initiate flow",
+                             response.status_code)
+                    self._token_unsupported = True
+                    return None
                 if response.status_code != 200:
                     raise error_for(response.status_code, body, "storage token")
                 token = parse_token(body, time.time())
@@ -177,6 +190,8 @@ class FalProvider(Provider):
     def _upload(self, path: Path) -> str:
         """The file's bytes to fal's CDN with the storage token (not the key) → a URL the model can read."""
         token = self._storage_token()
+        if token is None:
+            return self._upload_initiated(path)
         what = f"upload {path.name}"
         response = self._request("POST", token.base_url.rstrip("/") + "/files/upload", what=what, auth=False,
                                  body=lambda: iter_file(path),
@@ -190,6 +205,26 @@ class FalProvider(Provider):
         if not isinstance(url, str) or not url:
             raise ProviderError(f"{what}: reply has no access_url", provider=self.name)
         return url
+
+    def _upload_initiated(self, path: Path) -> str:
+        """The older flow: a signed upload URL from the storage host (with the key), then the bytes PUT to
+        it (without) → the file URL it promised."""
+        what = f"upload {path.name}"
+        response = self._request("POST", self._url(INITIATE_PATH, "fal_storage"), what=f"{what} (initiate)",
+                                 params={"storage_type": "fal-cdn"},
+                                 json={"file_name": f"input{path.suffix.lower()}", "content_type": media_type(path)})
+        body = reply_json(response)
+        if response.status_code != 200:
+            raise error_for(response.status_code, body, what)
+        upload_url, file_url = (body.get(key) if isinstance(body, dict) else None for key in ("upload_url", "file_url"))
+        if not isinstance(upload_url, str) or not isinstance(file_url, str) or not upload_url or not file_url:
+            raise ProviderError(f"{what}: initiate reply has no upload_url/file_url", provider=self.name)
+        put = self._request("PUT", require_safe_url(upload_url, what="fal upload_url"), what=what, auth=False,
+                            body=lambda: iter_file(path),
+                            headers={"Content-Type": media_type(path), "Content-Length": str(path.stat().st_size)})
+        if not 200 <= put.status_code < 300:
+            raise error_for(put.status_code, reply_json(put), what)
+        return file_url
 
     def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
         payload: dict[str, Any] = {"video_url": req.video_url or self._upload(req.video)}
