@@ -174,6 +174,7 @@ def test_pixverse_docs_peer_end_to_end(media, tmp_path, video, audio):
         record = run_job(provider, req, tmp_path / "out.mp4")
     assert_delivered(tmp_path / "out.mp4", media["result"])
     assert record.job_id == str(2**62 + 7) and peer.polls == 3 + FAST_POLL.accept_unconfirmed_after
+    assert record.unconfirmed          # said so in `lipsync submit --json`
     (create,) = peer.creates
     assert type(create["video_media_id"]) is int and create["video_media_id"] in peer.uploads
     name, ctype, data = peer.uploads[create["video_media_id"]]
@@ -269,7 +270,7 @@ def test_aimlapi_docs_peer_end_to_end(media, tmp_path, video, audio):
     with serve_app(peer.app()) as url, adapter("aimlapi", {"aimlapi": url}) as provider:
         record = run_job(provider, req, tmp_path / "out.mp4")
     assert_delivered(tmp_path / "out.mp4", media["result"])
-    assert record.job_id == AIML_ID and peer.downloads == 2
+    assert record.job_id == AIML_ID and peer.downloads == 2 and not record.unconfirmed
     (body,) = peer.bodies
     assert body["model"] == "pixverse/lip-sync"
     assert data_uri(body["video_url"]) == ({"mp4": "video/mp4", "mov": "video/quicktime"}[video],

@@ -33,6 +33,7 @@ class JobRecord:
     height: int | None = None
     credits: float | None = None
     result_url: str | None = None
+    unconfirmed: bool = False           # taken after the grace: the provider never confirmed a size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,8 +65,8 @@ def run_job(provider: Provider, req: JobRequest, dst: Path, *,
         on_handle(handle)
     status = wait_for_job(provider, handle, on_status=seen)
     record.timings["wait"] = round(time.monotonic() - start - record.timings["create"], 3)
-    record.result_url, record.width, record.height, record.credits = (
-        status.result_url, status.width, status.height, status.credits)
+    record.result_url, record.width, record.height, record.credits, record.unconfirmed = (
+        status.result_url, status.width, status.height, status.credits, status.unconfirmed)
     t = time.monotonic()
     got = provider.download(status.result_url or "", Path(dst), max_bytes=max_bytes or result_cap(provider.name))
     record.timings["download"] = round(time.monotonic() - t, 3)
