@@ -1,4 +1,4 @@
-"""`lipsync status RUN_DIR`: every job's stage, provider job ids, timings and outcome, from the ledger."""
+"""`lipsync status RUN_DIR`: every job's stage, time per phase, provider jobs and outcome, from the ledger."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 import click
 
 from . import emit_json, handle_errors, json_option
+
+HEADER = ("job", "provider", "stage", "elapsed", "prepare", "provider", "finish", "provider jobs", "outcome")
+# which ledger stages count towards each phase column
+PHASES = {"prepare": ("prepare",), "provider": ("submit", "poll", "download"), "finish": ("mux", "verify", "handoff")}
+STAGE_COLOURS = {"done": "green", "failed": "red", "uncertain": "yellow", "interrupted": "yellow"}
 
 
 @click.command()
@@ -23,13 +28,59 @@ def status(run_dir: Path, as_json: bool) -> None:
         emit_json(report.to_dict())
         return
     now = time.time()
-    if not report.running and any(not job.row.stage.finished for job in report.jobs):
-        click.echo("no run is active here: unfinished jobs resume with `lipsync run CONFIG`", err=True)
-    for job in report.jobs:
-        ids = ", ".join(c.provider_job_id or f"uncertain#{c.attempt}" for c in job.creates) or "-"
-        outcome = job.row.error or job.row.final_path or ""
-        click.echo(f"{job.row.job_id:<20} {job.row.stage.value:<11} {job.row.provider:<9} "
-                   f"{job.elapsed(now):7.1f} s  {ids}  {outcome}")
+    rows = [job_row(job, now) for job in report.jobs]
+    for i, line in enumerate(aligned([HEADER, *rows])):
+        stage = rows[i - 1][2] if i else None
+        click.echo(click.style(line, bold=True) if i == 0 else click.style(line, fg=STAGE_COLOURS.get(stage)))
+    click.echo(footer(report))
     if report.uncertain:
         click.echo(f"{len(report.uncertain)} uncertain create(s): may exist and be billed; "
-                   "check the provider, then rerun with --resubmit-uncertain", err=True)
+                   "check the provider (ids and hashes: --json), then rerun with --resubmit-uncertain", err=True)
+
+
+def job_row(job, now: float) -> tuple[str, ...]:
+    from ..run.progress import short_path
+
+    phases = {name: sum((s.finished_at or now) - s.started_at for s in job.stages if s.stage in stages)
+              for name, stages in PHASES.items()}
+    outcome = job.row.error or (short_path(job.row.final_path) if job.row.final_path else (job.row.detail or ""))
+    return (job.row.job_id, job.row.provider, job.row.stage.value, _seconds(job.elapsed(now)),
+            *(_seconds(phases[name]) if phases[name] else "-" for name in PHASES), provider_jobs(job.creates), outcome)
+
+
+def provider_jobs(creates) -> str:
+    """One provider job: its id and state (and the provider's word while it runs); several: counted by state."""
+    if not creates:
+        return "-"
+    if len(creates) == 1:
+        c = creates[0]
+        running = f", {c.provider_state}" if c.provider_state and c.state.value == "created" else ""
+        return f"{c.provider_job_id or 'no id'} ({c.state.value}{running})"
+    states = [c.state.value for c in creates]
+    counts = {state: states.count(state) for state in dict.fromkeys(states)}
+    if len(counts) == 1:
+        return f"{len(creates)} jobs, all {states[0]}"
+    return f"{len(creates)} jobs: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
+def footer(report) -> str:
+    from ..run.progress import short_path
+
+    done = sum(1 for job in report.jobs if job.row.stage.value == "done")
+    unfinished = [job.row.job_id for job in report.jobs if not job.row.stage.finished]
+    text = f"{done}/{len(report.jobs)} jobs done in {short_path(report.run_dir)}"
+    if report.running:
+        return text + "; a `lipsync run` is working here now"
+    if unfinished:
+        return text + f"; no run is active: {', '.join(unfinished)} resume with `lipsync run CONFIG`"
+    return text
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 600 else f"{s / 60:.0f} min"
+
+
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as left-aligned columns two spaces apart (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
