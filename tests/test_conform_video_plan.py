@@ -15,8 +15,10 @@ from pipeline.limits import Limits, load_limits
 from pipeline.stages.conform_video import (
     COPY_SIZE_MARGIN,
     FRAME_ROUNDING,
+    SHARED_READ_BYTES,
     SIZE_MARGIN,
     VideoOptions,
+    leg_reads,
     lower_cap,
     output_fps,
     plan_video,
@@ -38,7 +40,7 @@ def video_streams(draw) -> VideoStream:
     vfr = fps is None or draw(st.booleans())
     return VideoStream(
         codec=draw(st.sampled_from(["AVC", "AVC", "HEVC", "ProRes", "MPEG Video", "VP9"])),
-        profile=None,
+        profile=draw(st.sampled_from(["High", "High", "Main", "Constrained Baseline", None])),
         width=width,
         height=height,
         display_width=shown[0],
@@ -53,6 +55,8 @@ def video_streams(draw) -> VideoStream:
         hdr_transfer=draw(st.sampled_from([None, None, "PQ", "HLG"])),
         duration=None,
         frame_count=None,
+        index=draw(st.sampled_from([0, 0, 0, 1])),
+        start=draw(st.sampled_from([0.0, 0.0, 0.0, 0.08, 0.3])),
     )
 
 
@@ -127,7 +131,8 @@ def _should_copy(p: MediaProbe, limits: Limits, opts: VideoOptions) -> bool:
     return (
         not opts.force_transcode
         and p.container in ("mp4", "mov") and p.container in limits.video_containers
-        and v.codec == "AVC" and v.bit_depth == 8 and v.chroma_subsampling == "4:2:0"
+        and v.codec == "AVC" and v.profile == "High" and v.bit_depth == 8 and v.chroma_subsampling == "4:2:0"
+        and v.start == 0.0 and v.index == 0
         and v.frame_rate_mode == "CFR" and v.fps is not None and v.fps <= opts.max_fps * 1.01
         and v.scan_type == "progressive"
         and v.rotation == 0 and v.pixel_aspect_ratio == 1.0 and v.hdr_transfer is None
@@ -298,3 +303,26 @@ def test_bounce_plays_back_from_the_end_of_the_window():
     assert [(leg.start, leg.duration, leg.reverse) for leg in plan.legs] == [
         (2, 4.0, False), (2.0, 4.0, True), (2, 2.0, False)]
     assert plan.duration == 10.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases())
+def test_a_repeated_leg_is_read_once_only_when_its_frames_fit_in_memory(case):
+    p, limits, opts = case
+    plan = _plan_or_refusal(p, limits, opts)
+    if plan is None or plan.mode == "copy":
+        return
+    reads = leg_reads(plan)
+    assert len(reads) == len(plan.legs)
+    for i, read in enumerate(reads):
+        assert read <= i and plan.legs[read] == plan.legs[i] and reads[read] == read
+        if read != i:
+            assert round(plan.legs[i].duration * plan.fps) * plan.width * plan.height * 1.5 <= SHARED_READ_BYTES
+
+
+def test_a_one_frame_clip_looped_to_30_s_is_decoded_once():
+    p = _probe(duration=0.04, frame_count=1)
+    plan = plan_video(replace(p, duration=0.04), load_limits(), VideoOptions(target_duration=30.0, extend="loop"))
+    assert len(plan.legs) == 750 and set(leg_reads(plan)) == {0}
+    long = plan_video(_probe(), load_limits(), VideoOptions(end=10.0, target_duration=30.0, extend="loop"))
+    assert leg_reads(long) == [0, 1, 2]  # 10 s of 1080p does not fit in memory: each repeat is read again

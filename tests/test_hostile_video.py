@@ -102,6 +102,8 @@ CASES = {
     "one frame": Case(lambda p: make_video(p, seconds=0.04, width=160, height=120), "one frame.mp4", voice=1.0),
     "sub-second loop to 25 s": Case(lambda p: make_video(p, seconds=0.3, width=64, height=48), "blink.mp4",
                                     voice=25.0, request={"sync_mode": "loop"}),
+    "one frame bounced to 25 s": Case(lambda p: make_video(p, seconds=0.04, width=64, height=48), "still.mp4",
+                                      voice=25.0),
     "window past the end": Case(lambda p: make_video(p, seconds=33, width=64, height=48, fps=10), "long.mp4",
                                 request={"start": 31.0, "end": 40.0}),
     "start past the end": Case(lambda p: make_video(p, seconds=1, width=64, height=48), "short.mp4",
@@ -127,8 +129,9 @@ def media_files(out: Path) -> list[Path]:
         if out.exists() else []
 
 
-def assert_pair_ready(video: Path, audio: Path) -> None:
-    """Both files inside every limit, and of one length (within a frame), probed independently."""
+def assert_pair_ready(video: Path, audio: Path, seconds: float | None = None) -> None:
+    """Both files inside every limit, of one length (within a frame) and of `seconds` if given, probed
+    independently."""
     assert_provider_ready(video, LIMITS)
     general = media_info(audio)["General"][0]
     assert general.format in ("Wave", "MPEG Audio") and audio.stat().st_size <= LIMITS.audio_max_bytes
@@ -136,6 +139,10 @@ def assert_pair_ready(video: Path, audio: Path) -> None:
     fps = float(media_info(video)["Video"][0].frame_rate)
     assert v.video_frames >= 1 and 0 < v.video_seconds <= LIMITS.video_max_seconds + 1e-3
     assert abs(v.video_seconds - a.audio_seconds) <= 1 / fps + 1e-3, (v, a)
+    for track in (media_info(video)["Video"][0], media_info(audio)["Audio"][0]):  # what the headers say, too
+        assert abs(float(track.duration) / 1000 - v.video_seconds) <= 1 / fps + 2e-3, track.track_type
+    if seconds is not None:
+        assert abs(v.video_seconds - seconds) <= 1 / fps + 1e-3, (v, seconds)
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
@@ -154,7 +161,7 @@ def test_hostile_input_conforms_or_fails_clearly(tmp_path, case: Case):
         return
     result = prepare(request, out)
     (segment,) = result.segments
-    assert_pair_ready(segment.video, segment.audio)
+    assert_pair_ready(segment.video, segment.audio, result.sync.duration)
     assert media_files(out) == sorted([segment.video, segment.audio])
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,7 @@ STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
 STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
 FRAME_ROUNDING = 0.01                      # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299
 LATE_START_S = 0.0005                      # a picture starting later than this into the file is not copied
+SHARED_READ_BYTES = 256 * 2**20            # a repeated leg whose frames fit in this is decoded once, replayed
 TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
 
 
@@ -439,6 +441,40 @@ def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     return v, a
 
 
+def leg_reads(plan: VideoPlan) -> list[int]:
+    """For each leg, the leg whose read it replays. Pure.
+
+    A leg repeated by a loop or a bounce is read (and decoded) once and replayed from memory when its frames fit
+    in SHARED_READ_BYTES: a one-frame clip looped to 30 s would otherwise open 750 decoders on the source.
+    """
+    frame_bytes = plan.width * plan.height * 3 // 2
+    first: dict[Leg, int] = {}
+    reads = []
+    for i, leg in enumerate(plan.legs):
+        small = round(leg.duration * (plan.fps or 0)) * frame_bytes <= SHARED_READ_BYTES
+        reads.append(first.setdefault(leg, i) if small else i)
+    return reads
+
+
+def _timeline_streams(plan: VideoPlan) -> list[tuple]:
+    """(video, audio) per leg, in order; legs sharing a read take the outputs of one split/asplit in turn."""
+    reads = leg_reads(plan)
+    users = Counter(reads)
+    copies = {}
+    for read, n in users.items():
+        v, a = _leg_streams(plan, read, plan.legs[read])
+        copies[read] = (_split(v, "split", n), _split(a, "asplit", n) if a is not None else None)
+    return [(next(copies[r][0]), None if copies[r][1] is None else next(copies[r][1])) for r in reads]
+
+
+def _split(stream, name: str, n: int):
+    """An iterator over `n` copies of `stream` (the stream itself when n == 1)."""
+    if n == 1:
+        return iter([stream])
+    node = stream.filter_multi_output(name, n)
+    return iter([node.stream(k) for k in range(n)])
+
+
 def build_command(plan: VideoPlan, dst: Path) -> list[str]:
     """The one ffmpeg argv that carries out `plan` into `dst`."""
     fmt = "mov" if dst.suffix.lower() == ".mov" else "mp4"
@@ -451,13 +487,15 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
                             **common)
         return compile_stream(out.global_args("-hide_banner"))
-    pairs = [_leg_streams(plan, i, leg) for i, leg in enumerate(plan.legs)]
+    pairs = _timeline_streams(plan)
     with_audio = plan.audio != "none"
     if len(pairs) == 1:
         streams = [s for s in pairs[0] if s is not None]
     else:
         joined = ffmpeg.concat(*[s for pair in pairs for s in pair if s is not None], v=1, a=int(with_audio)).node
-        streams = [joined[0]] + ([joined[1]] if with_audio else [])
+        # concat places a leg after the previous one's last timestamp, and a one-frame leg has no length there:
+        # every frame is on the output grid already, so it is numbered onto it
+        streams = [joined[0].filter("setpts", "N/FRAME_RATE/TB")] + ([joined[1]] if with_audio else [])
     video_opts = {"c:v": "libx264", "profile:v": "high", "pix_fmt": "yuv420p", "preset": plan.preset,
                   "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize}
     out = ffmpeg.output(*streams, media_path(dst), t=f"{plan.duration:.6f}", **video_opts,
