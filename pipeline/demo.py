@@ -14,22 +14,10 @@ from pathlib import Path
 from .cli import setup_logging
 from .errors import LipsyncError
 from .run.config import load_config
-from .run.progress import make_progress
-from .run.runner import RunOptions, RunSummary, run_batch
+from .run.progress import make_progress, summary_lines
+from .run.runner import RunOptions, run_batch
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
-
-
-def describe(summary: RunSummary) -> list[str]:
-    lines = []
-    for o in summary.outcomes:
-        if o.final is not None:
-            lines.append(f"  {o.job_id:<16} {o.provider:<9} {o.final}  (+ manifest.json)")
-        else:
-            lines.append(f"  {o.job_id:<16} {o.provider:<9} {o.stage.value}: {o.error}")
-    lines.append(f"checksums: {summary.checksums}" if summary.checksums else "no job was delivered")
-    lines.append(f"status:    lipsync status {summary.run_dir}")
-    return lines
 
 
 def main() -> int:
@@ -41,9 +29,8 @@ def main() -> int:
     except LipsyncError as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return err.exit_code
-    done = sum(1 for o in summary.outcomes if o.final is not None)
-    print(f"demo: {done}/{len(summary.outcomes)} jobs delivered in {summary.run_dir} ({summary.seconds:.0f} s, rehearsal)")
-    print("\n".join(describe(summary)))
+    per_job = not progress.lists_jobs_above_stdout()
+    print("\n".join(summary_lines(summary, per_job=per_job, config="configs/demo.toml --rehearse")))
     return summary.exit_code
 
 

@@ -152,3 +152,13 @@ def test_the_summary_says_where_the_deliverables_are_and_how_to_go_on():
     assert any("--retry-failed" in line and "batch.toml" in line for line in plain)
     assert plain[-1] == "  details: lipsync status /runs/demo"
     assert summary_lines(summary, per_job=False, config="batch.toml") == plain[2:]
+
+
+def test_what_a_job_waits_for_shows_until_its_next_stage():
+    progress = Progress()
+    progress.start([("a", "fal")])
+    progress.update("a", stage=Stage.DOWNLOAD, note="req-1")
+    progress.update("a", waiting="every result is in; waiting for a free CPU slot to mux")
+    assert line_of(progress, "a").detail().startswith("every result is in")
+    progress.update("a", stage=Stage.MUX)
+    assert line_of(progress, "a").detail() == "putting the master audio on the result"

@@ -25,7 +25,7 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
         retry_failed: bool, as_json: bool) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
     from ..run.config import load_config
-    from ..run.progress import LiveProgress, make_progress
+    from ..run.progress import make_progress
     from ..run.runner import RunOptions, run_batch
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
@@ -38,9 +38,7 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     if as_json:
         emit_json(summary.to_dict())
     else:
-        # the live table's last frame already lists every job when it is on the same screen as stdout
-        table_shown = isinstance(progress, LiveProgress) and sys.stdout.isatty()
-        _print_summary(summary, per_job=not table_shown, config=str(config_path))
+        _print_summary(summary, per_job=not progress.lists_jobs_above_stdout(), config=str(config_path))
     sys.exit(summary.exit_code)
 
 

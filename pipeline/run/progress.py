@@ -66,6 +66,7 @@ class JobLine:
     note: str | None = None            # the runner's detail: a provider job id, the final path, an error
     segments: int = 0                  # provider jobs this job needs (known once prepared)
     segments_done: int = 0
+    waiting: str | None = None         # what the job waits for before its next stage (cleared by the stage)
 
     def elapsed(self, now: float) -> float:
         if self.started is None:
@@ -75,6 +76,8 @@ class JobLine:
     def detail(self) -> str:
         """What the job is doing, waiting for, or ended with, in words."""
         stage = self.stage
+        if self.waiting:
+            return self.waiting
         if stage is Stage.PENDING:
             return "waiting for a free CPU slot" if self.note is None else self.note
         if stage is Stage.PREPARE:
@@ -103,6 +106,10 @@ class JobLine:
 class Progress:
     """Keeps one JobLine per job; subclasses decide how a change is shown. Thread-safe."""
 
+    def lists_jobs_above_stdout(self) -> bool:
+        """Does the last thing above what stdout prints list every job (so a summary need not repeat them)?"""
+        return False
+
     def __init__(self) -> None:
         self._lines: dict[str, JobLine] = {}
         self._lock = threading.Lock()
@@ -117,6 +124,7 @@ class Progress:
             old = self._lines[job_id]
             if "stage" in changes and changes["stage"] != old.stage:
                 changes.setdefault("fraction", None)
+                changes.setdefault("waiting", None)
                 changes.setdefault("provider_state", None if changes["stage"] is not Stage.POLL else old.provider_state)
                 if old.started is None and changes["stage"] is not Stage.PENDING:
                     changes["started"] = now
@@ -233,6 +241,9 @@ class LiveProgress(Progress):
             detail.truncate(detail_width, overflow="ellipsis")
             table.add_row(line.job_id, line.provider, Text(mark + line.stage.value, style=style), elapsed, detail)
         return table
+
+    def lists_jobs_above_stdout(self) -> bool:
+        return sys.stdout.isatty()  # the table's last frame stays on the terminal stdout also writes to
 
     def stop(self) -> None:
         self._live.stop()

@@ -415,6 +415,7 @@ class BatchRunner:
     # --- mux, verify, hand off -------------------------------------------------------------------
 
     def _finish(self, spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], final: Path) -> None:
+        self.progress.update(spec.id, waiting="every result is in; waiting for a free CPU slot to mux")
         with self._cpu:
             self._set_stage(spec.id, Stage.MUX)
             kill_point("mux")
