@@ -166,6 +166,11 @@ def iter_file(path: Path, chunk: int = _UPLOAD_CHUNK) -> Iterator[bytes]:
             yield data
 
 
+def raw_file_headers(path: Path) -> dict[str, str]:
+    """The headers of a request whose body is the file's bytes (see `iter_file`)."""
+    return {"Content-Type": media_type(path), "Content-Length": str(path.stat().st_size)}
+
+
 def fingerprint(fields: dict[str, Any]) -> str:
     """A stable hash of what a create asked for, to match it against the provider's job list."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()

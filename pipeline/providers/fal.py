@@ -2,8 +2,9 @@
 
 Media go to fal's CDN first (a storage token from rest.fal.ai, then the bytes to the token's
 `base_url` with the token, never the key; where the storage host has no token endpoint, the older
-initiate flow: a signed upload URL from rest.fal.ai, PUT without credentials). The submit reply's status/response/cancel URLs are stored in
-the handle and reused; the key is only ever sent to the queue and storage hosts we were configured with.
+initiate flow: a signed upload URL from rest.fal.ai, PUT without credentials). The submit reply's
+status/response/cancel URLs are stored in the handle and reused; the key is only ever sent to the queue
+and storage hosts we were configured with.
 A COMPLETED status that carries an error is a failure.
 """
 
@@ -22,7 +23,8 @@ import httpx
 from ..errors import AuthError, BillingError, LipsyncError, ProviderError
 from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
-                   http_error, iter_file, looks_moderated, media_type, optional_int, reply_json, unknown_status)
+                   http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
+                   unknown_status)
 from .http import CreateVerdict, Lost, Refused, is_retryable_status, require_safe_url, same_origin
 
 log = logging.getLogger("lipsync.providers.fal")
@@ -195,8 +197,7 @@ class FalProvider(Provider):
         what = f"upload {path.name}"
         response = self._request("POST", token.base_url.rstrip("/") + "/files/upload", what=what, auth=False,
                                  body=lambda: iter_file(path),
-                                 headers={"Authorization": token.header, "Content-Type": media_type(path),
-                                          "Content-Length": str(path.stat().st_size),
+                                 headers={"Authorization": token.header, **raw_file_headers(path),
                                           "X-Fal-File-Name": f"input{path.suffix.lower()}"})
         body = reply_json(response)
         if response.status_code not in (200, 201):
@@ -217,11 +218,10 @@ class FalProvider(Provider):
         if response.status_code != 200:
             raise error_for(response.status_code, body, what)
         upload_url, file_url = (body.get(key) if isinstance(body, dict) else None for key in ("upload_url", "file_url"))
-        if not isinstance(upload_url, str) or not isinstance(file_url, str) or not upload_url or not file_url:
+        if not (isinstance(upload_url, str) and upload_url and isinstance(file_url, str) and file_url):
             raise ProviderError(f"{what}: initiate reply has no upload_url/file_url", provider=self.name)
         put = self._request("PUT", require_safe_url(upload_url, what="fal upload_url"), what=what, auth=False,
-                            body=lambda: iter_file(path),
-                            headers={"Content-Type": media_type(path), "Content-Length": str(path.stat().st_size)})
+                            body=lambda: iter_file(path), headers=raw_file_headers(path))
         if not 200 <= put.status_code < 300:
             raise error_for(put.status_code, reply_json(put), what)
         return file_url

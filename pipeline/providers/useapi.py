@@ -17,7 +17,7 @@ import httpx
 from ..errors import AuthError, BillingError, LipsyncError, Moderated, ProviderError, ValidationError
 from ..voices import VOICE_IDS
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
-                   http_error, iter_file, media_type, optional_int, reply_json, unknown_status)
+                   http_error, iter_file, optional_int, raw_file_headers, reply_json, unknown_status)
 from .http import CreateVerdict, Lost, Refused, is_retryable_status
 
 API = "/v2/pixverse"
@@ -131,8 +131,7 @@ class UseapiProvider(Provider):
         what = f"upload {path.name}"
         response = self._request("POST", self._url(f"{API}/files"), what=what, retry_on=is_transient,
                                  params=self._account(), body=lambda: iter_file(path),
-                                 headers={"Content-Type": media_type(path),
-                                          "Content-Length": str(path.stat().st_size)})
+                                 headers=raw_file_headers(path))
         body = reply_json(response)
         if response.status_code != 200:
             raise error_for(response.status_code, error_text(body, "error", "message"), what)
