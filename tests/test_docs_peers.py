@@ -263,7 +263,8 @@ def data_uri(value: str) -> tuple[str, bytes]:
 
 @pytest.mark.parametrize("video,audio", [("mp4", "wav"), ("mov", "mp3"), ("mp4", None)])
 def test_aimlapi_docs_peer_end_to_end(media, tmp_path, video, audio):
-    peer = AimlPeer(media["result"], [{"id": AIML_ID, "status": s} for s in ("queued", "waiting", "active", "generating")]
+    waits = ("queued", "waiting", "active", "generating")
+    peer = AimlPeer(media["result"], [{"id": AIML_ID, "status": s} for s in waits]
                     + [{"id": AIML_ID, "status": "succeeded", "video": True}])
     text = None if audio else "Through the forest, past the roots — “quoted” \\ done"
     req = JobRequest(media[video], media[audio] if audio else None, text, "Oliver" if text else None)
