@@ -236,10 +236,10 @@ class AimlPeer:
 
     async def status(self, request: Request) -> Response:
         assert request.query_params["generation_id"] == AIML_ID
-        reply = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        reply = dict(self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0])    # the last repeats
         if reply.get("video"):
-            reply = {**reply, "video": {"url": f"{origin(request)}/cdn/result.mp4"}}
-        return JSONResponse(reply, status_code=reply.pop("http", 200) if "http" in reply else 200)
+            reply["video"] = {"url": f"{origin(request)}/cdn/result.mp4"}
+        return JSONResponse(reply, status_code=reply.pop("http", 200))
 
     async def download(self, request: Request) -> Response:
         self.downloads += 1
