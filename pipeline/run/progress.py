@@ -294,7 +294,7 @@ def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str
     lines.append(f"{done}/{len(summary.outcomes)} jobs delivered in {short_path(summary.run_dir)} "
                  f"({summary.seconds:.1f} s{how})")
     if done:
-        lines.append("  each job's folder: final.mp4, final.wav (the master audio), manifest.json")
+        lines.append("  each job's folder: final.mp4 and manifest.json (which lists every file delivered)")
     if summary.checksums:
         lines.append(f"  checksums: {short_path(summary.checksums)}")
     stages = {o.stage for o in summary.outcomes}
