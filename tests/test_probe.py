@@ -295,3 +295,18 @@ def test_framecrc_without_a_time_base_or_frames_gives_nothing(text):
 def test_a_picture_behind_an_edit_list_starts_late_on_the_file_timeline(media):
     p = probe(make_offset_streams(media / "late picture.mp4", seconds=1, video_delay=0.3))
     assert p.video.start == pytest.approx(0.3, abs=0.03) and p.video.duration == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("span, outcome", [(2.0, "ok"), (1.8, "ok"), (40.0, "jump"), (0.2, "damaged")])
+def test_packet_timestamps_far_from_the_header_are_damage(media, monkeypatch, span, outcome):
+    """What ffmpeg reads decides the length, unless it is far from the header: a jump is kept at the header's
+    length with a warning, a shortfall (a damaged index: ffmpeg reads only the start) is refused."""
+    clip = make_video(media / f"timed {span}.mp4", seconds=2, width=64, height=48)
+    monkeypatch.setattr(probe_module, "_packet_timing", lambda path, index: probe_module.PacketTiming(0.0, span, 9))
+    if outcome == "damaged":
+        with pytest.raises(InputError, match=r"damaged: ffmpeg can read only 0.20 s of the 2.00 s"):
+            probe(clip)
+        return
+    p = probe(clip)
+    assert p.video.duration == pytest.approx(2.0 if outcome == "jump" else span)
+    assert any("timestamps jump" in w for w in p.warnings) == (outcome == "jump")

@@ -117,6 +117,9 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 # (Piped WAVs and files with trailing junk are flagged too, yet play in full.)
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_TOLERANCE_FRACTION = 0.02
+# Packets spanning this much more than the video track's declared length mean damaged timestamps.
+_TIMESTAMP_JUMP_S = 1.0
+_TIMESTAMP_JUMP_FRACTION = 0.1
 _SIZE_SHORTFALL = re.compile(r"File size (\d+) is less than expected size (?:at least )?(\d+)")
 _UNKNOWN_RIFF_SIZES = (0xFFFFFFFF + 8, 8)  # a streamed WAV writes "unknown" sizes
 
@@ -222,16 +225,27 @@ def _video_stream(track: Track) -> VideoStream:
     )
 
 
-def _timed(path: Path, video: VideoStream, index: int) -> VideoStream:
-    """The stream with its place and length on the timeline ffmpeg reads, from its packets.
+def _timed(path: Path, track: Track, index: int) -> tuple[VideoStream, str | None]:
+    """The video stream with its place and length on the timeline ffmpeg reads, from its packets (and a warning).
 
     MediaInfo's track duration counts an edit list's empty edit and a fragmented file's offset, and often
-    leaves out the last frame of VFR video; what ffmpeg will cut from is what the plans need.
+    leaves out the last frame of VFR video; what ffmpeg will cut from is what the plans need. Packets spanning
+    far more than the header says are damaged timestamps (the header's length is kept); far less, a damaged
+    index (refused: ffmpeg would read only that much).
     """
+    video = replace(_video_stream(track), index=index)
     timing = _packet_timing(path, index)
     if timing is None:
-        return replace(video, index=index)
-    return replace(video, index=index, start=round(timing.start, 6), duration=round(timing.end - timing.start, 6))
+        return video, None
+    span = timing.end - timing.start
+    declared = _seconds(track.source_duration) or video.duration
+    if declared and span > declared + max(_TIMESTAMP_JUMP_S, declared * _TIMESTAMP_JUMP_FRACTION):
+        return video, (f"{path.name}: the video timestamps jump ({span:.1f} s of packets for {declared:.1f} s "
+                       f"of video): damaged file, using {declared:.1f} s")
+    if declared and span < declared - max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE_FRACTION):
+        raise InputError(path, f"damaged: ffmpeg can read only {span:.2f} s of the {declared:.2f} s of video "
+                               "it declares")
+    return replace(video, start=round(timing.start, 6), duration=round(span, 6)), None
 
 
 def _audio_stream(track: Track) -> AudioStream:
@@ -306,7 +320,6 @@ def probe(path: str | Path) -> MediaProbe:
     real_videos = [t for t in info.video_tracks if not _is_picture(t)]
     cover_art = (str(general.cover or "").lower() == "yes" or bool(info.image_tracks)
                  or len(real_videos) < len(info.video_tracks))
-    video = _timed(path, _video_stream(real_videos[0]), info.video_tracks.index(real_videos[0])) if real_videos else None
     audio = _audio_stream(info.audio_tracks[0]) if info.audio_tracks else None
     if len(real_videos) > 1:
         warnings.append(f"{len(real_videos)} video streams: using the first")
@@ -314,13 +327,17 @@ def probe(path: str | Path) -> MediaProbe:
         warnings.append(f"{len(info.audio_tracks)} audio streams: using the first")
     duration = _seconds(general.duration)
     if duration is None:
-        known = [s.duration for s in (video, audio) if s is not None and s.duration]
-        duration = max(known) if known else None
+        known = [_seconds(t.duration) for t in [*real_videos[:1], *info.audio_tracks[:1]]]
+        duration = max((k for k in known if k), default=None)
 
     if str(general.istruncated or "").lower() == "yes":
-        warnings.append(_check_truncation(path, general, duration, video is not None or audio is not None))
-    if video is None and audio is None:
+        warnings.append(_check_truncation(path, general, duration, bool(real_videos) or audio is not None))
+    if not real_videos and audio is None:
         raise InputError(path, f"no audio or video stream in this {container} file")
+    video = None
+    if real_videos:  # read after the truncation check, whose message says more than a short packet count
+        video, jump = _timed(path, real_videos[0], info.video_tracks.index(real_videos[0]))
+        warnings += [jump] if jump else []
     return MediaProbe(
         path=path,
         container=container,
