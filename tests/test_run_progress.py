@@ -149,7 +149,8 @@ def test_the_summary_says_where_the_deliverables_are_and_how_to_go_on():
     assert plain[0].split()[:3] == ["intro", "done", "/runs/demo/intro/final.mp4"]
     assert "fal: generation failed" in plain[1]
     assert "1/2 jobs delivered in /runs/demo (12.0 s, rehearsal: nothing billed)" in plain
-    assert any("--retry-failed" in line and "batch.toml" in line for line in plain)
+    assert any("failed jobs" in line and "batch.toml" in line for line in plain)
+    assert any("--retry-failed" in line for line in plain)  # outro's generation failed (exit 5)
     assert plain[-1] == "  details: lipsync status /runs/demo"
     assert summary_lines(summary, per_job=False, config="batch.toml") == plain[2:]
 

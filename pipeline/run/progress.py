@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import GenerationFailed
 from .ledger import Stage
 
 log = logging.getLogger("lipsync.run")
@@ -297,11 +298,12 @@ def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str
         lines.append("  each job's folder: final.mp4 and manifest.json (which lists every file delivered)")
     if summary.checksums:
         lines.append(f"  checksums: {short_path(summary.checksums)}")
-    stages = {o.stage for o in summary.outcomes}
-    if Stage.FAILED in stages:
-        lines.append(f"  failed jobs: fix what the error says and run `lipsync run {config}` again "
-                     "(add --retry-failed for failed generations)")
-    if Stage.INTERRUPTED in stages or any(not o.stage.finished for o in summary.outcomes):
+    failed = [o for o in summary.outcomes if o.stage is Stage.FAILED]
+    if failed:
+        lines.append(f"  failed jobs: fix the cause their error names, then `lipsync run {config}` again")
+    if any(o.exit_code == GenerationFailed.exit_code for o in failed):
+        lines.append("  a generation the provider failed is only created again with --retry-failed")
+    if any(not o.stage.finished for o in summary.outcomes):
         lines.append(f"  unfinished jobs resume with `lipsync run {config}`")
     lines.append(f"  details: lipsync status {short_path(summary.run_dir)}")
     return lines
