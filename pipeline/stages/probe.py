@@ -117,6 +117,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 # (Piped WAVs and files with trailing junk are flagged too, yet play in full.)
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_TOLERANCE_FRACTION = 0.02
+_NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without a timestamp (MPEG-PS/TS leave some out)
 # Packets spanning this much more than the video track's declared length mean damaged timestamps.
 _TIMESTAMP_JUMP_S = 1.0
 _TIMESTAMP_JUMP_FRACTION = 0.1
@@ -173,7 +174,7 @@ def parse_framecrc(text: str) -> PacketTiming | None:
     time_base = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("#tb 0:")), None)
     rows = [line.split(",") for line in text.splitlines() if line[:1].isdigit()]
     try:
-        frames = [(int(row[2]), int(row[3])) for row in rows if len(row) >= 4]
+        frames = [(int(row[2]), int(row[3])) for row in rows if len(row) >= 4 and int(row[2]) != _NO_PTS]
         tb = Fraction(time_base) if time_base else None
     except (ValueError, ZeroDivisionError):
         return None
