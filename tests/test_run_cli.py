@@ -107,3 +107,17 @@ def test_status_table_has_a_header_phase_times_and_says_what_to_do(tmp_path):
     assert long_row[prepare_column:].split()[1] == "s"  # a time was spent preparing
     assert short_row.split()[:3] == ["short", "pixverse", "pending"]
     assert footer.startswith("0/2 jobs done") and "long, short resume with `lipsync run CONFIG`" in footer
+
+
+def test_an_interrupted_run_says_how_to_resume(tmp_path, monkeypatch):
+    import pipeline.run.runner as runner
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    target = tmp_path / "batch.toml"
+    assert CliRunner().invoke(main, ["init", str(target)]).exit_code == 0
+    monkeypatch.setattr(runner, "run_batch", interrupted)
+    result = CliRunner().invoke(main, ["run", str(target), "--rehearse"])
+    assert result.exit_code == 130
+    assert f"run `lipsync run {target}` again to resume" in result.output

@@ -33,8 +33,12 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
     options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
                          retry_failed=retry_failed)
-    with make_progress() as progress:
-        summary = run_batch(config, options, progress)
+    try:
+        with make_progress() as progress:
+            summary = run_batch(config, options, progress)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: run `lipsync run {config_path}` again to resume; nothing is paid twice", err=True)
+        sys.exit(130)
     if as_json:
         emit_json(summary.to_dict())
     else:
