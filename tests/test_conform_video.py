@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import ValidationError
+from pipeline.errors import InputError, ValidationError
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
@@ -269,3 +269,13 @@ def test_cover_art_stored_before_the_video_is_skipped(media):
     assert [t.format for t in media_info(result.path)["Video"]] == ["AVC"]
     assert packets_md5(result.path, "0:v:0") == packets_md5(tagged, "0:v:0")
     json.dumps(result.to_dict())  # goes into the manifest as it is
+
+
+def test_a_source_ffmpeg_cannot_convert_is_a_one_line_input_error(tmp_path):
+    src = make_video(tmp_path / "replaced.mkv", seconds=1, width=64, height=48)
+    plan = plan_video(probe_video(src), LIMITS)
+    src.write_bytes(b"\x1aE\xdf\xa3 not matroska any more" * 100)  # changed between probe and conform
+    with pytest.raises(InputError, match=r"replaced.mkv: ffmpeg cannot convert it \(.+\)") as err:
+        execute_video(plan, tmp_path / "out.mp4")
+    assert err.value.exit_code == 6 and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == [src]

@@ -25,7 +25,7 @@ from typing import Literal
 import ffmpeg
 from ffmpeg.nodes import InputNode
 
-from ..errors import InputError, ValidationError
+from ..errors import InputError, ToolError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
@@ -42,6 +42,7 @@ STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
 STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
 FRAME_ROUNDING = 0.01                      # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299
 LATE_START_S = 0.0005                      # a picture starting later than this into the file is not copied
+MAX_REASON_CHARS = 120                     # of ffmpeg's last line, in an error message
 SHARED_READ_BYTES = 256 * 2**20            # a repeated leg whose frames fit in this is decoded once, replayed
 TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
 
@@ -504,8 +505,14 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
 
 
 def _encode(plan: VideoPlan, tmp: Path, progress: ProgressFn | None) -> FfmpegRun:
-    return run_ffmpeg(build_command(plan, tmp), what=f"conforming {plan.source.name}", duration=plan.duration,
-                      progress=progress)
+    """One ffmpeg run. The source passed the probe, so ffmpeg failing on it is a damaged or unusual input."""
+    try:
+        return run_ffmpeg(build_command(plan, tmp), what=f"conforming {plan.source.name}", duration=plan.duration,
+                          progress=progress)
+    except ToolError as err:
+        log.debug("%s", err.message)
+        reason = err.message.rsplit(": ", 1)[-1][:MAX_REASON_CHARS]
+        raise InputError(plan.source, f"ffmpeg cannot convert it ({reason})") from None
 
 
 def execute_video(plan: VideoPlan, dst: str | Path, progress: ProgressFn | None = None) -> VideoResult:
