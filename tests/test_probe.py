@@ -259,10 +259,12 @@ def _lipsync(*args: str) -> subprocess.CompletedProcess:
 def test_cli_table_and_exit_code(media):
     good = make_video(media / "cli ok.mp4")
     long = make_video(media / "cli long.mp4", seconds=31, width=64, height=48, fps=5, audio=False)
-    out = _lipsync("probe", str(good), str(long))
+    mkv = make_video(media / "cli.mkv", seconds=1, width=64, height=48)
+    out = _lipsync("probe", str(good), str(long), str(mkv))
     assert out.returncode == 0, out.stderr
     assert "within the limits of every provider" in out.stdout
     assert "video_max_seconds (every provider): 31.00 s is over the 30 s limit" in out.stdout
+    assert "video_containers (every provider): container mkv is not accepted (only mp4, mov)" in out.stdout
 
 
 def test_cli_json_is_one_document_and_bad_files_exit_6(media):

@@ -48,10 +48,10 @@ def _print_file(p: MediaProbe, found: dict[str, list[Violation]]) -> None:
         click.echo("  cover art (ignored)")
     for warning in p.warnings:
         click.echo(f"  note   {warning}")
-    groups: dict[tuple, list[str]] = {}
+    groups: dict[tuple[str, ...], tuple[list[Violation], list[str]]] = {}  # providers with the same verdict
     for name, violations in found.items():
-        groups.setdefault(tuple(violations), []).append(name)
-    for violations, names in groups.items():
+        groups.setdefault(tuple(v.reason for v in violations), (violations, []))[1].append(name)
+    for violations, names in groups.values():
         who = "every provider" if len(names) == len(PROVIDERS) else ", ".join(names)
         if not violations:
             click.echo(f"  ok     within the limits of {who}")
