@@ -233,6 +233,15 @@ def read_text_file(path: str | os.PathLike) -> str:
     return text
 
 
+def _check_inputs_are_not_outputs(request: PrepareRequest, out_dir: Path) -> None:
+    """An input named like a segment inside the output folder would be overwritten or removed as stale."""
+    for given in (request.video, request.audio):
+        if given is not None and SEGMENT_FILE.fullmatch(Path(given).name) \
+                and Path(given).resolve().parent == out_dir.resolve():
+            raise InputError(given, f"is inside the output folder with a name prepare writes there; "
+                                    "move it or choose another --out")
+
+
 def _remove_stale_segments(out_dir: Path, keep: list[Path]) -> None:
     """Segment files of an earlier prepare into the same folder that this result does not name."""
     for path in out_dir.iterdir():
@@ -246,6 +255,7 @@ def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepP
     speaker = _check_request(request)
     limits = limits_for(request)
     out_dir = Path(out_dir)
+    _check_inputs_are_not_outputs(request, out_dir)
     outputs = _Outputs(out_dir)
     try:
         vp = probe_video(request.video)

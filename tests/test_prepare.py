@@ -272,3 +272,13 @@ def test_the_samples_are_small_and_what_the_demo_needs():
     assert ebur128(SAMPLES / "voice.wav").integrated > -35
     assert len(chunk_text(read_text_file(SAMPLES / "script_en.txt"), STRICT.tts_max_chars, 30.0)) >= 2
     assert len(chunk_text(read_text_file(SAMPLES / "script_zh.txt"), STRICT.tts_max_chars, 30.0)) == 1
+
+
+def test_an_input_named_like_a_segment_inside_the_output_folder_is_left_alone(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    video = make_video(out / "seg000.mp4", seconds=1, width=64, height=48)
+    before = video.read_bytes()
+    with pytest.raises(InputError, match="seg000.mp4: is inside the output folder") as err:
+        prepare(PrepareRequest(video=video), out)
+    assert err.value.exit_code == 6 and video.read_bytes() == before
