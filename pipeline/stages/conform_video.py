@@ -10,7 +10,8 @@ Size: one CRF encode under a VBV cap (maxrate/bufsize) derived from the byte bud
 and, only if it still overshoots, encoded once more with a cap lowered by the overshoot.
 
 The timeline is a list of legs, each read from the source by its own input (-ss/-t) and joined with the concat
-filter: one leg for a plain cut, forward legs for `loop`, forward/reversed legs for `bounce`.
+filter: one leg for a plain cut, forward legs for `loop`, forward/reversed legs for `bounce`. A short leg that
+repeats is read once and replayed (`split`), see leg_reads().
 """
 
 from __future__ import annotations
@@ -405,9 +406,9 @@ def _tonemap(stream, transfer: str):
 def _leg_input(plan: VideoPlan, index: int, leg: Leg):
     """`-ss start -t duration -i source` for one leg: each leg is its own input, demuxer and decoder.
 
-    ffmpeg-python merges equal input nodes, which would make two identical legs (a loop) share one decoder and
-    need a `split` that buffers a whole leg in memory; the node's positional args (never put on the command line)
-    carry the leg index to keep them apart.
+    ffmpeg-python merges equal input nodes, which would make two identical legs (a loop) share one decoder through
+    a `split` that buffers a whole leg in memory (wanted only for short legs: leg_reads decides); the node's
+    positional args (never put on the command line) carry the leg index to keep them apart.
     """
     # two frames of slack: the leg is cut to its exact frame count after the fps filter
     opts: dict = {"filename": media_path(plan.source), "t": f"{leg.duration + 2 / plan.fps:.6f}"}
