@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import wave
 from pathlib import Path
 
@@ -259,3 +260,21 @@ def test_padding_to_the_video_counts_as_trailing_silence(tmp_path):
     assert result.speech.trailing_silence == pytest.approx(1.0, abs=SPAN_TOLERANCE_S)
     assert result.speech.ratio == pytest.approx(2 / 3, abs=0.07)
     assert speech_warnings(result.speech, "line.wav") == []
+
+
+def test_a_voice_pydub_cannot_read_costs_the_analysis_not_the_job(tmp_path, monkeypatch, caplog):
+    from pydub import AudioSegment
+
+    src = voice_layout(tmp_path / "line.wav", [("speech", 1.0)])
+    limits = load_limits(overrides={"audio_containers": ["mp3"]})
+    monkeypatch.setattr(AudioSegment, "converter", str(tmp_path / "no-such-ffmpeg"))
+    monkeypatch.setattr("pipeline.stages.conform_audio.ffmpeg_exe", lambda: str(tmp_path / "no-such-ffmpeg"))
+    logger = logging.getLogger("lipsync.conform_audio")  # the CLI's setup may stop propagation to the root
+    logger.addHandler(caplog.handler)
+    try:
+        result = conform(src, tmp_path / "out.mp3", limits=limits)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert result.speech is None and result.to_dict()["speech"] is None
+    assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
+    assert any("could not analyse where the voice speaks" in r.getMessage() for r in caplog.records)

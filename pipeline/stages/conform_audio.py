@@ -520,8 +520,20 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
             warnings.append(limited)
         else:
             log.info(limited)
-    speech = speech_activity(dst, plan.format, figures.output_i)
-    warnings += speech_warnings(speech, plan.source.name)
+    speech = _speech_or_none(dst, plan, figures)
+    if speech is not None:
+        warnings += speech_warnings(speech, plan.source.name)
+    return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings), speech)
+
+
+def _speech_or_none(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> SpeechActivity | None:
+    """Speech activity is advice: a file pydub cannot read costs the analysis, never the job."""
+    try:
+        speech = speech_activity(path, plan.format, figures.output_i)
+    except Exception as exc:  # noqa: BLE001 - pydub raises its own and the wave module's errors
+        log.warning("%s: could not analyse where the voice speaks (%s: %s)", plan.source.name,
+                    type(exc).__name__, exc)
+        return None
     log.debug("%s: speech %.1f of %.1f s, first word at %.2f s", plan.source.name, speech.speech_seconds,
               speech.seconds, speech.leading_silence)
-    return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings), speech)
+    return speech
