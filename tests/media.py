@@ -442,6 +442,17 @@ def make_offset_streams(path: Path, seconds: float = 1.0, *, video_delay: float 
     return path
 
 
+def make_copy_trimmed(path: Path, seconds: float = 1.0, *, at: float = 1.5) -> Path:
+    """A cut made without re-encoding (ffmpeg -c copy, phone gallery trims): the video keeps the frames from the
+    previous keyframe and an edit list starts the presentation `at` seconds into them."""
+    with tempfile.TemporaryDirectory() as scratch:
+        whole = Path(scratch) / f"whole{path.suffix}"
+        _ffmpeg([*_lavfi_video(at + seconds + 0.5), *_lavfi_tone(at + seconds + 0.5), "-c:v", "libx264", "-g", "250",
+                 "-preset", "veryfast", "-c:a", "aac", str(whole)], f"making {path.name}")
+        _ffmpeg(["-ss", f"{at}", "-t", f"{seconds}", "-i", str(whole), "-c", "copy", str(path)], f"cutting {path.name}")
+    return path
+
+
 def flip_bits(src: Path, dst: Path, *, count: int = 40, seed: int = 1) -> Path:
     """A copy with `count` bytes scrambled in the middle half of the file (headers intact): a bad sector."""
     data = bytearray(Path(src).read_bytes())

@@ -282,8 +282,10 @@ def test_cli_json_is_one_document_and_bad_files_exit_6(media):
        st.text(max_size=30))
 def test_framecrc_timing_is_the_earliest_frame_to_the_latest_end(den, frames, junk):
     rows = "".join(f"0, {pts}, {pts}, {dur}, 100, 0xdeadbeef\n" for pts, dur in frames)
-    no_pts = f"0, 0, {-2**63}, 1, 100, 0xdeadbeef\n"  # ignored, as ffmpeg prints a packet without a timestamp
-    timing = probe_module.parse_framecrc(f"#software: Lavf\n#tb 0: 1/{den}\n{no_pts}{rows}#{junk}\n")
+    # ignored: a packet without a timestamp, and one decoded only to reach an edit list's start
+    no_pts = f"0, 0, {-2**63}, 1, 100, 0xdeadbeef\n"
+    discarded = "0, -9000, -8000, 500, 100, 0xdeadbeef, F=0x5\n"
+    timing = probe_module.parse_framecrc(f"#software: Lavf\n#tb 0: 1/{den}\n{no_pts}{discarded}{rows}#{junk}\n")
     assert timing.packets == len(frames)
     assert timing.start == pytest.approx(min(p for p, _ in frames) / den)
     assert timing.end == pytest.approx(max(p + d for p, d in frames) / den)

@@ -118,6 +118,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_TOLERANCE_FRACTION = 0.02
 _NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without a timestamp (MPEG-PS/TS leave some out)
+_DISCARD_FLAG = 0x4  # AV_PKT_FLAG_DISCARD: decoded only to reach the first shown frame
 # Packets spanning this much more than the video track's declared length mean damaged timestamps.
 _TIMESTAMP_JUMP_S = 1.0
 _TIMESTAMP_JUMP_FRACTION = 0.1
@@ -169,12 +170,18 @@ class PacketTiming:
     packets: int
 
 
+def _shown(row: list[str]) -> bool:
+    """A packet that is presented: it has a timestamp and no discard flag (F=0x4: before an edit list's start)."""
+    flags = next((int(f.strip()[2:], 16) for f in row[6:] if f.strip().startswith("F=")), 0)
+    return int(row[2]) != _NO_PTS and not flags & _DISCARD_FLAG
+
+
 def parse_framecrc(text: str) -> PacketTiming | None:
     """Timing of one stream from ffmpeg's framecrc listing ("#tb 0: 1/12800" then "0, dts, pts, duration, ...")."""
     time_base = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("#tb 0:")), None)
     rows = [line.split(",") for line in text.splitlines() if line[:1].isdigit()]
     try:
-        frames = [(int(row[2]), int(row[3])) for row in rows if len(row) >= 4 and int(row[2]) != _NO_PTS]
+        frames = [(int(row[2]), int(row[3])) for row in rows if len(row) >= 4 and _shown(row)]
         tb = Fraction(time_base) if time_base else None
     except (ValueError, ZeroDivisionError):
         return None
@@ -239,12 +246,14 @@ def _timed(path: Path, track: Track, index: int) -> tuple[VideoStream, str | Non
     if timing is None:
         return video, None
     span = timing.end - timing.start
-    declared = _seconds(track.source_duration) or video.duration
-    if declared and span > declared + max(_TIMESTAMP_JUMP_S, declared * _TIMESTAMP_JUMP_FRACTION):
-        return video, (f"{path.name}: the video timestamps jump ({span:.1f} s of packets for {declared:.1f} s "
-                       f"of video): damaged file, using {declared:.1f} s")
-    if declared and span < declared - max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE_FRACTION):
-        raise InputError(path, f"damaged: ffmpeg can read only {span:.2f} s of the {declared:.2f} s of video "
+    # the header's two lengths: the edit list's (which may add a delay or trim the media) and the media's own
+    declared = [d for d in (video.duration, _seconds(track.source_duration)) if d]
+    longest, shortest = max(declared, default=None), min(declared, default=None)
+    if longest and span > longest + max(_TIMESTAMP_JUMP_S, longest * _TIMESTAMP_JUMP_FRACTION):
+        return video, (f"{path.name}: the video timestamps jump ({span:.1f} s of packets for {longest:.1f} s "
+                       "of video): damaged file, the header's length is used")
+    if shortest and span < shortest - max(_TRUNCATION_TOLERANCE_S, shortest * _TRUNCATION_TOLERANCE_FRACTION):
+        raise InputError(path, f"damaged: ffmpeg can read only {span:.2f} s of the {shortest:.2f} s of video "
                                "it declares")
     return replace(video, start=round(timing.start, 6), duration=round(span, 6)), None
 
