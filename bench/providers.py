@@ -8,7 +8,7 @@
    (target <= 150 MB), next to the same command with a tiny video. Only the client is measured: the
    emulator runs in this process, the client in a child whose own usage os.wait4 reports.
 
-`BENCH_PROVIDERS_JOBS` (default 16) and `BENCH_PROVIDERS_LATENCY` (default 20: jobs take L..3L s) shrink it.
+`BENCH_PROVIDERS_JOBS` (default 48: they run concurrently, and fewer make the latency means noisy) and `BENCH_PROVIDERS_LATENCY` (default 20: jobs take L..3L s) shrink it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pipeline.ffmpeg import compile_stream, run_ffmpeg
 from pipeline.providers import DEFAULT_POLL, JobHandle, JobRequest, PollPolicy, get_provider, make_client, wait_for_job
 from pipeline.speech import speak_to_wav
 
-JOBS = int(os.environ.get("BENCH_PROVIDERS_JOBS", 16))
+JOBS = int(os.environ.get("BENCH_PROVIDERS_JOBS", 48))
 LATENCY_S = float(os.environ.get("BENCH_PROVIDERS_LATENCY", 20.0))
 PROVIDERS = ("pixverse", "aimlapi", "useapi", "fal")
 FIXED = PollPolicy(initial=15.0, factor=1.0, maximum=15.0, timeout=600.0)
