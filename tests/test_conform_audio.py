@@ -206,6 +206,8 @@ def test_limited_passes_follow_the_measured_slope():
     assert next_gain([(4.0, -17.5)], target) == pytest.approx(5.5)
     # 1.5 dB more gain bought only 0.5 LU: the next step is three times the miss
     assert next_gain([(4.0, -17.5), (5.5, -17.0)], target) == pytest.approx(8.5)
+    # 6 dB more bought 0.1 LU: the loudness sits in a click, more gain would only raise the room tone
+    assert next_gain([(6.0, -22.0), (12.0, -21.9)], target) is None
 
 
 def _out(output_i: float, output_tp: float) -> LoudnessFigures:
@@ -221,6 +223,15 @@ def test_a_true_peak_over_the_ceiling_lowers_the_limiter_by_the_overshoot():
     limited = GainPass("limited", 14.0, -1.8)
     assert next_pass([limited], [_out(-16.2, -1.6)], target) is None
     assert next_pass([limited], [_out(-17.0, -1.6)], target) == GainPass("limited", 15.0, -1.8)
+
+
+def test_makeup_gain_is_capped():
+    target = LoudnessTarget(integrated=-16.0, true_peak=-1.5)
+    first = GainPass("limited", 6.0, -1.8)
+    done = [first, GainPass("limited", 20.0, -1.8)]
+    outputs = [_out(-40.0, -1.8), _out(-30.0, -1.8)]
+    assert next_pass(done, outputs, target).gain_db == pytest.approx(26.0)  # 6 + MAX_MAKEUP_DB, not 34
+    assert next_pass([*done, GainPass("limited", 26.0, -1.8)], [*outputs, _out(-28.0, -1.8)], target) is None
 
 
 # ---- speech activity (pydub) --------------------------------------------------------------------

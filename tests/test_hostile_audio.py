@@ -4,7 +4,9 @@ or is refused with a one-line InputError naming the file (exit 6).
 
 Loudness tolerance: ±1 LU. A clip shorter than one EBU R128 gating block (0.4 s) has no integrated loudness
 of its own; its loudness is that of the clip followed by silence up to 0.5 s (what the conform measures), so
-the independent measurement pads it the same way.
+the independent measurement pads it the same way, and the tolerance is ±1.5 LU: a 0.2 s syllable reaches
+-17.2 LUFS after 16 dB of makeup gain into the limiter, where more gain buys under 0.15 LU per dB; the conform
+stops there and says so rather than squash the syllable into a square wave.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def assert_loudness(path: Path, seconds: float) -> None:
         _pad_to(path, padded, 0.5)
         path = padded
     measured = ebur128(path)
-    assert measured.integrated == pytest.approx(TARGET_LUFS, abs=1.0)
+    assert measured.integrated == pytest.approx(TARGET_LUFS, abs=1.0 if seconds >= SHORT_CLIP_S else 1.5)
     assert measured.true_peak <= CEILING_DBTP + TRUE_PEAK_SLACK_DB
 
 
@@ -165,11 +167,22 @@ def _noise_floor(d: Path) -> Path:
     return path
 
 
+def _click_over_room_tone(d: Path) -> Path:
+    """Room tone with one door knock: the knock alone passes the EBU R128 gate, so the file measures -22 LUFS."""
+    path = d / "knock.wav"
+    rng = np.random.default_rng(2)
+    samples = rng.normal(0, 10 ** (-60 / 20), 48000 * 5)
+    samples[96000:96200] += 0.8 * np.sin(np.arange(200) / 3)
+    write_wav(path, samples, 48000)
+    return path
+
+
 @pytest.mark.parametrize("build, reason", [
     (lambda d: make_video(d / "mute.mp4", seconds=1, audio=False), "no audio stream"),
     (_noise_floor, "near-silent"),
     (lambda d: make_audio(d / "hum.wav", seconds=2, level_db=-62), "near-silent"),
-], ids=["video without sound", "room noise only", "far-away speech"])
+    (_click_over_room_tone, "near-silent: only 0.0"),
+], ids=["video without sound", "room noise only", "far-away speech", "a knock over room tone"])
 def test_unusable_voice_tracks_are_refused_in_one_line(tmp_path, build, reason):
     src = build(tmp_path)
     with pytest.raises(InputError) as err:

@@ -50,16 +50,23 @@ _MIN_MEASURED_SECONDS = 0.5
 # Raw dialogue peaks 15-22 dB over its loudness; the default target allows 14.5 dB, so a few dB of limiting is
 # routine. Much more can be heard (squashed consonants, a click swallowing the words around it): warn.
 AUDIBLE_LIMITING_DB = 8.0
+# Making up what limiting took: a pass whose extra gain bought less than MIN_MAKEUP_SLOPE LU per dB is the
+# last (a click over room tone: the click alone carries the gated loudness, more gain only raises the noise),
+# and no pass adds more than MAX_MAKEUP_DB over the first one's gain.
+MIN_MAKEUP_SLOPE = 0.15
+MAX_MAKEUP_DB = 20.0
 MAX_PASSES = 5  # limiting costs loudness (more gain next pass); a true-peak overshoot lowers the limiter's ceiling
 # Below any voice's fundamental. Removes DC offset (a cheap recorder's) and rumble, which add to the peaks
 # without adding loudness: left in, the limiter would flatten the speech to keep an offset under the ceiling.
 HIGHPASS_HZ = 40
 # Speech activity. A pause shorter than MIN_PAUSE_S is part of speaking; "silence" is SILENCE_BELOW_LU under
-# the track's own loudness (it is normalized, so this is a fixed level in practice).
+# the loudness target (what the track was normalized to; room tone sits lower, soft words higher).
 MIN_PAUSE_S = 0.3
-SILENCE_BELOW_LU = 30.0
+SILENCE_BELOW_LU = 25.0
 ACTIVITY_STEP_MS = 10
 MOSTLY_SILENT_RATIO = 0.2
+MIN_SOUND_S = 0.25  # less sound than this (a click, a knock) is near-silence, whatever its loudness
+LOUDNESS_MISS_LU = 1.0
 LATE_START_S = 1.5
 
 
@@ -319,6 +326,14 @@ def check_audible(figures: LoudnessFigures, plan: AudioPlan) -> None:
                                       f"{plan.min_loudness:g} LUFS")
 
 
+def check_sound(activity: SpeechActivity, plan: AudioPlan) -> None:
+    """Reject a voice with (almost) nothing over its room tone: a click or a cough has a loudness, yet no words."""
+    if activity.speech_seconds < min(MIN_SOUND_S, 0.5 * plan.take_seconds):
+        raise InputError(plan.source, f"the audio is near-silent: only {activity.speech_seconds:.2f} s of its "
+                                      f"{plan.take_seconds:.1f} s stands out from the background (a click or a "
+                                      "knock over silence?): nothing to lip-sync to")
+
+
 def speech_warnings(activity: SpeechActivity, name: str) -> list[str]:
     """Warnings for a voice that will leave the lips still: mostly silence, or a late first word."""
     out = []
@@ -374,13 +389,17 @@ def next_pass(done: list[GainPass], outputs: list[LoudnessFigures], target: Loud
     if overshoot <= 0 and (last.kind == "linear" or gain is None):
         return None
     limit = last.limit_db - max(0.0, overshoot) - (0.1 if overshoot > 0 else 0.0)
-    return GainPass("limited", last.gain_db if gain is None else gain, limit)
+    gain = last.gain_db if gain is None else min(gain, done[0].gain_db + MAX_MAKEUP_DB)
+    if overshoot <= 0 and gain == last.gain_db:
+        return None  # the makeup cap is reached
+    return GainPass("limited", gain, limit)
 
 
 def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float | None:
     """The gain for another limited pass from the (gain, output loudness) pairs so far; None when close enough.
 
-    Limiting eats part of any extra gain, so after two tries the step follows the measured slope (secant).
+    Limiting eats part of any extra gain, so after two tries the step follows the measured slope (secant);
+    a slope under MIN_MAKEUP_SLOPE also ends the search (None): more gain no longer buys loudness.
     """
     gain, output_i = tries[-1]
     miss = target.integrated - output_i
@@ -389,7 +408,9 @@ def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float
     slope = 1.0
     if len(tries) > 1 and tries[-1][0] != tries[-2][0]:
         slope = (output_i - tries[-2][1]) / (gain - tries[-2][0])
-    return gain + miss / min(1.0, max(0.1, slope))
+        if miss > 0 and slope < MIN_MAKEUP_SLOPE:
+            return None
+    return gain + miss / min(1.0, max(MIN_MAKEUP_SLOPE, slope))
 
 
 # ---- execution ----------------------------------------------------------------------------------
@@ -484,7 +505,7 @@ def _load_segment(path: Path, fmt: AudioFormat):
 
 
 def speech_activity(path: Path, fmt: AudioFormat, loudness_lufs: float) -> SpeechActivity:
-    """pydub's detect_nonsilent over the written voice, with silence SILENCE_BELOW_LU under its loudness."""
+    """pydub's detect_nonsilent over the written voice, with silence SILENCE_BELOW_LU under `loudness_lufs`."""
     segment = _load_segment(path, fmt)
     from pydub.silence import detect_nonsilent  # after _load_segment has imported pydub quietly
 
@@ -514,22 +535,28 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
             if following is None or len(passes) == MAX_PASSES:
                 break
             passes.append(following)
+        speech = _speech_or_none(tmp, plan)
+        if speech is not None:
+            check_sound(speech, plan)  # inside: a refused voice leaves no file behind
     if figures.normalization_type == "limited":
         limited = limiting_note(plan.source.name, measured, plan.target)
         if peak_excess_db(measured, plan.target) > AUDIBLE_LIMITING_DB:
             warnings.append(limited)
         else:
             log.info(limited)
-    speech = _speech_or_none(dst, plan, figures)
+    if figures.output_i is not None and figures.output_i < plan.target.integrated - LOUDNESS_MISS_LU:
+        warnings.append(f"{plan.source.name}: reached only {figures.output_i:.1f} LUFS of the "
+                        f"{plan.target.integrated:g} LUFS target: a few loud moments carry its loudness, and "
+                        f"more gain would only raise what lies between them")
     if speech is not None:
         warnings += speech_warnings(speech, plan.source.name)
     return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings), speech)
 
 
-def _speech_or_none(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> SpeechActivity | None:
+def _speech_or_none(path: Path, plan: AudioPlan) -> SpeechActivity | None:
     """Speech activity is advice: a file pydub cannot read costs the analysis, never the job."""
     try:
-        speech = speech_activity(path, plan.format, figures.output_i)
+        speech = speech_activity(path, plan.format, plan.target.integrated)
     except Exception as exc:  # noqa: BLE001 - pydub raises its own and the wave module's errors
         log.warning("%s: could not analyse where the voice speaks (%s: %s)", plan.source.name,
                     type(exc).__name__, exc)
