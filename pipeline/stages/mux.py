@@ -168,15 +168,15 @@ def plan_mux(
         )
     fmt = audio_format([master])
     reasons = [f"master audio re-encoded once to AAC {fmt.aac_bitrate} at {fmt.sample_rate} Hz for mp4"]
+    measured = 0.0 if offset is None else offset.seconds
+    offset_s = round(measured, 6)
     if offset is None:
-        offset_s = 0.0
         reasons.append("provider result has no audio to align to: master placed at 0")
     else:
-        offset_s = round(offset.seconds, 6)
         reasons.append(
             f"provider audio lags master by {offset_s * 1000:+.1f} ms (correlation {offset.correlation:.2f})"
         )
-    shift = round(offset_s * fmt.sample_rate)
+    shift = round(measured * fmt.sample_rate)  # from the measurement, not its rounded display value
     if shift > 0:
         reasons.append(f"master delayed by {shift} samples")
     elif shift < 0:
