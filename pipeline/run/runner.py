@@ -3,7 +3,8 @@
 Concurrency: a thread per job flow; ffmpeg work (prepare, and mux/verify at the end) takes a slot of a
 small CPU pool, and each provider job (create + poll + download) runs in that provider's pool, at most
 `max_jobs` wide (and no wider than the provider's own limit, e.g. useapi's maxJobs). So conforming the
-next jobs overlaps waiting on the provider. A failing job never stops the others.
+next jobs overlaps waiting on the provider. A free CPU slot goes to finishing a job whose results are in
+before it goes to preparing a new one (`CpuSlots`). A failing job never stops the others.
 
 Crash safety: every step is committed to the ledger before the next one starts; what a rerun does with a
 provider job is decided by `decide_segment` (a pure function) from the ledger record alone.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -119,6 +122,55 @@ def segment_key(job_id: str, provider: str, index: int, video_sha: str, audio_sh
                    "text": text, "speaker": speaker})
 
 
+# ---- CPU slots ----------------------------------------------------------------------------------
+
+
+class SlotUse(IntEnum):
+    """What a CPU slot is wanted for, most urgent first. Finishing delivers a result already paid for (and
+    shortens the time a crash could leave it undelivered); preparing only starts new work."""
+
+    FINISH = 0
+    PREPARE = 1
+
+
+class CpuSlots:
+    """A counting semaphore that serves its waiters by use (`SlotUse` order), first come first served within
+    a use. A waiter only takes a slot when it is at the head of the queue, so a late finish overtakes
+    every prepare still waiting but never one already running."""
+
+    def __init__(self, slots: int):
+        self._free = slots
+        self._queue: list[tuple[SlotUse, int]] = []  # a heap: its head is served next
+        self._arrivals = itertools.count()
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def slot(self, use: SlotUse) -> Iterator[None]:
+        ticket = (use, next(self._arrivals))
+        with self._changed:
+            heapq.heappush(self._queue, ticket)
+            self._changed.wait_for(lambda: self._free > 0 and self._queue[0] == ticket)
+            heapq.heappop(self._queue)
+            self._free -= 1
+            self._changed.notify_all()  # with slots still free, the new head may go too
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += 1
+                self._changed.notify_all()
+
+    def queued(self) -> list[SlotUse]:
+        """The uses waiting for a slot, in the order they will be served."""
+        with self._changed:
+            return [use for use, _ in sorted(self._queue)]
+
+
+def cpu_slot_count(requested: int | None) -> int:
+    """Slots for ffmpeg work: as asked, else one per core up to 4 (ffmpeg itself uses several threads)."""
+    return max(1, requested or min(4, os.cpu_count() or 1))
+
+
 # ---- outcomes -----------------------------------------------------------------------------------
 
 
@@ -151,6 +203,7 @@ class RunOptions:
     rehearse: bool = False
     resubmit_uncertain: bool = False
     retry_failed: bool = False
+    cpu_slots: int | None = None  # concurrent ffmpeg work; None: `cpu_slot_count`'s default
 
 
 # ---- the runner ---------------------------------------------------------------------------------
@@ -166,7 +219,7 @@ class BatchRunner:
         self.progress = progress
         self.stop = threading.Event()
         width = options.jobs or config.max_jobs
-        self._cpu = threading.Semaphore(max(1, min(4, os.cpu_count() or 1)))
+        self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
             name: ThreadPoolExecutor(max_workers=min(width, provider.max_concurrency or width),
                                      thread_name_prefix=f"lipsync-{name}")
@@ -272,7 +325,8 @@ class BatchRunner:
         if cached is not None:
             log.debug("%s: prepared media reused from %s", spec.id, work)
             return cached
-        with self._cpu:  # the stage starts when a CPU slot is ours, so its timing is the work, not the queue
+        # the stage starts when a CPU slot is ours, so its timing is the work, not the queue
+        with self._cpu.slot(SlotUse.PREPARE):
             self._checkpoint()
             self._set_stage(spec.id, Stage.PREPARE)
             shutil.rmtree(work, ignore_errors=True)  # whatever is there is a killed prepare's partial output
@@ -416,7 +470,7 @@ class BatchRunner:
 
     def _finish(self, spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], final: Path) -> None:
         self.progress.update(spec.id, waiting="every result is in; waiting for a free CPU slot to mux")
-        with self._cpu:
+        with self._cpu.slot(SlotUse.FINISH):
             self._set_stage(spec.id, Stage.MUX)
             kill_point("mux")
             deliver_job(
