@@ -50,6 +50,12 @@ class AudioStream:
     sample_rate: int
     duration: float | None
     bit_depth: int | None
+    start: float = 0.0              # seconds from the file's start to its first packet (a sound that starts late)
+
+    @property
+    def end(self) -> float | None:
+        """Where the sound ends on the file's timeline (its start counts: silence before it is part of the track)."""
+        return None if self.duration is None else self.start + self.duration
 
 
 @dataclass(frozen=True)
@@ -191,12 +197,17 @@ def parse_framecrc(text: str) -> PacketTiming | None:
                         len(frames))
 
 
-def _packet_timing(path: Path, index: int) -> PacketTiming | None:
-    """Read one video stream's packets (no decoding). None when ffmpeg cannot list them."""
-    stream = ffmpeg.input(media_path(path))[f"V:{index}"].output("-", c="copy", f="framecrc")
+def _stream_packets(path: Path, spec: str) -> PacketTiming | None:
+    """Read one stream's packets (no decoding). None when ffmpeg cannot list them."""
+    stream = ffmpeg.input(media_path(path))[spec].output("-", c="copy", f="framecrc")
     argv = compile_stream(stream.global_args("-v", "error", "-nostdin"))
     out = subprocess.run(argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
     return parse_framecrc(out.stdout) if out.returncode == 0 else None
+
+
+def _packet_timing(path: Path, index: int) -> PacketTiming | None:
+    """Read one video stream's packets (no decoding). None when ffmpeg cannot list them."""
+    return _stream_packets(path, f"V:{index}")
 
 
 def _video_stream(track: Track) -> VideoStream:
@@ -266,6 +277,21 @@ def _audio_stream(track: Track) -> AudioStream:
         duration=_seconds(track.duration),
         bit_depth=_int(track.bit_depth),
     )
+
+
+def _timed_audio(path: Path, audio: AudioStream) -> AudioStream:
+    """The audio stream with its place and length on the file's timeline, from its packets.
+
+    Only asked beside a picture: in an audio-only file the timeline starts with the sound. The first packet
+    may carry the encoder's priming (AAC: 1024 samples), so the start is within a packet of the first sample.
+    """
+    timing = _stream_packets(path, "a:0")
+    if timing is None:
+        return audio
+    declared = audio.duration
+    if declared and timing.end > declared + max(_TIMESTAMP_JUMP_S, declared * _TIMESTAMP_JUMP_FRACTION):
+        return audio  # damaged timestamps: the header's figures are the better guess
+    return replace(audio, start=round(max(0.0, timing.start), 6), duration=round(timing.end - timing.start, 6))
 
 
 def _present_seconds(path: Path) -> float:
@@ -348,6 +374,7 @@ def probe(path: str | Path) -> MediaProbe:
     if real_videos:  # read after the truncation check, whose message says more than a short packet count
         video, jump = _timed(path, real_videos[0], info.video_tracks.index(real_videos[0]))
         warnings += [jump] if jump else []
+        audio = None if audio is None else _timed_audio(path, audio)
     return MediaProbe(
         path=path,
         container=container,
