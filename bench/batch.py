@@ -16,14 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import ffmpeg
-
-from pipeline.ffmpeg import compile_stream, run_ffmpeg
+from bench._media import tiny_clip
 from pipeline.run.config import load_config
 from pipeline.run.ledger import Ledger
 from pipeline.run.progress import Progress
 from pipeline.run.runner import RunOptions, run_batch
-from pipeline.speech import speak_to_wav
 
 JOBS = int(os.environ.get("BENCH_BATCH_JOBS", 40))
 LATENCY_S = float(os.environ.get("BENCH_BATCH_LATENCY", 20.0))
@@ -32,11 +29,7 @@ PROVIDER = os.environ.get("BENCH_BATCH_PROVIDER", "fal")
 
 
 def _tiny_media(folder: Path) -> tuple[Path, Path]:
-    video = folder / "clip.mp4"
-    clip = ffmpeg.input("testsrc2=size=160x120:rate=25", f="lavfi", t=2)
-    run_ffmpeg(compile_stream(ffmpeg.output(clip, str(video), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p")),
-               what="making the bench clip")
-    return video, speak_to_wav("Two seconds of words to lip-sync in the benchmark.", folder / "voice.wav")
+    return tiny_clip(folder, seconds=2, fps=25, words="Two seconds of words to lip-sync in the benchmark.")
 
 
 def _config(folder: Path) -> Path:

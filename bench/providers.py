@@ -24,12 +24,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import ffmpeg
 
+from bench._media import tiny_clip
 from pipeline.emulator import Emulator, EmulatorSettings
-from pipeline.ffmpeg import compile_stream, run_ffmpeg
 from pipeline.providers import DEFAULT_POLL, JobHandle, JobRequest, PollPolicy, get_provider, make_client, wait_for_job
-from pipeline.speech import speak_to_wav
 
 JOBS = int(os.environ.get("BENCH_PROVIDERS_JOBS", 48))
 LATENCY_S = float(os.environ.get("BENCH_PROVIDERS_LATENCY", 20.0))
@@ -48,11 +46,7 @@ class Watch:
 
 
 def _clip(folder: Path) -> tuple[Path, Path]:
-    video = folder / "clip.mp4"
-    src = ffmpeg.input("testsrc2=size=160x120:rate=15", f="lavfi", t=1)
-    run_ffmpeg(compile_stream(ffmpeg.output(src, str(video), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p")),
-               what="making the bench clip")
-    return video, speak_to_wav("One second of words.", folder / "voice.wav")
+    return tiny_clip(folder, seconds=1, fps=15, words="One second of words.")
 
 
 def _padded_copy(src: Path, dst: Path, total: int) -> Path:
@@ -143,7 +137,7 @@ def bench_memory(folder: Path) -> None:
         big_mb = _child_peak_rss_mb(submit(big), env, folder / "big.log")
         seconds = time.monotonic() - t
     verdict = "ok" if big_mb <= RSS_TARGET_MB else "OVER TARGET"
-    print(f"memory: lipsync submit to aimlapi, video as a data URI (client process only)")
+    print("memory: lipsync submit to aimlapi, video as a data URI (client process only)")
     print(f"  tiny video:            peak RSS {small_mb:6.1f} MB")
     print(f"  {BIG_VIDEO_BYTES / 1e6:.1f} MB video:        peak RSS {big_mb:6.1f} MB  "
           f"(target <= {RSS_TARGET_MB} MB: {verdict}; {seconds:.1f} s end to end)")
