@@ -180,7 +180,7 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     start, end = _source_range(vp, request)
     # the file's own sound is cut on the file's timeline, where the picture may start late (edit list, TS)
     audio_range = (start + vp.video.start, end + vp.video.start) if own_sound else (None, None)
-    audio_seconds = (end - start) if own_sound else (ap.audio.duration or ap.duration or 0.0)
+    audio_seconds = (end - start) if own_sound else (ap.audio.end or ap.duration or 0.0)
     sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
     audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,
                               loudness=request.loudness)

@@ -10,11 +10,14 @@ import numpy as np
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from audio_timing_media import voice_offset
 from loudness import ebur128, voice_layout
+from sync_media import read_wav
 from media import decode_stats, make_audio, make_video, media_info
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_limits
+from pipeline.speech import write_wav
 from pipeline.stages.conform_audio import (
     AudioOptions,
     GainPass,
@@ -157,8 +160,9 @@ def test_a_file_without_sound_is_refused(tmp_path):
 # ---- the planner on its own ---------------------------------------------------------------------
 
 
-def fake_probe(seconds: float, channels: int = 2, rate: int = 48000) -> MediaProbe:
-    stream = AudioStream(codec="PCM", channels=channels, sample_rate=rate, duration=seconds, bit_depth=16)
+def fake_probe(seconds: float, channels: int = 2, rate: int = 48000, start: float = 0.0) -> MediaProbe:
+    stream = AudioStream(codec="PCM", channels=channels, sample_rate=rate, duration=seconds, bit_depth=16,
+                         start=start)
     return MediaProbe(Path("in.wav"), "wav", seconds, 1000, None, stream)
 
 
@@ -289,3 +293,30 @@ def test_a_voice_pydub_cannot_read_costs_the_analysis_not_the_job(tmp_path, monk
     assert result.speech is None and result.to_dict()["speech"] is None
     assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
     assert any("could not analyse where the voice speaks" in r.getMessage() for r in caplog.records)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sound_start=st.floats(0, 5), seconds=st.floats(0.5, 20), start=st.floats(0, 10),
+       target=st.one_of(st.none(), st.floats(0.1, 30)))
+def test_a_sound_that_starts_late_is_led_by_exactly_the_silence_before_it(sound_start, seconds, start, target):
+    p = fake_probe(seconds, start=sound_start)
+    if start >= sound_start + seconds:
+        with pytest.raises(InputError, match="nothing to use"):
+            plan_audio(p, LIMITS, AudioOptions(start=start, target_duration=target))
+        return
+    plan = plan_audio(p, LIMITS, AudioOptions(start=start, target_duration=target))
+    assert plan.lead_seconds == pytest.approx(min(plan.take_seconds, max(0.0, sound_start - start)))
+    assert plan.start + plan.take_seconds <= sound_start + seconds + 1e-9  # the range is on the file's timeline
+    assert bool(plan.lead_seconds) == any("silence before it" in r for r in plan.reasons)
+
+
+def test_limiting_does_not_move_the_voice(tmp_path):
+    """alimiter's look-ahead delays its output by its attack unless told to compensate (5 ms, an eighth of
+    a frame at 25 fps, added to every limited voice)."""
+    src = voice_layout(tmp_path / "peaky.wav", [("speech", 2.0)])
+    samples, rate = read_wav(src)
+    samples[rate // 2: rate // 2 + 48] += 0.9  # one click: the gain to -16 LUFS needs the limiter
+    write_wav(src, samples, rate)
+    result = conform(src, tmp_path / "out.wav")
+    assert result.loudness.normalization_type == "limited"
+    assert voice_offset(src, result.path)[0] == pytest.approx(0, abs=0.0002)

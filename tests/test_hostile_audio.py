@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from audio_timing_media import make_flv, make_late_sound_mp4, voice_offset
 from loudness import ebur128
 from media import decode_stats, make_audio, make_video, media_info
 
@@ -191,3 +192,30 @@ def test_unusable_voice_tracks_are_refused_in_one_line(tmp_path, build, reason):
     assert err.value.exit_code == 6 and "\n" not in message
     assert message.startswith(str(src)) and reason in message
     assert not (tmp_path / "out.wav").exists()
+
+
+# ---- the sound's place on the file's timeline ---------------------------------------------------
+
+
+def test_an_flv_s_own_sound_is_read_from_the_first_frame(tmp_path):
+    """FLV as ffmpeg writes it has no seek index: an input seek (even to 0) lands 1.5 s in, so a 1.4 s clip
+    read as silence. The picture starts a packet after the sound; the voice must line up with it."""
+    voice = make_audio(tmp_path / "voice.wav", seconds=1.4, level_db=-24)
+    flv = make_flv(tmp_path / "talk.flv", voice, 1.4)
+    p = probe(flv)
+    picture = (p.video.start, p.video.start + p.video.duration)
+    result = execute_audio(plan_audio(p, LIMITS, AudioOptions(start=picture[0], end=picture[1])), tmp_path / "o.wav")
+    assert_loudness(result.path, 1.4)
+    seconds, correlation = voice_offset(voice, result.path)
+    assert correlation > 0.9 and seconds == pytest.approx(0, abs=0.001)
+
+
+@pytest.mark.parametrize("delay", [0.04, 0.48, 1.7])
+def test_a_sound_starting_after_the_picture_is_led_by_silence(tmp_path, delay):
+    voice = make_audio(tmp_path / "voice.wav", seconds=1.5, level_db=-24)
+    late = make_late_sound_mp4(tmp_path / "late.mp4", voice, delay, seconds=3.5)
+    plan = plan_audio(probe_audio(late), LIMITS, AudioOptions(start=0.0, end=3.5))
+    assert plan.lead_seconds == pytest.approx(delay, abs=0.03)  # the first packet holds the AAC priming
+    result = execute_audio(plan, tmp_path / "o.wav")
+    assert voice_offset(voice, result.path, max_lag_s=delay + 0.5)[0] == pytest.approx(delay, abs=0.001)
+    assert ebur128(result.path, duration=delay).integrated <= -69  # nothing before the voice but silence

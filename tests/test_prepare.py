@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from audio_timing_media import make_flv, make_late_sound_mp4, plain_decode, voice_offset
 from loudness import ebur128
 from media import decode_stats, make_audio, make_video, media_info, truncate_copy
 
@@ -282,3 +283,66 @@ def test_an_input_named_like_a_segment_inside_the_output_folder_is_left_alone(tm
     with pytest.raises(InputError, match="seg000.mp4: is inside the output folder") as err:
         prepare(PrepareRequest(video=video), out)
     assert err.value.exit_code == 6 and video.read_bytes() == before
+
+
+# ---- where the voice sits against the picture ---------------------------------------------------
+
+LATE_S = 0.48
+SAMPLE_ALIGNED_S = 0.001
+
+
+@pytest.fixture(scope="module")
+def late_sound(tmp_path_factory) -> tuple[Path, Path]:
+    """(the voice, an mp4 whose sound is that voice starting LATE_S after the first frame)."""
+    root = tmp_path_factory.mktemp("late sound")
+    voice = make_audio(root / "voice.wav", seconds=2.4, level_db=-26)
+    return voice, make_late_sound_mp4(root / "late sound.mp4", voice, LATE_S)
+
+
+@pytest.mark.parametrize("start, end", [(None, None), (0.2, 2.6), (1.0, None)])
+def test_a_sound_that_starts_after_the_picture_stays_where_it_is(late_sound, tmp_path, start, end):
+    voice, video = late_sound
+    result = prepare(PrepareRequest(video=video, start=start, end=end), tmp_path)
+    (seg,) = result.segments
+    seconds, correlation = voice_offset(voice, seg.audio)
+    assert correlation > 0.9
+    assert seconds == pytest.approx(LATE_S - (start or 0), abs=SAMPLE_ALIGNED_S)
+    assert_pair_fits(seg)
+
+
+def test_a_voice_track_whose_sound_starts_late_keeps_its_silence_first(media, late_sound, tmp_path):
+    voice, late = late_sound
+    result = prepare(PrepareRequest(video=media["video"], audio=late, sync_mode="cut"), tmp_path)
+    seconds, correlation = voice_offset(voice, result.segments[0].audio)
+    assert correlation > 0.9
+    assert seconds == pytest.approx(LATE_S, abs=SAMPLE_ALIGNED_S)
+    assert any("starts 0.4" in reason for reason in result.audios[0].plan.reasons)
+
+
+@pytest.fixture(scope="module")
+def short_flv(tmp_path_factory) -> tuple[Path, Path]:
+    """(the voice, a 1.4 s FLV carrying it at about -24 LUFS): ffmpeg cannot seek in it (no index)."""
+    root = tmp_path_factory.mktemp("flv")
+    voice = make_audio(root / "voice.wav", seconds=1.4, level_db=-24)
+    return voice, make_flv(root / "talk.flv", voice, 1.4)
+
+
+def test_an_flv_given_as_the_voice_track_is_heard_where_it_speaks(media, short_flv, tmp_path):
+    _, flv = short_flv
+    assert ebur128(flv).integrated == pytest.approx(-24, abs=1.5)  # as loud as the report's
+    result = prepare(PrepareRequest(video=media["video"], audio=flv, sync_mode="pad"), tmp_path)
+    (seg,) = result.segments
+    assert ebur128(seg.audio).integrated == pytest.approx(-16, abs=1)
+    seconds, correlation = voice_offset(plain_decode(flv), seg.audio)
+    assert correlation > 0.9
+    assert seconds == pytest.approx(0, abs=SAMPLE_ALIGNED_S)
+
+
+@pytest.mark.xfail(strict=True, raises=InputError,
+                   reason="conform_video reads each leg with an input -ss, which lands nowhere in an FLV without "
+                          "a seek index: the conformed video is empty")
+def test_an_flv_with_its_own_sound_is_prepared(short_flv, tmp_path):
+    voice, flv = short_flv
+    (seg,) = prepare(PrepareRequest(video=flv), tmp_path).segments
+    assert_pair_fits(seg)
+    assert voice_offset(voice, seg.audio)[0] == pytest.approx(0, abs=SAMPLE_ALIGNED_S)

@@ -47,6 +47,7 @@ TRUE_PEAK_RATE = 192000
 _LIMITER_MARGIN_DB = 0.3  # the limiter is sample-peak; resampling back may overshoot a little
 LIMITED_TOLERANCE_LU = 0.5
 _MIN_MEASURED_SECONDS = 0.5
+_READ_MARGIN_S = 1.0  # read a little past the range: atrim, not the demuxer, decides where it ends
 # Raw dialogue peaks 15-22 dB over its loudness; the default target allows 14.5 dB, so a few dB of limiting is
 # routine. Much more can be heard (squashed consonants, a click swallowing the words around it): warn.
 AUDIBLE_LIMITING_DB = 8.0
@@ -103,6 +104,7 @@ class AudioPlan:
     start: float                # seconds into the source
     take_seconds: float         # how much of the source is used
     pad_seconds: float          # silence appended
+    lead_seconds: float         # silence before the sound's first sample: it starts that late on the file's timeline
     format: AudioFormat
     codec: str
     bitrate_kbps: int | None    # MP3 only
@@ -207,8 +209,8 @@ class AudioResult:
 
 
 def _trim(p: MediaProbe, opts: AudioOptions, limits: Limits) -> tuple[float, float, float, list[str], list[str]]:
-    """(start, take, pad, reasons, warnings) for the source range and the output length."""
-    total = p.audio.duration or p.duration
+    """(start, take, pad, reasons, warnings) for the source range (on the file's timeline) and the output length."""
+    total = p.audio.end or p.duration
     if not total:
         raise InputError(p.path, "cannot tell how long the audio is")
     start = max(0.0, opts.start or 0.0)
@@ -284,11 +286,22 @@ def _format(
     return "mp3", kbps, math.ceil(kbps * 1000 / 8 * seconds), f"MP3 {kbps} kbps: {why}"
 
 
+def _lead(p: MediaProbe, start: float, take: float) -> tuple[float, list[str]]:
+    """Silence before the sound when it starts after `start` on the file's timeline (after the picture)."""
+    lead = min(take, max(0.0, p.audio.start - start))
+    if lead <= 0:
+        return 0.0, []
+    return lead, [f"the sound starts {p.audio.start:.3f} s into the file: {lead:.3f} s of silence before it, "
+                  "so it stays where it is against the picture"]
+
+
 def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions()) -> AudioPlan:
     """Decide everything about the conformed voice track. Pure: reads only the probe, limits and options."""
     if p.audio is None:
         raise InputError(p.path, "has no audio track")
     start, take, pad, reasons, warnings = _trim(p, opts, limits)
+    lead, lead_reasons = _lead(p, start, take)
+    reasons += lead_reasons
     channels, channel_reason = _channels(p, opts)
     fmt, kbps, size, format_reason = _format(p.path, take + pad, opts.sample_rate, channels, opts.format, limits)
     reasons += [format_reason, channel_reason, f"resampled to {opts.sample_rate} Hz" if p.audio.sample_rate !=
@@ -297,12 +310,13 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
                 f"loudness to {opts.loudness.integrated:g} LUFS, true peak {opts.loudness.true_peak:g} dBTP"]
     return AudioPlan(
         source=p.path,
-        source_seconds=p.audio.duration or p.duration,
+        source_seconds=p.audio.end or p.duration,
         source_channels=p.audio.channels,
         source_rate=p.audio.sample_rate,
         start=start,
         take_seconds=take,
         pad_seconds=pad,
+        lead_seconds=lead,
         format=fmt,
         codec="pcm_s16le" if fmt == "wav" else "libmp3lame",
         bitrate_kbps=kbps,
@@ -417,7 +431,18 @@ def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float
 
 
 def _source(plan: AudioPlan):
-    stream = ffmpeg.input(media_path(plan.source), ss=plan.start, t=plan.take_seconds)["a:0"]
+    """The planned range of the source, its samples placed by their timestamps on the file's timeline.
+
+    No input seek: in a container without an index (FLV as ffmpeg writes it) the seek lands seconds away
+    from where it was asked, so the range is cut from the decoded timestamps instead (audio decodes at
+    hundreds of times real time). aresample's first_pts=0 puts silence before a sound that starts late
+    (plan.lead_seconds) and drops the encoder's priming before 0, to the sample.
+    """
+    read = plan.start + plan.take_seconds + _READ_MARGIN_S
+    stream = (ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")["a:0"]
+              .filter("aresample", first_pts=0)
+              .filter("atrim", start=f"{plan.start:.6f}", duration=f"{plan.take_seconds:.6f}")
+              .filter("asetpts", "PTS-STARTPTS"))
     layout = "mono" if plan.channels == 1 else "stereo"
     # floating point from here on: an integer filter chain would clip the high-pass's overshoot
     return stream.filter("aformat", sample_fmts="dblp", channel_layouts=layout).filter("highpass", f=HIGHPASS_HZ, poles=2)
@@ -473,7 +498,8 @@ def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn 
     if gain.kind == "limited":
         # limiting at 192 kHz catches the inter-sample (true) peaks a 48 kHz limiter would miss
         graph = graph.filter("aresample", TRUE_PEAK_RATE).filter(
-            "alimiter", limit=f"{10 ** (gain.limit_db / 20):.5f}", attack=5, release=50, level="false", asc="false"
+            "alimiter", limit=f"{10 ** (gain.limit_db / 20):.5f}", attack=5, release=50, level="false", asc="false",
+            latency="true"
         )
     graph = (
         graph.filter("aresample", plan.sample_rate)
