@@ -291,7 +291,9 @@ def _lead(p: MediaProbe, start: float, take: float) -> tuple[float, list[str]]:
     lead = min(take, max(0.0, p.audio.start - start))
     if lead <= 0:
         return 0.0, []
-    return lead, [f"the sound starts {p.audio.start:.3f} s into the file: {lead:.3f} s of silence before it, "
+    # the probed start is the first packet's, which may hold the encoder's priming: the executor places the
+    # decoded samples by their own timestamps, so this figure is the plan's reason, not the cut
+    return lead, [f"the sound starts about {p.audio.start:.3f} s into the file: {lead:.3f} s of silence before it, "
                   "so it stays where it is against the picture"]
 
 
