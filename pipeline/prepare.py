@@ -238,7 +238,7 @@ def _check_inputs_are_not_outputs(request: PrepareRequest, out_dir: Path) -> Non
     for given in (request.video, request.audio):
         if given is not None and SEGMENT_FILE.fullmatch(Path(given).name) \
                 and Path(given).resolve().parent == out_dir.resolve():
-            raise InputError(given, f"is inside the output folder with a name prepare writes there; "
+            raise InputError(given, "is inside the output folder with a name prepare writes there; "
                                     "move it or choose another --out")
 
 
