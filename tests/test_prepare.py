@@ -338,9 +338,6 @@ def test_an_flv_given_as_the_voice_track_is_heard_where_it_speaks(media, short_f
     assert seconds == pytest.approx(0, abs=SAMPLE_ALIGNED_S)
 
 
-@pytest.mark.xfail(strict=True, raises=InputError,
-                   reason="conform_video reads each leg with an input -ss, which lands nowhere in an FLV without "
-                          "a seek index: the conformed video is empty")
 def test_an_flv_with_its_own_sound_is_prepared(short_flv, tmp_path):
     voice, flv = short_flv
     (seg,) = prepare(PrepareRequest(video=flv), tmp_path).segments

@@ -9,9 +9,11 @@ HDR tone-mapped to BT.709, downscaled (never upscaled) to even dimensions, trimm
 Size: one CRF encode under a VBV cap (maxrate/bufsize) derived from the byte budget; the output is measured
 and, only if it still overshoots, encoded once more with a cap lowered by the overshoot.
 
-The timeline is a list of legs, each read from the source by its own input (-ss/-t) and joined with the concat
-filter: one leg for a plain cut, forward legs for `loop`, forward/reversed legs for `bounce`. A short leg that
-repeats is read once and replayed (`split`), see leg_reads().
+The timeline is a list of legs, each read from the source by its own input and joined with the concat filter:
+one leg for a plain cut, forward legs for `loop`, forward/reversed legs for `bounce`. A short leg that repeats is
+read once and replayed (`split`), see leg_reads(). In a container with a seek index a leg's input seeks (-ss/-t);
+in one without (FLV, MPEG-TS/PS, AVI, ...) a seek lands seconds away or nowhere, so the leg is read from the
+start and cut on its decoded timestamps (trim/atrim), see read_by_seeking().
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from .probe import MediaProbe, VideoStream, probe_video
 log = logging.getLogger("lipsync.conform_video")
 
 COPY_CONTAINERS = ("mp4", "mov")           # containers whose streams we can hand over as they are
+# containers whose index takes an input seek to the right frame; any other is read from its start (see
+# read_by_seeking). Matroska without cues is still seekable: ffmpeg walks its clusters.
+SEEKABLE_CONTAINERS = ("mp4", "mov", "mkv", "webm")
 SIZE_MARGIN = 0.95                         # aim this far under the byte limit (container overhead, VBV slack)
 COPY_SIZE_MARGIN = 0.98                    # a copied file changes size only by its headers
 VBV_BUFFER_SECONDS = 1.0                   # bufsize = this many seconds at maxrate
@@ -104,6 +109,7 @@ class VideoPlan:
     warnings: tuple[str, ...] = ()
     stream: int = 0                         # the source's video stream, ffmpeg's "V:<stream>"
     offset: float = 0.0                     # where that stream's first frame is in the file: legs count from it
+    seek: bool = True                       # legs read by an input seek; False: from the start, cut on timestamps
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -226,6 +232,25 @@ def plan_timeline(
     return legs, duration, decisions, warnings
 
 
+def read_by_seeking(p: MediaProbe, legs: tuple[Leg, ...], offset: float) -> tuple[bool, Decision | None]:
+    """(seek, decision): whether the legs are read with an input seek, or from the file's start. Pure.
+
+    An input seek is fast and lands on the right frame where the container has an index (a long source is not
+    decoded from 0 for a cut at 25 s). Without one, ffmpeg guesses a byte position from the bitrate and
+    timestamps: in an FLV as ffmpeg writes it even `-ss 0.02` reads nothing, in a 2 s MPEG-TS `-ss 0.5` reads
+    nothing, so those are decoded from the start and cut where the decoded timestamps say.
+    """
+    latest = max(offset + leg.start for leg in legs)
+    if latest <= 0:
+        return True, None  # nothing to seek to
+    if p.container in SEEKABLE_CONTAINERS:
+        return True, Decision("seek", f"{p.container} has a seek index: each leg is read from {latest:.3f} s "
+                                      "at most by an input seek")
+    return False, Decision("seek", f"{p.container} has no reliable seek index (a seek lands away from where it "
+                                   f"is asked): the source is read from its start and cut at {latest:.3f} s at "
+                                   "most on the decoded timestamps")
+
+
 def _even_floor(x: float) -> int:
     return max(2, int(x) // 2 * 2)
 
@@ -345,9 +370,10 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
         return VideoPlan(mode="copy", fps=None, rotation=0, deinterlace=False, tonemap=None, crf=None, preset=None,
                          maxrate=None, bufsize=None, decisions=tuple(decisions), **common)
     maxrate, bufsize, budget_reason = video_budget(duration, limits, opts, audio != "none")
+    seek, seek_decision = read_by_seeking(p, legs, v.start)
     why = "; ".join(blockers + [d.what for d in changes])
     decisions += [Decision("transcode", f"re-encoded to H.264 High in mp4 ({why})"), *changes,
-                  Decision("bitrate", budget_reason), audio_decision]
+                  *([seek_decision] if seek_decision else []), Decision("bitrate", budget_reason), audio_decision]
     return VideoPlan(
         mode="transcode",
         fps=fps,
@@ -359,6 +385,7 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
         maxrate=maxrate,
         bufsize=bufsize,
         decisions=tuple(decisions),
+        seek=seek,
         **common,
     )
 
@@ -404,25 +431,46 @@ def _tonemap(stream, transfer: str):
 
 
 def _leg_input(plan: VideoPlan, index: int, leg: Leg):
-    """`-ss start -t duration -i source` for one leg: each leg is its own input, demuxer and decoder.
+    """The input of one leg: `-ss start -t duration -i source`, or `-t end -i source` when the plan does not seek.
 
-    ffmpeg-python merges equal input nodes, which would make two identical legs (a loop) share one decoder through
-    a `split` that buffers a whole leg in memory (wanted only for short legs: leg_reads decides); the node's
-    positional args (never put on the command line) carry the leg index to keep them apart.
+    Each leg is its own input, demuxer and decoder. ffmpeg-python merges equal input nodes, which would make two
+    identical legs (a loop) share one decoder through a `split` that buffers a whole leg in memory (wanted only
+    for short legs: leg_reads decides); the node's positional args (never put on the command line) carry the leg
+    index to keep them apart.
     """
+    start = plan.offset + leg.start
     # two frames of slack: the leg is cut to its exact frame count after the fps filter
-    opts: dict = {"filename": media_path(plan.source), "t": f"{leg.duration + 2 / plan.fps:.6f}"}
-    if plan.offset + leg.start > 0:
-        opts["ss"] = f"{plan.offset + leg.start:.6f}"
+    read = leg.duration + 2 / plan.fps
+    opts: dict = {"filename": media_path(plan.source)}
+    if plan.seek and start > 0:
+        opts["ss"] = f"{start:.6f}"
+    else:
+        read += start
+    opts["t"] = f"{read:.6f}"
     if plan.rotation:
         opts["display_rotation"] = 0  # we rotate the pixels ourselves; ffmpeg must not do it a second time
     return InputNode(ffmpeg.input.__name__, args=[index], kwargs=opts).stream()
 
 
+def _leg_sources(plan: VideoPlan, index: int, leg: Leg):
+    """(video, audio or None) of one leg, starting at the leg's start: by the input seek, or cut from the decoded
+    timestamps (the file's timeline, on which plan.offset and the legs are measured)."""
+    src = _leg_input(plan, index, leg)
+    v, a = src[f"V:{plan.stream}"], src["a:0"] if plan.audio != "none" else None
+    start = plan.offset + leg.start
+    if plan.seek or start <= 0:
+        return v, a
+    v = v.filter("trim", start=f"{start:.6f}")
+    if a is not None:
+        # first_pts=0: silence before a sound that starts late, priming before 0 dropped, so the cut is in place
+        a = (a.filter("aresample", first_pts=0).filter("atrim", start=f"{start:.6f}")
+             .filter("asetpts", "PTS-STARTPTS"))
+    return v, a
+
+
 def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     """The filtered video (and audio) of one leg."""
-    src = _leg_input(plan, index, leg)
-    v = src[f"V:{plan.stream}"]
+    v, a = _leg_sources(plan, index, leg)
     if plan.deinterlace:
         v = v.filter("bwdif", mode="send_frame", parity="auto", deint="all")
     frames = round(leg.duration * plan.fps)
@@ -434,9 +482,8 @@ def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     if plan.tonemap:
         v = _tonemap(v, plan.tonemap)
     v = v.filter("setsar", sar=1).filter("format", "yuv420p")
-    a = None
-    if plan.audio != "none":
-        a = src["a:0"].filter("apad", whole_dur=leg.duration).filter("atrim", duration=leg.duration)
+    if a is not None:
+        a = a.filter("apad", whole_dur=leg.duration).filter("atrim", duration=leg.duration)
     if leg.reverse:
         v = v.filter("reverse")
         a = a.filter("areverse") if a is not None else None
