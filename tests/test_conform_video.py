@@ -10,13 +10,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_timing_media import RATE, plain_decode, voice_offset
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
-from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
-from pipeline.stages.probe import probe_video
-from media import assert_provider_ready, decode_stats, gray_frames, make_video, media_info, mp4_atoms
+from pipeline.stages.conform_video import (
+    SEEKABLE_CONTAINERS,
+    Leg,
+    VideoOptions,
+    execute_video,
+    plan_video,
+    read_by_seeking,
+)
+from pipeline.stages.probe import MediaProbe, probe_video
+from media import (
+    assert_provider_ready,
+    decode_stats,
+    gray_frames,
+    make_audio,
+    make_video,
+    media_info,
+    mp4_atoms,
+)
 
 LIMITS = load_limits()
 
@@ -279,3 +297,89 @@ def test_a_source_ffmpeg_cannot_convert_is_a_one_line_input_error(tmp_path):
         execute_video(plan, tmp_path / "out.mp4")
     assert err.value.exit_code == 6 and "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == [src]
+
+
+# ---- containers without a seek index: legs read from the start, cut on decoded timestamps ----------------------
+
+UNINDEXED = {  # suffix -> (frame rate, codecs); ffmpeg writes no seek index in any of them
+    ".ts": (25, {}),  # MediaInfo reads no frame rate from a short TS: probe falls back to 25 fps
+    ".mpg": (24, {"vcodec": "mpeg2video", "acodec": "mp2"}),  # MPEG-2 program stream
+    ".flv": (24, {}),
+}
+
+
+def stored_frames(path: Path) -> np.ndarray:
+    """Every frame as stored, in gray: no seek (an input -ss reads nothing from some of these files) and no
+    frame-rate conversion."""
+    video = video_track(path)
+    argv = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
+            "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+    raw = subprocess.run(argv, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, int(video.height), int(video.width))
+
+
+def source_indices(path: Path, source: np.ndarray) -> list[int]:
+    """For each frame of `path`, the index of the source frame it shows."""
+    return [_closest_source_frame(frame, source) for frame in stored_frames(path)]
+
+
+@pytest.mark.parametrize("suffix", UNINDEXED)
+def test_a_cut_in_a_container_without_a_seek_index_starts_at_the_asked_frame(media, suffix):
+    fps, codecs = UNINDEXED[suffix]
+    src = make_video(media / f"no index{suffix}", seconds=2, fps=fps, width=160, height=120, **codecs)
+    plan, result = conform(src, media / "out" / f"cut from{suffix}.mp4", start=0.5)
+    assert not plan.seek and "no reliable seek index" in {d.what: d.reason for d in plan.decisions}["seek"]
+    assert_provider_ready(result.path)
+    stats = decode_stats(result.path)
+    assert abs(stats.video_frames - 1.5 * fps) <= 1 and stats.video_seconds == pytest.approx(1.5, abs=1 / fps + 1e-3)
+    # a plain cut keeps the window's length, which may end inside a frame: sound and picture within a frame
+    assert stats.audio_seconds == pytest.approx(stats.video_seconds, abs=1 / fps + 1e-3)
+    shown = source_indices(result.path, stored_frames(src))
+    assert abs(shown[0] / fps - 0.5) < 1 / fps  # the frame on screen at 0.5 s (or the next, as -ss picks)
+    assert shown == list(range(shown[0], shown[0] + len(shown)))
+
+
+def test_a_bounce_in_a_transport_stream_plays_the_window_forward_then_backward(media):
+    src = make_video(media / "bounce.ts", seconds=2, fps=25, width=160, height=120)
+    plan, result = conform(src, media / "out" / "bounced ts.mp4", start=0.48, end=0.96, target_duration=1.2,
+                           extend="bounce")
+    assert not plan.seek and [leg.reverse for leg in plan.legs] == [False, True, False]
+    assert decode_stats(result.path).video_frames == 30
+    window = list(range(12, 24))
+    assert source_indices(result.path, stored_frames(src)) == window + window[::-1] + window[:6]
+
+
+def test_the_sound_of_a_cut_transport_stream_stays_with_its_picture(media, tmp_path):
+    voice = make_audio(tmp_path / "voice.wav", seconds=2, level_db=-20)
+    src = make_video(media / "talk.ts", seconds=2, fps=25, width=160, height=120, audio_file=voice,
+                     audio_channels=1)
+    _, result = conform(src, media / "out" / "talk cut.mp4", start=0.5)
+    first = source_indices(result.path, stored_frames(src))[0]  # the voice and the picture start together in src
+    heard, correlation = voice_offset(plain_decode(voice)[first * RATE // 25:], plain_decode(result.path))
+    assert correlation > 0.9
+    assert abs(heard) < 1 / 25  # the sound is cut where the picture is, as an input seek cuts both
+
+
+def test_an_flv_given_whole_keeps_every_frame(media):
+    """ffmpeg's input seek in an FLV it wrote reads nothing, even `-ss` to the first frame (21 ms in)."""
+    src = make_video(media / "whole.flv", seconds=1, width=160, height=120)
+    plan, result = conform(src, media / "out" / "whole flv.mp4")
+    assert plan.offset > 0 and not plan.seek
+    assert source_indices(result.path, stored_frames(src)) == list(range(25))
+
+
+def test_indexed_containers_keep_the_input_seek(media):
+    src = make_video(media / "indexed.mkv", seconds=2, fps=24, width=160, height=120)
+    plan, result = conform(src, media / "out" / "indexed cut.mp4", start=0.5)
+    assert plan.seek and "-ss" in result.runs[0].argv
+    assert source_indices(result.path, stored_frames(src)) == list(range(12, 48))
+
+
+@given(container=st.sampled_from(["mp4", "mov", "mkv", "webm", "mpegts", "mpegps", "flv", "avi", "mxf", "asf"]),
+       starts=st.lists(st.floats(0, 30), min_size=1, max_size=4), offset=st.floats(0, 1))
+def test_only_an_indexed_container_is_read_by_seeking(container, starts, offset):
+    probe = MediaProbe(path=Path("clip"), container=container, duration=40.0, size_bytes=1, video=None, audio=None)
+    seek, decision = read_by_seeking(probe, tuple(Leg(s, 1.0) for s in starts), offset)
+    assert seek == (container in SEEKABLE_CONTAINERS or max(starts) + offset == 0)
+    assert (decision is None) == (max(starts) + offset == 0)
+    assert decision is None or container in decision.reason

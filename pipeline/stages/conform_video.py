@@ -46,7 +46,9 @@ VBV_BUFFER_SECONDS = 1.0                   # bufsize = this many seconds at maxr
 RETRY_SAFETY = 0.9                         # the second encode aims this much lower than the overshoot suggests
 STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
 STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
-FRAME_ROUNDING = 0.01                      # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299
+# of a frame: 10.010 s at 29.97 fps is 300 frames, not 299; millisecond timestamps (FLV, Matroska) shave up to
+# 0.06 of a frame at 60 fps off the last one (48 frames at 24 fps last 1.999 s)
+FRAME_ROUNDING = 0.1
 LATE_START_S = 0.0005                      # a picture starting later than this into the file is not copied
 MAX_REASON_CHARS = 120                     # of ffmpeg's last line, in an error message
 SHARED_READ_BYTES = 256 * 2**20            # a repeated leg whose frames fit in this is decoded once, replayed
@@ -460,7 +462,8 @@ def _leg_sources(plan: VideoPlan, index: int, leg: Leg):
     start = plan.offset + leg.start
     if plan.seek or start <= 0:
         return v, a
-    v = v.filter("trim", start=f"{start:.6f}")
+    # from the first kept frame: the fps filter lays its grid from there (ms timestamps would shift it a frame)
+    v = v.filter("trim", start=f"{start:.6f}").filter("setpts", "PTS-STARTPTS")
     if a is not None:
         # first_pts=0: silence before a sound that starts late, priming before 0 dropped, so the cut is in place
         a = (a.filter("aresample", first_pts=0).filter("atrim", start=f"{start:.6f}")
