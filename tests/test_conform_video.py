@@ -13,6 +13,15 @@ import pytest
 from audio_timing_media import RATE, plain_decode, voice_offset
 from hypothesis import given
 from hypothesis import strategies as st
+from media import (
+    assert_provider_ready,
+    decode_stats,
+    gray_frames,
+    make_audio,
+    make_video,
+    media_info,
+    mp4_atoms,
+)
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.ffmpeg import ffmpeg_exe
@@ -26,15 +35,6 @@ from pipeline.stages.conform_video import (
     read_by_seeking,
 )
 from pipeline.stages.probe import MediaProbe, probe_video
-from media import (
-    assert_provider_ready,
-    decode_stats,
-    gray_frames,
-    make_audio,
-    make_video,
-    media_info,
-    mp4_atoms,
-)
 
 LIMITS = load_limits()
 
