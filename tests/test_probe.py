@@ -16,7 +16,8 @@ from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages import probe as probe_module
 from pipeline.stages.probe import check_limits, probe, probe_audio, probe_video
-from media import make_audio, make_image, make_offset_streams, make_video, truncate_copy
+from pipeline.stages.conform_video import execute_video, plan_video
+from media import make_audio, make_image, make_offset_streams, make_video, media_info, truncate_copy
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +316,18 @@ def test_packet_timestamps_far_from_the_header_are_damage(media, monkeypatch, sp
     p = probe(clip)
     assert p.video.duration == pytest.approx(2.0 if outcome == "jump" else span)
     assert any("timestamps jump" in w for w in p.warnings) == (outcome == "jump")
+
+
+def test_a_transport_stream_without_a_declared_rate_gets_the_rate_its_frames_show(tmp_path):
+    """MediaInfo gives no frame rate for short H.264 in MPEG-TS; guessing 25 fps would drop a 30 fps clip's frames."""
+    src = make_video(tmp_path / "clip.ts", seconds=2, fps=30, vcodec="libx264")
+    assert media_info(src)["Video"][0].frame_rate is None  # the case this test is about
+    assert probe(src).video.fps == 30.0
+
+
+def test_a_conformed_30_fps_transport_stream_keeps_every_frame(tmp_path):
+    src = make_video(tmp_path / "clip.ts", seconds=2, fps=30, vcodec="libx264")
+    out = execute_video(plan_video(probe_video(src), load_limits()), tmp_path / "out.mp4")
+    track = media_info(out.path)["Video"][0]
+    assert float(track.frame_rate) == 30.0
+    assert abs(int(track.frame_count) - 60) <= 1

@@ -32,7 +32,7 @@ from ..errors import InputError, ToolError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
-from .probe import MediaProbe, VideoStream, probe_video
+from .probe import STANDARD_RATE_TOLERANCE, MediaProbe, VideoStream, probe_video, snap_to_standard_rate
 
 log = logging.getLogger("lipsync.conform_video")
 
@@ -44,8 +44,6 @@ SIZE_MARGIN = 0.95                         # aim this far under the byte limit (
 COPY_SIZE_MARGIN = 0.98                    # a copied file changes size only by its headers
 VBV_BUFFER_SECONDS = 1.0                   # bufsize = this many seconds at maxrate
 RETRY_SAFETY = 0.9                         # the second encode aims this much lower than the overshoot suggests
-STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
-STANDARD_RATE_TOLERANCE = 0.01             # a VFR average within 1% of a standard rate snaps to it
 # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299; millisecond timestamps (FLV, Matroska) shave up to
 # 0.06 of a frame at 60 fps off the last one (48 frames at 24 fps last 1.999 s)
 FRAME_ROUNDING = 0.1
@@ -169,8 +167,7 @@ def output_fps(v: VideoStream, max_fps: float) -> tuple[float, str | None]:
         return max_fps, f"{v.fps:g} fps (high-speed capture) is more than the {max_fps:g} fps kept"
     if v.frame_rate_mode != "VFR":
         return v.fps, None
-    near = min(STANDARD_RATES, key=lambda r: abs(r - v.fps))
-    rate = near if abs(near - v.fps) <= near * STANDARD_RATE_TOLERANCE else round(v.fps, 3)
+    rate = snap_to_standard_rate(v.fps) or round(v.fps, 3)
     return rate, f"variable frame rate (average {v.fps:.3f} fps) becomes constant {rate:g} fps"
 
 

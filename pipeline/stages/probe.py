@@ -117,6 +117,8 @@ _STILL_IMAGES = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP", "AVIF", "HEIF", "J
 _HDR_TRANSFERS = {"PQ": "PQ", "SMPTE ST 2084": "PQ", "HLG": "HLG", "ARIB STD-B67": "HLG"}
 _SCAN_TYPES = {"progressive": "progressive", "interlaced": "interlaced", "mbaff": "mbaff", "paff": "interlaced",
                "mixed": "interlaced"}
+STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
+STANDARD_RATE_TOLERANCE = 0.01  # a measured or average rate within 1% of a standard rate is that rate
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 # A file MediaInfo flags as truncated is refused only when it really is: less decodes than it declares.
@@ -266,7 +268,26 @@ def _timed(path: Path, track: Track, index: int) -> tuple[VideoStream, str | Non
     if shortest and span < shortest - max(_TRUNCATION_TOLERANCE_S, shortest * _TRUNCATION_TOLERANCE_FRACTION):
         raise InputError(path, f"damaged: ffmpeg can read only {span:.2f} s of the {shortest:.2f} s of video "
                                "it declares")
-    return replace(video, start=round(timing.start, 6), duration=round(span, 6)), None
+    video = replace(video, start=round(timing.start, 6), duration=round(span, 6))
+    if video.fps is None and timing.packets >= 2 and span > 0:
+        video = _rate_from_packets(video, timing.packets / span, str(track.frame_rate_mode or "").upper())
+    return video, None
+
+
+def snap_to_standard_rate(fps: float) -> float | None:
+    """The standard frame rate within STANDARD_RATE_TOLERANCE of `fps`, or None."""
+    near = min(STANDARD_RATES, key=lambda r: abs(r - fps))
+    return near if abs(near - fps) <= near * STANDARD_RATE_TOLERANCE else None
+
+
+def _rate_from_packets(video: VideoStream, measured: float, mode: str) -> VideoStream:
+    """MediaInfo gives no rate for some streams (short H.264 in MPEG-TS): count the frames over their span.
+
+    A count that lands on a standard rate is taken as constant unless MediaInfo said the rate varies.
+    """
+    standard = snap_to_standard_rate(measured)
+    constant = standard is not None and not mode.startswith("VFR")
+    return replace(video, fps=standard or round(measured, 3), frame_rate_mode="CFR" if constant else "VFR")
 
 
 def _audio_stream(track: Track) -> AudioStream:
