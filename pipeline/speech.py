@@ -70,13 +70,18 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
             w.writeframes(pcm.tobytes())
 
 
+def _espeak_voice(text: str) -> list[str]:
+    """Mandarin for Chinese text: espeak-ng's default voice spells each CJK character out by its Unicode name."""
+    return ["-v", "cmn"] if any(_is_cjk(ch) for ch in text) else []
+
+
 def speak_to_wav(text: str, path: str | Path, *, voice_seed: int = 0, sample_rate: int = 24000) -> Path:
     """Speak `text` into a WAV file: espeak-ng if present, else synthetic speech of the estimated length."""
     path = Path(path)
     espeak = shutil.which("espeak-ng")
     if espeak:
         with atomic_output(path) as tmp:
-            subprocess.run([espeak, "-w", str(tmp), "--", text], check=True, capture_output=True)
+            subprocess.run([espeak, *_espeak_voice(text), "-w", str(tmp), "--", text], check=True, capture_output=True)
         return path
     seconds = max(0.5, estimate_speech_seconds(text))
     write_wav(path, synth_speech(seconds, sample_rate=sample_rate, seed=voice_seed), sample_rate)
