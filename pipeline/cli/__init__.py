@@ -17,7 +17,7 @@ from typing import Any, Callable
 import click
 
 from .. import __version__
-from ..errors import LipsyncError
+from ..errors import LipsyncError, ValidationError
 from ..secrets import RedactingFilter, redact
 
 # module name in pipeline.cli -> click command attribute
@@ -72,7 +72,31 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 class LazyGroup(click.Group):
-    """Imports a subcommand's module only when it is used, so `lipsync probe` never loads the emulator."""
+    """Imports a subcommand's module only when it is used, so `lipsync probe` never loads the emulator.
+
+    Also maps click's usage errors (a missing option, a bad value) to exit 6, bad input: click's own code for
+    them is 2, which this CLI reserves for timeouts.
+    """
+
+    def main(self, *args, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+            if isinstance(code, int) and code:  # a command's ctx.exit(code)
+                sys.exit(code)
+            return code
+        except click.exceptions.NoArgsIsHelpError as err:
+            err.show()
+            sys.exit(0)
+        except click.UsageError as err:
+            err.show()
+            sys.exit(ValidationError.exit_code)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
 
     def list_commands(self, ctx):
         return sorted(COMMANDS)
