@@ -24,8 +24,9 @@ from .stages.conform_audio import (
     AudioOptions,
     AudioResult,
     LoudnessTarget,
+    check_voice,
     execute_audio,
-    measure_audible,
+    measure_channels,
     plan_audio,
 )
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, plan_video
@@ -83,7 +84,7 @@ class PrepareResult:
     videos: list[VideoResult]           # one per segment
     audios: list[AudioResult]           # one per segment (empty for TTS)
     warnings: list[str]
-    checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (the early loudness check)
+    checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (channel levels, the early voice check)
 
     @property
     def runs(self) -> list[FfmpegRun]:
@@ -184,19 +185,23 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
     audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,
                               loudness=request.loudness)
-    # a silent voice track fails in a second, before the (slow) video encode
-    _, check = measure_audible(plan_audio(ap, limits, replace(audio_opts, target_duration=sync.duration)))
+    # an unusable voice (silent, a knock over room tone) fails in a second, before the (slow) video encode;
+    # the channel levels and the check are reused for the audio conform below
+    levels, channel_run = measure_channels(plan_audio(ap, limits, audio_opts))
+    early = check_voice(plan_audio(ap, limits, replace(audio_opts, target_duration=sync.duration), levels))
     video_plan = plan_video(vp, limits, VideoOptions(
         start=start, end=end, target_duration=sync.duration, extend=sync.video_extend, keep_audio=False,
     ))
     video = execute_video(video_plan, outputs.path("seg000.mp4"), progress.step("seg000 video"))
     # the audio is cut/padded to the video as encoded (whole frames), so the two match to the sample
-    audio_plan = plan_audio(ap, limits, replace(audio_opts, target_duration=_seconds_of(video.probe)))
-    audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"))
+    audio_plan = plan_audio(ap, limits, replace(audio_opts, target_duration=_seconds_of(video.probe)), levels)
+    audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"),
+                          checked=early)
     segment = Segment(0, video.path, audio.path, None, None, start, min(end, start + sync.duration))
     warnings = [*vp.warnings, *([] if own_sound else ap.warnings), *sync.warnings, *video_plan.warnings,
                 *audio.warnings]
-    return PrepareResult([segment], limits, sync, [], [video], [audio], warnings, [check])
+    checks = [run for run in (channel_run, early.run) if run is not None]
+    return PrepareResult([segment], limits, sync, [], [video], [audio], warnings, checks)
 
 
 def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:

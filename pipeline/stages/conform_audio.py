@@ -69,6 +69,13 @@ MOSTLY_SILENT_RATIO = 0.2
 MIN_SOUND_S = 0.25  # less sound than this (a click, a knock) is near-silence, whatever its loudness
 LOUDNESS_MISS_LU = 1.0
 LATE_START_S = 1.5
+# A channel this far under the other is dead (a lav on one side, nothing or hiss on the other): the live one is
+# used alone, since a downmix would cost 6 dB and stereo would leave one ear silent. Two channels whose sum is
+# this far under either are a phase-inverted duplicate: summed they cancel, so one is taken.
+DEAD_CHANNEL_DB = 30.0
+# The early voice check measured a range this close to the final one (the video as encoded differs from the
+# planned length by under a frame): its loudness and its activity stand for the final range's.
+REUSE_TOLERANCE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,16 @@ class AudioOptions:
 
 
 @dataclass(frozen=True)
+class ChannelLevels:
+    """RMS levels (dBFS) of a stereo source's planned range: each channel, their half-sum and half-difference."""
+
+    left_db: float
+    right_db: float
+    mid_db: float       # (L + R) / 2: far under both when R is L inverted
+    side_db: float      # (L - R) / 2
+
+
+@dataclass(frozen=True)
 class AudioPlan:
     source: Path
     source_seconds: float
@@ -112,6 +129,7 @@ class AudioPlan:
     channels: int
     target: LoudnessTarget
     min_loudness: float
+    channel_pick: int | None    # the one source channel used (dead or inverted other), else None: all, mixed
     estimated_bytes: int
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
@@ -250,6 +268,26 @@ def _channels(p: MediaProbe, opts: AudioOptions) -> tuple[int, str]:
     return 2, f"downmixed from {have} channels to stereo"
 
 
+def plan_channel_pick(levels: ChannelLevels | None, channels: int) -> tuple[int | None, str | None]:
+    """(source channel to use alone, reason), or (None, None) to keep both: from the measured stereo levels."""
+    if levels is None:
+        return None, None
+    names = ("left", "right")
+    loud = max(levels.left_db, levels.right_db)
+    live = 0 if levels.left_db >= levels.right_db else 1
+    quiet = min(levels.left_db, levels.right_db)
+    spread = "on both output channels" if channels == 2 else "as mono"
+    if loud - quiet > DEAD_CHANNEL_DB:
+        under = "digital silence" if not math.isfinite(quiet) else f"{loud - quiet:.0f} dB under the {names[live]}"
+        return live, (f"the {names[1 - live]} channel is dead ({under}): the {names[live]} channel alone, "
+                      f"{spread}")
+    if loud - levels.mid_db > DEAD_CHANNEL_DB:
+        sum_is = "silence" if not math.isfinite(levels.mid_db) else f"{loud - levels.mid_db:.0f} dB under either"
+        return 0, (f"the channels are phase-inverted copies (their sum is {sum_is}): the left channel alone, "
+                   f"{spread}, so they do not cancel")
+    return None, None
+
+
 def _wav_bytes(seconds: float, rate: int, channels: int) -> int:
     return 44 + math.ceil(seconds * rate) * channels * 2
 
@@ -297,14 +335,18 @@ def _lead(p: MediaProbe, start: float, take: float) -> tuple[float, list[str]]:
                   "so it stays where it is against the picture"]
 
 
-def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions()) -> AudioPlan:
-    """Decide everything about the conformed voice track. Pure: reads only the probe, limits and options."""
+def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(),
+               levels: ChannelLevels | None = None) -> AudioPlan:
+    """Decide everything about the conformed voice track. Pure: reads only the probe, limits, options and
+    the stereo source's measured channel levels (measure_channels), when given."""
     if p.audio is None:
         raise InputError(p.path, "has no audio track")
     start, take, pad, reasons, warnings = _trim(p, opts, limits)
     lead, lead_reasons = _lead(p, start, take)
     reasons += lead_reasons
     channels, channel_reason = _channels(p, opts)
+    pick, pick_reason = plan_channel_pick(levels if p.audio.channels == 2 else None, channels)
+    channel_reason = pick_reason or channel_reason
     fmt, kbps, size, format_reason = _format(p.path, take + pad, opts.sample_rate, channels, opts.format, limits)
     reasons += [format_reason, channel_reason, f"resampled to {opts.sample_rate} Hz" if p.audio.sample_rate !=
                 opts.sample_rate else f"{opts.sample_rate} Hz kept",
@@ -324,6 +366,7 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
         bitrate_kbps=kbps,
         sample_rate=opts.sample_rate,
         channels=channels,
+        channel_pick=pick,
         target=opts.loudness,
         min_loudness=opts.min_loudness,
         estimated_bytes=size,
@@ -440,25 +483,71 @@ def _source(plan: AudioPlan):
     hundreds of times real time). aresample's first_pts=0 puts silence before a sound that starts late
     (plan.lead_seconds) and drops the encoder's priming before 0, to the sample.
     """
-    read = plan.start + plan.take_seconds + _READ_MARGIN_S
-    stream = (ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")["a:0"]
-              .filter("aresample", first_pts=0)
-              .filter("atrim", start=f"{plan.start:.6f}", duration=f"{plan.take_seconds:.6f}")
-              .filter("asetpts", "PTS-STARTPTS"))
+    stream = _source_range(plan)
     layout = "mono" if plan.channels == 1 else "stereo"
+    if plan.channel_pick is not None:
+        pick = f"c{plan.channel_pick}"
+        stream = stream.filter("pan", args=f"{layout}|c0={pick}" + ("" if plan.channels == 1 else f"|c1={pick}"))
     # floating point from here on: an integer filter chain would clip the high-pass's overshoot
     return stream.filter("aformat", sample_fmts="dblp", channel_layouts=layout).filter("highpass", f=HIGHPASS_HZ, poles=2)
 
 
-def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None) -> tuple[dict[str, str], FfmpegRun]:
-    """loudnorm's EBU R128 measurement of `stream` (its stats file; the audio goes nowhere)."""
+def _source_range(plan: AudioPlan):
+    read = plan.start + plan.take_seconds + _READ_MARGIN_S
+    return (ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")["a:0"]
+            .filter("aresample", first_pts=0)
+            .filter("atrim", start=f"{plan.start:.6f}", duration=f"{plan.take_seconds:.6f}")
+            .filter("asetpts", "PTS-STARTPTS"))
+
+
+_RMS_KEY = "lavfi.astats.{}.RMS_level="
+
+
+def measure_channels(plan: AudioPlan) -> tuple[ChannelLevels | None, FfmpegRun | None]:
+    """The RMS levels of a stereo source's planned range (for plan_audio's channel pick); None otherwise.
+
+    One read: the two channels, their half-sum and half-difference as four channels through astats, whose
+    running figures the last frame's metadata carries."""
+    if plan.source_channels != 2:
+        return None, None
+    with tempfile.TemporaryDirectory(prefix="lipsync-channels-") as scratch:
+        stats = Path(scratch) / "astats.txt"
+        graph = (_source_range(plan)
+                 .filter("aformat", sample_fmts="dblp", channel_layouts="stereo")
+                 .filter("pan", args="4.0|c0=c0|c1=c1|c2=0.5*c0+0.5*c1|c3=0.5*c0-0.5*c1")
+                 .filter("astats", metadata=1, measure_perchannel="RMS_level", measure_overall="none")
+                 .filter("ametadata", mode="print", file=str(stats)))
+        run = run_ffmpeg(compile_stream(graph.output("-", f="null").global_args("-hide_banner", "-nostats")),
+                         what=f"measuring the channels of {plan.source.name}", duration=plan.take_seconds)
+        lines = stats.read_text(encoding="utf-8").splitlines() if stats.exists() else []
+    levels = [_last_value(lines, _RMS_KEY.format(n)) for n in range(1, 5)]
+    if any(level is None for level in levels):
+        log.warning("%s: could not measure its channels; both kept", plan.source.name)
+        return None, run
+    return ChannelLevels(*levels), run
+
+
+def _last_value(lines: list[str], key: str) -> float | None:
+    for line in reversed(lines):
+        if line.startswith(key):
+            return float(line[len(key):])  # "-inf" for digital silence
+    return None
+
+
+def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None,
+             also=None) -> tuple[dict[str, str], FfmpegRun]:
+    """loudnorm's EBU R128 measurement of `stream` (its stats file; the audio goes nowhere), in the same
+    command as the output `also` when given."""
     with tempfile.TemporaryDirectory(prefix="lipsync-loudness-") as scratch:
         stats = Path(scratch) / "stats.json"
         # EBU R128 gates 400 ms blocks: a shorter clip would measure as silence without the padding
         padded = stream.filter("apad", whole_dur=_MIN_MEASURED_SECONDS)
         graph = padded.filter("loudnorm", print_format="json", stats_file=str(stats))
+        out = graph.output("-", f="null")
+        if also is not None:
+            out = ffmpeg.merge_outputs(out, also)
         run = run_ffmpeg(
-            compile_stream(graph.output("-", f="null").global_args("-hide_banner", "-nostats")),
+            compile_stream(out.global_args("-hide_banner", "-nostats")),
             what=f"{what} {plan.source.name}",
             duration=plan.take_seconds,
             progress=progress,
@@ -469,23 +558,40 @@ def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None) ->
             raise InputError(plan.source, f"could not measure the loudness while {what}") from None
 
 
-def measure_input(plan: AudioPlan, progress: ProgressFn | None = None) -> tuple[LoudnessFigures, FfmpegRun]:
-    """Pass 1: the EBU R128 figures of exactly the audio the plan uses (same trim and downmix)."""
-    s, run = _measure(_source(plan), plan, "measuring the loudness of", progress)
-    figures = LoudnessFigures(
-        input_i=float(s["input_i"]),
-        input_tp=float(s["input_tp"]),
-        input_lra=float(s["input_lra"]),
-        input_thresh=float(s["input_thresh"]),
-    )
-    return figures, run
+@dataclass(frozen=True)
+class VoiceCheck:
+    """Pass 1 of a plan: its loudness, and where its source speaks (silence SILENCE_BELOW_LU under that
+    loudness, as on the normalized file). execute_audio reuses it for a plan reading the same range."""
+
+    plan: AudioPlan
+    measured: LoudnessFigures
+    run: FfmpegRun
+    source_speech: SpeechActivity | None
+
+    def covers(self, plan: AudioPlan) -> bool:
+        done = self.plan
+        return ((done.source, done.start, done.channel_pick, done.channels) ==
+                (plan.source, plan.start, plan.channel_pick, plan.channels)
+                and abs(done.take_seconds - plan.take_seconds) <= REUSE_TOLERANCE_S)
 
 
-def measure_audible(plan: AudioPlan, progress: ProgressFn | None = None) -> tuple[LoudnessFigures, FfmpegRun]:
-    """Pass 1, and the refusal of silent or near-silent input (callers may run it early to fail fast)."""
-    measured, run = measure_input(plan, progress)
-    check_audible(measured, plan)
-    return measured, run
+def check_voice(plan: AudioPlan, progress: ProgressFn | None = None) -> VoiceCheck:
+    """Pass 1 and the refusal of an unusable voice: silent, near-silent, or a knock over room tone.
+
+    One read measures the loudness and writes the range (as measured) to a scratch WAV for the activity, so
+    a caller can run it before slow work (the video encode) and hand it to execute_audio."""
+    with tempfile.TemporaryDirectory(prefix="lipsync-voice-") as scratch:
+        copy = Path(scratch) / "range.wav"
+        source = _source(plan).filter_multi_output("asplit")
+        s, run = _measure(source[0], plan, "measuring the loudness of", progress,
+                          also=source[1].output(media_path(copy), c="pcm_s16le"))
+        measured = LoudnessFigures(input_i=float(s["input_i"]), input_tp=float(s["input_tp"]),
+                                   input_lra=float(s["input_lra"]), input_thresh=float(s["input_thresh"]))
+        check_audible(measured, plan)
+        speech = _speech_or_none(copy, replace(plan, format="wav"), measured.input_i)
+    if speech is not None:
+        check_sound(speech, plan)
+    return VoiceCheck(plan, measured, run, speech)
 
 
 def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:
@@ -543,12 +649,18 @@ def speech_activity(path: Path, fmt: AudioFormat, loudness_lufs: float) -> Speec
     return SpeechActivity(len(segment) / 1000, tuple((a / 1000, b / 1000) for a, b in spans), threshold)
 
 
-def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None) -> AudioResult:
-    """Measure, check the audio is audible, normalize into `dst` (written atomically), measure the result."""
+def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None,
+                  checked: VoiceCheck | None = None) -> AudioResult:
+    """Check the voice is usable (or reuse `checked`, run on the same range), normalize into `dst` (written
+    atomically), measure the result."""
     dst = Path(dst)
     warnings = list(plan.warnings)
-    measured, run = measure_audible(plan, None if progress is None else (lambda f: progress(0.5 * f)))
-    runs = [run]
+    if checked is None or not checked.covers(plan):
+        checked = check_voice(plan, None if progress is None else (lambda f: progress(0.5 * f)))
+        runs = [checked.run]
+    else:
+        runs = []  # the caller's early check is its own run, already counted
+    measured = checked.measured
     passes: list[GainPass] = [first_pass(measured, plan.target)]
     outputs: list[LoudnessFigures] = []
     with atomic_output(dst) as tmp:
@@ -563,9 +675,7 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
             if following is None or len(passes) == MAX_PASSES:
                 break
             passes.append(following)
-        speech = _speech_or_none(tmp, plan)
-        if speech is not None:
-            check_sound(speech, plan)  # inside: a refused voice leaves no file behind
+        speech = _speech_or_none(tmp, plan, plan.target.integrated)
     if figures.normalization_type == "limited":
         limited = limiting_note(plan.source.name, measured, plan.target)
         if peak_excess_db(measured, plan.target) > AUDIBLE_LIMITING_DB:
@@ -581,10 +691,11 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
     return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings), speech)
 
 
-def _speech_or_none(path: Path, plan: AudioPlan) -> SpeechActivity | None:
-    """Speech activity is advice: a file pydub cannot read costs the analysis, never the job."""
+def _speech_or_none(path: Path, plan: AudioPlan, loudness_lufs: float) -> SpeechActivity | None:
+    """Speech activity of `path` (in plan.format, at `loudness_lufs`): a file pydub cannot read costs the
+    analysis, never the job."""
     try:
-        speech = speech_activity(path, plan.format, plan.target.integrated)
+        speech = speech_activity(path, plan.format, loudness_lufs)
     except Exception as exc:  # noqa: BLE001 - pydub raises its own and the wave module's errors
         log.warning("%s: could not analyse where the voice speaks (%s: %s)", plan.source.name,
                     type(exc).__name__, exc)
