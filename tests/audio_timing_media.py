@@ -6,6 +6,9 @@
                                                 seek and no filter: sample 0 is the stream's first sample
     voice_offset(voice, other)                  where `voice` sits in `other` (seconds, > 0: later), and how well
                                                 it matches (normalized correlation)
+    write_stereo(path, left, right)             a stereo WAV of two float channels (a dead or inverted side)
+    channel_decode(path, channel)               one channel, decoded with no downmix
+    channel_loudness(path, channel)             one channel's loudness as dual mono (ebur128, not loudnorm)
 """
 
 from __future__ import annotations
@@ -67,3 +70,37 @@ def voice_offset(voice: Path | np.ndarray, other: Path | np.ndarray, *, max_lag_
     ref, oth = (np.concatenate([x, np.zeros(n - len(x))]) for x in (ref, oth))
     found = measure_offset_samples(ref, oth, RATE, max_lag_s=max_lag_s)
     return found.seconds, found.correlation
+
+
+def write_stereo(path: Path, left: np.ndarray, right: np.ndarray, rate: int = RATE) -> Path:
+    """A 16-bit stereo WAV of two float channels (clipped to full scale)."""
+    import wave
+
+    frames = np.clip(np.stack([left, right], axis=1), -1.0, 1.0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((frames * 32767).astype("<i2").tobytes())
+    return path
+
+
+def channel_decode(path: Path, channel: int) -> np.ndarray:
+    """One channel of the first audio stream as float at 48 kHz (no downmix)."""
+    argv = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-af",
+            f"pan=mono|c0=c{channel}", "-ar", str(RATE), "-f", "f32le", "-"]
+    return np.frombuffer(subprocess.run(argv, capture_output=True, check=True).stdout, dtype="<f4").astype(float)
+
+
+def channel_loudness(path: Path, channel: int, *, dual_mono: bool = True) -> float:
+    """EBU R128 integrated loudness (LUFS) of one channel; `dual_mono`: heard on both speakers (ebur128's dual
+    mono), so a voice copied to both channels of a file at -16 LUFS measures -16 on each."""
+    import re
+
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af",
+            f"pan=mono|c0=c{channel},ebur128=dualmono={str(dual_mono).lower()}", "-f", "null", "-"]
+    err = subprocess.run(argv, capture_output=True, text=True, errors="replace").stderr
+    found = re.findall(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS", err)
+    if not found:
+        raise AssertionError(f"ebur128 measured nothing in channel {channel} of {path}: {err[-300:]}")
+    return float(found[-1])

@@ -18,14 +18,21 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from audio_timing_media import make_flv, make_late_sound_mp4, voice_offset
+from audio_timing_media import (
+    channel_decode,
+    channel_loudness,
+    make_flv,
+    make_late_sound_mp4,
+    voice_offset,
+    write_stereo,
+)
 from loudness import ebur128
 from media import decode_stats, make_audio, make_video, media_info
 
 from pipeline.errors import InputError
 from pipeline.limits import Limits, load_limits
 from pipeline.speech import synth_speech, write_wav
-from pipeline.stages.conform_audio import AudioOptions, execute_audio, plan_audio
+from pipeline.stages.conform_audio import AudioOptions, execute_audio, measure_channels, plan_audio
 from pipeline.stages.probe import probe, probe_audio
 
 LIMITS = load_limits()
@@ -219,3 +226,54 @@ def test_a_sound_starting_after_the_picture_is_led_by_silence(tmp_path, delay):
     result = execute_audio(plan, tmp_path / "o.wav")
     assert voice_offset(voice, result.path, max_lag_s=delay + 0.5)[0] == pytest.approx(delay, abs=0.001)
     assert ebur128(result.path, duration=delay).integrated <= -69  # nothing before the voice but silence
+
+
+# ---- field recordings with a dead, hissing or inverted channel ---------------------------------------------
+
+
+def _field_voice(seconds: float = 3.0) -> np.ndarray:
+    voice = synth_speech(seconds, sample_rate=48000)
+    return voice * (10 ** (-20 / 20) / np.sqrt(np.mean(np.square(voice))))  # -20 dBFS RMS, a lav's level
+
+
+def _hiss(n: int, level_db: float) -> np.ndarray:
+    return np.random.default_rng(3).normal(0, 10 ** (level_db / 20), n)
+
+
+STEREO_CASES = {
+    "voice left, digital silence right": (lambda v: (v, np.zeros_like(v)), 0, "right channel is dead (digital silence)"),
+    "voice right, -60 dB hiss left": (lambda v: (_hiss(len(v), -60), v), 1, "left channel is dead (40 dB under"),
+    "phase-inverted duplicate": (lambda v: (v, -v), 0, "phase-inverted copies"),
+}
+
+
+@pytest.mark.parametrize("case", STEREO_CASES, ids=list(STEREO_CASES))
+@pytest.mark.parametrize("channels", [None, 1], ids=["channel policy", "mono asked"])
+def test_a_dead_or_inverted_channel_leaves_the_voice_on_every_output_channel(tmp_path, case, channels):
+    build, live, reason = STEREO_CASES[case]
+    voice = _field_voice()
+    src = write_stereo(tmp_path / "field.wav", *build(voice))
+    p = probe_audio(src)
+    levels, _ = measure_channels(plan_audio(p, LIMITS, AudioOptions(channels=channels)))
+    plan = plan_audio(p, LIMITS, AudioOptions(channels=channels), levels)
+    assert plan.channel_pick == live and any(reason in r for r in plan.reasons)
+    result = execute_audio(plan, tmp_path / "out.wav")
+    out_channels = int(media_info(result.path)["Audio"][0].channel_s)
+    assert out_channels == (channels or 2)
+    assert_loudness(result.path, 3.0)
+    for channel in range(out_channels):
+        assert channel_loudness(result.path, channel, dual_mono=out_channels == 2) == pytest.approx(TARGET_LUFS, abs=1.0)
+        seconds, correlation = voice_offset(voice, np.abs(live * 2 - 1) * channel_decode(result.path, channel))
+        assert correlation > 0.9 and seconds == pytest.approx(0, abs=0.001)
+    assert result.to_dict()["plan"]["channel_pick"] == live
+
+
+@pytest.mark.parametrize("quieter_db", [0.0, 20.0])
+def test_two_live_channels_stay_stereo(tmp_path, quieter_db):
+    voice = _field_voice()
+    src = write_stereo(tmp_path / "two mics.wav", voice, voice * 10 ** (-quieter_db / 20))
+    p = probe_audio(src)
+    levels, _ = measure_channels(plan_audio(p, LIMITS))
+    assert levels.left_db - levels.right_db == pytest.approx(quieter_db, abs=0.1)
+    plan = plan_audio(p, LIMITS, levels=levels)
+    assert plan.channel_pick is None and "stereo kept" in plan.reasons
