@@ -99,7 +99,7 @@ def channel_loudness(path: Path, channel: int, *, dual_mono: bool = True) -> flo
 
     argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af",
             f"pan=mono|c0=c{channel},ebur128=dualmono={str(dual_mono).lower()}", "-f", "null", "-"]
-    err = subprocess.run(argv, capture_output=True, text=True, errors="replace").stderr
+    err = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace").stderr
     found = re.findall(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS", err)
     if not found:
         raise AssertionError(f"ebur128 measured nothing in channel {channel} of {path}: {err[-300:]}")

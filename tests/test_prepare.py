@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from audio_timing_media import make_flv, make_late_sound_mp4, plain_decode, voice_offset
+from audio_timing_media import (
+    channel_loudness,
+    make_flv,
+    make_late_sound_mp4,
+    plain_decode,
+    voice_offset,
+    write_stereo,
+)
 from loudness import ebur128
 from media import decode_stats, make_audio, make_video, media_info, truncate_copy
+from sync_media import read_wav
 
 import pipeline.prepare as prepare_module
 from pipeline.errors import InputError, ToolError, ValidationError
 from pipeline.limits import load_limits
 from pipeline.prepare import PrepareRequest, prepare
-from pipeline.speech import estimate_speech_seconds
+from pipeline.speech import estimate_speech_seconds, write_wav
+from pipeline.stages import conform_audio, conform_video
 from pipeline.stages.probe import check_limits, probe
 
 FPS = 25
@@ -343,3 +353,64 @@ def test_an_flv_with_its_own_sound_is_prepared(short_flv, tmp_path):
     (seg,) = prepare(PrepareRequest(video=flv), tmp_path).segments
     assert_pair_fits(seg)
     assert voice_offset(voice, seg.audio)[0] == pytest.approx(0, abs=SAMPLE_ALIGNED_S)
+
+
+# ---- an unusable voice is refused before the video encode; the voice is measured once ----------------------
+
+
+def _knock_over_room_tone(path: Path) -> Path:
+    """Room tone with one door knock: the knock alone passes the EBU R128 gate (about -22 LUFS), no words."""
+    rng = np.random.default_rng(2)
+    samples = rng.normal(0, 10 ** (-60 / 20), 48000 * 3)
+    samples[48000:48200] += 0.8 * np.sin(np.arange(200) / 3)
+    write_wav(path, samples, 48000)
+    return path
+
+
+@pytest.fixture
+def ffmpeg_calls(monkeypatch) -> list[list[str]]:
+    """Every ffmpeg argv the conform stages run, in order."""
+    calls: list[list[str]] = []
+    for module in (conform_audio, conform_video):
+        real = module.run_ffmpeg
+
+        def recording(argv, *args, _real=real, **kwargs):
+            calls.append(list(argv))
+            return _real(argv, *args, **kwargs)
+
+        monkeypatch.setattr(module, "run_ffmpeg", recording)
+    return calls
+
+
+@pytest.mark.parametrize("own_sound", [False, True], ids=["--audio", "the video's own sound"])
+def test_an_unusable_voice_is_refused_before_any_video_is_encoded(tmp_path, ffmpeg_calls, own_sound):
+    knock = _knock_over_room_tone(tmp_path / "knock.wav")
+    video = make_video(tmp_path / "long take.mp4", seconds=3, fps=FPS, audio_file=knock if own_sound else None)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="near-silent") as err:
+        prepare(PrepareRequest(video=video, audio=None if own_sound else knock), out)
+    assert err.value.exit_code == 6 and "\n" not in str(err.value)
+    assert ffmpeg_calls, "the voice was measured"
+    assert not [argv for argv in ffmpeg_calls if "libx264" in argv or any(".mp4" in a for a in argv[-3:])]
+    assert media_files(out) == []
+
+
+def test_the_voice_is_measured_once(media, tmp_path, ffmpeg_calls):
+    result = prepare(PrepareRequest(video=media["video"], audio=media["long_voice"], sync_mode="cut"), tmp_path)
+    source_reads = [argv for argv in ffmpeg_calls if str(media["long_voice"]) in argv and "loudnorm" in " ".join(argv)]
+    assert len(source_reads) == 1
+    assert result.checks[-1].argv == source_reads[0]
+    assert sum("loudnorm" in " ".join(run.argv) and str(media["long_voice"]) in run.argv for run in result.runs) == 1
+
+
+def test_a_video_whose_own_sound_has_a_dead_channel_delivers_it_on_both(tmp_path):
+    voice = make_audio(tmp_path / "lav.wav", seconds=3, level_db=-22)
+    left = read_wav(voice)[0]
+    field = write_stereo(tmp_path / "field.wav", left, np.zeros_like(left))
+    video = make_video(tmp_path / "interview.mov", seconds=3, fps=FPS, audio_file=field)
+    result = prepare(PrepareRequest(video=video), tmp_path / "out")
+    (seg,) = result.segments
+    plan = result.to_dict()["audios"][0]["plan"]
+    assert plan["channel_pick"] == 0 and any("right channel is dead" in r for r in plan["reasons"])
+    for channel in (0, 1):
+        assert channel_loudness(seg.audio, channel) == pytest.approx(-16.0, abs=1.0)
