@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import wave
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_limits
 from pipeline.speech import write_wav
 from pipeline.stages.conform_audio import (
+    DEAD_CHANNEL_DB,
     AudioOptions,
+    ChannelLevels,
     GainPass,
     LoudnessFigures,
     LoudnessTarget,
@@ -27,6 +30,7 @@ from pipeline.stages.conform_audio import (
     next_gain,
     next_pass,
     plan_audio,
+    plan_channel_pick,
     speech_warnings,
 )
 from pipeline.stages.probe import AudioStream, MediaProbe, probe
@@ -320,3 +324,26 @@ def test_limiting_does_not_move_the_voice(tmp_path):
     result = conform(src, tmp_path / "out.wav")
     assert result.loudness.normalization_type == "limited"
     assert voice_offset(src, result.path)[0] == pytest.approx(0, abs=0.0002)
+
+
+levels_db = st.one_of(st.floats(-120, 0), st.just(-math.inf))
+
+
+@settings(max_examples=300, deadline=None)
+@given(left=levels_db, right=levels_db, mid_under=st.one_of(st.floats(-6.1, 60), st.just(math.inf)),
+       channels=st.sampled_from([1, 2]))
+def test_the_channel_pick_uses_one_channel_only_when_the_other_is_dead_or_cancels_it(left, right, mid_under,
+                                                                                      channels):
+    loud = max(left, right)
+    levels = ChannelLevels(left, right, loud - mid_under, loud)
+    pick, reason = plan_channel_pick(levels, channels)
+    dead = loud - min(left, right) > DEAD_CHANNEL_DB
+    cancels = loud - levels.mid_db > DEAD_CHANNEL_DB
+    assert (pick is not None) == (dead or cancels) and (reason is None) == (pick is None)
+    if dead:
+        assert (left, right)[pick] == loud and "dead" in reason
+    elif cancels:
+        assert pick == 0 and "phase-inverted" in reason
+    if reason:
+        assert ("on both output channels" in reason) == (channels == 2) and "inf" not in reason
+    assert plan_channel_pick(None, channels) == (None, None)
