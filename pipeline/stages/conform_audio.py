@@ -2,8 +2,12 @@
 
 plan_audio() decides, from the probe and the limits, the format (WAV PCM 16-bit, or MP3 when WAV is not
 accepted or too big), the pinned sample rate, the channel count (everything above stereo is downmixed),
-the trim and the silence padding; each choice carries its reason. execute_audio() then runs two passes:
-1. measure: EBU R128 loudness of exactly what will be used (same trim and downmix), via loudnorm's stats;
+the trim and the silence padding; each choice carries its reason. A stereo source's channel levels
+(measure_channels: each channel, their half-sum and half-difference) let the plan use one channel alone when
+the other is dead (silence, hiss 30 dB under) or its phase-inverted copy (plan_channel_pick).
+execute_audio() then runs two passes:
+1. measure (check_voice, which a caller may run early and hand over): EBU R128 loudness of exactly what will
+   be used (same trim and downmix), via loudnorm's stats, and where that source range speaks;
 2. normalize: the gain from the measured to the target loudness, resample, pad, encode; then the output is
    measured. A gain that would push the true peak over the ceiling gets a true-peak limiter instead of
    loudnorm's dynamic mode, which misses the target by 2-5 LU on short or peaky clips (measured on
@@ -12,9 +16,9 @@ the trim and the silence padding; each choice carries its reason. execute_audio(
    limiter lowered by the overshoot (next_pass).
 Both passes read the source through the same chain: downmix, 64-bit float, a 40 Hz high-pass (DC offset
 and rumble only cost headroom).
-Silent and near-silent input is rejected between the two passes. Finally pydub finds where the written
-voice speaks (speech_activity): the spans go to the manifest, and a track that is mostly silence or starts
-late gets a warning, since the lips stay still wherever the voice does.
+Silent and near-silent input (a knock over room tone included) is rejected between the two passes. Finally
+pydub finds where the written voice speaks (speech_activity): the spans go to the manifest, and a track that
+is mostly silence or starts late gets a warning, since the lips stay still wherever the voice does.
 """
 
 from __future__ import annotations
