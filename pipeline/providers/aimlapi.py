@@ -19,7 +19,7 @@ from ..errors import BillingError, LipsyncError, ValidationError
 from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
-from .http import CreateRequest, CreateVerdict, Lost, Refused, is_retryable_status
+from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
 
 PATH = "/v2/video/generations"
 MODEL = "pixverse/lip-sync"
@@ -104,14 +104,8 @@ def error_for(status_code: int, message: str, what: str) -> LipsyncError:
 
 
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
-    if 200 <= status_code < 300:
-        return None
     message = error_text(body, "message", "error")
-    if status_code in (429, 503):
-        return Refused(f"HTTP {status_code}: {message}")
-    if status_code >= 500:
-        return Lost(f"HTTP {status_code}: {message}")
-    return error_for(status_code, message, "create")
+    return classify_http_create(status_code, message, lambda: error_for(status_code, message, "create"))
 
 
 def is_generation_timeout(response: httpx.Response) -> bool:

@@ -25,7 +25,7 @@ from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
                    unknown_status)
-from .http import CreateVerdict, Lost, Refused, is_retryable_status, require_safe_url, same_origin
+from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
 
 log = logging.getLogger("lipsync.providers.fal")
 
@@ -69,13 +69,8 @@ def error_for(status_code: int, body: Any, what: str) -> LipsyncError:
 
 
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
-    if 200 <= status_code < 300:
-        return None
-    if status_code in (429, 503):
-        return Refused(f"HTTP {status_code}: {error_text(body, 'detail', 'error')}")
-    if status_code >= 500:
-        return Lost(f"HTTP {status_code}: {error_text(body, 'detail', 'error')}")
-    return error_for(status_code, body, "submit")
+    return classify_http_create(status_code, error_text(body, "detail", "error"),
+                                lambda: error_for(status_code, body, "submit"))
 
 
 def request_urls(queue_base: str, request_id: str, body: dict[str, Any]) -> dict[str, str]:

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 
 import httpx
 import tenacity
@@ -75,6 +75,20 @@ class Lost:
 
 CreateVerdict = Refused | Lost | LipsyncError | None
 """What an adapter's create classifier says of a reply: None means accepted, an error is final."""
+
+
+def classify_http_create(status_code: int, message: str, final_error: Callable[[], LipsyncError], *,
+                         definite: Container[int] = ()) -> CreateVerdict:
+    """The create verdict of a provider whose errors are HTTP statuses: 2xx accepted; 429/503 refused (no job
+    was made: safe to send again after waiting); any other 5xx lost (a job may exist), unless the provider
+    documents that code as definite; everything else the provider's final error."""
+    if 200 <= status_code < 300:
+        return None
+    if status_code in (429, 503):
+        return Refused(f"HTTP {status_code}: {message}")
+    if status_code >= 500 and status_code not in definite:
+        return Lost(f"HTTP {status_code}: {message}")
+    return final_error()
 
 
 def is_loopback(host: str) -> bool:

@@ -18,7 +18,7 @@ from ..errors import AuthError, BillingError, LipsyncError, Moderated, ProviderE
 from ..voices import VOICE_IDS
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, iter_file, optional_int, raw_file_headers, reply_json, unknown_status)
-from .http import CreateVerdict, Lost, Refused, is_retryable_status
+from .http import CreateVerdict, classify_http_create, is_retryable_status
 
 API = "/v2/pixverse"
 ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": not transient
@@ -45,14 +45,9 @@ def error_for(status_code: int, message: str, what: str) -> LipsyncError:
 
 
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
-    if 200 <= status_code < 300:
-        return None
     message = error_text(body, "error", "message")
-    if status_code in (429, 503):
-        return Refused(f"HTTP {status_code}: {message}")
-    if status_code >= 500 and status_code != ACCOUNT_ATTENTION:
-        return Lost(f"HTTP {status_code}: {message}")
-    return error_for(status_code, message, "create")
+    return classify_http_create(status_code, message, lambda: error_for(status_code, message, "create"),
+                                definite=(ACCOUNT_ATTENTION,))
 
 
 def status_name(body: dict[str, Any]) -> str:
