@@ -83,3 +83,10 @@ def test_a_long_video_with_one_short_chunk_is_capped():
     (span,) = plan_text_spans(0.0, 100.0, [5.0], "bounce", LIMITS)
     assert (span.start, span.end, span.duration, span.extend) == (0.0, 30.0, 30.0, None)
     assert "cut at 30.000 s" in span.warnings[0]
+
+
+def test_lengths_equal_but_for_float_noise_need_no_padding():
+    """0.1 s of video read as 0.10000000000000002 s must not pad the voice by 1e-17 s (hypothesis found it)."""
+    for mode in ("cut", "loop", "bounce", "pad"):
+        plan = plan_sync(0.10000000000000002, 0.1, mode, load_limits())
+        assert plan.audio_pad_seconds == 0 and plan.video_extend is None

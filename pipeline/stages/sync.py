@@ -59,8 +59,8 @@ class SyncPlan:
 
 
 def _wanted_duration(video_s: float, audio_s: float, mode: SyncMode) -> tuple[float, str]:
-    if abs(video_s - audio_s) < 1e-6:
-        return video_s, f"video and audio both last {video_s:.3f} s"
+    if abs(video_s - audio_s) < 1e-6:  # equal but for float noise: nothing to pad, extend or cut
+        return min(video_s, audio_s), f"video and audio both last {video_s:.3f} s"
     longer, shorter = ("video", "audio") if video_s > audio_s else ("audio", "video")
     if mode is SyncMode.CUT:
         return min(video_s, audio_s), f"cut: the {shorter} is shorter, the {longer} is trimmed to it"
