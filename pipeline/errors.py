@@ -52,6 +52,11 @@ class JobTimeout(LipsyncError):
     exit_code = 2
 
 
+class ResultPending(JobTimeout):
+    """The provider says the job is done, but its result stayed missing: not a failure (it is paid for);
+    the next run polls it again."""
+
+
 class AuthError(LipsyncError):
     exit_code = 3
 

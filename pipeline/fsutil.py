@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 _CHUNK = 1 << 20
 
@@ -25,22 +27,47 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a delivered file gets the usual mode
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; a delivered file gets the usual mode
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process umask. Reading it means setting it, so this runs once, at import, before any worker
+    thread exists: changing it while other threads create files would give them the wrong mode."""
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def write_text_atomic(final: str | os.PathLike, text: str) -> None:
     with atomic_output(final) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the duration; LipsyncError(`busy`) if
+    another process holds it. The kernel drops the lock when the process dies, however it dies."""
+    from .errors import LipsyncError
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LipsyncError(busy) from None
+        yield
+
+
+def sha256_json(data: Any) -> str:
+    """A stable hash of JSON-able data (keys sorted): idempotency keys, request fingerprints."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -5,16 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from .errors import AuthError
 
 SECRET_ENV_VARS = ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY")
-
-
-def require_secret(env_var: str, provider: str) -> str:
-    value = os.environ.get(env_var, "").strip()
-    if not value:
-        raise AuthError(f"no API key: set the environment variable {env_var}", provider=provider)
-    return value
 
 
 def redact(text: str) -> str:

@@ -126,3 +126,32 @@ def serve_app(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def create_job(provider, request, *, reply_ref: str | None = None):
+    """Create one job through the flow's recorded create (in a throwaway ledger) and return its handle:
+    for tests of an adapter's protocol that poll or inspect the job themselves."""
+    import tempfile
+    import uuid
+
+    from pipeline.providers.base import JobHandle
+    from pipeline.providers.flow import ProviderJobFlow, SegmentJob
+    from pipeline.providers.sqlite_store import SqliteStore
+    from pipeline.providers.store import SegmentRef
+
+    key = uuid.uuid4().hex
+    folder = Path(tempfile.mkdtemp(prefix="lipsync-create-"))
+    job = SegmentJob(key, SegmentRef("test", key, 0, provider.name), request, reply_ref or f"test/{key}",
+                     folder / "result.mp4")
+    with SqliteStore(folder / "ledger.sqlite") as store:
+        record = ProviderJobFlow(provider, store).create(job)
+    return JobHandle.from_dict(record.handle)
+
+
+def run_job(provider, request, dst: Path, *, on_handle=None, on_status=None):
+    """One job end to end through the flow, recorded beside `dst` (what `lipsync submit` does)."""
+    from pipeline.providers.flow import FlowHooks
+    from pipeline.submit import submit
+
+    hooks = FlowHooks(**{k: v for k, v in (("on_created", on_handle), ("on_status", on_status)) if v})
+    return submit(provider, request, dst, hooks=hooks)

@@ -30,8 +30,9 @@ from starlette.routing import Route
 
 from pipeline.errors import GenerationFailed, JobTimeout, LipsyncError
 from pipeline.fsutil import sha256_file
-from pipeline.providers import JobHandle, JobRequest, JobState, PollPolicy, RetryPolicy, get_provider, wait_for_job
-from pipeline.providers.job import run_job
+from pipeline.providers import (JobHandle, JobRequest, JobState, PollPolicy, RetryPolicy, credential_from_env,
+                                get_provider, wait_for_job)
+from provider_kit import create_job, run_job
 
 FAST_POLL = PollPolicy(initial=0.05, factor=1.0, maximum=0.05, timeout=20)
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.05, max_retry_after=0.5)
@@ -58,7 +59,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 def adapter(name: str, base_urls: dict[str, str], **options):
-    return get_provider(name, base_urls=base_urls, poll=FAST_POLL, retry=FAST_RETRY, create_retry=FAST_RETRY,
+    return get_provider(name, credential=credential_from_env(name), base_urls=base_urls, poll=FAST_POLL, retry=FAST_RETRY, create_retry=FAST_RETRY,
                         **options)
 
 
@@ -198,7 +199,7 @@ def test_pixverse_error_codes_end_the_create_with_their_exit_code(media, http, c
     peer = PixversePeer(media["result"], create_codes=[(http, code)])
     with serve_app(peer.app()) as url, adapter("pixverse", {"pixverse": url}) as provider:
         with pytest.raises(LipsyncError) as info:
-            provider.create(JobRequest(media["mp4"], media["wav"]))
+            create_job(provider, JobRequest(media["mp4"], media["wav"]))
     assert info.value.exit_code == exit_code and info.value.code == code
     assert len(peer.creates) == 1
 
@@ -207,7 +208,7 @@ def test_pixverse_error_codes_end_the_create_with_their_exit_code(media, http, c
 def test_pixverse_try_later_codes_resend_the_create_once_accepted(media, code):
     peer = PixversePeer(media["result"], create_codes=[(200, code)])
     with serve_app(peer.app()) as url, adapter("pixverse", {"pixverse": url}) as provider:
-        handle = provider.create(JobRequest(media["mp4"], media["wav"]))
+        handle = create_job(provider, JobRequest(media["mp4"], media["wav"]))
     assert handle.job_id == str(2**62 + 7) and len(peer.creates) == 2
 
 
@@ -303,7 +304,7 @@ def test_aimlapi_create_errors(media, status, exit_code):
     peer = AimlPeer(media["result"], [{}], create_reply=(status, error))
     with serve_app(peer.app()) as url, adapter("aimlapi", {"aimlapi": url}) as provider:
         with pytest.raises(LipsyncError) as info:
-            provider.create(JobRequest(media["mp4"], media["wav"]))
+            create_job(provider, JobRequest(media["mp4"], media["wav"]))
     assert info.value.exit_code == exit_code and len(peer.bodies) == 1
 
 
@@ -371,7 +372,7 @@ def test_useapi_docs_peer_end_to_end(media, tmp_path, video, audio):
     text = None if audio else "Hello there."
     req = JobRequest(media[video], media[audio] if audio else None, text, "Oliver" if text else None)
     with serve_app(peer.app()) as url, adapter("useapi", {"useapi": url}, max_jobs=2) as provider:
-        handle = provider.create(req, reply_ref="job-1/seg-0")      # what the batch runner sends
+        handle = create_job(provider, req, reply_ref="job-1/seg-0")      # what the batch runner sends
         status = wait_for_job(provider, handle)
         provider.download(status.result_url, tmp_path / "out.mp4", max_bytes=10_000_000)
     assert_delivered(tmp_path / "out.mp4", media["result"])
@@ -533,7 +534,7 @@ def test_fal_result_url_answering_an_error_fails_the_job_at_once(media, tmp_path
 def test_fal_timeout_cancels_with_put_on_the_given_cancel_url(media, fal_peer):
     peer, provider = fal_peer(stuck=True)
     with provider:
-        handle = provider.create(JobRequest(media["mp4"], media["wav"]))
+        handle = create_job(provider, JobRequest(media["mp4"], media["wav"]))
         with pytest.raises(JobTimeout):
             wait_for_job(provider, handle, PollPolicy(initial=0.05, maximum=0.05, timeout=0.3))
     assert peer.canceled

@@ -6,13 +6,15 @@ import multiprocessing
 import os
 import signal
 
-from pipeline.run.ledger import CreateState, Ledger, Stage
+from pipeline.providers.store import SegmentRef
+from pipeline.providers.store import CreateState
+from pipeline.run.ledger import Ledger, Stage
 
 
 def test_create_lifecycle_and_attempts(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         ledger.start_job("a", "fal", "k1")
-        attempt = ledger.record_intent("idem", job_id="a", inputs_key="k1", segment=0, provider="fal")
+        attempt = ledger.record_intent("idem", SegmentRef("a", "k1", 0, "fal"))
         assert attempt == 1
         rec = ledger.latest_create("idem")
         assert rec.state is CreateState.INTENT and rec.provider_job_id is None
@@ -25,7 +27,7 @@ def test_create_lifecycle_and_attempts(tmp_path):
         assert rec.state is CreateState.DOWNLOADED and rec.state.live
         assert rec.handle["job_id"] == "r1" and rec.download_size == 10
         assert rec.polls == 2 and rec.provider_state == "COMPLETED" and rec.final_status["width"] == 8
-        assert ledger.record_intent("idem", job_id="a", inputs_key="k1", segment=0, provider="fal") == 2
+        assert ledger.record_intent("idem", SegmentRef("a", "k1", 0, "fal")) == 2
         assert ledger.latest_create("idem").attempt == 2
         assert [c.attempt for c in ledger.creates("a")] == [1, 2]
 
@@ -47,7 +49,7 @@ def test_stage_timings_and_changed_inputs_restart_the_job(tmp_path):
 def _intent_then_die(path):
     ledger = Ledger.in_dir(path)
     ledger.start_job("a", "pixverse", "k")
-    ledger.record_intent("idem", job_id="a", inputs_key="k", segment=0, provider="pixverse")
+    ledger.record_intent("idem", SegmentRef("a", "k", 0, "pixverse"))
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -68,7 +70,7 @@ def test_threads_share_one_writer(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         def work(i):
             ledger.start_job(f"j{i}", "aimlapi", "k")
-            a = ledger.record_intent(f"idem{i}", job_id=f"j{i}", inputs_key="k", segment=0, provider="aimlapi")
+            a = ledger.record_intent(f"idem{i}", SegmentRef(f"j{i}", "k", 0, "aimlapi"))
             ledger.record_created(f"idem{i}", a, handle={}, provider_job_id=str(i))
             ledger.set_stage(f"j{i}", Stage.POLL)
 
@@ -81,12 +83,12 @@ def test_threads_share_one_writer(tmp_path):
 def test_live_create_for_finds_a_standing_job_of_the_same_inputs_under_another_key(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         ledger.start_job("a", "fal", "inputs-1")
-        ledger.record_intent("old-key", job_id="a", inputs_key="inputs-1", segment=0, provider="fal")
-        assert ledger.live_create_for("a", "inputs-1", 0) is None  # an intent is not a standing job
+        ledger.record_intent("old-key", SegmentRef("a", "inputs-1", 0, "fal"))
+        assert ledger.live_create_for(SegmentRef("a", "inputs-1", 0, "fal")) is None  # an intent is not a standing job
         ledger.record_created("old-key", 1, handle={}, provider_job_id="req-1")
-        ledger.record_intent("other", job_id="a", inputs_key="inputs-1", segment=1, provider="fal")
-        found = ledger.live_create_for("a", "inputs-1", 0)
+        ledger.record_intent("other", SegmentRef("a", "inputs-1", 1, "fal"))
+        found = ledger.live_create_for(SegmentRef("a", "inputs-1", 0, "fal"))
         assert found.idem_key == "old-key" and found.provider_job_id == "req-1"
-        assert ledger.live_create_for("a", "inputs-2", 0) is None
+        assert ledger.live_create_for(SegmentRef("a", "inputs-2", 0, "fal")) is None
         ledger.record_failed("old-key", 1, error="moderated")
-        assert ledger.live_create_for("a", "inputs-1", 0) is None
+        assert ledger.live_create_for(SegmentRef("a", "inputs-1", 0, "fal")) is None

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.errors import GenerationFailed, JobTimeout, Moderated
+from pipeline.errors import ResultPending, GenerationFailed, JobTimeout, Moderated
 from pipeline.providers.base import JobHandle, JobState, JobStatus
 from pipeline.providers.http import RetriesExhausted
 from pipeline.providers.poll import Outcome, PollPolicy, judge, next_interval, wait_for_job
@@ -61,11 +61,11 @@ def test_judge(status, outcome):
     assert judge(status, 0, PollPolicy()).outcome is outcome
 
 
-def test_judge_gives_up_on_done_without_result():
+def test_judge_stops_waiting_on_done_without_result_but_never_fails_it():
     p = PollPolicy(max_unconfirmed=3)
     s = _status(JobState.RUNNING, unconfirmed=True)
     assert judge(s, 2, p).outcome is Outcome.WAIT
-    assert judge(s, 3, p).outcome is Outcome.FAILED
+    assert judge(s, 3, p).outcome is Outcome.PENDING
 
 
 class FakeClock:
@@ -151,13 +151,14 @@ def test_stuck_job_times_out_within_the_bound_and_is_canceled():
     assert "5" in str(info.value)                   # the last raw status is reported
 
 
-def test_done_without_result_fails_after_the_streak():
+def test_done_without_result_ends_the_wait_as_pending_not_failed():
     clock = FakeClock()
     provider = Scripted([_status(JobState.RUNNING, raw="completed", unconfirmed=True)],
                         PollPolicy(initial=1, maximum=1, timeout=100, max_unconfirmed=4))
-    with pytest.raises(GenerationFailed):
+    with pytest.raises(ResultPending) as info:
         wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
-    assert provider.polls == 4
+    assert provider.polls == 4 and info.value.exit_code == 2 and not isinstance(info.value, GenerationFailed)
+    assert "run again" in str(info.value)
 
 
 def test_poll_errors_do_not_end_the_wait_before_the_deadline():

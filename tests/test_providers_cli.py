@@ -53,9 +53,48 @@ def test_submit_json_record(emu, media, tmp_path, name):
     doc = json.loads(run.stdout)
     assert doc["ok"] and doc["provider"] == name and doc["job_id"]
     assert f"job {doc['job_id']} created" in run.stderr
-    assert doc["states"][-1]["state"] == "succeeded" and set(doc["timings"]) >= {"create", "wait", "download", "total"}
+    assert doc["states"][-1]["state"] == "succeeded" and doc["seconds"] > 0 and doc["started_with"] == "create"
     assert doc["output"] == str(out) and doc["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert media_info(out)["Audio"] and media_info(out)["Video"]
+    created = emu.accepted_creates(name)
+    again = lipsync(emu, "submit", "--provider", name, "--video", str(video), "--audio", str(audio),
+                    "--out", str(out), "--json", *FAST)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["started_with"] == "reuse" and emu.accepted_creates(name) == created
+
+
+@pytest.mark.parametrize("name,point", [("pixverse", "after_create"), ("fal", "poll"), ("aimlapi", "upload"),
+                                        ("useapi", "after_send"), ("fal", "download")])
+def test_a_killed_submit_rerun_with_the_same_arguments_pays_once(emu, media, tmp_path, name, point):
+    video, audio = media
+    out = tmp_path / "result.mp4"
+    args = ["submit", "--provider", name, "--video", str(video), "--audio", str(audio), "--out", str(out), *FAST]
+    before = emu.accepted_creates(name)
+    killed = lipsync(emu, *args, env_extra={"LIPSYNC_TEST_KILL_AT": point})
+    assert killed.returncode == -9, killed.stderr
+    resumed = lipsync(emu, *args, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    doc = json.loads(resumed.stdout)
+    assert emu.accepted_creates(name) == before + 1
+    assert doc["started_with"] == {"after_create": "poll", "poll": "poll", "upload": "create",
+                                   "after_send": "reconcile", "download": "download"}[point]
+    assert doc["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() and media_info(out)["Video"]
+
+
+def test_a_submit_killed_after_sending_is_uncertain_and_never_resent_on_its_own(emu, media, tmp_path):
+    video, audio = media
+    out = tmp_path / "result.mp4"
+    args = ["submit", "--provider", "pixverse", "--video", str(video), "--audio", str(audio), "--out", str(out), *FAST]
+    before = emu.accepted_creates("pixverse")
+    assert lipsync(emu, *args, env_extra={"LIPSYNC_TEST_KILL_AT": "after_send"}).returncode == -9
+    again = lipsync(emu, *args, "--json")
+    assert again.returncode == 1 and emu.accepted_creates("pixverse") == before + 1
+    doc = json.loads(again.stdout)
+    assert doc["error"]["type"] == "UncertainCreate" and "--resubmit-uncertain" in doc["error"]["message"]
+    assert "reconcile:" in again.stderr and not out.exists()
+    forced = lipsync(emu, *args, "--resubmit-uncertain")
+    assert forced.returncode == 0, forced.stderr
+    assert emu.accepted_creates("pixverse") == before + 2  # the user chose to pay again
 
 
 def test_submit_tts_plain_output(emu, media, tmp_path):

@@ -12,53 +12,47 @@ from hypothesis import given
 from hypothesis import strategies as st
 from provider_kit import Reply, serve
 
-from pipeline.errors import UncertainCreate, ValidationError
-from pipeline.providers.http import (CreateRequest, Lost, Refused, RetriesExhausted, RetryPolicy, backoff_seconds,
-                                     make_client, parse_retry_after, send_create, send_idempotent)
+from pipeline.errors import ValidationError
+from pipeline.providers.http import (Accepted, CreateRequest, Lost, Refused, RetryPolicy,
+                                     backoff_seconds, make_client, parse_retry_after, send_create_once,
+                                     send_idempotent)
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02, max_retry_after=0.05)
-RECONCILE = {"provider": "test", "endpoint": "/create", "fingerprint": "f" * 64}
 
 
 def _create(url, *, body=b'{"a":1}', classify=None, headers=None):
+    """One create attempt's outcome (the flow decides what to do with it: tests/test_flow.py)."""
     req = CreateRequest("POST", url, lambda: headers or {"Content-Type": "application/json"}, lambda: [body],
                         len(body))
     with make_client(timeout=5) as client:
-        return send_create(client, req, provider="test", policy=FAST, reconcile=RECONCILE,
-                           classify=classify or (lambda r: Refused("busy") if r.status_code == 429 else None))
+        return send_create_once(client, req, provider="test",
+                                classify=classify or (lambda r: Refused("busy") if r.status_code == 429 else None))
 
 
-def test_refused_creates_are_resent_until_accepted():
-    replies = iter([Reply(429, b"busy"), Reply(429, b"busy")])
-    with serve(lambda r: next(replies, Reply(200, b'{"id": "j1"}'))) as srv:
-        response = _create(srv.url + "/create")
-    assert response.json() == {"id": "j1"} and len(srv.requests) == 3
-    assert all(r.body == b'{"a":1}' for r in srv.requests)
+def test_a_refusal_is_reported_with_the_servers_wait():
+    with serve(lambda r: Reply(429, b"busy", {"Retry-After": "7"})) as srv:
+        outcome = _create(srv.url + "/create")
+    assert outcome == Refused("busy", 7.0) and len(srv.requests) == 1
 
 
-def test_refusals_run_out():
-    with serve(lambda r: Reply(429, b"busy")) as srv:
-        with pytest.raises(RetriesExhausted, match="still refused"):
-            _create(srv.url + "/create")
-    assert len(srv.requests) == FAST.attempts
+def test_an_accepting_reply_is_kept_verbatim():
+    with serve(lambda r: Reply(200, b'{"id": "j1",  "x": 1}')) as srv:
+        outcome = _create(srv.url + "/create")
+    assert isinstance(outcome, Accepted) and outcome.body == {"id": "j1", "x": 1}
+    assert outcome.raw == '{"id": "j1",  "x": 1}'
 
 
-def test_answer_lost_after_sending_is_uncertain_and_never_resent():
+def test_answer_lost_after_sending_is_lost_and_sent_once():
     with serve(lambda r: None) as srv:                    # reads the whole request, then hangs up
-        with pytest.raises(UncertainCreate) as info:
-            _create(srv.url + "/create", headers={"Authorization": "Bearer sekrit-key-123"})
-    assert len(srv.requests) == 1
-    err = info.value
-    assert err.reconcile["fingerprint"] == "f" * 64 and err.reconcile["endpoint"] == "/create"
-    assert err.reconcile["sent_at"].endswith("Z") and err.exit_code == 1
-    assert "sekrit" not in str(err) and "sekrit" not in repr(err.reconcile)
+        outcome = _create(srv.url + "/create", headers={"Authorization": "Bearer sekrit-key-123"})
+    assert isinstance(outcome, Lost) and len(srv.requests) == 1
+    assert "sekrit" not in outcome.reason
 
 
-def test_lost_verdict_is_uncertain_too():
+def test_lost_verdict_is_lost_too():
     with serve(lambda r: Reply(502, b"bad gateway")) as srv:
-        with pytest.raises(UncertainCreate, match="502"):
-            _create(srv.url + "/create", classify=lambda r: Lost(f"HTTP {r.status_code}"))
-    assert len(srv.requests) == 1
+        outcome = _create(srv.url + "/create", classify=lambda r: Lost(f"HTTP {r.status_code}"))
+    assert outcome == Lost("HTTP 502") and len(srv.requests) == 1
 
 
 def test_final_errors_are_raised_as_given():
@@ -68,51 +62,35 @@ def test_final_errors_are_raised_as_given():
     assert len(srv.requests) == 1
 
 
-def test_connection_refused_is_not_sent_so_it_is_retried():
+def test_connection_refused_is_not_sent():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()                                         # nothing listens there
-    with pytest.raises(RetriesExhausted):
-        _create(f"http://127.0.0.1:{port}/create")
+    outcome = _create(f"http://127.0.0.1:{port}/create")
+    assert isinstance(outcome, Refused) and outcome.reason.startswith("not sent")
 
 
-def test_body_cut_off_midway_is_retried_not_uncertain():
-    """The server hangs up after a few bytes of a large body: it cannot have made a job, so resend."""
+def test_body_cut_off_midway_is_not_sent_so_not_uncertain():
+    """The server hangs up after a few bytes of a large body: it cannot have made a job."""
     body = b"x" * (8 << 20)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     port = listener.getsockname()[1]
-    accepted: list[int] = []
 
     def run():
-        first = True
-        while len(accepted) < 2:
-            conn, _ = listener.accept()
-            accepted.append(1)
-            if first:
-                conn.recv(1024)
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                conn.close()                              # RST mid-body
-                first = False
-                continue
-            got = b""
-            while b"\r\n\r\n" not in got:
-                got += conn.recv(65536)
-            head, rest = got.split(b"\r\n\r\n", 1)
-            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
-            while len(rest) < length:
-                rest += conn.recv(1 << 20)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"id\":\"j\"}\n")
-            conn.close()
+        conn, _ = listener.accept()
+        conn.recv(1024)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()                                      # RST mid-body
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    response = _create(f"http://127.0.0.1:{port}/create", body=body)
+    outcome = _create(f"http://127.0.0.1:{port}/create", body=body)
     t.join(5)
     listener.close()
-    assert response.status_code == 200 and len(accepted) == 2
+    assert isinstance(outcome, Refused) and outcome.reason.startswith("not sent")
 
 
 def test_idempotent_requests_retry_5xx_and_transport_errors():

@@ -6,7 +6,8 @@ import pytest
 from provider_kit import Reply, serve
 
 from pipeline.errors import ConfigError, ValidationError
-from pipeline.providers import BASE_URL_ENV, DEFAULT_BASE_URLS, PROVIDER_NAMES, get_provider, resolve_base_urls
+from pipeline.limits import PROVIDERS as LIMIT_TABLES
+from pipeline.providers import PROVIDER_NAMES, PROVIDERS, credential_from_env, get_provider, resolve_base_urls
 from pipeline.providers.base import JobHandle, JobRequest
 
 
@@ -14,7 +15,15 @@ def test_defaults_are_the_real_hosts():
     assert resolve_base_urls("pixverse", None, env={}) == {"pixverse": "https://app-api.pixverse.ai"}
     assert resolve_base_urls("fal", None, env={}) == {"fal_queue": "https://queue.fal.run",
                                                       "fal_storage": "https://rest.fal.ai"}
-    assert set(DEFAULT_BASE_URLS) == set(BASE_URL_ENV)
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_each_provider_declares_itself_in_one_place(name):
+    cls = PROVIDERS[name]
+    assert cls.name == name and set(cls.base_url_defaults) == set(cls.base_url_env)
+    assert cls.limits_key in LIMIT_TABLES and cls.voice_id_scheme in ("id", "name")
+    assert cls.default_concurrency >= 1 and cls.default_poll.timeout > 0
+    assert credential_from_env(name, {cls.secret_env: " k "}) == "k" and credential_from_env(name, {}) is None
 
 
 def test_precedence_explicit_then_env_then_default():
@@ -28,25 +37,24 @@ def test_precedence_explicit_then_env_then_default():
 def test_every_provider_builds_without_a_key(name, monkeypatch):
     for var in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"):
         monkeypatch.delenv(var, raising=False)
-    with get_provider(name) as p:
+    with get_provider(name, credential=None) as p:
         assert p.name == name and p.poll_policy.timeout > 0
 
 
 def test_unknown_provider_and_insecure_base_urls():
     with pytest.raises(ConfigError, match="unknown provider"):
-        get_provider("sora")
+        get_provider("sora", credential=None)
     with pytest.raises(ValidationError, match="https"):
-        get_provider("aimlapi", base_urls={"aimlapi": "http://api.example.com"})
+        get_provider("aimlapi", credential=None, base_urls={"aimlapi": "http://api.example.com"})
     with pytest.raises(ValidationError):
-        get_provider("useapi", max_jobs=9)
+        get_provider("useapi", credential=None, max_jobs=9)
 
 
-def test_a_path_prefix_is_kept_and_the_documented_path_appended(monkeypatch, tmp_path):
+def test_a_path_prefix_is_kept_and_the_documented_path_appended(tmp_path):
     """A base URL with a path prefix (a gateway, a proxy) keeps it; the adapter appends the documented path."""
-    monkeypatch.setenv("AIMLAPI_KEY", "k")
     with serve(lambda r: Reply(200, b'{"id": "g1", "status": "queued"}',
                                {"Content-Type": "application/json"})) as srv:
-        with get_provider("aimlapi", base_urls={"aimlapi": srv.url + "/gateway/aiml/"}) as p:
+        with get_provider("aimlapi", credential="k", base_urls={"aimlapi": srv.url + "/gateway/aiml/"}) as p:
             status = p.poll(JobHandle("aimlapi", "g1"))
     assert srv.requests[0].path == "/gateway/aiml/v2/video/generations?generation_id=g1"
     assert srv.requests[0].headers["authorization"] == "Bearer k" and status.raw_status == "queued"

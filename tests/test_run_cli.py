@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.run.config import load_config
+from pipeline.providers.store import SegmentRef
 from pipeline.run.ledger import Ledger, Stage
 
 
@@ -51,12 +52,12 @@ def test_init_without_the_samples_says_which_files_to_provide(tmp_path, monkeypa
 def test_status_lists_jobs_creates_and_uncertain(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         ledger.start_job("done-job", "fal", "k1")
-        a = ledger.record_intent("i1", job_id="done-job", inputs_key="k1", segment=0, provider="fal")
+        a = ledger.record_intent("i1", SegmentRef("done-job", "k1", 0, "fal"))
         ledger.record_created("i1", a, handle={"provider": "fal", "job_id": "req-1"}, provider_job_id="req-1")
         ledger.set_stage("done-job", Stage.POLL)
         ledger.finish_job("done-job", Stage.DONE, exit_code=0, final_path=str(tmp_path / "done-job/final.mp4"))
         ledger.start_job("lost-job", "pixverse", "k2")
-        ledger.record_intent("i2", job_id="lost-job", inputs_key="k2", segment=0, provider="pixverse")
+        ledger.record_intent("i2", SegmentRef("lost-job", "k2", 0, "pixverse"))
         ledger.finish_job("lost-job", Stage.UNCERTAIN, exit_code=1, error="answer lost")
     result = CliRunner().invoke(main, ["status", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
@@ -93,7 +94,7 @@ def test_status_table_has_a_header_phase_times_and_says_what_to_do(tmp_path):
         ledger.set_stage("long", Stage.PREPARE)
         for segment in range(3):
             key = f"i{segment}"
-            attempt = ledger.record_intent(key, job_id="long", inputs_key="k1", segment=segment, provider="fal")
+            attempt = ledger.record_intent(key, SegmentRef("long", "k1", segment, "fal"))
             ledger.record_created(key, attempt, handle={"provider": "fal", "job_id": f"r{segment}"},
                                   provider_job_id=f"r{segment}")
         ledger.set_stage("long", Stage.POLL)

@@ -13,9 +13,9 @@ from . import emit_json, handle_errors, json_option
 @handle_errors
 def speakers(provider: str, as_json: bool) -> None:
     """List PROVIDER's TTS voices (from its API where it has a list, else from its documented schema)."""
-    from ..providers import get_provider
+    from ..providers import credential_from_env, get_provider
 
-    with get_provider(provider) as adapter:
+    with get_provider(provider, credential=credential_from_env(provider)) as adapter:
         voices = adapter.voices()
     if as_json:
         emit_json({"provider": provider, "voices": [v.to_dict() for v in voices]})

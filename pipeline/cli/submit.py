@@ -1,10 +1,10 @@
-"""`lipsync submit`: one job end to end on prepared media. The job id goes to stderr as soon as it exists."""
+"""`lipsync submit`: one job end to end on prepared media, paid for once (rerun the same command to resume).
+The job id goes to stderr as soon as it exists."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 import click
@@ -12,7 +12,6 @@ import click
 from ..errors import UncertainCreate, ValidationError
 from . import emit_json, handle_errors, json_option
 
-log = logging.getLogger("lipsync.cli.submit")
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -25,26 +24,33 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Result .mp4 to write.")
 @click.option("--timeout", type=click.FloatRange(min=1), help="Give up waiting after this many seconds.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), help="First poll interval in seconds.")
+@click.option("--resubmit-uncertain", is_flag=True,
+              help="Create again a job whose create answer was lost (it may be billed twice).")
+@click.option("--retry-failed", is_flag=True, help="Create a new job if the provider failed the last one.")
 @json_option
 @handle_errors
 def submit(provider: str, video: Path, audio: Path | None, text: str | None, speaker: str | None, out: Path,
-           timeout: float | None, poll_interval: float | None, as_json: bool) -> None:
-    """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT."""
-    from ..providers import DEFAULT_POLL, JobHandle, JobRequest, JobStatus, get_provider
-    from ..providers.job import run_job
+           timeout: float | None, poll_interval: float | None, resubmit_uncertain: bool, retry_failed: bool,
+           as_json: bool) -> None:
+    """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT.
+
+    What was paid for is recorded in OUT.ledger.sqlite: the same command run again resumes that job."""
+    from ..providers import JobHandle, JobRequest, JobStatus, credential_from_env, get_provider, provider_class
+    from ..providers.flow import FlowHooks, FlowSettings
+    from ..submit import submit as submit_job
 
     if (audio is None) == (text is None):
         raise ValidationError("give exactly one of --audio or --text")
     if speaker and text is None:
         raise ValidationError("--speaker goes with --text (the provider's TTS)")
-    poll = DEFAULT_POLL[provider]
+    poll = provider_class(provider).default_poll
     if timeout is not None:
         poll = dataclasses.replace(poll, timeout=timeout)
     if poll_interval is not None:
         poll = dataclasses.replace(poll, initial=poll_interval, maximum=max(poll.maximum, poll_interval))
     shown: list[str] = []     # raw statuses already printed, so each change is printed once
 
-    def on_handle(handle: JobHandle) -> None:
+    def on_created(handle: JobHandle) -> None:
         click.echo(f"{provider} job {handle.job_id} created", err=True)
 
     def on_status(status: JobStatus) -> None:
@@ -52,14 +58,17 @@ def submit(provider: str, video: Path, audio: Path | None, text: str | None, spe
             shown.append(status.raw_status)
             click.echo(f"  {status.state.value} ({status.raw_status})", err=True)
 
-    with get_provider(provider, poll=poll) as adapter:
+    hooks = FlowHooks(on_created=on_created, on_status=on_status)
+    settings = FlowSettings(resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed)
+    with get_provider(provider, credential=credential_from_env(provider), poll=poll) as adapter:
         try:
-            record = run_job(adapter, JobRequest(video, audio, text, speaker), out,
-                             on_handle=on_handle, on_status=on_status)
+            result = submit_job(adapter, JobRequest(video, audio, text, speaker), out, hooks=hooks, settings=settings)
         except UncertainCreate as err:
             click.echo(f"reconcile: {json.dumps(err.reconcile, default=str)}", err=True)
             raise
+    if result.started_with != "create":
+        click.echo(f"{provider} job {result.job_id}: resumed from {result.ledger} ({result.started_with})", err=True)
     if as_json:
-        emit_json({"ok": True, **record.to_dict()})
+        emit_json({"ok": True, **result.to_dict()})
     else:
-        click.echo(f"{record.output} ({record.size} bytes, sha256 {record.sha256})")
+        click.echo(f"{result.output} ({result.size} bytes, sha256 {result.sha256})")

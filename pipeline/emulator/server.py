@@ -115,11 +115,15 @@ class Emulator:
             "fal_storage": f"{self.root}/fal/rest",
         }
 
+    def credentials(self) -> dict[str, str]:
+        """A key each provider accepts (handed to adapters in-process, e.g. by a rehearsal)."""
+        keys = self.settings.api_keys or {}
+        return {provider: keys.get(provider, f"test-{provider}-key") for provider in KEY_VARS}
+
     def env(self) -> dict[str, str]:
         """Environment for a subprocess client: base URLs and a key each provider accepts."""
-        keys = self.settings.api_keys or {}
         env = {ENV_BASE_VARS[name]: url for name, url in self.base_urls.items()}
-        env.update({var: keys.get(provider, f"test-{provider}-key") for provider, var in KEY_VARS.items()})
+        env.update({KEY_VARS[provider]: key for provider, key in self.credentials().items()})
         return env
 
     # ---- control and inspection

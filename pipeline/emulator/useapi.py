@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ..voices import VOICE_IDS
 from .inputs import check_media, given, read_json_object, spool_body, suffix_for
 from .callbacks import notify_when_final
-from .jobs import Job, JobInput, Phase
+from .jobs import Job, JobInput, Phase, phase_at
 from .state import (
     Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
 )
@@ -189,6 +189,23 @@ def video_object(state: EmulatorState, job: Job, phase: Phase, origin_url: str, 
     return reply
 
 
+async def videos(request: Request, state: EmulatorState) -> Response:
+    """The account's videos, newest first, as "the response array" the docs say to look a video up in."""
+    here, now = origin(request), time.monotonic()
+    email = request.query_params.get("email") or DEFAULT_EMAIL
+    table = state.jobs[PROVIDER]
+    listed = [job for job in reversed(table.all()) if job.attrs.get("email", DEFAULT_EMAIL) == email]
+    return JSONResponse([_listed_video(state, job, phase_at(job, now), here) for job in listed])
+
+
+def _listed_video(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict:
+    if phase in _STATUS:
+        return video_object(state, job, phase, origin_url)
+    return {"video_id": job.job_id, "prompt": job.attrs.get("prompt", ""), "replyRef": job.attrs.get("replyRef", ""),
+            "created": job.created_wall, "url": None, "video_status": 5, "video_status_name": "GENERATING",
+            "video_status_final": False}
+
+
 async def video(request: Request, state: EmulatorState) -> Response:
     video_id = request.path_params["video_id"]
     job = state.jobs[PROVIDER].get(video_id)
@@ -204,5 +221,6 @@ ROUTES = [
     Route("/v2/pixverse/files", endpoint(DIALECT, upload), methods=["POST"]),
     Route("/v2/pixverse/videos/voices", endpoint(DIALECT, voices), methods=["GET"]),
     Route("/v2/pixverse/videos/lipsync", endpoint(DIALECT, lipsync), methods=["POST"]),
+    Route("/v2/pixverse/videos", endpoint(DIALECT, videos), methods=["GET"]),
     Route("/v2/pixverse/videos/{video_id}", endpoint(DIALECT, video), methods=["GET"]),
 ]

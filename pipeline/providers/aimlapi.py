@@ -20,6 +20,7 @@ from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
 from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
+from .poll import PollPolicy
 
 PATH = "/v2/video/generations"
 MODEL = "pixverse/lip-sync"
@@ -152,8 +153,14 @@ def parse_generation(body: Any) -> JobStatus:
 
 class AimlapiProvider(Provider):
     name = "aimlapi"
-    classify_create = staticmethod(classify_create)
     secret_env = "AIMLAPI_KEY"
+    base_url_defaults = {"aimlapi": "https://api.aimlapi.com"}
+    base_url_env = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
+    voice_id_scheme = "name"
+    default_concurrency = 4
+    default_poll = PollPolicy()
+    limits_key = "aimlapi"
+    classify_create = staticmethod(classify_create)
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._secret()}"}
@@ -173,7 +180,7 @@ class AimlapiProvider(Provider):
                      for k, v in fields.items()}
         return Submission(request, described)
 
-    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+    def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         return self._handle_with_id(body, "id", created_at)
 
     def poll(self, handle: JobHandle) -> JobStatus:

@@ -8,26 +8,23 @@ adapters look alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mimetypes
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 import httpx
 
 from ..errors import AuthError, LipsyncError, ProviderError, ValidationError
 from ..fsutil import sha256_file
-from ..secrets import require_secret
 from ..voices import resolve_voice
 from .download import Download, download_to
-from .http import (CreateRequest, CreateVerdict, RetryPolicy, make_client, require_safe_url, send_create,
-                   send_idempotent, uncertain_create)
+from .http import (CreateOutcome, CreateRequest, CreateVerdict, RetryPolicy, make_client, reply_json,
+                   require_safe_url, send_create_once, send_idempotent)
 
 if TYPE_CHECKING:
     from .poll import PollPolicy
@@ -126,6 +123,12 @@ class JobStatus:
     error_message: str | None = None
     unconfirmed: bool = False   # the provider says done, but the evidence (URL, size) is missing
 
+    @property
+    def reported_done(self) -> bool:
+        """The provider says the job succeeded (with or without its result yet): from here on the job is
+        paid for and is never failed or created again."""
+        return self.state is JobState.SUCCEEDED or self.unconfirmed
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -171,11 +174,6 @@ def raw_file_headers(path: Path) -> dict[str, str]:
     return {"Content-Type": media_type(path), "Content-Length": str(path.stat().st_size)}
 
 
-def fingerprint(fields: dict[str, Any]) -> str:
-    """A stable hash of what a create asked for, to match it against the provider's job list."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def looks_moderated(*texts: object) -> bool:
     joined = " ".join(str(t) for t in texts if t).lower()
     return any(word in joined for word in _MODERATION_WORDS)
@@ -205,14 +203,6 @@ def unknown_status(provider: str, raw: str, **fields: Any) -> JobStatus:
     return JobStatus(JobState.RUNNING, raw, **fields)
 
 
-def reply_json(response: httpx.Response) -> Any:
-    """The reply's JSON, or None when the body is not JSON."""
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def error_text(body: Any, *keys: str) -> str:
     """The first non-empty message under `keys` in a JSON error body (or the text itself)."""
     if isinstance(body, dict):
@@ -235,18 +225,26 @@ def http_error(provider: str, secret_env: str, status: int, message: str, what: 
 
 
 class Provider:
-    """Base of the four adapters. Subclasses set `name`/`secret_env` and implement the protocol hooks."""
+    """Base of the four adapters. Each subclass declares what it is (the class attributes below: nothing
+    outside its module keeps a table about it) and implements the protocol hooks."""
 
     name: ClassVar[str]
-    secret_env: ClassVar[str]
-    create_path: ClassVar[str] = ""
+    secret_env: ClassVar[str]                   # the environment variable its key is read from (by the CLI)
+    base_url_defaults: ClassVar[dict[str, str]]  # URL key -> the real host; a key per host the adapter talks to
+    base_url_env: ClassVar[dict[str, str]]      # URL key -> the environment variable that overrides it
+    voice_id_scheme: ClassVar[str]              # "id": numeric speaker ids from its voice list; "name": names
+    default_concurrency: ClassVar[int] = 4      # jobs at once when the config does not say
+    default_poll: ClassVar[PollPolicy]
+    limits_key: ClassVar[str]                   # its table in limits.toml (and prices, where documented)
+    can_reconcile: ClassVar[bool] = False       # `find_created` can find a create whose answer was lost
 
-    def __init__(self, *, base_urls: dict[str, str], poll: PollPolicy, retry: RetryPolicy | None = None,
-                 create_retry: RetryPolicy | None = None, client: httpx.Client | None = None,
-                 client_timeout: float | httpx.Timeout | None = None):
-        self.base_urls = {key: require_safe_url(url, what=f"{self.name} base URL").rstrip("/")
-                          for key, url in base_urls.items()}
-        self.poll_policy = poll
+    def __init__(self, *, credential: str | None, base_urls: Mapping[str, str], poll: PollPolicy | None = None,
+                 retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
+                 client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None):
+        self.base_urls = {key: require_safe_url(base_urls.get(key) or default, what=f"{self.name} base URL").rstrip("/")
+                          for key, default in self.base_url_defaults.items()}
+        self._credential = (credential or "").strip() or None
+        self.poll_policy = poll or self.default_poll
         self.retry = retry or RetryPolicy()
         self.create_retry = create_retry or RetryPolicy.for_refused_creates()
         self._client = client or make_client(timeout=client_timeout)
@@ -258,24 +256,26 @@ class Provider:
         """How many jobs the provider runs at once for us, when the protocol says (useapi's maxJobs)."""
         return None
 
-    # --- the job model -------------------------------------------------------------------------
-    def create(self, req: JobRequest, *, reply_ref: str | None = None) -> JobHandle:
-        """Upload the media, then create the job. A create is sent again only if the provider refused it
-        or it never fully left; a lost answer raises UncertainCreate (with what is needed to reconcile)."""
-        req = req.checked()
+    # --- the job model: the flow (flow.py) calls these in order -----------------------------------
+    def submission(self, req: JobRequest, *, reply_ref: str | None = None) -> Submission:
+        """Upload what needs uploading and build the create request. Never billable, so repeatable."""
         self._secret()
-        submission = self._submission(req, reply_ref)
-        reconcile = {"provider": self.name, "endpoint": submission.request.url,
-                     "fingerprint": fingerprint({**req.summary(), **submission.fields}),
-                     "request": submission.fields, "reply_ref": reply_ref}
-        sent_at = time.time()
-        response = send_create(self._client, submission.request, provider=self.name,
-                               classify=self._classify_create, policy=self.create_retry, reconcile=reconcile)
-        handle = self._handle_from(reply_json(response), sent_at)
-        if handle is None:
-            raise uncertain_create(self.name, reconcile, "accepted, but the reply has no job id", sent_at)
-        log.debug("%s: job %s created", self.name, handle.job_id)
-        return handle
+        return self._submission(req, reply_ref)
+
+    def send_create(self, submission: Submission, *, after_send: Callable[[], None] = lambda: None) -> CreateOutcome:
+        """Send the create once: accepted, refused (nothing exists) or lost (a job may exist); a definite
+        error reply (auth, billing, validation) is raised."""
+        return send_create_once(self._client, submission.request, provider=self.name,
+                                classify=self._classify_create, after_send=after_send)
+
+    def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+        """The handle from an accepting reply, or None if it carries no usable job id."""
+        raise NotImplementedError
+
+    def find_created(self, reply_ref: str) -> tuple[JobHandle, str] | None:
+        """Look up a job created with `reply_ref` (a create whose answer was lost): its handle and the
+        provider's record of it as text, or None if the provider has no such job."""
+        raise NotImplementedError(f"{self.name} documents no way to look up a job by reference")
 
     def poll(self, handle: JobHandle) -> JobStatus:
         """One status request (retried on transport errors, 429 and 5xx)."""
@@ -319,13 +319,11 @@ class Provider:
     def _classify_create(self, response: httpx.Response) -> CreateVerdict:
         return self.classify_create(response.status_code, reply_json(response))
 
-    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
-        """The handle from an accepting reply, or None if it carries no usable job id."""
-        raise NotImplementedError
-
     # --- helpers for subclasses ----------------------------------------------------------------
     def _secret(self) -> str:
-        return require_secret(self.secret_env, self.name)
+        if self._credential is None:
+            raise AuthError(f"no API key: set the environment variable {self.secret_env}", provider=self.name)
+        return self._credential
 
     def _url(self, path: str, key: str | None = None) -> str:
         return self.base_urls[key or self.name] + path

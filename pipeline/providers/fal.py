@@ -26,6 +26,7 @@ from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submiss
                    http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
                    unknown_status)
 from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
+from .poll import PollPolicy
 
 log = logging.getLogger("lipsync.providers.fal")
 
@@ -142,8 +143,14 @@ def failed_output(status_code: int, body: Any) -> JobStatus:
 
 class FalProvider(Provider):
     name = "fal"
-    classify_create = staticmethod(classify_create)
     secret_env = "FAL_KEY"
+    base_url_defaults = {"fal_queue": "https://queue.fal.run", "fal_storage": "https://rest.fal.ai"}
+    base_url_env = {"fal_queue": "LIPSYNC_FAL_QUEUE_URL", "fal_storage": "LIPSYNC_FAL_STORAGE_URL"}
+    voice_id_scheme = "name"
+    default_concurrency = 8                     # fal's queue takes many requests; the queue limits the rest
+    default_poll = PollPolicy()
+    limits_key = "fal"
+    classify_create = staticmethod(classify_create)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -230,7 +237,7 @@ class FalProvider(Provider):
             payload["voice_id"] = req.speaker or "Auto"
         return Submission(self._json_create(self._url(ENDPOINT, "fal_queue"), payload), payload)
 
-    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+    def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         handle = self._handle_with_id(body, "request_id", created_at)
         if handle is None:
             return None

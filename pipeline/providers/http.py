@@ -2,9 +2,10 @@
 
 - Idempotent requests (uploads, polls, voice lists, downloads): retried on transport errors, 408/425/429
   and 5xx, with exponential backoff, jitter and the server's Retry-After.
-- Creates (billable): retried only while the provider *refused* them (429, "too many jobs") or the body
-  never fully left this machine. Once the whole request was sent, a lost answer is reported as
-  `UncertainCreate` and the request is never sent again: a second send could be a second paid job.
+- Creates (billable): sent once per call (`send_create_once`); the provider-job flow retries only what was
+  *refused* (429, "too many jobs") or never fully left this machine, recording each outcome first. Once
+  the whole request was sent, a lost answer is never resent blindly: a second send could be a second
+  paid job.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 import httpx
 import tenacity
 
-from ..errors import LipsyncError, ProviderError, UncertainCreate, ValidationError
+from ..errors import LipsyncError, ProviderError, ValidationError
 
 log = logging.getLogger("lipsync.providers.http")
 T = TypeVar("T")
@@ -172,22 +173,25 @@ def _before_sleep(provider: str, what: str, policy: RetryPolicy) -> Callable[[te
     return note
 
 
-def retrying(policy: RetryPolicy, *, provider: str, what: str) -> tenacity.Retrying:
+def retrying(policy: RetryPolicy, *, provider: str, what: str,
+             sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
     """A tenacity loop that retries `TryAgain` and re-raises it when the attempts run out."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
         wait=_wait(policy),
         retry=tenacity.retry_if_exception_type(TryAgain),
         before_sleep=_before_sleep(provider, what, policy),
+        sleep=sleep,
         reraise=True,
     )
 
 
 def run_with_retries(attempt: Callable[[], T], *, policy: RetryPolicy, provider: str, what: str,
-                     gave_up: str = "gave up") -> T:
-    """Run `attempt` until it stops raising TryAgain; RetriesExhausted when the attempts run out."""
+                     gave_up: str = "gave up", sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run `attempt` until it stops raising TryAgain; RetriesExhausted when the attempts run out.
+    `sleep` waits between attempts (a batch passes one that a stop request interrupts)."""
     try:
-        return retrying(policy, provider=provider, what=what)(attempt)
+        return retrying(policy, provider=provider, what=what, sleep=sleep)(attempt)
     except TryAgain as exc:
         raise RetriesExhausted(f"{what}: {gave_up} after {policy.attempts} attempts ({exc.reason})",
                                provider=provider) from None
@@ -233,13 +237,15 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
 class _TrackedBody:
     """An upload body that remembers whether it was handed over to the socket to the last byte."""
 
-    def __init__(self, chunks: Iterable[bytes]):
+    def __init__(self, chunks: Iterable[bytes], on_finished: Callable[[], None] = lambda: None):
         self._chunks = chunks
+        self._on_finished = on_finished
         self.finished = False
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self._chunks
         self.finished = True
+        self._on_finished()
 
 
 @dataclass(frozen=True)
@@ -254,45 +260,49 @@ class CreateRequest:
     length: int
 
 
-def uncertain_create(provider: str, reconcile: dict[str, Any], reason: str, sent_at: float) -> UncertainCreate:
-    """The error for a create that was sent but whose outcome is unknown. `reconcile` names the endpoint,
-    the request fingerprint and what was asked (never secrets or media bytes)."""
-    info = {**reconcile, "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sent_at)), "reason": reason}
-    return UncertainCreate(
-        f"the create request sent at {info['sent_at']} got no usable answer ({reason}); the job may exist "
-        f"and be billed: check the provider before sending it again "
-        f"(fingerprint {str(reconcile.get('fingerprint', '?'))[:16]})",
-        provider=provider, reconcile=info)
+@dataclass(frozen=True)
+class Accepted:
+    """A create reply that accepted the job: its parsed body and its text as received (kept verbatim)."""
+
+    body: Any
+    raw: str
 
 
-def send_create(client: httpx.Client, req: CreateRequest, *, provider: str,
-                classify: Callable[[httpx.Response], CreateVerdict], policy: RetryPolicy,
-                reconcile: dict[str, Any]) -> httpx.Response:
-    """Send a create; resend only refusals and bodies that never fully left; return the accepting reply."""
+CreateOutcome = Accepted | Refused | Lost
+"""One create attempt: accepted; refused or never fully sent (nothing exists: safe to send again); or
+lost (the request may have reached the provider: never sent again blindly)."""
 
-    def attempt() -> httpx.Response:
-        body = _TrackedBody(req.body())
-        request = client.build_request(req.method, req.url, content=body,
-                                       headers={**req.headers(), "Content-Length": str(req.length)})
-        sent_at = time.time()
-        try:
-            response = client.send(request)
-        except httpx.UnsupportedProtocol as exc:
-            raise ProviderError(f"create: {exc}", provider=provider) from None
-        except httpx.RequestError as exc:
-            if not body.finished:
-                raise TryAgain(f"not sent: {_transport_reason(exc)}") from exc
-            raise uncertain_create(provider, reconcile, _transport_reason(exc), sent_at) from None
-        verdict = classify(response)
-        if isinstance(verdict, Refused):
-            retry_after = verdict.retry_after
-            if retry_after is None:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise TryAgain(f"refused: {verdict.reason}", retry_after)
-        if isinstance(verdict, Lost):
-            raise uncertain_create(provider, reconcile, verdict.reason, sent_at)
-        if isinstance(verdict, LipsyncError):
-            raise verdict
-        return response
 
-    return run_with_retries(attempt, policy=policy, provider=provider, what="create", gave_up="still refused")
+def send_create_once(client: httpx.Client, req: CreateRequest, *, provider: str,
+                     classify: Callable[[httpx.Response], CreateVerdict],
+                     after_send: Callable[[], None] = lambda: None) -> CreateOutcome:
+    """Send a create exactly once and say what became of it; a definite error reply is raised.
+
+    `after_send` runs the moment the last byte of the body was handed to the socket (a test hook)."""
+    body = _TrackedBody(req.body(), after_send)
+    request = client.build_request(req.method, req.url, content=body,
+                                   headers={**req.headers(), "Content-Length": str(req.length)})
+    try:
+        response = client.send(request)
+    except httpx.UnsupportedProtocol as exc:
+        raise ProviderError(f"create: {exc}", provider=provider) from None
+    except httpx.RequestError as exc:
+        if not body.finished:
+            return Refused(f"not sent: {_transport_reason(exc)}")
+        return Lost(_transport_reason(exc))
+    verdict = classify(response)
+    if isinstance(verdict, Refused) and verdict.retry_after is None:
+        return Refused(verdict.reason, parse_retry_after(response.headers.get("Retry-After")))
+    if verdict is None:
+        return Accepted(reply_json(response), response.text)
+    if isinstance(verdict, LipsyncError):
+        raise verdict
+    return verdict
+
+
+def reply_json(response: httpx.Response) -> Any:
+    """The reply's JSON, or None when the body is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None

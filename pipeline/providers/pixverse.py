@@ -19,6 +19,7 @@ from ..voices import VOICE_IDS
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, media_type,
                    optional_int, reply_json, unknown_status)
 from .http import CreateVerdict, Lost, Refused, is_retryable_status
+from .poll import PollPolicy
 
 API = "/openapi/v2"
 AUTH_CODES = frozenset({10001, 10003})
@@ -142,8 +143,14 @@ def parse_result(resp: Any) -> JobStatus:
 
 class PixverseProvider(Provider):
     name = "pixverse"
-    classify_create = staticmethod(classify_create)
     secret_env = "PIXVERSE_API_KEY"
+    base_url_defaults = {"pixverse": "https://app-api.pixverse.ai"}
+    base_url_env = {"pixverse": "LIPSYNC_PIXVERSE_BASE_URL"}
+    voice_id_scheme = "id"
+    default_concurrency = 4                     # the account's concurrent-generation limit is per plan
+    default_poll = PollPolicy(initial=3.0)      # the docs ask for a status check every 3-5 s
+    limits_key = "pixverse"
+    classify_create = staticmethod(classify_create)
 
     def _auth_headers(self) -> dict[str, str]:
         return {"API-KEY": self._secret(), "Ai-trace-id": str(uuid.uuid4())}
@@ -181,7 +188,7 @@ class PixverseProvider(Provider):
             payload["lip_sync_tts_content"] = req.text
         return Submission(self._json_create(self._url(f"{API}/video/lip_sync/generate"), payload), payload)
 
-    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+    def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         env = parse_envelope(body)
         video_id = as_id(env.resp.get("video_id")) if env and isinstance(env.resp, dict) else None
         if video_id is None:

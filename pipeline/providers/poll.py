@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import GenerationFailed, JobTimeout, LipsyncError, Moderated
+from ..errors import GenerationFailed, JobTimeout, LipsyncError, Moderated, ResultPending
 from .base import JobHandle, JobState, JobStatus
 from .http import RetriesExhausted
 
@@ -30,7 +30,8 @@ class PollPolicy:
     ones stretch out. Against jobs of 20-60 s these defaults detect completion ~4.5 s after it on
     average (a fixed 15 s poll: ~7 s) for ~9 requests a job (fixed: ~4); see bench/providers.py.
 
-    `max_unconfirmed` bounds how many "done but no result URL" replies in a row end in a failure.
+    `max_unconfirmed` bounds how many "done but no result URL" replies in a row are waited on before the
+    wait ends (`ResultPending`, exit 2): the job stays recorded as done and the next run polls it again.
     `accept_unconfirmed_after`: "done, here is the URL, size 0 or missing" replies in a row before the
     URL is taken anyway (a peer that follows PixVerse's doc sample literally reports `size: 0` forever);
     the download, probe and verify that follow are the real evidence.
@@ -58,6 +59,7 @@ class Outcome(StrEnum):
     WAIT = "wait"
     SUCCEEDED = "succeeded"
     ACCEPTED = "accepted"       # done with a URL, but the provider never confirmed a size
+    PENDING = "pending"         # done, but its result stayed missing: stop waiting, never fail it
     FAILED = "failed"
 
 
@@ -69,7 +71,7 @@ class Verdict:
 
 def judge(status: JobStatus, unconfirmed_streak: int, policy: PollPolicy) -> Verdict:
     """Is the wait over? Success needs evidence (a result URL); a provider that keeps saying "done"
-    without one is a failure after `policy.max_unconfirmed` replies in a row."""
+    without one ends the wait after `policy.max_unconfirmed` replies in a row, as pending, not failed."""
     if status.state is JobState.SUCCEEDED:
         if status.result_url:
             return Verdict(Outcome.SUCCEEDED, f"{status.raw_status} with a result URL")
@@ -80,8 +82,8 @@ def judge(status: JobStatus, unconfirmed_streak: int, policy: PollPolicy) -> Ver
         return Verdict(Outcome.ACCEPTED, f"{status.raw_status} with a result URL but no confirmed size "
                                          f"{unconfirmed_streak} times in a row; taking the URL")
     if status.unconfirmed and unconfirmed_streak >= policy.max_unconfirmed:
-        return Verdict(Outcome.FAILED, f"reported done {unconfirmed_streak} times without a result "
-                                       f"({status.raw_status})")
+        return Verdict(Outcome.PENDING, f"reported done {unconfirmed_streak} times without a result "
+                                        f"({status.raw_status})")
     return Verdict(Outcome.WAIT, f"{status.state.value} ({status.raw_status})")
 
 
@@ -124,6 +126,9 @@ def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | Non
                 return replace(status, state=JobState.SUCCEEDED)
             if verdict.outcome is Outcome.FAILED:
                 raise failure_error(status, provider.name, handle.job_id, verdict.reason)
+            if verdict.outcome is Outcome.PENDING:
+                raise ResultPending(f"job {handle.job_id} {verdict.reason}; it is done and paid for: run again "
+                                    f"to fetch its result", provider=provider.name, code=status.raw_status)
         elapsed = clock() - start
         if elapsed >= policy.timeout:
             raise _timeout(provider, handle, policy, last)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from ..voices import VOICE_IDS
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, iter_file, optional_int, raw_file_headers, reply_json, unknown_status)
 from .http import CreateVerdict, classify_http_create, is_retryable_status
+from .poll import PollPolicy
 
 API = "/v2/pixverse"
 ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": not transient
 RUNNING = frozenset({"GENERATING", "PROCESSING", "RUNNING", "IN_PROGRESS"})
 QUEUED = frozenset({"QUEUED", "WAITING", "PENDING"})
 PIXVERSE_CODES = {1: "COMPLETED", 5: "GENERATING", 7: "MODERATED", 8: "FAILED"}
+REPLY_REF_MAX = 1024            # replyRef's documented maximum length
 NOT_FOUND_GRACE_S = 1200.0      # jobs take tens of seconds; 20 min of 404s is not "still processing"
 
 
@@ -88,6 +91,19 @@ def parse_video(body: Any) -> JobStatus:
     return unknown_status("useapi", name or "no status")
 
 
+def video_list(body: Any) -> list[dict[str, Any]]:
+    """The video objects of a `GET /videos` reply: "the response array", or the first array inside an
+    object (the docs show no wrapper, a proxy may add one)."""
+    if isinstance(body, dict):
+        body = next((value for value in body.values() if isinstance(value, list)), [])
+    return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+
+
+def find_by_reply_ref(body: Any, reply_ref: str) -> dict[str, Any] | None:
+    """The newest video created with `reply_ref` (the list is newest first; a later one wins a tie)."""
+    return next((video for video in video_list(body) if str(video.get("replyRef") or "") == reply_ref), None)
+
+
 def not_found_status(handle: JobHandle, grace_s: float, now: float) -> JobStatus:
     """A 404 for a job: still processing, unless it has lasted `grace_s` since the create was accepted."""
     age = now - handle.created_at
@@ -99,8 +115,15 @@ def not_found_status(handle: JobHandle, grace_s: float, now: float) -> JobStatus
 
 class UseapiProvider(Provider):
     name = "useapi"
-    classify_create = staticmethod(classify_create)
     secret_env = "USEAPI_TOKEN"
+    base_url_defaults = {"useapi": "https://api.useapi.net"}
+    base_url_env = {"useapi": "LIPSYNC_USEAPI_BASE_URL"}
+    voice_id_scheme = "id"
+    default_concurrency = 3                     # the docs' own maxJobs example; the account may allow up to 8
+    default_poll = PollPolicy(initial=3.0)      # a 404 while running: no point asking every second
+    limits_key = "useapi"
+    can_reconcile = True                        # replyRef is stored and listed by GET /videos
+    classify_create = staticmethod(classify_create)
 
     def __init__(self, *, max_jobs: int | None = None, email: str | None = None,
                  not_found_grace_s: float = NOT_FOUND_GRACE_S, **kwargs: Any):
@@ -148,12 +171,25 @@ class UseapiProvider(Provider):
         if self.max_jobs is not None:
             payload["maxJobs"] = self.max_jobs
         if reply_ref:
-            payload["replyRef"] = reply_ref[:1024]
+            payload["replyRef"] = reply_ref[:REPLY_REF_MAX]
         payload.update(self._account())
         return Submission(self._json_create(self._url(f"{API}/videos/lipsync"), payload), payload)
 
-    def _handle_from(self, body: Any, created_at: float) -> JobHandle | None:
+    def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         return self._handle_with_id(body, "video_id", created_at)
+
+    def find_created(self, reply_ref: str) -> tuple[JobHandle, str] | None:
+        """`GET /videos` lists the account's videos with the replyRef each was created with."""
+        response = self._request("GET", self._url(f"{API}/videos"), what="video list", retry_on=is_transient,
+                                 params=self._account())
+        body = reply_json(response)
+        if response.status_code != 200:
+            raise error_for(response.status_code, error_text(body, "error", "message"), "video list")
+        match = find_by_reply_ref(body, reply_ref[:REPLY_REF_MAX])
+        if match is None:
+            return None
+        handle = self._handle_with_id(match, "video_id", time.time())
+        return None if handle is None else (handle, json.dumps(match, ensure_ascii=False))
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_limits
+from ..prepare import read_text_file
+from ..providers import BASE_URL_KEYS
 from ..stages.sync import SyncMode
 from ..voices import resolve_voice
 
@@ -29,7 +31,6 @@ def _check_provider(name: str) -> str:
 
 
 ProviderName = Annotated[str, AfterValidator(_check_provider)]
-BASE_URL_KEYS = ("pixverse", "aimlapi", "useapi", "fal_queue", "fal_storage")
 
 
 def _check_base_urls(urls: dict[str, str]) -> dict[str, str]:
@@ -70,7 +71,7 @@ class RunSection(_Strict):
     name: str = Field(min_length=1)
     provider: ProviderName
     output: str | None = None
-    max_jobs: int = Field(4, ge=1, le=64)
+    max_jobs: int | None = Field(None, ge=1, le=64)   # None: each provider's own default
     base_urls: Annotated[dict[str, str], AfterValidator(_check_base_urls)] = Field(default_factory=dict)
     provider_options: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)
     poll: PollSection = PollSection()
@@ -145,7 +146,6 @@ class JobSpec:
     start: float | None
     end: float | None
     limits: Limits
-    limit_overrides: dict[str, Any] = field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
@@ -175,7 +175,7 @@ class RunConfig:
     name: str
     provider: str
     output: Path
-    max_jobs: int
+    max_jobs: int | None
     base_urls: dict[str, str]
     provider_options: dict[str, dict[str, Any]]
     poll: PollSection
@@ -270,9 +270,9 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
     text_file = existing("text_file", spec.text_file) if spec.text_file else None
     if text_file is not None:
         try:
-            text = text_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: {key}.text_file: not UTF-8 text; save it as UTF-8") from None
+            text = read_text_file(text_file)
+        except LipsyncError as exc:
+            raise ConfigError(f"{path}: {key}.text_file: {exc.message}") from None
     if text is not None and not text.strip():
         raise ConfigError(f"{path}: {key}.text: the script is empty; write the words to speak")
     provider = spec.provider or defaults.provider or parsed.run.provider
@@ -297,5 +297,4 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         start=spec.start,
         end=spec.end,
         limits=limits,
-        limit_overrides=overrides,
     )

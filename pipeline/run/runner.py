@@ -6,120 +6,50 @@ small CPU pool, and each provider job (create + poll + download) runs in that pr
 next jobs overlaps waiting on the provider. A free CPU slot goes to finishing a job whose results are in
 before it goes to preparing a new one (`CpuSlots`). A failing job never stops the others.
 
-Crash safety: every step is committed to the ledger before the next one starts; what a rerun does with a
-provider job is decided by `decide_segment` (a pure function) from the ledger record alone.
-
-Test-only hook: `LIPSYNC_TEST_KILL_AT=<point>` SIGKILLs this process at a named point (see KILL_POINTS),
-so the kill/resume tests can stop a run at an exact step. Never set it outside tests.
+Crash safety: each provider job goes through the provider-job flow (`providers/flow.py`), which commits
+every step to the ledger before the next one starts; here is only scheduling (slots, pools, progress) and
+the job's two ends (prepare, deliver). Kill points for the crash tests: `pipeline/killpoints.py`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 import itertools
-import json
 import logging
 import os
 import shutil
-import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ConfigError, GenerationFailed, LipsyncError, UncertainCreate, worst_exit_code
-from ..fsutil import sha256_file, write_text_atomic
-from ..secrets import require_secret
+from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, worst_exit_code
+from ..fsutil import sha256_file, sha256_json, write_text_atomic
+from ..killpoints import kill_point
+from ..providers import PROVIDER_NAMES, JobRequest, PollPolicy, Provider, credential_from_env, get_provider, provider_class
+from ..providers.flow import FlowHooks, FlowSettings, ProviderJobFlow, SegmentJob, segment_key
+from ..providers.store import CreateState, SegmentRef
 from .config import JobSpec, RunConfig
-from .ledger import CreateRecord, CreateState, Ledger, Stage, run_lock
+from .ledger import Ledger, Stage, run_lock
 from .progress import Progress, job_context, status_text
 from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
 
 log = logging.getLogger("lipsync.run")
 
-KILL_POINTS = ("prepare", "after_intent", "after_create", "poll", "download", "mux")
-MAX_RESULT_BYTES = 2_000_000_000  # a provider result bigger than this is not a lip-sync clip
 WORK_DIR = ".work"                # hidden, so handoff's checksums skip it
-
-
-def kill_point(name: str) -> None:
-    """Test-only: SIGKILL ourselves at `name` when LIPSYNC_TEST_KILL_AT says so."""
-    assert name in KILL_POINTS, name
-    if os.environ.get("LIPSYNC_TEST_KILL_AT") == name:
-        log.warning("LIPSYNC_TEST_KILL_AT=%s: killing this process", name)
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 class Interrupted(Exception):
     """The user asked the run to stop (Ctrl-C); raised at the next safe point of each job."""
 
 
-# ---- decisions (pure) ---------------------------------------------------------------------------
-
-
-class Action(StrEnum):
-    CREATE = "create"
-    POLL = "poll"
-    DOWNLOAD = "download"
-    REUSE = "reuse"
-    UNCERTAIN = "uncertain"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class SegmentDecision:
-    action: Action
-    reason: str
-
-
-def decide_segment(
-    record: CreateRecord | None, *, have_result: bool, resubmit_uncertain: bool, retry_failed: bool
-) -> SegmentDecision:
-    """What to do with one provider job, from its last ledger record. Never creates while a job may exist."""
-    if record is None:
-        return SegmentDecision(Action.CREATE, "no create on record for this key")
-    state = record.state
-    if state is CreateState.DOWNLOADED and have_result:
-        return SegmentDecision(Action.REUSE, f"result of {record.provider_job_id} already downloaded")
-    if state in (CreateState.DOWNLOADED, CreateState.SUCCEEDED):
-        return SegmentDecision(Action.DOWNLOAD, f"{record.provider_job_id} succeeded; fetching its result")
-    if state is CreateState.CREATED:
-        return SegmentDecision(Action.POLL, f"{record.provider_job_id} exists at the provider; polling it")
-    if state in (CreateState.INTENT, CreateState.UNCERTAIN):
-        if resubmit_uncertain:
-            return SegmentDecision(Action.CREATE, "the last create is uncertain and --resubmit-uncertain was given")
-        return SegmentDecision(
-            Action.UNCERTAIN,
-            "a create was sent but its answer never recorded: the job may exist and be billed; check the "
-            "provider's dashboard, then rerun with --resubmit-uncertain to create it again",
-        )
-    if state is CreateState.FAILED:
-        if retry_failed:
-            return SegmentDecision(Action.CREATE, "the last attempt failed and --retry-failed was given")
-        return SegmentDecision(Action.FAILED, f"{record.provider_job_id} failed: {record.error}")
-    return SegmentDecision(Action.CREATE, f"the last create was refused ({record.error}); nothing exists")
-
-
-def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def inputs_key(spec: JobSpec, video_sha: str, audio_sha: str | None) -> str:
     """What a job's result depends on: its input files (by hash), its text and parameters."""
-    return digest({"video": video_sha, "audio": audio_sha, "text": spec.text, "params": spec.params()})
-
-
-def segment_key(job_id: str, provider: str, index: int, video_sha: str, audio_sha: str | None,
-                text: str | None, speaker: str | None) -> str:
-    """The idempotency key of one provider job: the provider, the prepared media it gets, and what it says."""
-    return digest({"job": job_id, "provider": provider, "segment": index, "video": video_sha, "audio": audio_sha,
-                   "text": text, "speaker": speaker})
+    return sha256_json({"video": video_sha, "audio": audio_sha, "text": spec.text, "params": spec.params()})
 
 
 # ---- CPU slots ----------------------------------------------------------------------------------
@@ -210,7 +140,7 @@ class RunOptions:
 
 
 class BatchRunner:
-    def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Any],
+    def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Provider],
                  progress: Progress):
         self.config = config
         self.options = options
@@ -218,13 +148,14 @@ class BatchRunner:
         self.providers = providers
         self.progress = progress
         self.stop = threading.Event()
-        width = options.jobs or config.max_jobs
         self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
-            name: ThreadPoolExecutor(max_workers=min(width, provider.max_concurrency or width),
+            name: ThreadPoolExecutor(max_workers=provider_width(provider, options.jobs or config.max_jobs),
                                      thread_name_prefix=f"lipsync-{name}")
             for name, provider in providers.items()
         }
+        self._flow_settings = FlowSettings(resubmit_uncertain=options.resubmit_uncertain,
+                                           retry_failed=options.retry_failed)
 
     @property
     def run_dir(self) -> Path:
@@ -303,7 +234,7 @@ class BatchRunner:
 
     def _outcome(self, spec: JobSpec, started: float, *, resumed: bool) -> JobOutcome:
         row = self.ledger.job(spec.id)
-        creates = [c for c in self.ledger.creates(spec.id, current=True) if c.state is not CreateState.REJECTED]
+        creates = [c for c in self.ledger.creates(spec.id, current=True) if c.state.maybe_billed]
         uncertain = tuple(
             {"segment": c.segment, "key": c.idem_key, "attempt": c.attempt, "reconcile": c.reconcile or {}}
             for c in creates if c.state in (CreateState.UNCERTAIN, CreateState.INTENT)
@@ -354,117 +285,26 @@ class BatchRunner:
         return result
 
     def _segment_flow(self, spec: JobSpec, inputs_key: str, seg: PreparedSegment) -> SegmentResult:
-        self._checkpoint()
-        provider = self.providers[spec.provider]
-        key = segment_key(spec.id, spec.provider, seg.index, seg.video_sha256, seg.audio_sha256, seg.text,
-                          seg.speaker)
-        record = self.ledger.latest_create(key)
-        if record is None:
-            # the prepared media were made again (their cache was lost) and came out different: the provider
-            # job made from the same inputs still stands, and is paid for
-            record = self.ledger.live_create_for(spec.id, inputs_key, seg.index)
-            if record is not None:
-                log.info("%s segment %d: reusing %s job %s made from the same inputs", spec.id, seg.index,
-                         spec.provider, record.provider_job_id)
-                key = record.idem_key
-        result_path = self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4"
-        decision = decide_segment(
-            record, have_result=_is_intact(result_path, record),
-            resubmit_uncertain=self.options.resubmit_uncertain, retry_failed=self.options.retry_failed,
+        key = segment_key(job=spec.id, provider=spec.provider, segment=seg.index, video=seg.video_sha256,
+                          audio=seg.audio_sha256, text=seg.text, speaker=seg.speaker)
+        job = SegmentJob(
+            key=key, ref=SegmentRef(spec.id, inputs_key, seg.index, spec.provider),
+            request=JobRequest(video=seg.video, audio=seg.audio, text=seg.text, speaker=seg.speaker),
+            reply_ref=f"{self.config.name}/{spec.id}/{seg.index}/{key}",
+            result_path=self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4",
         )
-        log.debug("%s segment %d: %s (%s)", spec.id, seg.index, decision.action, decision.reason)
-        if decision.action is Action.UNCERTAIN:
-            if record.state is CreateState.INTENT:
-                self.ledger.record_uncertain(key, record.attempt, error="the run stopped before the answer was recorded",
-                                             reconcile=self._reconcile(spec, seg, key, record))
-            raise UncertainCreate(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
-        if decision.action is Action.FAILED:
-            raise GenerationFailed(f"{spec.id} segment {seg.index}: {decision.reason}", provider=spec.provider)
-        if decision.action is Action.CREATE:
-            record = self._create(spec, seg, key, inputs_key, provider)
-        if decision.action in (Action.CREATE, Action.POLL):
-            record = self._wait(spec, seg, key, record, provider)
-        if decision.action is Action.DOWNLOAD:
-            record = self._download_stored(spec, seg, key, record, provider, result_path)
-        elif decision.action is not Action.REUSE:
-            record = self._download(spec, key, record, provider, result_path)
-        return SegmentResult(seg, record, result_path)
+        hooks = FlowHooks(
+            on_step=lambda step, detail: self._set_stage(spec.id, Stage(step.value), detail),
+            on_status=lambda status: self.progress.update(spec.id, provider_state=status_text(status)),
+            checkpoint=self._checkpoint, sleep=self._sleep,
+        )
+        result = ProviderJobFlow(self.providers[spec.provider], self.ledger, self._flow_settings, hooks).run(job)
+        return SegmentResult(seg, result.record, result.path)
 
-    def _create(self, spec: JobSpec, seg: PreparedSegment, key: str, inputs_key: str, provider) -> CreateRecord:
-        from ..providers.base import JobRequest
-
-        self._set_stage(spec.id, Stage.SUBMIT)
-        self._checkpoint()
-        attempt = self.ledger.record_intent(key, job_id=spec.id, inputs_key=inputs_key, segment=seg.index,
-                                            provider=spec.provider)
-        kill_point("after_intent")
-        request = JobRequest(video=seg.video, audio=seg.audio, text=seg.text, speaker=seg.speaker)
-        try:
-            handle = provider.create(request, reply_ref=self._reply_ref(spec, seg, key))
-        except UncertainCreate as err:
-            self.ledger.record_uncertain(key, attempt, error=err.render(), reconcile=err.reconcile)
-            raise
-        except LipsyncError as err:
-            self.ledger.record_rejected(key, attempt, error=err.render())
-            raise
-        except BaseException as err:
-            # we cannot tell whether the request reached the provider: treat it as a lost answer
-            self.ledger.record_uncertain(key, attempt, error=f"{type(err).__name__}: {err}", reconcile=None)
-            raise
-        self.ledger.record_created(key, attempt, handle=handle.to_dict(), provider_job_id=handle.job_id)
-        log.info("%s segment %d: %s job %s created", spec.id, seg.index, spec.provider, handle.job_id)
-        kill_point("after_create")
-        return self.ledger.latest_create(key)
-
-    def _reply_ref(self, spec: JobSpec, seg: PreparedSegment, key: str) -> str:
-        """Sent with the create where the protocol echoes it back (useapi replyRef): names the job for a human."""
-        return f"{self.config.name}/{spec.id}/{seg.index}/{key[:16]}"
-
-    def _reconcile(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord) -> dict[str, Any]:
-        """What a user needs to find a job whose create answer never arrived, in the provider's dashboard."""
-        return {
-            "provider": spec.provider, "job": spec.id, "segment": seg.index, "reply_ref": self._reply_ref(spec, seg, key),
-            "intent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.intent_at)),
-            "video_sha256": seg.video_sha256, "audio_sha256": seg.audio_sha256, "text": seg.text,
-        }
-
-    def _wait(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord, provider) -> CreateRecord:
-        from ..providers.base import JobHandle
-        from ..providers.poll import wait_for_job
-
-        handle = JobHandle.from_dict(record.handle)
-        self._set_stage(spec.id, Stage.POLL, handle.job_id)
-
-        def on_status(status) -> None:
-            self.ledger.record_poll(key, record.attempt, status.raw_status)
-            self.progress.update(spec.id, provider_state=status_text(status))
-            kill_point("poll")
-            self._checkpoint()
-
-        try:
-            status = wait_for_job(provider, handle, provider.poll_policy, on_status=on_status)
-        except GenerationFailed as err:  # includes Moderated: the job ended without a result
-            self.ledger.record_failed(key, record.attempt, error=err.render())
-            raise
-        self.ledger.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
-        return self.ledger.latest_create(key)
-
-    def _download(self, spec: JobSpec, key: str, record: CreateRecord, provider, dst: Path) -> CreateRecord:
-        self._set_stage(spec.id, Stage.DOWNLOAD, record.provider_job_id)
-        got = provider.download(record.result_url, dst, max_bytes=MAX_RESULT_BYTES)
-        kill_point("download")
-        self.ledger.record_downloaded(key, record.attempt, path=str(got.path), sha256=got.sha256, size=got.size)
-        return self.ledger.latest_create(key)
-
-    def _download_stored(self, spec: JobSpec, seg: PreparedSegment, key: str, record: CreateRecord, provider,
-                         dst: Path) -> CreateRecord:
-        """Download from a URL an earlier run recorded; result URLs expire, so on failure ask for a fresh one."""
-        try:
-            return self._download(spec, key, record, provider, dst)
-        except LipsyncError as err:
-            log.warning("%s segment %d: the stored result URL failed (%s); polling for a fresh one",
-                        spec.id, seg.index, err.render())
-        return self._download(spec, key, self._wait(spec, seg, key, record, provider), provider, dst)
+    def _sleep(self, seconds: float) -> None:
+        """A wait (backoff, poll interval) that a stop request cuts short."""
+        if self.stop.wait(seconds):
+            raise Interrupted()
 
     # --- mux, verify, hand off -------------------------------------------------------------------
 
@@ -480,6 +320,13 @@ class BatchRunner:
         self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final),
                                final_sha256=sha256_file(final))
         self.progress.update(spec.id, stage=Stage.DONE, note=str(final))
+
+
+def provider_width(provider: Provider, asked: int | None) -> int:
+    """Provider jobs in flight at once: as asked (CLI, config), else the provider's default; never wider
+    than the provider's own limit (useapi's maxJobs)."""
+    width = asked or provider.default_concurrency
+    return min(width, provider.max_concurrency or width)
 
 
 def _most_telling(errors: list[BaseException]) -> BaseException:
@@ -500,12 +347,6 @@ def _input_sha256(path: Path) -> str:
 @functools.lru_cache(maxsize=1024)
 def _sha256_of_version(path: str, _size: int, _mtime_ns: int) -> str:
     return sha256_file(path)
-
-
-def _is_intact(path: Path, record: CreateRecord | None) -> bool:
-    if record is None or record.download_sha256 is None or not path.is_file():
-        return False
-    return sha256_file(path) == record.download_sha256
 
 
 def _load_prepared(path: Path, key: str) -> PreparedJob | None:
@@ -552,36 +393,30 @@ class RunSummary:
         }
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each provider is reached and with which key."""
+
+    base_urls: dict[str, str]
+    credentials: dict[str, str | None]      # provider -> key (None: its variable is not set)
+
+
 @contextmanager
-def provider_endpoints(config: RunConfig, options: RunOptions) -> Iterator[dict[str, str]]:
-    """The base URLs to talk to: the config's (or the adapters' defaults), or an in-process emulator's."""
+def provider_endpoints(config: RunConfig, options: RunOptions) -> Iterator[Endpoints]:
+    """The config's base URLs (or the adapters' defaults) with the keys from the environment, or an
+    in-process emulator's URLs and test keys (the environment is left alone)."""
     if not options.rehearse:
-        yield dict(config.base_urls)
+        yield Endpoints(dict(config.base_urls), {name: credential_from_env(name) for name in PROVIDER_NAMES})
         return
     from ..emulator import Emulator, EmulatorSettings
 
     settings = EmulatorSettings(latency_s=config.rehearse.latency_s, queue_s=config.rehearse.queue_s)
-    with Emulator(settings) as emu, _environment(emu.env()):
+    with Emulator(settings) as emu:
         log.info("rehearsal: providers emulated at %s (no credits are used)", emu.root)
-        yield emu.base_urls
+        yield Endpoints(emu.base_urls, dict(emu.credentials()))
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration (the emulator's test keys), then restore them."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def poll_policy(config: RunConfig, options: RunOptions, default):
+def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> PollPolicy:
     """The provider's poll policy with the config's overrides, and LIPSYNC_POLL_INTERVAL (tests) on top.
     Rehearsals poll often: the emulator answers in seconds, not minutes."""
     changes: dict[str, float] = {}
@@ -600,17 +435,17 @@ def poll_policy(config: RunConfig, options: RunOptions, default):
     return replace(default, **changes)
 
 
-def _open_provider(config: RunConfig, options: RunOptions, name: str, base_urls: dict[str, str]):
-    from ..providers import DEFAULT_POLL, get_provider
-
+def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints) -> Provider:
     extra = config.provider_options.get(name, {})
+    credential = endpoints.credentials.get(name)
+    cls = provider_class(name)
+    if credential is None:  # stops the run before any conform work
+        raise AuthError(f"no API key: set the environment variable {cls.secret_env}", provider=name)
     try:
-        provider = get_provider(name, base_urls=base_urls, poll=poll_policy(config, options, DEFAULT_POLL[name]),
-                                **extra)
+        return get_provider(name, credential=credential, base_urls=endpoints.base_urls,
+                            poll=poll_policy(config, options, cls.default_poll), **extra)
     except (TypeError, LipsyncError) as err:
         raise ConfigError(f"{config.path}: run.provider_options.{name}: {err}") from None
-    require_secret(provider.secret_env, name)  # a missing key stops the run before any conform work
-    return provider
 
 
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
@@ -620,9 +455,9 @@ def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> Run
     jobs = config.select(options.only)
     started = time.monotonic()
     with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
-            provider_endpoints(config, options) as base_urls, ExitStack() as providers_open:
+            provider_endpoints(config, options) as endpoints, ExitStack() as providers_open:
         providers = {
-            name: providers_open.enter_context(_open_provider(config, options, name, base_urls))
+            name: providers_open.enter_context(_open_provider(config, options, name, endpoints))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
         outcomes = BatchRunner(config, options, ledger, providers, progress).run(jobs)

@@ -1,0 +1,114 @@
+"""What the provider-job flow writes down, and the small interface it writes through.
+
+Every billable step of `flow.py` is persisted through a `FlowStore` before the next one starts, so a
+process killed at any instant leaves a record from which a rerun knows what exists at the provider.
+`run/ledger.py` (SQLite, one per run directory) implements it for `lipsync run`; `lipsync submit` uses
+the same class on a small ledger file beside its output. The store never decides anything: the flow's
+pure `decide` reads a record and says what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class CreateState(StrEnum):
+    INTENT = "intent"          # committed just before the create request leaves; no answer yet
+    CREATED = "created"        # the provider accepted the job and its id is recorded
+    SUCCEEDED = "succeeded"    # the provider says done (sticky: never FAILED afterwards); result_url may lag
+    DOWNLOADED = "downloaded"  # the paid result is on our disk (path + sha256)
+    FAILED = "failed"          # the provider says the generation failed or was moderated
+    REFUSED = "refused"        # the create was declined or never fully sent: nothing exists, nothing billed
+    UNCERTAIN = "uncertain"    # the request may have reached the provider, but no usable answer came back
+
+    @property
+    def live(self) -> bool:
+        """A provider job exists for this attempt and must not be created again."""
+        return self in (CreateState.CREATED, CreateState.SUCCEEDED, CreateState.DOWNLOADED)
+
+    @property
+    def maybe_billed(self) -> bool:
+        """A job may exist for this attempt: live, or sent without an answer."""
+        return self.live or self in (CreateState.INTENT, CreateState.UNCERTAIN)
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """Which piece of which job a provider job is for: the run's job id, its inputs and the segment."""
+
+    job_id: str
+    inputs_key: str
+    segment: int
+    provider: str
+
+
+@dataclass(frozen=True)
+class CreateRecord:
+    """One create attempt of one idempotency key, as the store last wrote it."""
+
+    idem_key: str
+    attempt: int
+    job_id: str
+    inputs_key: str
+    segment: int
+    provider: str
+    state: CreateState
+    handle: dict[str, Any] | None
+    provider_job_id: str | None
+    provider_state: str | None
+    polls: int
+    final_status: dict[str, Any] | None
+    result_url: str | None
+    download_path: str | None
+    download_sha256: str | None
+    download_size: int | None
+    error: str | None
+    reconcile: dict[str, Any] | None
+    raw_reply: str | None
+    intent_at: float
+    created_at: float | None
+    finished_at: float | None
+
+
+class FlowStore(Protocol):
+    """Where the flow persists each step. Every method commits before it returns."""
+
+    def latest_create(self, idem_key: str) -> CreateRecord | None:
+        """The newest attempt for this key, or None if none was ever recorded."""
+
+    def live_create_for(self, ref: SegmentRef) -> CreateRecord | None:
+        """A live provider job made for the same job inputs and segment under another key (the prepared
+        media were made again and came out different): it is paid for, so it is reused."""
+
+    def record_intent(self, idem_key: str, ref: SegmentRef) -> int:
+        """The create is about to be sent; returns the attempt number."""
+
+    def record_refused(self, idem_key: str, attempt: int, *, error: str) -> None:
+        """The provider declined the create (or it never fully left): the key is back to 'not created'."""
+
+    def record_uncertain(self, idem_key: str, attempt: int, *, error: str, reconcile: dict[str, Any],
+                         raw_reply: str | None = None) -> None:
+        """The request may have been delivered but no usable answer was recorded."""
+
+    def record_reply(self, idem_key: str, attempt: int, *, raw_reply: str) -> None:
+        """An accepting reply, as received, before anything parses it (so a reply we cannot read still
+        shows the job id it carried)."""
+
+    def record_created(self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str) -> None:
+        """The provider accepted the job: its id and the handle to poll it."""
+
+    def adopt(self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str,
+              raw_reply: str) -> None:
+        """An uncertain attempt was found at the provider (reconciled): it becomes that job."""
+
+    def record_poll(self, idem_key: str, attempt: int, provider_state: str) -> None: ...
+
+    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str | None,
+                         status: dict[str, Any]) -> None:
+        """The provider says the job is done; the URL may still be missing (polled again, never failed)."""
+
+    def record_failed(self, idem_key: str, attempt: int, *, error: str) -> None: ...
+
+    def record_downloaded(self, idem_key: str, attempt: int, *, path: str, sha256: str, size: int) -> None: ...
