@@ -232,23 +232,21 @@ def _cuts(total: int, max_frames: int, min_frames: int, rate: Fraction, cues: Cu
     return [*cuts, Cut(total, CutKind.SOURCE_END, "the end of the source", (total, total))]
 
 
-def _seconds(frame: int | Fraction, rate: Fraction) -> str:
-    return f"{float(frame / rate):.3f} s"
+Found = tuple[int, CutKind, str] | None    # a cue's frame, its kind and why
 
 
 def _choose(lo: int, hi: int, balanced: Fraction, rate: Fraction, cues: CutCues) -> Cut:
-    where = f"in the window {float(lo / rate):.3f}-{_seconds(hi, rate)}"
-    for pick in (_at_pause, _at_sentence_end, _at_shot_change, _at_quietest):
-        found = pick(lo, hi, balanced, rate, cues)
-        if found is not None:
-            frame, kind, why = found
-            return Cut(frame, kind, f"{why}, {where}", (lo, hi))
-    frame = min(max(round(balanced), lo), hi)
-    return Cut(frame, CutKind.BALANCED, f"no pause, sentence end, shot change or loudness measure {where}: "
-                                        f"the balanced point", (lo, hi))
+    found = (_at_pause(lo, hi, balanced, rate, cues)
+             or _at_nearest(cues.sentence_ends, CutKind.SENTENCE_END, "sentence end", lo, hi, balanced, rate)
+             or _at_nearest(cues.shot_changes, CutKind.SHOT_CHANGE, "shot change", lo, hi, balanced, rate)
+             or _at_quietest(lo, hi, balanced, rate, cues)
+             or (min(max(round(balanced), lo), hi), CutKind.BALANCED,
+                 "no pause, sentence end, shot change or loudness measure: the balanced point"))
+    frame, kind, why = found
+    return Cut(frame, kind, f"{why}, in the window {float(lo / rate):.3f}-{float(hi / rate):.3f} s", (lo, hi))
 
 
-def _at_pause(lo, hi, balanced, rate, cues):
+def _at_pause(lo: int, hi: int, balanced: Fraction, rate: Fraction, cues: CutCues) -> Found:
     best = None
     for a, b in cues.pauses:
         first = max(lo, math.ceil(Fraction(a) * rate))
@@ -262,24 +260,16 @@ def _at_pause(lo, hi, balanced, rate, cues):
     return None if best is None else (best[1], CutKind.PAUSE, best[2])
 
 
-def _nearest(times, lo, hi, balanced, rate):
+def _at_nearest(times: tuple[float, ...], kind: CutKind, what: str, lo: int, hi: int, balanced: Fraction,
+                rate: Fraction) -> Found:
     frames = [f for f in (round(Fraction(t) * rate) for t in times) if lo <= f <= hi]
-    return min(frames, key=lambda f: (abs(f - balanced), f)) if frames else None
+    if not frames:
+        return None
+    frame = min(frames, key=lambda f: (abs(f - balanced), f))
+    return frame, kind, f"the {what} nearest the balanced point ({float(frame / rate):.3f} s)"
 
 
-def _at_sentence_end(lo, hi, balanced, rate, cues):
-    frame = _nearest(cues.sentence_ends, lo, hi, balanced, rate)
-    return None if frame is None else (frame, CutKind.SENTENCE_END,
-                                       f"the sentence end nearest the balanced point ({_seconds(frame, rate)})")
-
-
-def _at_shot_change(lo, hi, balanced, rate, cues):
-    frame = _nearest(cues.shot_changes, lo, hi, balanced, rate)
-    return None if frame is None else (frame, CutKind.SHOT_CHANGE,
-                                       f"the shot change nearest the balanced point ({_seconds(frame, rate)})")
-
-
-def _at_quietest(lo, hi, balanced, rate, cues):
+def _at_quietest(lo: int, hi: int, balanced: Fraction, rate: Fraction, cues: CutCues) -> Found:
     env = cues.loudness
     if env is None or not env.levels_db:
         return None
@@ -320,7 +310,7 @@ def measure_shot_changes(path: str | Path, *, threshold: float = SCENE_THRESHOLD
                  .filter("scale", SCENE_WIDTH, -2)
                  .filter("select", f"gt(scene,{threshold})")
                  .filter("metadata", mode="print", file=str(found)))
-        argv = compile_stream(video.output("-", f="null").global_args("-hide_banner", "-nostats", "-an", "-sn"))
+        argv = compile_stream(video.output("-", f="null").global_args("-hide_banner", "-nostats"))
         run = run_ffmpeg(argv, what=f"finding the shot changes of {Path(path).name}")
         text = found.read_text(encoding="utf-8") if found.exists() else ""
     return ShotChanges(tuple(float(t) for t in _PTS_TIME.findall(text)), threshold, run)
