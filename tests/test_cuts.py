@@ -13,8 +13,8 @@ from hypothesis import assume, given, settings, strategies as st
 from pipeline.errors import ValidationError
 from pipeline.ffmpeg import ffmpeg_exe, run_ffmpeg
 from pipeline.limits import load_limits
-from pipeline.speech import write_wav
-from pipeline.stages.conform_audio import SpeechActivity
+from pipeline.speech import synth_speech, write_wav
+from pipeline.stages.conform_audio import SpeechActivity, speech_activity
 from pipeline.stages.conform_video import SIZE_MARGIN, VBV_BUFFER_SECONDS
 from pipeline.stages.cuts import (
     CutCues,
@@ -264,3 +264,30 @@ def test_loudness_envelope_finds_the_quiet_stretch_and_the_plan_cuts_there(tmp_p
 def test_loudness_levels_of_silence_and_a_short_last_block():
     levels = loudness_levels(np.concatenate([np.zeros(100), np.full(30, 0.5)]), 1000, 0.1)
     assert levels == pytest.approx((-120.0, 20 * np.log10(0.5)))
+
+
+def test_a_long_voice_is_cut_in_its_measured_pauses(tmp_path):
+    """Real speech activity (conform_audio's measure) and a real loudness envelope drive the plan: 62 s of
+    speech-like sound with 0.8 s silences every 6 s, except 20-44 s where it never stops."""
+    rate = 16000
+    gaps = [t for t in np.arange(6.0, 62.0, 6.0) if not 20 <= t <= 44]
+    voice = synth_speech(62.0, sample_rate=rate, seed=3)
+    for t in gaps:
+        voice[int(t * rate):int((t + 0.8) * rate)] = 0.0
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, voice, rate)
+    activity = speech_activity(wav, "wav", loudness_lufs=-20.0)
+    envelope = measure_loudness(wav)
+    plan = plan_cuts(62.0, 25, LIMITS, cues=CutCues(pauses=pauses_of(activity), loudness=envelope))
+    assert len(plan.segments) == 3
+    kinds = []
+    for seg in plan.segments[:-1]:
+        t, (lo, hi) = float(seg.end), seg.cut.window
+        kinds.append(seg.cut.kind)
+        if any(_has_frame((lo, hi), g, g + 0.8, Fraction(25)) for g in gaps):
+            assert seg.cut.kind is CutKind.PAUSE and any(g <= t <= g + 0.8 for g in gaps), seg.cut
+        else:  # inside the unbroken stretch: at its quietest step (a gap between two synthetic words)
+            steps = envelope.levels_db[int(lo / 25 / envelope.step):int(hi / 25 / envelope.step)]
+            assert seg.cut.kind is CutKind.QUIETEST and 20 < t < 44.8
+            assert envelope.levels_db[int(t / envelope.step)] <= min(steps) + 3.0
+    assert kinds == [CutKind.PAUSE, CutKind.QUIETEST]
