@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from pipeline.errors import ValidationError
 from pipeline.speech import estimate_speech_seconds
-from pipeline.stages.text import chunk_text, normalize_text, spoken
+from pipeline.stages.text import chunk_text, normalize_text, sentence_end_times, spoken
 from pipeline.voices import resolve_voice
 
 ENGLISH = st.text(alphabet="abcdefghij ,.!?;:'\n\t", min_size=1, max_size=800)
@@ -121,3 +121,21 @@ def test_speaker_names_resolve_with_did_you_mean():
     assert resolve_voice("14") == "Ethan"
     with pytest.raises(ValidationError, match="did you mean Oliver"):
         resolve_voice("Olivr")
+
+
+def test_sentence_end_times_of_a_script():
+    text = "One two three. Four five six seven! Eight nine?"
+    ends = sentence_end_times(text)
+    assert ends == pytest.approx((estimate_speech_seconds("One two three. "),
+                                  estimate_speech_seconds("One two three. Four five six seven! ")))
+    stretched = sentence_end_times(text, total_seconds=2 * estimate_speech_seconds(text))
+    assert stretched == pytest.approx(tuple(2 * t for t in ends))
+    assert sentence_end_times("no sentence mark here") == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_TEXT, st.floats(1.0, 600.0))
+def test_sentence_end_times_rise_inside_the_voice(text, seconds):
+    assume(normalize_text(text))
+    ends = sentence_end_times(text, total_seconds=seconds)
+    assert list(ends) == sorted(ends) and all(0 <= t <= seconds for t in ends)

@@ -90,3 +90,13 @@ def chunk_text(text: str, max_chars: int, max_seconds: float) -> list[str]:
         chunks.append(rest[:cut])
         rest = rest[cut:]
     return chunks
+
+
+def sentence_end_times(text: str, total_seconds: float | None = None) -> tuple[float, ...]:
+    """When each sentence of a script ends as spoken (for the cut plan), from the speech estimate, stretched
+    to `total_seconds` (the measured length of the voice) when given. The script's own end is not one."""
+    normalized = normalize_text(text)
+    ends = [m.end() for m in _SENTENCE_END.finditer(normalized) if m.end() < len(normalized)]
+    whole = estimate_speech_seconds(normalized)
+    scale = total_seconds / whole if total_seconds and whole else 1.0
+    return tuple(estimate_speech_seconds(normalized[:end]) * scale for end in ends)
