@@ -11,7 +11,7 @@ from sync_media import provider_result, shifted_wav
 from pipeline.errors import VerificationError
 from pipeline.ffmpeg import compile_stream, run_ffmpeg
 from pipeline.stages.mux import mux, stitch
-from pipeline.stages.verify import VerifyExpectations, expectations_for, verify
+from pipeline.stages.verify import SyncReference, VerifyExpectations, expectations_for, verify
 
 FPS = 25
 FRAME = 1 / FPS
@@ -35,7 +35,7 @@ def _checks(report) -> dict[str, bool]:
 
 def test_a_good_final_passes_every_check_and_records_its_figures(scene):
     _, _, provider, final = scene
-    report = verify(final, VerifyExpectations(sync_reference=provider, duration_s=3.0))
+    report = verify(final, VerifyExpectations(references=(SyncReference(provider),), duration_s=3.0))
     assert _checks(report) == dict.fromkeys(
         ["video_stream", "audio_stream", "decode", "av_duration", "duration", "av_offset"], True)
     assert report.ok
@@ -53,7 +53,7 @@ def test_a_good_final_passes_every_check_and_records_its_figures(scene):
 def test_missing_audio_stream_fails(scene):
     d, _, provider, _ = scene
     mute = make_video(d / "mute.mp4", seconds=3.0, fps=FPS, audio=False)
-    report = verify(mute, VerifyExpectations(sync_reference=provider))
+    report = verify(mute, VerifyExpectations(references=(SyncReference(provider),)))
     assert _checks(report)["audio_stream"] is False
     with pytest.raises(VerificationError, match="mute.mp4.*no audio stream") as err:
         report.raise_if_failed()
@@ -116,7 +116,7 @@ def test_audio_three_frames_late_fails_the_offset_check(scene):
     d, master, provider, _ = scene
     late = shifted_wav(master, d / "late.wav", 0.04 + 3 * FRAME)
     final = make_video(d / "late.mp4", seconds=3.0, width=256, height=144, fps=FPS, audio_file=late)
-    report = verify(final, VerifyExpectations(sync_reference=provider))
+    report = verify(final, VerifyExpectations(references=(SyncReference(provider),)))
     check = next(c for c in report.checks if c.name == "av_offset")
     assert not check.ok
     assert check.measured == pytest.approx(3 * FRAME, abs=0.002)
@@ -127,7 +127,7 @@ def test_audio_that_is_not_the_providers_fails_the_offset_check(scene):
     d, _, provider, _ = scene
     other = make_audio(d / "other.wav", seconds=3.0, rate=48000, seed=99)
     final = make_video(d / "other.mp4", seconds=3.0, fps=FPS, audio_file=other)
-    report = verify(final, VerifyExpectations(sync_reference=provider))
+    report = verify(final, VerifyExpectations(references=(SyncReference(provider),)))
     assert _checks(report)["av_offset"] is False
     assert report.figures.offset_correlation < 0.3
 
@@ -151,9 +151,16 @@ def test_stitched_final_is_checked_segment_by_segment(tmp_path):
     muxed = [mux(r, None, tmp_path / f"seg{i}.mp4") for i, r in enumerate(results)]
 
     good = stitch([m.path for m in muxed], tmp_path / "good.mp4")
-    report = verify(good.path, expectations_for(good, results))
+    report = verify(good.path, expectations_for(good, results, [2.0, 1.6]))
     assert report.ok, report.failed()
-    assert {"av_offset_0", "av_offset_1", "duration"} <= set(_checks(report))
+    assert {"av_offset_0", "av_offset_1", "segment_length_0", "segment_length_1", "duration"} <= set(_checks(report))
+    first, second = report.segments  # one typed record per segment, for the manifest
+    assert (first.index, first.start_s, second.index) == (0, 0.0, 1)
+    assert second.start_s == pytest.approx(2.0, abs=FRAME) and second.returned_s == pytest.approx(1.6, abs=FRAME)
+    assert second.ok and abs(second.offset_s) < FRAME and second.correlation > 0.9
+
+    short = verify(good.path, expectations_for(good, results, [2.0, 1.9]))  # the provider cut 0.3 s of voice
+    assert not short.ok and [c.name for c in short.failed()] == ["segment_length_1"]
 
     late = [voices[0], shifted_wav(voices[1], tmp_path / "late1.wav", 3 * FRAME)]
     bad = stitch([m.path for m in muxed], tmp_path / "bad.mp4", segment_audio=late)

@@ -114,7 +114,7 @@ def deliver_job(
     """Mux each provider result with its master audio, stitch segments, verify, and write the handoff folder."""
     from ..stages.handoff import FINAL_NAME, write_handoff
     from ..stages.mux import mux, stitch
-    from ..stages.verify import VerifyExpectations, verify
+    from ..stages.verify import expectations_for, verify
 
     if len(results) == 1:
         only = results[0]
@@ -126,7 +126,7 @@ def deliver_job(
         final = stitch([m.path for m in muxed], work / FINAL_NAME,
                        segment_audio=masters if all(masters) else None)
     on_stage(Stage.VERIFY)
-    expect = VerifyExpectations(sync_reference=results[0].path if len(results) == 1 else None)
+    expect = expectations_for(final, [r.path for r in results], [_voice_seconds(r.segment) for r in results])
     report = verify(final.path, expect)
     report.raise_if_failed()
     on_stage(Stage.HANDOFF)
@@ -134,6 +134,16 @@ def deliver_job(
     extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
     write_handoff(job_dir, final.path, manifest, extra_files=extra)
     return job_dir / FINAL_NAME
+
+
+def _voice_seconds(segment: PreparedSegment) -> float | None:
+    """How long the voice sent with a segment is (None for TTS: only the provider knows its speech)."""
+    from ..stages.probe import probe_audio
+
+    if segment.audio is None:
+        return None
+    audio = probe_audio(segment.audio).audio
+    return audio.duration if audio else None
 
 
 def _manifest(spec, prepared, results, muxed, final, verification, base_dir):

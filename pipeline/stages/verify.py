@@ -33,33 +33,36 @@ _DECODER_TAG = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*")
 
 @dataclass(frozen=True)
 class SyncReference:
-    """A provider result whose audio (what its lips follow) must line up with the final's audio from `start_s`."""
+    """A provider result whose audio (what its lips follow) must line up with the final's audio from `start_s`.
+    `sent_s`: how long the voice we sent for it was; the result's video must be as long (None: not checked,
+    e.g. a TTS segment, whose speech length only the provider knows)."""
 
     path: Path
     start_s: float = 0.0
+    sent_s: float | None = None
 
 
 @dataclass(frozen=True)
 class VerifyExpectations:
     video: bool = True
     audio: bool = True
-    sync_reference: Path | None = None   # one provider result, at the start of the final
-    segment_references: tuple[SyncReference, ...] = ()  # a stitched final: each segment's result and start
+    references: tuple[SyncReference, ...] = ()  # each provider result in the final, where it starts
     duration_s: float | None = None      # e.g. the sum of the segments' durations
     max_offset_s: float | None = None    # default: one frame of the final's video
 
-    def references(self) -> tuple[SyncReference, ...]:
-        single = (SyncReference(Path(self.sync_reference)),) if self.sync_reference is not None else ()
-        return single + self.segment_references
 
-
-def expectations_for(final: MuxResult, provider_results: list[Path]) -> VerifyExpectations:
-    """What a final built by `mux` (one result) or `stitch` (one result per segment) must satisfy."""
+def expectations_for(final: MuxResult, provider_results: list[Path],
+                     sent_seconds: list[float | None] | None = None) -> VerifyExpectations:
+    """What a final built by `mux` (one result) or `stitch` (one result per segment) must satisfy: every
+    segment's audio in line with what its lips follow (at its place in the final, so the joins too), every
+    result as long as the voice sent for it, and the whole as long as its segments."""
+    sent = sent_seconds or [None] * len(provider_results)
     if isinstance(final.plan, StitchPlan):
         starts = itertools.accumulate(final.plan.segment_seconds[:-1], initial=0.0)
-        refs = tuple(SyncReference(Path(p), s) for p, s in zip(provider_results, starts))
-        return VerifyExpectations(segment_references=refs, duration_s=sum(final.plan.segment_seconds))
-    return VerifyExpectations(sync_reference=Path(provider_results[0]), duration_s=final.plan.video_seconds)
+        refs = tuple(SyncReference(Path(p), s, d) for p, s, d in zip(provider_results, starts, sent))
+        return VerifyExpectations(references=refs, duration_s=sum(final.plan.segment_seconds))
+    return VerifyExpectations(references=(SyncReference(Path(provider_results[0]), 0.0, sent[0]),),
+                              duration_s=final.plan.video_seconds)
 
 
 class Check(BaseModel):
@@ -90,12 +93,34 @@ class VerifyFigures(BaseModel):
     offset_correlation: float | None = None
 
 
+class SegmentVerification(BaseModel):
+    """One provider result inside the final: where it sits, how long it is against what was sent, and how
+    its audio lines up with the final's there."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    result: str                       # the provider result's file name
+    start_s: float                    # where the segment starts in the final
+    sent_s: float | None              # the voice sent for it (None: TTS)
+    returned_s: float | None          # the result's video, from its packets
+    offset_s: float | None            # final audio vs the result's audio there (+: later in the final)
+    correlation: float | None
+    checks: list[Check]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
 class VerifyReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     path: str
     checks: list[Check]
     figures: VerifyFigures
+    segments: list[SegmentVerification] = []
     commands: list[list[str]] = []
 
     @computed_field  # type: ignore[prop-decorator]
@@ -182,10 +207,9 @@ def _decode_check(final: Path) -> tuple[Check, FfmpegRun | None]:
                  detail=first), run
 
 
-def _offset_check(
-    final: Path, ref: SyncReference, name: str, allowed: float
-) -> tuple[Check, OffsetMeasurement | None]:
-    """One reference's check, with its measurement (for the figures and the commands)."""
+def _offset_check(final: Path, ref: SyncReference, name: str,
+                  allowed: float) -> tuple[Check, OffsetMeasurement | None]:
+    """One reference's audio alignment, with its measurement (for the figures and the commands)."""
     try:
         m = measure_offset(ref.path, final, other_start=ref.start_s)
     except LipsyncError as err:
@@ -196,18 +220,39 @@ def _offset_check(
     return Check(name=name, ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail), m
 
 
-def _offset_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float, fig: VerifyFigures):
-    """A check per reference; the figures keep the worst offset and the weakest correlation."""
-    results = [_offset_check(final, ref, "av_offset" if len(refs) == 1 else f"av_offset_{i}", allowed)
-               for i, ref in enumerate(refs)]
-    measured = [m for _, m in results if m is not None]
+def _length_check(ref: SyncReference, name: str, frame: float) -> tuple[Check | None, float | None]:
+    """The result's video against the voice that was sent for it (the provider lip-syncs all of it)."""
+    try:
+        returned = video_timing(ref.path).seconds
+    except LipsyncError as err:
+        return Check(name=name, ok=False, measured=None, allowed=None, detail=str(err)), None
+    if ref.sent_s is None:
+        return None, returned
+    gap = returned - ref.sent_s
+    return Check(name=name, ok=abs(gap) <= frame + 1e-3, measured=round(gap, 4), allowed=round(frame, 4),
+                 detail=f"{ref.path.name}: {returned:.3f} s returned for {ref.sent_s:.3f} s sent"), returned
+
+
+def _segment_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float, frame: float,
+                    fig: VerifyFigures) -> tuple[list[SegmentVerification], VerifyFigures, list[list[str]]]:
+    """A record per reference (offset and length checks); the figures keep the worst offset and the weakest
+    correlation."""
+    segments, measured = [], []
+    for i, ref in enumerate(refs):
+        suffix = "" if len(refs) == 1 else f"_{i}"
+        offset, m = _offset_check(final, ref, f"av_offset{suffix}", allowed)
+        length, returned = _length_check(ref, f"segment_length{suffix}", frame)
+        measured += [m] if m is not None else []
+        segments.append(SegmentVerification(
+            index=i, result=ref.path.name, start_s=round(ref.start_s, 6), sent_s=ref.sent_s, returned_s=returned,
+            offset_s=round(m.seconds, 5) if m else None, correlation=round(m.correlation, 4) if m else None,
+            checks=[offset] + ([length] if length else [])))
     worst = max(measured, key=lambda m: abs(m.seconds), default=None)
     fig = fig.model_copy(update={
         "offset_s": round(worst.seconds, 5) if worst else None,
         "offset_correlation": round(min(m.correlation for m in measured), 4) if measured else None,
     })
-    commands = [list(argv) for m in measured for argv in m.commands]
-    return [check for check, _ in results], fig, commands
+    return segments, fig, [list(argv) for m in measured for argv in m.commands]
 
 
 def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations()) -> VerifyReport:
@@ -225,12 +270,13 @@ def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations())
     checks.append(decode)
     commands = [run.argv] if run else []
     checks += _duration_checks(fig, expect, frame)
-    if expect.references() and fig.audio_codec is not None:
+    segments: list[SegmentVerification] = []
+    if expect.references and fig.audio_codec is not None:
         allowed = expect.max_offset_s if expect.max_offset_s is not None else frame
-        offset_checks, fig, decodes = _offset_checks(final, expect.references(), allowed, fig)
-        checks += offset_checks
+        segments, fig, decodes = _segment_checks(final, expect.references, allowed, frame, fig)
+        checks += [check for segment in segments for check in segment.checks]
         commands += decodes
-    report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=commands)
+    report = VerifyReport(path=str(final), checks=checks, figures=fig, segments=segments, commands=commands)
     for c in report.failed():
         log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
     return report
