@@ -193,7 +193,8 @@ def probe_image(path: str | Path) -> ImageProbe:
     with _open(path) as im:
         fmt = FORMAT_NAMES.get(im.format or "", (im.format or "unknown").lower())
         frames = 1 if fmt == "jpeg" else getattr(im, "n_frames", 1)
-        rawmode = im.tile[0].args if im.tile and isinstance(im.tile[0].args, str) else None
+        args = im.tile[0][3] if im.tile else None       # (decoder, box, offset, args): args is the raw mode
+        rawmode = args if isinstance(args, str) else None
         return ImageProbe(
             path=path, format=fmt, width=im.width, height=im.height, orientation=_orientation(im), mode=im.mode,
             has_alpha=im.has_transparency_data, bit_depth=_bit_depth(im.mode, rawmode), frames=frames,
