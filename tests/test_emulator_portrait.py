@@ -13,11 +13,12 @@ import httpx
 import numpy as np
 import pytest
 from emulator_client import headers
-from image_media import marked_portrait, animated_gif
+from image_media import animated_gif, marked_portrait
 from media import gray_frames, media_info
 from PIL import Image
 
 from pipeline.emulator import Emulator, EmulatorSettings
+from pipeline.stages.verify import PortraitExpectations, verify_portrait
 
 MODEL = "pixverse/v5/image-to-video"
 ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:pixverse/v5/image-to-video$")
@@ -97,6 +98,8 @@ def test_a_talking_portrait_from_a_data_uri(emu, portrait_jpg, tmp_path):
     first = gray_frames(result)[0].astype(float)
     picture = np.asarray(Image.open(portrait_jpg).convert("L").resize((540, 720)), dtype=float)
     assert np.corrcoef(first.ravel(), picture.ravel())[0, 1] > 0.9
+    report = verify_portrait(result, PortraitExpectations(portrait_jpg, short_side=540, duration_s=5))
+    assert report.ok, report.failed()
 
 
 def test_the_legacy_path_and_an_https_url_taken_as_is(emu, tmp_path):
