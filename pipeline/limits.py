@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -51,7 +51,7 @@ def _validated(model: type[_M], merged: dict[str, Any], label: str) -> _M:
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{label}.{key}: {err['msg']}") from None
+        raise ConfigError(f"{label}{'.' + key if key else ''}: {err['msg']}") from None
 
 
 def strictest(limits: list[Limits]) -> Limits:
@@ -90,6 +90,16 @@ class ImageLimits(BaseModel):
     seed_max: int = Field(gt=0)
     prompt_max_chars: int = Field(gt=0)
     speech_fill: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _defaults_are_choices(self) -> ImageLimits:
+        if self.default_resolution not in self.resolutions:
+            raise ValueError(f"default_resolution {self.default_resolution!r} is not among the resolutions")
+        if self.default_duration not in self.durations_at(self.default_resolution):
+            raise ValueError(f"default_duration {self.default_duration} is not allowed at {self.default_resolution}")
+        if self.jpeg_min_quality > self.jpeg_quality:
+            raise ValueError("jpeg_min_quality is above jpeg_quality")
+        return self
 
     def durations_at(self, resolution: str) -> tuple[int, ...]:
         """The clip lengths `resolution` allows, shortest first."""

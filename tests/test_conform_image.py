@@ -3,6 +3,7 @@ container and size, raw pixels through Pillow without any EXIF handling)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -238,3 +239,21 @@ def test_an_output_format_the_provider_does_not_take_is_a_validation_error():
     limits = load_image_limits("aimlapi", {"output_formats": ["jpeg"]})
     with pytest.raises(ValidationError, match="output format png"):
         plan_image(p, limits, ImageOptions(output_format="png"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"default_resolution": "4k"}, "image limits: Value error, default_resolution '4k' is not among the resolutions"),
+    ({"default_resolution": "1080p", "default_duration": 8}, "default_duration 8 is not allowed at 1080p"),
+    ({"image_min_side": 0}, "image limits.image_min_side: Input should be greater than 1"),
+    ({"speech_fill": 1.5}, "image limits.speech_fill"),
+])
+def test_image_limits_that_contradict_themselves_are_a_config_error(override, message):
+    from pipeline.errors import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_image_limits("aimlapi", override)
+
+
+def test_image_limits_exist_only_for_a_provider_with_the_model():
+    from pipeline.errors import ConfigError
+    with pytest.raises(ConfigError, match="'fal' has no image-to-video model"):
+        load_image_limits("fal")

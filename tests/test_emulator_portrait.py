@@ -18,6 +18,8 @@ from media import gray_frames, media_info
 from PIL import Image
 
 from pipeline.emulator import Emulator, EmulatorSettings
+from pipeline.errors import ValidationError
+from pipeline.providers import aimlapi
 from pipeline.stages.verify import PortraitExpectations, verify_portrait
 
 MODEL = "pixverse/v5/image-to-video"
@@ -164,6 +166,15 @@ def test_each_rule_is_enforced_in_the_api_error_shape(emu, portrait_jpg, case):
     assert message in doc["message"] and doc["statusCode"] == 400
     assert {"path", "requestId", "timestamp"} <= set(doc) and doc["path"] == "/v2/video/generations"
     assert emu.accepted_creates("aimlapi") == before
+    refusal = aimlapi.classify_create(r.status_code, doc)       # what the adapter makes of it: exit 6, their words
+    assert isinstance(refusal, ValidationError) and refusal.exit_code == 6 and doc["message"] in str(refusal)
+
+
+def test_a_loopback_url_is_fetched_and_checked(emu, portrait_jpg, tmp_path):
+    first = post(emu, body(data_uri(portrait_jpg)))
+    _, final = wait(emu, first.json()["id"])
+    r = post(emu, body(final["video"]["url"]))        # the emulator's own mp4 as the "image"
+    assert r.status_code == 400 and "found MPEG-4" in r.json()["message"]
 
 
 def test_an_animated_gif_is_not_an_image_the_model_takes(emu, tmp_path):
