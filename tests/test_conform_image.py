@@ -145,10 +145,13 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "1x1": (plain_image(tmp_path / "dot.png", 1, 1), "1x1 px is too small to animate"),
         "tiny": (plain_image(tmp_path / "thumb.jpg", 200, 150), "200x150 px is too small to animate"),
         "still gif": (animated_gif(tmp_path / "still.gif", frames=1), "GIF images are not accepted"),
+        "banner": (plain_image(tmp_path / "banner.png", 8000, 300), "too narrow to animate: with its long side "
+                                                                      "capped at 2048 px its short side would be 77 px"),
     }
 
 
-@pytest.mark.parametrize("case", ["animated gif", "zero bytes", "text as jpg", "1x1", "tiny", "still gif"])
+@pytest.mark.parametrize("case", ["animated gif", "zero bytes", "text as jpg", "1x1", "tiny", "still gif",
+                                  "banner"])
 def test_bad_inputs_are_refused_in_one_line_naming_the_file(tmp_path, case):
     src, reason = _bad_inputs(tmp_path)[case]
     before = set(p.name for p in tmp_path.iterdir())
@@ -215,12 +218,15 @@ def test_the_plan_never_upscales_keeps_the_shape_and_fits(p):
     try:
         plan = plan_image(p, LIMITS)
     except InputError as err:
-        assert min(p.width, p.height) < LIMITS.image_min_side and "too small" in str(err)
+        long, short = max(p.width, p.height), min(p.width, p.height)
+        scaled_short = short * min(1.0, LIMITS.image_max_side / long)
+        assert round(scaled_short) < LIMITS.image_min_side and ("too small" in str(err) or "too narrow" in str(err))
         return
-    assert min(p.width, p.height) >= LIMITS.image_min_side
+    assert min(plan.width, plan.height) >= LIMITS.image_min_side
     assert max(plan.width, plan.height) <= LIMITS.image_max_side
     assert plan.width <= p.display_width and plan.height <= p.display_height
-    assert abs(plan.width / plan.height - p.display_width / p.display_height) <= 2 / min(plan.width, plan.height)
+    shape_change = (plan.width / plan.height) / (p.display_width / p.display_height)
+    assert abs(shape_change - 1) <= 1 / min(plan.width, plan.height)
     assert plan.transpose == (p.orientation != 1)
     assert (plan.flatten is not None) == p.has_alpha
     assert (plan.colour == "keep") == (p.mode in ("RGB", "RGBA") and p.icc_profile in (None, "sRGB IEC61966-2.1",

@@ -267,6 +267,10 @@ def plan_image(p: ImageProbe, limits: ImageLimits, opts: ImageOptions = ImageOpt
     if flatten:
         reasons.append(f"transparency flattened onto {flatten}")
     width, height = _fit(p.display_width, p.display_height, limits.image_max_side)
+    if min(width, height) < limits.image_min_side:
+        raise InputError(p.path, f"{p.display_width}x{p.display_height} px is too narrow to animate: with its long "
+                                 f"side capped at {limits.image_max_side} px its short side would be "
+                                 f"{min(width, height)} px, under {limits.image_min_side}; crop it closer to square")
     if (width, height) != (p.display_width, p.display_height):
         reasons.append(f"{p.display_width}x{p.display_height} scaled to {width}x{height}: the long side is capped "
                        f"at {limits.image_max_side} px")
