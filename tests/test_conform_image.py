@@ -16,7 +16,8 @@ from PIL import Image
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_image_limits
 from pipeline.stages import conform_image as ci
-from pipeline.stages.conform_image import ImageOptions, ImageProbe, conform_image, plan_image, probe_image
+from pipeline.stages.conform_image import (ImageOptions, ImageProbe, conform_image, last_frame_image, plan_image,
+                                          probe_image)
 
 from image_media import (BLUE, RED, animated_gif, big_photo, cmyk_jpeg, exif_rotated_jpeg, grey16_png, noisy_image,
                           plain_image, rgb48_png, transparent_png)
@@ -263,3 +264,22 @@ def test_image_limits_exist_only_for_a_provider_with_the_model():
     from pipeline.errors import ConfigError
     with pytest.raises(ConfigError, match="'fal' has no image-to-video model"):
         load_image_limits("fal")
+
+
+def test_the_last_frame_of_a_clip_is_the_last_one_shown(tmp_path):
+    from media import gray_frames, make_video
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0, width=320, height=240)
+    last = last_frame_image(clip, tmp_path / "last.png")
+    frames = gray_frames(clip).astype(float)
+    picture = np.asarray(Image.open(last).convert("L"), dtype=float)
+    assert picture.shape == frames[-1].shape
+    assert np.abs(picture - frames[-1]).mean() < np.abs(picture - frames[-5]).mean() / 4
+
+
+def test_a_clip_without_a_picture_has_no_last_frame(tmp_path):
+    from media import make_audio
+    from pipeline.errors import LipsyncError
+    sound = make_audio(tmp_path / "voice.wav", seconds=1.0)
+    with pytest.raises(LipsyncError):
+        last_frame_image(sound, tmp_path / "last.png")
+    assert not (tmp_path / "last.png").exists() and left_behind(tmp_path, {"voice.wav"}) == []

@@ -19,7 +19,9 @@ from PIL import Image
 
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.errors import ValidationError
+from pipeline.limits import load_image_limits
 from pipeline.providers import aimlapi
+from pipeline.stages.conform_image import ImageOptions, conform_image, last_frame_image
 from pipeline.stages.verify import PortraitExpectations, verify_portrait
 
 MODEL = "pixverse/v5/image-to-video"
@@ -186,3 +188,25 @@ def test_an_animated_gif_is_not_an_image_the_model_takes(emu, tmp_path):
 def test_an_unknown_model_names_both(emu, portrait_jpg):
     r = post(emu, {**body(data_uri(portrait_jpg)), "model": "pixverse/v4/image-to-video"})
     assert r.status_code == 400 and "'pixverse/v5/image-to-video'" in r.json()["message"]
+
+
+def test_a_chain_continues_from_the_last_frame_without_a_jump(emu, portrait_jpg, tmp_path):
+    """Two clips of a chain: the second made from the first's last frame; the frames either side of the join
+    are compared (decoded independently)."""
+    def clip(image: Path, name: str) -> Path:
+        r = post(emu, body(data_uri(image), resolution="360p", lip_sync_tts_content="One more thing.",
+                           lip_sync_tts_speaker="Ava"))
+        assert r.status_code == 200, r.text
+        return download(wait(emu, r.json()["id"])[1]["video"]["url"], tmp_path / name)
+
+    first = clip(portrait_jpg, "clip0.mp4")
+    last = last_frame_image(first, tmp_path / "clip0-last.png")
+    following = conform_image(last, tmp_path / "clip1-start.jpg", load_image_limits("aimlapi"),
+                              ImageOptions()).path
+    second = clip(following, "clip1.mp4")
+    before, after = gray_frames(first)[-1].astype(float), gray_frames(second)[0].astype(float)
+    assert before.shape == after.shape
+    assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.97
+    assert np.abs(before - after).mean() < 0.5            # grey levels: no visible jump
+    start = gray_frames(first)[0].astype(float)
+    assert np.abs(before - start).mean() > np.abs(before - after).mean()   # the zoom moved; the join did not

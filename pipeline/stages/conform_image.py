@@ -7,6 +7,7 @@ plan_image(probe, limits, opts) -> ImagePlan   pure: the refusals (animated, too
 execute_image(plan, dst) -> ImageResult  decodes, applies the steps in order (orientation, 16 -> 8 bit, colour
                                          to sRGB, alpha flattened, downscaled), writes atomically.
 conform_image(src, dst, limits, opts)    the three in order.
+last_frame_image(video, dst)             a clip's last frame as a PNG: where the next clip of a chain starts.
 
 The output is always re-encoded, 8-bit RGB: the EXIF block (GPS position, camera serial) of a user's photo is
 not sent to a provider, and every quirk of the source (orientation tag, CMYK, profile, alpha) ends here.
@@ -21,10 +22,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import ffmpeg
 import numpy as np
 from PIL import Image, ImageCms, ImageColor, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError, ValidationError
+from ..ffmpeg import compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import ImageLimits
 
@@ -366,3 +369,19 @@ def conform_image(src: str | Path, dst: str | Path, limits: ImageLimits,
                   opts: ImageOptions = ImageOptions()) -> ImageResult:
     """probe_image -> plan_image -> execute_image."""
     return execute_image(plan_image(probe_image(src), limits, opts), dst)
+
+
+LAST_FRAME_WINDOW_S = 1.0       # decode only the end of the clip
+
+
+def last_frame_image(video: str | Path, dst: str | Path) -> Path:
+    """The last frame of `video` (its first non-cover-art video stream) written losslessly to `dst` (.png):
+    every frame of the final second overwrites the file, so the one left is the last one shown."""
+    dst = Path(dst)
+    with atomic_output(dst) as tmp:
+        frames = ffmpeg.input(media_path(video), sseof=-LAST_FRAME_WINDOW_S)["V:0"]
+        out = frames.output(media_path(tmp), f="image2", update=1, vcodec="png").global_args("-v", "error")
+        run_ffmpeg(compile_stream(out), what=f"taking the last frame of {Path(video).name}")
+        if tmp.stat().st_size == 0:
+            raise InputError(video, "no frame could be read from its end")
+    return dst
