@@ -21,10 +21,10 @@ def marked_portrait(width: int = 480, height: int = 640) -> Image.Image:
     return im
 
 
-def exif_rotated_jpeg(path: Path, orientation: int = 6) -> Path:
+def exif_rotated_jpeg(path: Path, orientation: int = 6, size: tuple[int, int] = (480, 640)) -> Path:
     """The marked portrait stored on its side with the EXIF orientation that shows it upright (a phone photo).
     Orientation 6 = "turn 90 degrees clockwise to show", so the pixels are stored turned counter-clockwise."""
-    stored = marked_portrait().transpose(Image.Transpose.ROTATE_90)
+    stored = marked_portrait(*size).transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(path, "JPEG", quality=95, exif=exif.tobytes())

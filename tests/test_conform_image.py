@@ -57,6 +57,14 @@ def test_a_phone_portrait_stays_portrait_with_its_top_on_top(tmp_path):
     assert any("orientation 6" in r for r in result.plan.reasons)
 
 
+def test_a_big_phone_portrait_is_scaled_upright(tmp_path):
+    src = exif_rotated_jpeg(tmp_path / "phone.jpg", size=(3024, 4032))
+    result = conform_image(src, tmp_path / "out.jpg", LIMITS)
+    assert (result.width, result.height) == (1536, 2048)
+    out = pixels(result.path)
+    assert near(out[40, 40], RED) and near(out[-40, 40], BLUE) and near(out[40, -40], (128, 128, 128))
+
+
 @pytest.mark.parametrize("background, expected", [(None, (255, 255, 255)), ("#00ff00", (0, 255, 0)),
                                                   ("black", (0, 0, 0))])
 def test_transparency_is_flattened_onto_the_chosen_colour(tmp_path, background, expected):
