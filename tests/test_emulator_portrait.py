@@ -210,3 +210,19 @@ def test_a_chain_continues_from_the_last_frame_without_a_jump(emu, portrait_jpg,
     assert np.abs(before - after).mean() < 0.5            # grey levels: no visible jump
     start = gray_frames(first)[0].astype(float)
     assert np.abs(before - start).mean() > np.abs(before - after).mean()   # the zoom moved; the join did not
+
+
+def test_faults_apply_to_image_jobs_too(portrait_jpg):
+    with Emulator(EmulatorSettings(latency_s=0.1, queue_s=0.0)) as e:
+        e.faults("aimlapi").moderate = True
+        r = post(e, body(data_uri(portrait_jpg)))
+        _, final = wait(e, r.json()["id"])
+        assert final["status"] == "error" and final["error"]["name"] == "ModerationError" and final["video"] is None
+        e.faults("aimlapi").moderate = False
+        e.faults("aimlapi").rate_limit_creates = 1
+        refused = post(e, body(data_uri(portrait_jpg)))
+        assert refused.status_code == 429 and refused.json()["statusCode"] == 429
+        e.faults("aimlapi").drop_after_create = 1
+        with pytest.raises(httpx.TransportError):
+            post(e, body(data_uri(portrait_jpg)))
+        assert e.accepted_creates("aimlapi") == 2      # the moderated job and the one whose reply was dropped
