@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -90,4 +91,50 @@ def animated_gif(path: Path, frames: int = 3) -> Path:
 
 def plain_image(path: Path, width: int, height: int, colour=(90, 140, 200)) -> Path:
     Image.new("RGB", (width, height), colour).save(path)
+    return path
+
+
+# sRGB's primaries adapted to D50, as an ICC profile stores them (columns of its RGB -> XYZ matrix)
+_SRGB_RED, _SRGB_GREEN, _SRGB_BLUE = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+_D50 = (0.9642, 1.0, 0.8249)
+
+
+def _s15(values) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+
+def _xyz_tag(values) -> bytes:
+    return b"XYZ " + bytes(4) + _s15(values)
+
+
+def _desc_tag(text: str) -> bytes:
+    ascii_ = text.encode() + b"\0"
+    return b"desc" + bytes(4) + struct.pack(">I", len(ascii_)) + ascii_ + bytes(4 + 4 + 2 + 1 + 67)
+
+
+def rgb_profile(description: str, red, green, blue, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix/TRC) with the given D50 primaries: written by hand, so the
+    tests can tag pictures with a colour space that is not sRGB."""
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags = [(b"desc", _desc_tag(description)), (b"wtpt", _xyz_tag(_D50)), (b"rXYZ", _xyz_tag(red)),
+            (b"gXYZ", _xyz_tag(green)), (b"bXYZ", _xyz_tag(blue)), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, payload in tags:
+        payload += bytes(-len(payload) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(payload))
+        data += payload
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + bytes(12)
+              + b"acsp" + bytes(4 + 4 + 4 + 4 + 8) + struct.pack(">I", 0) + _s15(_D50) + bytes(4 + 16 + 28))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def swapped_primaries_jpeg(path: Path) -> Path:
+    """Pixels (255, 0, 0) tagged with a profile whose "red" is sRGB's blue (and "blue" sRGB's red): a viewer
+    that honours the profile shows blue."""
+    icc = rgb_profile("Swapped primaries (test)", _SRGB_BLUE, _SRGB_GREEN, _SRGB_RED)
+    Image.new("RGB", (400, 300), RED).save(path, "JPEG", quality=95, icc_profile=icc)
     return path

@@ -20,7 +20,7 @@ from pipeline.stages.conform_image import (ImageOptions, ImageProbe, conform_ima
                                           probe_image)
 
 from image_media import (BLUE, RED, animated_gif, big_photo, cmyk_jpeg, exif_rotated_jpeg, grey16_png, noisy_image,
-                          plain_image, rgb48_png, transparent_png)
+                          plain_image, rgb48_png, swapped_primaries_jpeg, transparent_png)
 from media import media_info
 
 LIMITS = load_image_limits("aimlapi")
@@ -83,6 +83,16 @@ def test_a_cmyk_jpeg_becomes_srgb_keeping_its_colour(tmp_path):
     assert image_track(result.path)[1].color_space == "YUV"
     assert near(pixels(result.path)[150, 200], RED, tolerance=60)
     assert any("CMYK" in r for r in result.plan.reasons)
+
+
+def test_an_embedded_profile_is_honoured(tmp_path):
+    src = swapped_primaries_jpeg(tmp_path / "tagged.jpg")     # red pixels that mean blue under their profile
+    assert probe_image(src).icc_profile == "Swapped primaries (test)"
+    result = conform_image(src, tmp_path / "out.jpg", LIMITS)
+    assert near(pixels(result.path)[150, 200], BLUE, tolerance=30)
+    with Image.open(result.path) as im:
+        assert "icc_profile" not in im.info                   # sRGB now, said by having no profile
+    assert any("'Swapped primaries (test)': converted to sRGB" in r for r in result.plan.reasons)
 
 
 def test_16_bit_grey_is_reduced_not_clipped(tmp_path):

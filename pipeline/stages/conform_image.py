@@ -226,7 +226,7 @@ def _refuse(p: ImageProbe, limits: ImageLimits) -> None:
 def _colour(p: ImageProbe) -> tuple[Literal["keep", "icc", "convert"], str | None]:
     """How the pixels become sRGB, with the reason (None when nothing changes)."""
     profiled = p.icc_profile not in (None, "unreadable") and "srgb" not in (p.icc_profile or "").lower()
-    if profiled and p.mode in ("RGB", "RGBA", "CMYK", "L"):
+    if profiled and p.mode in ("RGB", "RGBA", "CMYK"):
         return "icc", f"{p.mode} with the profile {p.icc_profile!r}: converted to sRGB through it"
     if p.mode == "CMYK":
         return "convert", "CMYK without a usable profile: converted to RGB by Pillow's formula (colours approximate)"
