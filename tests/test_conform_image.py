@@ -19,8 +19,8 @@ from pipeline.stages import conform_image as ci
 from pipeline.stages.conform_image import (ImageOptions, ImageProbe, conform_image, last_frame_image, plan_image,
                                           probe_image)
 
-from image_media import (BLUE, RED, animated_gif, big_photo, cmyk_jpeg, exif_rotated_jpeg, grey16_png, noisy_image,
-                          plain_image, rgb48_png, swapped_primaries_jpeg, transparent_png)
+from image_media import (BLUE, RED, animated_gif, big_photo, cmyk_jpeg, exif_rotated_jpeg, grey16_png, marked_portrait,
+                          noisy_image, plain_image, rgb48_png, swapped_primaries_jpeg, transparent_png)
 from media import media_info
 
 LIMITS = load_image_limits("aimlapi")
@@ -150,6 +150,26 @@ def test_a_small_picture_that_fits_is_still_re_encoded_without_its_exif(tmp_path
     result = conform_image(src, tmp_path / "out.jpg", LIMITS)
     with Image.open(result.path) as im:
         assert len(im.getexif()) == 0 and im.size == (600, 800)
+
+
+@pytest.mark.parametrize("suffix, fmt, probed", [(".webp", "WEBP", "webp"), (".tif", "TIFF", "tiff"),
+                                                (".bmp", "BMP", "bmp"), (".png", "PNG", "png")])
+def test_every_accepted_format_comes_out_as_jpeg(tmp_path, suffix, fmt, probed):
+    src = tmp_path / f"face{suffix}"
+    marked_portrait(300, 400).save(src, fmt)
+    assert probe_image(src).format == probed
+    result = conform_image(src, tmp_path / "out.jpg", LIMITS)
+    general, track = image_track(result.path)
+    assert general.format == "JPEG" and (int(track.width), int(track.height)) == (300, 400)
+    assert near(pixels(result.path)[20, 20], RED)
+
+
+def test_an_animated_webp_is_refused(tmp_path):
+    src = tmp_path / "loop.webp"
+    frames = [Image.new("RGB", (300, 300), c) for c in (RED, BLUE)]
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(InputError, match="animated WEBP \\(2 frames\\)"):
+        conform_image(src, tmp_path / "out.jpg", LIMITS)
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
