@@ -12,16 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from image_media import (BLUE, RED, animated_gif, big_photo, cmyk_jpeg, exif_rotated_jpeg, grey16_png, marked_portrait,
+                          noisy_image, plain_image, rgb48_png, swapped_primaries_jpeg, transparent_png)
+from media import media_info
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_image_limits
 from pipeline.stages import conform_image as ci
 from pipeline.stages.conform_image import (ImageOptions, ImageProbe, conform_image, last_frame_image, plan_image,
                                           probe_image)
-
-from image_media import (BLUE, RED, animated_gif, big_photo, cmyk_jpeg, exif_rotated_jpeg, grey16_png, marked_portrait,
-                          noisy_image, plain_image, rgb48_png, swapped_primaries_jpeg, transparent_png)
-from media import media_info
 
 LIMITS = load_image_limits("aimlapi")
 

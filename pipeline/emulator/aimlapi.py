@@ -148,21 +148,16 @@ def _seed(body: dict, limits: ImageLimits) -> None:
         raise Reject(RejectKind.VALIDATION, f"seed must be between 0 and {limits.seed_max}", field_name="seed")
 
 
-def _tts(body: dict, tts_max_chars: int) -> tuple[str | None, str | None]:
-    content = _string(body, "lip_sync_tts_content")
-    speaker = _string(body, "lip_sync_tts_speaker")
-    if (content is None) != (speaker is None):
-        raise Reject(RejectKind.VALIDATION, "lip_sync_tts_content and lip_sync_tts_speaker go together")
-    if speaker is not None and speaker not in VOICE_NAMES:
-        raise Reject(RejectKind.VALIDATION, f"lip_sync_tts_speaker must be one of {', '.join(VOICE_NAMES)}",
-                     field_name="lip_sync_tts_speaker")
-    if content is not None and not (0 < len(content) <= tts_max_chars and str(content).strip()):
-        raise Reject(RejectKind.VALIDATION, f"lip_sync_tts_content must be 1..{tts_max_chars} characters, got "
-                                            f"{len(content)}", field_name="lip_sync_tts_content")
-    return (None if content is None else str(content)), (None if speaker is None else str(speaker))
+def _tts(body: dict, state: EmulatorState) -> tuple[str | None, str | None]:
+    """The optional TTS pair, under the same rules as the lip-sync model's."""
+    content, speaker = string_field(body, "lip_sync_tts_content"), string_field(body, "lip_sync_tts_speaker")
+    if content is None and speaker is None:
+        return None, None
+    _check_tts(state, content, speaker)
+    return str(content), str(speaker)
 
 
-def check_fields(body: dict, limits: ImageLimits, tts_max_chars: int) -> PortraitFields:
+def check_fields(body: dict, limits: ImageLimits, state: EmulatorState) -> PortraitFields:
     """The create body under the schema's rules; Reject (400, the API's message) on the first broken one."""
     prompt = _string(body, "prompt", limits.prompt_max_chars)
     if prompt is None or not str(prompt).strip():
@@ -179,7 +174,7 @@ def check_fields(body: dict, limits: ImageLimits, tts_max_chars: int) -> Portrai
     if body.get("style") is not None:
         _choice(body, "style", limits.styles, None)
     _seed(body, limits)
-    text, speaker = _tts(body, tts_max_chars)
+    text, speaker = _tts(body, state)
     return PortraitFields(image_ref, str(prompt), resolution, duration, text, speaker)
 
 
@@ -204,7 +199,7 @@ async def portrait_image(state: EmulatorState, request: Request, ref: str | Larg
 
 async def _create_portrait(request: Request, state: EmulatorState, body: dict) -> Response:
     limits = load_image_limits(PROVIDER)
-    fields = check_fields(body, limits, state.limits(PROVIDER).tts_max_chars)
+    fields = check_fields(body, limits, state)
     image = await portrait_image(state, request, fields.image_ref, limits)
     state.admit_create(PROVIDER)
     inputs = PortraitInput(image, fields.prompt, fields.resolution, fields.duration, fields.text, fields.speaker)
