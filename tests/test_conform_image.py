@@ -3,6 +3,7 @@ container and size, raw pixels through Pillow without any EXIF handling)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -54,6 +55,7 @@ def test_a_phone_portrait_stays_portrait_with_its_top_on_top(tmp_path):
     with Image.open(result.path) as im:
         assert im.getexif().get(0x0112) in (None, 1)     # no orientation left for a player to apply twice
     assert any("orientation 6" in r for r in result.plan.reasons)
+    assert json.loads(json.dumps(result.to_dict()))["plan"]["probe"]["display_height"] == 640   # manifest-ready
 
 
 def test_a_big_phone_portrait_is_scaled_upright(tmp_path):
