@@ -5,13 +5,14 @@ from __future__ import annotations
 import tomllib
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
 from .errors import ConfigError
 
 PROVIDERS = ("pixverse", "aimlapi", "useapi", "fal")
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class Limits(BaseModel):
@@ -41,12 +42,16 @@ def load_limits(provider: str | None = None, overrides: dict[str, Any] | None = 
     if provider is not None and provider not in PROVIDERS:
         raise ConfigError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
     merged = {**table["default"], **table.get(provider or "default", {}), **(overrides or {})}
+    return _validated(Limits, merged, "limits")
+
+
+def _validated(model: type[_M], merged: dict[str, Any], label: str) -> _M:
     try:
-        return Limits(**merged)
+        return model(**merged)
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"limits.{key}: {err['msg']}") from None
+        raise ConfigError(f"{label}{'.' + key if key else ''}: {err['msg']}") from None
 
 
 def strictest(limits: list[Limits]) -> Limits:
@@ -62,3 +67,56 @@ def strictest(limits: list[Limits]) -> Limits:
         audio_max_seconds=min(l.audio_max_seconds for l in limits),
         tts_max_chars=min(l.tts_max_chars for l in limits),
     )
+
+
+class ImageLimits(BaseModel):
+    """What a talking-portrait provider takes: the still image, and the model's enums (see limits.toml)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_formats: tuple[str, ...] = Field(min_length=1)
+    output_formats: tuple[str, ...] = Field(min_length=1)
+    image_max_side: int = Field(gt=0)
+    image_min_side: int = Field(gt=1)
+    image_max_bytes: int = Field(gt=0)
+    jpeg_quality: int = Field(ge=1, le=95)
+    jpeg_min_quality: int = Field(ge=1, le=95)
+    resolutions: tuple[str, ...] = Field(min_length=1)
+    default_resolution: str
+    durations: tuple[int, ...] = Field(min_length=1)
+    default_duration: int
+    resolution_durations: dict[str, tuple[int, ...]] = {}
+    styles: tuple[str, ...] = ()
+    seed_max: int = Field(gt=0)
+    prompt_max_chars: int = Field(gt=0)
+    speech_fill: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _defaults_are_choices(self) -> ImageLimits:
+        if self.default_resolution not in self.resolutions:
+            raise ValueError(f"default_resolution {self.default_resolution!r} is not among the resolutions")
+        if self.default_duration not in self.durations_at(self.default_resolution):
+            raise ValueError(f"default_duration {self.default_duration} is not allowed at {self.default_resolution}")
+        if self.jpeg_min_quality > self.jpeg_quality:
+            raise ValueError("jpeg_min_quality is above jpeg_quality")
+        return self
+
+    def durations_at(self, resolution: str) -> tuple[int, ...]:
+        """The clip lengths `resolution` allows, shortest first."""
+        return tuple(sorted(self.resolution_durations.get(resolution, self.durations)))
+
+    def short_side(self, resolution: str) -> int:
+        """"720p" -> 720: the short side of the rendered frame."""
+        return int(resolution.removesuffix("p"))
+
+
+IMAGE_PROVIDERS = ("aimlapi",)
+
+
+def load_image_limits(provider: str = "aimlapi", overrides: dict[str, Any] | None = None) -> ImageLimits:
+    """Still-image limits and model enums for `provider`, with `overrides` applied last."""
+    if provider not in IMAGE_PROVIDERS:
+        raise ConfigError(f"{provider!r} has no image-to-video model; choose one of {', '.join(IMAGE_PROVIDERS)}")
+    table = _table()["image"]
+    merged = {**table["default"], **table.get(provider, {}), **(overrides or {})}
+    return _validated(ImageLimits, merged, "image limits")

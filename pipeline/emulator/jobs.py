@@ -13,6 +13,7 @@ from typing import Callable
 
 from .faults import Faults
 from .media import Rendered, RenderRequest, render_result
+from .portrait import PortraitInput, render_portrait
 
 
 class Outcome(StrEnum):
@@ -54,7 +55,7 @@ class Job:
     queue_s: float
     run_s: float
     outcome: Outcome
-    inputs: JobInput
+    inputs: JobInput | PortraitInput
     flap_pending: bool = False
     canceled: bool = False
     render: Future | None = field(default=None, repr=False)
@@ -122,8 +123,9 @@ class JobStore:
         self._jobs: dict[str, Job] = {}
         self._order: list[Job] = []
 
-    def create(self, make_id, inputs: JobInput, faults: Faults) -> Job:
-        """Accept a billable job. `make_id(number)` gives the provider's id for the n-th job."""
+    def create(self, make_id, inputs: JobInput | PortraitInput, faults: Faults) -> Job:
+        """Accept a billable job. `make_id(number)` gives the provider's id for the n-th job; a PortraitInput
+        renders a talking portrait, a JobInput a lip-synced video."""
         outcome = outcome_from(faults)
         with self._lock:
             number = len(self._order) + 1
@@ -135,11 +137,14 @@ class JobStore:
             )
             self._jobs[job.job_id] = job
             self._order.append(job)
-        if outcome is Outcome.SUCCEEDED:
+        out = self._out_dir / f"{self.provider}-{number}.mp4"
+        if outcome is Outcome.SUCCEEDED and isinstance(inputs, PortraitInput):
+            job.render = self._executor.submit(render_portrait, inputs, out)
+        elif outcome is Outcome.SUCCEEDED:
             request = RenderRequest(
                 video=inputs.video, audio=inputs.audio, text=inputs.text, speaker=inputs.speaker,
                 short_side=self._short_side, audio_offset_ms=faults.audio_offset_ms,
-                out=self._out_dir / f"{self.provider}-{number}.mp4",
+                out=out,
             )
             job.render = self._executor.submit(render_result, request)
         return job

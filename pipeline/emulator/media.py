@@ -25,7 +25,7 @@ log = logging.getLogger("lipsync.emulator.media")
 class MediaInfo:
     """What the emulator needs to know about an uploaded file."""
 
-    kind: str | None            # "video", "audio", or None when neither is found
+    kind: str | None            # "video", "audio", "image" (inspect_image), or None when none is found
     container: str              # "mp4", "mov", "mp3", "wav", or MediaInfo's own format name
     duration_s: float | None
     width: int | None           # display size (rotation applied)
@@ -59,6 +59,19 @@ def inspect_media(path: Path) -> MediaInfo:
         return MediaInfo("video", _container(general), duration, width, height, size)
     kind = "audio" if audio is not None else None
     return MediaInfo(kind, _container(general), duration, None, None, size)
+
+
+def inspect_image(path: Path) -> MediaInfo:
+    """A still image's format and pixel size by libmediainfo (kind "image", else None): independent of the
+    client's Pillow probe. Blocking: call from a worker thread."""
+    info = _PyMediaInfo.parse(str(path))
+    general = info.general_tracks[0] if info.general_tracks else None
+    image = next(iter(info.image_tracks), None)
+    container = (general.format if general is not None else None) or "unknown"
+    size = path.stat().st_size
+    if image is None or not image.width or not image.height:
+        return MediaInfo(None, container, None, None, None, size)
+    return MediaInfo("image", container, None, int(image.width), int(image.height), size)
 
 
 def media_problems(info: MediaInfo, limits: Limits, role: str) -> list[str]:

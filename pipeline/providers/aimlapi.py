@@ -1,6 +1,10 @@
 """AI/ML API, model `pixverse/lip-sync`: Bearer auth; media go inside the create request as data URIs
 (or as URLs when the job gives them).
 
+Also the pure pieces of `pixverse/v5/image-to-video` (seed 003, the talking portrait): `ImageJobRequest`,
+`image_create_body`, `status_query`, `parse_image_generation`. Its ids look like `<uuid>:pixverse/v5/image-to-video`:
+kept verbatim, URL-encoded as a query value.
+
 A 50 MB video is ~67 MB of base64: the JSON body is streamed, base64-encoding the file in slices of a
 multiple of 3 bytes (so only the last slice pads), with its exact length known before sending.
 """
@@ -9,14 +13,16 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import httpx
 
 from ..errors import BillingError, LipsyncError, ValidationError
-from ..voices import VOICE_NAMES
+from ..limits import ImageLimits
+from ..voices import VOICE_NAMES, resolve_voice
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
 from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
@@ -68,7 +74,7 @@ class DataUri:
 class StreamedJson:
     """A JSON object whose string values may be files (as data URIs), encoded lazily."""
 
-    fields: dict[str, str | DataUri]
+    fields: dict[str, str | int | DataUri]
 
     def _parts(self) -> list[bytes | DataUri]:
         parts: list[bytes | DataUri] = []
@@ -95,6 +101,12 @@ class StreamedJson:
 
 def media_field(path: Path, url: str | None) -> str | DataUri:
     return url if url else DataUri(path, media_type(path), path.stat().st_size)
+
+
+def described(fields: dict[str, str | int | DataUri]) -> dict[str, str | int]:
+    """A create's fields for the reconcile record: files by name and size, never their bytes."""
+    return {k: (f"data URI of {v.path.name} ({v.size} bytes)" if isinstance(v, DataUri) else v)
+            for k, v in fields.items()}
 
 
 def error_for(status_code: int, message: str, what: str) -> LipsyncError:
@@ -176,9 +188,7 @@ class AimlapiProvider(Provider):
         request = CreateRequest("POST", self._url(PATH),
                                 lambda: {**self._auth_headers(), "Content-Type": "application/json"},
                                 body.chunks, body.length)
-        described = {k: (f"data URI of {v.path.name} ({v.size} bytes)" if isinstance(v, DataUri) else v)
-                     for k, v in fields.items()}
-        return Submission(request, described)
+        return Submission(request, described(fields))
 
     def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         return self._handle_with_id(body, "id", created_at)
@@ -199,3 +209,126 @@ class AimlapiProvider(Provider):
     def voices(self) -> list[Voice]:
         """AI/ML API has no voice list endpoint: the names are the enum of its documented schema."""
         return [Voice(name, name, source="docs") for name in VOICE_NAMES]
+
+
+# ---- pixverse/v5/image-to-video (seed 003): pure pieces the job flow calls -----------------------------
+
+IMAGE_MODEL = "pixverse/v5/image-to-video"
+LEGACY_IMAGE_PATH = "/v2/generate/video/pixverse/generation"    # the seed's older path, same body and replies
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+@dataclass(frozen=True)
+class ImageJobRequest:
+    """One talking portrait: a conformed still image, a prompt, and optionally a script with its voice.
+
+    None leaves a field out of the body (the API's default applies: 720p, 5 s). `image_url`, when set, is a
+    public https URL of the same image, sent instead of the data URI.
+    """
+
+    image: Path
+    prompt: str
+    text: str | None = None
+    speaker: str | None = None
+    resolution: str | None = None
+    duration: int | None = None
+    negative_prompt: str | None = None
+    style: str | None = None
+    seed: int | None = None
+    image_url: str | None = None
+
+    def checked(self, limits: ImageLimits) -> ImageJobRequest:
+        """This request with the speaker canonical (Auto for a script without one); ValidationError naming the
+        field for what the API would refuse, so nothing is sent that cannot be accepted."""
+        if not Path(self.image).is_file() and self.image_url is None:
+            raise ValidationError(f"{self.image}: no such file")
+        if Path(self.image).suffix.lower() not in IMAGE_TYPES and self.image_url is None:
+            raise ValidationError(f"{self.image}: send a JPEG or PNG (conform the image first)")
+        if self.image_url is not None and not self.image_url.startswith("https://"):
+            raise ValidationError(f"image_url must be an https URL, got {self.image_url[:60]!r}")
+        if not self.prompt.strip():
+            raise ValidationError("the prompt is empty")
+        if self.speaker is not None and self.text is None:
+            raise ValidationError("a speaker was given without a script to speak")
+        if self.text is not None and not self.text.strip():
+            raise ValidationError("the script is empty")
+        _check_choices(self, limits)
+        return replace(self, image=Path(self.image),
+                       speaker=resolve_voice(self.speaker or "Auto") if self.text is not None else None)
+
+
+def _check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
+    resolution = req.resolution or limits.default_resolution
+    if resolution not in limits.resolutions:
+        raise ValidationError(f"resolution {resolution!r} is not one of {', '.join(limits.resolutions)}")
+    duration = req.duration if req.duration is not None else limits.default_duration
+    if duration not in limits.durations_at(resolution):
+        raise ValidationError(f"{resolution} does not take {duration} s clips "
+                              f"(use {' or '.join(map(str, limits.durations_at(resolution)))})")
+    if req.style is not None and req.style not in limits.styles:
+        raise ValidationError(f"style {req.style!r} is not one of {', '.join(limits.styles)}")
+    if req.seed is not None and (isinstance(req.seed, bool) or not isinstance(req.seed, int)
+                                 or not 0 <= req.seed <= limits.seed_max):
+        raise ValidationError(f"seed must be an integer from 0 to {limits.seed_max}, got {req.seed!r}")
+    for name, value in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
+        if value is not None and len(value) > limits.prompt_max_chars:
+            raise ValidationError(f"the {name} is {len(value)} characters, over {limits.prompt_max_chars}")
+
+
+def image_fields(req: ImageJobRequest) -> dict[str, str | int | DataUri]:
+    """The create body's fields, in the seed's order; the image as a streamed data URI unless a URL is given."""
+    image = req.image_url or DataUri(req.image, IMAGE_TYPES[req.image.suffix.lower()], req.image.stat().st_size)
+    fields: dict[str, str | int | DataUri] = {"model": IMAGE_MODEL, "prompt": req.prompt, "image_url": image}
+    optional = {"resolution": req.resolution, "duration": req.duration, "negative_prompt": req.negative_prompt,
+                "style": req.style, "seed": req.seed, "lip_sync_tts_content": req.text,
+                "lip_sync_tts_speaker": req.speaker}
+    return fields | {k: v for k, v in optional.items() if v is not None}
+
+
+def image_create_body(req: ImageJobRequest) -> StreamedJson:
+    """The create body of a checked request: streamed, its length known before sending."""
+    return StreamedJson(image_fields(req))
+
+
+def status_query(job_id: str) -> str:
+    """`generation_id=<id>` with the id verbatim and URL-encoded (its colon and slashes included)."""
+    return "generation_id=" + quote(job_id, safe="")
+
+
+@dataclass(frozen=True)
+class ResultVideo:
+    url: str
+    content_type: str | None = None
+    file_name: str | None = None
+    file_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageGeneration:
+    """One create or status reply of the image model: our reading, the usage as the API words it
+    (`tokens_used` in seed 003's sample, `credits_used` in another), and the result video when there is one."""
+
+    status: JobStatus
+    usage: dict[str, float]
+    video: ResultVideo | None
+
+
+def reply_usage(body: Any) -> dict[str, float]:
+    """meta.usage's numeric entries, as named by the reply."""
+    meta = body.get("meta") if isinstance(body, dict) else None
+    usage = meta.get("usage") if isinstance(meta, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    return {str(k): v for k, raw in usage.items() if (v := optional_float(raw)) is not None}
+
+
+def parse_image_generation(body: Any) -> ImageGeneration:
+    """A create or status reply of the image model. The state is read as for lip-sync (tolerant of waiting,
+    active, succeeded); the video only with a URL."""
+    video = body.get("video") if isinstance(body, dict) else None
+    url = video.get("url") if isinstance(video, dict) else None
+    result = None
+    if isinstance(url, str) and url:
+        result = ResultVideo(url, video.get("content_type"), video.get("file_name"),
+                             optional_int(video.get("file_size")))
+    return ImageGeneration(parse_generation(body), reply_usage(body), result)

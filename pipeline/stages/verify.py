@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
+import numpy as np
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..errors import LipsyncError, VerificationError
-from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
-from .avsync import OffsetMeasurement, measure_offset
+from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
+from .avsync import OffsetMeasurement, decode_pcm, measure_offset
+from .conform_audio import SILENCE_BELOW_LU
 from .mux import DEFAULT_FPS, MuxResult, StitchPlan, video_timing
 from .probe import MediaProbe, probe
 
@@ -91,6 +93,8 @@ class VerifyFigures(BaseModel):
     audio_s: float | None = None
     offset_s: float | None = None
     offset_correlation: float | None = None
+    speech_s: float | None = None               # talking portrait: seconds of sound in the audio
+    first_frame_ssim: float | None = None       # talking portrait: the first frame against the submitted image
 
 
 class SegmentVerification(BaseModel):
@@ -258,11 +262,9 @@ def _segment_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float
 def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations()) -> VerifyReport:
     """Run every check on `final`; never raises for a bad file (see `VerifyReport.raise_if_failed`)."""
     final = Path(final)
-    try:
-        media = probe(final)
-    except LipsyncError as err:
-        fail = Check(name="readable", ok=False, measured="unreadable", allowed="readable", detail=str(err))
-        return VerifyReport(path=str(final), checks=[fail], figures=VerifyFigures())
+    media = _probe_or_report(final)
+    if isinstance(media, VerifyReport):
+        return media
     fig = _figures(media)
     frame = 1.0 / (fig.fps or DEFAULT_FPS)
     checks = _stream_checks(fig, expect)
@@ -276,7 +278,127 @@ def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations())
         segments, fig, decodes = _segment_checks(final, expect.references, allowed, frame, fig)
         checks += [check for segment in segments for check in segment.checks]
         commands += decodes
+<<<<<<< HEAD
     report = VerifyReport(path=str(final), checks=checks, figures=fig, segments=segments, commands=commands)
+=======
+    return _report(final, checks, fig, commands)
+
+
+def _probe_or_report(final: Path) -> MediaProbe | VerifyReport:
+    """The probe of `final`, or the report of a file that cannot be read at all."""
+    try:
+        return probe(final)
+    except LipsyncError as err:
+        fail = Check(name="readable", ok=False, measured="unreadable", allowed="readable", detail=str(err))
+        return VerifyReport(path=str(final), checks=[fail], figures=VerifyFigures())
+
+
+def _report(final: Path, checks: list[Check], fig: VerifyFigures, commands: list[list[str]]) -> VerifyReport:
+    report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=commands)
+>>>>>>> issue-9-image
     for c in report.failed():
         log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
     return report
+
+
+# ---- talking portrait (image-to-video) -----------------------------------------------------------------
+
+SPEECH_FRAME_S = 0.02
+SILENT_DBFS = -60.0          # a frame under this is silence, however quiet the rest is
+MIN_SPEECH_S = 0.5           # less sound than this is no spoken line
+SSIM_SIZE = 256              # both pictures compared at this size, grey: the measure is about the picture,
+                             # not about how the provider scaled or cropped it by a few pixels
+_SSIM_ALL = re.compile(r"SSIM .*All:([0-9.]+)")
+
+
+@dataclass(frozen=True)
+class PortraitExpectations:
+    """What a talking-portrait result must be: the resolution's short side, the clip's length, speech when a
+    script was sent, and a first frame that looks like the submitted image."""
+
+    image: Path                         # the image as submitted (conformed)
+    short_side: int                     # 360 / 540 / 720 / 1080
+    duration_s: float                   # 5 or 8
+    speech: bool = True                 # a TTS script was sent
+    side_tolerance_px: int = 2
+    duration_tolerance_s: float = 0.5
+    min_ssim: float = 0.5               # SSIM of the first frame against the image (1 = identical)
+
+
+def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
+    """Seconds of sound in mono samples: 20 ms frames within SILENCE_BELOW_LU of the loud end of the track
+    (its 95th-percentile frame) and above SILENT_DBFS. Pure."""
+    width = max(1, round(SPEECH_FRAME_S * sample_rate))
+    count = len(samples) // width
+    if count == 0:
+        return 0.0
+    frames = np.asarray(samples[: count * width], dtype=np.float64).reshape(count, width)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    floor = max(SILENT_DBFS, float(np.percentile(level, 95)) - SILENCE_BELOW_LU)
+    return float(np.count_nonzero(level >= floor)) * width / sample_rate
+
+
+def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
+    """SSIM (ffmpeg's ssim filter) of the first frame of `final` against `image`, both grey at SSIM_SIZE."""
+    def grey(stream):
+        return stream.filter("scale", SSIM_SIZE, SSIM_SIZE).filter("format", "gray")
+
+    frame = grey(ffmpeg.input(media_path(final))["V:0"].filter("trim", end_frame=1))
+    picture = grey(ffmpeg.input(media_path(image))["v:0"])
+    out = ffmpeg.filter([frame, picture], "ssim").output("-", format="null")
+    run = run_ffmpeg(compile_stream(out.global_args("-nostdin", "-hide_banner", "-nostats")),
+                     what=f"comparing the first frame of {final.name} with {image.name}")
+    found = _SSIM_ALL.findall(run.stderr_tail)
+    if not found:
+        raise VerificationError(f"{final}: ffmpeg's ssim filter printed no score")
+    return float(found[-1]), run
+
+
+def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectations):
+    """Short side, length, speech and first-frame checks; the figures with speech_s and first_frame_ssim."""
+    checks: list[Check] = []
+    commands: list[list[str]] = []
+    if fig.width is not None and fig.height is not None:
+        short = min(fig.width, fig.height)
+        checks.append(Check(name="short_side", ok=abs(short - expect.short_side) <= expect.side_tolerance_px,
+                            measured=short, allowed=f"{expect.short_side}±{expect.side_tolerance_px}",
+                            detail=f"{fig.width}x{fig.height}"))
+    if fig.video_s is not None:
+        gap = abs(fig.video_s - expect.duration_s)
+        checks.append(Check(name="duration", ok=gap <= expect.duration_tolerance_s, measured=round(fig.video_s, 3),
+                            allowed=f"{expect.duration_s:g}±{expect.duration_tolerance_s:g}",
+                            detail=f"{fig.video_s:.3f} s, expected {expect.duration_s:g} s"))
+    if expect.speech and fig.audio_codec is not None:
+        try:
+            speech = round(speech_seconds(decode_pcm(final, sample_rate=16000), 16000), 3)
+            checks.append(Check(name="speech", ok=speech >= MIN_SPEECH_S, measured=speech, allowed=f">={MIN_SPEECH_S}",
+                                detail=f"{speech:.2f} s of sound"))
+            fig = fig.model_copy(update={"speech_s": speech})
+        except LipsyncError as err:
+            checks.append(Check(name="speech", ok=False, measured=None, allowed=f">={MIN_SPEECH_S}", detail=str(err)))
+    if fig.video_codec is not None:
+        try:
+            ssim, run = first_frame_ssim(final, expect.image)
+            commands.append(run.argv)
+            checks.append(Check(name="first_frame", ok=ssim >= expect.min_ssim, measured=round(ssim, 4),
+                                allowed=f">={expect.min_ssim:g}",
+                                detail=f"SSIM {ssim:.3f} against {Path(expect.image).name}"))
+            fig = fig.model_copy(update={"first_frame_ssim": round(ssim, 4)})
+        except LipsyncError as err:
+            checks.append(Check(name="first_frame", ok=False, measured=None, allowed=f">={expect.min_ssim:g}",
+                                detail=str(err)))
+    return checks, fig, commands
+
+
+def verify_portrait(final: str | Path, expect: PortraitExpectations) -> VerifyReport:
+    """Check a talking-portrait result; never raises for a bad file (see `VerifyReport.raise_if_failed`)."""
+    final = Path(final)
+    media = _probe_or_report(final)
+    if isinstance(media, VerifyReport):
+        return media
+    fig = _figures(media)
+    checks = _stream_checks(fig, VerifyExpectations(video=True, audio=expect.speech))
+    decode, run = _decode_check(final)
+    checks.append(decode)
+    portrait, fig, commands = _portrait_checks(final, fig, expect)
+    return _report(final, checks + portrait, fig, ([run.argv] if run else []) + commands)
