@@ -278,10 +278,7 @@ def verify(final: str | Path, expect: VerifyExpectations = VerifyExpectations())
         segments, fig, decodes = _segment_checks(final, expect.references, allowed, frame, fig)
         checks += [check for segment in segments for check in segment.checks]
         commands += decodes
-<<<<<<< HEAD
-    report = VerifyReport(path=str(final), checks=checks, figures=fig, segments=segments, commands=commands)
-=======
-    return _report(final, checks, fig, commands)
+    return _report(final, checks, fig, commands, segments)
 
 
 def _probe_or_report(final: Path) -> MediaProbe | VerifyReport:
@@ -293,9 +290,9 @@ def _probe_or_report(final: Path) -> MediaProbe | VerifyReport:
         return VerifyReport(path=str(final), checks=[fail], figures=VerifyFigures())
 
 
-def _report(final: Path, checks: list[Check], fig: VerifyFigures, commands: list[list[str]]) -> VerifyReport:
-    report = VerifyReport(path=str(final), checks=checks, figures=fig, commands=commands)
->>>>>>> issue-9-image
+def _report(final: Path, checks: list[Check], fig: VerifyFigures, commands: list[list[str]],
+            segments: list[SegmentVerification] | None = None) -> VerifyReport:
+    report = VerifyReport(path=str(final), checks=checks, figures=fig, segments=segments or [], commands=commands)
     for c in report.failed():
         log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
     return report
