@@ -195,7 +195,8 @@ def _optional_number(value: Any, kind: type, nonnegative: bool) -> Any:
         number = kind(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    if not math.isfinite(number) or abs(number) > MAX_REPLY_NUMBER or (nonnegative and number < 0):
+    if (isinstance(number, float) and not math.isfinite(number)) or abs(number) > MAX_REPLY_NUMBER \
+            or (nonnegative and number < 0):
         return None
     return number
 
