@@ -220,6 +220,13 @@ def test_control_characters_in_reply_urls_do_not_raise():
     assert urls["response"] == "https://queue.fal.run/fal-ai/pixverse/requests/r-1"
 
 
+def test_an_id_that_makes_no_url_is_a_provider_error_not_a_crash():
+    with make_client(timeout=5) as client, pytest.raises(ProviderError, match="non-printable") as info:
+        send_idempotent(client, lambda: client.build_request("GET", "https://api.example.test/v/\x00\n"),
+                        what="status of job x\x1b[2J", provider="evil", policy=FAST)
+    assert not isinstance(info.value, RetriesExhausted)
+
+
 # --- 3. hostile numbers: see tests/test_providers_parsing.py (every adapter's parse functions) --------------
 
 
@@ -557,3 +564,4 @@ def test_an_oversized_config_or_script_is_refused(tmp_path):
 def test_reserved_names_never_collide_with_a_sane_job_folder(job_id):
     if reserved_name_reason(job_id) is None:
         assert job_id.lower() not in {"ledger.sqlite", "checksums.sha256", ".lock", ".work", MARKER_NAME}
+

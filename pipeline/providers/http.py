@@ -185,8 +185,8 @@ def _before_sleep(provider: str, what: str, policy: RetryPolicy) -> Callable[[te
     def note(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s: %s: %s; retrying in %.1f s (attempt %d of %d)", provider, what,
-                    getattr(exc, "reason", exc), wait, state.attempt_number + 1, policy.attempts)
+        log.warning("%s: %s: %s; retrying in %.1f s (attempt %d of %d)", provider, printable(what),
+                    printable(getattr(exc, "reason", exc)), wait, state.attempt_number + 1, policy.attempts)
 
     return note
 
@@ -271,7 +271,7 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
     def attempt() -> httpx.Response:
         try:
             response = read_capped(client.send(build(), stream=True))
-        except httpx.UnsupportedProtocol as exc:
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:     # e.g. a control character in an id
             raise ProviderError(f"{what}: {exc}", provider=provider) from None
         except httpx.RequestError as exc:
             raise TryAgain(_transport_reason(exc)) from exc
