@@ -306,6 +306,19 @@ def test_the_size_cap_follows_the_provider_limits():
     assert result_cap(load_limits("fal", {"video_max_bytes": 1000})) == 4000
 
 
+
+def test_the_download_limits_are_configurable(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "voice.wav").write_bytes(b"x")
+    config = tmp_path / "run.toml"
+    body = ('[run]\nname = "n"\nprovider = "fal"\n[run.download]\n{}\n'
+            '[[job]]\nid = "a"\nvideo = "clip.mp4"\naudio = "voice.wav"\n')
+    config.write_text(body.format("deadline_s = 120\nmin_rate_bytes_s = 500"))
+    assert load_config(config).download.transfer_limits() == TransferLimits(120, 500, 60)
+    config.write_text(body.format("deadline_s = -1"))
+    with pytest.raises(ConfigError, match="deadline_s"):
+        load_config(config)
+
 # --- 5/6. terminal and log injection; unbounded replies -------------------------------------------------
 
 FORGED = "running\x1b]0;pwned\x07\n\rERROR forged: all jobs failed, delete out/\u202e4pm.exe\x9b2J"

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_limits
+from ..providers.download import TransferLimits
 from ..stages.sync import SyncMode, max_job_seconds
 from ..stages.text import chunk_text
 from ..voices import resolve_voice
@@ -75,6 +76,17 @@ class PollSection(_Strict):
     timeout_s: float | None = Field(None, gt=0)
 
 
+class DownloadSection(_Strict):
+    """How long a result download may take, and how slow it may be (see providers.download.TransferLimits)."""
+
+    deadline_s: float = Field(TransferLimits.deadline_s, gt=0)
+    min_rate_bytes_s: float = Field(TransferLimits.min_rate, ge=0)
+    rate_grace_s: float = Field(TransferLimits.rate_grace_s, ge=0)
+
+    def transfer_limits(self) -> TransferLimits:
+        return TransferLimits(self.deadline_s, self.min_rate_bytes_s, self.rate_grace_s)
+
+
 class RehearseSection(_Strict):
     """How the in-process emulator behaves under `lipsync run --rehearse`."""
 
@@ -91,6 +103,7 @@ class RunSection(_Strict):
     base_urls: Annotated[dict[str, str], AfterValidator(_check_base_urls)] = Field(default_factory=dict)
     provider_options: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)
     poll: PollSection = PollSection()
+    download: DownloadSection = DownloadSection()
     rehearse: RehearseSection = RehearseSection()
 
 
@@ -199,6 +212,7 @@ class RunConfig:
     rehearse: RehearseSection
     jobs: tuple[JobSpec, ...]
     max_creates_per_job: int = DEFAULT_MAX_CREATES_PER_JOB
+    download: DownloadSection = DownloadSection()
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -313,6 +327,7 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
         rehearse=run.rehearse,
         jobs=jobs,
         max_creates_per_job=run.max_creates_per_job,
+        download=run.download,
     )
 
 
