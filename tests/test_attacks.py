@@ -497,16 +497,33 @@ def test_without_a_list_checksums_cover_only_what_manifests_delivered(tmp_path):
 # --- 9. scripts: linear chunking, capped creates ---------------------------------------------------------
 
 
+class _CountedText(str):
+    """The normalized script, remembering the length of every slice taken of it."""
+
+    slices: list[int]
+
+    def __getitem__(self, key):
+        piece = str.__getitem__(self, key)
+        if isinstance(key, slice):
+            self.slices.append(len(piece))
+        return piece
+
+
 def test_chunking_examines_each_character_a_bounded_number_of_times(monkeypatch):
-    """Linear time, counted rather than timed: every speech estimate the chunker makes looks at one window of
-    at most max_chars + 1 characters, and it makes a bounded number per chunk."""
-    seen: list[int] = []
-    real = text_stage.estimate_speech_seconds
-    monkeypatch.setattr(text_stage, "estimate_speech_seconds", lambda piece: seen.append(len(piece)) or real(piece))
-    script = "Words, words; more words. And then some more of them? Yes! " * 20_000       # 1.2 MB
-    chunks = text_stage.chunk_text(script, 200, 30.0)
-    assert max(seen) <= 201
-    assert sum(seen) <= 12 * len(script) and len(seen) <= 10 * len(chunks)
+    """Linear time, counted rather than timed: the chunker only ever slices one window of at most
+    max_chars + 1 characters off the script per chunk (the old one copied the whole rest of the script for
+    every chunk: quadratic), and every speech estimate looks at no more than that window."""
+    real_normalize, real_estimate = text_stage.normalize_text, text_stage.estimate_speech_seconds
+    counted = _CountedText(real_normalize("Words, words; more words. And then some more of them? Yes! " * 20_000))
+    counted.slices = []
+    estimated: list[int] = []
+    monkeypatch.setattr(text_stage, "normalize_text", lambda text: counted)
+    monkeypatch.setattr(text_stage, "estimate_speech_seconds",
+                        lambda piece: estimated.append(len(piece)) or real_estimate(piece))
+    chunks = text_stage.chunk_text("ignored: the counted script stands in", 200, 30.0)
+    assert "".join(chunks) == counted
+    assert max(counted.slices) <= 201 and len(counted.slices) <= len(chunks)
+    assert max(estimated) <= 201 and len(estimated) <= 10 * len(chunks)
 
 
 def test_a_long_script_is_refused_before_it_becomes_paid_jobs(tmp_path):
