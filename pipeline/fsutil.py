@@ -7,11 +7,25 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 _CHUNK = 1 << 20
+_TEMP_MIDDLE = "[a-z0-9_]{8}"       # what tempfile.mkstemp puts between prefix and suffix
+
+
+def temp_prefix_suffix(final: Path) -> tuple[str, str]:
+    """The prefix and suffix of `atomic_output`'s temp file beside `final`."""
+    return f".{final.stem}.", f".part{final.suffix}"
+
+
+def is_temp_of(name: str, final_name: str) -> bool:
+    """Is `name` a temp file `atomic_output` makes for `final_name` (so, left by an interrupted write of
+    ours)? A user's own `notes.part.txt` is not: only the exact shape of our temp names matches."""
+    prefix, suffix = temp_prefix_suffix(Path(final_name))
+    return re.fullmatch(re.escape(prefix) + _TEMP_MIDDLE + re.escape(suffix), name) is not None
 
 
 @contextlib.contextmanager
@@ -22,7 +36,8 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    prefix, suffix = temp_prefix_suffix(final)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

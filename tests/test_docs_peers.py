@@ -500,7 +500,8 @@ def fal_peer(media):
             peer = FalPeer(media["result"], **kw)
             peer.cdn = servers.enter_context(serve_app(peer.cdn_app()))
             url = servers.enter_context(serve_app(peer.queue_app()))
-            return peer, adapter("fal", {"fal_queue": url, "fal_storage": url})
+            # The CDN is a loopback origin no base URL names: trusted explicitly, as a real CDN is public.
+            return peer, adapter("fal", {"fal_queue": url, "fal_storage": url}, trusted_loopback=[peer.cdn])
 
         yield start
 

@@ -13,6 +13,7 @@ from provider_kit import Reply, mp4_bytes, serve
 from pipeline.errors import ProviderError, ValidationError
 from pipeline.providers.download import acceptable_content_type, download_to, looks_like_mp4
 from pipeline.providers.http import RetriesExhausted, RetryPolicy, make_client, require_safe_url
+from pipeline.providers.netguard import loopback_origins
 
 FAST = RetryPolicy(attempts=3, initial=0.01, maximum=0.02)
 
@@ -23,8 +24,10 @@ def result(tmp_path_factory):
 
 
 def _get(url, dst, max_bytes=10**7):
+    """Download from a test server: its own loopback origin is allowed, as a provider configured there."""
     with make_client(timeout=10) as client:
-        return download_to(client, url, dst, max_bytes=max_bytes, policy=FAST, provider="test")
+        return download_to(client, url, dst, max_bytes=max_bytes, policy=FAST, provider="test",
+                           allowed_loopback=loopback_origins([url]))
 
 
 def test_download_is_complete_hashed_and_a_real_video(tmp_path, result):
@@ -99,22 +102,26 @@ def test_redirects_are_followed_and_checked(tmp_path, result):
 
 @pytest.mark.parametrize("url,ok", [
     ("https://cdn.example.com/x.mp4", True),
-    ("http://127.0.0.1:8000/x.mp4", True),
-    ("http://127.5.6.7/x.mp4", True),
-    ("http://localhost/x.mp4", True),
-    ("http://[::1]:9/x.mp4", True),
+    ("http://127.0.0.1:8000/x.mp4", True),          # the allowed origin below
+    ("https://127.0.0.1:8000/x.mp4", True),
+    ("http://127.0.0.1:8001/x.mp4", False),         # another port on loopback
+    ("http://127.5.6.7/x.mp4", False),
+    ("http://localhost/x.mp4", False),
+    ("http://[::1]:9/x.mp4", False),
     ("http://cdn.example.com/x.mp4", False),
     ("http://10.0.0.1/x.mp4", False),
+    ("https://10.0.0.1/x.mp4", False),
     ("ftp://127.0.0.1/x.mp4", False),
     ("file:///etc/passwd", False),
     ("/relative/path.mp4", False),
 ])
 def test_url_policy(url, ok):
+    allowed = loopback_origins(["http://127.0.0.1:8000"])
     if ok:
-        assert require_safe_url(url, what="result") == url
+        assert require_safe_url(url, what="result", allowed_loopback=allowed) == url
     else:
         with pytest.raises(ValidationError):
-            require_safe_url(url, what="result")
+            require_safe_url(url, what="result", allowed_loopback=allowed)
 
 
 def test_content_type_and_box_checks():

@@ -306,3 +306,45 @@ def test_data_uri_refuses_a_file_that_changed_after_sizing(tmp_path, change):
             out.write(change)
     with pytest.raises(ValidationError, match="changed"):
         b"".join(body.chunks())
+
+
+# --- hostile numbers (issue 8, finding 3): Python's JSON reader takes Infinity, NaN, 1e999, huge ints ------
+
+# (json.loads itself refuses integers over 4300 digits: those never reach a parse function)
+HOSTILE_NUMBERS = ["Infinity", "-Infinity", "NaN", "1e999", "-1e999", "-5", "-0.5", "1" + "0" * 400,
+                   "9" * 4000, '"Infinity"', '"1e999"', '"' + "9" * 5000 + '"']
+
+
+def _reply(template: str, literal: str):
+    return json.loads(template.replace("N", literal))
+
+
+@pytest.mark.parametrize("literal", HOSTILE_NUMBERS)
+def test_hostile_numbers_never_crash_a_status_parse(literal):
+    url = "https://cdn.example/r.mp4"
+    statuses = [
+        aimlapi.parse_generation(_reply('{"status": "completed", "video": {"url": "%s", "file_size": N},'
+                                        ' "meta": {"usage": {"credits_used": N}}}' % url, literal)),
+        fal.parse_output(_reply('{"video": {"url": "%s", "file_size": N}}' % url, literal)),
+        pixverse.parse_result(_reply('{"status": 1, "url": "%s", "outputWidth": N, "outputHeight": N,'
+                                     ' "size": N}' % url, literal)),
+        pixverse.parse_result(_reply('{"status": N, "url": "%s"}' % url, literal)),
+        useapi.parse_video(_reply('{"video_status_name": "COMPLETED", "url": "%s", "output_width": N,'
+                                  ' "output_height": N}' % url, literal)),
+        useapi.parse_video(_reply('{"video_status": N}', literal)),
+    ]
+    for status in statuses:
+        assert status.width is None or 0 < status.width < 2**53
+        assert status.height is None or 0 < status.height < 2**53
+        assert status.credits is None or 0 <= status.credits < 2**53
+    pixverse.parse_envelope(_reply('{"ErrCode": N, "ErrMsg": "x"}', literal))      # no exception either
+
+
+@given(st.one_of(st.floats(), st.integers(), st.text(max_size=50), st.none(), st.booleans()))
+def test_optional_numbers_are_finite_bounded_or_none(value):
+    from pipeline.providers.base import MAX_REPLY_NUMBER, optional_float, optional_int
+
+    for parsed in (optional_int(value), optional_float(value), optional_int(value, nonnegative=True)):
+        assert parsed is None or abs(parsed) <= MAX_REPLY_NUMBER
+    size = optional_int(value, nonnegative=True)
+    assert size is None or size >= 0

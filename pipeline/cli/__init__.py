@@ -18,7 +18,10 @@ import click
 
 from .. import __version__
 from ..errors import LipsyncError, ValidationError
-from ..secrets import RedactingFilter, redact
+from ..safetext import printable
+from ..secrets import RedactingFilter, record_environment, redact
+
+ERROR_SHOWN = 2000      # characters of an error message shown (a provider's text can be any length)
 
 # module name in pipeline.cli -> click command attribute
 COMMANDS = {
@@ -59,7 +62,7 @@ def handle_errors(fn: Callable) -> Callable:
         except LipsyncError as err:
             if as_json:
                 emit_json({"ok": False, "error": err.to_dict()})
-            click.echo(f"error: {redact(err.render())}", err=True)
+            click.echo(f"error: {printable(redact(err.render()), ERROR_SHOWN)}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -118,4 +121,5 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
 def main(verbose: bool) -> None:
     """Conform footage, lip-sync it through a PixVerse-model provider, and hand off the result."""
+    record_environment()
     setup_logging(verbose)

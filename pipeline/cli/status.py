@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from ..safetext import printable
+from ..secrets import redact
 from . import emit_json, handle_errors, json_option
 
+CELL_SHOWN = 200
 HEADER = ("job", "provider", "stage", "elapsed", "prepare", "provider", "finish", "provider jobs", "outcome")
 # which ledger stages count towards each phase column
 PHASES = {"prepare": ("prepare",), "provider": ("submit", "poll", "download"), "finish": ("mux", "verify", "handoff")}
@@ -47,8 +50,10 @@ def job_row(job, now: float) -> tuple[str, ...]:
     # from the first stage, as the live table counts: the wait for a free CPU slot before it is not the job's
     started = min((s.started_at for s in job.stages), default=job.row.started_at)
     elapsed = (job.row.finished_at or now) - started
-    return (job.row.job_id, job.row.provider, job.row.stage.value, _seconds(elapsed),
-            *(_seconds(phases[name]) if phases[name] else "-" for name in PHASES), provider_jobs(job.creates), outcome)
+    row = (job.row.job_id, job.row.provider, job.row.stage.value, _seconds(elapsed),
+           *(_seconds(phases[name]) if phases[name] else "-" for name in PHASES), provider_jobs(job.creates), outcome)
+    # ids, provider words and errors come from providers: one inert line each, secrets masked
+    return tuple(printable(redact(cell), CELL_SHOWN) for cell in row)
 
 
 def provider_jobs(creates) -> str:

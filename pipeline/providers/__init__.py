@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import httpx
 
 from ..errors import ConfigError
+from ..secrets import REGISTRY
 from .aimlapi import AimlapiProvider
 from .base import Download, JobHandle, JobRequest, JobState, JobStatus, Provider, Voice
 from .fal import FalProvider
@@ -57,6 +58,7 @@ def resolve_base_urls(name: str, explicit: Mapping[str, str] | None = None,
 def credential_from_env(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """The provider's key from its environment variable (None when unset): read once, by the caller."""
     value = (os.environ if env is None else env).get(provider_class(name).secret_env, "").strip()
+    REGISTRY.add(value)  # whatever echoes it back later is redacted
     return value or None
 
 

@@ -139,7 +139,7 @@ def parse_generation(body: Any) -> JobStatus:
     raw = str(body.get("status") or "")
     word = raw.strip().lower()
     usage = (body.get("meta") or {}).get("usage") if isinstance(body.get("meta"), dict) else None
-    credits = optional_float(usage.get("credits_used")) if isinstance(usage, dict) else None
+    credits = optional_float(usage.get("credits_used"), nonnegative=True) if isinstance(usage, dict) else None
     error = body.get("error")
     if error or word in FAILED:
         name = error.get("name") if isinstance(error, dict) else None
@@ -150,7 +150,7 @@ def parse_generation(body: Any) -> JobStatus:
     video = body.get("video") if isinstance(body.get("video"), dict) else {}
     if word in DONE:
         url = video.get("url") or None
-        size = optional_int(video.get("file_size"))
+        size = optional_int(video.get("file_size"), nonnegative=True)
         confirmed = bool(url) and (size is None or size > 0)
         return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, raw, result_url=url,
                          credits=credits, unconfirmed=not confirmed)

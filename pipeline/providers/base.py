@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import mimetypes
 import threading
 from dataclasses import asdict, dataclass, field
@@ -21,10 +22,12 @@ import httpx
 
 from ..errors import AuthError, LipsyncError, ProviderError, ValidationError
 from ..fsutil import sha256_file
+from ..safetext import printable
 from ..voices import resolve_voice
-from .download import Download, download_to
+from .download import Download, TransferLimits, download_to
 from .http import (CreateOutcome, CreateRequest, CreateVerdict, RetryPolicy, make_client, reply_json,
-                   require_safe_url, send_create_once, send_idempotent)
+                   require_configured_url, require_safe_url, send_create_once, send_idempotent)
+from .netguard import guarded_client, loopback_origins, url_origin
 
 if TYPE_CHECKING:
     from .poll import PollPolicy
@@ -33,6 +36,8 @@ log = logging.getLogger("lipsync.providers")
 
 _UPLOAD_CHUNK = 1 << 20
 MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
+MAX_REPLY_NUMBER = 2**53          # no size, width, count or credit figure is bigger; floats stop being exact here
+_MAX_NUMBER_TEXT = 40
 _MODERATION_WORDS = ("moderat", "content policy", "content_policy", "nsfw", "sensitive", "prohibited")
 
 __all__ = ["Download", "FINAL_STATES", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider",
@@ -179,27 +184,35 @@ def looks_moderated(*texts: object) -> bool:
     return any(word in joined for word in _MODERATION_WORDS)
 
 
-def _optional_number(value: Any, kind: type) -> Any:
-    if value is None or isinstance(value, bool):
+def _optional_number(value: Any, kind: type, nonnegative: bool) -> Any:
+    """`kind(value)` when it is a finite number of sane size (and not negative, if asked), else None.
+    JSON as Python reads it allows Infinity, NaN, 1e999 and integers of any length: none may crash a poll."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and len(value) > _MAX_NUMBER_TEXT):
         return None
     try:
-        return kind(value)
-    except (TypeError, ValueError):
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    if (isinstance(number, float) and not math.isfinite(number)) or abs(number) > MAX_REPLY_NUMBER \
+            or (nonnegative and number < 0):
+        return None
+    return number
 
 
-def optional_int(value: Any) -> int | None:
-    """An int from a reply field that may be missing, null, a number or a numeric string."""
-    return _optional_number(value, int)
+def optional_int(value: Any, *, nonnegative: bool = False) -> int | None:
+    """An int from a reply field that may be missing, null, a number or a numeric string; None when it is
+    not a finite number under MAX_REPLY_NUMBER (or negative, for a size or a count: `nonnegative`)."""
+    return _optional_number(value, int, nonnegative)
 
 
-def optional_float(value: Any) -> float | None:
-    return _optional_number(value, float)
+def optional_float(value: Any, *, nonnegative: bool = False) -> float | None:
+    return _optional_number(value, float, nonnegative)
 
 
 def unknown_status(provider: str, raw: str, **fields: Any) -> JobStatus:
-    """A status word we do not know: logged, treated as still running (the wait stays bounded)."""
-    log.warning("%s: unknown job status %r; still waiting", provider, raw)
+    """A status word we do not know: logged (made printable), treated as still running (the wait stays
+    bounded)."""
+    log.warning("%s: unknown job status %s; still waiting", provider, printable(repr(raw)))
     return JobStatus(JobState.RUNNING, raw, **fields)
 
 
@@ -240,9 +253,15 @@ class Provider:
 
     def __init__(self, *, credential: str | None, base_urls: Mapping[str, str], poll: PollPolicy | None = None,
                  retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
-                 client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None):
-        self.base_urls = {key: require_safe_url(base_urls.get(key) or default, what=f"{self.name} base URL").rstrip("/")
+                 client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None,
+                 trusted_loopback: Iterable[str] = ()):
+        self.base_urls = {key: require_configured_url(base_urls.get(key) or default,
+                                                      what=f"{self.name} base URL").rstrip("/")
                           for key, default in self.base_url_defaults.items()}
+        # The only loopback places a reply may send us: a base URL on loopback (the emulator, a local
+        # gateway), exactly its host and port, plus `trusted_loopback` (a test's separate CDN).
+        self.loopback_origins = loopback_origins([*self.base_urls.values(), *trusted_loopback])
+        self._configured_origins = frozenset(url_origin(url) for url in self.base_urls.values())
         self._credential = (credential or "").strip() or None
         self.poll_policy = poll or self.default_poll
         self.retry = retry or RetryPolicy()
@@ -288,10 +307,13 @@ class Provider:
     def voices(self) -> list[Voice]:
         raise NotImplementedError
 
-    def download(self, url: str, dst: Path, *, max_bytes: int) -> Download:
-        """Stream a result to `dst` (atomically). Result hosts never get our credentials."""
+    def download(self, url: str, dst: Path, *, max_bytes: int,
+                 limits: TransferLimits = TransferLimits()) -> Download:
+        """Stream a result to `dst` (atomically), from a public address or one of `loopback_origins`,
+        within `limits` (deadline, minimum rate). Result hosts never get our credentials.
+        `max_bytes`: `download.result_cap(limits)` of the job's provider limits."""
         return download_to(self._client, url, Path(dst), max_bytes=max_bytes, policy=self.retry,
-                           provider=self.name)
+                           provider=self.name, allowed_loopback=self.loopback_origins, limits=limits)
 
     def close(self) -> None:
         self._client.close()
@@ -341,8 +363,20 @@ class Provider:
             return self._client.build_request(method, url, headers=headers,
                                               **{**kwargs, "content": content})
 
-        return send_idempotent(self._client, build, what=what, provider=self.name, policy=self.retry,
-                               retry_on=retry_on)
+        if self._is_configured(url):
+            return send_idempotent(self._client, build, what=what, provider=self.name, policy=self.retry,
+                                   retry_on=retry_on)
+        # A host a reply named (fal's CDN): public addresses only, like a result download.
+        require_safe_url(url, what=what, allowed_loopback=self.loopback_origins)
+        with guarded_client(self._client, allowed_loopback=self.loopback_origins) as guarded:
+            return send_idempotent(guarded, build, what=what, provider=self.name, policy=self.retry,
+                                   retry_on=retry_on)
+
+    def _is_configured(self, url: str) -> bool:
+        try:
+            return url_origin(url) in self._configured_origins
+        except httpx.InvalidURL:
+            return False
 
     def _handle_with_id(self, body: Any, key: str, created_at: float,
                         urls: dict[str, str] | None = None) -> JobHandle | None:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from ..errors import AuthError, BillingError, LipsyncError, ProviderError
+from ..safetext import printable
 from ..voices import VOICE_NAMES
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
@@ -85,7 +86,7 @@ def request_urls(queue_base: str, request_id: str, body: dict[str, Any]) -> dict
             if same_origin(given, queue_base):
                 urls[key] = given
             else:
-                log.warning("fal: ignoring %s_url on another host than the queue", key)
+                log.warning("fal: ignoring %s_url %s: not on the queue's host", key, printable(given))
     return urls
 
 
@@ -114,7 +115,7 @@ def parse_output(body: Any) -> JobStatus:
     """The result of a COMPLETED request: success only with `video.url` (and a non-zero size if given)."""
     video = body.get("video") if isinstance(body, dict) else None
     url = video.get("url") if isinstance(video, dict) else None
-    size = optional_int(video.get("file_size")) if isinstance(video, dict) else None
+    size = optional_int(video.get("file_size"), nonnegative=True) if isinstance(video, dict) else None
     confirmed = bool(url) and (size is None or size > 0)
     return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, "COMPLETED",
                      result_url=url or None, unconfirmed=not confirmed)
@@ -187,7 +188,7 @@ class FalProvider(Provider):
                 token = parse_token(body, time.time())
                 if token is None:
                     raise ProviderError("storage token: reply has no token or base_url", provider=self.name)
-                require_safe_url(token.base_url, what="fal storage base_url")
+                require_safe_url(token.base_url, what="fal storage base_url", allowed_loopback=self.loopback_origins)
                 self._token = token
             return self._token
 
@@ -222,8 +223,8 @@ class FalProvider(Provider):
         upload_url, file_url = (body.get(key) if isinstance(body, dict) else None for key in ("upload_url", "file_url"))
         if not (isinstance(upload_url, str) and upload_url and isinstance(file_url, str) and file_url):
             raise ProviderError(f"{what}: initiate reply has no upload_url/file_url", provider=self.name)
-        put = self._request("PUT", require_safe_url(upload_url, what="fal upload_url"), what=what, auth=False,
-                            body=lambda: iter_file(path), headers=raw_file_headers(path))
+        put = self._request("PUT", upload_url, what=what, auth=False, body=lambda: iter_file(path),
+                            headers=raw_file_headers(path))
         if not 200 <= put.status_code < 300:
             raise error_for(put.status_code, reply_json(put), what)
         return file_url

@@ -34,20 +34,12 @@ from ..fsutil import sha256_file, sha256_json
 from ..killpoints import kill_point
 from ..limits import load_limits
 from .base import JobHandle, JobRequest, JobStatus, Provider, Submission
+from .download import TransferLimits, result_cap
 from .http import Accepted, Lost, Refused, TryAgain, run_with_retries
 from .poll import wait_for_job
 from .store import CreateRecord, CreateState, FlowStore, SegmentRef
 
 log = logging.getLogger("lipsync.providers.flow")
-
-# A result is a lip-synced copy of an input inside the provider's size limit; leave room for a higher bitrate.
-RESULT_MAX_BYTES_FACTOR = 4
-
-
-def result_cap(provider: Provider) -> int:
-    """The largest result download we accept from `provider`: a multiple of its input size limit."""
-    return load_limits(provider.limits_key).video_max_bytes * RESULT_MAX_BYTES_FACTOR
-
 
 # ---- the decision (pure) ------------------------------------------------------------------------
 
@@ -133,7 +125,8 @@ class FlowHooks:
 class FlowSettings:
     resubmit_uncertain: bool = False
     retry_failed: bool = False
-    max_result_bytes: int | None = None   # None: `result_cap(provider)`
+    max_result_bytes: int | None = None   # None: `result_cap` of the provider's limits
+    transfer: TransferLimits = TransferLimits()   # a download's deadline and slowest acceptable rate
 
 
 @dataclass(frozen=True)
@@ -167,7 +160,7 @@ class ProviderJobFlow:
         self.store = store
         self.settings = settings
         self.hooks = hooks
-        self.max_bytes = settings.max_result_bytes or result_cap(provider)
+        self.max_bytes = settings.max_result_bytes or result_cap(load_limits(provider.limits_key))
 
     def run(self, job: SegmentJob) -> FlowResult:
         """Bring `job` to a downloaded result, whatever state an earlier process left it in."""
@@ -356,7 +349,8 @@ class ProviderJobFlow:
     def _download(self, job: SegmentJob, key: str, record: CreateRecord) -> CreateRecord:
         self.hooks.on_step(FlowStep.DOWNLOAD, record.provider_job_id)
         self.hooks.checkpoint()
-        got = self.provider.download(record.result_url or "", job.result_path, max_bytes=self.max_bytes)
+        got = self.provider.download(record.result_url or "", job.result_path, max_bytes=self.max_bytes,
+                                     limits=self.settings.transfer)
         kill_point("download")
         self.store.record_downloaded(key, record.attempt, path=str(got.path), sha256=got.sha256, size=got.size)
         return self._latest(key)

@@ -11,24 +11,25 @@
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Container, Iterable, Iterator, TypeVar
 
 import httpx
 import tenacity
 
 from ..errors import LipsyncError, ProviderError, ValidationError
+from ..safetext import printable
+from .netguard import BlockedAddress, Origin, address_refusal, is_loopback_host, parse_ip, url_origin
 
 log = logging.getLogger("lipsync.providers.http")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=120.0, pool=30.0)
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+MAX_REPLY_BYTES = 1_000_000       # a status or create reply is a few KB; a bigger one is refused
 
 
 @dataclass(frozen=True)
@@ -92,31 +93,49 @@ def classify_http_create(status_code: int, message: str, final_error: Callable[[
     return final_error()
 
 
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def require_safe_url(url: str, *, what: str) -> str:
-    """`url` if it is https, or http to a loopback host; anything else is a ValidationError."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ValidationError(f"{what}: not a URL ({exc})") from None
-    if not parsed.host:
-        raise ValidationError(f"{what}: not an absolute URL: {url!r}")
-    if parsed.scheme == "https" or (parsed.scheme == "http" and is_loopback(parsed.host)):
+def require_configured_url(url: str, *, what: str) -> str:
+    """`url` if it is https, or http to a loopback host: for URLs the user configured (base URLs), which
+    may name a private gateway. URLs a provider sends us go through `require_safe_url` instead."""
+    parsed = _absolute(url, what)
+    if parsed.scheme == "https" or (parsed.scheme == "http" and is_loopback_host(parsed.host)):
         return url
     raise ValidationError(f"{what}: only https URLs are allowed (http only to loopback): {url!r}")
 
 
+def require_safe_url(url: str, *, what: str, allowed_loopback: Collection[Origin] = ()) -> str:
+    """`url` if a provider may send us there: https to a name or a public address, or http(s) to exactly
+    one of the `allowed_loopback` origins (a provider configured on loopback). A name is checked again
+    on the address it resolves to, when connecting (`netguard.GuardedBackend`). Else a ValidationError."""
+    parsed = _absolute(url, what)
+    origin = url_origin(parsed)
+    if parsed.scheme in ("http", "https") and origin in allowed_loopback:
+        return url
+    if parsed.scheme != "https":
+        raise ValidationError(f"{what}: only https URLs are allowed: {printable(url)}")
+    ip = parse_ip(parsed.host)
+    why = None if ip is None else address_refusal(ip)
+    if why is not None:
+        raise BlockedAddress(f"{what}: {printable(parsed.host)} is {why}; results are only fetched from public "
+                             f"addresses: {printable(url)}")
+    return url
+
+
+def _absolute(url: str, what: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValidationError(f"{what}: not a URL ({printable(str(exc))})") from None
+    if not parsed.host:
+        raise ValidationError(f"{what}: not an absolute URL: {printable(url)}")
+    return parsed
+
+
 def same_origin(a: str, b: str) -> bool:
-    ua, ub = httpx.URL(a), httpx.URL(b)
+    """Same scheme, host and port; False when either is not a URL (a control character in a reply's URL)."""
+    try:
+        ua, ub = httpx.URL(a), httpx.URL(b)
+    except (httpx.InvalidURL, TypeError):
+        return False
     return (ua.scheme, ua.host, ua.port) == (ub.scheme, ub.host, ub.port)
 
 
@@ -167,8 +186,8 @@ def _before_sleep(provider: str, what: str, policy: RetryPolicy) -> Callable[[te
     def note(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s: %s: %s; retrying in %.1f s (attempt %d of %d)", provider, what,
-                    getattr(exc, "reason", exc), wait, state.attempt_number + 1, policy.attempts)
+        log.warning("%s: %s: %s; retrying in %.1f s (attempt %d of %d)", provider, printable(what),
+                    printable(getattr(exc, "reason", exc)), wait, state.attempt_number + 1, policy.attempts)
 
     return note
 
@@ -206,13 +225,46 @@ def make_client(*, timeout: float | httpx.Timeout | None = None, event_hooks: di
                         headers={"User-Agent": "lipsync-pipeline"})
 
 
+class ReplyTooLarge(Exception):
+    """A reply body longer than we read (decoded size: a gzip bomb counts as what it inflates to)."""
+
+
+def declared_length(headers: httpx.Headers) -> int | None:
+    try:
+        value = int(headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def read_capped(response: httpx.Response, limit: int = MAX_REPLY_BYTES) -> httpx.Response:
+    """`response` (sent with stream=True) with its body read, streaming, to at most `limit` bytes; closed.
+    ReplyTooLarge when the body, declared or decoded, is longer: it is never held whole in memory."""
+    try:
+        declared = declared_length(response.headers)
+        if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
+            raise ReplyTooLarge(f"the reply declares {declared} bytes, over the {limit}-byte cap")
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise ReplyTooLarge(f"the reply is over the {limit}-byte cap")
+    finally:
+        response.close()
+    kept = [(k, v) for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=kept, content=bytes(body), request=response.request,
+                          extensions=response.extensions)
+
+
 def _transport_reason(exc: httpx.RequestError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *, what: str, provider: str,
                     policy: RetryPolicy, retry_on: Callable[[httpx.Response], bool] | None = None) -> httpx.Response:
-    """Send a request that is safe to repeat; return the first reply that is not worth retrying.
+    """Send a request that is safe to repeat; return the first reply that is not worth retrying, its body
+    read (at most MAX_REPLY_BYTES: a longer one is retried like a garbled reply).
 
     `retry_on(response)` says which replies mean "try later" (default: 408/425/429/5xx); adapters
     extend it (an error code inside a 200) or narrow it (useapi's 596 is not transient).
@@ -222,11 +274,13 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
 
     def attempt() -> httpx.Response:
         try:
-            response = client.send(build())
-        except httpx.UnsupportedProtocol as exc:
+            response = read_capped(client.send(build(), stream=True))
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:     # e.g. a control character in an id
             raise ProviderError(f"{what}: {exc}", provider=provider) from None
         except httpx.RequestError as exc:
             raise TryAgain(_transport_reason(exc)) from exc
+        except ReplyTooLarge as exc:
+            raise TryAgain(str(exc)) from None
         if retry_on(response):
             raise TryAgain(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("Retry-After")))
         return response
@@ -283,13 +337,15 @@ def send_create_once(client: httpx.Client, req: CreateRequest, *, provider: str,
     request = client.build_request(req.method, req.url, content=body,
                                    headers={**req.headers(), "Content-Length": str(req.length)})
     try:
-        response = client.send(request)
+        response = read_capped(client.send(request, stream=True))
     except httpx.UnsupportedProtocol as exc:
         raise ProviderError(f"create: {exc}", provider=provider) from None
     except httpx.RequestError as exc:
         if not body.finished:
             return Refused(f"not sent: {_transport_reason(exc)}")
         return Lost(_transport_reason(exc))
+    except ReplyTooLarge as exc:  # an answer we will not read whole may still have made a job
+        return Lost(str(exc))
     verdict = classify(response)
     if isinstance(verdict, Refused) and verdict.retry_after is None:
         return Refused(verdict.reason, parse_retry_after(response.headers.get("Retry-After")))

@@ -123,7 +123,7 @@ def parse_result(resp: Any) -> JobStatus:
     status = optional_int(resp.get("status"))
     raw = str(resp.get("status"))
     url = resp.get("url") or None
-    sizes = [optional_int(resp.get(key)) for key in ("outputWidth", "outputHeight", "size")]
+    sizes = [optional_int(resp.get(key), nonnegative=True) for key in ("outputWidth", "outputHeight", "size")]
     width, height = (v if v else None for v in sizes[:2])
     if status == 1:
         confirmed = bool(url) and any(sizes) and all(v is None or v > 0 for v in sizes)
@@ -213,7 +213,7 @@ class PixverseProvider(Provider):
             rows = resp.get("data") or [] if isinstance(resp, dict) else []
             voices += [Voice(str(r.get("name", "")).strip(), str(r.get("speaker_id", "")).strip())
                        for r in rows if isinstance(r, dict)]
-            total = optional_int(resp.get("total")) if isinstance(resp, dict) else None
+            total = optional_int(resp.get("total"), nonnegative=True) if isinstance(resp, dict) else None
             if not rows or total is None or len(voices) >= total:
                 break
         return voices

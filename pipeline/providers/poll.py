@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import GenerationFailed, JobTimeout, LipsyncError, Moderated, ResultPending
+from ..safetext import printable
 from .base import JobHandle, JobState, JobStatus
 from .http import RetriesExhausted
 
@@ -90,7 +91,8 @@ def judge(status: JobStatus, unconfirmed_streak: int, policy: PollPolicy) -> Ver
 def failure_error(status: JobStatus, provider: str, job_id: str, reason: str) -> LipsyncError:
     detail = status.error_message or reason
     kind = Moderated if status.state is JobState.MODERATED else GenerationFailed
-    return kind(f"job {job_id} {detail}", provider=provider, code=status.error_code or status.raw_status)
+    return kind(f"job {printable(job_id)} {printable(detail)}", provider=provider,
+                code=printable(status.error_code or status.raw_status))
 
 
 def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | None = None,
@@ -110,7 +112,8 @@ def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | Non
         try:
             status: JobStatus | None = provider.poll(handle)
         except RetriesExhausted as exc:
-            log.warning("%s: job %s: %s; still waiting", provider.name, handle.job_id, exc.message)
+            log.warning("%s: job %s: %s; still waiting", provider.name, printable(handle.job_id),
+                        printable(exc.message))
             status = None
         polls += 1
         if status is not None:
@@ -122,7 +125,7 @@ def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | Non
             if verdict.outcome is Outcome.SUCCEEDED:
                 return status
             if verdict.outcome is Outcome.ACCEPTED:
-                log.warning("%s: job %s: %s", provider.name, handle.job_id, verdict.reason)
+                log.warning("%s: job %s: %s", provider.name, printable(handle.job_id), printable(verdict.reason))
                 return replace(status, state=JobState.SUCCEEDED)
             if verdict.outcome is Outcome.FAILED:
                 raise failure_error(status, provider.name, handle.job_id, verdict.reason)
@@ -139,9 +142,11 @@ def _timeout(provider: Provider, handle: JobHandle, policy: PollPolicy, last: Jo
     try:
         canceled = provider.cancel(handle)
     except LipsyncError as exc:
-        log.warning("%s: job %s: cancel failed: %s", provider.name, handle.job_id, exc.message)
+        log.warning("%s: job %s: cancel failed: %s", provider.name, printable(handle.job_id),
+                    printable(exc.message))
         canceled = False
-    seen = last.raw_status if last else "no status received"
-    then = "cancel requested" if canceled else f"it may still finish: check job {handle.job_id} later"
-    return JobTimeout(f"job {handle.job_id} not done after {policy.timeout:g} s (last status: {seen}); {then}",
-                      provider=provider.name, code=last.raw_status if last else None)
+    seen = printable(last.raw_status) if last else "no status received"
+    job = printable(handle.job_id)
+    then = "cancel requested" if canceled else f"it may still finish: check job {job} later"
+    return JobTimeout(f"job {job} not done after {policy.timeout:g} s (last status: {seen}); {then}",
+                      provider=provider.name, code=printable(last.raw_status) if last else None)

@@ -70,7 +70,7 @@ def parse_video(body: Any) -> JobStatus:
     name = status_name(body)
     final = body.get("video_status_final")
     url = body.get("url") or None
-    width, height = optional_int(body.get("output_width")), optional_int(body.get("output_height"))
+    width, height = (optional_int(body.get(key), nonnegative=True) for key in ("output_width", "output_height"))
     error = body.get("error") or body.get("errorMessage")
     if name == "MODERATED":
         return JobStatus(JobState.MODERATED, name, error_code=name, error_message=error or "was moderated")

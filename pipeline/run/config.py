@@ -7,6 +7,7 @@ Paths in the file are relative to the file itself, so a config can travel with i
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,27 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_limits
-from ..prepare import read_text_file
 from ..providers import BASE_URL_KEYS
-from ..stages.sync import SyncMode
+from ..providers.download import TransferLimits
+from ..stages.sync import SyncMode, max_job_seconds
+from ..stages.text import chunk_text
 from ..voices import resolve_voice
+from .rundir import reserved_name_reason
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_CONFIG_BYTES = 1_000_000        # a config is a few KB; a bigger "config" is a wrong path
+MAX_SCRIPT_BYTES = 1_000_000        # 20 creates of 200 characters are 4 KB; a 1 MB script is already a mistake
+DEFAULT_MAX_CREATES_PER_JOB = 20
+
+
+def _check_job_id(job_id: str) -> str:
+    why = reserved_name_reason(job_id)
+    if why is not None:
+        raise ValueError(f"{why}; choose another id")
+    return job_id
+
+
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN), AfterValidator(_check_job_id)]
 
 
 def _check_provider(name: str) -> str:
@@ -60,6 +76,17 @@ class PollSection(_Strict):
     timeout_s: float | None = Field(None, gt=0)
 
 
+class DownloadSection(_Strict):
+    """How long a result download may take, and how slow it may be (see providers.download.TransferLimits)."""
+
+    deadline_s: float = Field(TransferLimits.deadline_s, gt=0)
+    min_rate_bytes_s: float = Field(TransferLimits.min_rate, ge=0)
+    rate_grace_s: float = Field(TransferLimits.rate_grace_s, ge=0)
+
+    def transfer_limits(self) -> TransferLimits:
+        return TransferLimits(self.deadline_s, self.min_rate_bytes_s, self.rate_grace_s)
+
+
 class RehearseSection(_Strict):
     """How the in-process emulator behaves under `lipsync run --rehearse`."""
 
@@ -72,9 +99,11 @@ class RunSection(_Strict):
     provider: ProviderName
     output: str | None = None
     max_jobs: int | None = Field(None, ge=1, le=64)   # None: each provider's own default
+    max_creates_per_job: int = Field(DEFAULT_MAX_CREATES_PER_JOB, ge=1, le=10_000)
     base_urls: Annotated[dict[str, str], AfterValidator(_check_base_urls)] = Field(default_factory=dict)
     provider_options: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)
     poll: PollSection = PollSection()
+    download: DownloadSection = DownloadSection()
     rehearse: RehearseSection = RehearseSection()
 
 
@@ -88,7 +117,7 @@ class DefaultsSection(_Strict):
 
 
 class JobSection(_Strict):
-    id: str = Field(pattern=JOB_ID_PATTERN)
+    id: JobId
     video: str
     audio: str | None = None
     text: str | None = None
@@ -181,6 +210,8 @@ class RunConfig:
     poll: PollSection
     rehearse: RehearseSection
     jobs: tuple[JobSpec, ...]
+    max_creates_per_job: int = DEFAULT_MAX_CREATES_PER_JOB
+    download: DownloadSection = DownloadSection()
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -200,10 +231,10 @@ def load_config(path: str | Path) -> RunConfig:
     """Read, validate and resolve a config file. Raises ConfigError naming the file and key."""
     path = Path(os.path.abspath(path))
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular_file(path, MAX_CONFIG_BYTES, "config file").decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file; create one with `lipsync init {path.name}`") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
@@ -212,6 +243,47 @@ def load_config(path: str | Path) -> RunConfig:
     except PydanticValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
     return _resolve(path, parsed)
+
+
+def read_regular_file(path: Path, cap: int, what: str) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `cap` bytes; else a one-line ConfigError.
+    Opened without blocking and checked on the open file: a FIFO would wait for a writer for ever,
+    /dev/zero never ends. FileNotFoundError is left to the caller (it knows the better advice)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: the {what} is not a regular file (a pipe, a device or a folder)")
+        if info.st_size > cap:
+            raise ConfigError(f"{path}: the {what} is {info.st_size} bytes, over the {cap}-byte limit")
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise ConfigError(f"{path}: the {what} grew over the {cap}-byte limit while being read")
+    return data
+
+
+def check_creates_per_job(config: RunConfig, job_id: str, creates: int) -> int:
+    """`creates` (the paid provider jobs one job would make: its segments) if within
+    `run.max_creates_per_job`; else a ConfigError (exit 6) naming the job, the count and the key to raise."""
+    limit = config.max_creates_per_job
+    if creates > limit:
+        raise ConfigError(f"{config.path}: job {job_id!r} would make {creates} paid provider jobs, over "
+                          f"run.max_creates_per_job = {limit}; shorten its script or audio, or raise "
+                          f"run.max_creates_per_job if that many is intended")
+    return creates
+
+
+def text_creates(spec: JobSpec) -> int | None:
+    """How many paid creates a TTS job makes (one per chunk of its script), before any media work; None for a
+    job with an audio track (its segment count comes from prepare)."""
+    if spec.text is None:
+        return None
+    return len(chunk_text(spec.text, spec.limits.tts_max_chars, max_job_seconds(spec.limits)))
 
 
 def _describe(exc: PydanticValidationError) -> str:
@@ -253,6 +325,8 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
         poll=run.poll,
         rehearse=run.rehearse,
         jobs=jobs,
+        max_creates_per_job=run.max_creates_per_job,
+        download=run.download,
     )
 
 
@@ -270,9 +344,9 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
     text_file = existing("text_file", spec.text_file) if spec.text_file else None
     if text_file is not None:
         try:
-            text = read_text_file(text_file)
-        except LipsyncError as exc:
-            raise ConfigError(f"{path}: {key}.text_file: {exc.message}") from None
+            text = read_regular_file(text_file, MAX_SCRIPT_BYTES, "script (text_file)").decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: {key}.text_file: not UTF-8 text; save it as UTF-8") from None
     if text is not None and not text.strip():
         raise ConfigError(f"{path}: {key}.text: the script is empty; write the words to speak")
     provider = spec.provider or defaults.provider or parsed.run.provider

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import GenerationFailed
+from ..safetext import printable
 from .ledger import Stage
 
 log = logging.getLogger("lipsync.run")
@@ -34,11 +35,13 @@ _WORKING = {
     Stage.HANDOFF: "writing the delivery folder",
     Stage.INTERRUPTED: "stopped: run again to resume",
 }
+DETAIL_SHOWN = 400      # characters of a job's detail shown (the table cuts it further to the screen)
+WORD_SHOWN = 80         # characters of a provider's status word
 
 
 def status_text(status) -> str:
     """A provider's JobStatus in words: our state, and the provider's own word for it when that differs."""
-    state, raw = status.state.value, str(status.raw_status)
+    state, raw = status.state.value, printable(status.raw_status, WORD_SHOWN)
     return state if raw.lower() == state else f"{state} ({raw})"
 
 
@@ -75,7 +78,11 @@ class JobLine:
         return (self.ended or now) - self.started
 
     def detail(self) -> str:
-        """What the job is doing, waiting for, or ended with, in words."""
+        """What the job is doing, waiting for, or ended with, in words: one line of printable text (a job id
+        or an error message from a provider may hold escape sequences, newlines, megabytes)."""
+        return printable(self._detail(), DETAIL_SHOWN)
+
+    def _detail(self) -> str:
         stage = self.stage
         if self.waiting:
             return self.waiting
@@ -288,7 +295,7 @@ def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str
     if per_job:
         width = max((len(o.job_id) for o in summary.outcomes), default=0)
         for o in summary.outcomes:
-            where = short_path(o.final) if o.final else (o.error or "")
+            where = short_path(o.final) if o.final else printable(o.error or "", DETAIL_SHOWN)
             lines.append(f"{o.job_id:<{width}}  {o.stage.value:<11} {where}")
     done = sum(1 for o in summary.outcomes if o.final is not None)
     how = ", rehearsal: nothing billed" if summary.rehearsal else ""

@@ -11,20 +11,22 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import shutil
-from fnmatch import fnmatch
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic_core import to_jsonable_python
 
 from .. import __version__
-from ..errors import LipsyncError
+from ..errors import LipsyncError, ValidationError
 from ..ffmpeg import FfmpegRun, ffmpeg_version
 from ..fsutil import atomic_output, sha256_file, write_text_atomic
+from ..safetext import printable
 from ..secrets import redact
 from .probe import MediaProbe, probe
 from .verify import VerifyReport
@@ -32,10 +34,9 @@ from .verify import VerifyReport
 MANIFEST_NAME = "manifest.json"
 FINAL_NAME = "final.mp4"
 CHECKSUMS_NAME = "checksums.sha256"
+log = logging.getLogger("lipsync.handoff")
 PACKAGES = ("click", "ffmpeg-python", "imageio-ffmpeg", "pymediainfo", "pydub", "httpx", "tenacity", "pydantic",
             "numpy")
-NOT_DELIVERED = (".*", "*.part*", CHECKSUMS_NAME, "*.sqlite*", "*.db", "*.db-*")
-"""Hidden files (runner state), temp files of an interrupted write, and databases are not deliverables."""
 
 
 class _Section(BaseModel):
@@ -217,11 +218,6 @@ def _previously_delivered(job_dir: Path) -> set[str]:
     return {f.name for f in earlier.delivered if Path(f.name).name == f.name}
 
 
-def _delivered(path: Path, root: Path) -> bool:
-    rel = path.relative_to(root)
-    return path.is_file() and not any(fnmatch(part, pat) for part in rel.parts for pat in NOT_DELIVERED)
-
-
 def _checksum_line(digest: str, rel: str) -> str:
     # GNU sha256sum escapes names holding a backslash or newline and marks the line with a leading backslash
     if "\\" in rel or "\n" in rel or "\r" in rel:
@@ -230,11 +226,61 @@ def _checksum_line(digest: str, rel: str) -> str:
     return f"{digest}  {rel}\n"
 
 
-def write_checksums(out_dir: str | Path) -> Path:
-    """`<out_dir>/checksums.sha256` over every delivered file below it, sorted, in `sha256sum -c` format."""
+def delivered_files(out_dir: str | Path) -> list[str]:
+    """What the job folders directly below `out_dir` delivered, by their manifests (and the manifests):
+    paths relative to `out_dir`. A folder without a manifest of ours delivered nothing."""
     out_dir = Path(out_dir)
-    names = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if _delivered(p, out_dir))
-    text = "".join(_checksum_line(sha256_file(out_dir / name), name) for name in names)
+    found: list[str] = []
+    for job_dir in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        if _regular_inside(out_dir, f"{job_dir.name}/{MANIFEST_NAME}") is None:
+            continue
+        names = _previously_delivered(job_dir)
+        found += [f"{job_dir.name}/{name}" for name in sorted(names | {MANIFEST_NAME})] if names else []
+    return found
+
+
+def _regular_inside(root: Path, rel: str | Path) -> str | None:
+    """`rel` as a '/'-path if it names a regular file inside `root` reached through no symlink, else None."""
+    rel_path = Path(rel)
+    if rel_path.is_absolute():
+        try:
+            rel_path = rel_path.relative_to(root)
+        except ValueError:
+            return None
+    if not rel_path.parts or any(part in ("", ".", "..") for part in rel_path.parts):
+        return None
+    here = root
+    for part in rel_path.parts:
+        here = here / part
+        try:
+            mode = here.lstat().st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return None
+    return rel_path.as_posix() if stat.S_ISREG(mode) else None
+
+
+def write_checksums(out_dir: str | Path, files: Iterable[str | Path] | None = None, *,
+                    protected: Collection[str] = ()) -> Path:
+    """`<out_dir>/checksums.sha256` over exactly `files` (the delivered files, relative to `out_dir` or
+    inside it), sorted, in `sha256sum -c` format; None = `delivered_files(out_dir)`. A path that leaves
+    `out_dir`, passes through a symlink or is not a regular file is left out (with a warning), never
+    followed. `protected`: paths the run did not create (`run.rundir`); a checksum file among them is not
+    overwritten (ValidationError)."""
+    out_dir = Path(out_dir)
     target = out_dir / CHECKSUMS_NAME
+    if CHECKSUMS_NAME in protected:
+        raise ValidationError(f"{target}: lipsync did not write this file; it is left as it is and no "
+                              f"checksums are written")
+    names: set[str] = set()
+    for given in (delivered_files(out_dir) if files is None else files):
+        rel = _regular_inside(out_dir, given)
+        if rel is None:
+            log.warning("checksums: %s is not a regular file inside %s (a symlink?); not listed",
+                        printable(given), out_dir)
+        else:
+            names.add(rel)
+    text = "".join(_checksum_line(sha256_file(out_dir / name), name) for name in sorted(names))
     write_text_atomic(target, text)
     return target

@@ -18,18 +18,28 @@ import unicodedata
 from ..errors import ValidationError
 from ..speech import estimate_speech_seconds
 
-_WHITESPACE = re.compile(r"\s+")
 _CLOSERS = re.escape("\"'”’)]」』）》")  # quotes and brackets that stay with the mark before them
 # ASCII marks only end a sentence/clause when followed by a space ("3.14", "a,b" stay whole);
 # full-width marks end one wherever they are, since CJK text has no spaces.
-_SENTENCE_END = re.compile(rf"(?:[.!?…]+[{_CLOSERS}]*(?= )|[。！？]+[{_CLOSERS}]*) ?")
-_CLAUSE_END = re.compile(rf"(?:[,;:]+[{_CLOSERS}]*(?= )|[、，；：]+[{_CLOSERS}]*) ?")
+
+
+def _mark_pattern(ascii_marks: str, wide_marks: str) -> re.Pattern[str]:
+    """A run of ASCII marks that ends a span only before a space, or a run of full-width ones that ends it
+    anywhere, with any closers after it and the boundary space. Written to open with one character class
+    (the branch is picked by looking back at it), which lets the regex engine skip ahead in C: the chunker
+    scans every character of a script with it."""
+    a, w = re.escape(ascii_marks), re.escape(wide_marks)
+    return re.compile(rf"[{a}{w}](?:(?<=[{a}])[{a}]*[{_CLOSERS}]*(?= )|(?<=[{w}])[{w}]*[{_CLOSERS}]*) ?")
+
+
+_SENTENCE_END = _mark_pattern(".!?…", "。！？")
+_CLAUSE_END = _mark_pattern(",;:", "、，；：")
 _SPACE = re.compile(r" ")
 
 
 def normalize_text(text: str) -> str:
     """NFC, every run of whitespace (newlines, tabs, NBSP...) as one space, no leading/trailing space."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    return " ".join(unicodedata.normalize("NFC", text).split())   # split(): on every whitespace run, like \s+
 
 
 def spoken(chunk: str) -> str:
@@ -43,7 +53,9 @@ def _fits(piece: str, max_chars: int, max_seconds: float) -> bool:
 
 def _longest_fitting_prefix(rest: str, max_chars: int, max_seconds: float) -> int:
     """Length of the longest prefix of `rest` that fits; the fit is monotone in the prefix length."""
-    lo, hi = 0, min(len(rest), max_chars + 1)
+    if _fits(rest[:max_chars], max_chars, max_seconds):
+        return min(len(rest), max_chars)       # the usual case: the character limit is the binding one
+    lo, hi = 0, min(len(rest), max_chars)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if _fits(rest[:mid], max_chars, max_seconds):
@@ -69,26 +81,30 @@ def _cut_position(rest: str, limit: int) -> int:
 
 
 def chunk_text(text: str, max_chars: int, max_seconds: float) -> list[str]:
-    """Cut normalized `text` into chunks (see the module docstring for the contract)."""
+    """Cut normalized `text` into chunks (see the module docstring for the contract).
+
+    Linear in the length of the text: each chunk is found in a window of at most `max_chars + 1`
+    characters starting at the current position, and nothing after the window is copied or scanned."""
     if max_chars < 2:
         raise ValidationError(f"a TTS chunk limit of {max_chars} character(s) cannot hold a word and its space")
     normalized = normalize_text(text)
     if not normalized:
         raise ValidationError("the TTS text is empty")
     chunks: list[str] = []
-    rest = normalized
-    while rest:
-        if _fits(rest, max_chars, max_seconds):
-            chunks.append(rest)
+    pos = 0
+    while pos < len(normalized):
+        window = normalized[pos:pos + max_chars + 1]     # one character more than a chunk may hold
+        if len(window) <= max_chars and _fits(window, max_chars, max_seconds):
+            chunks.append(window)
             break
-        limit = _longest_fitting_prefix(rest, max_chars, max_seconds)
+        limit = _longest_fitting_prefix(window, max_chars, max_seconds)
         if limit == 0:
             raise ValidationError(
-                f"TTS text cannot be cut to fit {max_seconds:g} s of speech per chunk: {rest[:1]!r} alone is too long"
+                f"TTS text cannot be cut to fit {max_seconds:g} s of speech per chunk: {window[:1]!r} alone is too long"
             )
-        cut = _cut_position(rest, limit)
-        chunks.append(rest[:cut])
-        rest = rest[cut:]
+        cut = _cut_position(window, limit)
+        chunks.append(window[:cut])
+        pos += cut
     return chunks
 
 
