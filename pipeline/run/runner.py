@@ -26,22 +26,23 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
-from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, worst_exit_code
+from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, ValidationError, worst_exit_code
 from ..fsutil import sha256_file, sha256_json, write_text_atomic
 from ..killpoints import kill_point
 from ..providers import PROVIDER_NAMES, JobRequest, PollPolicy, Provider, credential_from_env, get_provider, provider_class
 from ..providers.flow import FlowHooks, FlowSettings, ProviderJobFlow, SegmentJob, segment_key
 from ..providers.store import CreateState, SegmentRef
-from .config import JobSpec, RunConfig
-from .ledger import Ledger, Stage, run_lock
+from ..providers.download import result_cap
+from ..secrets import fingerprints
+from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
+from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
+from .rundir import WORK_DIR, claim_run_dir, list_run_dir, stale_temps
 from .progress import Progress, job_context, status_text
 from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
 
 log = logging.getLogger("lipsync.run")
-
-WORK_DIR = ".work"                # hidden, so handoff's checksums skip it
 
 class Interrupted(Exception):
     """The user asked the run to stop (Ctrl-C); raised at the next safe point of each job."""
@@ -134,6 +135,7 @@ class RunOptions:
     resubmit_uncertain: bool = False
     retry_failed: bool = False
     cpu_slots: int | None = None  # concurrent ffmpeg work; None: `cpu_slot_count`'s default
+    force: bool = False           # run in a folder holding files we did not write (never touching them)
 
 
 # ---- the runner ---------------------------------------------------------------------------------
@@ -141,12 +143,13 @@ class RunOptions:
 
 class BatchRunner:
     def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Provider],
-                 progress: Progress):
+                 progress: Progress, foreign: Collection[str] = ()):
         self.config = config
         self.options = options
         self.ledger = ledger
         self.providers = providers
         self.progress = progress
+        self.foreign = foreign          # paths in the run directory we did not write: never touched
         self.stop = threading.Event()
         self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
@@ -155,7 +158,8 @@ class BatchRunner:
             for name, provider in providers.items()
         }
         self._flow_settings = FlowSettings(resubmit_uncertain=options.resubmit_uncertain,
-                                           retry_failed=options.retry_failed)
+                                           retry_failed=options.retry_failed,
+                                           transfer=config.download.transfer_limits())
 
     @property
     def run_dir(self) -> Path:
@@ -194,13 +198,12 @@ class BatchRunner:
         if row.stage is Stage.DONE and final.is_file() and sha256_file(final) == row.final_sha256:
             self.progress.update(spec.id, stage=Stage.DONE, note="already done")
             return self._outcome(spec, started, resumed=True)
-        # temp files of writes a killed run left half-done (atomic_output names); we hold the run lock
-        for folder in (self.run_dir / WORK_DIR / spec.id, self.run_dir / spec.id):
-            for stale in folder.rglob(".*.part*"):
-                stale.unlink(missing_ok=True)
+        self._remove_stale_temps(spec.id)
         try:
             self._checkpoint()
+            _check_creates(self.config, spec, text_creates(spec))
             prepared = self._prepare(spec, key)
+            _check_creates(self.config, spec, len(prepared.segments))
             self._set_stage(spec.id, Stage.QUEUED)
             results = self._provider_jobs(spec, prepared)
             self._checkpoint()
@@ -218,6 +221,15 @@ class BatchRunner:
             log.exception("%s: unexpected error", spec.id)
             self._fail(spec.id, Stage.FAILED, LipsyncError(f"internal error: {type(err).__name__}: {err}"))
         return self._outcome(spec, started, resumed=False)
+
+    def _remove_stale_temps(self, job_id: str) -> None:
+        """Temp files of writes a killed run left half-done (atomic_output names); we hold the run lock.
+        `.work/` is ours whole; in the job folder only our own temp names, never a file we did not write."""
+        for stale in (self.run_dir / WORK_DIR / job_id).rglob(".*.part*"):
+            stale.unlink(missing_ok=True)
+        for path in stale_temps(list_run_dir(self.run_dir, {job_id}), self.foreign):
+            if path.startswith(f"{job_id}/"):
+                (self.run_dir / path).unlink(missing_ok=True)
 
     def _checkpoint(self) -> None:
         if self.stop.is_set():
@@ -298,7 +310,8 @@ class BatchRunner:
             on_status=lambda status: self.progress.update(spec.id, provider_state=status_text(status)),
             checkpoint=self._checkpoint, sleep=self._sleep,
         )
-        result = ProviderJobFlow(self.providers[spec.provider], self.ledger, self._flow_settings, hooks).run(job)
+        settings = replace(self._flow_settings, max_result_bytes=result_cap(spec.limits))
+        result = ProviderJobFlow(self.providers[spec.provider], self.ledger, settings, hooks).run(job)
         return SegmentResult(seg, result.record, result.path)
 
     def _sleep(self, seconds: float) -> None:
@@ -320,6 +333,20 @@ class BatchRunner:
         self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final),
                                final_sha256=sha256_file(final))
         self.progress.update(spec.id, stage=Stage.DONE, note=str(final))
+
+
+def _ledger_job_ids(run_dir: Path) -> set[str]:
+    """The jobs an earlier run of this directory recorded (their folders are ours too)."""
+    if not (run_dir / LEDGER_NAME).is_file():
+        return set()
+    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+        return {row.job_id for row in ledger.jobs()}
+
+
+def _check_creates(config: RunConfig, spec: JobSpec, creates: int | None) -> None:
+    """A job may not make more paid creates than the config allows (a stray file is not 157 jobs)."""
+    if creates is not None:
+        check_creates_per_job(config, spec.id, creates)
 
 
 def provider_width(provider: Provider, asked: int | None) -> int:
@@ -450,17 +477,27 @@ def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints:
 
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
     """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure."""
-    from ..stages.handoff import write_checksums
+    from ..stages.handoff import delivered_files, write_checksums
 
     jobs = config.select(options.only)
     started = time.monotonic()
+    verdict = claim_run_dir(config.output, {job.id for job in config.jobs} | _ledger_job_ids(config.output),
+                            force=options.force)
     with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
             provider_endpoints(config, options) as endpoints, ExitStack() as providers_open:
+        ledger.record_secrets(fingerprints())
         providers = {
             name: providers_open.enter_context(_open_provider(config, options, name, endpoints))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
-        outcomes = BatchRunner(config, options, ledger, providers, progress).run(jobs)
-    checksums = write_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
+        outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign).run(jobs)
+        done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
+    checksums = None
+    if any(o.stage is Stage.DONE for o in outcomes):
+        delivered = [f for f in delivered_files(config.output) if f.split("/")[0] in done]
+        try:
+            checksums = write_checksums(config.output, delivered, protected=verdict.foreign)
+        except ValidationError as err:  # the user's own checksums.sha256 (--force): theirs stays
+            log.warning("%s", err.render())
     return RunSummary(config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums,
                       options.rehearse)
