@@ -81,8 +81,9 @@ class MediaProbe:
     audio_streams: tuple[AudioStream, ...] = ()  # every audio stream, in ffmpeg's order (audio is one of them)
 
     def with_audio_track(self, index: int) -> "MediaProbe":
-        """This probe with audio stream `index` (ffmpeg's a:<index>) as the one in use."""
-        return replace(self, audio=self.audio_streams[index])
+        """This probe with audio stream `index` (ffmpeg's a:<index>) as the one in use (a probe built by hand
+        may list no streams: its `audio` is then the only one)."""
+        return replace(self, audio=self.audio_streams[index]) if self.audio_streams else self
 
     def to_dict(self) -> dict:
         d = asdict(self)
