@@ -41,6 +41,11 @@ class VideoStream:
     frame_count: int | None
     index: int = 0                  # ffmpeg's "V:<index>": the stream's rank among the non-cover-art video streams
     start: float = 0.0              # seconds from the file's start to the first frame (edit list, fragments, TS)
+    primaries: str | None = None    # MediaInfo's colour description ("BT.709", "BT.2020", "BT.601 PAL"...);
+    transfer: str | None = None     # None: not tagged
+    matrix: str | None = None       # "BT.709", "BT.601", "BT.2020 non-constant", ...
+    color_range: str | None = None  # "Limited" or "Full"
+    hdr_format: str | None = None   # HDR side data it carries: "SMPTE ST 2086", "SMPTE ST 2094 App 4", ...
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,16 @@ def _video_stream(track: Track) -> VideoStream:
         hdr_transfer=_HDR_TRANSFERS.get(str(track.transfer_characteristics or "")),
         duration=duration,
         frame_count=frames,
+        primaries=_text(track.color_primaries),
+        transfer=_text(track.transfer_characteristics),
+        matrix=_text(track.matrix_coefficients),
+        color_range=_text(track.color_range),
+        hdr_format=_text(track.hdr_format),
     )
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
 
 
 def _timed(path: Path, track: Track, index: int) -> tuple[VideoStream, str | None]:
