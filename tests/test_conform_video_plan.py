@@ -264,7 +264,21 @@ def test_a_compliant_file_is_copied():
     p = _probe(duration=20.0)
     plan = plan_video(replace(p, duration=20.0), load_limits())
     assert plan.mode == "copy" and plan.audio == "copy"
-    assert [d.what for d in plan.decisions] == ["copy", "audio"]
+    assert [d.what for d in plan.decisions] == ["copy", "audio", "colour"]  # untagged: tags written in the copy
+    assert plan.copy_tags == "bt709"  # 1920x1080: read as BT.709, as players do
+    tagged = replace(p, video=replace(p.video, primaries="BT.709", transfer="BT.709", matrix="BT.709"))
+    assert plan_video(tagged, load_limits()).copy_tags is None
+
+
+@pytest.mark.parametrize("colour, blocker", [
+    (dict(matrix="BT.601", primaries="BT.601 PAL"), "colour BT.601 PAL/BT.601 becomes BT.709"),
+    (dict(color_range="Full"), "full-range colour becomes limited range"),
+    (dict(hdr_format="SMPTE ST 2086"), "HDR metadata (SMPTE ST 2086) on SDR video is dropped"),
+])
+def test_colour_other_than_sdr_bt709_limited_is_not_copied(colour, blocker):
+    p = _probe(duration=20.0, **colour)
+    plan = plan_video(replace(p, duration=20.0), load_limits())
+    assert plan.mode == "transcode" and blocker in plan.decisions[0].reason
 
 
 def test_4k_hevc_10bit_60fps_is_transcoded_to_1080p():
