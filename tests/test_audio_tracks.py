@@ -52,7 +52,7 @@ def test_the_dialogue_flagged_default_is_the_voice_not_the_music_before_it(tmp_p
         Track(sounds["music"], "eng", "Music"), Track(sounds["dialogue"], "eng", "Dialogue", default=True)])
     voice, plan = prepared_voice(src, tmp_path / "out")
     match = heard(voice, sounds)
-    assert match["dialogue"] > 0.9 and match["music"] < 0.3, match
+    assert match["dialogue"] > 0.8 and match["music"] < 0.3, match
     assert (plan["track"]["number"], plan["track"]["rule"]) == (2, "default")
     assert "audio track 2 (en, \"Dialogue\")" in plan["reasons"][0]
     json.dumps(plan)  # the plan goes into the manifest as it is
@@ -63,7 +63,7 @@ def test_a_named_track_wins_over_the_default_flag(tmp_path, sounds):
         Track(sounds["music"], title="Music"), Track(sounds["dialogue"], title="Dialogue", default=True)])
     voice, plan = prepared_voice(src, tmp_path / "out", audio_track=1)
     match = heard(voice, sounds)
-    assert match["music"] > 0.9 and match["dialogue"] < 0.3, match
+    assert match["music"] > 0.8 and match["dialogue"] < 0.3, match
     assert (plan["track"]["number"], plan["track"]["rule"]) == (1, "asked")
 
 
@@ -72,7 +72,7 @@ def test_without_a_default_flag_the_track_with_the_most_speech_is_the_voice(tmp_
                                                     Track(sounds["dialogue"], title="Lav")])
     assert [a.default for a in probe(src).audio_streams] == [False, False]  # the case this test is about
     voice, plan = prepared_voice(src, tmp_path / "out")
-    assert heard(voice, sounds)["dialogue"] > 0.9
+    assert heard(voice, sounds)["dialogue"] > 0.8
     assert (plan["track"]["number"], plan["track"]["rule"]) == (2, "most speech")
     shares = plan["track"]["speech_shares"]
     assert shares[1] > 0.5 and shares[0] < 0.1
