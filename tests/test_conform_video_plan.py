@@ -57,6 +57,10 @@ def video_streams(draw) -> VideoStream:
         frame_count=None,
         index=draw(st.sampled_from([0, 0, 0, 1])),
         start=draw(st.sampled_from([0.0, 0.0, 0.0, 0.08, 0.3])),
+        primaries=draw(st.sampled_from([None, None, "BT.709", "BT.601 PAL", "BT.2020"])),
+        matrix=draw(st.sampled_from([None, None, "BT.709", "BT.601", "BT.2020 non-constant"])),
+        color_range=draw(st.sampled_from([None, "Limited", "Full"])),
+        hdr_format=draw(st.sampled_from([None, None, None, "SMPTE ST 2086"])),
     )
 
 
@@ -136,6 +140,8 @@ def _should_copy(p: MediaProbe, limits: Limits, opts: VideoOptions) -> bool:
         and v.frame_rate_mode == "CFR" and v.fps is not None and v.fps <= opts.max_fps * 1.01
         and v.scan_type == "progressive"
         and v.rotation == 0 and v.pixel_aspect_ratio == 1.0 and v.hdr_transfer is None
+        and v.primaries in (None, "BT.709") and v.matrix in (None, "BT.709") and v.color_range != "Full"
+        and v.hdr_format is None
         and v.width % 2 == 0 and v.height % 2 == 0 and max(v.width, v.height) <= limits.video_max_side
         and p.size_bytes <= limits.video_max_bytes * COPY_SIZE_MARGIN
         and p.duration <= limits.video_max_seconds

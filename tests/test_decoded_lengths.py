@@ -6,6 +6,7 @@ prepare delivered against that, not against the header."""
 from __future__ import annotations
 
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from media import concatenated_mp3, decode_stats, make_audio, make_video, media_
 
 from pipeline.ffmpeg import ffmpeg_exe, run_ffmpeg
 from pipeline.prepare import PrepareRequest, prepare
+from pipeline.stages import probe as probe_module
 from pipeline.stages.probe import probe
 
 FRAME_S = 1 / 25  # the clips' frame: the delivered voice is cut to whole frames of the video
@@ -79,3 +81,19 @@ def test_an_honest_mp3_gets_no_warning(tmp_path):
     p = probe(honest)
     assert p.warnings == () and p.audio.declared_duration is None
     assert p.audio.duration == pytest.approx(decode_stats(honest).audio_seconds, abs=FRAME_S)
+
+
+def test_audio_packets_that_disagree_with_the_header_are_settled_by_decoding(tmp_path, monkeypatch):
+    """Beside a picture the sound's length comes from its packets; packets spanning 0.5 s more than the header
+    says (under a timestamp jump) are checked against the decoded stream, which wins."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=2, width=160, height=120)
+    decoded = decode_stats(clip).audio_seconds
+    real = probe_module._stream_packets
+
+    def long_audio_packets(path, spec):
+        timing = real(path, spec)
+        return replace(timing, end=timing.end + 0.5) if spec.startswith("a:") else timing
+
+    monkeypatch.setattr(probe_module, "_stream_packets", long_audio_packets)
+    p = probe(clip)
+    assert p.audio.duration == pytest.approx(decoded, abs=FRAME_S)

@@ -57,8 +57,9 @@ SOURCE_MATRICES = {"BT.709": "bt709", "BT.601": "bt601", "BT.470 System B/G": "b
 # Frame side data that describes HDR or the source's colour volume: false on an SDR BT.709 output
 HDR_SIDE_DATA = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL", "DYNAMIC_HDR_PLUS", "DYNAMIC_HDR_VIVID",
                  "DOVI_METADATA", "DOVI_RPU_BUFFER", "AMBIENT_VIEWING_ENVIRONMENT", "ICC_PROFILE")
-# h264_metadata's VUI codes for an untagged stream that is copied: how a player reads it, written down
-COPY_TAGS = {"bt709": 1, "bt601": 6}
+# The colour description written for an untagged stream that is copied (how a player reads it), as the
+# muxer's colr box: the packets stay as they are (a bitstream filter would drop any it cannot parse)
+COPY_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class VideoPlan:
     offset: float = 0.0                     # where that stream's first frame is in the file: legs count from it
     seek: bool = True                       # legs read by an input seek; False: from the start, cut on timestamps
     colour_matrix: str = "bt709"            # how the source's YUV is read (scale's in_color_matrix); out: BT.709
-    copy_tags: str | None = None            # copy of an untagged stream: the colour tags written (COPY_TAGS key)
+    copy_tags: str | None = None            # copy of an untagged stream: the colour it is tagged with (COPY_TAGS)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -588,7 +589,7 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
     if plan.mode == "copy":
         src = ffmpeg.input(media_path(plan.source))
         streams = [src[f"V:{plan.stream}"]] + ([src["a:0"]] if plan.audio != "none" else [])
-        tags = {} if plan.copy_tags is None else {"bsf:v": _copy_tags(plan.copy_tags)}
+        tags = {} if plan.copy_tags is None else colour_tags(COPY_TAGS[plan.copy_tags])
         out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **tags,
                             **(audio_opts if plan.audio != "none" else {}), **common)
         return compile_stream(out.global_args("-hide_banner"))
@@ -602,19 +603,15 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         # every frame is on the output grid already, so it is numbered onto it
         streams = [joined[0].filter("setpts", "N/FRAME_RATE/TB")] + ([joined[1]] if with_audio else [])
     video_opts = {"c:v": "libx264", "profile:v": "high", "pix_fmt": "yuv420p", "preset": plan.preset,
-                  "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize, **BT709_TAGS}
+                  "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize, **colour_tags("bt709")}
     out = ffmpeg.output(*streams, media_path(dst), t=f"{plan.duration:.6f}", **video_opts,
                         **(audio_opts if with_audio else {}), **common)
     return compile_stream(out.global_args("-hide_banner"))
 
 
-BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709", "color_range": "tv"}
-
-
-def _copy_tags(matrix: str) -> str:
-    code = COPY_TAGS[matrix]
-    return (f"h264_metadata=colour_primaries={code}:transfer_characteristics={code}:matrix_coefficients={code}:"
-            "video_full_range_flag=0")
+def colour_tags(name: str) -> dict[str, str]:
+    """Output options stating the colour explicitly (limited range): the encoder's VUI, the mp4's colr box."""
+    return {"color_primaries": name, "color_trc": name, "colorspace": name, "color_range": "tv"}
 
 
 def _encode(plan: VideoPlan, tmp: Path, progress: ProgressFn | None) -> FfmpegRun:
