@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import asdict
 
 import click
 
-from ..errors import InputError, ToolError, worst_exit_code
+from ..errors import InputError, worst_exit_code
 from ..limits import PROVIDERS, load_limits
 from ..stages.audio_tracks import TrackChoice, audio_streams, choose_audio_track
 from ..stages.conform_audio import measure_speech_shares
 from ..stages.probe import AudioStream, MediaProbe, Violation, check_limits, probe as probe_file
 from . import emit_json, handle_errors, json_option
-
-log = logging.getLogger("lipsync.probe")
 
 
 def _video_line(p: MediaProbe) -> str:
@@ -54,12 +51,7 @@ def _voice_track(p: MediaProbe) -> TrackChoice | None:
     """The audio track prepare would take as the voice, with the speech share of each (several tracks only)."""
     if p.audio is None:
         return None
-    try:
-        shares = measure_speech_shares(p)[0]
-    except ToolError as err:  # the listing loses the speech shares, not the file
-        log.warning("%s: could not measure the speech on its audio tracks (%s)", p.path.name, err.message)
-        shares = ()
-    return choose_audio_track(p, None, shares)
+    return choose_audio_track(p, None, measure_speech_shares(p)[0])
 
 
 def _violations_by_provider(p: MediaProbe, providers: list[str]) -> dict[str, list[Violation]]:

@@ -34,7 +34,7 @@ from typing import Literal
 
 import ffmpeg
 
-from ..errors import InputError, ValidationError
+from ..errors import InputError, ToolError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
@@ -677,7 +677,8 @@ def measure_speech_shares(p: MediaProbe, start: float = 0.0, seconds: float | No
     The speech activity of the voice check, with one silence level for every track: SILENCE_BELOW_LU under
     the loudest track's RMS, so a track of room tone or a quiet scratch mic counts as silence beside the
     voice. It finds sound, not words: continuous music scores high too, which is why a default flag
-    comes first. A file with one audio track is not read."""
+    comes first. A file with one audio track is not read; one whose tracks cannot all be decoded costs the
+    shares (empty), not the job."""
     streams = audio_streams(p)
     if len(streams) < 2:
         return (), None
@@ -687,8 +688,12 @@ def measure_speech_shares(p: MediaProbe, start: float = 0.0, seconds: float | No
         copies = [Path(scratch) / f"track{a.index}.wav" for a in streams]
         outputs = [source[f"a:{a.index}"].output(media_path(copy), ac=1, ar=SPEECH_SCAN_RATE, c="pcm_s16le")
                    for a, copy in zip(streams, copies)]
-        run = run_ffmpeg(compile_stream(ffmpeg.merge_outputs(*outputs).global_args("-hide_banner", "-nostats")),
-                         what=f"measuring the speech on each audio track of {p.path.name}", duration=seconds)
+        try:
+            run = run_ffmpeg(compile_stream(ffmpeg.merge_outputs(*outputs).global_args("-hide_banner", "-nostats")),
+                             what=f"measuring the speech on each audio track of {p.path.name}", duration=seconds)
+        except ToolError as err:
+            log.warning("%s: could not measure the speech on its audio tracks (%s)", p.path.name, err.message)
+            return (), None
         segments = [_load_segment(copy, "wav") for copy in copies]
     reference = max(s.dBFS for s in segments)
     if not math.isfinite(reference):

@@ -53,14 +53,14 @@ class AudioStream:
     codec: str                      # "AAC", "PCM", "MPEG Audio", "Opus", ...
     channels: int
     sample_rate: int
-    duration: float | None          # seconds; decoded where the header is unreliable (see duration_note)
+    duration: float | None          # seconds; decoded where the header only guesses or disagrees (_decoded)
     bit_depth: int | None
     start: float = 0.0              # seconds from the file's start to its first packet (a sound that starts late)
     index: int = 0                  # ffmpeg's "a:<index>": the stream's rank among the file's audio streams
     language: str | None = None     # as the container tags it ("en", "fr"...)
     title: str | None = None
     default: bool | None = None     # the container's default flag (None: the container has none)
-    declared_duration: float | None = None  # the header's figure, when a decode measured another (duration_note)
+    declared_duration: float | None = None  # the header's figure, when the decoded one is far from it
 
     @property
     def number(self) -> int:
@@ -339,8 +339,8 @@ def _audio_stream(track: Track, index: int) -> AudioStream:
         duration=_seconds(track.duration),
         bit_depth=_int(track.bit_depth),
         index=index,
-        language=str(track.language) if track.language else None,
-        title=str(track.title) if track.title else None,
+        language=_text(track.language),
+        title=_text(track.title),
         default=_flag(track.default),
     )
 
