@@ -20,6 +20,7 @@ from media import Track, make_audio, make_multitrack, make_music
 from pipeline.errors import InputError
 from pipeline.prepare import PrepareRequest, prepare
 from pipeline.run.config import load_config
+from pipeline.run.steps import prepare_job
 from pipeline.stages.audio_tracks import SPEECH_GAP, choose_audio_track
 from pipeline.stages.probe import AudioStream, MediaProbe, probe
 
@@ -163,3 +164,28 @@ def test_a_track_number_out_of_range_is_an_input_error(count, asked):
     else:
         with pytest.raises(InputError, match=f"there is no audio track {asked}"):
             choose_audio_track(p, asked)
+
+
+def test_prepare_cli_takes_the_track_asked_for_and_refuses_a_word(tmp_path, sounds):
+    src = make_multitrack(tmp_path / "two.mov", [Track(sounds["music"]), Track(sounds["dialogue"], default=True)])
+    lipsync = str(Path(sys.executable).with_name("lipsync"))
+    out = subprocess.run([lipsync, "prepare", "--video", str(src), "--audio-track", "1", "--out",
+                          str(tmp_path / "out"), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["audios"][0]["plan"]["track"]["rule"] == "asked"
+    assert heard(tmp_path / "out" / "seg000.wav", sounds)["music"] > 0.8
+    bad = subprocess.run([lipsync, "prepare", "--video", str(src), "--audio-track", "two", "--out",
+                          str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 6 and "--audio-track must be a number" in bad.stderr
+
+
+def test_a_batch_job_s_audio_track_picks_the_voice_in_its_audio_file(tmp_path, sounds):
+    voice = make_multitrack(tmp_path / "voice.mov", [Track(sounds["dialogue"], default=True), Track(sounds["music"])])
+    clip = make_multitrack(tmp_path / "clip.mp4", [Track(sounds["room tone"])])
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "t"\nprovider = "fal"\n'
+        '[[job]]\nid = "a"\nvideo = "clip.mp4"\naudio = "voice.mov"\naudio_track = 2\n', encoding="utf-8")
+    (spec,) = load_config(tmp_path / "run.toml").jobs
+    job = prepare_job(spec, "key", tmp_path / "work", lambda fraction: None)
+    assert heard(job.segments[0].audio, sounds)["music"] > 0.8
+    assert job.report.audios[0]["plan"]["track"]["number"] == 2

@@ -33,6 +33,9 @@ def wav_seconds(path: Path) -> float:
 def delivered_voice_seconds(voice: Path, tmp_path: Path) -> float:
     clip = make_video(tmp_path / "clip.mp4", seconds=2, width=160, height=120, audio=False)
     result = prepare(PrepareRequest(video=clip, audio=voice), tmp_path / "out")
+    declared = probe(voice).audio.declared_duration
+    if declared is not None:  # the plan (so the manifest) says which length was used and what the header said
+        assert any(f"its header declares {declared:.3f} s" in r for r in result.audios[0].plan.reasons)
     return wav_seconds(result.segments[0].audio)
 
 

@@ -359,6 +359,9 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
     start, take, pad, reasons, warnings = _trim(p, opts, limits)
     if len(audio_streams(p)) > 1 or track.rule == "asked":
         reasons.insert(0, f"voice: {track.reason}")
+    if p.audio.declared_duration is not None:
+        reasons.append(f"the voice lasts {p.audio.duration:.3f} s as decoded; its header declares "
+                       f"{p.audio.declared_duration:.3f} s")
     lead, lead_reasons = _lead(p, start, take)
     reasons += lead_reasons
     channels, channel_reason = _channels(p, opts)
