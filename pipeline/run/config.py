@@ -113,6 +113,7 @@ class DefaultsSection(_Strict):
     sync_mode: SyncMode | None = None
     loudness_lufs: float | None = Field(-16.0, gt=-70, lt=0)
     true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
+    audio_track: int | None = Field(None, ge=1)
     limits: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -129,6 +130,7 @@ class JobSection(_Strict):
     true_peak_dbtp: float | None = Field(None, ge=-20, le=0)
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
+    audio_track: int | None = Field(None, ge=1)   # the voice's track in `audio` (from 1); default: flag, speech
     limits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -175,10 +177,14 @@ class JobSpec:
     start: float | None
     end: float | None
     limits: Limits
+    audio_track: int | None = None
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
+        # audio_track only when given, so the keys of jobs without it stay what they were
+        track = {} if self.audio_track is None else {"audio_track": self.audio_track}
         return {
+            **track,
             "provider": self.provider,
             "speaker": self.speaker if self.audio is None else None,
             "sync_mode": self.sync_mode,
@@ -371,4 +377,5 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         start=spec.start,
         end=spec.end,
         limits=limits,
+        audio_track=spec.audio_track if spec.audio_track is not None else defaults.audio_track,
     )
