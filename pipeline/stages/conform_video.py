@@ -29,7 +29,7 @@ import ffmpeg
 from ffmpeg.nodes import InputNode
 
 from ..errors import InputError, ToolError, ValidationError
-from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
+from ..ffmpeg import X264_THREADS, FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import STANDARD_RATE_TOLERANCE, MediaProbe, VideoStream, probe_video, snap_to_standard_rate
@@ -602,7 +602,8 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         # concat places a leg after the previous one's last timestamp, and a one-frame leg has no length there:
         # every frame is on the output grid already, so it is numbered onto it
         streams = [joined[0].filter("setpts", "N/FRAME_RATE/TB")] + ([joined[1]] if with_audio else [])
-    video_opts = {"c:v": "libx264", "profile:v": "high", "pix_fmt": "yuv420p", "preset": plan.preset,
+    video_opts = {"c:v": "libx264", "threads:v": X264_THREADS, "profile:v": "high", "pix_fmt": "yuv420p",
+                  "preset": plan.preset,
                   "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize, **colour_tags("bt709")}
     out = ffmpeg.output(*streams, media_path(dst), t=f"{plan.duration:.6f}", **video_opts,
                         **(audio_opts if with_audio else {}), **common)

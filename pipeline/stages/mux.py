@@ -29,7 +29,7 @@ from typing import Literal
 import ffmpeg
 
 from ..errors import InputError, VerificationError
-from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
+from ..ffmpeg import X264_THREADS, FfmpegRun, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from .avsync import OffsetMeasurement, measure_offset
 from .probe import MediaProbe, VideoStream, probe
@@ -415,6 +415,7 @@ def stitch(
             video, opts = ffmpeg.input(str(video_file))[PICTURE], {"vcodec": "copy"}
         else:
             video, opts = _reencoded_video(files, probes[0].video), {"vcodec": "libx264", "crf": 16,
+                                                                    "threads:v": X264_THREADS,
                                                                     "preset": "medium", "pix_fmt": "yuv420p"}
         runs.append(_mp4_with_audio(video, wav, plan.audio, dst, what=f"stitching {dst.name}", **opts))
     return MuxResult(dst, None, "master" if segment_audio is not None else "provider", wav, plan, runs)
