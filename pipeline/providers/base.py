@@ -40,7 +40,7 @@ MAX_REPLY_NUMBER = 2**53          # no size, width, count or credit figure is bi
 _MAX_NUMBER_TEXT = 40
 _MODERATION_WORDS = ("moderat", "content policy", "content_policy", "nsfw", "sensitive", "prohibited")
 
-__all__ = ["Download", "FINAL_STATES", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider",
+__all__ = ["Download", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider",
            "Submission", "Voice"]
 
 
@@ -51,10 +51,6 @@ class JobState(StrEnum):
     FAILED = "failed"
     MODERATED = "moderated"
     CANCELED = "canceled"
-    UNCERTAIN = "uncertain"
-
-
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.MODERATED, JobState.CANCELED})
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pydantic_core import to_jsonable_python
 
 from .. import __version__
 from ..errors import LipsyncError, ValidationError
-from ..ffmpeg import FfmpegRun, ffmpeg_version
+from ..ffmpeg import ffmpeg_version
 from ..fsutil import atomic_output, sha256_file, write_text_atomic
 from ..safetext import printable
 from ..secrets import redact
@@ -147,11 +147,6 @@ class Manifest(_Section):
         """Deterministic text: sorted keys, 2-space indent, trailing newline; secrets redacted."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
         return redact(text) + "\n"
-
-
-def commands(runs: list[FfmpegRun]) -> list[list[str]]:
-    """The argv of every run, for `Manifest.ffmpeg_commands`."""
-    return [list(run.argv) for run in runs]
 
 
 def _mediainfo_version() -> str:

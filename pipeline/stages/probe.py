@@ -203,6 +203,7 @@ class PacketTiming:
     start: float        # seconds from the file's start (as ffmpeg reads it) to the earliest frame
     end: float          # where the last frame ends
     packets: int
+    time_base: str = "" # the stream's time base as ffmpeg reads it, e.g. "1/12800"
 
 
 def _shown(row: list[str]) -> bool:
@@ -223,10 +224,10 @@ def parse_framecrc(text: str) -> PacketTiming | None:
     if not frames or not tb:
         return None
     return PacketTiming(float(min(pts for pts, _ in frames) * tb), float(max(pts + d for pts, d in frames) * tb),
-                        len(frames))
+                        len(frames), str(time_base))
 
 
-def _stream_packets(path: Path, spec: str) -> PacketTiming | None:
+def stream_packets(path: str | Path, spec: str) -> PacketTiming | None:
     """Read one stream's packets (no decoding). None when ffmpeg cannot list them."""
     stream = ffmpeg.input(media_path(path))[spec].output("-", c="copy", f="framecrc")
     argv = compile_stream(stream.global_args("-v", "error", "-nostdin"))
@@ -236,7 +237,7 @@ def _stream_packets(path: Path, spec: str) -> PacketTiming | None:
 
 def _packet_timing(path: Path, index: int) -> PacketTiming | None:
     """Read one video stream's packets (no decoding). None when ffmpeg cannot list them."""
-    return _stream_packets(path, f"V:{index}")
+    return stream_packets(path, f"V:{index}")
 
 
 def _video_stream(track: Track) -> VideoStream:
@@ -392,7 +393,7 @@ def _timed_audio(path: Path, audio: AudioStream) -> tuple[AudioStream, str | Non
     may carry the encoder's priming (AAC: 1024 samples), so the start is within a packet of the first sample.
     Packets and header disagreeing (by less than a timestamp jump) are settled by decoding the stream.
     """
-    timing = _stream_packets(path, f"a:{audio.index}")
+    timing = stream_packets(path, f"a:{audio.index}")
     if timing is None:
         return audio, None
     declared = audio.duration
