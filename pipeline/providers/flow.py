@@ -227,8 +227,8 @@ class ProviderJobFlow:
             raise UncertainCreate(f"{job.ref.job_id} segment {job.ref.segment}: {error}", provider=self.provider.name,
                                   reconcile=reconcile)
         self.store.record_created(key, attempt, handle=handle.to_dict(), provider_job_id=handle.job_id)
-        log.info("%s segment %d: %s job %s created", job.ref.job_id, job.ref.segment, self.provider.name,
-                 handle.job_id)
+        log.debug("%s segment %d: %s job %s created", job.ref.job_id, job.ref.segment, self.provider.name,
+                  handle.job_id)
         self.hooks.on_created(handle)
         kill_point("after_create")
         record = self.store.latest_create(key)

@@ -35,6 +35,7 @@ from ..providers import PROVIDER_NAMES, JobRequest, PollPolicy, Provider, creden
 from ..providers.flow import FlowHooks, FlowSettings, ProviderJobFlow, SegmentJob, segment_key
 from ..providers.store import CreateState, SegmentRef
 from ..providers.download import result_cap
+from ..safetext import printable
 from ..secrets import fingerprints
 from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
 from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
@@ -307,6 +308,8 @@ class BatchRunner:
         )
         hooks = FlowHooks(
             on_step=lambda step, detail: self._set_stage(spec.id, Stage(step.value), detail),
+            on_created=lambda handle: log.info("%s segment %d: %s job %s created", spec.id, seg.index, spec.provider,
+                                               printable(handle.job_id)),
             on_status=lambda status: self.progress.update(spec.id, provider_state=status_text(status)),
             checkpoint=self._checkpoint, sleep=self._sleep,
         )
