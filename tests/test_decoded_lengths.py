@@ -91,12 +91,12 @@ def test_audio_packets_that_disagree_with_the_header_are_settled_by_decoding(tmp
     says (under a timestamp jump) are checked against the decoded stream, which wins."""
     clip = make_video(tmp_path / "clip.mp4", seconds=2, width=160, height=120)
     decoded = decode_stats(clip).audio_seconds
-    real = probe_module._stream_packets
+    real = probe_module.stream_packets
 
     def long_audio_packets(path, spec):
         timing = real(path, spec)
         return replace(timing, end=timing.end + 0.5) if spec.startswith("a:") else timing
 
-    monkeypatch.setattr(probe_module, "_stream_packets", long_audio_packets)
+    monkeypatch.setattr(probe_module, "stream_packets", long_audio_packets)
     p = probe(clip)
     assert p.audio.duration == pytest.approx(decoded, abs=FRAME_S)
