@@ -17,9 +17,9 @@ from typing import Callable, Iterator
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-# A blank line (the end of an event) ends at any line terminator right after another one, "\r\n" being one.
-_BLANK_LINE_END = re.compile(rb"(?<=\n)[\r\n]|(?<=\r)\r")
-_TAIL = 1
+# A blank line (the end of an event) is a line terminator right after another one, "\r\n" being one.
+_BLANK_LINE_END = re.compile(rb"(?<=\n)(?:\r\n?|\n)|(?<=\r)\r\n?")
+_TAIL = 2     # bytes of the previous chunk a match may need (a "\r\n" split across chunks)
 
 
 class StreamBroken(Exception):
@@ -40,7 +40,8 @@ class StreamLimits:
 
 
 def bytes_since_blank_line(since: int, previous: bytes, chunk: bytes) -> int:
-    """Bytes received since the last blank line, after `chunk` (`previous`: the byte before it, or b"")."""
+    """Bytes received since the last blank line, after `chunk` (`previous`: the bytes before it, of which
+    the last two are looked at)."""
     window = previous[-_TAIL:] + chunk
     last = None
     for last in _BLANK_LINE_END.finditer(window):
@@ -63,7 +64,7 @@ class _CappedStream(httpx.SyncByteStream):
             since = bytes_since_blank_line(since, previous, chunk)
             if since > self._limits.max_event_bytes:
                 raise StreamBroken(f"an event is over the {self._limits.max_event_bytes}-byte cap")
-            previous = chunk[-_TAIL:] or previous
+            previous = (previous + chunk)[-_TAIL:]
             yield chunk
             if self._clock() >= self._deadline:
                 return
