@@ -35,7 +35,7 @@ from bench._media import tiny_clip
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.providers import (JobHandle, JobRequest, PollPolicy, Provider, get_provider, make_client,
                                 provider_class, wait_for_job)
-from pipeline.providers.http import Accepted
+from pipeline.providers.http import Accepted, Refused
 from pipeline.providers.poll import DurationEstimator
 
 JOBS = int(os.environ.get("BENCH_PROVIDERS_JOBS", 48))
@@ -89,10 +89,13 @@ def _adapter(emu: Emulator, name: str, watcher: str, client, durations: Duration
 
 
 def _create(emu: Emulator, name: str, video: Path, audio: Path) -> JobHandle:
+    """One accepted job; a refusal (useapi's account at maxJobs) is sent again a second later."""
     with get_provider(name, credential=emu.credentials()[name], base_urls=emu.base_urls) as creator:
-        outcome = creator.send_create(creator.submission(JobRequest(video, audio)))
+        submission = creator.submission(JobRequest(video, audio))
+        while isinstance(outcome := creator.send_create(submission), Refused):
+            time.sleep(1.0)
         if not isinstance(outcome, Accepted):
-            raise RuntimeError(f"{name}: the emulator did not accept the create: {outcome}")
+            raise RuntimeError(f"{name}: the emulator lost a create: {outcome}")
         return creator.handle_from(outcome.body, time.time())
 
 
@@ -131,7 +134,8 @@ def bench_polling(folder: Path) -> None:
         wall = time.monotonic() - start
     print(f"done detection: {JOBS} emulator jobs of {LATENCY_S:g}-{3 * LATENCY_S:g} s created over "
           f"{3 * LATENCY_S:g} s, each watched three ways at once ({wall:.0f} s wall)")
-    print(f"  {'provider':<9}{'watcher':<12}{'req/job':>8}{'req/job>' + format(LONG_JOB_S, 'g') + 's':>12}"
+    long_label = f"jobs>{LONG_JOB_S:g}s"
+    print(f"  {'provider':<9}{'watcher':<12}{'req/job':>8}{long_label + ' req mean/max':>22}"
           f"{'delay mean':>11}{'median':>8}{'max':>7}")
     failed = []
     for name in PROVIDERS:
@@ -140,15 +144,15 @@ def bench_polling(folder: Path) -> None:
             delays = [w.delay for w in ws]
             long_requests = [w.requests for w in ws if w.duration >= LONG_JOB_S] or [0]
             print(f"  {name:<9}{watcher:<12}{statistics.mean(w.requests for w in ws):8.1f}"
-                  f"{statistics.mean(long_requests):12.1f}{statistics.mean(delays):10.2f}s"
-                  f"{statistics.median(delays):7.2f}s{max(delays):6.2f}s")
+                  f"{statistics.mean(long_requests):17.1f}{max(long_requests):5d}"
+                  f"{statistics.mean(delays):10.2f}s{statistics.median(delays):7.2f}s{max(delays):6.2f}s")
             if watcher == "learned":
                 target = TARGET_DELAY_S.get(name, TARGET_DELAY_OTHERS_S)
-                if statistics.mean(delays) > target or (name != "fal" and max(long_requests) > TARGET_REQUESTS):
+                if statistics.mean(delays) > target or statistics.mean(long_requests) > TARGET_REQUESTS:
                     failed.append(name)
     verdict = f"OVER TARGET: {', '.join(failed)}" if failed else "ok"
     print(f"  targets (learned): fal <= 0.5 s mean; others <= {TARGET_DELAY_OTHERS_S:g} s mean and <= "
-          f"{TARGET_REQUESTS} requests for a job over {LONG_JOB_S:g} s: {verdict}")
+          f"{TARGET_REQUESTS} requests a job over {LONG_JOB_S:g} s on average: {verdict}")
 
 
 def _child_peak_rss_mb(argv: list[str], env: dict[str, str], log: Path) -> float:

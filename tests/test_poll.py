@@ -193,7 +193,7 @@ def test_done_with_a_url_interrupted_by_running_restarts_the_grace():
 
 # ---- the schedule that learns when jobs finish --------------------------------------------------------
 
-from pipeline.providers.poll import CompletionEstimate, DurationEstimator, estimate_from  # noqa: E402
+from pipeline.providers.poll import WINDOW_POLLS, CompletionEstimate, DurationEstimator, estimate_from  # noqa: E402
 from pipeline.providers.sse import StreamBroken, bytes_since_blank_line  # noqa: E402
 
 estimates = st.builds(CompletionEstimate, median=st.floats(0, 600), spread=st.floats(0, 300),
@@ -210,11 +210,13 @@ def test_learned_interval_never_past_the_deadline_nor_under_the_minimum(policy, 
 
 @given(policies.filter(lambda p: p.timeout > 3000), estimates, st.floats(0, 1), st.floats(0, 2000))
 def test_learned_interval_is_densest_inside_the_window(policy, estimate, where, away):
-    """Inside the expected window every poll is at the minimum; the farther from it, the sparser."""
+    """Inside the expected window polls are densest (the minimum, or the window's width over WINDOW_POLLS
+    if that is longer); the farther from it, the sparser."""
     low, high = estimate.window
     inside = max(0.0, low + where * (high - low))
     before, after = max(0.0, low - away), high + away
-    assert next_interval(policy, 5, inside, estimate) == pytest.approx(policy.initial)
+    dense = min(policy.maximum, max(policy.initial, (high - low) / WINDOW_POLLS))
+    assert next_interval(policy, 5, inside, estimate) == pytest.approx(dense)
     for outside in (before, after):
         assert next_interval(policy, 5, outside, estimate) >= next_interval(policy, 5, inside, estimate)
     assert next_interval(policy, 5, high + away + 10, estimate) >= next_interval(policy, 5, after, estimate)
@@ -272,9 +274,12 @@ def test_a_finished_job_teaches_the_next_wait_to_poll_where_it_ended():
     second = Timed(second_clock, 41.0, policy)
     second.durations = first.durations
     wait_for_job(second, H, clock=second_clock, sleep=second_clock.sleep)
-    assert second_clock.now - 41.0 <= policy.initial              # noticed within one minimum interval
-    assert first_clock.now - 41.0 > policy.initial                 # today's schedule alone noticed it later
-    assert second_clock.sleeps[0] > policy.initial and min(second_clock.sleeps) == policy.initial
+    low, high = learned.window
+    assert low <= 41.0 <= high
+    assert second_clock.now - 41.0 <= max(policy.initial, (high - low) / WINDOW_POLLS)     # one dense interval
+    assert second_clock.now < first_clock.now                      # the schedule alone noticed it later
+    dense = max(policy.initial, (high - low) / WINDOW_POLLS)
+    assert second_clock.sleeps[0] > min(second_clock.sleeps) == pytest.approx(dense)
 
 
 def test_a_done_first_reply_teaches_nothing():

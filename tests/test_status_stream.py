@@ -18,7 +18,7 @@ from starlette.routing import Route
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.errors import JobTimeout
 from pipeline.providers import JobHandle, JobRequest, JobState, PollPolicy, RetryPolicy, get_provider, wait_for_job
-from pipeline.providers.fal import STATUS_STREAM
+from pipeline.providers.fal import STATUS_STREAM, stream_url
 
 POLL = PollPolicy(initial=0.05, factor=1.5, maximum=0.25, timeout=30)
 RETRY = RetryPolicy(attempts=3, initial=0.02, maximum=0.1, max_retry_after=0.2)
@@ -104,6 +104,11 @@ def test_a_stuck_job_on_a_stream_times_out_within_the_bound(emu, media):
     assert bound <= waited < bound + 5
     assert "cancel requested" in str(info.value)
     assert any(r.url.path.endswith("/status/stream") for r in sent)
+
+
+def test_the_stream_is_the_status_path_plus_stream_with_its_query_kept():
+    assert stream_url("https://q.example/fal-ai/pixverse/requests/r1/status?x=1") == \
+        "https://q.example/fal-ai/pixverse/requests/r1/status/stream?x=1"
 
 
 # ---- a hostile queue host ------------------------------------------------------------------------------

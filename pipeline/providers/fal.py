@@ -40,7 +40,7 @@ INITIATE_PATH = "/storage/upload/initiate"
 NO_ENDPOINT = frozenset({404, 405})
 TOKEN_MARGIN_S = 60.0
 HANDLE_URLS = ("status", "response", "cancel")
-STATUS_STREAM = StreamLimits(deadline_s=0.0, max_event_bytes=64 * 1024, max_events=1000, read_timeout_s=30.0)
+STATUS_STREAM = StreamLimits(max_event_bytes=64 * 1024, max_events=1000, read_timeout_s=30.0)
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ class FalProvider(Provider):
                                   f"status stream of request {handle.job_id}")
         request = self._client.build_request("GET", url, headers={
             **self._auth_headers(), "Accept": "text/event-stream", "Cache-Control": "no-store"})
-        for event in read_events(self._client, request, replace(STATUS_STREAM, deadline_s=timeout)):
+        for event in read_events(self._client, request, STATUS_STREAM, timeout=timeout):
             status = parse_stream_event(event.data)
             if status is None:
                 continue

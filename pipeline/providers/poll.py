@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lipsync.providers.poll")
 
-GROWTH = 0.25           # s of interval added per s of distance from the expected window (see next_interval)
+WINDOW_POLLS = 10       # polls spent across the expected window, at most (never closer than `initial`)
+GROWTH_BEFORE = 0.25    # s of interval added per s of distance before the window ...
+GROWTH_AFTER = 0.15     # ... and after it: an estimate learned early is biased short, so back off slowly
 KEPT_DURATIONS = 64     # the newest finished jobs an estimate is made from
 
 
@@ -111,18 +113,19 @@ class DurationEstimator:
 def next_interval(policy: PollPolicy, polls_done: int, elapsed: float,
                   estimate: CompletionEstimate | None = None) -> float:
     """Seconds to sleep after the `polls_done`-th poll, `elapsed` s into the wait; never past the deadline,
-    never under `policy.initial` (unless the deadline is nearer).
+    never under `policy.initial` (unless the deadline is nearer), never over `policy.maximum`.
 
-    Without an estimate: `initial`, growing by `factor` per poll up to `maximum`. With one: `initial`
-    inside the expected window, and `GROWTH` s more per second of distance from it (up to `maximum`), so a
-    wait comes in sparsely, polls densely where jobs like it finished, and backs off again if it overruns.
+    Without an estimate: `initial`, growing by `factor` per poll. With one: dense inside the expected
+    window (`WINDOW_POLLS` polls across it, no closer than `initial`), and sparser with the distance from
+    it (`GROWTH_BEFORE` / `GROWTH_AFTER` s more per second), so a wait comes in sparsely, polls densely
+    where jobs like it finished, and backs off again if it overruns.
     """
     if estimate is None:
         interval = policy.initial * policy.factor ** max(0, polls_done - 1)
     else:
         low, high = estimate.window
-        distance = max(low - elapsed, elapsed - high, 0.0)
-        interval = policy.initial + GROWTH * distance
+        dense = max(policy.initial, (high - low) / WINDOW_POLLS)
+        interval = dense + GROWTH_BEFORE * max(0.0, low - elapsed) + GROWTH_AFTER * max(0.0, elapsed - high)
     interval = min(policy.maximum, max(policy.initial, interval))
     return max(0.0, min(interval, policy.timeout - elapsed))
 

@@ -1,7 +1,7 @@
 """Server-sent events from a provider, read within bounds: httpx-sse parses the format (fields, comments,
 multi-line data, CR/LF variants); this module caps what it may buffer and how long it may take.
 
-    for event in read_events(client, request, limits=StreamLimits(...)): ...
+    for event in read_events(client, request, StreamLimits(), timeout=remaining): ...
 
 Raises `StreamBroken` (connection dropped, non-200, not an event stream, an event over its cap, too
 many events) and simply ends at the deadline; the caller falls back to polling either way.
@@ -30,10 +30,9 @@ class StreamBroken(Exception):
 class StreamLimits:
     """`max_event_bytes`: bytes one event may take on the wire (a status object is well under 4 KB).
     `max_events`: events in one stream (each is recorded by the caller: a flood must not be).
-    `deadline_s`: when to stop reading, from the request; `read_timeout_s`: the longest silence tolerated
-    (fal sends a comment every 15 s), so the stream ends at most one read timeout after the deadline."""
+    `read_timeout_s`: the longest silence tolerated (fal sends a comment every 15 s); a stream ends at most
+    one read timeout after its deadline."""
 
-    deadline_s: float
     max_event_bytes: int = 64 * 1024
     max_events: int = 1000
     read_timeout_s: float = 30.0
@@ -70,12 +69,12 @@ class _CappedStream(httpx.SyncByteStream):
                 return
 
 
-def read_events(client: httpx.Client, request: httpx.Request, limits: StreamLimits, *,
+def read_events(client: httpx.Client, request: httpx.Request, limits: StreamLimits, *, timeout: float,
                 clock: Callable[[], float] = time.monotonic) -> Iterator[ServerSentEvent]:
-    """The events of `request` (sent here, not retried) until the server closes the stream or the deadline
-    passes. StreamBroken for anything that is not a well-formed event stream within `limits`."""
-    deadline = clock() + limits.deadline_s
-    read = max(0.1, min(limits.read_timeout_s, limits.deadline_s))
+    """The events of `request` (sent here, not retried) until the server closes the stream or `timeout` s
+    have passed. StreamBroken for anything that is not a well-formed event stream within `limits`."""
+    deadline = clock() + timeout
+    read = max(0.1, min(limits.read_timeout_s, timeout))
     request.extensions["timeout"] = httpx.Timeout(connect=15.0, read=read, write=15.0, pool=15.0).as_dict()
     try:
         response = client.send(request, stream=True)
