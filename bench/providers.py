@@ -4,7 +4,7 @@
    3L s so that later jobs can learn from earlier ones, three watchers per job at once:
    - "learned": what the pipeline does now: fal follows its status stream; the others poll on the
      schedule that densifies around the completion window learned from the jobs already finished (one
-     adapter per provider shares its `DurationEstimator`, as in a run);
+     adapter per provider shares its `DurationEstimator`, as in a run), or the documented ~34 s before;
    - "adaptive": the previous schedule alone (2-3 s growing to 10 s; polling only, fal included);
    - "fixed 15 s": the providers' sample scripts.
    Reported per provider and watcher: HTTP requests per job (and for the jobs over 50 s) and the delay
@@ -79,9 +79,10 @@ def _padded_copy(src: Path, dst: Path, total: int) -> Path:
 
 
 def _adapter(emu: Emulator, name: str, watcher: str, client, durations: DurationEstimator) -> Provider:
-    policy = replace(provider_class(name).default_poll, timeout=600.0)
+    learned = replace(provider_class(name).default_poll, timeout=600.0)
+    policy = {"learned": learned, "adaptive": replace(learned, expected_s=None), "fixed 15 s": FIXED}[watcher]
     provider = get_provider(name, credential=emu.credentials()[name], base_urls=emu.base_urls, client=client,
-                            poll=FIXED if watcher == "fixed 15 s" else policy,
+                            poll=policy,
                             durations=durations if watcher == "learned" else DurationEstimator())
     if watcher != "learned":
         provider.streams_status = False       # polling only, as before the status stream

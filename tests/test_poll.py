@@ -194,6 +194,7 @@ def test_done_with_a_url_interrupted_by_running_restarts_the_grace():
 # ---- the schedule that learns when jobs finish --------------------------------------------------------
 
 from pipeline.providers.poll import WINDOW_POLLS, CompletionEstimate, DurationEstimator, estimate_from  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pipeline.providers.sse import StreamBroken, bytes_since_blank_line  # noqa: E402
 
 estimates = st.builds(CompletionEstimate, median=st.floats(0, 600), spread=st.floats(0, 300),
@@ -299,7 +300,7 @@ class Streaming(Scripted):
         super().__init__(script, policy)
         self.pushed, self.then, self.streams = pushed, then, 0
 
-    def stream_statuses(self, handle, timeout):
+    def stream_statuses(self, handle, timeout, on_chunk):
         self.streams += 1
         yield from self.pushed
         if self.then is not None:
@@ -338,7 +339,7 @@ def test_a_stream_that_outlives_the_deadline_times_out_without_polling():
     clock = FakeClock()
 
     class Slow(Streaming):
-        def stream_statuses(self, handle, timeout):
+        def stream_statuses(self, handle, timeout, on_chunk):
             self.streams += 1
             clock.now += timeout               # the stream ran until its deadline
             yield _status(JobState.RUNNING)
@@ -373,3 +374,14 @@ def test_event_meter_counts_only_the_event_in_progress(bodies, end):
     events = b"".join(b"data: " + body + end for body in bodies)
     assert _meter([events, b"data: open"]) == len(b"data: open")
     assert _meter([b"data: " + b"x" * 100 + b"\ndata: more"]) == len(b"data: " + b"x" * 100 + b"\ndata: more")
+
+
+def test_before_any_job_finished_the_expected_time_stands_in_for_one():
+    policy = PollPolicy(initial=2, factor=1.25, maximum=10, timeout=600, expected_s=34.0)
+    guessed, blind = FakeClock(), FakeClock()
+    wait_for_job(Timed(guessed, 34.0, policy), H, clock=guessed, sleep=guessed.sleep)
+    wait_for_job(Timed(blind, 34.0, replace(policy, expected_s=None)), H, clock=blind, sleep=blind.sleep)
+    low, high = estimate_from([34.0]).window
+    assert guessed.now - 34.0 <= max(policy.initial, (high - low) / WINDOW_POLLS) < blind.now - 34.0
+    with pytest.raises(ValueError):
+        PollPolicy(expected_s=0)

@@ -4,6 +4,7 @@ stalls or turns hostile (endless events, an endless event, silence, not an event
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import itertools
 import time
@@ -150,13 +151,21 @@ def _events(host, lines):
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
-def _wait_on(host, poll=PollPolicy(initial=0.05, maximum=0.1, timeout=30)):
+def _keepalives(host):
+    async def comments():
+        while True:
+            yield ": keepalive\n\n"
+            await asyncio.sleep(0.05)
+    return StreamingResponse(comments(), media_type="text/event-stream")
+
+
+def _wait_on(host, poll=PollPolicy(initial=0.05, maximum=0.1, timeout=30), sleep=time.sleep):
     seen = []
     with serve_app(host.app()) as url, _fal({"fal_queue": url, "fal_storage": url}, poll=poll) as fal:
         base = f"{url}/fal-ai/pixverse/requests/r1"
         handle = JobHandle("fal", "r1", {"status": f"{base}/status", "response": base, "cancel": f"{base}/cancel"})
         try:
-            return wait_for_job(fal, handle, on_status=seen.append), seen
+            return wait_for_job(fal, handle, on_status=seen.append, sleep=sleep), seen
         finally:
             host.seen = seen
 
@@ -183,6 +192,8 @@ def test_an_endless_event_is_refused_at_its_cap_and_polled_instead():
     lambda h: _events(h, ['data: ["IN_PROGRESS"]\n\n']),                            # not a status object
     lambda h: _events(h, ['data: {"status": "IN_PROGRESS"}\n\n']),                  # closed before the end
     lambda h: Response("gone", status_code=404),
+    lambda h: Response(gzip.compress(b'data: {"status": "IN_PROGRESS"}\n\n'),                  # compressed
+                       headers={"Content-Encoding": "gzip", "Content-Type": "text/event-stream"}),
 ])
 def test_a_stream_that_cannot_be_followed_falls_back_to_polling(reply):
     host = Hostile(reply)
@@ -191,12 +202,7 @@ def test_a_stream_that_cannot_be_followed_falls_back_to_polling(reply):
 
 
 def test_a_silent_stream_on_a_job_that_never_ends_times_out_within_the_bound():
-    async def comments():
-        while True:
-            yield ": keepalive\n\n"
-            await asyncio.sleep(0.05)
-
-    host = Hostile(lambda h: StreamingResponse(comments(), media_type="text/event-stream"), final="IN_PROGRESS")
+    host = Hostile(_keepalives, final="IN_PROGRESS")
     bound = 1.0
     start = time.monotonic()
     with pytest.raises(JobTimeout):
@@ -205,3 +211,21 @@ def test_a_silent_stream_on_a_job_that_never_ends_times_out_within_the_bound():
     assert bound <= waited < bound + 5
     assert host.polls == 0            # the stream kept the whole wait: no poll was needed to stay bounded
     assert host.seen == []
+
+
+def test_a_stop_request_ends_a_quiet_stream_at_its_next_keepalive():
+    """A batch's interruptible sleep raises on a stop request; the stream calls it whenever bytes arrive."""
+    class Stop(Exception):
+        pass
+
+    host = Hostile(_keepalives, final="IN_PROGRESS")
+    calls = []
+
+    def sleep(seconds):
+        calls.append(seconds)
+        if len(calls) == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        _wait_on(host, sleep=sleep)
+    assert calls == [0, 0, 0] and host.polls == 0 and host.seen == []

@@ -304,9 +304,11 @@ class Provider:
         """One status request (retried on transport errors, 429 and 5xx)."""
         raise NotImplementedError
 
-    def stream_statuses(self, handle: JobHandle, timeout: float) -> Iterator[JobStatus]:
+    def stream_statuses(self, handle: JobHandle, timeout: float, *,
+                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
         """The job's statuses as the provider pushes them (where `streams_status`), for at most `timeout` s,
-        ending after a final one. Raises `sse.StreamBroken` when the stream cannot be followed."""
+        ending after a final one. Raises `sse.StreamBroken` when the stream cannot be followed; `on_chunk`
+        runs whenever bytes arrive, and what it raises ends the stream (a batch's stop request)."""
         raise NotImplementedError(f"{self.name} has no status stream")
 
     def cancel(self, handle: JobHandle) -> bool:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -28,7 +28,7 @@ from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submiss
                    http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
                    unknown_status)
 from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
-from .poll import PollPolicy
+from .poll import DOCUMENTED_JOB_S, PollPolicy
 from .sse import StreamBroken, StreamLimits, read_events
 
 log = logging.getLogger("lipsync.providers.fal")
@@ -173,7 +173,7 @@ class FalProvider(Provider):
     voice_id_scheme = "name"
     streams_status = True                       # GET {status_url}/stream: server-sent status events
     default_concurrency = 8                     # fal's queue takes many requests; the queue limits the rest
-    default_poll = PollPolicy()
+    default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)
     limits_key = "fal"
     classify_create = staticmethod(classify_create)
 
@@ -288,14 +288,15 @@ class FalProvider(Provider):
             return status
         return self._result(handle)
 
-    def stream_statuses(self, handle: JobHandle, timeout: float) -> Iterator[JobStatus]:
+    def stream_statuses(self, handle: JobHandle, timeout: float, *,
+                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
         """The request's status events until COMPLETED (then its result, as `poll` gives it) or `timeout`.
         Never retried: the caller polls instead when this raises StreamBroken."""
         url = self._on_queue_host(stream_url(self._handle_url(handle, "status")),
                                   f"status stream of request {handle.job_id}")
         request = self._client.build_request("GET", url, headers={
             **self._auth_headers(), "Accept": "text/event-stream", "Cache-Control": "no-store"})
-        for event in read_events(self._client, request, STATUS_STREAM, timeout=timeout):
+        for event in read_events(self._client, request, STATUS_STREAM, timeout=timeout, on_chunk=on_chunk):
             status = parse_stream_event(event.data)
             if status is None:
                 continue

@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lipsync.providers.poll")
 
-WINDOW_POLLS = 10       # polls spent across the expected window, at most (never closer than `initial`)
+WINDOW_POLLS = 8        # polls spent across the expected window, at most (never closer than `initial`)
 GROWTH_BEFORE = 0.25    # s of interval added per s of distance before the window ...
-GROWTH_AFTER = 0.15     # ... and after it: an estimate learned early is biased short, so back off slowly
+GROWTH_AFTER = 0.1      # ... and after it: an estimate learned early is biased short, so back off slowly
 KEPT_DURATIONS = 64     # the newest finished jobs an estimate is made from
+DOCUMENTED_JOB_S = 34.0  # "Processing time: ~34 sec." (AI/ML API's page of the PixVerse lip-sync model)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class PollPolicy:
     once jobs have finished in this process, the schedule (`next_interval`) polls at `initial` around
     the time they took and sparsely away from it. Against jobs of 20-60 s see bench/providers.py for the
     figures of each schedule.
+
+    `expected_s`: how long a job is expected to take before any has finished in this process (the
+    adapters' defaults: `DOCUMENTED_JOB_S`); it counts as one finished job, so its window is wide (± half).
+    None: the growing schedule until a job has finished.
 
     `max_unconfirmed` bounds how many "done but no result URL" replies in a row are waited on before the
     wait ends (`ResultPending`, exit 2): the job stays recorded as done and the next run polls it again.
@@ -56,9 +61,11 @@ class PollPolicy:
     timeout: float = 1800.0
     max_unconfirmed: int = 6
     accept_unconfirmed_after: int = 3
+    expected_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.initial > 0 and self.maximum >= self.initial and self.factor >= 1 and self.timeout > 0):
+        if not (self.initial > 0 and self.maximum >= self.initial and self.factor >= 1 and self.timeout > 0
+                and (self.expected_s is None or self.expected_s > 0)):
             raise ValueError(f"inconsistent poll policy: {self}")
 
 
@@ -180,12 +187,13 @@ def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | Non
     without an answer, the rest of the wait polls, within the same deadline. Polls are spaced by
     `next_interval` with what `provider.durations` learned from the jobs finished before this one, and
     this job's duration is recorded there when it is seen done. `on_status` sees every status, streamed
-    or polled. A poll that fails after its own retries is logged and the wait goes on: the job is still
-    paid for.
+    or polled; `sleep(0)` runs whenever stream bytes arrive, so a sleep that raises on a stop request (a
+    batch's) also ends a stream, at the latest with the provider's next keep-alive. A poll that fails after
+    its own retries is logged and the wait goes on: the job is still paid for.
     """
     waiter = _Waiter(provider, handle, policy or provider.poll_policy, on_status, clock)
     if getattr(provider, "streams_status", False):
-        done = waiter.follow_stream()
+        done = waiter.follow_stream(lambda: sleep(0))   # an interruptible sleep cuts a quiet stream short
         if done is not None:
             return done
     return waiter.poll(sleep)
@@ -209,10 +217,11 @@ class _Waiter:
     def elapsed(self) -> float:
         return self.clock() - self.start
 
-    def follow_stream(self) -> JobStatus | None:
+    def follow_stream(self, on_chunk: Callable[[], None]) -> JobStatus | None:
         """The final status from the provider's status stream, or None to poll for the rest of the wait."""
+        remaining = self.policy.timeout - self.elapsed()
         try:
-            with closing(self.provider.stream_statuses(self.handle, self.policy.timeout - self.elapsed())) as statuses:
+            with closing(self.provider.stream_statuses(self.handle, remaining, on_chunk=on_chunk)) as statuses:
                 for status in statuses:
                     done = self.take(status)
                     if done is not None:
@@ -243,7 +252,10 @@ class _Waiter:
             sleep(next_interval(self.policy, self.polls, elapsed, self.estimate()))
 
     def estimate(self) -> CompletionEstimate | None:
+        """What the jobs finished so far say (else the policy's expected time), on this wait's clock."""
         estimate = self.durations.estimate() if self.durations is not None else None
+        if estimate is None and self.policy.expected_s is not None:
+            estimate = estimate_from([self.policy.expected_s])
         return estimate.shifted(self.age_at_start) if estimate is not None else None
 
     def take(self, status: JobStatus) -> JobStatus | None:

@@ -54,8 +54,9 @@ class _CappedStream(httpx.SyncByteStream):
     """The response's decoded bytes, refused once an event grows past its cap; ends at the deadline."""
 
     def __init__(self, response: httpx.Response, limits: StreamLimits, deadline: float,
-                 clock: Callable[[], float]):
+                 clock: Callable[[], float], on_chunk: Callable[[], None]):
         self._response, self._limits, self._deadline, self._clock = response, limits, deadline, clock
+        self._on_chunk = on_chunk
 
     def __iter__(self) -> Iterator[bytes]:
         since, previous = 0, b""
@@ -64,16 +65,20 @@ class _CappedStream(httpx.SyncByteStream):
             if since > self._limits.max_event_bytes:
                 raise StreamBroken(f"an event is over the {self._limits.max_event_bytes}-byte cap")
             previous = (previous + chunk)[-_TAIL:]
+            self._on_chunk()
             yield chunk
             if self._clock() >= self._deadline:
                 return
 
 
 def read_events(client: httpx.Client, request: httpx.Request, limits: StreamLimits, *, timeout: float,
+                on_chunk: Callable[[], None] = lambda: None,
                 clock: Callable[[], float] = time.monotonic) -> Iterator[ServerSentEvent]:
     """The events of `request` (sent here, not retried) until the server closes the stream or `timeout` s
-    have passed. StreamBroken for anything that is not a well-formed event stream within `limits`."""
+    have passed. StreamBroken for anything that is not a well-formed event stream within `limits`.
+    `on_chunk` runs whenever bytes arrive (keep-alive comments too): what it raises ends the stream."""
     deadline = clock() + timeout
+    request.headers["Accept-Encoding"] = "identity"
     read = max(0.1, min(limits.read_timeout_s, timeout))
     request.extensions["timeout"] = httpx.Timeout(connect=15.0, read=read, write=15.0, pool=15.0).as_dict()
     try:
@@ -83,9 +88,11 @@ def read_events(client: httpx.Client, request: httpx.Request, limits: StreamLimi
     try:
         if response.status_code != 200:
             raise StreamBroken(f"HTTP {response.status_code}")
+        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise StreamBroken("a compressed stream (its events could not be capped before inflating)")
         kept = [(k, v) for k, v in response.headers.multi_items()
                 if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-        capped = httpx.Response(200, headers=kept, stream=_CappedStream(response, limits, deadline, clock),
+        capped = httpx.Response(200, headers=kept, stream=_CappedStream(response, limits, deadline, clock, on_chunk),
                                 request=request)
         for count, event in enumerate(EventSource(capped).iter_sse(), start=1):
             if count > limits.max_events:
