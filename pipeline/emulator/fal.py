@@ -161,22 +161,21 @@ async def status_stream(request: Request, state: EmulatorState) -> Response:
 
 
 async def _status_events(request: Request, state: EmulatorState, job: Job, breaks: bool):
-    last, quiet = None, 0.0
+    last, sent_at = None, time.monotonic()
     while True:
         body, _, final = status_reply(request, state, job, None)
         event = json.dumps(body)
         if event != last:
             yield f"data: {event}\n\n"
-            last, quiet = event, 0.0
+            last, sent_at = event, time.monotonic()
             if breaks:
                 raise ConnectionDropped("emulator fault: status stream broken after its first event")
         if final:
             return
-        if quiet >= KEEPALIVE_S:
+        if time.monotonic() - sent_at >= KEEPALIVE_S:
             yield ": keepalive\n\n"
-            quiet = 0.0
+            sent_at = time.monotonic()
         await asyncio.sleep(STREAM_TICK_S)
-        quiet += STREAM_TICK_S
 
 
 def output(state: EmulatorState, job: Job, origin_url: str) -> dict:
