@@ -385,3 +385,19 @@ def test_before_any_job_finished_the_expected_time_stands_in_for_one():
     assert guessed.now - 34.0 <= max(policy.initial, (high - low) / WINDOW_POLLS) < blind.now - 34.0
     with pytest.raises(ValueError):
         PollPolicy(expected_s=0)
+
+
+def test_a_streamed_done_is_learned_as_finishing_when_it_arrives():
+    """Statuses on a stream come when they change: the job was running until the "done" arrived."""
+    clock = FakeClock()
+
+    class Live(Streaming):
+        def stream_statuses(self, handle, timeout, on_chunk):
+            yield _status(JobState.RUNNING)
+            clock.now = 40.0
+            yield _status(JobState.SUCCEEDED, url="https://r/x.mp4")
+
+    provider = Live([], None, [])
+    provider.durations = DurationEstimator()
+    wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
+    assert provider.durations.estimate().median == 40.0

@@ -40,8 +40,8 @@ class PollPolicy:
     """Poll every `initial` s at first, growing by `factor` per poll up to `maximum`; give up after `timeout`.
 
     `initial` is also the shortest interval ever used (the provider's minimum: PixVerse asks for 3-5 s):
-    once jobs have finished in this process, the schedule (`next_interval`) polls at `initial` around
-    the time they took and sparsely away from it. Against jobs of 20-60 s see bench/providers.py for the
+    once jobs have finished in this process, the schedule (`next_interval`) polls densely around the time
+    they took and sparsely away from it. Against jobs of 20-60 s see bench/providers.py for the
     figures of each schedule.
 
     `expected_s`: how long a job is expected to take before any has finished in this process (the
@@ -223,7 +223,7 @@ class _Waiter:
         try:
             with closing(self.provider.stream_statuses(self.handle, remaining, on_chunk=on_chunk)) as statuses:
                 for status in statuses:
-                    done = self.take(status)
+                    done = self.take(status, watched=True)
                     if done is not None:
                         return done
         except (StreamBroken, RetriesExhausted) as exc:
@@ -258,11 +258,12 @@ class _Waiter:
             estimate = estimate_from([self.policy.expected_s])
         return estimate.shifted(self.age_at_start) if estimate is not None else None
 
-    def take(self, status: JobStatus) -> JobStatus | None:
-        """Apply one status: the final one to return, None to keep waiting; raises when the job failed."""
+    def take(self, status: JobStatus, *, watched: bool = False) -> JobStatus | None:
+        """Apply one status (`watched`: pushed on a live stream): the final one to return, None to keep
+        waiting; raises when the job failed."""
         self.last = status
         self.unconfirmed = self.unconfirmed + 1 if status.unconfirmed else 0
-        self.learn(status)
+        self.learn(status, watched)
         if self.on_status is not None:
             self.on_status(status)
         verdict = judge(status, self.unconfirmed, self.policy)
@@ -279,12 +280,14 @@ class _Waiter:
                                 f"to fetch its result", provider=self.provider.name, code=status.raw_status)
         return None
 
-    def learn(self, status: JobStatus) -> None:
-        """The first "done" after a "not yet" teaches the estimator: the job finished between the two."""
+    def learn(self, status: JobStatus, watched: bool) -> None:
+        """The first "done" after a "not yet" teaches the estimator: the job finished between the two (on a
+        live stream, just now)."""
         now = self.elapsed()
         if status.reported_done:
             if not self.seen_done and self.last_running_at is not None and self.durations is not None:
-                self.durations.record(self.age_at_start + (self.last_running_at + now) / 2)
+                since = now if watched else self.last_running_at
+                self.durations.record(self.age_at_start + (since + now) / 2)
             self.seen_done = True
         elif status.state in (JobState.QUEUED, JobState.RUNNING):
             self.last_running_at = now
