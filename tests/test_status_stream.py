@@ -119,7 +119,7 @@ class Hostile:
 
     def __init__(self, stream, final="COMPLETED"):
         self.stream, self.final = stream, final
-        self.polls = self.streamed = 0
+        self.polls = 0
 
     async def status(self, request):
         self.polls += 1
@@ -145,7 +145,6 @@ class Hostile:
 def _events(host, lines):
     async def gen():
         for line in lines:
-            host.streamed += 1
             yield line
             await asyncio.sleep(0)
     return StreamingResponse(gen(), media_type="text/event-stream")
