@@ -13,8 +13,9 @@
    (target <= 150 MB), next to the same command with a tiny video. Only the client is measured: the
    emulator runs in this process, the client in a child whose own usage os.wait4 reports.
 
-`BENCH_PROVIDERS_JOBS` (default 96, spread over the four providers: fewer make the means noisy) and `BENCH_PROVIDERS_LATENCY` (default
-20: jobs take L..3L s) shrink it; `BENCH_PROVIDERS_ONLY=polling` (or `memory`) runs one part.
+`BENCH_PROVIDERS_JOBS` (default 96, spread over the four providers: fewer make the means noisy) and
+`BENCH_PROVIDERS_LATENCY` (default 20: jobs take L..3L s) shrink it; `BENCH_PROVIDERS_ONLY=polling` (or
+`memory`) runs one part.
 """
 
 from __future__ import annotations
