@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 class Faults:
     """What goes wrong for one provider. Mutable while the emulator runs; read on the next request.
 
-    Counters (`rate_limit_creates`, `server_errors`, `drop_after_create`, `truncate_downloads`) count down
+    Counters (`rate_limit_creates`, `server_errors`, `drop_after_create`, `truncate_downloads`,
+    `break_status_streams`) count down
     as they fire. Flags are captured into a job when it is created, so changing them later does not
     change a job already running.
     """
@@ -20,6 +21,7 @@ class Faults:
     slow_reply_s: float = 0.0       # every reply delayed
     drop_after_create: int = 0      # next N accepted creates: job created and counted, connection then dropped
     truncate_downloads: int = 0     # next N result downloads stop short of Content-Length
+    break_status_streams: int = 0   # next N status streams (fal) drop the connection after their first event
     moderate: bool = False          # jobs end moderated
     fail_generation: bool = False   # jobs end failed
     flap_status: bool = False       # status lies for a moment before the real final state

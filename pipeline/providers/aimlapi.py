@@ -26,7 +26,7 @@ from ..voices import VOICE_NAMES, resolve_voice
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
 from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
-from .poll import PollPolicy
+from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 PATH = "/v2/video/generations"
 MODEL = "pixverse/lip-sync"
@@ -170,7 +170,7 @@ class AimlapiProvider(Provider):
     base_url_env = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
     voice_id_scheme = "name"
     default_concurrency = 4
-    default_poll = PollPolicy()
+    default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)
     limits_key = "aimlapi"
     classify_create = staticmethod(classify_create)
 

@@ -30,7 +30,7 @@ from .http import (CreateOutcome, CreateRequest, CreateVerdict, RetryPolicy, mak
 from .netguard import guarded_client, loopback_origins, url_origin
 
 if TYPE_CHECKING:
-    from .poll import PollPolicy
+    from .poll import DurationEstimator, PollPolicy
 
 log = logging.getLogger("lipsync.providers")
 
@@ -246,11 +246,13 @@ class Provider:
     default_poll: ClassVar[PollPolicy]
     limits_key: ClassVar[str]                   # its table in limits.toml (and prices, where documented)
     can_reconcile: ClassVar[bool] = False       # `find_created` can find a create whose answer was lost
+    streams_status: ClassVar[bool] = False      # `stream_statuses` follows a job without polling
 
     def __init__(self, *, credential: str | None, base_urls: Mapping[str, str], poll: PollPolicy | None = None,
                  retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
                  client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None,
-                 trusted_loopback: Iterable[str] = ()):
+                 trusted_loopback: Iterable[str] = (), durations: DurationEstimator | None = None):
+        from .poll import DurationEstimator  # poll.py builds on this module
         self.base_urls = {key: require_configured_url(base_urls.get(key) or default,
                                                       what=f"{self.name} base URL").rstrip("/")
                           for key, default in self.base_url_defaults.items()}
@@ -260,6 +262,8 @@ class Provider:
         self._configured_origins = frozenset(url_origin(url) for url in self.base_urls.values())
         self._credential = (credential or "").strip() or None
         self.poll_policy = poll or self.default_poll
+        # how long this provider's jobs took in this process (shared by a run's jobs: one adapter per provider)
+        self.durations = durations if durations is not None else DurationEstimator()
         self.retry = retry or RetryPolicy()
         self.create_retry = create_retry or RetryPolicy.for_refused_creates()
         self._client = client or make_client(timeout=client_timeout)
@@ -295,6 +299,13 @@ class Provider:
     def poll(self, handle: JobHandle) -> JobStatus:
         """One status request (retried on transport errors, 429 and 5xx)."""
         raise NotImplementedError
+
+    def stream_statuses(self, handle: JobHandle, timeout: float, *,
+                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
+        """The job's statuses as the provider pushes them (where `streams_status`), for at most `timeout` s,
+        ending after a final one. Raises `sse.StreamBroken` when the stream cannot be followed; `on_chunk`
+        runs whenever bytes arrive, and what it raises ends the stream (a batch's stop request)."""
+        raise NotImplementedError(f"{self.name} has no status stream")
 
     def cancel(self, handle: JobHandle) -> bool:
         """Ask the provider to stop the job. False where the protocol has no cancel."""
