@@ -453,6 +453,8 @@ def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> 
     if options.rehearse:
         quick = max(0.05, min(default.initial, config.rehearse.latency_s / 4))
         changes.update(initial=quick, maximum=max(quick, min(default.maximum, config.rehearse.latency_s)))
+        # the emulator's jobs take its latency (plus queue), not the real providers' half minute
+        changes.update(expected_s=max(0.05, config.rehearse.latency_s + config.rehearse.queue_s))
     poll = config.poll
     for name, value in (("initial", poll.interval_s), ("maximum", poll.max_interval_s), ("timeout", poll.timeout_s)):
         if value is not None:
