@@ -10,13 +10,14 @@ from pathlib import Path
 import click
 
 from ..errors import UncertainCreate, ValidationError
+from ..limits import PROVIDERS
 from . import emit_json, handle_errors, json_option
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command()
-@click.option("--provider", required=True, type=click.Choice(["pixverse", "aimlapi", "useapi", "fal"]))
+@click.option("--provider", required=True, type=click.Choice(PROVIDERS))
 @click.option("--video", required=True, type=_FILE, help="Prepared video (mp4/mov, inside the provider's limits).")
 @click.option("--audio", type=_FILE, help="Prepared voice track (wav/mp3).")
 @click.option("--text", help="Script for the provider's TTS instead of --audio.")
