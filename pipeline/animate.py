@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .fsutil import atomic_output, sha256_file
 from .limits import ImageLimits, load_image_limits, load_limits
-from .providers.aimlapi import ImageJobRequest
+from .providers.aimlapi import ImageJobRequest, check_choices
 from .providers.base import Provider
 from .providers.flow import FlowHooks, FlowResult, FlowSettings, ProviderJobFlow
 from .providers.store import CreateRecord
@@ -85,6 +85,14 @@ class ClipDone:
 RunClip = Callable[[int, ImageJobRequest, Path], ClipDone]   # (clip index, checked request, result path)
 
 
+def check_portrait(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> ChainPlan:
+    """Every check that needs no image work (pure): the voice, the model's choices, the script's fit."""
+    resolve_voice(spec.speaker or "Auto")
+    check_choices(ImageJobRequest(spec.image, spec.prompt, resolution=spec.resolution, duration=spec.duration,
+                                  negative_prompt=spec.negative_prompt, style=spec.style, seed=spec.seed), limits)
+    return plan_script(spec, limits, max_chars)
+
+
 def plan_script(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> ChainPlan:
     """The clips the script is spoken over (pure): one clip of the chosen length, or with `chain` as many as
     it takes. ValidationError with the estimate and the fix when one clip cannot hold it."""
@@ -102,12 +110,11 @@ def clip_request(spec: PortraitSpec, script: ChainPlan, clip: ChainClip, image: 
 
 
 def prepare_portrait(spec: PortraitSpec, work: Path, limits: ImageLimits, max_chars: int) -> PortraitPlan:
-    """Fit the script, conform the image into `work` and check the first clip's request as the API would;
-    on any refusal a `work` folder made here is removed (nothing is left behind)."""
+    """Check the request, fit the script, conform the image into `work` and check the first clip's request as
+    the API would; on any refusal a `work` folder made here is removed (nothing is left behind)."""
     made = not work.exists()
     try:
-        resolve_voice(spec.speaker or "Auto")
-        script = plan_script(spec, limits, max_chars)
+        script = check_portrait(spec, limits, max_chars)
         planned = plan_image(probe_image(spec.image), limits, ImageOptions(background=spec.background))
         image = execute_image(planned, work / f"image{planned.suffix}")
         clip_request(spec, script, script.clips[0], image.path).checked(limits)

@@ -271,7 +271,7 @@ class ImageJobRequest:
             raise ValidationError("a speaker was given without a script to speak")
         if self.text is not None and not self.text.strip():
             raise ValidationError("the script is empty")
-        _check_choices(self, limits)
+        check_choices(self, limits)
         return replace(self, image=Path(self.image),
                        speaker=resolve_voice(self.speaker or "Auto") if self.text is not None else None)
 
@@ -283,7 +283,8 @@ class ImageJobRequest:
                 "seed": self.seed}
 
 
-def _check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
+def check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
+    """The model's enums and ranges (resolution, duration at that resolution, style, seed, prompt lengths)."""
     resolution = req.resolution or limits.default_resolution
     if resolution not in limits.resolutions:
         raise ValidationError(f"resolution {resolution!r} is not one of {', '.join(limits.resolutions)}")
