@@ -206,7 +206,7 @@ def animate(provider: Provider, spec: PortraitSpec, out: str | Path, *, hooks: F
     plan = prepare_portrait(spec, work, limits, load_limits(provider.limits_key).tts_max_chars)
     with submit_store(out) as store:
         def run_clip(index: int, request: ImageJobRequest, dst: Path) -> ClipDone:
-            job = submit_job(provider, request, dst, segment=index)
+            job = submit_job(provider, request, dst, command="animate", segment=index)
             return ClipDone.from_flow(index, ProviderJobFlow(provider, store, settings, hooks).run(job))
 
         clips = make_clips(spec, plan, work, limits, run_clip)

@@ -65,13 +65,14 @@ def submit(provider: Provider, request: ProviderRequest, out: str | Path, *, hoo
         return submit_to(store, provider, request, out, hooks=hooks, settings=settings)
 
 
-def submit_job(provider: Provider, request: ProviderRequest, out: Path, *, segment: int = 0) -> SegmentJob:
+def submit_job(provider: Provider, request: ProviderRequest, out: Path, *, command: str = "submit",
+               segment: int = 0) -> SegmentJob:
     """The flow's job for `request`, keyed by what it asks of which provider (so the same command finds it
     again); `segment` numbers the jobs one ledger keeps (a chain's clips)."""
     request = request.checked()
-    key = segment_key(kind="submit", provider=provider.name, base_urls=provider.base_urls, **request.summary())
-    return SegmentJob(key=key, ref=SegmentRef("submit", key, segment, provider.name), request=request,
-                      reply_ref=f"lipsync-submit/{key}", result_path=out)
+    key = segment_key(kind=command, provider=provider.name, base_urls=provider.base_urls, **request.summary())
+    return SegmentJob(key=key, ref=SegmentRef(command, key, segment, provider.name), request=request,
+                      reply_ref=f"lipsync-{command}/{key}", result_path=out)
 
 
 def submit_to(store: SqliteStore, provider: Provider, request: ProviderRequest, out: Path, *,
