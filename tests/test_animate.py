@@ -10,11 +10,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from image_media import exif_rotated_jpeg, marked_portrait
 from media import media_info
+from provider_kit import recording_client
 
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.errors import ValidationError
@@ -274,3 +276,19 @@ def test_image_job_config_errors_name_the_key(tmp_path, job, key):
     run = subprocess.run([LIPSYNC, "run", str(tmp_path / "batch.toml"), "--rehearse"], capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 6 and key in run.stderr, run.stderr
+
+
+def test_the_legacy_path_and_the_id_sent_encoded(emu, tmp_path):
+    """seed 003's older path, chosen by the provider option; the `<uuid>:model` id goes out percent-encoded."""
+    image = tmp_path / "face.jpg"
+    marked_portrait(360, 480).save(image, "JPEG", quality=90)
+    client, seen = recording_client()
+    with get_provider("aimlapi", credential=emu.credentials()["aimlapi"], base_urls=emu.base_urls, client=client,
+                      generation_path="/v2/generate/video/pixverse/generation") as provider:
+        result = submit(provider, ImageJobRequest(image, PROMPT, LINE, "Ava", resolution="360p"), tmp_path / "a.mp4")
+    assert result.job_id.endswith(":pixverse/v5/image-to-video") and result.usage == {"tokens_used": 420000.0}
+    api = [r for r in seen if r.url.path.startswith("/aimlapi/")]
+    assert {r.url.path for r in api} == {"/aimlapi/v2/generate/video/pixverse/generation"}
+    polls = [r for r in api if r.method == "GET"]
+    assert polls and all(r.url.query.decode() == "generation_id=" + quote(result.job_id, safe="") for r in polls)
+    assert media_info(tmp_path / "a.mp4")["Video"]

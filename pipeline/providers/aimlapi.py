@@ -181,6 +181,14 @@ class AimlapiProvider(Provider):
 
     request_kinds = (JobRequest.kind, IMAGE_KIND)
 
+    def __init__(self, *, generation_path: str = PATH, **kwargs: Any):
+        """`generation_path`: the documented `/v2/video/generations`, or seed 003's legacy
+        `/v2/generate/video/pixverse/generation` (same bodies and replies); `run.provider_options.aimlapi`."""
+        super().__init__(**kwargs)
+        if generation_path not in (PATH, LEGACY_IMAGE_PATH):
+            raise ValidationError(f"generation_path must be {PATH} or {LEGACY_IMAGE_PATH}, got {generation_path!r}")
+        self.generation_path = generation_path
+
     def _submission(self, req: JobRequest | ImageJobRequest, reply_ref: str | None) -> Submission:
         if isinstance(req, ImageJobRequest):
             return self._json_submission(image_fields(req), IMAGE_MODEL)
@@ -194,7 +202,7 @@ class AimlapiProvider(Provider):
 
     def _json_submission(self, fields: dict[str, str | int | DataUri], model: str) -> Submission:
         body = StreamedJson(fields)
-        request = CreateRequest("POST", self._url(PATH),
+        request = CreateRequest("POST", self._url(self.generation_path),
                                 lambda: {**self._auth_headers(), "Content-Type": "application/json"},
                                 body.chunks, body.length)
         return Submission(request, described(fields), model)
@@ -204,11 +212,11 @@ class AimlapiProvider(Provider):
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"
+        url = self._url(self.generation_path)
         if handle.model == IMAGE_MODEL:     # its id holds a colon: sent verbatim, strictly URL-encoded
-            response = self._request("GET", f"{self._url(PATH)}?{status_query(handle.job_id)}", what=what,
-                                     retry_on=is_transient)
+            response = self._request("GET", f"{url}?{status_query(handle.job_id)}", what=what, retry_on=is_transient)
         else:
-            response = self._request("GET", self._url(PATH), what=what, params={"generation_id": handle.job_id},
+            response = self._request("GET", url, what=what, params={"generation_id": handle.job_id},
                                      retry_on=is_transient)
         body = reply_json(response)
         message = error_text(body, "message", "error")
