@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import ValidationError
 from .fsutil import atomic_output, sha256_file
 from .limits import ImageLimits, load_image_limits, load_limits
 from .providers.aimlapi import ImageJobRequest, check_choices
@@ -25,6 +26,7 @@ from .providers.flow import FlowHooks, FlowResult, FlowSettings, ProviderJobFlow
 from .providers.store import CreateRecord
 from .stages.conform_image import (ImageOptions, ImageResult, conform_image, execute_image, last_frame_image,
                                    plan_image, probe_image)
+from .stages.mux import stitch
 from .stages.script_fit import ChainClip, ChainPlan, choose_duration, plan_chain
 from .stages.text import normalize_text
 from .stages.verify import PortraitExpectations, VerifyReport, verify_portrait
@@ -88,6 +90,8 @@ RunClip = Callable[[int, ImageJobRequest, Path], ClipDone]   # (clip index, chec
 def check_portrait(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> ChainPlan:
     """Every check that needs no image work (pure): the voice, the model's choices, the script's fit."""
     resolve_voice(spec.speaker or "Auto")
+    if spec.chain and spec.duration is not None:
+        raise ValidationError("a duration and a chain do not go together: a chain picks each clip's length")
     check_choices(ImageJobRequest(spec.image, spec.prompt, resolution=spec.resolution, duration=spec.duration,
                                   negative_prompt=spec.negative_prompt, style=spec.style, seed=spec.seed), limits)
     return plan_script(spec, limits, max_chars)
@@ -150,8 +154,6 @@ class Assembled:
 def assemble_portrait(plan: PortraitPlan, clips: list[ClipDone], work: Path, limits: ImageLimits) -> Assembled:
     """The chain stitched into one file (one clip is used as is), then verified against what was asked:
     the resolution's short side, the summed length, speech, and a first frame like the submitted image."""
-    from .stages.mux import stitch
-
     commands: list[list[str]] = []
     path = clips[0].path
     if len(clips) > 1:
