@@ -222,9 +222,10 @@ def test_chain_speaks_a_forty_second_script_as_one_continuous_file(emu, photo, t
         assert jump < 1.0 and jump < within, (join, jump, within)
 
 
-def test_a_rehearsal_run_delivers_an_image_job(tmp_path):
-    marked_portrait(480, 640).save(tmp_path / "presenter.png")
-    (tmp_path / "batch.toml").write_text(f"""
+def image_batch(folder: Path) -> Path:
+    marked_portrait(480, 640).save(folder / "presenter.png")
+    config = folder / "batch.toml"
+    config.write_text(f"""
 [run]
 name = "portraits"
 provider = "aimlapi"
@@ -240,7 +241,12 @@ text = "{LINE}"
 speaker = "Ava"
 resolution = "360p"
 """, encoding="utf-8")
-    run = subprocess.run([LIPSYNC, "run", str(tmp_path / "batch.toml"), "--rehearse", "--json"], capture_output=True,
+    return config
+
+
+def test_a_rehearsal_run_delivers_an_image_job(tmp_path):
+    config = image_batch(tmp_path)
+    run = subprocess.run([LIPSYNC, "run", str(config), "--rehearse", "--json"], capture_output=True,
                          text=True, timeout=300, env={**os.environ, "LIPSYNC_POLL_INTERVAL": "0.05"})
     assert run.returncode == 0, run.stderr
     [job] = json.loads(run.stdout)["jobs"]
@@ -258,6 +264,18 @@ resolution = "360p"
     checksums = (tmp_path / "out" / "checksums.sha256").read_text(encoding="utf-8")
     digest = hashlib.sha256((job_dir / "final.mp4").read_bytes()).hexdigest()
     assert f"{digest}  presenter/final.mp4" in checksums
+
+
+def test_a_run_killed_after_an_image_jobs_create_resumes_with_one_create(tmp_path):
+    config = image_batch(tmp_path)
+    with Emulator(EmulatorSettings(latency_s=0.3, queue_s=0.0)) as fresh:
+        killed = lipsync(fresh, "run", str(config), env_extra={"LIPSYNC_TEST_KILL_AT": "after_create"})
+        assert killed.returncode == -9, killed.stderr
+        resumed = lipsync(fresh, "run", str(config), "--json")
+        assert resumed.returncode == 0, resumed.stderr
+        [job] = json.loads(resumed.stdout)["jobs"]
+        assert job["stage"] == "done" and fresh.accepted_creates("aimlapi") == 1
+        assert media_info(tmp_path / "out" / "presenter" / "final.mp4")["Video"]
 
 
 @pytest.mark.parametrize("job,key", [
