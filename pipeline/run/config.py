@@ -160,7 +160,6 @@ class JobSection(_Strict):
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
 
-
     def _portrait_fields(self) -> "JobSection":
         if self.prompt is None or not self.prompt.strip():
             raise ValueError("an image job needs a prompt: what the clip shows")
