@@ -26,11 +26,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
+from ..animate import ClipDone, make_clips, prepare_portrait
 from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, ValidationError, worst_exit_code
 from ..fsutil import sha256_file, sha256_json, write_text_atomic
 from ..killpoints import kill_point
+from ..limits import load_image_limits
+from ..providers.aimlapi import ImageJobRequest
 from ..providers import PROVIDER_NAMES, JobRequest, PollPolicy, Provider, credential_from_env, get_provider, provider_class
 from ..providers.flow import FlowHooks, FlowSettings, ProviderJobFlow, SegmentJob, segment_key
 from ..providers.store import CreateState, SegmentRef
@@ -41,7 +44,7 @@ from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
 from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
 from .rundir import WORK_DIR, claim_run_dir, list_run_dir, stale_temps
 from .progress import Progress, job_context, status_text
-from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
+from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, prepare_job
 
 log = logging.getLogger("lipsync.run")
 
@@ -191,7 +194,7 @@ class BatchRunner:
 
     def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
-        video_sha = _input_sha256(spec.video)
+        video_sha = _input_sha256(spec.video if spec.portrait is None else spec.portrait.image)
         audio_sha = _input_sha256(spec.audio) if spec.audio else None
         key = inputs_key(spec, video_sha, audio_sha)
         row = self.ledger.start_job(spec.id, spec.provider, key)
@@ -202,13 +205,16 @@ class BatchRunner:
         self._remove_stale_temps(spec.id)
         try:
             self._checkpoint()
-            _check_creates(self.config, spec, text_creates(spec))
-            prepared = self._prepare(spec, key)
-            _check_creates(self.config, spec, len(prepared.segments))
-            self._set_stage(spec.id, Stage.QUEUED)
-            results = self._provider_jobs(spec, prepared)
-            self._checkpoint()
-            self._finish(spec, prepared, results, final)
+            if spec.portrait is not None:
+                self._portrait(spec, key, final)
+            else:
+                _check_creates(self.config, spec, text_creates(spec))
+                prepared = self._prepare(spec, key)
+                _check_creates(self.config, spec, len(prepared.segments))
+                self._set_stage(spec.id, Stage.QUEUED)
+                results = self._provider_jobs(spec, prepared)
+                self._checkpoint()
+                self._finish(spec, final, functools.partial(deliver_job, spec, prepared, results))
         except Interrupted:
             self._set_stage(spec.id, Stage.INTERRUPTED)
         except UncertainCreate as err:
@@ -306,16 +312,19 @@ class BatchRunner:
             reply_ref=f"{self.config.name}/{spec.id}/{seg.index}/{key}",
             result_path=self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4",
         )
+        result = self._flow(spec, seg.index).run(job)
+        return SegmentResult(seg, result.record, result.path)
+
+    def _flow(self, spec: JobSpec, segment: int) -> ProviderJobFlow:
         hooks = FlowHooks(
             on_step=lambda step, detail: self._set_stage(spec.id, Stage(step.value), detail),
-            on_created=lambda handle: log.info("%s segment %d: %s job %s created", spec.id, seg.index, spec.provider,
+            on_created=lambda handle: log.info("%s segment %d: %s job %s created", spec.id, segment, spec.provider,
                                                printable(handle.job_id)),
             on_status=lambda status: self.progress.update(spec.id, provider_state=status_text(status)),
             checkpoint=self._checkpoint, sleep=self._sleep,
         )
         settings = replace(self._flow_settings, max_result_bytes=result_cap(spec.limits))
-        result = ProviderJobFlow(self.providers[spec.provider], self.ledger, settings, hooks).run(job)
-        return SegmentResult(seg, result.record, result.path)
+        return ProviderJobFlow(self.providers[spec.provider], self.ledger, settings, hooks)
 
     def _sleep(self, seconds: float) -> None:
         """A wait (backoff, poll interval) that a stop request cuts short."""
@@ -324,18 +333,51 @@ class BatchRunner:
 
     # --- mux, verify, hand off -------------------------------------------------------------------
 
-    def _finish(self, spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], final: Path) -> None:
+    def _finish(self, spec: JobSpec, final: Path, deliver: Callable[..., Path]) -> None:
+        """Deliver a job whose results are all in (`deliver_job`, `deliver_portrait` with their first arguments)."""
         self.progress.update(spec.id, waiting="every result is in; waiting for a free CPU slot to mux")
         with self._cpu.slot(SlotUse.FINISH):
             self._set_stage(spec.id, Stage.MUX)
             kill_point("mux")
-            deliver_job(
-                spec, prepared, results, work=self.run_dir / WORK_DIR / spec.id, job_dir=self.run_dir / spec.id,
-                base_dir=self.config.path.parent, on_stage=lambda stage: self._set_stage(spec.id, stage),
-            )
+            deliver(work=self.run_dir / WORK_DIR / spec.id, job_dir=self.run_dir / spec.id,
+                    base_dir=self.config.path.parent, on_stage=lambda stage: self._set_stage(spec.id, stage))
         self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final),
                                final_sha256=sha256_file(final))
         self.progress.update(spec.id, stage=Stage.DONE, note=str(final))
+
+    # --- a talking portrait: a still image animated, one paid job per clip (pipeline/animate.py) ----
+
+    def _portrait(self, spec: JobSpec, inputs_key: str, final: Path) -> None:
+        assert spec.portrait is not None
+        limits = load_image_limits(spec.provider)
+        work = self.run_dir / WORK_DIR / spec.id / f"portrait-{inputs_key[:16]}"
+        with self._cpu.slot(SlotUse.PREPARE):
+            self._checkpoint()
+            self._set_stage(spec.id, Stage.PREPARE)
+            plan = prepare_portrait(spec.portrait, work, limits, spec.limits.tts_max_chars)
+        kill_point("prepare")
+        _check_creates(self.config, spec, len(plan.script.clips))
+        self._set_stage(spec.id, Stage.QUEUED)
+        self.progress.update(spec.id, segments=len(plan.script.clips), segments_done=0)
+        clips = make_clips(spec.portrait, plan, work, limits, functools.partial(self._portrait_clip, spec, inputs_key))
+        self._checkpoint()
+        self._finish(spec, final, functools.partial(deliver_portrait, spec, plan, clips, limits))
+
+    def _portrait_clip(self, spec: JobSpec, inputs_key: str, index: int, request: ImageJobRequest,
+                       dst: Path) -> ClipDone:
+        """One clip's paid job, in the provider's pool (a chain's clips go one after another: each starts
+        from the last frame of the one before)."""
+        key = segment_key(job=spec.id, provider=spec.provider, segment=index, **request.summary())
+        job = SegmentJob(key=key, ref=SegmentRef(spec.id, inputs_key, index, spec.provider), request=request,
+                         reply_ref=f"{self.config.name}/{spec.id}/{index}/{key}", result_path=dst)
+
+        def run() -> ClipDone:
+            with job_context(spec.id):
+                return ClipDone.from_flow(index, self._flow(spec, index).run(job))
+
+        done = self._pools[spec.provider].submit(run).result()
+        self.progress.segment_done(spec.id)
+        return done
 
 
 def _ledger_job_ids(run_dir: Path) -> set[str]:

@@ -80,6 +80,8 @@ class ConformSection(_Section):
     sync: dict[str, Any] | None = None
     text_chunks: list[str] = Field(default_factory=list)
     segments: list[dict[str, Any]] = Field(default_factory=list)
+    image: dict[str, Any] | None = None     # a talking portrait: the image plan (reasons) and what was written
+    script: dict[str, Any] | None = None    # a talking portrait: the script fit (ChainPlan.to_dict())
 
 
 class AudioSection(_Section):
@@ -100,6 +102,7 @@ class ProviderJob(_Section):
     result_url: str | None = None
     width: int | None = None
     height: int | None = None
+    usage: dict[str, float] | None = None   # the provider's usage figures as it names them (tokens_used, ...)
 
 
 class ToolVersions(_Section):
