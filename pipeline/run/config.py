@@ -10,7 +10,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
@@ -18,6 +18,8 @@ from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_limits
 from ..prepare import read_text_file
 from ..providers import BASE_URL_KEYS
+from ..stages.face import FaceThresholds
+from ..stages.mouth import SyncPolicy
 from ..stages.sync import SyncMode
 from ..voices import resolve_voice
 
@@ -85,6 +87,11 @@ class DefaultsSection(_Strict):
     loudness_lufs: float | None = Field(-16.0, gt=-70, lt=0)
     true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
     limits: dict[str, Any] = Field(default_factory=dict)
+    require_face: bool = False
+    min_face_share: float = Field(FaceThresholds().min_face_share, ge=0, le=1)
+    min_face_size: float = Field(FaceThresholds().min_face_size, gt=0, le=1)
+    sync_check: Literal["warn", "fail"] = "warn"
+    min_sync_confidence: float = Field(SyncPolicy().min_confidence, ge=0)
 
 
 class JobSection(_Strict):
@@ -101,6 +108,11 @@ class JobSection(_Strict):
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
     limits: dict[str, Any] = Field(default_factory=dict)
+    require_face: bool | None = None
+    min_face_share: float | None = Field(None, ge=0, le=1)
+    min_face_size: float | None = Field(None, gt=0, le=1)
+    sync_check: Literal["warn", "fail"] | None = None
+    min_sync_confidence: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _one_voice_source(self) -> "JobSection":
@@ -146,6 +158,9 @@ class JobSpec:
     start: float | None
     end: float | None
     limits: Limits
+    face: FaceThresholds = FaceThresholds()
+    require_face: bool = False
+    sync: SyncPolicy = SyncPolicy()
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
@@ -297,4 +312,18 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         start=spec.start,
         end=spec.end,
         limits=limits,
+        **_checks(spec, defaults),
     )
+
+
+def _checks(spec: JobSection, defaults: DefaultsSection) -> dict[str, Any]:
+    """The face pre-flight and lip-sync check settings: the job's own, else the defaults'."""
+    def pick(name: str):
+        own = getattr(spec, name)
+        return own if own is not None else getattr(defaults, name)
+
+    return {
+        "face": FaceThresholds(min_face_share=pick("min_face_share"), min_face_size=pick("min_face_size")),
+        "require_face": pick("require_face"),
+        "sync": SyncPolicy(check=pick("sync_check"), min_confidence=pick("min_sync_confidence")),
+    }

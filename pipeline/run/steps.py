@@ -48,6 +48,7 @@ class ConformReport(BaseModel):
     loudness: list[dict[str, Any]]
     commands: list[list[str]]
     warnings: list[str]
+    faces: list[dict[str, Any]] = []    # FacePresence.to_dict() per segment: the face pre-flight
 
 
 class PreparedJob(BaseModel):
@@ -78,7 +79,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
     request = PrepareRequest(
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
-        start=spec.start, end=spec.end, loudness=loudness,
+        start=spec.start, end=spec.end, loudness=loudness, face=spec.face, require_face=spec.require_face,
     )
     result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
     segments = [
@@ -97,6 +98,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         loudness=[a.loudness.to_dict() for a in result.audios],
         commands=[list(run.argv) for run in result.runs],
         warnings=list(result.warnings),
+        faces=[f.to_dict() for f in result.faces],
     )
     return PreparedJob(inputs_key=key, segments=segments, report=report)
 
