@@ -30,6 +30,9 @@ COMMANDS = {
     "run": "run",
     "status": "status",
     "init": "init",
+    "verify": "verify",
+    "report": "report",
+    "review": "review",
 }
 
 
