@@ -22,10 +22,12 @@ STAGE_COLOURS = {"done": "green", "failed": "red", "uncertain": "yellow", "inter
 def status(run_dir: Path, as_json: bool) -> None:
     """Show where each job of a run stands (read-only; safe while the run is going)."""
     from ..run.ledger import read_status
+    from ..run.reviews import Reviews
 
     report = read_status(run_dir)
+    reviews = Reviews(run_dir).all()
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "reviews": {job: r.to_dict() for job, r in reviews.items()}})
         return
     now = time.time()
     rows = [job_row(job, now) for job in report.jobs]
@@ -33,6 +35,8 @@ def status(run_dir: Path, as_json: bool) -> None:
         stage = rows[i - 1][2] if i else None
         click.echo(click.style(line, bold=True) if i == 0 else click.style(line, fg=STAGE_COLOURS.get(stage)))
     click.echo(footer(report))
+    for job_id, r in reviews.items():
+        click.echo(f"review: {job_id} {r.decision.value}" + (f": {r.note}" if r.note else ""))
     if report.uncertain:
         click.echo(f"{len(report.uncertain)} uncertain create(s): may exist and be billed; "
                    "check the provider (ids and hashes: --json), then rerun with --resubmit-uncertain", err=True)
