@@ -119,7 +119,7 @@ def collect(run_dir: str | Path) -> list[JobPage]:
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 section.job{border-top:2px solid #ccc;padding-top:1em;margin-top:2em}
-.players{display:flex;gap:1em;flex-wrap:wrap} .players figure{margin:0} video{max-width:560px;max-height:360px;background:#000}
+.players{display:flex;gap:1em;flex-wrap:wrap} .players figure{margin:0} video{width:480px;max-width:100%;background:#000}
 table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left;vertical-align:top}
 .fail{color:#b00;font-weight:bold} .ok{color:#070} .timeline{display:flex;height:1.6em;border:1px solid #999;margin:.5em 0}
 .timeline div{border-right:1px solid #333;overflow:hidden;white-space:nowrap;font-size:.8em;padding:0 .3em;background:#e8f0ff}
