@@ -39,18 +39,23 @@ def write_wav16(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
     return path
 
 
-def audio_following(opening: np.ndarray, fps: float, shift: int, path: Path, *, seed: int = 0) -> Path:
+def audio_following(opening: np.ndarray, fps: float, shift: int, path: Path, *, seed: int = 0,
+                    unrelated: float = 0.0) -> Path:
     """A buzz (140 Hz voice with harmonics and breath noise) whose level in frame j is the opening of frame
-    j - shift, mapped linearly onto DYNAMIC_DB of level (closed mouth: quiet; wide open: loud)."""
+    j - shift, mapped linearly onto DYNAMIC_DB of level (closed mouth: quiet; wide open: loud). `unrelated`
+    (0..1) mixes that much of a random syllable-rate level into it: sound that only partly follows the lips."""
     filled = np.where(np.isnan(opening), np.nanmin(opening), opening)
     level = (filled - filled.min()) / (filled.max() - filled.min())
     frames = len(level)
+    rng = np.random.default_rng(seed)
+    wander = np.convolve(rng.random(frames + 8), np.ones(5) / 5, mode="same")[4:4 + frames]
+    wander = (wander - wander.min()) / (np.ptp(wander) or 1.0)
+    level = (1 - unrelated) * level + unrelated * wander
     source = np.arange(frames) - shift
     shifted = np.where((source >= 0) & (source < frames), level[np.clip(source, 0, frames - 1)], 0.0)
     t = np.arange(int(frames / fps * RATE)) / RATE
     per_sample = shifted[np.minimum((t * fps).astype(int), frames - 1)]
     gain = 10 ** ((per_sample - 1) * DYNAMIC_DB / 20)
-    rng = np.random.default_rng(seed)
     buzz = 0.5 * np.sin(2 * np.pi * 140 * t) + 0.25 * np.sin(2 * np.pi * 280 * t) + 0.1 * rng.standard_normal(len(t))
     return write_wav16(path, 0.6 * gain * buzz)
 
@@ -70,4 +75,12 @@ def placed_small(video: Path, dst: Path, *, face_width: int, canvas: tuple[int, 
         "pad", canvas[0], canvas[1], (canvas[0] - face_width) // 2, (canvas[1] - height) // 3).filter("setsar", 1)
     run_ffmpeg(compile_stream(ffmpeg.output(stream, str(dst), vcodec="libx264", preset="ultrafast",
                                             pix_fmt="yuv420p")), what=f"making {dst.name}")
+    return dst
+
+
+def variant(video: Path, dst: Path, vf: str) -> Path:
+    """`video` through the filter chain `vf` (frame rate, size, a bounce...), H.264, no sound."""
+    argv = compile_stream(ffmpeg.input(str(video)).output(str(dst), vf=vf, vcodec="libx264", preset="ultrafast",
+                                                          pix_fmt="yuv420p", an=None))
+    run_ffmpeg(argv, what=f"making {dst.name}")
     return dst

@@ -253,6 +253,14 @@ def lip_sync_check(score: SyncScore, policy: SyncPolicy, name: str = "lip_sync")
                  detail=detail)
 
 
+def lip_sync_windows(final: MuxResult) -> list[tuple[float, float | None]]:
+    """Each delivered segment's (start s, duration s) in a final built by `mux` (one) or `stitch` (several)."""
+    if isinstance(final.plan, StitchPlan):
+        seconds = final.plan.segment_seconds
+        return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+    return [(0.0, None)]
+
+
 def with_lip_sync(report: VerifyReport, segments: list[tuple[float, float | None]], policy: SyncPolicy,
                   *, audio: Path | None = None) -> VerifyReport:
     """`report` plus a lip-sync score and check per segment of its file, each (start s, duration s | None)."""
