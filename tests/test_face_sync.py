@@ -160,3 +160,32 @@ def test_the_score_is_a_typed_record_with_its_method(measured, face_clip, tmp_pa
     assert doc["method"]["max_lag_frames"] == 15 and "inner-lip" in doc["method"]["opening"]
     assert len(doc["opening"]) == len(doc["envelope"]) == doc["frames"] and doc["segment"] == 2
     assert sync_problems(score, SyncPolicy(max_offset_frames=2)) == ["segment 2: lips and sound +4 frames apart (within ±2 wanted)"]
+
+
+@pytest.mark.slow
+def test_verify_scores_each_segment_of_a_stitched_final_and_fails_only_under_fail(measured, face_clip, tmp_path):
+    import ffmpeg
+
+    from pipeline.ffmpeg import compile_stream, run_ffmpeg
+    from pipeline.stages.verify import verify, with_lip_sync
+
+    opening, fps = measured
+    good = with_sound(face_clip, audio_following(opening, fps, 0, tmp_path / "g.wav"), tmp_path / "good.mp4")
+    dub = with_sound(face_clip, write_wav16(tmp_path / "d.wav", synth_speech(4.0, sample_rate=48000, seed=7)),
+                     tmp_path / "dub.mp4")
+    parts = [ffmpeg.input(str(p)) for p in (good, dub)]
+    joined = ffmpeg.concat(parts[0].video, parts[0].audio, parts[1].video, parts[1].audio, v=1, a=1).node
+    final = tmp_path / "final.mp4"
+    run_ffmpeg(compile_stream(ffmpeg.output(joined[0], joined[1], str(final), vcodec="libx264", preset="ultrafast",
+                                            acodec="aac")), what="stitching")
+    seconds = 120 / fps
+    windows = [(0.0, seconds), (seconds, seconds)]
+    report = verify(final)
+    failing = with_lip_sync(report, windows, SyncPolicy(check="fail"))
+    first, second = failing.lip_sync
+    assert first.status == second.status == "ok"
+    assert abs(first.offset_frames) <= 1 and first.confidence >= 3 > second.confidence
+    assert [c.ok for c in failing.checks if c.name.startswith("lip_sync")] == [True, False]
+    assert not failing.ok
+    warning = with_lip_sync(report, windows, SyncPolicy(check="warn"))
+    assert warning.ok and warning.checks[-1].detail.startswith("warning only: segment 1: lip-sync confidence")
