@@ -3,6 +3,7 @@ test time to follow the mouth measured in it by a known number of frames."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from hypothesis import given, settings, strategies as st
 
 from face_media import audio_following, carphone, placed_small, variant, with_sound, write_wav16
 from media import make_video
+from pipeline.limits import load_limits
+from pipeline.run.config import JobSpec
+from pipeline.run.steps import ConformReport, PreparedJob, face_refusal
 from pipeline.speech import synth_speech
 from pipeline.stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
 from pipeline.stages.mouth import SyncPolicy, SyncScore, measure_sync, mouth_track, score_sync, sync_problems
@@ -189,3 +193,16 @@ def test_verify_scores_each_segment_of_a_stitched_final_and_fails_only_under_fai
     assert not failing.ok
     warning = with_lip_sync(report, windows, SyncPolicy(check="warn"))
     assert warning.ok and warning.checks[-1].detail.startswith("warning only: segment 1: lip-sync confidence")
+
+
+def test_a_cached_prepare_is_judged_again_under_the_present_thresholds():
+    faces = [FacePresence(segment=0, sampled=9, with_face=9, max_faces=1, main_box=None, main_size=0.08,
+                          width=640, height=360).to_dict()]
+    prepared = PreparedJob(inputs_key="k", segments=[], report=ConformReport(
+        videos=[], audios=[], sync=None, text_spans=[], segments=[], loudness=[], commands=[], warnings=[], faces=faces))
+    spec = JobSpec(id="j", provider="fal", video=Path("v.mp4"), audio=None, text="hi", text_file=None, speaker="Auto",
+                   sync_mode=None, loudness_lufs=None, true_peak_dbtp=None, start=None, end=None,
+                   limits=load_limits("fal"))
+    assert face_refusal(spec, prepared) is None
+    assert "8.0% of the frame" in face_refusal(replace(spec, require_face=True), prepared)
+    assert face_refusal(replace(spec, require_face=True, face=FaceThresholds(min_face_size=0.05)), prepared) is None

@@ -103,6 +103,15 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
     return PreparedJob(inputs_key=key, segments=segments, report=report)
 
 
+def face_refusal(spec: JobSpec, prepared: PreparedJob) -> str | None:
+    """The face verdict of a *cached* prepare under the job's present thresholds: the cache key does not hold
+    them (they change no media), so a run that now requires a face must ask again before any create."""
+    from ..stages.face import FacePresence, face_verdict
+
+    faces = [FacePresence.from_dict(f) for f in prepared.report.faces]
+    return face_verdict(faces, spec.face, require_face=spec.require_face).refusal
+
+
 def deliver_job(
     spec: JobSpec,
     prepared: PreparedJob,

@@ -86,6 +86,15 @@ class FacePresence:
     def share(self) -> float:
         return self.with_face / self.sampled if self.sampled else 0.0
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FacePresence":
+        """The inverse of `to_dict` (a cached prepare's figures), up to its rounding."""
+        box = d.get("main_box")
+        return cls(segment=d["segment"], sampled=d["sampled"], with_face=d["with_face"], max_faces=d["max_faces"],
+                   main_box=FaceBox(**box) if box else None, main_size=d.get("main_size"),
+                   width=d["frame"][0], height=d["frame"][1], fps=d.get("fps", PREFLIGHT_FPS),
+                   model=d.get("model", MODEL))
+
     def to_dict(self) -> dict:
         box = self.main_box
         return {
