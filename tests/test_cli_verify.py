@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from face_media import audio_following, carphone, with_sound, write_wav16

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from face_media import carphone, with_sound, write_wav16
+from face_media import carphone, write_wav16
 from media import make_audio, make_video
 from runkit import lipsync, write_config
 from pipeline.speech import synth_speech
@@ -42,7 +42,7 @@ def test_prepare_require_face_passes_a_talking_face(tmp_path):
 
 
 def test_a_run_requiring_a_face_refuses_a_faceless_job_before_any_create(tmp_path):
-    clip = make_video(tmp_path / "pattern.mp4", seconds=2, width=160, height=120)
+    make_video(tmp_path / "pattern.mp4", seconds=2, width=160, height=120)
     make_audio(tmp_path / "voice.wav", seconds=2)
     config = write_config(tmp_path, [{"id": "noface", "video": "pattern.mp4", "audio": "voice.wav",
                                       "require_face": True}])
