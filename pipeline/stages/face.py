@@ -246,13 +246,14 @@ def face_mesh() -> Iterator[object]:
         mesh.close()
 
 
-def landmarks(mesh, frame: np.ndarray) -> np.ndarray | None:
-    """The face's 468 landmarks as (468, 2) pixel coordinates of `frame`, or None."""
+def landmarks(mesh, frame: np.ndarray, ids: tuple[int, ...]) -> dict[int, np.ndarray] | None:
+    """The face's landmarks `ids` (of the mesh's 468) as pixel coordinates of `frame`, or None without a face."""
     result = mesh.process(frame)
     if not result.multi_face_landmarks:
         return None
     h, w = frame.shape[:2]
-    return np.array([(p.x * w, p.y * h) for p in result.multi_face_landmarks[0].landmark])
+    points = result.multi_face_landmarks[0].landmark
+    return {i: np.array((points[i].x * w, points[i].y * h)) for i in ids}
 
 
 def median_box(boxes: list[FaceBox]) -> FaceBox | None:

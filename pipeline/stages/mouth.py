@@ -35,9 +35,8 @@ log = logging.getLogger("lipsync.mouth")
 # MediaPipe face-mesh landmark ids: inner lip pairs (upper, lower) at the left, middle and right of the mouth
 INNER_LIP_PAIRS = ((82, 87), (13, 14), (312, 317))
 FACE_TOP, FACE_CHIN = 10, 152
+MOUTH_IDS = (*(i for pair in INNER_LIP_PAIRS for i in pair), FACE_TOP, FACE_CHIN)
 DETECT_EVERY_S = 1 / 3
-CROP_SIDE = 256
-"""The face crop handed to the landmark model (it works on a 192×192 crop of the face anyway)."""
 CROP_MARGIN = 2.2
 """Crop side over the detected face box's longer side: room for the head to move between detections."""
 ENVELOPE_RATE = 16000
@@ -98,8 +97,8 @@ class SyncPolicy(BaseModel):
 # --- pure parts ------------------------------------------------------------------------------------
 
 
-def mouth_opening(points: np.ndarray) -> float:
-    """Inner-lip gap over face height from one face's (468, 2) landmarks."""
+def mouth_opening(points: dict[int, np.ndarray]) -> float:
+    """Inner-lip gap over face height from one face's landmarks (MOUTH_IDS, in pixels)."""
     gap = np.mean([np.linalg.norm(points[a] - points[b]) for a, b in INNER_LIP_PAIRS])
     height = np.linalg.norm(points[FACE_TOP] - points[FACE_CHIN])
     return float(gap / height) if height > 0 else float("nan")
@@ -172,16 +171,14 @@ def sync_problems(score: SyncScore, policy: SyncPolicy) -> list[str]:
 
 
 def _crop(frame: np.ndarray, box: FaceBox) -> np.ndarray:
-    """A square around `box` (CROP_MARGIN × its longer side), resized to CROP_SIDE."""
-    import cv2  # installed with mediapipe; used for resizing arrays only (frames come from our ffmpeg)
-
+    """A square around `box` (CROP_MARGIN × its longer side), clamped to the frame. Not resized: the landmark
+    model scales its region of interest to 192×192 itself."""
     h, w = frame.shape[:2]
     side = int(min(max(box.w * w, box.h * h) * CROP_MARGIN, w, h))
     cx, cy = (box.x + box.w / 2) * w, (box.y + box.h / 2) * h
     x0 = int(np.clip(cx - side / 2, 0, w - side))
     y0 = int(np.clip(cy - side / 2, 0, h - side))
-    crop = frame[y0:y0 + side, x0:x0 + side]
-    return cv2.resize(crop, (CROP_SIDE, CROP_SIDE), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side])
 
 
 def mouth_track(path: Path, *, fps: float, start: float = 0.0, duration: float | None = None,
@@ -201,7 +198,7 @@ def mouth_track(path: Path, *, fps: float, start: float = 0.0, duration: float |
                 box = detected[-1][0] if detected[-1] else box
             points = None
             if box is not None:
-                points = landmarks(mesh, _crop(frame, box))
+                points = landmarks(mesh, _crop(frame, box), MOUTH_IDS)
             openings.append(mouth_opening(points) if points is not None else float("nan"))
     return np.array(openings), presence_of(segment, detected, size, round(fps / every, 4))
 
