@@ -52,3 +52,5 @@ def test_a_run_requiring_a_face_refuses_a_faceless_job_before_any_create(tmp_pat
     assert job["exit_code"] == 6 and "face required: segment 0" in job["error"]
     with sqlite3.connect(tmp_path / "out" / "ledger.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM creates").fetchone()[0] == 0
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")  # written for a failed run too
+    assert "noface" in report and "face required: segment 0" in report
