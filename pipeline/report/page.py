@@ -4,6 +4,7 @@ from a user or a file (job ids, file names, notes, errors, config text) goes thr
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import subprocess
@@ -12,6 +13,7 @@ from html import escape
 from pathlib import Path
 
 import ffmpeg
+import numpy as np
 
 from ..ffmpeg import compile_stream, media_path
 from ..fsutil import write_text_atomic
@@ -68,6 +70,14 @@ def contact_sheet(video: Path, seconds: float) -> str | None:
     return _image(video, at=0.0, vf=vf, codec="mjpeg")
 
 
+def _windows(manifest: dict) -> list[tuple[float, float | None]]:
+    """Each delivered segment's (start, duration) in the final: from the stitch plan, else the whole file."""
+    seconds = (((manifest.get("audio") or {}).get("mux") or {}).get("plan") or {}).get("segment_seconds")
+    if not seconds:
+        return [(0.0, None)]
+    return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+
+
 def _sync_scores(final: Path, manifest: dict) -> list[dict]:
     """The manifest's lip-sync figures; measured here for a run delivered before they were recorded."""
     recorded = (manifest.get("verification") or {}).get("lip_sync")
@@ -75,18 +85,28 @@ def _sync_scores(final: Path, manifest: dict) -> list[dict]:
         return recorded
     from ..stages.mouth import measure_sync
 
-    return [measure_sync(final).model_dump(mode="json")]
+    return [measure_sync(final, segment=i, start=start, duration=duration).model_dump(mode="json")
+            for i, (start, duration) in enumerate(_windows(manifest))]
+
+
+def _provider_results(work: Path) -> list[Path]:
+    """The latest provider result of each segment (`provider-<segment>-<key>.mp4`), in segment order."""
+    latest: dict[int, Path] = {}
+    for path in sorted(work.glob("provider-*.mp4"), key=lambda p: p.stat().st_mtime) if work.is_dir() else []:
+        segment = path.name.split("-")[1]
+        if segment.isdigit():
+            latest[int(segment)] = path
+    return [latest[i] for i in sorted(latest)]
 
 
 def _waveform(run_dir: Path, job_dir: Path, manifest: dict) -> str | None:
     mux = (manifest.get("audio") or {}).get("mux") or {}
     master = job_dir / mux["audio_file"] if mux.get("audio_file") else None
-    provider = run_dir / ".work" / job_dir.name
-    results = sorted(provider.glob("provider-*.mp4")) if provider.is_dir() else []
+    results = _provider_results(run_dir / ".work" / job_dir.name)
     if master is None or not master.is_file() or not results:
         return None
-    return plots.waveform_svg(decode_pcm(master, sample_rate=PLOT_RATE), decode_pcm(results[0], sample_rate=PLOT_RATE),
-                              PLOT_RATE, mux.get("offset_s"))
+    provider = np.concatenate([decode_pcm(r, sample_rate=PLOT_RATE) for r in results])
+    return plots.waveform_svg(decode_pcm(master, sample_rate=PLOT_RATE), provider, PLOT_RATE, mux.get("offset_s"))
 
 
 def _job_page(run_dir: Path, view: JobView) -> JobPage:
