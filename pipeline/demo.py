@@ -33,6 +33,9 @@ def main() -> int:
         return err.exit_code
     per_job = not progress.lists_jobs_above_stdout()
     print("\n".join(summary_lines(summary, per_job=per_job, config="configs/demo.toml --rehearse")))
+    from .report import write_report
+
+    print(f"report: {write_report(config.output)}")
     return summary.exit_code
 
 

@@ -32,6 +32,7 @@ from .stages.conform_audio import (
 )
 from .stages.audio_tracks import choose_audio_track
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, plan_video
+from .stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
 from .stages.probe import MediaProbe, probe_audio, probe_video
 from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
 from .stages.text import chunk_text, spoken
@@ -58,6 +59,8 @@ class PrepareRequest:
     loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
     sample_rate: int = 48000
     audio_track: int | None = None      # the voice's track number (from 1) in --audio, else the video's sound
+    face: FaceThresholds | None = field(default_factory=FaceThresholds)  # None: no face pre-flight
+    require_face: bool = False          # a segment missing a face threshold is refused (before any create)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class PrepareResult:
     audios: list[AudioResult]           # one per segment (empty for TTS)
     warnings: list[str]
     checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (channel levels, the early voice check)
+    faces: list[FacePresence] = field(default_factory=list)  # the face pre-flight, one per segment
 
     @property
     def runs(self) -> list[FfmpegRun]:
@@ -103,6 +107,7 @@ class PrepareResult:
             "audios": [a.to_dict() for a in self.audios],
             "checks": [run.argv for run in self.checks],
             "warnings": self.warnings,
+            "faces": [f.to_dict() for f in self.faces],
         }
 
 
@@ -233,6 +238,17 @@ def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgre
     return PrepareResult(segments, limits, None, spans, videos, [], warnings)
 
 
+def _face_preflight(request: PrepareRequest, result: PrepareResult) -> PrepareResult:
+    """Look for a face in every conformed segment: warnings, or (require_face) a refusal before any create."""
+    if request.face is None:
+        return result
+    faces = [face_presence(s.video, s.index) for s in result.segments]
+    verdict = face_verdict(faces, request.face, require_face=request.require_face)
+    if verdict.refusal is not None:
+        raise ValidationError(f"{request.video}: {verdict.refusal}")
+    return replace(result, faces=faces, warnings=[*result.warnings, *verdict.warnings])
+
+
 def read_text_file(path: str | os.PathLike) -> str:
     """A script file as text (UTF-8, with or without a BOM)."""
     try:
@@ -279,6 +295,7 @@ def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepP
             result = _prepare_with_text(request, speaker, vp, limits, outputs, progress)
         else:
             result = _prepare_with_audio(request, vp, limits, outputs, progress)
+        result = _face_preflight(request, result)
     except BaseException:
         outputs.remove_all()
         raise

@@ -34,6 +34,9 @@ COMMANDS = {
     "run": "run",
     "status": "status",
     "init": "init",
+    "verify": "verify",
+    "report": "report",
+    "review": "review",
 }
 
 

@@ -41,11 +41,22 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     except KeyboardInterrupt:
         click.echo(f"interrupted: run `lipsync run {config_path}` again to resume; nothing is paid twice", err=True)
         sys.exit(130)
+    _write_report(config.output)
     if as_json:
         emit_json(summary.to_dict())
     else:
         _print_summary(summary, per_job=not progress.lists_jobs_above_stdout(), config=str(config_path))
     sys.exit(summary.exit_code)
+
+
+def _write_report(run_dir: Path) -> None:
+    """report.html at the end of every run; a report that cannot be written costs only the report."""
+    from ..report import write_report
+
+    try:
+        click.echo(f"report: {write_report(run_dir)}", err=True)
+    except Exception as err:  # noqa: BLE001 - the run's outcome stands whatever the report does
+        click.echo(f"warning: report.html not written: {type(err).__name__}: {err}", err=True)
 
 
 def _print_summary(summary, *, per_job: bool, config: str) -> None:

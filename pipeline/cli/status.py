@@ -26,10 +26,12 @@ def status(run_dir: Path, as_json: bool) -> None:
     """Show where each job of a run stands (read-only; safe while the run is going)."""
     from ..run.ledger import read_status
     from ..run.progress import uncertain_line
+    from ..run.reviews import Reviews
 
     report = read_status(run_dir)
+    reviews = Reviews(run_dir).all()
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "reviews": {job: r.to_dict() for job, r in reviews.items()}})
         return
     now = time.time()
     rows = [job_row(job, now) for job in report.jobs]
@@ -37,6 +39,8 @@ def status(run_dir: Path, as_json: bool) -> None:
         stage = rows[i - 1][2] if i else None
         click.echo(click.style(line, bold=True) if i == 0 else click.style(line, fg=STAGE_COLOURS.get(stage)))
     click.echo(footer(report))
+    for job_id, r in reviews.items():
+        click.echo(f"review: {job_id} {r.decision.value}" + (f": {r.note}" if r.note else ""))
     for create in report.uncertain:
         click.echo(uncertain_line(create.job_id, create.provider, create.segment, create.reconcile), err=True)
 

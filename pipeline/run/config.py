@@ -11,7 +11,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
@@ -20,6 +20,8 @@ from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
 from ..providers import BASE_URL_KEYS
 from ..providers.download import TransferLimits
+from ..stages.face import FaceThresholds
+from ..stages.mouth import SyncPolicy
 from ..stages.sync import SyncMode, max_job_seconds
 from ..stages.text import chunk_text
 from ..voices import resolve_voice
@@ -116,6 +118,11 @@ class DefaultsSection(_Strict):
     true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
     audio_track: int | None = Field(None, ge=1)
     limits: dict[str, Any] = Field(default_factory=dict)
+    require_face: bool = False
+    min_face_share: float = Field(FaceThresholds().min_face_share, ge=0, le=1)
+    min_face_size: float = Field(FaceThresholds().min_face_size, gt=0, le=1)
+    sync_check: Literal["warn", "fail"] = "warn"
+    min_sync_confidence: float = Field(SyncPolicy().min_confidence, ge=0)
 
 
 class JobSection(_Strict):
@@ -141,6 +148,11 @@ class JobSection(_Strict):
     end: float | None = Field(None, gt=0)
     audio_track: int | None = Field(None, ge=1)   # the voice's track in `audio` (from 1); default: flag, speech
     limits: dict[str, Any] = Field(default_factory=dict)
+    require_face: bool | None = None
+    min_face_share: float | None = Field(None, ge=0, le=1)
+    min_face_size: float | None = Field(None, gt=0, le=1)
+    sync_check: Literal["warn", "fail"] | None = None
+    min_sync_confidence: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _one_voice_source(self) -> "JobSection":
@@ -209,6 +221,9 @@ class JobSpec:
     limits: Limits
     audio_track: int | None = None
     portrait: PortraitSpec | None = None
+    face: FaceThresholds = FaceThresholds()
+    require_face: bool = False
+    sync: SyncPolicy = SyncPolicy()
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
@@ -425,4 +440,18 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         limits=limits,
         audio_track=spec.audio_track if spec.audio_track is not None else defaults.audio_track,
         portrait=portrait,
+        **_checks(spec, defaults),
     )
+
+
+def _checks(spec: JobSection, defaults: DefaultsSection) -> dict[str, Any]:
+    """The face pre-flight and lip-sync check settings: the job's own, else the defaults'."""
+    def pick(name: str):
+        own = getattr(spec, name)
+        return own if own is not None else getattr(defaults, name)
+
+    return {
+        "face": FaceThresholds(min_face_share=pick("min_face_share"), min_face_size=pick("min_face_size")),
+        "require_face": pick("require_face"),
+        "sync": SyncPolicy(check=pick("sync_check"), min_confidence=pick("min_sync_confidence")),
+    }

@@ -44,7 +44,8 @@ from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
 from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
 from .rundir import WORK_DIR, claim_run_dir, list_run_dir, stale_temps
 from .progress import Progress, job_context, status_text
-from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, prepare_job
+from .steps import (PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, face_refusal,
+                    prepare_job)
 
 log = logging.getLogger("lipsync.run")
 
@@ -211,6 +212,9 @@ class BatchRunner:
                 _check_creates(self.config, spec, text_creates(spec))
                 prepared = self._prepare(spec, key)
                 _check_creates(self.config, spec, len(prepared.segments))
+                refusal = face_refusal(spec, prepared)  # a cached prepare predates today's face settings
+                if refusal is not None:
+                    raise ValidationError(f"{spec.id}: {refusal}")
                 self._set_stage(spec.id, Stage.QUEUED)
                 results = self._provider_jobs(spec, prepared)
                 self._checkpoint()

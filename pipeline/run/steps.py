@@ -52,6 +52,7 @@ class ConformReport(BaseModel):
     loudness: list[dict[str, Any]]
     commands: list[list[str]]
     warnings: list[str]
+    faces: list[dict[str, Any]] = []    # FacePresence.to_dict() per segment: the face pre-flight
 
 
 class PreparedJob(BaseModel):
@@ -83,6 +84,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
         start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.audio else None,
+        face=spec.face, require_face=spec.require_face,
     )
     result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
     segments = [
@@ -101,8 +103,18 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         loudness=[a.loudness.to_dict() for a in result.audios],
         commands=[list(run.argv) for run in result.runs],
         warnings=list(result.warnings),
+        faces=[f.to_dict() for f in result.faces],
     )
     return PreparedJob(inputs_key=key, segments=segments, report=report)
+
+
+def face_refusal(spec: JobSpec, prepared: PreparedJob) -> str | None:
+    """The face verdict of a *cached* prepare under the job's present thresholds: the cache key does not hold
+    them (they change no media), so a run that now requires a face must ask again before any create."""
+    from ..stages.face import FacePresence, face_verdict
+
+    faces = [FacePresence.from_dict(f) for f in prepared.report.faces]
+    return face_verdict(faces, spec.face, require_face=spec.require_face).refusal
 
 
 def deliver_job(
@@ -118,7 +130,7 @@ def deliver_job(
     """Mux each provider result with its master audio, stitch segments, verify, and write the handoff folder."""
     from ..stages.handoff import FINAL_NAME, write_handoff
     from ..stages.mux import mux, stitch
-    from ..stages.verify import expectations_for, verify
+    from ..stages.verify import expectations_for, lip_sync_windows, verify, with_lip_sync
 
     if len(results) == 1:
         only = results[0]
@@ -131,7 +143,7 @@ def deliver_job(
                        segment_audio=masters if all(masters) else None)
     on_stage(Stage.VERIFY)
     expect = expectations_for(final, [r.path for r in results], [_voice_seconds(r.segment) for r in results])
-    report = verify(final.path, expect)
+    report = with_lip_sync(verify(final.path, expect), lip_sync_windows(final), spec.sync)
     report.raise_if_failed()
     on_stage(Stage.HANDOFF)
     manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)

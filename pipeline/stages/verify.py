@@ -24,6 +24,7 @@ from ..errors import LipsyncError, VerificationError
 from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
 from .avsync import OffsetMeasurement, decode_pcm, measure_offset
 from .conform_audio import SILENCE_BELOW_LU
+from .mouth import SyncPolicy, SyncScore, measure_sync, sync_problems
 from .mux import DEFAULT_FPS, MuxResult, StitchPlan, video_timing
 from .probe import MediaProbe, probe
 
@@ -126,6 +127,7 @@ class VerifyReport(BaseModel):
     figures: VerifyFigures
     segments: list[SegmentVerification] = []
     commands: list[list[str]] = []
+    lip_sync: list[SyncScore] = []      # per delivered segment (`with_lip_sync`)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -399,3 +401,41 @@ def verify_portrait(final: str | Path, expect: PortraitExpectations) -> VerifyRe
     checks.append(decode)
     portrait, fig, commands = _portrait_checks(final, fig, expect)
     return _report(final, checks + portrait, fig, ([run.argv] if run else []) + commands)
+
+
+# --- lips against the sound (stages/mouth.py), per delivered segment -------------------------------------
+
+
+def lip_sync_check(score: SyncScore, policy: SyncPolicy, name: str = "lip_sync") -> Check:
+    """A segment's lip-sync figures as a check: out of bounds fails it with `check = "fail"`, else only says so."""
+    problems = sync_problems(score, policy)
+    measured = score.status if score.status != "ok" else f"{score.offset_frames:+d} frames, {score.confidence:.1f} sd"
+    allowed = f"±{policy.max_offset_frames} frames, ≥ {policy.min_confidence:g} sd"
+    detail = "; ".join(problems) if problems else f"r={score.correlation:.2f} at {score.offset_frames:+d} frames"
+    if problems and policy.check == "warn":
+        detail = f"warning only: {detail}"
+    return Check(name=name, ok=not problems or policy.check == "warn", measured=measured, allowed=allowed,
+                 detail=detail)
+
+
+def lip_sync_windows(final: MuxResult) -> list[tuple[float, float | None]]:
+    """Each delivered segment's (start s, duration s) in a final built by `mux` (one) or `stitch` (several)."""
+    if isinstance(final.plan, StitchPlan):
+        seconds = final.plan.segment_seconds
+        return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+    return [(0.0, None)]
+
+
+def with_lip_sync(report: VerifyReport, segments: list[tuple[float, float | None]], policy: SyncPolicy,
+                  *, audio: Path | None = None) -> VerifyReport:
+    """`report` plus a lip-sync score and check per segment of its file, each (start s, duration s | None)."""
+    if report.figures.video_codec is None or (report.figures.audio_codec is None and audio is None):
+        return report
+    scores = [measure_sync(report.path, segment=i, start=start, duration=duration, audio=audio)
+              for i, (start, duration) in enumerate(segments)]
+    names = ["lip_sync"] if len(scores) == 1 else [f"lip_sync_{i}" for i in range(len(scores))]
+    checks = [lip_sync_check(score, policy, name) for score, name in zip(scores, names)]
+    for check in checks:
+        if check.detail.startswith("warning only"):
+            log.warning("%s: %s", Path(report.path).name, check.detail)
+    return report.model_copy(update={"checks": [*report.checks, *checks], "lip_sync": scores})

@@ -1,0 +1,78 @@
+"""Review decisions in the run's ledger, the --only-rejected selection, and which paths the review server
+may serve. Pure parts under hypothesis; the ledger and manifest as real files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from runkit import checksums_hold
+from pipeline.errors import ValidationError
+from pipeline.report.server import run_file
+from pipeline.run.ledger import Ledger
+from pipeline.run.reviews import Decision, Review, Reviews, rejected_jobs
+from pipeline.stages.handoff import write_checksums
+
+IDS = st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), unique=True, max_size=8)
+
+
+@given(ids=IDS, data=st.data())
+def test_rejected_jobs_are_exactly_the_rejected_ones_in_config_order(ids, data):
+    decisions = {j: data.draw(st.sampled_from([None, *Decision])) for j in ids}
+    reviews = {j: Review(j, d, "n", 0.0) for j, d in decisions.items() if d is not None}
+    assert rejected_jobs(reviews, tuple(ids)) == tuple(j for j in ids if decisions[j] is Decision.REJECTED)
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    with Ledger.in_dir(tmp_path):
+        pass
+    job = tmp_path / "talk"
+    job.mkdir()
+    (job / "final.mp4").write_bytes(b"video")
+    (job / "manifest.json").write_text(json.dumps({"job_id": "talk"}), encoding="utf-8")
+    write_checksums(tmp_path)
+    return tmp_path
+
+
+def test_a_decision_lands_in_the_ledger_and_the_manifest_and_the_checksums_follow(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    Reviews(run_dir).decide("talk", Decision.REJECTED, "  mouth lags <b>badly</b>  ")
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        assert db.execute("SELECT decision, note FROM reviews").fetchall() == [("rejected", "mouth lags <b>badly</b>")]
+    manifest = json.loads((run_dir / "talk" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["review"]["decision"] == "rejected" and manifest["job_id"] == "talk"
+    assert "talk/manifest.json" in checksums_hold(run_dir)
+    Reviews(run_dir).decide("talk", Decision.APPROVED)
+    assert Reviews(run_dir).all()["talk"].decision is Decision.APPROVED  # the latest decision stands
+
+
+def test_a_rejection_needs_a_note_and_a_folder_without_a_ledger_is_refused(tmp_path):
+    run_dir = _run_dir(tmp_path / "run")
+    with pytest.raises(ValidationError, match="note is required"):
+        Reviews(run_dir).decide("talk", Decision.REJECTED, "   ")
+    assert Reviews(run_dir).all() == {}
+    with pytest.raises(ValidationError, match="no ledger.sqlite"):
+        Reviews(tmp_path / "elsewhere")
+
+
+@given(st.lists(st.sampled_from(["..", ".", "", "talk", "final.mp4", "/", "\\", "%2e", "c:", "~"]), max_size=6))
+def test_run_file_never_leaves_the_run_directory(tmp_path_factory, parts):
+    root = tmp_path_factory.getbasetemp() / "serve-root"
+    (root / "talk").mkdir(parents=True, exist_ok=True)
+    (root / "talk" / "final.mp4").write_bytes(b"x")
+    found = run_file(root, "/".join(parts))
+    assert found is None or (found.is_relative_to(root.resolve()) and found.is_file())
+
+
+def test_run_file_refuses_a_symlink_out_of_the_run(tmp_path):
+    (tmp_path / "outside.txt").write_text("secret", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (run_dir / "inside.txt").write_text("ok", encoding="utf-8")
+    assert run_file(run_dir, "link.txt") is None
+    assert run_file(run_dir, "inside.txt") == (run_dir / "inside.txt").resolve()
