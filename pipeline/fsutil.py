@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import re
 import tempfile
 from pathlib import Path
@@ -78,6 +79,28 @@ def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
         except BlockingIOError:
             raise LipsyncError(busy) from None
         yield
+
+
+def read_regular_file(path: str | os.PathLike, cap: int, what: str, error: type[Exception] = ValueError) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `cap` bytes; else a one-line `error(message)`.
+    Opened without blocking and checked on the open file: a FIFO would wait for a writer for ever,
+    /dev/zero never ends. FileNotFoundError is left to the caller (it knows the better advice)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: the {what} is not a regular file (a pipe, a device or a folder)")
+        if info.st_size > cap:
+            raise error(f"{path}: the {what} is {info.st_size} bytes, over the {cap}-byte limit")
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise error(f"{path}: the {what} grew over the {cap}-byte limit while being read")
+    return data
 
 
 def sha256_json(data: Any) -> str:

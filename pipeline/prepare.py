@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import InputError, ValidationError
+from .fsutil import read_regular_file
 from .ffmpeg import FfmpegRun
 from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
@@ -249,16 +250,17 @@ def _face_preflight(request: PrepareRequest, result: PrepareResult) -> PrepareRe
     return replace(result, faces=faces, warnings=[*result.warnings, *verdict.warnings])
 
 
+MAX_SCRIPT_BYTES = 1_000_000  # 20 creates of 200 characters are 4 KB; a 1 MB script is already a mistake
+
+
 def read_text_file(path: str | os.PathLike) -> str:
     """A script file as text (UTF-8, with or without a BOM)."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = read_regular_file(path, MAX_SCRIPT_BYTES, "script", ValidationError).decode("utf-8-sig")
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except UnicodeDecodeError:
         raise InputError(path, "not UTF-8 text") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})") from None
     if not text.strip():
         raise InputError(path, "the script is empty")
     return text

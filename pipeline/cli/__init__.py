@@ -11,6 +11,7 @@ import functools
 import importlib
 import json
 import logging
+import signal
 import sys
 from typing import Any, Callable
 
@@ -125,5 +126,7 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
 def main(verbose: bool) -> None:
     """Conform footage, lip-sync it through a PixVerse-model provider, and hand off the result."""
+    # `kill` stops any command as cleanly as Ctrl-C: work in flight is recorded, half-written files removed
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     record_environment()
     setup_logging(verbose)

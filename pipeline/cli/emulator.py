@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import signal
 
 import click
 
@@ -26,8 +25,6 @@ def emulator(port: int, host: str, latency: float, queue_s: float) -> None:
     keys = {name: f"test-{name}-key" for name in PROVIDER_NAMES}
     emu = Emulator(EmulatorSettings(latency_s=latency, queue_s=queue_s, port=port, host=host, api_keys=keys))
     emu.start()
-    # a background job (`lipsync emulator &`) ignores SIGINT: stop as cleanly on kill's SIGTERM
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         click.echo(f"emulator listening on {emu.root} (Ctrl-C to stop)", err=True)
         for name, url in emu.base_urls.items():

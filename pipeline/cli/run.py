@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -30,7 +29,6 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     from ..run.progress import make_progress
     from ..run.runner import RunOptions, run_batch
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
     config = load_config(config_path)
     only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
     options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,

@@ -7,7 +7,6 @@ Paths in the file are relative to the file itself, so a config can travel with i
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..animate import PortraitSpec, check_portrait
 from ..errors import ConfigError, LipsyncError
+from ..fsutil import read_regular_file
 from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
+from ..prepare import MAX_SCRIPT_BYTES
 from ..providers import BASE_URL_KEYS
 from ..providers.download import TransferLimits
 from ..stages.face import FaceThresholds
@@ -29,7 +30,6 @@ from .rundir import reserved_name_reason
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_CONFIG_BYTES = 1_000_000        # a config is a few KB; a bigger "config" is a wrong path
-MAX_SCRIPT_BYTES = 1_000_000        # 20 creates of 200 characters are 4 KB; a 1 MB script is already a mistake
 DEFAULT_MAX_CREATES_PER_JOB = 20
 
 
@@ -286,7 +286,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read, validate and resolve a config file. Raises ConfigError naming the file and key."""
     path = Path(os.path.abspath(path))
     try:
-        raw = tomllib.loads(read_regular_file(path, MAX_CONFIG_BYTES, "config file").decode("utf-8"))
+        raw = tomllib.loads(read_regular_file(path, MAX_CONFIG_BYTES, "config file", ConfigError).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file; create one with `lipsync init {path.name}`") from None
     except UnicodeDecodeError as exc:
@@ -298,28 +298,6 @@ def load_config(path: str | Path) -> RunConfig:
     except PydanticValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
     return _resolve(path, parsed)
-
-
-def read_regular_file(path: Path, cap: int, what: str) -> bytes:
-    """The bytes of `path` if it is a regular file of at most `cap` bytes; else a one-line ConfigError.
-    Opened without blocking and checked on the open file: a FIFO would wait for a writer for ever,
-    /dev/zero never ends. FileNotFoundError is left to the caller (it knows the better advice)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: the {what} is not a regular file (a pipe, a device or a folder)")
-        if info.st_size > cap:
-            raise ConfigError(f"{path}: the {what} is {info.st_size} bytes, over the {cap}-byte limit")
-        data = handle.read(cap + 1)
-    if len(data) > cap:
-        raise ConfigError(f"{path}: the {what} grew over the {cap}-byte limit while being read")
-    return data
 
 
 def check_creates_per_job(config: RunConfig, job_id: str, creates: int) -> int:
@@ -399,7 +377,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
     text_file = existing("text_file", spec.text_file) if spec.text_file else None
     if text_file is not None:
         try:
-            text = read_regular_file(text_file, MAX_SCRIPT_BYTES, "script (text_file)").decode("utf-8-sig")
+            text = read_regular_file(text_file, MAX_SCRIPT_BYTES, "script (text_file)", ConfigError).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: {key}.text_file: not UTF-8 text; save it as UTF-8") from None
     if text is not None and not text.strip():
