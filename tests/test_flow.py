@@ -151,3 +151,39 @@ def test_a_downloaded_result_is_reused_without_asking_the_provider(setup):
     again = Scripted([], [RUNNING])
     result = ProviderJobFlow(again, store).run(job)
     assert result.started_with.action == "download" and again.sent == 0
+
+
+class Listing(Scripted):
+    """A provider that lists its jobs by reference (useapi's replyRef in GET /videos)."""
+
+    can_reconcile = True
+
+    def __init__(self, creates, polls, listed):
+        super().__init__(creates, polls)
+        self.listed = listed
+
+    def find_created(self, reply_ref):
+        if isinstance(self.listed, Exception):
+            raise self.listed
+        return self.listed
+
+
+def test_a_lost_create_the_provider_lists_is_adopted_and_one_it_does_not_list_is_created(setup):
+    store, job = setup
+    with pytest.raises(UncertainCreate):
+        ProviderJobFlow(Listing([Lost("dropped")], [DONE], None), store).run(job)
+    found = Listing([], [DONE], (JobHandle("pixverse", "41", {}, 1.0), '{"video_id": "41"}'))
+    result = ProviderJobFlow(found, store).run(job)
+    assert found.sent == 0 and result.record.provider_job_id == "41" and result.started_with.action == "reconcile"
+
+    store.record_uncertain("key-2", store.record_intent("key-2", job.ref), error="killed", reconcile={})
+    other = SegmentJob("key-2", job.ref, job.request, "ref-2", job.result_path.with_name("r2.mp4"))
+    unlisted = Listing([Accepted({"id": 42}, '{"id": 42}')], [DONE], None)
+    assert ProviderJobFlow(unlisted, store).run(other).record.provider_job_id == "42" and unlisted.sent == 1
+
+    store.record_uncertain("key-3", store.record_intent("key-3", job.ref), error="killed", reconcile={})
+    third = SegmentJob("key-3", job.ref, job.request, "ref-3", job.result_path.with_name("r3.mp4"))
+    down = Listing([Accepted({"id": 43}, '{"id": 43}')], [DONE], ProviderError("list unavailable"))
+    with pytest.raises(UncertainCreate):  # a lookup that fails decides nothing
+        ProviderJobFlow(down, store).run(third)
+    assert down.sent == 0

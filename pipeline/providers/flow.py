@@ -181,10 +181,7 @@ class ProviderJobFlow:
         action = decision.action
         if action is Action.RECONCILE:
             assert record is not None
-            found = self._reconcile(job, key, record)
-            record = found or record
-            action = Action.POLL if found else (Action.CREATE if self.settings.resubmit_uncertain
-                                                else Action.UNCERTAIN)
+            record, action = self._reconcile(job, key, record)
         if action is Action.UNCERTAIN:
             assert record is not None
             raise self._uncertain(job, key, record)
@@ -293,24 +290,28 @@ class ProviderJobFlow:
         return UncertainCreate(f"{job.ref.job_id} segment {job.ref.segment}: {UNCERTAIN_ADVICE}",
                                provider=job.ref.provider, reconcile=reconcile)
 
-    def _reconcile(self, job: SegmentJob, key: str, record: CreateRecord) -> CreateRecord | None:
-        """Find a create whose answer was lost at the provider, by the reference it was sent with."""
+    def _reconcile(self, job: SegmentJob, key: str, record: CreateRecord) -> tuple[CreateRecord, Action]:
+        """Look a create whose answer was lost up at the provider, by the reference it was sent with: found,
+        it becomes the job (poll it); listed nowhere, it never became a job (the provider lists a job the
+        moment it accepts it), so the key goes back to "not created"; a lookup that fails decides nothing."""
         try:
             found = self.provider.find_created(job.reply_ref)
         except LipsyncError as err:
             log.warning("%s segment %d: could not look the lost create up (%s)", job.ref.job_id, job.ref.segment,
                         err.render())
-            return None
+            return record, Action.CREATE if self.settings.resubmit_uncertain else Action.UNCERTAIN
         if found is None:
-            log.warning("%s segment %d: %s has no job with reference %s", job.ref.job_id, job.ref.segment,
-                        self.provider.name, job.reply_ref)
-            return None
+            log.warning("%s segment %d: %s has no job with reference %s: it was never created; creating it",
+                        job.ref.job_id, job.ref.segment, self.provider.name, job.reply_ref)
+            self.store.record_refused(key, record.attempt, error=f"{self.provider.name} lists no job with "
+                                                                 f"reference {job.reply_ref}: never created")
+            return self._latest(key), Action.CREATE
         handle, raw = found
         self.store.adopt(key, record.attempt, handle=handle.to_dict(), provider_job_id=handle.job_id, raw_reply=raw)
         log.info("%s segment %d: found the lost create at %s: job %s", job.ref.job_id, job.ref.segment,
                  self.provider.name, handle.job_id)
         self.hooks.on_created(handle)
-        return self.store.latest_create(key)
+        return self._latest(key), Action.POLL
 
     # --- wait and download -----------------------------------------------------------------------
 
