@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 class Faults:
     """What goes wrong for one provider. Mutable while the emulator runs; read on the next request.
 
-    Counters (`rate_limit_creates`, `server_errors`, `drop_after_create`, `truncate_downloads`) count down
-    as they fire. Flags are captured into a job when it is created, so changing them later does not
+    Counters (`rate_limit_creates`, `server_errors`, `drop_after_create`, `error_after_create`, `stall_jobs`,
+    `truncate_downloads`) count down as they fire. Flags are captured into a job when it is created, so changing them later does not
     change a job already running.
     """
 
@@ -19,6 +19,9 @@ class Faults:
     server_errors: int = 0          # next N requests of any kind answer 5xx
     slow_reply_s: float = 0.0       # every reply delayed
     drop_after_create: int = 0      # next N accepted creates: job created and counted, connection then dropped
+    error_after_create: int = 0     # next N accepted creates: job created and counted, then a gateway's 502
+    stall_jobs: int = 0             # next N accepted jobs stay running `stall_s` longer (stuck for a while)
+    stall_s: float = 5.0
     truncate_downloads: int = 0     # next N result downloads stop short of Content-Length
     moderate: bool = False          # jobs end moderated
     fail_generation: bool = False   # jobs end failed
