@@ -188,10 +188,10 @@ def choose_kill(view: RunView, hits: Counter, rng: random.Random) -> Kill | None
     if not room:
         return None
     if rng.random() < RANDOM_SHARE:
-        return Kill(None, after_s=rng.uniform(0.3, 4.0))
+        return Kill(None, after_s=rng.uniform(0.5, 5.0))
     fewest = min(hits[moment] for moment in room)
     moment = rng.choice(sorted(m for m in room if hits[m] == fewest))
-    return Kill(moment, nth=rng.randint(1, min(room[moment], 3)))
+    return Kill(moment, nth=rng.randint(1, min(room[moment], 2)))
 
 
 # ---- what the emulator holds --------------------------------------------------------------------------
@@ -341,15 +341,18 @@ def lipsync_run(config: Path, emu: Emulator, kill: Kill | None, *args: str) -> R
     env = {k: v for k, v in os.environ.items() if k != "LIPSYNC_TEST_KILL_AT"}
     env.update(emu.env(), LIPSYNC_POLL_INTERVAL="0.1", PYTHONPATH=str(REPO), **(kill.env() if kill else {}))
     cmd = [sys.executable, "-m", "bench._lipsync", "run", str(config), "--json", *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall_clock = kill is not None and kill.point is None
-    try:
-        out, err = proc.communicate(timeout=kill.after_s if wall_clock else PROCESS_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        if not wall_clock:
-            raise Hang(f"`lipsync run` still running after {PROCESS_TIMEOUT_S:g} s: {err[-2000:]}") from None
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=kill.after_s if wall_clock else PROCESS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            if not wall_clock:
+                raise Hang(f"`lipsync run` still running after {PROCESS_TIMEOUT_S:g} s: {err[-2000:]}") from None
+        finally:
+            if proc.poll() is None:   # the harness itself was stopped: take the child along
+                proc.kill()
     return Ran(proc.returncode == -9, proc.returncode, out, err)
 
 
@@ -490,6 +493,7 @@ def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settin
             ran = lipsync_run(config, emu, kill)
             if not ran.killed:
                 last = ran
+                kills.append(f"{kill} missed: the run ended first (exit {ran.returncode})")
                 break
             tally.kills += 1
             kills.append(str(kill))
@@ -498,10 +502,10 @@ def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settin
             else:
                 landed = view_of(read_rows(out), read_stages(out), ref.needed).stages
                 tally.random_landed.update(set(landed) - {"uncertain", "failed"})
+        say(f"round {number}: kills {', '.join(kills) or 'none'}; faults {armed}")
         last = last or lipsync_run(config, emu, None)
         _complete(number, out, emu, ref, settings, tally, last, providers, say)
         tally.refusals += sum(1 for row in read_rows(out) if row.state == "refused")
-    say(f"round {number}: {len(kills)} kills ({', '.join(kills) or 'none'}); faults {armed}")
 
 
 def _complete(number: int, out: Path, emu: Emulator, ref: Reference, settings: ChaosSettings, tally: Tally,
