@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from bench._media import tiny_clip
 from pipeline.emulator import Emulator, EmulatorSettings
@@ -113,9 +114,11 @@ class CreateRow:
 class RunView:
     """Where a run directory stands, as the ledger says, for aiming the next kill."""
 
-    to_create: int                  # needed segments without a live create (none yet, or the last one refused)
-    in_flight: int                  # created, result not on disk yet
-    to_finish: int                  # jobs not done whose segments are all still coming
+    to_create: int                  # segments without a live create (none yet, or the last one refused)
+    to_poll: int                    # segments created, not reported done yet
+    to_fetch: int                   # segments reported done, result not on disk yet
+    to_finish: int                  # jobs not done
+    # (segments and jobs held up by an uncertain or failed create are left out: no run goes on with them)
     stages: tuple[str, ...] = ()    # the stages of the jobs not finished
 
 
@@ -145,17 +148,16 @@ def read_stages(run_dir: Path) -> dict[str, str]:
     return stages
 
 
-def view_of(rows: list[CreateRow], stages: dict[str, str], needed: Iterable[Segment]) -> RunView:
-    latest = {row.seg: row for row in rows}        # rows come ordered by attempt
-    needed = list(needed)
-    states = [latest[seg].state if seg in latest else None for seg in needed]
-    blocked = {seg[0] for seg, state in zip(needed, states) if state in ("intent", "uncertain", "failed")}
-    jobs = {seg[0] for seg in needed}
-    unfinished = [job for job in jobs if stages.get(job) != "done"]
+def view_of(rows: list[CreateRow], stages: dict[str, str], needed: Collection[Segment]) -> RunView:
+    latest = {row.seg: row.state for row in rows}        # rows come ordered by attempt
+    held = {seg[0] for seg, state in latest.items() if state in ("intent", "uncertain", "failed")}
+    unfinished = {seg[0] for seg in needed if stages.get(seg[0]) != "done"}
+    going = [latest.get(seg) for seg in needed if seg[0] in unfinished - held]
     return RunView(
-        to_create=sum(state in (None, "refused") for state in states),
-        in_flight=sum(state in ("created", "succeeded") for state in states),
-        to_finish=sum(job not in blocked for job in unfinished),
+        to_create=sum(state in (None, "refused") for state in going),
+        to_poll=going.count("created"),
+        to_fetch=going.count("succeeded"),
+        to_finish=len(unfinished - held),
         stages=tuple(sorted(stages.get(job, "pending") for job in unfinished)),
     )
 
@@ -177,9 +179,9 @@ class Kill:
 
 def reachable(view: RunView) -> dict[str, int]:
     """Each moment the run can still reach, with how many times at least (the largest sensible `nth`)."""
-    coming = view.to_create + view.in_flight
+    polled = view.to_create + view.to_poll
     return {"upload": view.to_create, "after_send": view.to_create, "backoff": view.to_create,
-            "poll": coming, "download": coming, "mux": view.to_finish, "handoff": view.to_finish}
+            "poll": polled, "download": polled + view.to_fetch, "mux": view.to_finish, "handoff": view.to_finish}
 
 
 def choose_kill(view: RunView, hits: Counter, rng: random.Random) -> Kill | None:
@@ -612,6 +614,7 @@ def run_chaos(settings: ChaosSettings, say=print) -> Tally:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` cleans up (the child, the temp dir) like Ctrl-C
     settings = ChaosSettings(kills=int(os.environ.get("CHAOS_KILLS", 100)),
                              seed=int(os.environ.get("CHAOS_SEED", random.SystemRandom().randrange(10**6))))
     started = time.monotonic()

@@ -15,7 +15,7 @@ from pipeline.killpoints import KILL_POINTS
 
 from bench.chaos import (
     MOMENTS, SMALL_BATCH, ChaosSettings, CreateRow, EmuJob, RunView, account, attribute, choose_kill,
-    judge_uncertain, reachable, run_chaos,
+    judge_uncertain, reachable, run_chaos, view_of,
 )
 
 ASKED = ("v" * 64, "a" * 64, None)          # what the segment's create asked (video, audio, text)
@@ -62,10 +62,17 @@ def test_an_adopted_lost_answer_is_not_an_orphan():
     assert books.violations == () and books.adopted == 1 and books.lost_to_faults == 0
 
 
-@given(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4), st.integers(0, 2**32),
-       st.lists(st.sampled_from(MOMENTS), max_size=20))
-def test_kills_are_aimed_only_where_the_run_can_still_go(to_create, in_flight, to_finish, seed, hit):
-    view = RunView(to_create, in_flight, to_finish)
+def test_a_job_held_by_an_uncertain_create_is_no_target():
+    rows = [CreateRow("px", 0, "pixverse", 1, "uncertain", None, "lost", RECONCILE),
+            CreateRow("fal", 0, "fal", 1, "created", "f-1", None, None)]
+    view = view_of(rows, {"px": "uncertain", "fal": "poll", "ua": "done"}, {("px", 0), ("px", 1), ("fal", 0), ("ua", 0)})
+    assert (view.to_create, view.to_poll, view.to_fetch, view.to_finish) == (0, 1, 0, 1)
+    assert view.stages == ("poll", "uncertain")
+
+
+@given(st.tuples(*[st.integers(0, 4)] * 4), st.integers(0, 2**32), st.lists(st.sampled_from(MOMENTS), max_size=20))
+def test_kills_are_aimed_only_where_the_run_can_still_go(counts, seed, hit):
+    view = RunView(*counts)
     kill = choose_kill(view, Counter(hit), random.Random(seed))
     room = reachable(view)
     if not any(room.values()):
