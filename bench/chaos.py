@@ -71,7 +71,8 @@ BATCH = (
     BatchJob("ua-voiced", "useapi"), BatchJob("ua-spoken", "useapi", SCRIPT),
     BatchJob("fal-voiced", "fal"), BatchJob("fal-spoken", "fal", SCRIPT),
 )
-SMALL_BATCH = (BatchJob("px-spoken", "pixverse", SCRIPT), BatchJob("ua-voiced", "useapi"), BatchJob("fal-voiced", "fal"))
+SMALL_BATCH = (BatchJob("px-spoken", "pixverse", SCRIPT), BatchJob("ua-voiced", "useapi"),
+               BatchJob("fal-voiced", "fal"))
 
 Segment = tuple[str, int]    # (job id, segment index)
 
@@ -289,7 +290,8 @@ def account(needed: set[Segment], rows: list[CreateRow], jobs: list[EmuJob]) -> 
     """After a round's completion: every accepted create is a needed segment's or a lost answer's."""
     attribution = attribute(rows, jobs)
     violations = [f"the ledger names {job_id}, a job the emulator never created" for job_id in attribution.unknown_ids]
-    violations += [f"{job.provider} job {job.job_id} was accepted for no segment of the batch" for job in attribution.stray]
+    violations += [f"{job.provider} job {job.job_id} was accepted for no segment of the batch"
+                   for job in attribution.stray]
     delivered = Counter(row.seg for row in rows if row.state == "downloaded")
     violations += [f"{seg[0]} segment {seg[1]}: {delivered[seg]} results on record, expected one"
                    for seg in sorted(needed) if delivered[seg] != 1]
@@ -513,55 +515,68 @@ def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settin
 def _complete(number: int, out: Path, emu: Emulator, ref: Reference, settings: ChaosSettings, tally: Tally,
               last: Ran, providers: tuple[str, ...], say) -> None:
     """Run the round to completion, resubmitting only legitimate uncertain creates, then audit it."""
-    violations = []
     summary = last.summary()
-    if summary is None:
-        violations.append(f"`lipsync run` printed no summary (exit {last.returncode}): {last.stderr[-1500:]}")
-        summary = {"jobs": [], "uncertain": []}
-    rows = read_rows(out)
-    attribution = attribute(rows, snapshot(emu, providers))
-    legit, illegit = set(), set()
-    for entry in summary["uncertain"]:
-        verdict = judge_uncertain((entry["job"], entry["segment"]), rows, attribution)
-        tally.uncertain[verdict.reason if verdict.legit else "not legitimate"] += 1
-        (legit if verdict.legit else illegit).add(entry["job"])
-        if not verdict.legit:
-            violations.append(verdict.reason)
-    stuck = [j for j in summary["jobs"] if j["stage"] not in ("done", "uncertain")]
-    violations += [f"{j['id']} ended {j['stage']}: {j['error']}" for j in stuck]
+    violations = [] if summary is not None else [
+        f"`lipsync run` printed no summary (exit {last.returncode}): {last.stderr[-1500:]}"]
+    summary = summary or {"jobs": [], "uncertain": []}
+    legit, illegit = _judge_uncertain_entries(summary["uncertain"], read_rows(out), snapshot(emu, providers), tally)
+    violations += [reason for _, reason in illegit]
+    violations += [f"{j['id']} ended {j['stage']}: {j['error']}" for j in summary["jobs"]
+                   if j["stage"] not in ("done", "uncertain")]
     tally.delivered_before_resubmit += sum(j["stage"] == "done" for j in summary["jobs"])
-    if legit - illegit:
+    held = {job for job, _ in illegit}
+    if legit - held:
         again = lipsync_run(out.parent / "batch.toml", emu, None, "--resubmit-uncertain",
-                            "--only", ",".join(sorted(legit - illegit)))
+                            "--only", ",".join(sorted(legit - held)))
         if again.returncode != 0:
             violations.append(f"--resubmit-uncertain exited {again.returncode}: {again.stderr[-1500:]}")
-    rows = read_rows(out)
-    books = account(set(ref.needed), rows, snapshot(emu, providers))
-    violations += books.violations
+    books = account(set(ref.needed), read_rows(out), snapshot(emu, providers))
     stages = read_stages(out)
-    delivered = sum(stages.get(job.id) == "done" for job in settings.jobs)
+    delivered = [job.id for job in settings.jobs if stages.get(job.id) == "done"]
     violations += [f"{job.id} not delivered ({stages.get(job.id)})" for job in settings.jobs
-                   if stages.get(job.id) != "done" and job.id not in illegit]
+                   if job.id not in delivered and job.id not in held]
     differ = compare_finals(ref.files, delivered_files(out, settings.jobs))
     checks_ok, checks_said = checksums_pass(out)
-    violations += differ + ([] if checks_ok else [f"sha256sum -c checksums.sha256: {checks_said}"])
+    violations += [*books.violations, *differ]
+    violations += [] if checks_ok else [f"sha256sum -c checksums.sha256: {checks_said}"]
     violations += [f"left half-written: {p.relative_to(out)}" for p in out.rglob("*.part*")]
+    _add_round(tally, books, len(settings.jobs), len(delivered), len(ref.files), len(differ), checks_ok)
+    tally.violations += [f"round {number}: {v}" for v in violations]
+    say(f"round {number}: {books.accepted} creates accepted for {books.needed} segments "
+        f"(+{books.lost_to_faults + books.lost_to_kills} lost answers, {books.adopted} adopted); "
+        f"{len(delivered)}/{len(settings.jobs)} delivered; {len(summary['uncertain'])} uncertain before "
+        f"resubmitting; {len(ref.files) - len(differ)}/{len(ref.files)} files identical; "
+        f"checksums {'ok' if checks_ok else 'FAIL'}")
+
+
+def _judge_uncertain_entries(entries: list[dict], rows: list[CreateRow], jobs: list[EmuJob],
+                             tally: Tally) -> tuple[set[str], list[tuple[str, str]]]:
+    """The jobs whose uncertain segments may be resubmitted, and (job, reason) for those that may not."""
+    attribution = attribute(rows, jobs)
+    legit, illegit = set(), []
+    for entry in entries:
+        verdict = judge_uncertain((entry["job"], entry["segment"]), rows, attribution)
+        tally.uncertain[verdict.reason if verdict.legit else "not legitimate"] += 1
+        if verdict.legit:
+            legit.add(entry["job"])
+        else:
+            illegit.append((entry["job"], verdict.reason))
+    return legit, illegit
+
+
+def _add_round(tally: Tally, books: Accounts, jobs: int, delivered: int, files: int, differ: int,
+               checks_ok: bool) -> None:
     tally.rounds += 1
     tally.needed += books.needed
     tally.accepted += books.accepted
     tally.lost_to_faults += books.lost_to_faults
     tally.lost_to_kills += books.lost_to_kills
     tally.adopted += books.adopted
-    tally.jobs += len(settings.jobs)
+    tally.jobs += jobs
     tally.delivered += delivered
-    tally.files += len(ref.files)
-    tally.identical += len(ref.files) - len(differ)
+    tally.files += files
+    tally.identical += files - differ
     tally.checksums_ok += checks_ok
-    tally.violations += [f"round {number}: {v}" for v in violations]
-    say(f"round {number}: {books.accepted} creates accepted for {books.needed} segments "
-        f"(+{books.lost_to_faults + books.lost_to_kills} lost answers, {books.adopted} adopted); "
-        f"{delivered}/{len(settings.jobs)} delivered; {len(summary['uncertain'])} uncertain before resubmitting; "
-        f"{len(ref.files) - len(differ)}/{len(ref.files)} files identical; checksums {'ok' if checks_ok else 'FAIL'}")
 
 
 def figures(tally: Tally, settings: ChaosSettings, seconds: float) -> list[str]:

@@ -65,7 +65,8 @@ def test_an_adopted_lost_answer_is_not_an_orphan():
 def test_a_job_held_by_an_uncertain_create_is_no_target():
     rows = [CreateRow("px", 0, "pixverse", 1, "uncertain", None, "lost", RECONCILE),
             CreateRow("fal", 0, "fal", 1, "created", "f-1", None, None)]
-    view = view_of(rows, {"px": "uncertain", "fal": "poll", "ua": "done"}, {("px", 0), ("px", 1), ("fal", 0), ("ua", 0)})
+    needed = {("px", 0), ("px", 1), ("fal", 0), ("ua", 0)}
+    view = view_of(rows, {"px": "uncertain", "fal": "poll", "ua": "done"}, needed)
     assert (view.to_create, view.to_poll, view.to_fetch, view.to_finish) == (0, 1, 0, 1)
     assert view.stages == ("poll", "uncertain")
 
