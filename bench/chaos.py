@@ -45,6 +45,7 @@ MOMENTS = ("upload", "backoff", "after_send", "poll", "download", "mux", "handof
 MIN_HITS = 3                 # each moment, when CHAOS_KILLS is at least COVERAGE_FROM
 COVERAGE_FROM = 50
 RANDOM_SHARE = 0.4           # of the kills: at a random wall-clock moment rather than a named point
+KILLS_PER_ROUND = 12         # then the round runs to completion: a job's mux alone can outlast a random kill
 PROCESS_TIMEOUT_S = 300.0    # a `lipsync run` still alive after this is a hang: a violation
 LATENCY_S = 0.3
 STALL_S = 3.0
@@ -486,8 +487,8 @@ def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settin
         armed = arm(emu, providers, rng)
         config = write_batch(folder, inputs, settings.jobs, emu)
         out = folder / "out"
-        kills, last = [], None
-        while tally.kills < settings.kills:
+        kills, killed, last = [], 0, None
+        while tally.kills < settings.kills and killed < KILLS_PER_ROUND:
             kill = choose_kill(view_of(read_rows(out), read_stages(out), ref.needed), tally.hits, rng)
             if kill is None:
                 break
@@ -500,6 +501,7 @@ def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settin
                 kills.append(f"{kill} missed: the run ended first (exit {ran.returncode})")
                 break
             tally.kills += 1
+            killed += 1
             kills.append(str(kill))
             if kill.point:
                 tally.hits[kill.point] += 1
