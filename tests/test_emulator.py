@@ -507,3 +507,22 @@ def test_real_world_inputs_render(emu, tmp_path, name, video_kw, audio_kw, displ
     assert (info["Video"][0].width, info["Video"][0].height) == display
     assert info["Audio"][0].format == "AAC" and len(info["Video"]) == 1
     assert float(info["General"][0].duration) / 1000 == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_client_hanging_up_is_not_logged_as_an_emulator_error(emu):
+    """A killed client (crash tests, `make chaos`) must not print tracebacks; a real handler error still does."""
+    import logging
+    import sys
+
+    from starlette.requests import ClientDisconnect
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except type(exc):
+            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                     None, sys.exc_info())
+
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    assert not uvicorn_errors.filter(record(ClientDisconnect()))
+    assert uvicorn_errors.filter(record(RuntimeError("a real bug")))
