@@ -465,7 +465,7 @@ class Tally:
     jobs: int = 0
     delivered_before_resubmit: int = 0
     delivered: int = 0
-    uncertain: Counter = field(default_factory=Counter)      # reason -> segments
+    uncertain: Counter = field(default_factory=Counter)      # (reason, provider) -> segments
     files: int = 0
     identical: int = 0
     checksums_ok: int = 0
@@ -555,10 +555,12 @@ def _judge_uncertain_entries(entries: list[dict], rows: list[CreateRow], jobs: l
                              tally: Tally) -> tuple[set[str], list[tuple[str, str]]]:
     """The jobs whose uncertain segments may be resubmitted, and (job, reason) for those that may not."""
     attribution = attribute(rows, jobs)
+    provider = {row.seg: row.provider for row in rows}
     legit, illegit = set(), []
     for entry in entries:
-        verdict = judge_uncertain((entry["job"], entry["segment"]), rows, attribution)
-        tally.uncertain[verdict.reason if verdict.legit else "not legitimate"] += 1
+        seg = (entry["job"], entry["segment"])
+        verdict = judge_uncertain(seg, rows, attribution)
+        tally.uncertain[(verdict.reason if verdict.legit else "not legitimate", provider.get(seg))] += 1
         if verdict.legit:
             legit.add(entry["job"])
         else:
@@ -585,7 +587,7 @@ def figures(tally: Tally, settings: ChaosSettings, seconds: float) -> list[str]:
     named = ", ".join(f"{m} {tally.hits[m]}" for m in MOMENTS)
     landed = ", ".join(f"{stage} {n}" for stage, n in tally.random_landed.most_common()) or "nothing"
     uncertain = sum(tally.uncertain.values())
-    reasons = "; ".join(f"{n}: {reason}" for reason, n in tally.uncertain.most_common()) or "none"
+    reasons = "; ".join(f"{n}: {reason} ({where})" for reason, n, where in _by_reason(tally.uncertain)) or "none"
     return [
         f"chaos: seed {settings.seed}, {tally.kills} SIGKILLs over {tally.rounds} rounds in {seconds:.0f} s",
         f"  named kill points: {named}; at random moments: {tally.kills - sum(tally.hits.values())} "
@@ -601,6 +603,15 @@ def figures(tally: Tally, settings: ChaosSettings, seconds: float) -> list[str]:
         f"  files identical to the clean run's (sha256): {tally.identical} of {tally.files}",
         f"  sha256sum -c checksums.sha256: passed in {tally.checksums_ok} of {tally.rounds} rounds",
     ]
+
+
+def _by_reason(counts: Counter) -> list[tuple[str, int, str]]:
+    """(reason, segments, "provider n, …") from counts keyed by (reason, provider), the most frequent first."""
+    reasons: dict[str, Counter] = {}
+    for (reason, provider), n in counts.items():
+        reasons.setdefault(reason, Counter())[provider] += n
+    return sorted(((reason, sum(by.values()), ", ".join(f"{p} {n}" for p, n in sorted(by.items())))
+                   for reason, by in reasons.items()), key=lambda item: -item[1])
 
 
 def coverage_violations(tally: Tally, settings: ChaosSettings) -> list[str]:
