@@ -2,7 +2,9 @@
 
 The same as `lipsync run configs/demo.toml --rehearse`: the committed samples (a presenter clip with a voice
 track, the presenter with a multi-chunk script, a rotated phone clip with a Chinese script and with a one-line
-script) go through two providers' protocols (PixVerse Platform, fal.ai) on the local emulator. No credits, no network, the same code path as a real run.
+script, and a drawn presenter still animated into a talking portrait) go through three providers' protocols
+(PixVerse Platform, fal.ai, AI/ML API) on the local emulator. No credits, no network, the same code path as a
+real run.
 Running it again resumes: finished jobs are kept, nothing is done twice.
 """
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticVa
 
 from .errors import ConfigError
 
-PROVIDERS = ("pixverse", "aimlapi", "useapi", "fal")
 _M = TypeVar("_M", bound=BaseModel)
+_SECTIONS = ("default", "image")   # limits.toml's tables that are not a provider's
 
 
 class Limits(BaseModel):
@@ -32,8 +32,12 @@ class Limits(BaseModel):
 
 @lru_cache(maxsize=None)
 def _table() -> dict[str, dict[str, Any]]:
-    text = resources.files("pipeline.providers").joinpath("limits.toml").read_text(encoding="utf-8")
+    text = resources.files("pipeline").joinpath("providers", "limits.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
+
+
+PROVIDERS = tuple(name for name in _table() if name not in _SECTIONS)
+"""The providers limits.toml has a table for (each provider class names its own as `limits_key`)."""
 
 
 def load_limits(provider: str | None = None, overrides: dict[str, Any] | None = None) -> Limits:

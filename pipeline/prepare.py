@@ -27,8 +27,10 @@ from .stages.conform_audio import (
     check_voice,
     execute_audio,
     measure_channels,
+    measure_speech_shares,
     plan_audio,
 )
+from .stages.audio_tracks import choose_audio_track
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, plan_video
 from .stages.probe import MediaProbe, probe_audio, probe_video
 from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
@@ -55,6 +57,7 @@ class PrepareRequest:
     limits: Limits | None = None        # overrides the provider's limits entirely
     loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
     sample_rate: int = 48000
+    audio_track: int | None = None      # the voice's track number (from 1) in --audio, else the video's sound
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ def _check_request(request: PrepareRequest) -> str | None:
         raise ValidationError(f"--end ({request.end:g} s) must be after --start ({request.start:g} s)")
     if request.start is not None and request.start < 0:
         raise ValidationError(f"--start must not be negative (got {request.start:g})")
+    if request.audio_track is not None and request.text is not None:
+        raise ValidationError("--audio-track picks a voice track; it does not apply to a script (--text)")
+    if request.audio_track is not None and request.audio_track < 1:
+        raise ValidationError(f"--audio-track counts from 1 (got {request.audio_track})")
     return resolve_voice(request.speaker or "Auto") if request.text is not None else None
 
 
@@ -181,10 +188,13 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     start, end = _source_range(vp, request)
     # the file's own sound is cut on the file's timeline, where the picture may start late (edit list, TS)
     audio_range = (start + vp.video.start, end + vp.video.start) if own_sound else (None, None)
+    shares, shares_run = measure_speech_shares(ap, audio_range[0] or 0.0, end - start if own_sound else None)
+    track = choose_audio_track(ap, request.audio_track, shares)
+    ap = ap.with_audio_track(track.index)
     audio_seconds = (end - start) if own_sound else (ap.audio.end or ap.duration or 0.0)
     sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
     audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,
-                              loudness=request.loudness)
+                              loudness=request.loudness, track=track)
     # an unusable voice (silent, a knock over room tone) fails in a second, before the (slow) video encode;
     # the channel levels and the check are reused for the audio conform below
     levels, channel_run = measure_channels(plan_audio(ap, limits, audio_opts))
@@ -198,9 +208,9 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"),
                           checked=early)
     segment = Segment(0, video.path, audio.path, None, None, start, min(end, start + sync.duration))
-    warnings = [*vp.warnings, *([] if own_sound else ap.warnings), *sync.warnings, *video_plan.warnings,
-                *audio.warnings]
-    checks = [run for run in (channel_run, early.run) if run is not None]
+    warnings = [*vp.warnings, *([] if own_sound else ap.warnings), *([track.warning] if track.warning else []),
+                *sync.warnings, *video_plan.warnings, *audio.warnings]
+    checks = [run for run in (shares_run, channel_run, early.run) if run is not None]
     return PrepareResult([segment], limits, sync, [], [video], [audio], warnings, checks)
 
 

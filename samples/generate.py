@@ -5,6 +5,7 @@ phone_portrait.mov  a phone recording: HEVC 2560x1440 stored landscape with a 90
                     over the 1920 px limit and rotated, so it needs conforming
 voice.wav           a speech voice track (espeak-ng reading voice.txt)
 script_en.txt       a multi-chunk English script; script_zh.txt a short Chinese one
+presenter_still.jpg a drawn presenter (600x800 JPEG) for the talking-portrait job
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import ffmpeg
+from PIL import Image, ImageDraw
 
 from pipeline.ffmpeg import compile_stream, run_ffmpeg
 
@@ -33,7 +35,28 @@ def run(stream, what: str) -> None:
     run_ffmpeg(compile_stream(stream.global_args("-hide_banner", "-loglevel", "error")), what=what)
 
 
+def still(dst: Path, width: int = 600, height: int = 800) -> Path:
+    """A presenter drawn with Pillow: a head and shoulders in front of a blue studio gradient."""
+    im = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(im)
+    for y in range(height):
+        draw.line([(0, y), (width, y)], fill=(40, 70 + y * 60 // height, 120 + y * 80 // height))
+    cx = width // 2
+    draw.ellipse([cx - 230, 560, cx + 230, 1000], fill=(60, 60, 90))                 # shoulders
+    draw.rectangle([cx - 45, 470, cx + 45, 590], fill=(224, 172, 140))                 # neck
+    draw.ellipse([cx - 130, 190, cx + 130, 520], fill=(232, 182, 150))                 # face
+    draw.chord([cx - 140, 160, cx + 140, 380], 180, 360, fill=(70, 45, 30))            # hair
+    for ex in (cx - 55, cx + 55):                                                      # eyes
+        draw.ellipse([ex - 22, 320, ex + 22, 346], fill=(250, 250, 250))
+        draw.ellipse([ex - 9, 324, ex + 9, 342], fill=(50, 35, 25))
+    draw.line([(cx, 350), (cx - 10, 410), (cx + 8, 412)], fill=(190, 130, 110), width=4)   # nose
+    draw.arc([cx - 50, 420, cx + 50, 470], 20, 160, fill=(160, 60, 60), width=6)       # mouth
+    im.save(dst, "JPEG", quality=85, optimize=True)
+    return dst
+
+
 def main() -> None:
+    still(HERE / "presenter_still.jpg")
     voice = speak(HERE / "voice.txt", HERE / "voice.wav")
     sound = ffmpeg.input(str(voice)).audio.filter("apad")
     run(ffmpeg.output(picture(1280, 720, 6, 25), sound, str(HERE / "presenter_720p.mp4"), t=6,

@@ -461,3 +461,82 @@ def flip_bits(src: Path, dst: Path, *, count: int = 40, seed: int = 1) -> Path:
         data[pos] ^= 0xFF
     Path(dst).write_bytes(bytes(data))
     return Path(dst)
+
+
+# ---- several audio tracks, lying lengths, HDR10 metadata ------------------------------------------------------
+
+
+def make_music(path: Path, seconds: float = 3.0, *, rate: int = 48000, level_db: float = -20.0) -> Path:
+    """A music bed: a chord that never stops (no pauses, unlike speech), mono WAV at `level_db` dBFS RMS."""
+    t = np.arange(int(seconds * rate)) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
+    chord *= 1 + 0.3 * np.sin(2 * np.pi * 0.5 * t)
+    chord *= 10 ** (level_db / 20) / float(np.sqrt(np.mean(chord ** 2)))
+    write_wav(path, chord.astype(np.float32), rate)
+    return path
+
+
+@dataclass(frozen=True)
+class Track:
+    """One audio track of make_multitrack: its sound (a mono WAV) and its container tags."""
+
+    sound: Path
+    language: str | None = None
+    title: str | None = None
+    default: bool = False
+
+
+def make_multitrack(path: Path, tracks: list[Track], *, seconds: float = 3.0) -> Path:
+    """A picture plus one AAC track per `tracks`, in order, with their language, title and default flag.
+
+    Only the tracks marked default are flagged (Matroska's muxer would otherwise flag the first by itself)."""
+    argv = [*_lavfi_video(seconds)]
+    for track in tracks:
+        argv += ["-i", str(track.sound)]
+    argv += ["-map", "0:v", *[x for i in range(len(tracks)) for x in ("-map", f"{i + 1}:a")],
+             "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-ar", "48000", "-t", f"{seconds}"]
+    for i, track in enumerate(tracks):
+        argv += [f"-disposition:a:{i}", "default" if track.default else "0"]
+        argv += [f"-metadata:s:a:{i}", f"language={track.language or 'und'}"]
+        argv += [f"-metadata:s:a:{i}", f"title={track.title}"] if track.title else []
+    if path.suffix.lower() == ".mkv":
+        argv += ["-default_mode", "passthrough"]
+    _ffmpeg([*argv, str(path)], f"making {path.name}")
+    return path
+
+
+def concatenated_mp3(path: Path, first: Path, second: Path) -> Path:
+    """Two MP3 files joined byte for byte, as podcast and TTS tools do: the first one's Xing header (the frame
+    count a player trusts) covers only the first part."""
+    path.write_bytes(first.read_bytes() + second.read_bytes())
+    return path
+
+
+# SMPTE ST 2086 (a P3 D65 display, 0.0001-1000 nits) and MaxCLL/MaxFALL, as an HDR10 grade carries them
+HDR10_X265 = ("hdr10=1:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):"
+              "max-cll=1000,400:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc")
+
+
+def make_hdr10(path: Path, seconds: float = 1.0) -> Path:
+    """HEVC Main 10, PQ/BT.2020, with mastering-display and content-light-level SEI (and mp4 mdcv/clli)."""
+    _ffmpeg([*_lavfi_video(seconds, 320, 240), "-vf",
+             "setparams=color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc,format=yuv420p10le",
+             "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", f"log-level=error:{HDR10_X265}",
+             "-tag:v", "hvc1", str(path)], f"making {path.name}")
+    return path
+
+
+def hevc_h264_sei(path: Path) -> str:
+    """What ffmpeg's trace_headers finds in the first video stream's headers and SEI (mastering display
+    colour volume, content light level...), read from the bitstream itself."""
+    argv = [ffmpeg_exe(), "-hide_banner", "-v", "trace", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+            "-bsf:v", "trace_headers", "-frames:v", "3", "-f", "null", "-"]
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace").stderr
+
+
+def stream_side_data(path: Path) -> str:
+    """The 'Side data:' block ffmpeg prints for the first video stream (container-level mdcv/clli)."""
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
+                         errors="replace").stderr
+    video = out[out.find("Video:"):]
+    return video[:video.find("Stream #", 1)] if "Stream #" in video[1:] else video

@@ -140,3 +140,11 @@ def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return json.dumps(v)  # a JSON string or integer is also a TOML one
+
+
+def test_a_script_file_saved_with_a_bom_is_read_without_it(tmp_path):
+    """Notepad and Excel save UTF-8 with a byte-order mark; U+FEFF must not reach the provider's TTS."""
+    path = write_config(tmp_path, GOOD)
+    (tmp_path / "media" / "script.txt").write_bytes("\ufeffHello there. This is a script.\n".encode("utf-8"))
+    b = load_config(path).jobs[1]
+    assert b.text == "Hello there. This is a script.\n"

@@ -17,10 +17,13 @@ from media import (
     assert_provider_ready,
     decode_stats,
     gray_frames,
+    hevc_h264_sei,
     make_audio,
+    make_hdr10,
     make_video,
     media_info,
     mp4_atoms,
+    stream_side_data,
 )
 
 from pipeline.errors import InputError, ValidationError
@@ -110,6 +113,49 @@ def test_hdr_hevc_10bit_is_tone_mapped_to_8bit_bt709(media):
     video = video_track(result.path)
     assert video.transfer_characteristics == "BT.709" and video.color_primaries == "BT.709"
     assert 16 < gray_frames(result.path).mean() < 235  # a picture, not black or blown out
+
+
+HDR_SEI = ("Mastering Display Colour Volume", "Content Light Level Information")
+HDR_MEDIAINFO = ("hdr_format", "mastering_display_color_primaries", "mastering_display_luminance",
+                 "maximum_content_light_level", "maximum_frameaverage_light_level")
+
+
+def colour_tags(path: Path) -> tuple:
+    video = video_track(path)
+    return video.color_primaries, video.transfer_characteristics, video.matrix_coefficients, video.color_range
+
+
+def test_hdr10_tone_mapped_to_sdr_keeps_no_mastering_display_or_light_level(media):
+    src = make_hdr10(media / "hdr10 grade.mp4")
+    # the source really carries the metadata: in its SEI, and as MediaInfo reads it
+    assert all(sei in hevc_h264_sei(src) for sei in HDR_SEI)
+    assert video_track(src).mastering_display_luminance and video_track(src).maximum_content_light_level
+    plan, result = conform(src, media / "out" / "hdr10 grade.mp4")
+    assert plan.tonemap == "PQ"
+    assert colour_tags(result.path) == ("BT.709", "BT.709", "BT.709", "Limited")
+    assert not any(sei in hevc_h264_sei(result.path) for sei in HDR_SEI)  # no SEI in the H.264 stream
+    side = stream_side_data(result.path)
+    assert "Mastering display" not in side and "Content light level" not in side  # no mdcv/clli boxes
+    data = video_track(result.path).to_data()
+    assert not [k for k in HDR_MEDIAINFO if data.get(k)], data
+
+
+@pytest.mark.parametrize("name, make, tags", [
+    ("untagged SD copy", lambda d: make_video(d / "sd.mp4", seconds=1),
+     ("BT.601 NTSC", "BT.601", "BT.601", "Limited")),
+    ("untagged HD transcode", lambda d: make_video(d / "hd.mkv", seconds=0.4, width=1280, height=720),
+     ("BT.709", "BT.709", "BT.709", "Limited")),
+    ("full-range BT.601 transcode", lambda d: make_video(d / "full.mp4", seconds=1, colorspace="bt470bg",
+                                                         color_primaries="bt470bg", color_trc="gamma28",
+                                                         color_range="pc"),
+     ("BT.709", "BT.709", "BT.709", "Limited")),
+])
+def test_every_output_states_its_colour(media, name, make, tags):
+    """Copied or encoded, the output's colour description is written down (how a player would read the
+    source, or BT.709 limited range after a conversion), never left for the player to guess."""
+    plan, result = conform(make(media), media / "out" / f"{name}.mp4")
+    assert plan.mode == ("copy" if "copy" in name else "transcode")
+    assert colour_tags(result.path) == tags
 
 
 def test_big_picture_is_downscaled_to_the_limit_keeping_the_aspect(media):

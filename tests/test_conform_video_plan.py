@@ -57,6 +57,10 @@ def video_streams(draw) -> VideoStream:
         frame_count=None,
         index=draw(st.sampled_from([0, 0, 0, 1])),
         start=draw(st.sampled_from([0.0, 0.0, 0.0, 0.08, 0.3])),
+        primaries=draw(st.sampled_from([None, None, "BT.709", "BT.601 PAL", "BT.2020"])),
+        matrix=draw(st.sampled_from([None, None, "BT.709", "BT.601", "BT.2020 non-constant"])),
+        color_range=draw(st.sampled_from([None, "Limited", "Full"])),
+        hdr_format=draw(st.sampled_from([None, None, None, "SMPTE ST 2086"])),
     )
 
 
@@ -136,6 +140,8 @@ def _should_copy(p: MediaProbe, limits: Limits, opts: VideoOptions) -> bool:
         and v.frame_rate_mode == "CFR" and v.fps is not None and v.fps <= opts.max_fps * 1.01
         and v.scan_type == "progressive"
         and v.rotation == 0 and v.pixel_aspect_ratio == 1.0 and v.hdr_transfer is None
+        and v.primaries in (None, "BT.709") and v.matrix in (None, "BT.709") and v.color_range != "Full"
+        and v.hdr_format is None
         and v.width % 2 == 0 and v.height % 2 == 0 and max(v.width, v.height) <= limits.video_max_side
         and p.size_bytes <= limits.video_max_bytes * COPY_SIZE_MARGIN
         and p.duration <= limits.video_max_seconds
@@ -264,7 +270,21 @@ def test_a_compliant_file_is_copied():
     p = _probe(duration=20.0)
     plan = plan_video(replace(p, duration=20.0), load_limits())
     assert plan.mode == "copy" and plan.audio == "copy"
-    assert [d.what for d in plan.decisions] == ["copy", "audio"]
+    assert [d.what for d in plan.decisions] == ["copy", "audio", "colour"]  # untagged: tags written in the copy
+    assert plan.copy_tags == "bt709"  # 1920x1080: read as BT.709, as players do
+    tagged = replace(p, video=replace(p.video, primaries="BT.709", transfer="BT.709", matrix="BT.709"))
+    assert plan_video(tagged, load_limits()).copy_tags is None
+
+
+@pytest.mark.parametrize("colour, blocker", [
+    (dict(matrix="BT.601", primaries="BT.601 PAL"), "colour BT.601 PAL/BT.601 becomes BT.709"),
+    (dict(color_range="Full"), "full-range colour becomes limited range"),
+    (dict(hdr_format="SMPTE ST 2086"), "HDR metadata (SMPTE ST 2086) on SDR video is dropped"),
+])
+def test_colour_other_than_sdr_bt709_limited_is_not_copied(colour, blocker):
+    p = _probe(duration=20.0, **colour)
+    plan = plan_video(replace(p, duration=20.0), load_limits())
+    assert plan.mode == "transcode" and blocker in plan.decisions[0].reason
 
 
 def test_4k_hevc_10bit_60fps_is_transcoded_to_1080p():

@@ -24,3 +24,14 @@ def test_failure_leaves_neither_the_final_name_nor_a_temp_file(tmp_path):
             raise RuntimeError("ffmpeg died")
     assert final.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.mp4"]
+
+
+def test_atomic_output_never_touches_the_process_umask(tmp_path, monkeypatch):
+    """Worker threads write files at the same time: setting the umask (even to read it) from one of them
+    would give another thread's new file the wrong mode."""
+    def forbidden(_mask):
+        raise AssertionError("atomic_output changed the process umask")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    write_text_atomic(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.json").read_text() == "{}"

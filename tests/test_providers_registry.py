@@ -26,6 +26,16 @@ def test_each_provider_declares_itself_in_one_place(name):
     assert credential_from_env(name, {cls.secret_env: " k "}) == "k" and credential_from_env(name, {}) is None
 
 
+def test_redaction_watches_exactly_the_variables_the_providers_declare():
+    """secrets.py sits below the providers (everything redacts), so it keeps the names; this ties them."""
+    from pipeline.emulator.server import KEY_VARS
+    from pipeline.secrets import SECRET_ENV_VARS
+
+    declared = {cls.name: cls.secret_env for cls in PROVIDERS.values()}
+    assert set(SECRET_ENV_VARS) == set(declared.values()) and KEY_VARS == declared
+    assert set(LIMIT_TABLES) == {cls.limits_key for cls in PROVIDERS.values()}
+
+
 def test_precedence_explicit_then_env_then_default():
     env = {"LIPSYNC_FAL_QUEUE_URL": "https://env-queue.example", "LIPSYNC_FAL_STORAGE_URL": "https://env-rest.example"}
     got = resolve_base_urls("fal", {"fal_queue": "https://cfg-queue.example"}, env=env)

@@ -181,3 +181,54 @@ def test_lost_prepare_cache_does_not_pay_again(tmp_path, media):
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert emu.accepted_creates("pixverse") == 1
     assert sha256(final) == delivered
+
+
+def test_killed_in_the_backoff_after_a_refusal_the_rerun_creates_with_nothing_uncertain(tmp_path, media, reference):
+    """PixVerse answers the first create with 500044 (not accepted); the run dies waiting to try again."""
+    with Emulator(EmulatorSettings(latency_s=0.5)) as emu:
+        emu.faults("pixverse").rate_limit_creates = 1
+        config = _batch(tmp_path, media, emu, JOBS[:1])
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "backoff"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        with sqlite3.connect(tmp_path / "out" / "ledger.sqlite") as db:
+            assert [s for (s,) in db.execute("SELECT state FROM creates")] == ["refused"]
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert resumed.returncode == 0, resumed.stderr
+        assert emu.accepted_creates("pixverse") == 1
+    assert not json.loads(resumed.stdout)["uncertain"]
+    assert sha256(tmp_path / "out" / "voiced" / "final.mp4") == reference["voiced"]
+
+
+def test_killed_during_an_upload_the_rerun_creates_once(tmp_path, media):
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        config = _batch(tmp_path, media, emu, JOBS[:1])
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "upload"})
+        assert killed.returncode == -signal.SIGKILL
+        assert emu.accepted_creates("pixverse") == 0
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert resumed.returncode == 0, resumed.stderr
+        assert emu.accepted_creates("pixverse") == 1
+
+
+@pytest.mark.parametrize("provider,delivered", [("pixverse", False), ("useapi", True)])
+def test_killed_after_the_body_was_sent(tmp_path, media, provider, delivered):
+    """The provider has the job, we have no answer: PixVerse's is left to the user (uncertain); useapi's is
+    found again by its replyRef and delivered, never created twice."""
+    with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
+        config = _batch(tmp_path, media, emu, JOBS[:1])
+        config.write_text(config.read_text(encoding="utf-8").replace('provider = "pixverse"', f'provider = "{provider}"'),
+                          encoding="utf-8")
+        killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "after_send"})
+        assert killed.returncode == -signal.SIGKILL
+        resumed = lipsync("run", str(config), "--json", env=emu.env())
+        assert emu.accepted_creates(provider) == 1
+    job = json.loads(resumed.stdout)["jobs"][0]
+    if delivered:
+        assert resumed.returncode == 0 and job["stage"] == "done", resumed.stderr
+    else:
+        assert resumed.returncode == 1 and job["stage"] == "uncertain"
+        reconcile = job["uncertain"][0]["reconcile"]
+        assert reconcile["intent_at"].endswith("Z") and reconcile["reply_ref"].startswith("t/voiced/0/")
+        plain = lipsync("run", str(config), env={"PIXVERSE_API_KEY": "k"})  # the emulator is gone: no request needed
+        assert "voiced segment 0: a create sent to pixverse at" in plain.stderr
+        assert "--resubmit-uncertain sends it again" in plain.stderr

@@ -28,6 +28,7 @@ COMMANDS = {
     "probe": "probe",
     "prepare": "prepare",
     "submit": "submit",
+    "animate": "animate",
     "speakers": "speakers",
     "emulator": "emulator",
     "run": "run",

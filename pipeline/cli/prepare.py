@@ -24,6 +24,13 @@ def _number(value: str | None, option: str) -> float | None:
         raise ValidationError(f"{option} must be a number (got {value!r})") from None
 
 
+def _track_number(value: str | None) -> int | None:
+    number = _number(value, "--audio-track")
+    if number is not None and number != int(number):
+        raise ValidationError(f"--audio-track must be a whole number (got {value!r})")
+    return None if number is None else int(number)
+
+
 def _loudness_target(integrated: float | None, true_peak: float | None) -> LoudnessTarget:
     given = {"integrated": integrated, "true_peak": true_peak}
     return replace(LoudnessTarget(), **{k: v for k, v in given.items() if v is not None})
@@ -34,6 +41,8 @@ def _loudness_target(integrated: float | None, true_peak: float | None) -> Loudn
 @click.command()
 @click.option("--video", "video", type=click.Path(path_type=Path), help="The footage (mp4, mov, mkv, webm...).")
 @click.option("--audio", type=click.Path(path_type=Path), help="A voice track (any audio, or a video's sound).")
+@click.option("--audio-track", metavar="N", help="Which audio track is the voice (1 = the first, see `lipsync probe`); "
+              "default: the one flagged default, else the one with the most speech.")
 @click.option("--text", help="A script for TTS.")
 @click.option("--text-file", type=click.Path(path_type=Path), help="A UTF-8 file holding the script.")
 @click.option("--speaker", metavar="NAME", help="TTS voice name (see `lipsync speakers`); default Auto.")
@@ -47,7 +56,7 @@ def _loudness_target(integrated: float | None, true_peak: float | None) -> Loudn
 @json_option
 @handle_errors
 def prepare(
-    video, audio, text, text_file, speaker, provider, sync_mode, start, end, loudness, true_peak, out_dir, as_json
+    video, audio, audio_track, text, text_file, speaker, provider, sync_mode, start, end, loudness, true_peak, out_dir, as_json
 ) -> None:
     """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
 
@@ -72,6 +81,7 @@ def prepare(
         sync_mode=mode,
         start=_number(start, "--start"),
         end=_number(end, "--end"),
+        audio_track=_track_number(audio_track),
         loudness=_loudness_target(_number(loudness, "--loudness"), _number(true_peak, "--true-peak")),
     )
     result = run_prepare(request, out_dir.absolute())

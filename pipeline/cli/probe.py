@@ -9,7 +9,9 @@ import click
 
 from ..errors import InputError, worst_exit_code
 from ..limits import PROVIDERS, load_limits
-from ..stages.probe import MediaProbe, Violation, check_limits, probe as probe_file
+from ..stages.audio_tracks import TrackChoice, audio_streams, choose_audio_track
+from ..stages.conform_audio import measure_speech_shares
+from ..stages.probe import AudioStream, MediaProbe, Violation, check_limits, probe as probe_file
 from . import emit_json, handle_errors, json_option
 
 
@@ -26,10 +28,30 @@ def _video_line(p: MediaProbe) -> str:
     return " ".join(parts)
 
 
-def _audio_line(p: MediaProbe) -> str:
-    a = p.audio
+def _audio_line(a: AudioStream) -> str:
     depth = f" {a.bit_depth}-bit" if a.bit_depth else ""
     return f"{a.codec} {a.channels} ch {a.sample_rate} Hz{depth}"
+
+
+def _track_lines(p: MediaProbe, choice: TrackChoice) -> list[str]:
+    """One line per audio track (language, title, default flag, speech share); the voice track is marked."""
+    lines = []
+    for a in audio_streams(p):
+        parts = [f"track {a.number}", _audio_line(a), a.language or "no language",
+                 f'"{a.title}"' if a.title else "no title", "default" if a.default else "not default"]
+        if choice.speech_shares:
+            parts.append(f"speech {choice.speech_shares[a.index]:.0%}")
+        if a.index == choice.index:
+            parts.append(f"<- voice ({choice.rule}: {choice.reason})")
+        lines.append("  ".join(parts))
+    return lines
+
+
+def _voice_track(p: MediaProbe) -> TrackChoice | None:
+    """The audio track prepare would take as the voice, with the speech share of each (several tracks only)."""
+    if p.audio is None:
+        return None
+    return choose_audio_track(p, None, measure_speech_shares(p)[0])
 
 
 def _violations_by_provider(p: MediaProbe, providers: list[str]) -> dict[str, list[Violation]]:
@@ -37,13 +59,16 @@ def _violations_by_provider(p: MediaProbe, providers: list[str]) -> dict[str, li
     return {name: check_limits(p, load_limits(name), role) for name in providers}
 
 
-def _print_file(p: MediaProbe, found: dict[str, list[Violation]]) -> None:
+def _print_file(p: MediaProbe, found: dict[str, list[Violation]], voice: TrackChoice | None) -> None:
     duration = f"{p.duration:.2f} s" if p.duration is not None else "unknown length"
     click.echo(f"{p.path}  {p.container}  {duration}  {p.size_bytes / 1e6:.2f} MB")
     if p.video is not None:
         click.echo(f"  video  {_video_line(p)}")
-    if p.audio is not None:
-        click.echo(f"  audio  {_audio_line(p)}")
+    if voice is not None and len(audio_streams(p)) > 1:
+        for line in _track_lines(p, voice):
+            click.echo(f"  audio  {line}")
+    elif p.audio is not None:
+        click.echo(f"  audio  {_audio_line(p.audio)}")
     if p.cover_art:
         click.echo("  cover art (ignored)")
     for warning in p.warnings:
@@ -79,10 +104,11 @@ def probe(files: tuple[str, ...], provider: str | None, as_json: bool) -> None:
             continue
         codes.append(0)
         found = _violations_by_provider(p, providers)
-        docs.append({"path": path, "probe": p.to_dict(),
+        voice = _voice_track(p)
+        docs.append({"path": path, "probe": p.to_dict(), "voice_track": None if voice is None else voice.to_dict(),
                      "violations": {name: [asdict(v) for v in vs] for name, vs in found.items()}})
         if not as_json:
-            _print_file(p, found)
+            _print_file(p, found, voice)
     code = worst_exit_code(codes)
     if as_json:
         emit_json({"ok": code == 0, "files": docs})

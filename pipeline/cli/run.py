@@ -19,10 +19,12 @@ from . import emit_json, handle_errors, json_option
 @click.option("--resubmit-uncertain", is_flag=True,
               help="Create again the jobs whose create answer was lost (they may exist and be billed).")
 @click.option("--retry-failed", is_flag=True, help="Create again the jobs the provider failed.")
+@click.option("--force", is_flag=True,
+              help="Use an output folder that holds other files (they are never deleted or overwritten).")
 @json_option
 @handle_errors
 def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ...], resubmit_uncertain: bool,
-        retry_failed: bool, as_json: bool) -> None:
+        retry_failed: bool, force: bool, as_json: bool) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
     from ..run.config import load_config
     from ..run.progress import make_progress
@@ -32,7 +34,7 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     config = load_config(config_path)
     only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
     options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
-                         retry_failed=retry_failed)
+                         retry_failed=retry_failed, force=force)
     try:
         with make_progress() as progress:
             summary = run_batch(config, options, progress)
@@ -47,10 +49,9 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
 
 
 def _print_summary(summary, *, per_job: bool, config: str) -> None:
-    from ..run.progress import summary_lines
+    from ..run.progress import summary_lines, uncertain_line
 
     for o in summary.outcomes:
         for u in o.uncertain:
-            click.echo(f"uncertain: {o.job_id} segment {u['segment']}: a create may have been billed; "
-                       f"check {o.provider}, then rerun with --resubmit-uncertain", err=True)
+            click.echo(uncertain_line(o.job_id, o.provider, u["segment"], u["reconcile"]), err=True)
     click.echo("\n".join(summary_lines(summary, per_job=per_job, config=config)))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from ..limits import PROVIDERS
 from . import emit_json, handle_errors, json_option
 
 
 @click.command()
-@click.option("--provider", required=True, type=click.Choice(["pixverse", "aimlapi", "useapi", "fal"]))
+@click.option("--provider", required=True, type=click.Choice(PROVIDERS))
 @json_option
 @handle_errors
 def speakers(provider: str, as_json: bool) -> None:

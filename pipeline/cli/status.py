@@ -25,6 +25,7 @@ STAGE_COLOURS = {"done": "green", "failed": "red", "uncertain": "yellow", "inter
 def status(run_dir: Path, as_json: bool) -> None:
     """Show where each job of a run stands (read-only; safe while the run is going)."""
     from ..run.ledger import read_status
+    from ..run.progress import uncertain_line
 
     report = read_status(run_dir)
     if as_json:
@@ -36,9 +37,8 @@ def status(run_dir: Path, as_json: bool) -> None:
         stage = rows[i - 1][2] if i else None
         click.echo(click.style(line, bold=True) if i == 0 else click.style(line, fg=STAGE_COLOURS.get(stage)))
     click.echo(footer(report))
-    if report.uncertain:
-        click.echo(f"{len(report.uncertain)} uncertain create(s): may exist and be billed; "
-                   "check the provider (ids and hashes: --json), then rerun with --resubmit-uncertain", err=True)
+    for create in report.uncertain:
+        click.echo(uncertain_line(create.job_id, create.provider, create.segment, create.reconcile), err=True)
 
 
 def job_row(job, now: float) -> tuple[str, ...]:

@@ -5,28 +5,95 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import click
 
 from ..errors import UncertainCreate, ValidationError
+from ..limits import PROVIDERS
 from . import emit_json, handle_errors, json_option
+
+if TYPE_CHECKING:
+    from ..providers import JobHandle, JobStatus, PollPolicy
+    from ..providers.flow import FlowHooks, FlowSettings
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+def flow_options(command: Callable) -> Callable:
+    """The options of a command that pays for provider jobs through the flow (`submit`, `animate`)."""
+    for option in reversed([
+        click.option("--timeout", type=click.FloatRange(min=1),
+                     help="Give up waiting for the job after this many seconds (and bound the download by it too)."),
+        click.option("--poll-interval", type=click.FloatRange(min=0.01), help="First poll interval in seconds."),
+        click.option("--resubmit-uncertain", is_flag=True,
+                     help="Create again a job whose create answer was lost (it may be billed twice)."),
+        click.option("--retry-failed", is_flag=True, help="Create a new job if the provider failed the last one."),
+    ]):
+        command = option(command)
+    return command
+
+
+def poll_for(provider: str, timeout: float | None, poll_interval: float | None) -> PollPolicy:
+    from ..providers import provider_class
+
+    poll = provider_class(provider).default_poll
+    if timeout is not None:
+        poll = dataclasses.replace(poll, timeout=timeout)
+    if poll_interval is not None:
+        poll = dataclasses.replace(poll, initial=poll_interval, maximum=max(poll.maximum, poll_interval))
+    return poll
+
+
+def flow_settings(timeout: float | None, resubmit_uncertain: bool, retry_failed: bool) -> FlowSettings:
+    from ..providers.download import TransferLimits
+    from ..providers.flow import FlowSettings
+
+    return FlowSettings(resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed,
+                        transfer=TransferLimits(deadline_s=timeout) if timeout else TransferLimits())
+
+
+def printing_hooks(provider: str) -> FlowHooks:
+    """Job ids to stderr as soon as they exist, and each change of the provider's status once."""
+    from ..providers.flow import FlowHooks
+    from ..safetext import printable
+
+    shown: list[str] = []     # raw statuses already printed, so each change is printed once
+
+    def on_created(handle: JobHandle) -> None:
+        click.echo(f"{provider} job {printable(handle.job_id)} created", err=True)
+
+    def on_status(status: JobStatus) -> None:
+        if not shown or shown[-1] != status.raw_status:
+            shown.append(status.raw_status)
+            click.echo(f"  {status.state.value} ({printable(status.raw_status)})", err=True)
+
+    return FlowHooks(on_created=on_created, on_status=on_status)
+
+
+@contextmanager
+def reconcile_shown() -> Iterator[None]:
+    """An uncertain create's reconcile record printed (redacted) for the person who must look it up."""
+    from ..safetext import printable
+    from ..secrets import redact
+
+    try:
+        yield
+    except UncertainCreate as err:
+        click.echo(f"reconcile: {printable(redact(json.dumps(err.reconcile, default=str)), 4000)}", err=True)
+        raise
+
+
 @click.command()
-@click.option("--provider", required=True, type=click.Choice(["pixverse", "aimlapi", "useapi", "fal"]))
+@click.option("--provider", required=True, type=click.Choice(PROVIDERS))
 @click.option("--video", required=True, type=_FILE, help="Prepared video (mp4/mov, inside the provider's limits).")
 @click.option("--audio", type=_FILE, help="Prepared voice track (wav/mp3).")
 @click.option("--text", help="Script for the provider's TTS instead of --audio.")
 @click.option("--speaker", help="TTS voice (Emily ... Ethan, Auto); with --text only.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Result .mp4 to write.")
-@click.option("--timeout", type=click.FloatRange(min=1), help="Give up waiting after this many seconds.")
-@click.option("--poll-interval", type=click.FloatRange(min=0.01), help="First poll interval in seconds.")
-@click.option("--resubmit-uncertain", is_flag=True,
-              help="Create again a job whose create answer was lost (it may be billed twice).")
-@click.option("--retry-failed", is_flag=True, help="Create a new job if the provider failed the last one.")
+@flow_options
 @json_option
 @handle_errors
 def submit(provider: str, video: Path, audio: Path | None, text: str | None, speaker: str | None, out: Path,
@@ -35,39 +102,21 @@ def submit(provider: str, video: Path, audio: Path | None, text: str | None, spe
     """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT.
 
     What was paid for is recorded in OUT.ledger.sqlite: the same command run again resumes that job."""
-    from ..providers import JobHandle, JobRequest, JobStatus, credential_from_env, get_provider, provider_class
-    from ..providers.flow import FlowHooks, FlowSettings
+    from ..providers import JobRequest, credential_from_env, get_provider
+    from ..safetext import printable
     from ..submit import submit as submit_job
 
     if (audio is None) == (text is None):
         raise ValidationError("give exactly one of --audio or --text")
     if speaker and text is None:
         raise ValidationError("--speaker goes with --text (the provider's TTS)")
-    poll = provider_class(provider).default_poll
-    if timeout is not None:
-        poll = dataclasses.replace(poll, timeout=timeout)
-    if poll_interval is not None:
-        poll = dataclasses.replace(poll, initial=poll_interval, maximum=max(poll.maximum, poll_interval))
-    shown: list[str] = []     # raw statuses already printed, so each change is printed once
-
-    def on_created(handle: JobHandle) -> None:
-        click.echo(f"{provider} job {handle.job_id} created", err=True)
-
-    def on_status(status: JobStatus) -> None:
-        if not shown or shown[-1] != status.raw_status:
-            shown.append(status.raw_status)
-            click.echo(f"  {status.state.value} ({status.raw_status})", err=True)
-
-    hooks = FlowHooks(on_created=on_created, on_status=on_status)
-    settings = FlowSettings(resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed)
-    with get_provider(provider, credential=credential_from_env(provider), poll=poll) as adapter:
-        try:
-            result = submit_job(adapter, JobRequest(video, audio, text, speaker), out, hooks=hooks, settings=settings)
-        except UncertainCreate as err:
-            click.echo(f"reconcile: {json.dumps(err.reconcile, default=str)}", err=True)
-            raise
+    with get_provider(provider, credential=credential_from_env(provider),
+                      poll=poll_for(provider, timeout, poll_interval)) as adapter, reconcile_shown():
+        result = submit_job(adapter, JobRequest(video, audio, text, speaker), out, hooks=printing_hooks(provider),
+                            settings=flow_settings(timeout, resubmit_uncertain, retry_failed))
     if result.started_with != "create":
-        click.echo(f"{provider} job {result.job_id}: resumed from {result.ledger} ({result.started_with})", err=True)
+        click.echo(f"{provider} job {printable(result.job_id)}: resumed from {result.ledger} ({result.started_with})",
+                   err=True)
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
     else:

@@ -3,16 +3,20 @@
 Submit answers status/response/cancel URLs under `fal-ai/pixverse/requests/{id}` (no `/lipsync`).
 Validation errors are 422 {detail: [{loc, msg, type}]}; others {detail, error_type} with X-Fal-Error-Type.
 A flapping job reports COMPLETED, then IN_PROGRESS once, then COMPLETED again.
+`GET …/status/stream` answers server-sent events: the status object whenever it changes, a comment line
+every 15 s of silence, and the connection closed after the final one (COMPLETED).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import time
 import uuid
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
@@ -21,13 +25,16 @@ from .inputs import (
 )
 from .callbacks import notify_when_final
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
-from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
+from .state import (ConnectionDropped, Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint,
+                    gateway_error, origin)
 
 PROVIDER = "fal"
 APP = "fal-ai/pixverse"
 TOKEN_TYPE = "Bearer"
 # The docs' own minimal request sends only video_url: TTS then speaks something. We speak their example text.
 DEFAULT_TEXT = "Hello, this is a test message."
+STREAM_TICK_S = 0.05        # how often a status stream looks at its job
+KEEPALIVE_S = 15.0
 
 
 def key_from(request: Request) -> str | None:
@@ -123,22 +130,52 @@ _FAILURES = {
 }
 
 
-async def status(request: Request, state: EmulatorState) -> Response:
-    job = _job(request, state)
+def status_reply(request: Request, state: EmulatorState, job: Job, logs: list | None) -> tuple[dict, int, bool]:
+    """The status object of `job` now, its HTTP code, and whether it is final (COMPLETED)."""
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
-    logs = _LOGS if request.query_params.get("logs") in ("1", "true") else None
     reply = {"request_id": job.job_id, "response_url": _urls(request, job.job_id)["response_url"]}
     if seen.flapping:
         job.attrs["flap"] = "armed"    # this reply is true; the next one goes back to IN_PROGRESS once
     elif job.attrs.pop("flap", None) == "armed" or seen.phase is Phase.RUNNING:
-        return JSONResponse({**reply, "status": "IN_PROGRESS", "logs": logs}, status_code=202)
+        return {**reply, "status": "IN_PROGRESS", "logs": logs}, 202, False
     if seen.phase is Phase.QUEUED:
         position = state.jobs[PROVIDER].queue_position(job, time.monotonic())
-        return JSONResponse({**reply, "status": "IN_QUEUE", "queue_position": position}, status_code=202)
+        return {**reply, "status": "IN_QUEUE", "queue_position": position}, 202, False
     reply.update(status="COMPLETED", logs=logs, metrics={"inference_time": job.run_s})
     if seen.phase in _FAILURES:
         reply["error"], reply["error_type"] = _FAILURES[seen.phase]
-    return JSONResponse(reply)
+    return reply, 200, True
+
+
+async def status(request: Request, state: EmulatorState) -> Response:
+    logs = _LOGS if request.query_params.get("logs") in ("1", "true") else None
+    body, code, _ = status_reply(request, state, _job(request, state), logs)
+    return JSONResponse(body, status_code=code)
+
+
+async def status_stream(request: Request, state: EmulatorState) -> Response:
+    job = _job(request, state)
+    breaks = state.faults[PROVIDER].take("break_status_streams")
+    return StreamingResponse(_status_events(request, state, job, breaks), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})
+
+
+async def _status_events(request: Request, state: EmulatorState, job: Job, breaks: bool):
+    last, sent_at = None, time.monotonic()
+    while True:
+        body, _, final = status_reply(request, state, job, None)
+        event = json.dumps(body)
+        if event != last:
+            yield f"data: {event}\n\n"
+            last, sent_at = event, time.monotonic()
+            if breaks:
+                raise ConnectionDropped("emulator fault: status stream broken after its first event")
+        if final:
+            return
+        if time.monotonic() - sent_at >= KEEPALIVE_S:
+            yield ": keepalive\n\n"
+            sent_at = time.monotonic()
+        await asyncio.sleep(STREAM_TICK_S)
 
 
 def output(state: EmulatorState, job: Job, origin_url: str) -> dict:
@@ -242,6 +279,7 @@ async def signed_put(request: Request, state: EmulatorState) -> Response:
 QUEUE_ROUTES = [
     Route(f"/{APP}/lipsync", endpoint(DIALECT, submit), methods=["POST"]),
     Route(f"/{APP}/requests/{{request_id}}/status", endpoint(DIALECT, status), methods=["GET"]),
+    Route(f"/{APP}/requests/{{request_id}}/status/stream", endpoint(DIALECT, status_stream), methods=["GET"]),
     Route(f"/{APP}/requests/{{request_id}}/cancel", endpoint(DIALECT, cancel), methods=["PUT"]),
     Route(f"/{APP}/requests/{{request_id}}", endpoint(DIALECT, response), methods=["GET"]),
 ]

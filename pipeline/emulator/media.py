@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 from pymediainfo import MediaInfo as _PyMediaInfo
 
-from ..ffmpeg import compile_stream, run_ffmpeg
+from ..ffmpeg import X264_THREADS, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from ..speech import speak_to_wav
@@ -153,6 +153,7 @@ def render_result(req: RenderRequest) -> Rendered:
     with atomic_output(req.out) as tmp:
         out = ffmpeg.output(
             v, a, str(tmp), t=f"{seconds:.3f}", vcodec="libx264", preset="ultrafast", crf=30,
+            **{"threads:v": X264_THREADS},
             acodec="aac", audio_bitrate="96k", movflags="+faststart", f="mp4",
         )
         run_ffmpeg(compile_stream(out.global_args("-v", "error")), what=f"rendering emulator result {req.out.name}")

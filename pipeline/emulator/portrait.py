@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from ..ffmpeg import compile_stream, run_ffmpeg
+from ..ffmpeg import X264_THREADS, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import ImageLimits
 from ..speech import speak_to_wav
@@ -80,6 +80,6 @@ def render_portrait(req: PortraitInput, out: Path) -> Rendered:
         streams.append(ffmpeg.input(str(speech)).audio.filter("apad"))
     with atomic_output(out) as tmp:
         command = ffmpeg.output(*streams, str(tmp), t=req.duration, r=FPS, vcodec="libx264", preset="ultrafast",
-                                crf=28, acodec="aac", audio_bitrate="96k", movflags="+faststart", f="mp4")
+                                crf=28, **{"threads:v": X264_THREADS}, acodec="aac", audio_bitrate="96k", movflags="+faststart", f="mp4")
         run_ffmpeg(compile_stream(command.global_args("-v", "error")), what=f"rendering emulator portrait {out.name}")
     return Rendered(out, w, h, out.stat().st_size, float(req.duration))

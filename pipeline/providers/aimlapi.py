@@ -15,21 +15,23 @@ import base64
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 from urllib.parse import quote
 
 import httpx
 
 from ..errors import BillingError, LipsyncError, ValidationError
-from ..limits import ImageLimits
+from ..fsutil import sha256_file
+from ..limits import ImageLimits, load_image_limits
 from ..voices import VOICE_NAMES, resolve_voice
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
 from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
-from .poll import PollPolicy
+from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 PATH = "/v2/video/generations"
 MODEL = "pixverse/lip-sync"
+IMAGE_KIND = "image-to-video"       # the ProviderRequest kind of ImageJobRequest
 B64_SLICE = 3 * (1 << 18)           # 768 KiB in, 1 MiB of base64 out
 QUEUED = frozenset({"queued", "waiting", "pending"})
 RUNNING = frozenset({"generating", "active", "processing", "in_progress"})
@@ -170,33 +172,52 @@ class AimlapiProvider(Provider):
     base_url_env = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
     voice_id_scheme = "name"
     default_concurrency = 4
-    default_poll = PollPolicy()
+    default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)
     limits_key = "aimlapi"
     classify_create = staticmethod(classify_create)
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._secret()}"}
 
-    def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
-        fields: dict[str, str | DataUri] = {"model": MODEL, "video_url": media_field(req.video, req.video_url)}
+    request_kinds = (JobRequest.kind, IMAGE_KIND)
+
+    def __init__(self, *, generation_path: str = PATH, **kwargs: Any):
+        """`generation_path`: the documented `/v2/video/generations`, or seed 003's legacy
+        `/v2/generate/video/pixverse/generation` (same bodies and replies); `run.provider_options.aimlapi`."""
+        super().__init__(**kwargs)
+        if generation_path not in (PATH, LEGACY_IMAGE_PATH):
+            raise ValidationError(f"generation_path must be {PATH} or {LEGACY_IMAGE_PATH}, got {generation_path!r}")
+        self.generation_path = generation_path
+
+    def _submission(self, req: JobRequest | ImageJobRequest, reply_ref: str | None) -> Submission:
+        if isinstance(req, ImageJobRequest):
+            return self._json_submission(image_fields(req), IMAGE_MODEL)
+        fields: dict[str, str | int | DataUri] = {"model": MODEL, "video_url": media_field(req.video, req.video_url)}
         if req.audio is not None:
             fields["audio_url"] = media_field(req.audio, req.audio_url)
         else:
             fields["lip_sync_tts_content"] = req.text or ""
             fields["lip_sync_tts_speaker"] = req.speaker or "Auto"
+        return self._json_submission(fields, MODEL)
+
+    def _json_submission(self, fields: dict[str, str | int | DataUri], model: str) -> Submission:
         body = StreamedJson(fields)
-        request = CreateRequest("POST", self._url(PATH),
+        request = CreateRequest("POST", self._url(self.generation_path),
                                 lambda: {**self._auth_headers(), "Content-Type": "application/json"},
                                 body.chunks, body.length)
-        return Submission(request, described(fields))
+        return Submission(request, described(fields), model)
 
     def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         return self._handle_with_id(body, "id", created_at)
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"
-        response = self._request("GET", self._url(PATH), what=what, params={"generation_id": handle.job_id},
-                                 retry_on=is_transient)
+        url = self._url(self.generation_path)
+        if handle.model == IMAGE_MODEL:     # its id holds a colon: sent verbatim, strictly URL-encoded
+            response = self._request("GET", f"{url}?{status_query(handle.job_id)}", what=what, retry_on=is_transient)
+        else:
+            response = self._request("GET", url, what=what, params={"generation_id": handle.job_id},
+                                     retry_on=is_transient)
         body = reply_json(response)
         message = error_text(body, "message", "error")
         if is_generation_timeout(response):
@@ -204,6 +225,9 @@ class AimlapiProvider(Provider):
                              error_message=f"timed out at the provider (HTTP 504: {message})")
         if response.status_code != 200:
             raise error_for(response.status_code, message, what)
+        if handle.model == IMAGE_MODEL:
+            generation = parse_image_generation(body)
+            return replace(generation.status, usage=generation.usage)
         return parse_generation(body)
 
     def voices(self) -> list[Voice]:
@@ -236,10 +260,13 @@ class ImageJobRequest:
     style: str | None = None
     seed: int | None = None
     image_url: str | None = None
+    kind: ClassVar[str] = IMAGE_KIND
 
-    def checked(self, limits: ImageLimits) -> ImageJobRequest:
+    def checked(self, limits: ImageLimits | None = None) -> ImageJobRequest:
         """This request with the speaker canonical (Auto for a script without one); ValidationError naming the
-        field for what the API would refuse, so nothing is sent that cannot be accepted."""
+        field for what the API would refuse, so nothing is sent that cannot be accepted. `limits`: the
+        provider's image limits (AI/ML API's by default)."""
+        limits = limits or load_image_limits("aimlapi")
         if not Path(self.image).is_file() and self.image_url is None:
             raise ValidationError(f"{self.image}: no such file")
         if Path(self.image).suffix.lower() not in IMAGE_TYPES and self.image_url is None:
@@ -252,12 +279,20 @@ class ImageJobRequest:
             raise ValidationError("a speaker was given without a script to speak")
         if self.text is not None and not self.text.strip():
             raise ValidationError("the script is empty")
-        _check_choices(self, limits)
+        check_choices(self, limits)
         return replace(self, image=Path(self.image),
                        speaker=resolve_voice(self.speaker or "Auto") if self.text is not None else None)
 
+    def summary(self) -> dict[str, Any]:
+        """What this request asks for, the image by hash: for keys, fingerprints and manifests, never bytes."""
+        return {"image_sha256": None if self.image_url else sha256_file(self.image), "image_url": self.image_url,
+                "prompt": self.prompt, "text": self.text, "speaker": self.speaker, "resolution": self.resolution,
+                "duration": self.duration, "negative_prompt": self.negative_prompt, "style": self.style,
+                "seed": self.seed}
 
-def _check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
+
+def check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
+    """The model's enums and ranges (resolution, duration at that resolution, style, seed, prompt lengths)."""
     resolution = req.resolution or limits.default_resolution
     if resolution not in limits.resolutions:
         raise ValidationError(f"resolution {resolution!r} is not one of {', '.join(limits.resolutions)}")

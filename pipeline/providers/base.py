@@ -16,7 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
 
 import httpx
 
@@ -30,7 +30,7 @@ from .http import (CreateOutcome, CreateRequest, CreateVerdict, RetryPolicy, mak
 from .netguard import guarded_client, loopback_origins, url_origin
 
 if TYPE_CHECKING:
-    from .poll import PollPolicy
+    from .poll import DurationEstimator, PollPolicy
 
 log = logging.getLogger("lipsync.providers")
 
@@ -40,7 +40,7 @@ MAX_REPLY_NUMBER = 2**53          # no size, width, count or credit figure is bi
 _MAX_NUMBER_TEXT = 40
 _MODERATION_WORDS = ("moderat", "content policy", "content_policy", "nsfw", "sensitive", "prohibited")
 
-__all__ = ["Download", "FINAL_STATES", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider",
+__all__ = ["Download", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider", "ProviderRequest",
            "Submission", "Voice"]
 
 
@@ -51,10 +51,17 @@ class JobState(StrEnum):
     FAILED = "failed"
     MODERATED = "moderated"
     CANCELED = "canceled"
-    UNCERTAIN = "uncertain"
 
 
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.MODERATED, JobState.CANCELED})
+class ProviderRequest(Protocol):
+    """What the job flow needs of any request: its kind (a provider takes only the kinds it declares), its
+    validation before anything is paid for, and what it asks for by hash (fingerprints, reconcile records)."""
+
+    kind: ClassVar[str]
+
+    def checked(self) -> ProviderRequest: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class JobRequest:
     speaker: str | None = None
     video_url: str | None = None
     audio_url: str | None = None
+    kind: ClassVar[str] = "lip-sync"
 
     def checked(self) -> JobRequest:
         """This request with paths as Paths and the speaker canonicalised; ValidationError if unusable."""
@@ -96,13 +104,15 @@ class JobRequest:
 class JobHandle:
     """Everything needed to poll, cancel or download a job later, from another process (the ledger keeps it).
 
-    `urls` holds provider-issued URLs to reuse (fal: status, response, cancel).
+    `urls` holds provider-issued URLs to reuse (fal: status, response, cancel); `model` the model the create
+    asked for, where one provider serves several (AI/ML API's replies differ by model).
     """
 
     provider: str
     job_id: str
     urls: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0     # time.time() when the provider accepted the job
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +121,7 @@ class JobHandle:
     def from_dict(cls, d: dict[str, Any]) -> JobHandle:
         return cls(provider=str(d["provider"]), job_id=str(d["job_id"]),
                    urls={str(k): str(v) for k, v in (d.get("urls") or {}).items()},
-                   created_at=float(d.get("created_at") or 0.0))
+                   created_at=float(d.get("created_at") or 0.0), model=d.get("model"))
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ class JobStatus:
     error_code: str | None = None
     error_message: str | None = None
     unconfirmed: bool = False   # the provider says done, but the evidence (URL, size) is missing
+    usage: dict[str, float] = field(default_factory=dict)   # the reply's usage figures, as it names them
 
     @property
     def reported_done(self) -> bool:
@@ -151,10 +162,12 @@ class Voice:
 
 @dataclass(frozen=True)
 class Submission:
-    """A create ready to send: the request, and what it asks for (ids/URLs, no bytes) to reconcile by hand."""
+    """A create ready to send: the request, what it asks for (ids/URLs, no bytes) to reconcile by hand, and
+    the model it asks for when the provider serves several (recorded in the job's handle)."""
 
     request: CreateRequest
     fields: dict[str, Any]
+    model: str | None = None
 
 
 def media_type(path: Path) -> str:
@@ -249,12 +262,15 @@ class Provider:
     default_concurrency: ClassVar[int] = 4      # jobs at once when the config does not say
     default_poll: ClassVar[PollPolicy]
     limits_key: ClassVar[str]                   # its table in limits.toml (and prices, where documented)
+    request_kinds: ClassVar[tuple[str, ...]] = (JobRequest.kind,)   # the `ProviderRequest.kind`s it takes
     can_reconcile: ClassVar[bool] = False       # `find_created` can find a create whose answer was lost
+    streams_status: ClassVar[bool] = False      # `stream_statuses` follows a job without polling
 
     def __init__(self, *, credential: str | None, base_urls: Mapping[str, str], poll: PollPolicy | None = None,
                  retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
                  client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None,
-                 trusted_loopback: Iterable[str] = ()):
+                 trusted_loopback: Iterable[str] = (), durations: DurationEstimator | None = None):
+        from .poll import DurationEstimator  # poll.py builds on this module
         self.base_urls = {key: require_configured_url(base_urls.get(key) or default,
                                                       what=f"{self.name} base URL").rstrip("/")
                           for key, default in self.base_url_defaults.items()}
@@ -264,6 +280,8 @@ class Provider:
         self._configured_origins = frozenset(url_origin(url) for url in self.base_urls.values())
         self._credential = (credential or "").strip() or None
         self.poll_policy = poll or self.default_poll
+        # how long this provider's jobs took in this process (shared by a run's jobs: one adapter per provider)
+        self.durations = durations if durations is not None else DurationEstimator()
         self.retry = retry or RetryPolicy()
         self.create_retry = create_retry or RetryPolicy.for_refused_creates()
         self._client = client or make_client(timeout=client_timeout)
@@ -276,8 +294,11 @@ class Provider:
         return None
 
     # --- the job model: the flow (flow.py) calls these in order -----------------------------------
-    def submission(self, req: JobRequest, *, reply_ref: str | None = None) -> Submission:
+    def submission(self, req: ProviderRequest, *, reply_ref: str | None = None) -> Submission:
         """Upload what needs uploading and build the create request. Never billable, so repeatable."""
+        if req.kind not in self.request_kinds:
+            raise ValidationError(f"{self.name} takes no {req.kind} jobs (only {', '.join(self.request_kinds)}); "
+                                  f"choose a provider that does", provider=self.name)
         self._secret()
         return self._submission(req, reply_ref)
 
@@ -299,6 +320,13 @@ class Provider:
     def poll(self, handle: JobHandle) -> JobStatus:
         """One status request (retried on transport errors, 429 and 5xx)."""
         raise NotImplementedError
+
+    def stream_statuses(self, handle: JobHandle, timeout: float, *,
+                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
+        """The job's statuses as the provider pushes them (where `streams_status`), for at most `timeout` s,
+        ending after a final one. Raises `sse.StreamBroken` when the stream cannot be followed; `on_chunk`
+        runs whenever bytes arrive, and what it raises ends the stream (a batch's stop request)."""
+        raise NotImplementedError(f"{self.name} has no status stream")
 
     def cancel(self, handle: JobHandle) -> bool:
         """Ask the provider to stop the job. False where the protocol has no cancel."""
@@ -329,8 +357,8 @@ class Provider:
         """Headers for one request to this provider's API hosts (called afresh for every request)."""
         raise NotImplementedError
 
-    def _submission(self, req: JobRequest, reply_ref: str | None) -> Submission:
-        """Upload what needs uploading and build the create request."""
+    def _submission(self, req: Any, reply_ref: str | None) -> Submission:
+        """Upload what needs uploading and build the create request (`req` is of one of `request_kinds`)."""
         raise NotImplementedError
 
     @staticmethod

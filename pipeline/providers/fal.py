@@ -10,13 +10,14 @@ A COMPLETED status that carries an error is a failure.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -27,7 +28,8 @@ from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submiss
                    http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
                    unknown_status)
 from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
-from .poll import PollPolicy
+from .poll import DOCUMENTED_JOB_S, PollPolicy
+from .sse import StreamBroken, StreamLimits, read_events
 
 log = logging.getLogger("lipsync.providers.fal")
 
@@ -38,6 +40,7 @@ INITIATE_PATH = "/storage/upload/initiate"
 NO_ENDPOINT = frozenset({404, 405})
 TOKEN_MARGIN_S = 60.0
 HANDLE_URLS = ("status", "response", "cancel")
+STATUS_STREAM = StreamLimits(max_event_bytes=64 * 1024, max_events=1000, read_timeout_s=30.0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,26 @@ def parse_queue_status(body: Any) -> JobStatus:
     return unknown_status("fal", raw or "no status")
 
 
+def parse_stream_event(data: str) -> JobStatus | None:
+    """One status-stream event (its `data`: a status object like the polled reply); None for an event
+    without data. StreamBroken when it is not a JSON object."""
+    if not data.strip():
+        return None
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise StreamBroken("an event that is not JSON") from None
+    if not isinstance(body, dict):
+        raise StreamBroken(f"an event that is not a status object ({type(body).__name__})")
+    return parse_queue_status(body)
+
+
+def stream_url(status_url: str) -> str:
+    """The documented status stream: the status URL's path + `/stream`, its query kept."""
+    url = httpx.URL(status_url)
+    return str(url.copy_with(path=url.path.rstrip("/") + "/stream"))
+
+
 def parse_output(body: Any) -> JobStatus:
     """The result of a COMPLETED request: success only with `video.url` (and a non-zero size if given)."""
     video = body.get("video") if isinstance(body, dict) else None
@@ -148,8 +171,9 @@ class FalProvider(Provider):
     base_url_defaults = {"fal_queue": "https://queue.fal.run", "fal_storage": "https://rest.fal.ai"}
     base_url_env = {"fal_queue": "LIPSYNC_FAL_QUEUE_URL", "fal_storage": "LIPSYNC_FAL_STORAGE_URL"}
     voice_id_scheme = "name"
+    streams_status = True                       # GET {status_url}/stream: server-sent status events
     default_concurrency = 8                     # fal's queue takes many requests; the queue limits the rest
-    default_poll = PollPolicy()
+    default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)
     limits_key = "fal"
     classify_create = staticmethod(classify_create)
 
@@ -162,11 +186,15 @@ class FalProvider(Provider):
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._secret()}"}
 
-    def _queue_request(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
-        """A request to a stored queue URL; the key only goes to the configured queue host."""
+    def _on_queue_host(self, url: str, what: str) -> str:
+        """`url` if it is on the configured queue host (the only place the key goes), else a ProviderError."""
         if not same_origin(url, self.base_urls["fal_queue"]):
             raise ProviderError(f"{what}: {url!r} is not on the configured fal queue host", provider=self.name)
-        return self._request(method, url, what=what, **kwargs)
+        return url
+
+    def _queue_request(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        """A request to a stored queue URL; the key only goes to the configured queue host."""
+        return self._request(method, self._on_queue_host(url, what), what=what, **kwargs)
 
     def _storage_token(self) -> StorageToken | None:
         """A CDN token (cached until a minute before it expires); None if the storage host has no token
@@ -259,6 +287,25 @@ class FalProvider(Provider):
         if status.state is not JobState.SUCCEEDED:
             return status
         return self._result(handle)
+
+    def stream_statuses(self, handle: JobHandle, timeout: float, *,
+                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
+        """The request's status events until COMPLETED (then its result, as `poll` gives it) or `timeout`.
+        Never retried: the caller polls instead when this raises StreamBroken."""
+        url = self._on_queue_host(stream_url(self._handle_url(handle, "status")),
+                                  f"status stream of request {handle.job_id}")
+        request = self._client.build_request("GET", url, headers={
+            **self._auth_headers(), "Accept": "text/event-stream", "Cache-Control": "no-store"})
+        for event in read_events(self._client, request, STATUS_STREAM, timeout=timeout, on_chunk=on_chunk):
+            status = parse_stream_event(event.data)
+            if status is None:
+                continue
+            if status.state is JobState.SUCCEEDED:
+                yield self._result(handle)
+                return
+            yield status
+            if status.state in (JobState.FAILED, JobState.MODERATED, JobState.CANCELED):
+                return
 
     def _result(self, handle: JobHandle) -> JobStatus:
         """The response_url of a COMPLETED request: the output, not there yet, or how the run failed."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +33,7 @@ from ..errors import GenerationFailed, LipsyncError, ProviderError, UncertainCre
 from ..fsutil import sha256_file, sha256_json
 from ..killpoints import kill_point
 from ..limits import load_limits
-from .base import JobHandle, JobRequest, JobStatus, Provider, Submission
+from .base import JobHandle, JobStatus, Provider, ProviderRequest, Submission
 from .download import TransferLimits, result_cap
 from .http import Accepted, Lost, Refused, TryAgain, run_with_retries
 from .poll import wait_for_job
@@ -131,11 +131,12 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class SegmentJob:
-    """One provider job to get done: its idempotency key, what it is for, what it asks, where its result goes."""
+    """One provider job to get done: its idempotency key, what it is for, what it asks (a lip-sync
+    `JobRequest`, or AI/ML API's `ImageJobRequest`), where its result goes."""
 
     key: str
     ref: SegmentRef
-    request: JobRequest
+    request: ProviderRequest
     reply_ref: str                # sent where the protocol stores it (useapi's replyRef), to find the job again
     result_path: Path
 
@@ -226,9 +227,10 @@ class ProviderJobFlow:
             self.store.record_uncertain(key, attempt, error=error, reconcile=reconcile, raw_reply=accepted.raw)
             raise UncertainCreate(f"{job.ref.job_id} segment {job.ref.segment}: {error}", provider=self.provider.name,
                                   reconcile=reconcile)
+        handle = replace(handle, model=submission.model)
         self.store.record_created(key, attempt, handle=handle.to_dict(), provider_job_id=handle.job_id)
-        log.info("%s segment %d: %s job %s created", job.ref.job_id, job.ref.segment, self.provider.name,
-                 handle.job_id)
+        log.debug("%s segment %d: %s job %s created", job.ref.job_id, job.ref.segment, self.provider.name,
+                  handle.job_id)
         self.hooks.on_created(handle)
         kill_point("after_create")
         record = self.store.latest_create(key)
@@ -266,10 +268,7 @@ class ProviderJobFlow:
 
     def _reconcile_info(self, job: SegmentJob, submission: Submission | None) -> dict[str, Any]:
         """What a person needs to find a create whose answer was lost (never secrets or media bytes)."""
-        request = job.request
-        asked = {"video_sha256": sha256_file(request.video),
-                 "audio_sha256": sha256_file(request.audio) if request.audio else None,
-                 "text": request.text, "speaker": request.speaker}
+        asked = job.request.summary()
         info: dict[str, Any] = {"provider": self.provider.name, "job": job.ref.job_id, "segment": job.ref.segment,
                                 "reply_ref": job.reply_ref, **asked}
         if submission is not None:

@@ -19,7 +19,7 @@ from ..voices import VOICE_IDS
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, media_type,
                    optional_int, reply_json, unknown_status)
 from .http import CreateVerdict, Lost, Refused, is_retryable_status
-from .poll import PollPolicy
+from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/openapi/v2"
 AUTH_CODES = frozenset({10001, 10003})
@@ -148,7 +148,7 @@ class PixverseProvider(Provider):
     base_url_env = {"pixverse": "LIPSYNC_PIXVERSE_BASE_URL"}
     voice_id_scheme = "id"
     default_concurrency = 4                     # the account's concurrent-generation limit is per plan
-    default_poll = PollPolicy(initial=3.0)      # the docs ask for a status check every 3-5 s
+    default_poll = PollPolicy(initial=3.0, expected_s=DOCUMENTED_JOB_S)  # the docs: a status check every 3-5 s
     limits_key = "pixverse"
     classify_create = staticmethod(classify_create)
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from ..secrets import redact
 from .store import CreateRecord, CreateState, SegmentRef
 
-SCHEMA_VERSION = 2  # 2: creates.raw_reply; the state "rejected" renamed "refused"
+SCHEMA_VERSION = 3  # 2: creates.raw_reply, "rejected" renamed "refused"; 3: tables a subclass adds
 
 CREATES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS creates (

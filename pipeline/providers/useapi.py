@@ -20,7 +20,7 @@ from ..voices import VOICE_IDS
 from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
                    http_error, iter_file, optional_int, raw_file_headers, reply_json, unknown_status)
 from .http import CreateVerdict, classify_http_create, is_retryable_status
-from .poll import PollPolicy
+from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/v2/pixverse"
 ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": not transient
@@ -120,7 +120,7 @@ class UseapiProvider(Provider):
     base_url_env = {"useapi": "LIPSYNC_USEAPI_BASE_URL"}
     voice_id_scheme = "id"
     default_concurrency = 3                     # the docs' own maxJobs example; the account may allow up to 8
-    default_poll = PollPolicy(initial=3.0)      # a 404 while running: no point asking every second
+    default_poll = PollPolicy(initial=3.0, expected_s=DOCUMENTED_JOB_S)  # 404 while running: not every second
     limits_key = "useapi"
     can_reconcile = True                        # replyRef is stored and listed by GET /videos
     classify_create = staticmethod(classify_create)

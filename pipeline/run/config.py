@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
+from ..animate import PortraitSpec, check_portrait
 from ..errors import ConfigError, LipsyncError
-from ..limits import PROVIDERS, Limits, load_limits
+from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
 from ..providers import BASE_URL_KEYS
 from ..providers.download import TransferLimits
 from ..stages.sync import SyncMode, max_job_seconds
@@ -113,12 +114,21 @@ class DefaultsSection(_Strict):
     sync_mode: SyncMode | None = None
     loudness_lufs: float | None = Field(-16.0, gt=-70, lt=0)
     true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
+    audio_track: int | None = Field(None, ge=1)
     limits: dict[str, Any] = Field(default_factory=dict)
 
 
 class JobSection(_Strict):
     id: JobId
-    video: str
+    video: str | None = None
+    image: str | None = None          # a talking portrait (AI/ML API image-to-video) instead of footage
+    prompt: str | None = None
+    resolution: str | None = None
+    duration: int | None = None
+    style: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    chain: bool = False
     audio: str | None = None
     text: str | None = None
     text_file: str | None = None
@@ -129,10 +139,18 @@ class JobSection(_Strict):
     true_peak_dbtp: float | None = Field(None, ge=-20, le=0)
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
+    audio_track: int | None = Field(None, ge=1)   # the voice's track in `audio` (from 1); default: flag, speech
     limits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_voice_source(self) -> "JobSection":
+        if (self.video is None) == (self.image is None):
+            raise ValueError("give exactly one of video (footage to lip-sync) or image (a still to animate)")
+        if self.image is not None:
+            return self._portrait_fields()
+        portrait_only = [k for k in PORTRAIT_KEYS if getattr(self, k) not in (None, False)]
+        if portrait_only:
+            raise ValueError(f"{', '.join(portrait_only)} go with image, not video")
         given = [k for k in ("audio", "text", "text_file") if getattr(self, k) not in (None, "")]
         if len(given) != 1:
             raise ValueError(
@@ -141,6 +159,20 @@ class JobSection(_Strict):
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
+
+    def _portrait_fields(self) -> "JobSection":
+        if self.prompt is None or not self.prompt.strip():
+            raise ValueError("an image job needs a prompt: what the clip shows")
+        if (self.text in (None, "")) == (self.text_file in (None, "")):
+            raise ValueError("an image job needs exactly one of text or text_file (the script it speaks)")
+        footage_only = [k for k in FOOTAGE_KEYS if getattr(self, k) is not None]
+        if footage_only:
+            raise ValueError(f"{', '.join(footage_only)} go with video, not image")
+        return self
+
+
+PORTRAIT_KEYS = ("prompt", "resolution", "duration", "style", "negative_prompt", "seed", "chain")
+FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start", "end", "audio_track")
 
 
 class ConfigFile(_Strict):
@@ -164,7 +196,7 @@ class JobSpec:
 
     id: str
     provider: str
-    video: Path
+    video: Path | None                  # None for a talking portrait (`portrait`)
     audio: Path | None
     text: str | None
     text_file: Path | None
@@ -175,10 +207,17 @@ class JobSpec:
     start: float | None
     end: float | None
     limits: Limits
+    audio_track: int | None = None
+    portrait: PortraitSpec | None = None
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
+        # audio_track and portrait only when given, so the keys of jobs without them stay what they were
+        track = {} if self.audio_track is None else {"audio_track": self.audio_track}
+        portrait = {} if self.portrait is None else {"portrait": self.portrait.params()}
         return {
+            **track,
+            **portrait,
             "provider": self.provider,
             "speaker": self.speaker if self.audio is None else None,
             "sync_mode": self.sync_mode,
@@ -194,8 +233,9 @@ class JobSpec:
         def rel(path: Path | None) -> str | None:
             return None if path is None else Path(os.path.relpath(path, base_dir)).as_posix()
 
-        return {"id": self.id, "video": rel(self.video), "audio": rel(self.audio), "text_file": rel(self.text_file),
-                "text": self.text, **self.params()}
+        image = {} if self.portrait is None else {"image": rel(self.portrait.image)}
+        return {"id": self.id, "video": rel(self.video), **image, "audio": rel(self.audio),
+                "text_file": rel(self.text_file), "text": self.text, **self.params()}
 
 
 @dataclass(frozen=True)
@@ -281,7 +321,7 @@ def check_creates_per_job(config: RunConfig, job_id: str, creates: int) -> int:
 def text_creates(spec: JobSpec) -> int | None:
     """How many paid creates a TTS job makes (one per chunk of its script), before any media work; None for a
     job with an audio track (its segment count comes from prepare)."""
-    if spec.text is None:
+    if spec.text is None or spec.portrait is not None:   # a portrait's clips are planned with its image limits
         return None
     return len(chunk_text(spec.text, spec.limits.tts_max_chars, max_job_seconds(spec.limits)))
 
@@ -357,10 +397,22 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
     except LipsyncError as exc:
         where = "speaker" if "speaker" in exc.message else "limits"
         raise ConfigError(f"{path}: {key}.{where}: {exc.message}") from None
+    if spec.image is not None and provider != "aimlapi":
+        raise ConfigError(f"{path}: {key}.provider: an image job runs on aimlapi (pixverse/v5/image-to-video), "
+                          f"not {provider}; set provider = \"aimlapi\" on the job")
+    portrait = None if spec.image is None else PortraitSpec(
+        image=existing("image", spec.image), prompt=spec.prompt or "", text=text or "", speaker=speaker,
+        resolution=spec.resolution, duration=spec.duration, negative_prompt=spec.negative_prompt, style=spec.style,
+        seed=spec.seed, chain=spec.chain)
+    if portrait is not None:
+        try:
+            check_portrait(portrait, load_image_limits(provider), limits.tts_max_chars)
+        except LipsyncError as exc:
+            raise ConfigError(f"{path}: {key}: {exc.message}") from None
     return JobSpec(
         id=spec.id,
         provider=provider,
-        video=existing("video", spec.video),
+        video=existing("video", spec.video) if spec.video else None,
         audio=existing("audio", spec.audio) if spec.audio else None,
         text=text,
         text_file=text_file,
@@ -371,4 +423,6 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         start=spec.start,
         end=spec.end,
         limits=limits,
+        audio_track=spec.audio_track if spec.audio_track is not None else defaults.audio_track,
+        portrait=portrait,
     )

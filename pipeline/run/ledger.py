@@ -19,6 +19,7 @@ from typing import Any
 from ..fsutil import exclusive_lock
 from ..providers.sqlite_store import SqliteStore, create_record
 from ..providers.store import CreateRecord, CreateState
+from ..secrets import Fingerprint, add_fingerprints
 
 LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".lock"
@@ -37,6 +38,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    length      INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    PRIMARY KEY (length, sha256)
 );
 CREATE TABLE IF NOT EXISTS stage_times (
     job_id      TEXT NOT NULL,
@@ -101,6 +107,20 @@ class Ledger(SqliteStore):
     @classmethod
     def in_dir(cls, run_dir: Path, *, readonly: bool = False) -> "Ledger":
         return cls(Path(run_dir) / LEDGER_NAME, readonly=readonly)
+
+    # --- secrets: fingerprints only, so a later `lipsync status` can hide a key it no longer holds -----
+
+    def record_secrets(self, prints: list[Fingerprint]) -> None:
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO secrets (length, sha256) VALUES (?, ?)",
+                           [(p.length, p.sha256) for p in prints])
+
+    def secret_fingerprints(self) -> list[Fingerprint]:
+        try:
+            rows = self._read("SELECT length, sha256 FROM secrets")
+        except sqlite3.OperationalError:  # a ledger written before fingerprints were kept
+            return []
+        return [Fingerprint(int(r["length"]), str(r["sha256"])) for r in rows]
 
     # --- jobs -------------------------------------------------------------------------------------
 
@@ -266,5 +286,6 @@ def read_status(run_dir: str | Path) -> RunStatus:
     if not (run_dir / LEDGER_NAME).is_file():
         raise ValidationError(f"{run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`")
     with Ledger.in_dir(run_dir, readonly=True) as ledger:
+        add_fingerprints(ledger.secret_fingerprints())  # what this shell no longer holds is still hidden
         jobs = [JobView(row, ledger.creates(row.job_id), ledger.stage_times(row.job_id)) for row in ledger.jobs()]
     return RunStatus(run_dir, run_in_progress(run_dir), jobs)

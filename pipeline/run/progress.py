@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import GenerationFailed
 from ..safetext import printable
@@ -286,6 +286,18 @@ class _AboveTheTable(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.console.print(self.format(record), markup=False, highlight=False,
                            style="red" if record.levelno >= logging.ERROR else "yellow")
+
+
+def uncertain_line(job_id: str, provider: str, segment: int, reconcile: dict[str, Any] | None) -> str:
+    """What a person needs about one create whose answer was lost: which segment, when it was sent, how to
+    find it, and what --resubmit-uncertain would do."""
+    info = reconcile or {}
+    when = info.get("sent_at") or info.get("intent_at") or "an unrecorded time"
+    ref = f"; it was sent with reference {printable(str(info['reply_ref']), 120)}" if info.get("reply_ref") else ""
+    return (f"uncertain: {job_id} segment {segment}: a create sent to {provider} at {printable(str(when), 40)} got "
+            f"no answer, so it may exist and be billed{ref}. Look for it in {provider}'s dashboard (hashes and "
+            f"the request: `lipsync status --json`); --resubmit-uncertain sends it again, a second paid job "
+            f"if the first one exists")
 
 
 def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str]:

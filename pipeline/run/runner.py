@@ -26,22 +26,27 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Collection, Iterator
 
-from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, worst_exit_code
+from ..animate import ClipDone, make_clips, prepare_portrait
+from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, ValidationError, worst_exit_code
 from ..fsutil import sha256_file, sha256_json, write_text_atomic
 from ..killpoints import kill_point
+from ..limits import load_image_limits
+from ..providers.aimlapi import ImageJobRequest
 from ..providers import PROVIDER_NAMES, JobRequest, PollPolicy, Provider, credential_from_env, get_provider, provider_class
 from ..providers.flow import FlowHooks, FlowSettings, ProviderJobFlow, SegmentJob, segment_key
 from ..providers.store import CreateState, SegmentRef
-from .config import JobSpec, RunConfig
-from .ledger import Ledger, Stage, run_lock
+from ..providers.download import result_cap
+from ..safetext import printable
+from ..secrets import fingerprints
+from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
+from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
+from .rundir import WORK_DIR, claim_run_dir, list_run_dir, stale_temps
 from .progress import Progress, job_context, status_text
-from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, prepare_job
+from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, prepare_job
 
 log = logging.getLogger("lipsync.run")
-
-WORK_DIR = ".work"                # hidden, so handoff's checksums skip it
 
 class Interrupted(Exception):
     """The user asked the run to stop (Ctrl-C); raised at the next safe point of each job."""
@@ -134,6 +139,7 @@ class RunOptions:
     resubmit_uncertain: bool = False
     retry_failed: bool = False
     cpu_slots: int | None = None  # concurrent ffmpeg work; None: `cpu_slot_count`'s default
+    force: bool = False           # run in a folder holding files we did not write (never touching them)
 
 
 # ---- the runner ---------------------------------------------------------------------------------
@@ -141,12 +147,13 @@ class RunOptions:
 
 class BatchRunner:
     def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Provider],
-                 progress: Progress):
+                 progress: Progress, foreign: Collection[str] = ()):
         self.config = config
         self.options = options
         self.ledger = ledger
         self.providers = providers
         self.progress = progress
+        self.foreign = foreign          # paths in the run directory we did not write: never touched
         self.stop = threading.Event()
         self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
@@ -155,7 +162,8 @@ class BatchRunner:
             for name, provider in providers.items()
         }
         self._flow_settings = FlowSettings(resubmit_uncertain=options.resubmit_uncertain,
-                                           retry_failed=options.retry_failed)
+                                           retry_failed=options.retry_failed,
+                                           transfer=config.download.transfer_limits())
 
     @property
     def run_dir(self) -> Path:
@@ -186,7 +194,7 @@ class BatchRunner:
 
     def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
-        video_sha = _input_sha256(spec.video)
+        video_sha = _input_sha256(spec.video if spec.portrait is None else spec.portrait.image)
         audio_sha = _input_sha256(spec.audio) if spec.audio else None
         key = inputs_key(spec, video_sha, audio_sha)
         row = self.ledger.start_job(spec.id, spec.provider, key)
@@ -194,17 +202,19 @@ class BatchRunner:
         if row.stage is Stage.DONE and final.is_file() and sha256_file(final) == row.final_sha256:
             self.progress.update(spec.id, stage=Stage.DONE, note="already done")
             return self._outcome(spec, started, resumed=True)
-        # temp files of writes a killed run left half-done (atomic_output names); we hold the run lock
-        for folder in (self.run_dir / WORK_DIR / spec.id, self.run_dir / spec.id):
-            for stale in folder.rglob(".*.part*"):
-                stale.unlink(missing_ok=True)
+        self._remove_stale_temps(spec.id)
         try:
             self._checkpoint()
-            prepared = self._prepare(spec, key)
-            self._set_stage(spec.id, Stage.QUEUED)
-            results = self._provider_jobs(spec, prepared)
-            self._checkpoint()
-            self._finish(spec, prepared, results, final)
+            if spec.portrait is not None:
+                self._portrait(spec, key, final)
+            else:
+                _check_creates(self.config, spec, text_creates(spec))
+                prepared = self._prepare(spec, key)
+                _check_creates(self.config, spec, len(prepared.segments))
+                self._set_stage(spec.id, Stage.QUEUED)
+                results = self._provider_jobs(spec, prepared)
+                self._checkpoint()
+                self._finish(spec, final, functools.partial(deliver_job, spec, prepared, results))
         except Interrupted:
             self._set_stage(spec.id, Stage.INTERRUPTED)
         except UncertainCreate as err:
@@ -218,6 +228,15 @@ class BatchRunner:
             log.exception("%s: unexpected error", spec.id)
             self._fail(spec.id, Stage.FAILED, LipsyncError(f"internal error: {type(err).__name__}: {err}"))
         return self._outcome(spec, started, resumed=False)
+
+    def _remove_stale_temps(self, job_id: str) -> None:
+        """Temp files of writes a killed run left half-done (atomic_output names); we hold the run lock.
+        `.work/` is ours whole; in the job folder only our own temp names, never a file we did not write."""
+        for stale in (self.run_dir / WORK_DIR / job_id).rglob(".*.part*"):
+            stale.unlink(missing_ok=True)
+        for path in stale_temps(list_run_dir(self.run_dir, {job_id}), self.foreign):
+            if path.startswith(f"{job_id}/"):
+                (self.run_dir / path).unlink(missing_ok=True)
 
     def _checkpoint(self) -> None:
         if self.stop.is_set():
@@ -293,13 +312,19 @@ class BatchRunner:
             reply_ref=f"{self.config.name}/{spec.id}/{seg.index}/{key}",
             result_path=self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4",
         )
+        result = self._flow(spec, seg.index).run(job)
+        return SegmentResult(seg, result.record, result.path)
+
+    def _flow(self, spec: JobSpec, segment: int) -> ProviderJobFlow:
         hooks = FlowHooks(
             on_step=lambda step, detail: self._set_stage(spec.id, Stage(step.value), detail),
+            on_created=lambda handle: log.info("%s segment %d: %s job %s created", spec.id, segment, spec.provider,
+                                               printable(handle.job_id)),
             on_status=lambda status: self.progress.update(spec.id, provider_state=status_text(status)),
             checkpoint=self._checkpoint, sleep=self._sleep,
         )
-        result = ProviderJobFlow(self.providers[spec.provider], self.ledger, self._flow_settings, hooks).run(job)
-        return SegmentResult(seg, result.record, result.path)
+        settings = replace(self._flow_settings, max_result_bytes=result_cap(spec.limits))
+        return ProviderJobFlow(self.providers[spec.provider], self.ledger, settings, hooks)
 
     def _sleep(self, seconds: float) -> None:
         """A wait (backoff, poll interval) that a stop request cuts short."""
@@ -308,18 +333,65 @@ class BatchRunner:
 
     # --- mux, verify, hand off -------------------------------------------------------------------
 
-    def _finish(self, spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], final: Path) -> None:
+    def _finish(self, spec: JobSpec, final: Path, deliver: Callable[..., Path]) -> None:
+        """Deliver a job whose results are all in (`deliver_job`, `deliver_portrait` with their first arguments)."""
         self.progress.update(spec.id, waiting="every result is in; waiting for a free CPU slot to mux")
         with self._cpu.slot(SlotUse.FINISH):
             self._set_stage(spec.id, Stage.MUX)
             kill_point("mux")
-            deliver_job(
-                spec, prepared, results, work=self.run_dir / WORK_DIR / spec.id, job_dir=self.run_dir / spec.id,
-                base_dir=self.config.path.parent, on_stage=lambda stage: self._set_stage(spec.id, stage),
-            )
+            deliver(work=self.run_dir / WORK_DIR / spec.id, job_dir=self.run_dir / spec.id,
+                    base_dir=self.config.path.parent, on_stage=lambda stage: self._set_stage(spec.id, stage))
         self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final),
                                final_sha256=sha256_file(final))
         self.progress.update(spec.id, stage=Stage.DONE, note=str(final))
+
+    # --- a talking portrait: a still image animated, one paid job per clip (pipeline/animate.py) ----
+
+    def _portrait(self, spec: JobSpec, inputs_key: str, final: Path) -> None:
+        assert spec.portrait is not None
+        limits = load_image_limits(spec.provider)
+        work = self.run_dir / WORK_DIR / spec.id / f"portrait-{inputs_key[:16]}"
+        with self._cpu.slot(SlotUse.PREPARE):
+            self._checkpoint()
+            self._set_stage(spec.id, Stage.PREPARE)
+            plan = prepare_portrait(spec.portrait, work, limits, spec.limits.tts_max_chars)
+        kill_point("prepare")
+        _check_creates(self.config, spec, len(plan.script.clips))
+        self._set_stage(spec.id, Stage.QUEUED)
+        self.progress.update(spec.id, segments=len(plan.script.clips), segments_done=0)
+        clips = make_clips(spec.portrait, plan, work, limits, functools.partial(self._portrait_clip, spec, inputs_key))
+        self._checkpoint()
+        self._finish(spec, final, functools.partial(deliver_portrait, spec, plan, clips, limits))
+
+    def _portrait_clip(self, spec: JobSpec, inputs_key: str, index: int, request: ImageJobRequest,
+                       dst: Path) -> ClipDone:
+        """One clip's paid job, in the provider's pool (a chain's clips go one after another: each starts
+        from the last frame of the one before)."""
+        key = segment_key(job=spec.id, provider=spec.provider, segment=index, **request.summary())
+        job = SegmentJob(key=key, ref=SegmentRef(spec.id, inputs_key, index, spec.provider), request=request,
+                         reply_ref=f"{self.config.name}/{spec.id}/{index}/{key}", result_path=dst)
+
+        def run() -> ClipDone:
+            with job_context(spec.id):
+                return ClipDone.from_flow(index, self._flow(spec, index).run(job))
+
+        done = self._pools[spec.provider].submit(run).result()
+        self.progress.segment_done(spec.id)
+        return done
+
+
+def _ledger_job_ids(run_dir: Path) -> set[str]:
+    """The jobs an earlier run of this directory recorded (their folders are ours too)."""
+    if not (run_dir / LEDGER_NAME).is_file():
+        return set()
+    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+        return {row.job_id for row in ledger.jobs()}
+
+
+def _check_creates(config: RunConfig, spec: JobSpec, creates: int | None) -> None:
+    """A job may not make more paid creates than the config allows (a stray file is not 157 jobs)."""
+    if creates is not None:
+        check_creates_per_job(config, spec.id, creates)
 
 
 def provider_width(provider: Provider, asked: int | None) -> int:
@@ -423,6 +495,8 @@ def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> 
     if options.rehearse:
         quick = max(0.05, min(default.initial, config.rehearse.latency_s / 4))
         changes.update(initial=quick, maximum=max(quick, min(default.maximum, config.rehearse.latency_s)))
+        # the emulator's jobs take its latency (plus queue), not the real providers' half minute
+        changes.update(expected_s=max(0.05, config.rehearse.latency_s + config.rehearse.queue_s))
     poll = config.poll
     for name, value in (("initial", poll.interval_s), ("maximum", poll.max_interval_s), ("timeout", poll.timeout_s)):
         if value is not None:
@@ -450,17 +524,27 @@ def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints:
 
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
     """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure."""
-    from ..stages.handoff import write_checksums
+    from ..stages.handoff import delivered_files, write_checksums
 
     jobs = config.select(options.only)
     started = time.monotonic()
+    verdict = claim_run_dir(config.output, {job.id for job in config.jobs} | _ledger_job_ids(config.output),
+                            force=options.force)
     with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
             provider_endpoints(config, options) as endpoints, ExitStack() as providers_open:
+        ledger.record_secrets(fingerprints())
         providers = {
             name: providers_open.enter_context(_open_provider(config, options, name, endpoints))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
-        outcomes = BatchRunner(config, options, ledger, providers, progress).run(jobs)
-    checksums = write_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
+        outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign).run(jobs)
+        done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
+    checksums = None
+    if any(o.stage is Stage.DONE for o in outcomes):
+        delivered = [f for f in delivered_files(config.output) if f.split("/")[0] in done]
+        try:
+            checksums = write_checksums(config.output, delivered, protected=verdict.foreign)
+        except ValidationError as err:  # the user's own checksums.sha256 (--force): theirs stays
+            log.warning("%s", err.render())
     return RunSummary(config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums,
                       options.rehearse)

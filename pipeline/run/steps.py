@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,6 +18,10 @@ from ..fsutil import sha256_file
 from ..killpoints import kill_point
 from .config import JobSpec
 from .ledger import CreateRecord, Stage
+
+if TYPE_CHECKING:
+    from ..animate import ClipDone, PortraitPlan
+    from ..limits import ImageLimits
 
 log = logging.getLogger("lipsync.run")
 
@@ -79,7 +83,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
     request = PrepareRequest(
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
-        start=spec.start, end=spec.end, loudness=loudness,
+        start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.audio else None,
     )
     result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
     segments = [
@@ -138,6 +142,45 @@ def deliver_job(
     return job_dir / FINAL_NAME
 
 
+def deliver_portrait(spec: JobSpec, plan: PortraitPlan, clips: list[ClipDone], limits: ImageLimits, *, work: Path,
+                     job_dir: Path, base_dir: Path, on_stage: Callable[[Stage], None]) -> Path:
+    """Stitch a portrait's clips (one is used as is), verify it against what was asked, write the handoff folder."""
+    from ..animate import assemble_portrait
+    from ..stages.handoff import FINAL_NAME, ConformSection, InputFile, Manifest, tool_versions, write_handoff
+
+    assert spec.portrait is not None
+    on_stage(Stage.VERIFY)
+    assembled = assemble_portrait(plan, clips, work, limits)
+    assembled.verification.raise_if_failed()
+    on_stage(Stage.HANDOFF)
+    inputs = [InputFile.describe("image", spec.portrait.image, base_dir)]
+    if spec.text_file is not None:
+        inputs.append(InputFile.describe("script", spec.text_file, base_dir))
+    records = [c.record for c in clips]
+    manifest = Manifest(
+        job_id=spec.id,
+        created_at=min((r.created_at or time.time()) for r in records),
+        completed_at=time.time(),
+        inputs=inputs,
+        config=spec.manifest_config(base_dir),
+        conform=ConformSection(image=_image_section(plan), script=plan.script.to_dict(),
+                               text_chunks=[c.spoken for c in plan.script.clips]),
+        provider_jobs=[_provider_job(r) for r in records],
+        verification=assembled.verification,
+        ffmpeg_commands=[*assembled.commands, *assembled.verification.commands],
+        tools=tool_versions(),
+    )
+    write_handoff(job_dir, assembled.path, manifest)
+    return job_dir / FINAL_NAME
+
+
+def _image_section(plan: PortraitPlan) -> dict[str, Any]:
+    """The conformed image for the manifest, without the paths of this machine."""
+    image = plan.image.to_dict()
+    del image["path"], image["plan"]["source"], image["plan"]["probe"]["path"]
+    return image
+
+
 def _voice_seconds(segment: PreparedSegment) -> float | None:
     """How long the voice sent with a segment is (None for TTS: only the provider knows its speech)."""
     from ..stages.probe import probe_audio
@@ -157,7 +200,7 @@ def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
     if spec.text_file is not None:
         inputs.append(InputFile.describe("script", spec.text_file, base_dir))
     conformed = prepared.report
-    provider_jobs = [_provider_job(r) for r in results]
+    provider_jobs = [_provider_job(r.record) for r in results]
     commands = [*conformed.commands, *(c for m in muxed for c in m.to_dict()["commands"])]
     if len(muxed) > 1:
         commands += final.to_dict()["commands"]
@@ -184,10 +227,9 @@ def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
     )
 
 
-def _provider_job(result: SegmentResult):
+def _provider_job(rec: CreateRecord):
     from ..stages.handoff import ProviderJob
 
-    rec = result.record
     status = rec.final_status or {}
     urls = (rec.handle or {}).get("urls") or {}
     return ProviderJob(
@@ -203,4 +245,5 @@ def _provider_job(result: SegmentResult):
         result_url=rec.result_url,
         width=status.get("width"),
         height=status.get("height"),
+        usage=status.get("usage") or None,
     )

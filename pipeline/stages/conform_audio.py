@@ -34,10 +34,11 @@ from typing import Literal
 
 import ffmpeg
 
-from ..errors import InputError, ValidationError
+from ..errors import InputError, ToolError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
+from .audio_tracks import TrackChoice, audio_streams, choose_audio_track
 from .probe import MediaProbe
 
 log = logging.getLogger("lipsync.conform_audio")
@@ -80,6 +81,9 @@ DEAD_CHANNEL_DB = 30.0
 # The early voice check measured a range this close to the final one (the video as encoded differs from the
 # planned length by under a frame): its loudness and its activity stand for the final range's.
 REUSE_TOLERANCE_S = 0.1
+# Choosing between audio tracks by their speech: this much of each is read, at this rate (words need no more).
+SPEECH_SCAN_S = 300.0
+SPEECH_SCAN_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class AudioOptions:
     format: AudioFormat | None = None       # None: chosen from the limits
     loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
     min_loudness: float = -50.0             # LUFS; quieter input is rejected as near-silent
+    track: TrackChoice | None = None        # the voice track (audio_tracks.choose_audio_track); None: chosen here
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,12 @@ class AudioPlan:
     estimated_bytes: int
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
+    track: TrackChoice | None = None  # which of the source's audio tracks is the voice, and why
+
+    @property
+    def stream(self) -> int:
+        """ffmpeg's a:<stream> of the voice track."""
+        return 0 if self.track is None else self.track.index
 
     @property
     def duration(self) -> float:
@@ -343,9 +354,14 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
                levels: ChannelLevels | None = None) -> AudioPlan:
     """Decide everything about the conformed voice track. Pure: reads only the probe, limits, options and
     the stereo source's measured channel levels (measure_channels), when given."""
-    if p.audio is None:
-        raise InputError(p.path, "has no audio track")
+    track = opts.track or choose_audio_track(p)
+    p = p.with_audio_track(track.index)
     start, take, pad, reasons, warnings = _trim(p, opts, limits)
+    if len(audio_streams(p)) > 1 or track.rule == "asked":
+        reasons.insert(0, f"voice: {track.reason}")
+    if p.audio.declared_duration is not None:
+        reasons.append(f"the voice lasts {p.audio.duration:.3f} s as decoded; its header declares "
+                       f"{p.audio.declared_duration:.3f} s")
     lead, lead_reasons = _lead(p, start, take)
     reasons += lead_reasons
     channels, channel_reason = _channels(p, opts)
@@ -376,6 +392,7 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
         estimated_bytes=size,
         reasons=tuple(reasons),
         warnings=tuple(warnings),
+        track=track,
     )
 
 
@@ -498,7 +515,7 @@ def _source(plan: AudioPlan):
 
 def _source_range(plan: AudioPlan):
     read = plan.start + plan.take_seconds + _READ_MARGIN_S
-    return (ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")["a:0"]
+    return (ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")[f"a:{plan.stream}"]
             .filter("aresample", first_pts=0)
             .filter("atrim", start=f"{plan.start:.6f}", duration=f"{plan.take_seconds:.6f}")
             .filter("asetpts", "PTS-STARTPTS"))
@@ -574,8 +591,8 @@ class VoiceCheck:
 
     def covers(self, plan: AudioPlan) -> bool:
         done = self.plan
-        return ((done.source, done.start, done.channel_pick, done.channels) ==
-                (plan.source, plan.start, plan.channel_pick, plan.channels)
+        return ((done.source, done.stream, done.start, done.channel_pick, done.channels) ==
+                (plan.source, plan.stream, plan.start, plan.channel_pick, plan.channels)
                 and abs(done.take_seconds - plan.take_seconds) <= REUSE_TOLERANCE_S)
 
 
@@ -644,13 +661,47 @@ def _load_segment(path: Path, fmt: AudioFormat):
 
 def speech_activity(path: Path, fmt: AudioFormat, loudness_lufs: float) -> SpeechActivity:
     """pydub's detect_nonsilent over the written voice, with silence SILENCE_BELOW_LU under `loudness_lufs`."""
-    segment = _load_segment(path, fmt)
+    return _activity(_load_segment(path, fmt), loudness_lufs)
+
+
+def _activity(segment, loudness_lufs: float) -> SpeechActivity:
     from pydub.silence import detect_nonsilent  # after _load_segment has imported pydub quietly
 
     threshold = loudness_lufs - SILENCE_BELOW_LU
     spans = detect_nonsilent(segment, min_silence_len=round(MIN_PAUSE_S * 1000), silence_thresh=threshold,
                              seek_step=ACTIVITY_STEP_MS)
     return SpeechActivity(len(segment) / 1000, tuple((a / 1000, b / 1000) for a, b in spans), threshold)
+
+
+def measure_speech_shares(p: MediaProbe, start: float = 0.0, seconds: float | None = None
+                          ) -> tuple[tuple[float, ...], FfmpegRun | None]:
+    """The share of each audio track's range that speaks (for choose_audio_track), from one read of them all.
+
+    The speech activity of the voice check, with one silence level for every track: SILENCE_BELOW_LU under
+    the loudest track's RMS, so a track of room tone or a quiet scratch mic counts as silence beside the
+    voice. It finds sound, not words: continuous music scores high too, which is why a default flag
+    comes first. A file with one audio track is not read; one whose tracks cannot all be decoded costs the
+    shares (empty), not the job."""
+    streams = audio_streams(p)
+    if len(streams) < 2:
+        return (), None
+    seconds = min(seconds or SPEECH_SCAN_S, SPEECH_SCAN_S)
+    source = ffmpeg.input(media_path(p.path), ss=f"{start:.6f}", t=f"{seconds:.6f}")
+    with tempfile.TemporaryDirectory(prefix="lipsync-tracks-") as scratch:
+        copies = [Path(scratch) / f"track{a.index}.wav" for a in streams]
+        outputs = [source[f"a:{a.index}"].output(media_path(copy), ac=1, ar=SPEECH_SCAN_RATE, c="pcm_s16le")
+                   for a, copy in zip(streams, copies)]
+        try:
+            run = run_ffmpeg(compile_stream(ffmpeg.merge_outputs(*outputs).global_args("-hide_banner", "-nostats")),
+                             what=f"measuring the speech on each audio track of {p.path.name}", duration=seconds)
+        except ToolError as err:
+            log.warning("%s: could not measure the speech on its audio tracks (%s)", p.path.name, err.message)
+            return (), None
+        segments = [_load_segment(copy, "wav") for copy in copies]
+    reference = max(s.dBFS for s in segments)
+    if not math.isfinite(reference):
+        return tuple(0.0 for _ in segments), run
+    return tuple(round(_activity(s, reference).ratio, 3) for s in segments), run
 
 
 def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None,

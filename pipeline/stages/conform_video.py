@@ -29,7 +29,7 @@ import ffmpeg
 from ffmpeg.nodes import InputNode
 
 from ..errors import InputError, ToolError, ValidationError
-from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
+from ..ffmpeg import X264_THREADS, FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import STANDARD_RATE_TOLERANCE, MediaProbe, VideoStream, probe_video, snap_to_standard_rate
@@ -51,6 +51,15 @@ LATE_START_S = 0.0005                      # a picture starting later than this 
 MAX_REASON_CHARS = 120                     # of ffmpeg's last line, in an error message
 SHARED_READ_BYTES = 256 * 2**20            # a repeated leg whose frames fit in this is decoded once, replayed
 TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
+# MediaInfo's matrix name -> the scale filter's in_color_matrix; the output is always BT.709
+SOURCE_MATRICES = {"BT.709": "bt709", "BT.601": "bt601", "BT.470 System B/G": "bt470", "FCC 73.682": "fcc",
+                   "SMPTE 240M": "smpte240m", "BT.2020 non-constant": "bt2020"}
+# Frame side data that describes HDR or the source's colour volume: false on an SDR BT.709 output
+HDR_SIDE_DATA = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL", "DYNAMIC_HDR_PLUS", "DYNAMIC_HDR_VIVID",
+                 "DOVI_METADATA", "DOVI_RPU_BUFFER", "AMBIENT_VIEWING_ENVIRONMENT", "ICC_PROFILE")
+# The colour description written for an untagged stream that is copied (how a player reads it), as the
+# muxer's colr box: the packets stay as they are (a bitstream filter would drop any it cannot parse)
+COPY_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,8 @@ class VideoPlan:
     stream: int = 0                         # the source's video stream, ffmpeg's "V:<stream>"
     offset: float = 0.0                     # where that stream's first frame is in the file: legs count from it
     seek: bool = True                       # legs read by an input seek; False: from the start, cut on timestamps
+    colour_matrix: str = "bt709"            # how the source's YUV is read (scale's in_color_matrix); out: BT.709
+    copy_tags: str | None = None            # copy of an untagged stream: the colour it is tagged with (COPY_TAGS)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -250,6 +261,30 @@ def read_by_seeking(p: MediaProbe, legs: tuple[Leg, ...], offset: float) -> tupl
                                    "most on the decoded timestamps")
 
 
+def source_matrix(v: VideoStream) -> tuple[str, str]:
+    """(scale's in_color_matrix, reason): the source's YUV matrix as tagged, or as players take an untagged one
+    (HD, over 576 lines or 1280 wide: BT.709; smaller: BT.601). Pure."""
+    if v.matrix in SOURCE_MATRICES:
+        return SOURCE_MATRICES[v.matrix], f"colour matrix {v.matrix} as tagged"
+    hd = v.width >= 1280 or v.height > 576
+    guess = "bt709" if hd else "bt601"
+    what = "untagged" if v.matrix is None else f"tagged {v.matrix!r} (unknown here)"
+    return guess, (f"colour {what}: read as {guess.upper().replace('BT', 'BT.')}, as players do for "
+                   f"{'HD' if hd else 'SD'} video")
+
+
+def colour_blocker(v: VideoStream) -> str | None:
+    """Why a stream cannot be copied for its colour (anything but SDR BT.709 limited range, or untagged)."""
+    tags = [t for t in (v.primaries, v.matrix) if t is not None and t != "BT.709"]
+    if tags:
+        return f"colour {'/'.join(dict.fromkeys(tags))} becomes BT.709"
+    if v.color_range == "Full":
+        return "full-range colour becomes limited range"
+    if v.hdr_format:
+        return f"HDR metadata ({v.hdr_format}) on SDR video is dropped"
+    return None
+
+
 def _even_floor(x: float) -> int:
     return max(2, int(x) // 2 * 2)
 
@@ -356,23 +391,34 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
         blockers.append(f"video stream {v.index + 1} is the real video: the others are left out")
     if p.size_bytes > limits.video_max_bytes * COPY_SIZE_MARGIN:
         blockers.append(f"{p.size_bytes / 1e6:.1f} MB is over the {limits.video_max_bytes / 1e6:g} MB limit")
+    colour = colour_blocker(v)
+    if colour and not v.hdr_transfer:  # HDR has its own reason (tonemap)
+        blockers.append(colour)
     copy = not blockers and not changes
+    matrix, matrix_reason = source_matrix(v)
     audio, channels, rate, audio_decision = _audio_plan(p, opts, copy)
     common = dict(source=p.path, duration=duration, legs=legs, width=size[0], height=size[1],
                   scale=size != _coded_size(v), max_bytes=limits.video_max_bytes, audio=audio,
                   audio_channels=channels, audio_rate=rate,
                   audio_bitrate=opts.audio_bitrate if audio == "aac" else None, warnings=tuple(warnings),
-                  stream=v.index, offset=v.start)
+                  stream=v.index, offset=v.start, colour_matrix=matrix)
     if copy:
+        tagged = None not in (v.primaries, v.transfer, v.matrix)
         decisions += [Decision("copy", "already compliant: streams copied, index moved to the front (+faststart)"),
                       audio_decision]
+        if not tagged:
+            decisions.append(Decision("colour", f"{matrix_reason}: tagged so in the copy"))
         return VideoPlan(mode="copy", fps=None, rotation=0, deinterlace=False, tonemap=None, crf=None, preset=None,
-                         maxrate=None, bufsize=None, decisions=tuple(decisions), **common)
+                         maxrate=None, bufsize=None, decisions=tuple(decisions), copy_tags=None if tagged else matrix,
+                         **common)
     maxrate, bufsize, budget_reason = video_budget(duration, limits, opts, audio != "none")
     seek, seek_decision = read_by_seeking(p, legs, v.start)
     why = "; ".join(blockers + [d.what for d in changes])
+    colour_reason = "tone-mapped" if v.hdr_transfer else matrix_reason
     decisions += [Decision("transcode", f"re-encoded to H.264 High in mp4 ({why})"), *changes,
-                  *([seek_decision] if seek_decision else []), Decision("bitrate", budget_reason), audio_decision]
+                  *([seek_decision] if seek_decision else []), Decision("bitrate", budget_reason), audio_decision,
+                  Decision("colour", f"{colour_reason}: written as BT.709 limited range with explicit tags; "
+                                     "no HDR side data (mastering display, light level, dynamic metadata) kept")]
     return VideoPlan(
         mode="transcode",
         fps=fps,
@@ -429,6 +475,18 @@ def _tonemap(stream, transfer: str):
     )
 
 
+def _bt709(stream, plan: VideoPlan):
+    """The picture at its output size as 8-bit 4:2:0 BT.709 limited range, its frames tagged so, and with no
+    HDR side data left (a tone-mapped picture would otherwise still carry its mastering display)."""
+    size = {"w": plan.width, "h": plan.height} if plan.scale else {}
+    # after a tone map the frames are RGB: the matrix is the output's only
+    stream = stream.filter("scale", **size, in_color_matrix="auto" if plan.tonemap else plan.colour_matrix,
+                           out_color_matrix="bt709", out_range="tv").filter("format", "yuv420p")
+    for kind in HDR_SIDE_DATA:
+        stream = stream.filter("sidedata", mode="delete", type=kind)
+    return stream.filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")
+
+
 def _leg_input(plan: VideoPlan, index: int, leg: Leg):
     """The input of one leg: `-ss start -t duration -i source`, or `-t end -i source` when the plan does not seek.
 
@@ -477,11 +535,9 @@ def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
     # a window starting between two source frames gives a first timestamp past zero: the leg is moved back to 0
     v = v.filter("fps", fps=plan.fps).filter("trim", end_frame=frames).filter("setpts", "PTS-STARTPTS")
     v = _rotate(v, plan.rotation)
-    if plan.scale:
-        v = v.filter("scale", plan.width, plan.height)
     if plan.tonemap:
         v = _tonemap(v, plan.tonemap)
-    v = v.filter("setsar", sar=1).filter("format", "yuv420p")
+    v = _bt709(v, plan).filter("setsar", sar=1)
     if a is not None:
         a = a.filter("apad", whole_dur=leg.duration).filter("atrim", duration=leg.duration)
     if leg.reverse:
@@ -533,8 +589,9 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
     if plan.mode == "copy":
         src = ffmpeg.input(media_path(plan.source))
         streams = [src[f"V:{plan.stream}"]] + ([src["a:0"]] if plan.audio != "none" else [])
-        out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **(audio_opts if plan.audio != "none" else {}),
-                            **common)
+        tags = {} if plan.copy_tags is None else colour_tags(COPY_TAGS[plan.copy_tags])
+        out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **tags,
+                            **(audio_opts if plan.audio != "none" else {}), **common)
         return compile_stream(out.global_args("-hide_banner"))
     pairs = _timeline_streams(plan)
     with_audio = plan.audio != "none"
@@ -545,11 +602,17 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         # concat places a leg after the previous one's last timestamp, and a one-frame leg has no length there:
         # every frame is on the output grid already, so it is numbered onto it
         streams = [joined[0].filter("setpts", "N/FRAME_RATE/TB")] + ([joined[1]] if with_audio else [])
-    video_opts = {"c:v": "libx264", "profile:v": "high", "pix_fmt": "yuv420p", "preset": plan.preset,
-                  "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize}
+    video_opts = {"c:v": "libx264", "threads:v": X264_THREADS, "profile:v": "high", "pix_fmt": "yuv420p",
+                  "preset": plan.preset,
+                  "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize, **colour_tags("bt709")}
     out = ffmpeg.output(*streams, media_path(dst), t=f"{plan.duration:.6f}", **video_opts,
                         **(audio_opts if with_audio else {}), **common)
     return compile_stream(out.global_args("-hide_banner"))
+
+
+def colour_tags(name: str) -> dict[str, str]:
+    """Output options stating the colour explicitly (limited range): the encoder's VUI, the mp4's colr box."""
+    return {"color_primaries": name, "color_trc": name, "colorspace": name, "color_range": "tv"}
 
 
 def _encode(plan: VideoPlan, tmp: Path, progress: ProgressFn | None) -> FfmpegRun:

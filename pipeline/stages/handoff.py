@@ -24,7 +24,7 @@ from pydantic_core import to_jsonable_python
 
 from .. import __version__
 from ..errors import LipsyncError, ValidationError
-from ..ffmpeg import FfmpegRun, ffmpeg_version
+from ..ffmpeg import ffmpeg_version
 from ..fsutil import atomic_output, sha256_file, write_text_atomic
 from ..safetext import printable
 from ..secrets import redact
@@ -80,6 +80,8 @@ class ConformSection(_Section):
     sync: dict[str, Any] | None = None
     text_chunks: list[str] = Field(default_factory=list)
     segments: list[dict[str, Any]] = Field(default_factory=list)
+    image: dict[str, Any] | None = None     # a talking portrait: the image plan (reasons) and what was written
+    script: dict[str, Any] | None = None    # a talking portrait: the script fit (ChainPlan.to_dict())
 
 
 class AudioSection(_Section):
@@ -100,6 +102,7 @@ class ProviderJob(_Section):
     result_url: str | None = None
     width: int | None = None
     height: int | None = None
+    usage: dict[str, float] | None = None   # the provider's usage figures as it names them (tokens_used, ...)
 
 
 class ToolVersions(_Section):
@@ -147,11 +150,6 @@ class Manifest(_Section):
         """Deterministic text: sorted keys, 2-space indent, trailing newline; secrets redacted."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
         return redact(text) + "\n"
-
-
-def commands(runs: list[FfmpegRun]) -> list[list[str]]:
-    """The argv of every run, for `Manifest.ffmpeg_commands`."""
-    return [list(run.argv) for run in runs]
 
 
 def _mediainfo_version() -> str:

@@ -19,9 +19,7 @@ Delivery format (decided in `plan_mux`/`plan_stitch`, reasons recorded):
 from __future__ import annotations
 
 import logging
-import subprocess
 import tempfile
-from fractions import Fraction
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,10 +27,10 @@ from typing import Literal
 import ffmpeg
 
 from ..errors import InputError, VerificationError
-from ..ffmpeg import FfmpegRun, compile_stream, run_ffmpeg
+from ..ffmpeg import X264_THREADS, FfmpegRun, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from .avsync import OffsetMeasurement, measure_offset
-from .probe import MediaProbe, VideoStream, probe
+from .probe import MediaProbe, VideoStream, probe, stream_packets
 
 log = logging.getLogger("lipsync.mux")
 
@@ -260,15 +258,10 @@ def video_timing(path: str | Path) -> VideoTiming:
 
     Exact for variable frame rates too, where a tagged duration often leaves out the last frame.
     """
-    out = ffmpeg.input(str(path))[PICTURE].output("-", c="copy", format="framecrc")
-    argv = compile_stream(out.global_args("-nostdin", "-v", "error"))
-    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    lines = proc.stdout.splitlines()
-    time_base = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("#tb 0:")), None)
-    ends = [int(fields[2]) + int(fields[3]) for fields in (line.split(",") for line in lines if line[:1].isdigit())]
-    if proc.returncode != 0 or time_base is None or not ends:
+    timing = stream_packets(path, PICTURE)
+    if timing is None:
         raise VerificationError(f"{path}: no readable video packets")
-    return VideoTiming(time_base, float(max(ends) * Fraction(time_base)))
+    return VideoTiming(timing.time_base, timing.end)
 
 
 def audio_file_for(dst: Path) -> Path:
@@ -415,6 +408,7 @@ def stitch(
             video, opts = ffmpeg.input(str(video_file))[PICTURE], {"vcodec": "copy"}
         else:
             video, opts = _reencoded_video(files, probes[0].video), {"vcodec": "libx264", "crf": 16,
+                                                                    "threads:v": X264_THREADS,
                                                                     "preset": "medium", "pix_fmt": "yuv420p"}
         runs.append(_mp4_with_audio(video, wav, plan.audio, dst, what=f"stitching {dst.name}", **opts))
     return MuxResult(dst, None, "master" if segment_audio is not None else "provider", wav, plan, runs)

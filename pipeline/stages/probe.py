@@ -41,6 +41,11 @@ class VideoStream:
     frame_count: int | None
     index: int = 0                  # ffmpeg's "V:<index>": the stream's rank among the non-cover-art video streams
     start: float = 0.0              # seconds from the file's start to the first frame (edit list, fragments, TS)
+    primaries: str | None = None    # MediaInfo's colour description ("BT.709", "BT.2020", "BT.601 PAL"...);
+    transfer: str | None = None     # None: not tagged
+    matrix: str | None = None       # "BT.709", "BT.601", "BT.2020 non-constant", ...
+    color_range: str | None = None  # "Limited" or "Full"
+    hdr_format: str | None = None   # HDR side data it carries: "SMPTE ST 2086", "SMPTE ST 2094 App 4", ...
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,19 @@ class AudioStream:
     codec: str                      # "AAC", "PCM", "MPEG Audio", "Opus", ...
     channels: int
     sample_rate: int
-    duration: float | None
+    duration: float | None          # seconds; decoded where the header only guesses or disagrees (_decoded)
     bit_depth: int | None
     start: float = 0.0              # seconds from the file's start to its first packet (a sound that starts late)
+    index: int = 0                  # ffmpeg's "a:<index>": the stream's rank among the file's audio streams
+    language: str | None = None     # as the container tags it ("en", "fr"...)
+    title: str | None = None
+    default: bool | None = None     # the container's default flag (None: the container has none)
+    declared_duration: float | None = None  # the header's figure, when the decoded one is far from it
+
+    @property
+    def number(self) -> int:
+        """The track number users see and name (`--audio-track`): 1 for the first audio track."""
+        return self.index + 1
 
     @property
     def end(self) -> float | None:
@@ -65,9 +80,15 @@ class MediaProbe:
     duration: float | None          # seconds, container-level
     size_bytes: int
     video: VideoStream | None       # first real video stream; never cover art
-    audio: AudioStream | None       # first audio stream
+    audio: AudioStream | None       # the audio stream in use: the first, unless with_audio_track chose another
     cover_art: bool = False         # an attached picture was present (and ignored as video)
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    audio_streams: tuple[AudioStream, ...] = ()  # every audio stream, in ffmpeg's order (audio is one of them)
+
+    def with_audio_track(self, index: int) -> "MediaProbe":
+        """This probe with audio stream `index` (ffmpeg's a:<index>) as the one in use (a probe built by hand
+        may list no streams: its `audio` is then the only one)."""
+        return replace(self, audio=self.audio_streams[index]) if self.audio_streams else self
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -132,6 +153,12 @@ _TIMESTAMP_JUMP_S = 1.0
 _TIMESTAMP_JUMP_FRACTION = 0.1
 _SIZE_SHORTFALL = re.compile(r"File size (\d+) is less than expected size (?:at least )?(\d+)")
 _UNKNOWN_RIFF_SIZES = (0xFFFFFFFF + 8, 8)  # a streamed WAV writes "unknown" sizes
+# Containers whose header length is a guess: the audio is decoded and counted instead (see guessed_length).
+_GUESSED_LENGTH = {"mp3": "an MP3's length is its VBR header's or its bitrate's guess",
+                   "aac": "raw ADTS AAC declares no length"}
+_CODEC_FRAME_SAMPLES = {"MPEG Audio": 1152, "AAC": 1024, "AC-3": 1536, "E-AC-3": 1536, "Opus": 960}
+_FRAME_S = 0.05  # a video frame at 20 fps: a length off by more than this shows against the picture
+_COUNT_RATE = 8000  # decoded lengths are counted in samples at this rate (1/8000 s)
 
 
 def _number(value: object) -> float | None:
@@ -176,6 +203,7 @@ class PacketTiming:
     start: float        # seconds from the file's start (as ffmpeg reads it) to the earliest frame
     end: float          # where the last frame ends
     packets: int
+    time_base: str = "" # the stream's time base as ffmpeg reads it, e.g. "1/12800"
 
 
 def _shown(row: list[str]) -> bool:
@@ -196,10 +224,10 @@ def parse_framecrc(text: str) -> PacketTiming | None:
     if not frames or not tb:
         return None
     return PacketTiming(float(min(pts for pts, _ in frames) * tb), float(max(pts + d for pts, d in frames) * tb),
-                        len(frames))
+                        len(frames), str(time_base))
 
 
-def _stream_packets(path: Path, spec: str) -> PacketTiming | None:
+def stream_packets(path: str | Path, spec: str) -> PacketTiming | None:
     """Read one stream's packets (no decoding). None when ffmpeg cannot list them."""
     stream = ffmpeg.input(media_path(path))[spec].output("-", c="copy", f="framecrc")
     argv = compile_stream(stream.global_args("-v", "error", "-nostdin"))
@@ -209,7 +237,7 @@ def _stream_packets(path: Path, spec: str) -> PacketTiming | None:
 
 def _packet_timing(path: Path, index: int) -> PacketTiming | None:
     """Read one video stream's packets (no decoding). None when ffmpeg cannot list them."""
-    return _stream_packets(path, f"V:{index}")
+    return stream_packets(path, f"V:{index}")
 
 
 def _video_stream(track: Track) -> VideoStream:
@@ -243,7 +271,16 @@ def _video_stream(track: Track) -> VideoStream:
         hdr_transfer=_HDR_TRANSFERS.get(str(track.transfer_characteristics or "")),
         duration=duration,
         frame_count=frames,
+        primaries=_text(track.color_primaries),
+        transfer=_text(track.transfer_characteristics),
+        matrix=_text(track.matrix_coefficients),
+        color_range=_text(track.color_range),
+        hdr_format=_text(track.hdr_format),
     )
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
 
 
 def _timed(path: Path, track: Track, index: int) -> tuple[VideoStream, str | None]:
@@ -290,29 +327,83 @@ def _rate_from_packets(video: VideoStream, measured: float, mode: str) -> VideoS
     return replace(video, fps=standard or round(measured, 3), frame_rate_mode="CFR" if constant else "VFR")
 
 
-def _audio_stream(track: Track) -> AudioStream:
+def _flag(value: object) -> bool | None:
+    text = str(value or "").lower()
+    return True if text == "yes" else False if text == "no" else None
+
+
+def _audio_stream(track: Track, index: int) -> AudioStream:
     return AudioStream(
         codec=track.format or "unknown",
         channels=_int(track.channel_s) or 0,
         sample_rate=_int(track.sampling_rate) or 0,
         duration=_seconds(track.duration),
         bit_depth=_int(track.bit_depth),
+        index=index,
+        language=_text(track.language),
+        title=_text(track.title),
+        default=_flag(track.default),
     )
 
 
-def _timed_audio(path: Path, audio: AudioStream) -> AudioStream:
-    """The audio stream with its place and length on the file's timeline, from its packets.
+def mismatch_tolerance(audio: AudioStream) -> float:
+    """How far a header's length may stray from the decoded one before it is recorded: a video frame at
+    20 fps, or two codec frames (an encoder's priming and padding, which headers count differently)."""
+    frame = _CODEC_FRAME_SAMPLES.get(audio.codec, 1024) / (audio.sample_rate or 48000)
+    return max(_FRAME_S, 2 * frame)
+
+
+def decoded_seconds(path: Path, index: int) -> float | None:
+    """How long audio stream `index` really is: every sample decoded and counted (mono at _COUNT_RATE Hz)."""
+    stream = ffmpeg.input(media_path(path))[f"a:{index}"].output("-", ac=1, ar=_COUNT_RATE, f="u8")
+    argv = compile_stream(stream.global_args("-v", "error", "-nostdin"))
+    out = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+    return len(out.stdout) / _COUNT_RATE if out.stdout else None
+
+
+def _decoded(path: Path, audio: AudioStream, why: str, also: float | None = None) -> tuple[AudioStream, str | None]:
+    """`audio` with its decoded length, and a warning with both figures when the header's is off by more
+    than mismatch_tolerance. `also`: the header's other figure (the container's), the nearer one counts."""
+    decoded = decoded_seconds(path, audio.index)
+    if decoded is None:
+        return audio, None
+    measured = replace(audio, duration=round(decoded, 6))
+    figures = [d for d in (audio.duration, also) if d is not None]
+    declared = min(figures, key=lambda d: abs(d - decoded), default=None)
+    if declared is None or abs(decoded - declared) <= mismatch_tolerance(audio):
+        return measured, None
+    return replace(measured, declared_duration=declared), (
+        f"{path.name}: audio track {audio.number} declares {declared:.3f} s but {decoded:.3f} s decodes ({why}): "
+        "the decoded length is used")
+
+
+def guessed_length(path: Path, container: str) -> str | None:
+    """Why the header's length of an audio-only file is only a guess (then it is decoded), or None."""
+    if container == "wav":
+        with path.open("rb") as f:
+            riff_size = int.from_bytes(f.read(8)[4:8], "little")
+        return "a streamed WAV declares no size" if riff_size + 8 in _UNKNOWN_RIFF_SIZES else None
+    return _GUESSED_LENGTH.get(container)
+
+
+def _timed_audio(path: Path, audio: AudioStream) -> tuple[AudioStream, str | None]:
+    """The audio stream with its place and length on the file's timeline, from its packets (and a warning).
 
     Only asked beside a picture: in an audio-only file the timeline starts with the sound. The first packet
     may carry the encoder's priming (AAC: 1024 samples), so the start is within a packet of the first sample.
+    Packets and header disagreeing (by less than a timestamp jump) are settled by decoding the stream.
     """
-    timing = _stream_packets(path, "a:0")
+    timing = stream_packets(path, f"a:{audio.index}")
     if timing is None:
-        return audio
+        return audio, None
     declared = audio.duration
     if declared and timing.end > declared + max(_TIMESTAMP_JUMP_S, declared * _TIMESTAMP_JUMP_FRACTION):
-        return audio  # damaged timestamps: the header's figures are the better guess
-    return replace(audio, start=round(max(0.0, timing.start), 6), duration=round(timing.end - timing.start, 6))
+        return audio, None  # damaged timestamps: the header's figures are the better guess
+    timed = replace(audio, start=round(max(0.0, timing.start), 6), duration=round(timing.end - timing.start, 6))
+    if declared is None or abs(timed.duration - declared) <= mismatch_tolerance(audio):
+        return timed, None
+    return _decoded(path, replace(timed, duration=declared),
+                    f"its packets span {timing.end - timing.start:.3f} s")
 
 
 def _present_seconds(path: Path) -> float:
@@ -327,11 +418,8 @@ def _present_seconds(path: Path) -> float:
     return int(times[-1]) / 1e6 if times else 0.0
 
 
-def _check_truncation(path: Path, general: Track, declared: float | None, has_streams: bool) -> str | None:
+def _check_truncation(path: Path, general: Track, declared: float | None) -> str:
     """Raise InputError when the file is cut short; return a warning when MediaInfo's flag is a false alarm."""
-    if not has_streams:
-        raise InputError(path, "truncated: the file ends before its streams are described "
-                               "(an incomplete download or copy?)")
     m = _SIZE_SHORTFALL.search(str(general.general_compliance or ""))
     if m and int(m.group(2)) not in _UNKNOWN_RIFF_SIZES:
         have, want = int(m.group(1)), int(m.group(2))
@@ -377,35 +465,50 @@ def probe(path: str | Path) -> MediaProbe:
     real_videos = [t for t in info.video_tracks if not _is_picture(t)]
     cover_art = (str(general.cover or "").lower() == "yes" or bool(info.image_tracks)
                  or len(real_videos) < len(info.video_tracks))
-    audio = _audio_stream(info.audio_tracks[0]) if info.audio_tracks else None
+    audios = [_audio_stream(t, i) for i, t in enumerate(info.audio_tracks)]
     if len(real_videos) > 1:
         warnings.append(f"{len(real_videos)} video streams: using the first")
-    if len(info.audio_tracks) > 1:
-        warnings.append(f"{len(info.audio_tracks)} audio streams: using the first")
     duration = _seconds(general.duration)
     if duration is None:
         known = [_seconds(t.duration) for t in [*real_videos[:1], *info.audio_tracks[:1]]]
         duration = max((k for k in known if k), default=None)
 
+    guess = None if real_videos else guessed_length(path, container)
     if str(general.istruncated or "").lower() == "yes":
-        warnings.append(_check_truncation(path, general, duration, bool(real_videos) or audio is not None))
-    if not real_videos and audio is None:
+        if not (real_videos or audios):
+            raise InputError(path, "truncated: the file ends before its streams are described "
+                                   "(an incomplete download or copy?)")
+        if guess is None:  # a guessed length is decoded below: what decodes is delivered, with a warning
+            warnings.append(_check_truncation(path, general, duration))
+    if not real_videos and not audios:
         raise InputError(path, f"no audio or video stream in this {container} file")
     video = None
     if real_videos:  # read after the truncation check, whose message says more than a short packet count
         video, jump = _timed(path, real_videos[0], info.video_tracks.index(real_videos[0]))
         warnings += [jump] if jump else []
-        audio = None if audio is None else _timed_audio(path, audio)
+        audios, notes = _each(audios, lambda a: _timed_audio(path, a))
+    elif guess is not None:
+        audios, notes = _each(audios, lambda a: _decoded(path, a, guess, also=duration))
+        duration = max((a.duration for a in audios if a.duration is not None), default=duration)
+    else:
+        notes = []
     return MediaProbe(
         path=path,
         container=container,
         duration=duration,
         size_bytes=size,
         video=video,
-        audio=audio,
+        audio=audios[0] if audios else None,
         cover_art=cover_art,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings + notes),
+        audio_streams=tuple(audios),
     )
+
+
+def _each(audios: list[AudioStream], measure) -> tuple[list[AudioStream], list[str]]:
+    """`measure` (stream -> (stream, warning or None)) over every audio stream: the streams and the warnings."""
+    done = [measure(a) for a in audios]
+    return [a for a, _ in done], [w for _, w in done if w]
 
 
 def probe_video(path: str | Path) -> MediaProbe:
