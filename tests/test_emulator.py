@@ -210,6 +210,33 @@ def test_dropped_create_reply_is_a_transport_error_but_the_job_exists(emu, media
     assert emu.accepted_creates(provider) == 2
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_gateway_error_after_an_accepted_create_leaves_the_job_behind(emu, media, provider):
+    video = upload(emu, provider, media["video"])
+    audio = upload(emu, provider, media["audio"])
+    emu.faults(provider).error_after_create = 1
+    lost = create(emu, provider, create_body(provider, video, audio, None, None))
+    assert lost.reply.status_code == 502 and lost.job_id is None
+    answered = create(emu, provider, create_body(provider, video, audio, None, None))
+    assert answered.job_id is not None
+    jobs = emu.jobs(provider)
+    assert emu.accepted_creates(provider) == 2
+    assert jobs[0].answer_lost and "502" in jobs[0].answer_lost and jobs[1].answer_lost is None
+
+
+def test_a_stalled_job_runs_long_then_finishes(emu, media):
+    from pipeline.emulator.jobs import Phase, phase_at
+
+    emu.faults("aimlapi").stall_jobs, emu.faults("aimlapi").stall_s = 1, 60.0
+    stalled = submit(emu, "aimlapi", media["video"], audio=media["audio"])
+    normal = submit(emu, "aimlapi", media["video"], audio=media["audio"])
+    assert status_word("aimlapi", poll_until_final(emu, normal)[-1]) != "generating"
+    assert status_word("aimlapi", poll_once(emu, stalled)) == "generating"   # the next job was not held up
+    job = emu.jobs("aimlapi")[0]
+    job.render.result(timeout=30)
+    assert phase_at(job, job.created_at + job.queue_s + 61.0) is Phase.SUCCEEDED   # it does end
+
+
 def test_useapi_refuses_creates_beyond_max_jobs(media):
     with Emulator(EmulatorSettings(latency_s=3.0)) as emu:    # long enough that no job ends mid-test
         _fill_useapi_account(emu, media)
@@ -480,3 +507,22 @@ def test_real_world_inputs_render(emu, tmp_path, name, video_kw, audio_kw, displ
     assert (info["Video"][0].width, info["Video"][0].height) == display
     assert info["Audio"][0].format == "AAC" and len(info["Video"]) == 1
     assert float(info["General"][0].duration) / 1000 == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_client_hanging_up_is_not_logged_as_an_emulator_error(emu):
+    """A killed client (crash tests, `make chaos`) must not print tracebacks; a real handler error still does."""
+    import logging
+    import sys
+
+    from starlette.requests import ClientDisconnect
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except type(exc):
+            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                     None, sys.exc_info())
+
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    assert not uvicorn_errors.filter(record(ClientDisconnect()))
+    assert uvicorn_errors.filter(record(RuntimeError("a real bug")))

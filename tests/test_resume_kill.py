@@ -59,7 +59,7 @@ def _ledger_stages(run_dir) -> dict[str, str]:
         return {}
 
 
-@pytest.mark.parametrize("point", ["prepare", "after_create", "poll", "download", "mux"])
+@pytest.mark.parametrize("point", ["prepare", "after_create", "poll", "download", "mux", "handoff"])
 def test_kill_at_a_named_point_then_resume(tmp_path, media, reference, point):
     with Emulator(EmulatorSettings(latency_s=0.5)) as emu:
         config = _batch(tmp_path, media, emu)

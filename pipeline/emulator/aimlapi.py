@@ -96,7 +96,7 @@ async def _create(request: Request, state: EmulatorState, body: dict) -> Respons
         lambda n: secrets.token_urlsafe(16)[:21], JobInput(video, audio, content, speaker), state.faults[PROVIDER],
     )
     reply = {"id": job.job_id, "status": "queued", "meta": {"usage": {"credits_used": CREDITS_PER_JOB}}}
-    return create_reply(state, PROVIDER, JSONResponse(reply))
+    return create_reply(state, job, JSONResponse(reply))
 
 
 def _check_tts(state: EmulatorState, content: str | None, speaker: str | None) -> None:
@@ -205,7 +205,7 @@ async def _create_portrait(request: Request, state: EmulatorState, body: dict) -
     inputs = PortraitInput(image, fields.prompt, fields.resolution, fields.duration, fields.text, fields.speaker)
     job = state.jobs[PROVIDER].create(lambda n: f"{uuid.uuid4()}:{portrait.MODEL}", inputs, state.faults[PROVIDER])
     reply = {"id": job.job_id, "status": "queued", "meta": {"usage": usage(job)}}
-    return create_reply(state, PROVIDER, JSONResponse(reply))
+    return create_reply(state, job, JSONResponse(reply))
 
 
 def is_portrait(job: Job) -> bool:

@@ -112,7 +112,7 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
         notify_when_final(state, job, webhook, lambda phase: webhook_body(state, job, phase, here))
     position = state.jobs[PROVIDER].queue_position(job, time.monotonic())
     reply = {"request_id": job.job_id, **_urls(request, job.job_id), "queue_position": position}
-    return create_reply(state, PROVIDER, JSONResponse(reply))
+    return create_reply(state, job, JSONResponse(reply))
 
 
 def _job(request: Request, state: EmulatorState) -> Job:

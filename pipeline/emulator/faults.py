@@ -10,16 +10,18 @@ from dataclasses import dataclass, field
 class Faults:
     """What goes wrong for one provider. Mutable while the emulator runs; read on the next request.
 
-    Counters (`rate_limit_creates`, `server_errors`, `drop_after_create`, `truncate_downloads`,
-    `break_status_streams`) count down
-    as they fire. Flags are captured into a job when it is created, so changing them later does not
-    change a job already running.
+    Counters (`rate_limit_creates`, `server_errors`, `drop_after_create`, `error_after_create`, `stall_jobs`,
+    `truncate_downloads`, `break_status_streams`) count down as they fire. Flags are captured into a job when
+    it is created, so changing them later does not change a job already running.
     """
 
     rate_limit_creates: int = 0     # next N creates refused (PixVerse ErrCode 500044, others HTTP 429); not counted
     server_errors: int = 0          # next N requests of any kind answer 5xx
     slow_reply_s: float = 0.0       # every reply delayed
     drop_after_create: int = 0      # next N accepted creates: job created and counted, connection then dropped
+    error_after_create: int = 0     # next N accepted creates: job created and counted, then a gateway's 502
+    stall_jobs: int = 0             # next N accepted jobs stay running `stall_s` longer (stuck for a while)
+    stall_s: float = 5.0
     truncate_downloads: int = 0     # next N result downloads stop short of Content-Length
     break_status_streams: int = 0   # next N status streams (fal) drop the connection after their first event
     moderate: bool = False          # jobs end moderated

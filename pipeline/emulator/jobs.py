@@ -60,6 +60,7 @@ class Job:
     canceled: bool = False
     render: Future | None = field(default=None, repr=False)
     attrs: dict[str, str] = field(default_factory=dict)   # protocol extras echoed back (e.g. useapi replyRef)
+    answer_lost: str | None = None   # why the create's answer never reached the client (a fault), else None
 
     @property
     def rendered(self) -> Rendered | None:
@@ -127,12 +128,13 @@ class JobStore:
         """Accept a billable job. `make_id(number)` gives the provider's id for the n-th job; a PortraitInput
         renders a talking portrait, a JobInput a lip-synced video."""
         outcome = outcome_from(faults)
+        stall_s = faults.stall_s if faults.take("stall_jobs") else 0.0
         with self._lock:
             number = len(self._order) + 1
             job = Job(
                 provider=self.provider, number=number, job_id=str(make_id(number)),
                 created_at=time.monotonic(), created_wall=time.time(),
-                queue_s=self._queue_s, run_s=self._latency_s + random.uniform(0, self._jitter_s),
+                queue_s=self._queue_s, run_s=self._latency_s + random.uniform(0, self._jitter_s) + stall_s,
                 outcome=outcome, inputs=inputs, flap_pending=faults.flap_status,
             )
             self._jobs[job.job_id] = job

@@ -148,7 +148,7 @@ async def generate(request: Request, state: EmulatorState) -> Response:
         lambda n: big_id(state.files.next_number()),
         JobInput(video=video, audio=audio, text=content, speaker=speaker), state.faults[PROVIDER],
     )
-    return create_reply(state, PROVIDER, envelope({"video_id": int(job.job_id)}))
+    return create_reply(state, job, envelope({"video_id": int(job.job_id)}))
 
 
 def _check_tts(speaker: str | None, content: str | None, state: EmulatorState) -> None:

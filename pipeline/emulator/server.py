@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
+from starlette.requests import ClientDisconnect
 
 from ..errors import ToolError
 from .app import build_app
@@ -30,10 +31,11 @@ KEY_VARS = {"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": 
 
 
 class _HideDeliberateDrops(logging.Filter):
-    """uvicorn logs a traceback when a handler raises; our deliberate connection drops are not errors."""
+    """uvicorn logs a traceback when a handler raises; our deliberate connection drops are not errors, nor is
+    a client that hangs up mid-request (a killed `lipsync`, in the crash tests and `make chaos`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+        return not (record.exc_info and isinstance(record.exc_info[1], (ConnectionDropped, ClientDisconnect)))
 
 
 def _quiet_uvicorn() -> None:

@@ -272,9 +272,15 @@ class DroppedResponse(Response):
         raise ConnectionDropped("emulator fault: connection dropped after the create was accepted")
 
 
-def create_reply(state: EmulatorState, provider: str, reply: Response) -> Response:
-    """The reply to an accepted create, unless a drop fault eats it."""
-    if state.faults[provider].take("drop_after_create"):
-        log.info("%s: dropping the reply to an accepted create", provider)
+def create_reply(state: EmulatorState, job: Job, reply: Response) -> Response:
+    """The reply to the accepted create of `job`, unless a fault eats it (the job keeps why, for the tests)."""
+    faults = state.faults[job.provider]
+    if faults.take("drop_after_create"):
+        log.info("%s: dropping the reply to an accepted create", job.provider)
+        job.answer_lost = "connection dropped after the create was accepted"
         return DroppedResponse(reply)
+    if faults.take("error_after_create"):
+        log.info("%s: answering an accepted create with a gateway error", job.provider)
+        job.answer_lost = "502 from a gateway after the create was accepted"
+        return gateway_error()
     return reply

@@ -171,7 +171,7 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
     if reply_url:
         here = origin(request)
         notify_when_final(state, job, reply_url, lambda phase: video_object(state, job, phase, here))
-    return create_reply(state, PROVIDER, JSONResponse({"video_id": job.job_id}))
+    return create_reply(state, job, JSONResponse({"video_id": job.job_id}))
 
 
 def video_object(state: EmulatorState, job: Job, phase: Phase, origin_url: str, *, flapping: bool = False) -> dict:

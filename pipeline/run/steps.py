@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ConfigDict
 
 from ..fsutil import sha256_file
+from ..killpoints import kill_point
 from .config import JobSpec
 from .ledger import CreateRecord, Stage
 
@@ -146,6 +147,7 @@ def deliver_job(
     report = with_lip_sync(verify(final.path, expect), lip_sync_windows(final), spec.sync)
     report.raise_if_failed()
     on_stage(Stage.HANDOFF)
+    kill_point("handoff")
     manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)
     extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
     write_handoff(job_dir, final.path, manifest, extra_files=extra)
