@@ -151,11 +151,11 @@ class JobSection(_Strict):
         portrait_only = [k for k in PORTRAIT_KEYS if getattr(self, k) not in (None, False)]
         if portrait_only:
             raise ValueError(f"{', '.join(portrait_only)} go with image, not video")
+        # none of them: the video's own sound is the voice (prepare reads it from the video)
         given = [k for k in ("audio", "text", "text_file") if getattr(self, k) not in (None, "")]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of audio, text or text_file (got {', '.join(given) or 'none'})"
-            )
+        if len(given) > 1:
+            raise ValueError(f"give at most one of audio, text or text_file (got {', '.join(given)}); "
+                             f"with none, the video's own sound is the voice")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
@@ -197,7 +197,7 @@ class JobSpec:
     id: str
     provider: str
     video: Path | None                  # None for a talking portrait (`portrait`)
-    audio: Path | None
+    audio: Path | None                  # None with no text: the video's own sound is the voice
     text: str | None
     text_file: Path | None
     speaker: str
@@ -219,7 +219,7 @@ class JobSpec:
             **track,
             **portrait,
             "provider": self.provider,
-            "speaker": self.speaker if self.audio is None else None,
+            "speaker": self.speaker if self.text is not None else None,
             "sync_mode": self.sync_mode,
             "loudness_lufs": self.loudness_lufs,
             "true_peak_dbtp": self.true_peak_dbtp,

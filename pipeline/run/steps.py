@@ -82,7 +82,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
     request = PrepareRequest(
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
-        start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.audio else None,
+        start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.text is None else None,
     )
     result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
     segments = [
