@@ -34,6 +34,7 @@ COMMANDS = {
     "run": "run",
     "status": "status",
     "init": "init",
+    "plan": "plan",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,6 +178,7 @@ FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start"
 class ConfigFile(_Strict):
     run: RunSection
     defaults: DefaultsSection = DefaultsSection()
+    prices: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)   # over providers/prices.toml
     job: list[JobSection] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -252,6 +253,7 @@ class RunConfig:
     jobs: tuple[JobSpec, ...]
     max_creates_per_job: int = DEFAULT_MAX_CREATES_PER_JOB
     download: DownloadSection = DownloadSection()
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)   # a config's price overrides per provider
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -367,7 +369,20 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
         jobs=jobs,
         max_creates_per_job=run.max_creates_per_job,
         download=run.download,
+        prices=_checked_prices(path, parsed.prices),
     )
+
+
+def _checked_prices(path: Path, prices: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The config's price overrides, refused here (naming the file) rather than when a plan is priced."""
+    from ..pricing import load_price
+
+    for provider, overrides in prices.items():
+        try:
+            load_price(provider, overrides)
+        except LipsyncError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
+    return {provider: dict(overrides) for provider, overrides in prices.items()}
 
 
 def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -> JobSpec:

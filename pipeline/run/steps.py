@@ -20,6 +20,7 @@ from .ledger import CreateRecord, Stage
 
 if TYPE_CHECKING:
     from ..animate import ClipDone, PortraitPlan
+    from ..prepare import PrepareRequest
     from ..limits import ImageLimits
 
 log = logging.getLogger("lipsync.run")
@@ -71,20 +72,26 @@ class SegmentResult:
     path: Path                    # the provider's result on our disk
 
 
-def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float], None]) -> PreparedJob:
-    """Probe and conform the job's inputs into `work`; every segment fits the provider's limits."""
-    from ..prepare import PrepareRequest, prepare
+def prepare_request(spec: JobSpec) -> PrepareRequest:
+    """The prepare call a footage job makes (also what `lipsync plan` plans with)."""
+    from ..prepare import PrepareRequest
     from ..stages.conform_audio import LoudnessTarget
     from ..stages.sync import DEFAULT_SYNC_MODE
 
     targets = {"integrated": spec.loudness_lufs, "true_peak": spec.true_peak_dbtp}
     loudness = LoudnessTarget(**{name: value for name, value in targets.items() if value is not None})
-    request = PrepareRequest(
+    return PrepareRequest(
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
         start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.text is None else None,
     )
-    result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
+
+
+def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float], None]) -> PreparedJob:
+    """Probe and conform the job's inputs into `work`; every segment fits the provider's limits."""
+    from ..prepare import prepare
+
+    result = prepare(prepare_request(spec), work, progress=lambda _what, fraction: progress(fraction))
     segments = [
         PreparedSegment(
             index=s.index, video=s.video, audio=s.audio, text=s.text, speaker=s.speaker, start=s.start, end=s.end,
