@@ -13,11 +13,15 @@ import logging
 import math
 import os
 import re
+import tempfile
+import wave
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Literal
 
 from .errors import InputError, ValidationError
+from .fsutil import atomic_output
 from .ffmpeg import FfmpegRun
 from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
@@ -35,7 +39,7 @@ from .stages.conform_audio import (
 )
 from .stages.audio_tracks import choose_audio_track
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, output_fps, plan_video
-from .stages.cuts import CutCues, CutPlan, pauses_of, plan_cuts
+from .stages.cuts import CutCues, CutPlan, pauses_of, plan_cuts, sample_at
 from .stages.probe import MediaProbe, probe_audio, probe_video
 from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
 from .stages.text import chunk_text, spoken
@@ -63,7 +67,7 @@ class PrepareRequest:
     loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
     sample_rate: int = 48000
     audio_track: int | None = None      # the voice's track number (from 1) in --audio, else the video's sound
-    long_media: LongMedia = "trim"      # a voice and video longer than one job: "split" into jobs, or "trim"
+    long_media: LongMedia = "split"     # a voice and video longer than one job: "split" into jobs, or "trim"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Segment:
     speaker: str | None    # canonical voice name (pipeline.voices), for TTS
     start: float           # seconds in the source video
     end: float
+    cut_reason: str | None = None   # footage split into jobs: why this segment ends where it does
 
     def to_dict(self) -> dict:
         return {
@@ -94,6 +99,8 @@ class PrepareResult:
     audios: list[AudioResult]           # one per segment (empty for TTS)
     warnings: list[str]
     checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (channel levels, the early voice check)
+    cuts: CutPlan | None = None         # footage split into jobs: where, and why (audios then holds the one
+                                        # continuous voice the segments' WAVs were cut from)
 
     @property
     def runs(self) -> list[FfmpegRun]:
@@ -108,6 +115,7 @@ class PrepareResult:
             "videos": [v.to_dict() for v in self.videos],
             "audios": [a.to_dict() for a in self.audios],
             "checks": [run.argv for run in self.checks],
+            "cuts": None if self.cuts is None else self.cuts.to_dict(),
             "warnings": self.warnings,
         }
 
@@ -259,6 +267,8 @@ def _whole_track_limits(limits: Limits, seconds: float) -> Limits:
 
 def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
     voice = plan_voice(request, vp, limits)
+    if voice.cuts is not None:
+        return _prepare_split(vp, voice, limits, outputs, report)
     progress = _Progress(report, steps=2)
     video_plan = plan_video(vp, limits, VideoOptions(
         start=voice.start, end=voice.end, target_duration=voice.sync.duration, extend=voice.sync.video_extend,
@@ -274,6 +284,55 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
                       min(voice.end, voice.start + voice.sync.duration))
     warnings = [*voice.warnings, *video_plan.warnings, *audio.warnings]
     return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks))
+
+
+def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress | None) -> PrepareResult:
+    """Footage longer than one job: each planned segment's video range conformed on its own, and its voice
+    cut at sample-exact points out of one continuous normalized track (no per-part encode, so no drift)."""
+    plan = voice.cuts
+    assert plan is not None
+    fps = output_fps(vp.video, VideoOptions().max_fps)[0]
+    rate = Fraction(str(fps))   # the frame grid conform_video encodes on (its fps filter's rate)
+    progress = _Progress(report, steps=len(plan.segments) + 1)
+    sample_rate = voice.audio_opts.sample_rate
+    whole = plan_audio(voice.probe, voice.audio_limits,
+                       replace(voice.audio_opts, target_duration=plan.frames / rate), voice.levels)
+    bounds = [(sample_at(s.start_frame, rate, sample_rate), sample_at(s.end_frame, rate, sample_rate))
+              for s in plan.segments]
+    with tempfile.TemporaryDirectory(prefix="lipsync-voice-") as scratch:
+        master = execute_audio(whole, Path(scratch) / "voice.wav", progress.step("the whole voice"),
+                               checked=voice.early)
+        wavs = _cut_wav(master.path, bounds, [outputs.path(f"seg{s.index:03d}.wav") for s in plan.segments])
+    segments, videos, warnings = [], [], [*voice.warnings, *master.warnings]
+    for seg, wav in zip(plan.segments, wavs):
+        name = f"seg{seg.index:03d}"
+        # the plan rounds the source to whole frames: its last frame may end up to half a frame past the source
+        start = float(voice.start + seg.start_frame / rate)
+        end = min(float(voice.start + seg.end_frame / rate), voice.end)
+        # the target is the range itself (end - start as conform_video computes it): whole frames already
+        video_plan = plan_video(vp, limits, VideoOptions(start=start, end=end, target_duration=end - start,
+                                                         keep_audio=False))
+        video = execute_video(video_plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
+        segments.append(Segment(seg.index, video.path, wav, None, None, start, end, seg.cut.reason))
+        videos.append(video)
+        warnings += video_plan.warnings
+    return PrepareResult(segments, limits, voice.sync, [], videos, [master], warnings, list(voice.checks), plan)
+
+
+def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list[Path]:
+    """Copy the samples [first, end) of the WAV `src` into each of `dsts` (same format; each written atomically)."""
+    with wave.open(str(src), "rb") as whole:
+        params = whole.getparams()
+        if bounds[-1][1] > params.nframes:
+            raise ValidationError(f"{src.name}: the voice holds {params.nframes} samples, the cut plan needs "
+                                  f"{bounds[-1][1]}")
+        for (first, end), dst in zip(bounds, dsts):
+            whole.setpos(first)
+            frames = whole.readframes(end - first)
+            with atomic_output(dst) as tmp, wave.open(str(tmp), "wb") as part:
+                part.setparams(params)
+                part.writeframes(frames)
+    return dsts
 
 
 def text_spans(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> tuple[list[str], list[TextSpan]]:

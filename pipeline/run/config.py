@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
 from ..animate import PortraitSpec, check_portrait
+from ..prepare import LongMedia
 from ..errors import ConfigError, LipsyncError
 from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
 from ..providers import BASE_URL_KEYS
@@ -115,6 +116,7 @@ class DefaultsSection(_Strict):
     loudness_lufs: float | None = Field(-16.0, gt=-70, lt=0)
     true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
     audio_track: int | None = Field(None, ge=1)
+    long_media: LongMedia = "split"
     limits: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -140,6 +142,7 @@ class JobSection(_Strict):
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
     audio_track: int | None = Field(None, ge=1)   # the voice's track in `audio` (from 1); default: flag, speech
+    long_media: LongMedia | None = None           # longer than one provider job: "split" it, or "trim" it
     limits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -172,7 +175,7 @@ class JobSection(_Strict):
 
 
 PORTRAIT_KEYS = ("prompt", "resolution", "duration", "style", "negative_prompt", "seed", "chain")
-FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start", "end", "audio_track")
+FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start", "end", "audio_track", "long_media")
 
 
 class ConfigFile(_Strict):
@@ -210,15 +213,19 @@ class JobSpec:
     limits: Limits
     audio_track: int | None = None
     portrait: PortraitSpec | None = None
+    long_media: LongMedia = "split"
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
-        # audio_track and portrait only when given, so the keys of jobs without them stay what they were
+        # audio_track, portrait and long_media only when not the default, so the keys of jobs without them
+        # stay what they were
         track = {} if self.audio_track is None else {"audio_track": self.audio_track}
         portrait = {} if self.portrait is None else {"portrait": self.portrait.params()}
+        long_media = {} if self.long_media == "split" else {"long_media": self.long_media}
         return {
             **track,
             **portrait,
+            **long_media,
             "provider": self.provider,
             "speaker": self.speaker if self.text is not None else None,
             "sync_mode": self.sync_mode,
@@ -440,4 +447,5 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         limits=limits,
         audio_track=spec.audio_track if spec.audio_track is not None else defaults.audio_track,
         portrait=portrait,
+        long_media=spec.long_media or defaults.long_media,
     )

@@ -84,6 +84,7 @@ def prepare_request(spec: JobSpec) -> PrepareRequest:
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
         start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.text is None else None,
+        long_media=spec.long_media,
     )
 
 

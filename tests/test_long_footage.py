@@ -1,0 +1,107 @@
+"""Footage longer than one provider job: split at pauses in the speech (issue 13), prepared and run.
+
+The talking clip is generated here with known pauses between sentences, so where a cut may fall is known
+without the pipeline's own speech analysis; lengths are read back with pymediainfo."""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from media import make_video, media_info
+from pipeline.speech import synth_speech, write_wav
+from runkit import final_file, lipsync, write_config
+
+RATE = 48000
+FPS = 25
+FRAME = 1 / FPS
+LIMIT = 30.0        # every provider's duration limit (limits.toml [default])
+
+
+def make_talk(folder, seconds: float = 70.0, seed: int = 3):
+    """A 160x120 clip whose sound is sentences of 3.5-6.5 s of speech-like audio with 0.8 s pauses between;
+    returns the clip and the pauses (start, end) in seconds."""
+    rng = np.random.default_rng(seed)
+    pieces, pauses, at = [], [], 0.0
+    while at < seconds:
+        sentence = min(float(rng.uniform(3.5, 6.5)), seconds - at)
+        pieces.append(synth_speech(sentence, sample_rate=RATE, seed=int(rng.integers(1 << 30))))
+        at += sentence
+        gap = min(0.8, seconds - at)
+        if gap > 0:
+            pieces.append(np.zeros(round(gap * RATE), dtype=np.float32))
+            pauses.append((at, at + gap))
+            at += gap
+    voice = folder / "talk.wav"
+    write_wav(voice, np.concatenate(pieces)[: round(seconds * RATE)], RATE)
+    video = make_video(folder / "talk.mp4", seconds=seconds, width=160, height=120, fps=FPS, audio_file=voice)
+    return video, tuple(pauses)
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory):
+    return make_talk(tmp_path_factory.mktemp("talk"))
+
+
+def _seconds(path, kind: str) -> float:
+    return float(media_info(path)[kind][0].duration) / 1000
+
+
+def _inside_a_pause(t: float, pauses) -> bool:
+    return any(a - FRAME <= t <= b + FRAME for a, b in pauses)
+
+
+def test_prepare_splits_a_long_clip_at_pauses_into_segments_within_the_limits(talk, tmp_path):
+    video, pauses = talk
+    run = lipsync("prepare", "--video", str(video), "--provider", "fal", "--out", str(tmp_path / "out"), "--json")
+    assert run.returncode == 0, run.stderr
+    segments = json.loads(run.stdout)["segments"]
+    assert len(segments) == 3  # 70 s in jobs of at most 30 s
+    for seg in segments:
+        assert _seconds(seg["video"], "Video") <= LIMIT and _seconds(seg["audio"], "Audio") <= LIMIT
+        assert abs(_seconds(seg["video"], "Video") - _seconds(seg["audio"], "Audio")) < FRAME
+        assert seg["cut_reason"]
+    assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(70.0, abs=FRAME)
+    for left, right in zip(segments, segments[1:]):
+        assert left["end"] == right["start"] and _inside_a_pause(left["end"], pauses), left
+        assert "pause" in left["cut_reason"]
+    total = sum(_seconds(seg["video"], "Video") for seg in segments)
+    assert total == pytest.approx(70.0, abs=FRAME)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"seg{i:03d}.{ext}" for i in range(3) for ext in ("mp4", "wav")]
+
+
+def test_trim_keeps_one_job_and_warns(talk, tmp_path):
+    video, _ = talk
+    run = lipsync("prepare", "--video", str(video), "--provider", "fal", "--long-media", "trim",
+                  "--out", str(tmp_path / "out"), "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert len(doc["segments"]) == 1 and _seconds(doc["segments"][0]["video"], "Video") <= LIMIT
+    assert any("dropped" in w for w in doc["warnings"])
+
+
+def test_a_long_clip_is_delivered_full_length_in_sync_at_every_join(talk, tmp_path):
+    video, _ = talk
+    (tmp_path / "talk.mp4").symlink_to(video)
+    config = write_config(tmp_path, [{"id": "long", "video": "talk.mp4"}], provider="fal")
+    plan = lipsync("plan", str(config), "--json")
+    assert plan.returncode == 0, plan.stderr
+    planned = json.loads(plan.stdout)["jobs"][0]
+    assert planned["creates"] == 3 and all("pause" in s["cut_reason"] for s in planned["segments"][:-1])
+    seconds = sum(math.ceil(s["seconds"]) for s in planned["segments"])
+    assert 70 <= seconds <= 73 and Decimal(planned["estimate"]["total"]) == Decimal("0.04") * seconds
+    run = lipsync("run", str(config), "--rehearse", "--json")
+    assert run.returncode == 0, run.stderr
+    job = json.loads(run.stdout)["jobs"][0]
+    assert len(job["provider_job_ids"]) == 3
+    final = final_file(tmp_path / "out" / "long" / "final.mp4")
+    assert final.video_s == pytest.approx(70.0, abs=FRAME) and final.audio_s == pytest.approx(70.0, abs=FRAME)
+    manifest = json.loads((tmp_path / "out" / "long" / "manifest.json").read_text(encoding="utf-8"))
+    joins = manifest["verification"]["segments"]
+    assert len(joins) == 3 and all(abs(s["offset_s"]) <= FRAME for s in joins)
+    assert [s["start"] for s in manifest["conform"]["segments"]] == [p["start"] for p in planned["segments"]]
