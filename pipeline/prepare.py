@@ -99,8 +99,9 @@ class PrepareResult:
     audios: list[AudioResult]           # one per segment (empty for TTS)
     warnings: list[str]
     checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (channel levels, the early voice check)
-    cuts: CutPlan | None = None         # footage split into jobs: where, and why (audios then holds the one
-                                        # continuous voice the segments' WAVs were cut from)
+    cuts: CutPlan | None = None         # the source frames each segment plays (from the range's start), when
+                                        # each plays its range once; split: `audios` holds the one continuous
+                                        # voice the segments' WAVs were cut from
 
     @property
     def runs(self) -> list[FfmpegRun]:
@@ -283,7 +284,18 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     segment = Segment(0, video.path, audio.path, None, None, voice.start,
                       min(voice.end, voice.start + voice.sync.duration))
     warnings = [*voice.warnings, *video_plan.warnings, *audio.warnings]
-    return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks))
+    once = None if voice.sync.video_extend else _one_segment_plan(
+        _seconds_of(video.probe), video_plan.fps or output_fps(vp.video, VideoOptions().max_fps)[0], limits)
+    return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks), once)
+
+
+def _one_segment_plan(seconds: float, fps: float, limits: Limits) -> CutPlan | None:
+    """A job that plays its range of the source once, as a cut plan (the editor's cut list); None for a
+    clip no plan can hold (under a frame, or limits overridden below two frames): it is delivered without one."""
+    try:
+        return plan_cuts(seconds, fps, limits)
+    except ValidationError:
+        return None
 
 
 def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress | None) -> PrepareResult:

@@ -14,7 +14,7 @@ import pytest
 
 from media import make_video, media_info
 from pipeline.speech import synth_speech, write_wav
-from runkit import final_file, lipsync, write_config
+from runkit import checksums_hold, final_file, lipsync, sha256, write_config
 
 RATE = 48000
 FPS = 25
@@ -105,3 +105,33 @@ def test_a_long_clip_is_delivered_full_length_in_sync_at_every_join(talk, tmp_pa
     joins = manifest["verification"]["segments"]
     assert len(joins) == 3 and all(abs(s["offset_s"]) <= FRAME for s in joins)
     assert [s["start"] for s in manifest["conform"]["segments"]] == [p["start"] for p in planned["segments"]]
+    clips = _read_back_cut_list(tmp_path / "out" / "long", 70.0, 3)
+    assert [c.source_range.start_time.to_seconds() for c in clips] == pytest.approx(
+        [p["start"] for p in planned["segments"]], abs=1e-6)
+
+
+def _read_back_cut_list(job_dir, source_seconds: float, segments: int):
+    """timeline.otio read with OpenTimelineIO: one clip per segment, no gap or overlap, the source's length;
+    both files delivered with their checksums."""
+    import opentimelineio as otio
+
+    timeline = otio.adapters.read_from_file(str(job_dir / "timeline.otio"))
+    (track,) = timeline.video_tracks()
+    clips = list(track.find_clips())
+    assert len(clips) == segments and all(isinstance(item, otio.schema.Clip) for item in track)
+    ranges = [track.range_of_child_at_index(i) for i in range(len(track))]
+    assert ranges[0].start_time.value == 0
+    for before, after in zip(ranges, ranges[1:]):
+        assert before.end_time_exclusive() == after.start_time  # no gap, no overlap
+    assert track.duration().to_seconds() == pytest.approx(source_seconds, abs=FRAME)
+    assert all(clip.media_reference.target_url.endswith(".mp4") for clip in clips)
+    assert all(clip.metadata["lipsync"]["provider_job"] for clip in clips)
+    manifest = json.loads((job_dir / "manifest.json").read_text(encoding="utf-8"))
+    delivered = {d["name"]: d["sha256"] for d in manifest["delivered"]}
+    assert {"timeline.otio", "cuts.edl"} <= set(delivered)
+    assert delivered["cuts.edl"] == sha256(job_dir / "cuts.edl")
+    events = [line for line in (job_dir / "cuts.edl").read_text().splitlines() if line[:3].isdigit()]
+    assert len(events) == segments  # one CMX3600 event per clip
+    names = checksums_hold(job_dir.parent)
+    assert f"{job_dir.name}/timeline.otio" in names and f"{job_dir.name}/cuts.edl" in names
+    return clips

@@ -204,3 +204,8 @@ def test_a_job_with_only_a_video_lip_syncs_to_its_own_sound(tmp_path, media):
     assert [i["role"] for i in manifest["inputs"]] == ["video"] and manifest["config"]["audio"] is None
     final = final_file(tmp_path / "out" / "own" / "final.mp4")
     assert abs(final.video_s - 2.0) < 0.1 and abs(final.audio_s - 2.0) < 0.1
+    import opentimelineio as otio  # the editor's cut list: one clip, the whole source
+
+    (clip,) = otio.adapters.read_from_file(str(tmp_path / "out" / "own" / "timeline.otio")).find_clips()
+    assert clip.source_range.duration.to_seconds() == pytest.approx(2.0, abs=0.04)
+    assert clip.metadata["lipsync"]["provider_job"] == job["provider_job_ids"][0]

@@ -53,6 +53,7 @@ class ConformReport(BaseModel):
     loudness: list[dict[str, Any]]
     commands: list[list[str]]
     warnings: list[str]
+    cuts: dict[str, Any] | None = None  # CutPlan.to_dict(): the source frames each segment plays, when known
 
 
 class PreparedJob(BaseModel):
@@ -109,6 +110,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         loudness=[a.loudness.to_dict() for a in result.audios],
         commands=[list(run.argv) for run in result.runs],
         warnings=list(result.warnings),
+        cuts=None if result.cuts is None else result.cuts.to_dict(),
     )
     return PreparedJob(inputs_key=key, segments=segments, report=report)
 
@@ -144,8 +146,29 @@ def deliver_job(
     on_stage(Stage.HANDOFF)
     manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)
     extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
-    write_handoff(job_dir, final.path, manifest, extra_files=extra)
+    write_handoff(job_dir, final.path, manifest, extra_files=[*extra, *_cut_list(spec, prepared, results, report, work)])
     return job_dir / FINAL_NAME
+
+
+def _cut_list(spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification, work: Path
+              ) -> list[Path]:
+    """`timeline.otio` and `cuts.edl` in `work` for an editor: one clip per segment, on the source's own
+    timecode; none when the segments do not each play a range of the source once from its first frame
+    (a script's parts, a looped video, a range starting later: not drawn yet)."""
+    from ..stages.cuts import CutPlan
+    from ..stages.timeline import build_timeline, source_timecode, write_timeline
+
+    cuts = prepared.report.cuts
+    if cuts is None or spec.video is None or prepared.segments[0].start != 0:
+        return []
+    offsets = {s.index: s.offset_s for s in verification.segments}    # in the order of `results`
+    by_segment = {r.segment.index: {"provider_job": r.record.provider_job_id, "offset_s": offsets.get(i)}
+                  for i, r in enumerate(results)}
+    metadata = [by_segment[index] for index in sorted(by_segment)]
+    timeline = build_timeline(CutPlan.from_dict(cuts), spec.video, start_timecode=source_timecode(spec.video),
+                              name=spec.id, clip_metadata=metadata)
+    files = write_timeline(timeline, work)
+    return [files.otio, files.edl]
 
 
 def deliver_portrait(spec: JobSpec, plan: PortraitPlan, clips: list[ClipDone], limits: ImageLimits, *, work: Path,
