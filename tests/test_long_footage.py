@@ -9,11 +9,11 @@ import json
 import math
 from decimal import Decimal
 
-import numpy as np
 import pytest
 
 from media import make_video, media_info
-from pipeline.speech import synth_speech, write_wav
+from pipeline.demo import talk_with_pauses
+from pipeline.speech import write_wav
 from runkit import checksums_hold, final_file, lipsync, sha256, write_config
 
 RATE = 48000
@@ -22,24 +22,14 @@ FRAME = 1 / FPS
 LIMIT = 30.0        # every provider's duration limit (limits.toml [default])
 
 
-def make_talk(folder, seconds: float = 70.0, seed: int = 3):
-    """A 160x120 clip whose sound is sentences of 3.5-6.5 s of speech-like audio with 0.8 s pauses between;
-    returns the clip and the pauses (start, end) in seconds."""
-    rng = np.random.default_rng(seed)
-    pieces, pauses, at = [], [], 0.0
-    while at < seconds:
-        sentence = min(float(rng.uniform(3.5, 6.5)), seconds - at)
-        pieces.append(synth_speech(sentence, sample_rate=RATE, seed=int(rng.integers(1 << 30))))
-        at += sentence
-        gap = min(0.8, seconds - at)
-        if gap > 0:
-            pieces.append(np.zeros(round(gap * RATE), dtype=np.float32))
-            pauses.append((at, at + gap))
-            at += gap
+def make_talk(folder, seconds: float = 70.0):
+    """A 160x120 clip whose sound is sentences of speech-like audio with 0.8 s pauses between (the demo's
+    generator); returns the clip and the pauses (start, end) in seconds."""
+    samples, pauses = talk_with_pauses(seconds, RATE)
     voice = folder / "talk.wav"
-    write_wav(voice, np.concatenate(pieces)[: round(seconds * RATE)], RATE)
+    write_wav(voice, samples, RATE)
     video = make_video(folder / "talk.mp4", seconds=seconds, width=160, height=120, fps=FPS, audio_file=voice)
-    return video, tuple(pauses)
+    return video, pauses
 
 
 @pytest.fixture(scope="module")
