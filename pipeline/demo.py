@@ -6,25 +6,74 @@ script, and a drawn presenter still animated into a talking portrait) go through
 (PixVerse Platform, fal.ai, AI/ML API) on the local emulator. No credits, no network, the same code path as a
 real run.
 Running it again resumes: finished jobs are kept, nothing is done twice.
+
+One job is longer than a provider takes at once (30 s): its clip is generated here, before the run (a lavfi
+picture with speech-like sentences and pauses from pipeline.speech), into out/demo-media/, and is delivered
+as one full-length final with its timeline.otio.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
+
+import ffmpeg
+import numpy as np
 
 from .cli import setup_logging
 from .errors import LipsyncError
+from .ffmpeg import compile_stream, media_path, run_ffmpeg
+from .fsutil import atomic_output
+from .speech import synth_speech, write_wav
 from .run.config import load_config
 from .run.progress import make_progress, summary_lines
 from .run.runner import RunOptions, run_batch
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
+LONG_CLIP = DEMO_CONFIG.parent.parent / "out" / "demo-media" / "long_talk.mp4"   # the config's long job
+LONG_SECONDS = 45.0
+SENTENCE_PAUSE_S = 0.8
+
+
+def talk_with_pauses(seconds: float, sample_rate: int, seed: int = 3
+                     ) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """Speech-like sentences of 3.5-6.5 s with SENTENCE_PAUSE_S of silence between them: the samples, and
+    the pauses (start, end) in seconds."""
+    rng = np.random.default_rng(seed)
+    pieces, pauses, at = [], [], 0.0
+    while at < seconds:
+        sentence = min(float(rng.uniform(3.5, 6.5)), seconds - at)
+        pieces.append(synth_speech(sentence, sample_rate=sample_rate, seed=int(rng.integers(1 << 30))))
+        at += sentence
+        gap = min(SENTENCE_PAUSE_S, seconds - at)
+        if gap > 0:
+            pieces.append(np.zeros(round(gap * sample_rate), dtype=np.float32))
+            pauses.append((at, at + gap))
+            at += gap
+    return np.concatenate(pieces)[: round(seconds * sample_rate)], tuple(pauses)
+
+
+def make_long_clip(path: Path, seconds: float = LONG_SECONDS) -> Path:
+    """A 640x360 25 fps talking clip of `seconds` (lavfi picture, the sentences above as its sound)."""
+    with tempfile.TemporaryDirectory(prefix="lipsync-demo-") as scratch:
+        voice = Path(scratch) / "voice.wav"
+        write_wav(voice, talk_with_pauses(seconds, 48000)[0], 48000)
+        picture = ffmpeg.input("testsrc2=size=640x360:rate=25", f="lavfi", t=seconds).video
+        sound = ffmpeg.input(media_path(voice)).audio
+        with atomic_output(path) as tmp:
+            out = ffmpeg.output(picture, sound, media_path(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=28,
+                                preset="veryfast", acodec="aac", t=seconds)
+            run_ffmpeg(compile_stream(out.global_args("-hide_banner", "-nostats", "-y")),
+                       what=f"making the demo's {seconds:g} s clip")
+    return path
 
 
 def main() -> int:
     setup_logging()
     try:
+        if not LONG_CLIP.is_file():
+            make_long_clip(LONG_CLIP)
         config = load_config(DEMO_CONFIG)
         with make_progress() as progress:
             summary = run_batch(config, RunOptions(rehearse=True), progress)

@@ -10,20 +10,26 @@ voice track only when that is the video's own sound.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import tempfile
+import wave
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from .errors import InputError, ValidationError
-from .fsutil import read_regular_file
+from .fsutil import atomic_output, read_regular_file
 from .ffmpeg import FfmpegRun
 from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
 from .stages.conform_audio import (
     AudioOptions,
     AudioResult,
+    ChannelLevels,
+    VoiceCheck,
     LoudnessTarget,
     check_voice,
     execute_audio,
@@ -32,7 +38,8 @@ from .stages.conform_audio import (
     plan_audio,
 )
 from .stages.audio_tracks import choose_audio_track
-from .stages.conform_video import VideoOptions, VideoResult, execute_video, plan_video
+from .stages.conform_video import VideoOptions, VideoResult, execute_video, output_fps, plan_video
+from .stages.cuts import CutCues, CutPlan, pauses_of, plan_cuts, sample_at
 from .stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
 from .stages.probe import MediaProbe, probe_audio, probe_video
 from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
@@ -42,6 +49,7 @@ from .voices import resolve_voice
 log = logging.getLogger("lipsync.prepare")
 SEGMENT_FILE = re.compile(r"seg\d{3}\.(mp4|wav|mp3)")
 
+LongMedia = Literal["split", "trim"]
 StepProgress = Callable[[str, float], None]
 """Called with what is being done (e.g. "seg001 video") and the fraction of the whole prepare done (0..1)."""
 
@@ -62,6 +70,7 @@ class PrepareRequest:
     audio_track: int | None = None      # the voice's track number (from 1) in --audio, else the video's sound
     face: FaceThresholds | None = field(default_factory=FaceThresholds)  # None: no face pre-flight
     require_face: bool = False          # a segment missing a face threshold is refused (before any create)
+    long_media: LongMedia = "split"     # a voice and video longer than one job: "split" into jobs, or "trim"
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class Segment:
     speaker: str | None    # canonical voice name (pipeline.voices), for TTS
     start: float           # seconds in the source video
     end: float
+    cut_reason: str | None = None   # footage split into jobs: why this segment ends where it does
 
     def to_dict(self) -> dict:
         return {
@@ -93,6 +103,9 @@ class PrepareResult:
     warnings: list[str]
     checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (channel levels, the early voice check)
     faces: list[FacePresence] = field(default_factory=list)  # the face pre-flight, one per segment
+    cuts: CutPlan | None = None         # the source frames each segment plays (from the range's start), when
+                                        # each plays its range once; split: `audios` holds the one continuous
+                                        # voice the segments' WAVs were cut from
 
     @property
     def runs(self) -> list[FfmpegRun]:
@@ -107,6 +120,7 @@ class PrepareResult:
             "videos": [v.to_dict() for v in self.videos],
             "audios": [a.to_dict() for a in self.audios],
             "checks": [run.argv for run in self.checks],
+            "cuts": None if self.cuts is None else self.cuts.to_dict(),
             "warnings": self.warnings,
             "faces": [f.to_dict() for f in self.faces],
         }
@@ -185,8 +199,27 @@ class _Progress:
         return lambda f: self.report(what, (base + f) / self.steps)
 
 
-def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
-    progress = _Progress(report, steps=2)
+@dataclass(frozen=True)
+class VoicePlan:
+    """What prepare decides for a voice track (or the video's own sound) before any file is written: the
+    voice's track, the length policy, the early voice check and, for footage split into jobs, the cut plan."""
+
+    probe: MediaProbe                   # the voice's source (the video itself for its own sound), track chosen
+    own_sound: bool
+    start: float                        # the video's source range, seconds
+    end: float
+    sync: SyncPlan
+    audio_limits: Limits                # `limits`, or for a split voice the whole track's (cut into jobs later)
+    audio_opts: AudioOptions
+    levels: ChannelLevels | None
+    early: VoiceCheck
+    cuts: CutPlan | None                # None: one job
+    warnings: tuple[str, ...]
+    checks: tuple[FfmpegRun, ...]
+
+
+def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> VoicePlan:
+    """Choose the voice's track, the length policy and (split) the cuts; measures, writes nothing."""
     own_sound = request.audio is None
     if own_sound and vp.audio is None:
         raise InputError(vp.path, "has no sound: give a voice track (--audio) or a script (--text)")
@@ -198,33 +231,137 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     track = choose_audio_track(ap, request.audio_track, shares)
     ap = ap.with_audio_track(track.index)
     audio_seconds = (end - start) if own_sound else (ap.audio.end or ap.duration or 0.0)
-    sync = plan_sync(end - start, audio_seconds, request.sync_mode, limits)
+    sync, split_warning = _length_policy(end - start, audio_seconds, request, limits)
+    split = split_warning is None and sync.duration > max_job_seconds(limits)
+    audio_limits = _whole_track_limits(limits, sync.duration) if split else limits
     audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,
-                              loudness=request.loudness, track=track)
+                              loudness=request.loudness, track=track, format="wav" if split else None)
     # an unusable voice (silent, a knock over room tone) fails in a second, before the (slow) video encode;
-    # the channel levels and the check are reused for the audio conform below
-    levels, channel_run = measure_channels(plan_audio(ap, limits, audio_opts))
-    early = check_voice(plan_audio(ap, limits, replace(audio_opts, target_duration=sync.duration), levels))
+    # the channel levels and the check are reused for the audio conform
+    levels, channel_run = measure_channels(plan_audio(ap, audio_limits, audio_opts))
+    early = check_voice(plan_audio(ap, audio_limits, replace(audio_opts, target_duration=sync.duration), levels))
+    cuts = None
+    if split:
+        pauses = pauses_of(early.source_speech) if early.source_speech is not None else ()
+        cuts = plan_cuts(sync.duration, output_fps(vp.video, VideoOptions().max_fps)[0], limits,
+                         cues=CutCues(pauses=pauses))
+    warnings = (*vp.warnings, *([] if own_sound else ap.warnings), *([track.warning] if track.warning else []),
+                *sync.warnings, *([split_warning] if split_warning else []))
+    checks = tuple(run for run in (shares_run, channel_run, early.run) if run is not None)
+    return VoicePlan(ap, own_sound, start, end, sync, audio_limits, audio_opts, levels, early, cuts, warnings, checks)
+
+
+def _length_policy(video_s: float, audio_s: float, request: PrepareRequest, limits: Limits
+                   ) -> tuple[SyncPlan, str | None]:
+    """The sync plan, whole when it will be split into jobs; with a warning when a split was asked for and
+    cannot be done (a voice longer than its video: the loop/bounce of each part is not planned yet)."""
+    whole = plan_sync(video_s, audio_s, request.sync_mode, limits, capped=False)
+    if request.long_media == "trim" or whole.duration <= max_job_seconds(limits):
+        return plan_sync(video_s, audio_s, request.sync_mode, limits), None
+    if whole.video_extend is not None:
+        return plan_sync(video_s, audio_s, request.sync_mode, limits), (
+            f"the voice ({audio_s:.3f} s) is longer than the video ({video_s:.3f} s): splitting such a pair into "
+            f"jobs is not supported yet, so it is trimmed to one job")
+    return whole, None
+
+
+def _whole_track_limits(limits: Limits, seconds: float) -> Limits:
+    """Limits that let the whole voice be conformed as one WAV, before it is cut into jobs' parts."""
+    return limits.model_copy(update={"audio_max_seconds": math.ceil(seconds) + 1, "audio_max_bytes": 2 ** 62,
+                                     "audio_containers": ["wav"]})
+
+
+def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+    voice = plan_voice(request, vp, limits)
+    if voice.cuts is not None:
+        return _prepare_split(vp, voice, limits, outputs, report)
+    progress = _Progress(report, steps=2)
     video_plan = plan_video(vp, limits, VideoOptions(
-        start=start, end=end, target_duration=sync.duration, extend=sync.video_extend, keep_audio=False,
+        start=voice.start, end=voice.end, target_duration=voice.sync.duration, extend=voice.sync.video_extend,
+        keep_audio=False,
     ))
     video = execute_video(video_plan, outputs.path("seg000.mp4"), progress.step("seg000 video"))
     # the audio is cut/padded to the video as encoded (whole frames), so the two match to the sample
-    audio_plan = plan_audio(ap, limits, replace(audio_opts, target_duration=_seconds_of(video.probe)), levels)
+    audio_plan = plan_audio(voice.probe, limits, replace(voice.audio_opts, target_duration=_seconds_of(video.probe)),
+                            voice.levels)
     audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"),
-                          checked=early)
-    segment = Segment(0, video.path, audio.path, None, None, start, min(end, start + sync.duration))
-    warnings = [*vp.warnings, *([] if own_sound else ap.warnings), *([track.warning] if track.warning else []),
-                *sync.warnings, *video_plan.warnings, *audio.warnings]
-    checks = [run for run in (shares_run, channel_run, early.run) if run is not None]
-    return PrepareResult([segment], limits, sync, [], [video], [audio], warnings, checks)
+                          checked=voice.early)
+    segment = Segment(0, video.path, audio.path, None, None, voice.start,
+                      min(voice.end, voice.start + voice.sync.duration))
+    warnings = [*voice.warnings, *video_plan.warnings, *audio.warnings]
+    once = None if voice.sync.video_extend else _one_segment_plan(
+        _seconds_of(video.probe), video_plan.fps or output_fps(vp.video, VideoOptions().max_fps)[0], limits)
+    return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks), once)
 
 
-def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+def _one_segment_plan(seconds: float, fps: float, limits: Limits) -> CutPlan | None:
+    """A job that plays its range of the source once, as a cut plan (the editor's cut list); None for a
+    clip no plan can hold (under a frame, or limits overridden below two frames): it is delivered without one."""
+    try:
+        return plan_cuts(seconds, fps, limits)
+    except ValidationError:
+        return None
+
+
+def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress | None) -> PrepareResult:
+    """Footage longer than one job: each planned segment's video range conformed on its own, and its voice
+    cut at sample-exact points out of one continuous normalized track (no per-part encode, so no drift)."""
+    plan = voice.cuts
+    assert plan is not None
+    fps = output_fps(vp.video, VideoOptions().max_fps)[0]
+    rate = Fraction(str(fps))   # the frame grid conform_video encodes on (its fps filter's rate)
+    progress = _Progress(report, steps=len(plan.segments) + 1)
+    sample_rate = voice.audio_opts.sample_rate
+    whole = plan_audio(voice.probe, voice.audio_limits,
+                       replace(voice.audio_opts, target_duration=plan.frames / rate), voice.levels)
+    bounds = [(sample_at(s.start_frame, rate, sample_rate), sample_at(s.end_frame, rate, sample_rate))
+              for s in plan.segments]
+    with tempfile.TemporaryDirectory(prefix="lipsync-voice-") as scratch:
+        master = execute_audio(whole, Path(scratch) / "voice.wav", progress.step("the whole voice"),
+                               checked=voice.early)
+        wavs = _cut_wav(master.path, bounds, [outputs.path(f"seg{s.index:03d}.wav") for s in plan.segments])
+    segments, videos, warnings = [], [], [*voice.warnings, *master.warnings]
+    for seg, wav in zip(plan.segments, wavs):
+        name = f"seg{seg.index:03d}"
+        # the plan rounds the source to whole frames: its last frame may end up to half a frame past the source
+        start = float(voice.start + seg.start_frame / rate)
+        end = min(float(voice.start + seg.end_frame / rate), voice.end)
+        # the target is the range itself (end - start as conform_video computes it): whole frames already
+        video_plan = plan_video(vp, limits, VideoOptions(start=start, end=end, target_duration=end - start,
+                                                         keep_audio=False))
+        video = execute_video(video_plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
+        segments.append(Segment(seg.index, video.path, wav, None, None, start, end, seg.cut.reason))
+        videos.append(video)
+        warnings += video_plan.warnings
+    return PrepareResult(segments, limits, voice.sync, [], videos, [master], warnings, list(voice.checks), plan)
+
+
+def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list[Path]:
+    """Copy the samples [first, end) of the WAV `src` into each of `dsts` (same format; each written atomically)."""
+    with wave.open(str(src), "rb") as whole:
+        params = whole.getparams()
+        if bounds[-1][1] > params.nframes:
+            raise ValidationError(f"{src.name}: the voice holds {params.nframes} samples, the cut plan needs "
+                                  f"{bounds[-1][1]}")
+        for (first, end), dst in zip(bounds, dsts):
+            whole.setpos(first)
+            frames = whole.readframes(end - first)
+            with atomic_output(dst) as tmp, wave.open(str(tmp), "wb") as part:
+                part.setparams(params)
+                part.writeframes(frames)
+    return dsts
+
+
+def text_spans(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> tuple[list[str], list[TextSpan]]:
+    """A script's chunks (one TTS job each) and the part of the video each one gets."""
     chunks = chunk_text(request.text, limits.tts_max_chars, max_job_seconds(limits))
     start, end = _source_range(vp, request)
     speech = [estimate_speech_seconds(spoken(c)) for c in chunks]
-    spans = plan_text_spans(start, end, speech, request.sync_mode, limits)
+    return chunks, plan_text_spans(start, end, speech, request.sync_mode, limits)
+
+
+def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+    chunks, spans = text_spans(request, vp, limits)
     progress = _Progress(report, steps=len(spans))
     segments, videos, warnings = [], [], list(vp.warnings)
     for span, chunk in zip(spans, chunks):

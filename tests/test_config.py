@@ -84,7 +84,7 @@ def test_config_from_another_working_directory(tmp_path, monkeypatch):
         ("loudness_lufs = -18", "loudness_lufs = 0", "defaults.loudness_lufs", "less than 0"),
         ("max_jobs = 3", "max_jobs = 3\ncolour = 1", "run.colour", "unknown key"),
         ('audio = "media/voice.wav"', 'audio = "media/nope.wav"', "job[0].audio", "no such file"),
-        ('audio = "media/voice.wav"', 'audio = "media/voice.wav"\ntext = "hi"', "job[0]", "exactly one of"),
+        ('audio = "media/voice.wav"', 'audio = "media/voice.wav"\ntext = "hi"', "job[0]", "at most one of"),
         ('speaker = "James"', 'speaker = "Jamse"', "job[1].speaker", "did you mean James"),
         ("end = 5.5", "end = 0.5", "job[1]", "must be after start"),
         ('id = "b"', 'id = "a"', "job", "used twice"),

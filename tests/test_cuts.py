@@ -291,3 +291,15 @@ def test_a_long_voice_is_cut_in_its_measured_pauses(tmp_path):
             assert seg.cut.kind is CutKind.QUIETEST and 20 < t < 44.8
             assert envelope.levels_db[int(t / envelope.step)] <= min(steps) + 3.0
     assert kinds == [CutKind.PAUSE, CutKind.QUIETEST]
+
+
+@settings(max_examples=100, deadline=None)
+@given(footage())
+def test_a_plan_read_back_from_its_dict_is_the_same_plan(source):
+    import json
+
+    from pipeline.stages.cuts import CutPlan
+
+    seconds, fps, cues = source
+    plan = plan_cuts(seconds, fps, LIMITS, cues=cues)
+    assert CutPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # as a cached prepare keeps it

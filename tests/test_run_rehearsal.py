@@ -189,3 +189,23 @@ def test_bad_config_exits_6_naming_the_key(tmp_path, media, edit, key):
     assert run.returncode == 6
     assert key in run.stderr and str(config) in run.stderr
     assert json.loads(run.stdout)["ok"] is False
+
+
+def test_a_job_with_only_a_video_lip_syncs_to_its_own_sound(tmp_path, media):
+    from media import make_video
+
+    make_video(tmp_path / "talking.mp4", seconds=2.0, width=160, height=120, fps=25, audio_file=media.voice)
+    config = write_config(tmp_path, [{"id": "own", "video": "talking.mp4"}], provider="fal")
+    run = lipsync("run", str(config), "--rehearse", "--json")
+    assert run.returncode == 0, run.stderr
+    job = json.loads(run.stdout)["jobs"][0]
+    assert job["stage"] == "done" and len(job["provider_job_ids"]) == 1
+    manifest = json.loads((tmp_path / "out" / "own" / "manifest.json").read_text(encoding="utf-8"))
+    assert [i["role"] for i in manifest["inputs"]] == ["video"] and manifest["config"]["audio"] is None
+    final = final_file(tmp_path / "out" / "own" / "final.mp4")
+    assert abs(final.video_s - 2.0) < 0.1 and abs(final.audio_s - 2.0) < 0.1
+    import opentimelineio as otio  # the editor's cut list: one clip, the whole source
+
+    (clip,) = otio.adapters.read_from_file(str(tmp_path / "out" / "own" / "timeline.otio")).find_clips()
+    assert clip.source_range.duration.to_seconds() == pytest.approx(2.0, abs=0.04)
+    assert clip.metadata["lipsync"]["provider_job"] == job["provider_job_ids"][0]

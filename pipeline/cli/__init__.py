@@ -38,6 +38,7 @@ COMMANDS = {
     "verify": "verify",
     "report": "report",
     "review": "review",
+    "plan": "plan",
 }
 
 

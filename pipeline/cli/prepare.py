@@ -54,12 +54,14 @@ def _loudness_target(integrated: float | None, true_peak: float | None) -> Loudn
 @click.option("--true-peak", metavar="DBTP", help="True-peak ceiling of the voice track (default -1.5).")
 @click.option("--require-face", is_flag=True,
               help="Refuse (exit 6) when a segment shows no usable face (too rarely, or too small).")
+@click.option("--long-media", type=click.Choice(["split", "trim"]), default="split", show_default=True,
+              help="Footage longer than one provider job: split it into segments (cut at pauses), or trim it.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory for the prepared files.")
 @json_option
 @handle_errors
 def prepare(
     video, audio, audio_track, text, text_file, speaker, provider, sync_mode, start, end, loudness, true_peak,
-    require_face, out_dir, as_json
+    require_face, long_media, out_dir, as_json
 ) -> None:
     """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
 
@@ -87,6 +89,7 @@ def prepare(
         audio_track=_track_number(audio_track),
         loudness=_loudness_target(_number(loudness, "--loudness"), _number(true_peak, "--true-peak")),
         require_face=require_face,
+        long_media=long_media,
     )
     result = run_prepare(request, out_dir.absolute())
     if as_json:
@@ -94,4 +97,5 @@ def prepare(
         return
     for seg in result.segments:
         voice = seg.audio.name if seg.audio else f"TTS {seg.speaker}: {seg.text!r}"
-        click.echo(f"{seg.video}  {seg.start:.3f}-{seg.end:.3f} s  {voice}")
+        cut = f"  ({seg.cut_reason})" if seg.cut_reason else ""
+        click.echo(f"{seg.video}  {seg.start:.3f}-{seg.end:.3f} s  {voice}{cut}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
 
+from ..errors import ValidationError
 from . import emit_json, handle_errors, json_option
 
 
@@ -20,17 +22,23 @@ from . import emit_json, handle_errors, json_option
 @click.option("--retry-failed", is_flag=True, help="Create again the jobs the provider failed.")
 @click.option("--force", is_flag=True,
               help="Use an output folder that holds other files (they are never deleted or overwritten).")
+@click.option("--budget", metavar="AMOUNT",
+              help="Refuse (exit 4) before any provider job is created when the estimate (`lipsync plan`) is over "
+                   "AMOUNT, or unknown.")
 @json_option
 @handle_errors
 def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ...], resubmit_uncertain: bool,
-        retry_failed: bool, force: bool, as_json: bool) -> None:
+        retry_failed: bool, force: bool, budget: str | None, as_json: bool) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
     from ..run.config import load_config
+    from ..run.plan import refuse_over_budget
     from ..run.progress import make_progress
     from ..run.runner import RunOptions, run_batch
 
     config = load_config(config_path)
     only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
+    if budget is not None:
+        refuse_over_budget(config, only, _amount(budget))
     options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
                          retry_failed=retry_failed, force=force)
     try:
@@ -64,3 +72,13 @@ def _print_summary(summary, *, per_job: bool, config: str) -> None:
         for u in o.uncertain:
             click.echo(uncertain_line(o.job_id, o.provider, u["segment"], u["reconcile"]), err=True)
     click.echo("\n".join(summary_lines(summary, per_job=per_job, config=config)))
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValidationError(f"--budget must be an amount such as 2.50 (got {text!r})") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValidationError(f"--budget must be a positive amount (got {text!r})")
+    return amount

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
 
 from ..animate import PortraitSpec, check_portrait
+from ..prepare import LongMedia
 from ..errors import ConfigError, LipsyncError
 from ..fsutil import read_regular_file
 from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
@@ -117,6 +118,7 @@ class DefaultsSection(_Strict):
     loudness_lufs: float | None = Field(-16.0, gt=-70, lt=0)
     true_peak_dbtp: float | None = Field(-1.5, ge=-20, le=0)
     audio_track: int | None = Field(None, ge=1)
+    long_media: LongMedia = "split"
     limits: dict[str, Any] = Field(default_factory=dict)
     require_face: bool = False
     min_face_share: float = Field(FaceThresholds().min_face_share, ge=0, le=1)
@@ -147,6 +149,7 @@ class JobSection(_Strict):
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
     audio_track: int | None = Field(None, ge=1)   # the voice's track in `audio` (from 1); default: flag, speech
+    long_media: LongMedia | None = None           # longer than one provider job: "split" it, or "trim" it
     limits: dict[str, Any] = Field(default_factory=dict)
     require_face: bool | None = None
     min_face_share: float | None = Field(None, ge=0, le=1)
@@ -163,11 +166,11 @@ class JobSection(_Strict):
         portrait_only = [k for k in PORTRAIT_KEYS if getattr(self, k) not in (None, False)]
         if portrait_only:
             raise ValueError(f"{', '.join(portrait_only)} go with image, not video")
+        # none of them: the video's own sound is the voice (prepare reads it from the video)
         given = [k for k in ("audio", "text", "text_file") if getattr(self, k) not in (None, "")]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of audio, text or text_file (got {', '.join(given) or 'none'})"
-            )
+        if len(given) > 1:
+            raise ValueError(f"give at most one of audio, text or text_file (got {', '.join(given)}); "
+                             f"with none, the video's own sound is the voice")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
@@ -184,12 +187,13 @@ class JobSection(_Strict):
 
 
 PORTRAIT_KEYS = ("prompt", "resolution", "duration", "style", "negative_prompt", "seed", "chain")
-FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start", "end", "audio_track")
+FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start", "end", "audio_track", "long_media")
 
 
 class ConfigFile(_Strict):
     run: RunSection
     defaults: DefaultsSection = DefaultsSection()
+    prices: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)   # over providers/prices.toml
     job: list[JobSection] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -209,7 +213,7 @@ class JobSpec:
     id: str
     provider: str
     video: Path | None                  # None for a talking portrait (`portrait`)
-    audio: Path | None
+    audio: Path | None                  # None with no text: the video's own sound is the voice
     text: str | None
     text_file: Path | None
     speaker: str
@@ -224,17 +228,21 @@ class JobSpec:
     face: FaceThresholds = FaceThresholds()
     require_face: bool = False
     sync: SyncPolicy = SyncPolicy()
+    long_media: LongMedia = "split"
 
     def params(self) -> dict[str, Any]:
         """The parameters that change a job's result (part of its idempotency key and its manifest)."""
-        # audio_track and portrait only when given, so the keys of jobs without them stay what they were
+        # audio_track, portrait and long_media only when not the default, so the keys of jobs without them
+        # stay what they were
         track = {} if self.audio_track is None else {"audio_track": self.audio_track}
         portrait = {} if self.portrait is None else {"portrait": self.portrait.params()}
+        long_media = {} if self.long_media == "split" else {"long_media": self.long_media}
         return {
             **track,
             **portrait,
+            **long_media,
             "provider": self.provider,
-            "speaker": self.speaker if self.audio is None else None,
+            "speaker": self.speaker if self.text is not None else None,
             "sync_mode": self.sync_mode,
             "loudness_lufs": self.loudness_lufs,
             "true_peak_dbtp": self.true_peak_dbtp,
@@ -267,6 +275,7 @@ class RunConfig:
     jobs: tuple[JobSpec, ...]
     max_creates_per_job: int = DEFAULT_MAX_CREATES_PER_JOB
     download: DownloadSection = DownloadSection()
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)   # a config's price overrides per provider
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -360,7 +369,20 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
         jobs=jobs,
         max_creates_per_job=run.max_creates_per_job,
         download=run.download,
+        prices=_checked_prices(path, parsed.prices),
     )
+
+
+def _checked_prices(path: Path, prices: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The config's price overrides, refused here (naming the file) rather than when a plan is priced."""
+    from ..pricing import load_price
+
+    for provider, overrides in prices.items():
+        try:
+            load_price(provider, overrides)
+        except LipsyncError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
+    return {provider: dict(overrides) for provider, overrides in prices.items()}
 
 
 def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -> JobSpec:
@@ -419,6 +441,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         audio_track=spec.audio_track if spec.audio_track is not None else defaults.audio_track,
         portrait=portrait,
         **_checks(spec, defaults),
+        long_media=spec.long_media or defaults.long_media,
     )
 
 

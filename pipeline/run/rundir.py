@@ -24,13 +24,14 @@ from typing import Collection, Iterable
 from ..errors import ConfigError
 from ..fsutil import is_temp_of, write_text_atomic
 from ..stages.handoff import CHECKSUMS_NAME, FINAL_NAME, MANIFEST_NAME
+from ..stages.timeline import EDL_NAME, OTIO_NAME
 from .ledger import LEDGER_NAME, LOCK_NAME
 
 MARKER_NAME = ".lipsync-run"
 WORK_DIR = ".work"
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 RUN_FILES = frozenset({MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)})
-JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME)
+JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME, OTIO_NAME, EDL_NAME)
 # Names a job id may not take: the run's own files and the files inside a job folder.
 RESERVED_JOB_IDS = frozenset({*(n.lower() for n in RUN_FILES), WORK_DIR, *(n.lower() for n in JOB_FILES)})
 # Device names Windows will not create a file under, with any extension (a run may live on a shared drive).

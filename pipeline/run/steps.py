@@ -21,6 +21,7 @@ from .ledger import CreateRecord, Stage
 
 if TYPE_CHECKING:
     from ..animate import ClipDone, PortraitPlan
+    from ..prepare import PrepareRequest
     from ..limits import ImageLimits
 
 log = logging.getLogger("lipsync.run")
@@ -54,6 +55,7 @@ class ConformReport(BaseModel):
     commands: list[list[str]]
     warnings: list[str]
     faces: list[dict[str, Any]] = []    # FacePresence.to_dict() per segment: the face pre-flight
+    cuts: dict[str, Any] | None = None  # CutPlan.to_dict(): the source frames each segment plays, when known
 
 
 class PreparedJob(BaseModel):
@@ -73,21 +75,27 @@ class SegmentResult:
     path: Path                    # the provider's result on our disk
 
 
-def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float], None]) -> PreparedJob:
-    """Probe and conform the job's inputs into `work`; every segment fits the provider's limits."""
-    from ..prepare import PrepareRequest, prepare
+def prepare_request(spec: JobSpec) -> PrepareRequest:
+    """The prepare call a footage job makes (also what `lipsync plan` plans with)."""
+    from ..prepare import PrepareRequest
     from ..stages.conform_audio import LoudnessTarget
     from ..stages.sync import DEFAULT_SYNC_MODE
 
     targets = {"integrated": spec.loudness_lufs, "true_peak": spec.true_peak_dbtp}
     loudness = LoudnessTarget(**{name: value for name, value in targets.items() if value is not None})
-    request = PrepareRequest(
+    return PrepareRequest(
         video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
         provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
-        start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.audio else None,
-        face=spec.face, require_face=spec.require_face,
+        start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.text is None else None,
+        face=spec.face, require_face=spec.require_face, long_media=spec.long_media,
     )
-    result = prepare(request, work, progress=lambda _what, fraction: progress(fraction))
+
+
+def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float], None]) -> PreparedJob:
+    """Probe and conform the job's inputs into `work`; every segment fits the provider's limits."""
+    from ..prepare import prepare
+
+    result = prepare(prepare_request(spec), work, progress=lambda _what, fraction: progress(fraction))
     segments = [
         PreparedSegment(
             index=s.index, video=s.video, audio=s.audio, text=s.text, speaker=s.speaker, start=s.start, end=s.end,
@@ -105,6 +113,7 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         commands=[list(run.argv) for run in result.runs],
         warnings=list(result.warnings),
         faces=[f.to_dict() for f in result.faces],
+        cuts=None if result.cuts is None else result.cuts.to_dict(),
     )
     return PreparedJob(inputs_key=key, segments=segments, report=report)
 
@@ -150,8 +159,29 @@ def deliver_job(
     kill_point("handoff")
     manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)
     extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
-    write_handoff(job_dir, final.path, manifest, extra_files=extra)
+    write_handoff(job_dir, final.path, manifest, extra_files=[*extra, *_cut_list(spec, prepared, results, report, work)])
     return job_dir / FINAL_NAME
+
+
+def _cut_list(spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification, work: Path
+              ) -> list[Path]:
+    """`timeline.otio` and `cuts.edl` in `work` for an editor: one clip per segment, on the source's own
+    timecode; none when the segments do not each play a range of the source once from its first frame
+    (a script's parts, a looped video, a range starting later: not drawn yet)."""
+    from ..stages.cuts import CutPlan
+    from ..stages.timeline import build_timeline, source_timecode, write_timeline
+
+    cuts = prepared.report.cuts
+    if cuts is None or spec.video is None or prepared.segments[0].start != 0:
+        return []
+    offsets = {s.index: s.offset_s for s in verification.segments}    # in the order of `results`
+    by_segment = {r.segment.index: {"provider_job": r.record.provider_job_id, "offset_s": offsets.get(i)}
+                  for i, r in enumerate(results)}
+    metadata = [by_segment[index] for index in sorted(by_segment)]
+    timeline = build_timeline(CutPlan.from_dict(cuts), spec.video, start_timecode=source_timecode(spec.video),
+                              name=spec.id, clip_metadata=metadata)
+    files = write_timeline(timeline, work)
+    return [files.otio, files.edl]
 
 
 def deliver_portrait(spec: JobSpec, plan: PortraitPlan, clips: list[ClipDone], limits: ImageLimits, *, work: Path,

@@ -162,6 +162,17 @@ class CutPlan:
                 "max_frames": self.max_frames, "min_frames": self.min_frames,
                 "segments": [s.to_dict() for s in self.segments], "reasons": list(self.reasons)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "CutPlan":
+        """The plan `to_dict` wrote (e.g. kept with a cached prepare)."""
+        rate = Fraction(d["rate"])
+        segments = tuple(
+            PlannedSegment(s["index"], s["start_frame"], s["end_frame"], rate,
+                           Cut(s["cut"]["frame"], CutKind(s["cut"]["kind"]), s["cut"]["reason"],
+                               tuple(s["cut"]["window"])))
+            for s in d["segments"])
+        return cls(rate, d["frames"], d["max_frames"], d["min_frames"], segments, tuple(d["reasons"]))
+
 
 def max_segment_seconds(limits: Limits, *, video_bitrate: int | None = None, audio_bitrate: int = 0
                         ) -> tuple[float, str]:

@@ -73,13 +73,15 @@ def _wanted_duration(video_s: float, audio_s: float, mode: SyncMode) -> tuple[fl
     return video_s, f"pad: the audio is longer, it is trimmed to the video ({video_s:.3f} s)"
 
 
-def plan_sync(video_seconds: float, audio_seconds: float, mode: SyncMode | str, limits: Limits) -> SyncPlan:
-    """How long the prepared pair lasts, and how each side gets there."""
+def plan_sync(video_seconds: float, audio_seconds: float, mode: SyncMode | str, limits: Limits, *,
+              capped: bool = True) -> SyncPlan:
+    """How long the prepared pair lasts, and how each side gets there. `capped=False`: the whole length, for
+    footage that is split into several jobs (each then within the limit)."""
     mode = SyncMode(mode)
     duration, reason = _wanted_duration(video_seconds, audio_seconds, mode)
     reasons, warnings = [reason], []
     cap = max_job_seconds(limits)
-    if duration > cap:
+    if capped and duration > cap:
         warnings.append(f"the pair would last {duration:.3f} s, over the {cap:g} s limit: cut at {cap:g} s "
                         f"({duration - cap:.3f} s dropped from the end)")
         duration = cap
