@@ -39,3 +39,40 @@ def test_a_script_file_too_big_to_be_a_script_is_refused_at_once(tmp_path):
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 6 and "stray.txt" in run.stderr and "limit" in run.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_run_stops_at_once_while_it_backs_off_from_a_failing_provider(tmp_path):
+    """Every request answers 5xx: the upload is retried with growing waits (up to 30 s). A stop request must
+    end the wait, not sit it out."""
+    import sqlite3
+
+    from runkit import make_batch_media, start_lipsync, write_config
+
+    from pipeline.emulator import Emulator, EmulatorSettings
+
+    media = make_batch_media(tmp_path / "media")
+    with Emulator(EmulatorSettings(latency_s=0.2)) as emu:
+        emu.faults("pixverse").server_errors = 10_000
+        for f in (media.video, media.voice):
+            (tmp_path / f.name).symlink_to(f)
+        config = write_config(tmp_path, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
+                              base_urls=emu.base_urls)
+        proc = start_lipsync("run", str(config), env=emu.env())
+        deadline = time.monotonic() + 120
+        while True:  # until it is submitting (uploading, and failing)
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                with sqlite3.connect(f"file:{tmp_path / 'out' / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+                    if db.execute("SELECT COUNT(*) FROM jobs WHERE stage='submit'").fetchone()[0]:
+                        break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.1)
+        time.sleep(4.0)  # into the backoff between upload attempts (1 s, 2 s, 4 s, ...)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+        assert emu.accepted_creates("pixverse") == 0
+    assert proc.returncode == 130, stderr
+    assert stopped_in < 5, f"took {stopped_in:.1f} s to stop"

@@ -13,6 +13,7 @@ import logging
 import math
 import mimetypes
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -269,7 +270,8 @@ class Provider:
     def __init__(self, *, credential: str | None, base_urls: Mapping[str, str], poll: PollPolicy | None = None,
                  retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
                  client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None,
-                 trusted_loopback: Iterable[str] = (), durations: DurationEstimator | None = None):
+                 trusted_loopback: Iterable[str] = (), durations: DurationEstimator | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         from .poll import DurationEstimator  # poll.py builds on this module
         self.base_urls = {key: require_configured_url(base_urls.get(key) or default,
                                                       what=f"{self.name} base URL").rstrip("/")
@@ -280,6 +282,7 @@ class Provider:
         self._configured_origins = frozenset(url_origin(url) for url in self.base_urls.values())
         self._credential = (credential or "").strip() or None
         self.poll_policy = poll or self.default_poll
+        self.sleep = sleep              # between retries: a batch passes one that a stop request cuts short
         # how long this provider's jobs took in this process (shared by a run's jobs: one adapter per provider)
         self.durations = durations if durations is not None else DurationEstimator()
         self.retry = retry or RetryPolicy()
@@ -341,7 +344,8 @@ class Provider:
         within `limits` (deadline, minimum rate). Result hosts never get our credentials.
         `max_bytes`: `download.result_cap(limits)` of the job's provider limits."""
         return download_to(self._client, url, Path(dst), max_bytes=max_bytes, policy=self.retry,
-                           provider=self.name, allowed_loopback=self.loopback_origins, limits=limits)
+                           provider=self.name, allowed_loopback=self.loopback_origins, limits=limits,
+                           sleep=self.sleep)
 
     def close(self) -> None:
         self._client.close()
@@ -393,12 +397,12 @@ class Provider:
 
         if self._is_configured(url):
             return send_idempotent(self._client, build, what=what, provider=self.name, policy=self.retry,
-                                   retry_on=retry_on)
+                                   retry_on=retry_on, sleep=self.sleep)
         # A host a reply named (fal's CDN): public addresses only, like a result download.
         require_safe_url(url, what=what, allowed_loopback=self.loopback_origins)
         with guarded_client(self._client, allowed_loopback=self.loopback_origins) as guarded:
             return send_idempotent(guarded, build, what=what, provider=self.name, policy=self.retry,
-                                   retry_on=retry_on)
+                                   retry_on=retry_on, sleep=self.sleep)
 
     def _is_configured(self, url: str) -> bool:
         try:

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import httpx
 
@@ -97,7 +97,8 @@ def acceptable_content_type(value: str | None) -> bool:
 
 def download_to(client: httpx.Client, url: str, dst: Path, *, max_bytes: int, policy: RetryPolicy,
                 provider: str, allowed_loopback: Collection[Origin] = (),
-                limits: TransferLimits = TransferLimits(), resolver: Resolver | None = None) -> Download:
+                limits: TransferLimits = TransferLimits(), resolver: Resolver | None = None,
+                sleep: Callable[[float], None] = time.sleep) -> Download:
     """Stream `url` into `dst` atomically; retry transport errors, 429/5xx and short bodies within the
     deadline. `client` lends its timeouts, headers and event hooks; the connections are `netguard`'s,
     which reach loopback only at `allowed_loopback` origins (`resolver` is for tests)."""
@@ -110,7 +111,7 @@ def download_to(client: httpx.Client, url: str, dst: Path, *, max_bytes: int, po
             return _fetch_once(guarded, url, tmp, max_bytes=max_bytes, provider=provider,
                                allowed_loopback=allowed_loopback, limits=limits, deadline=deadline)
 
-        sha, size, ctype = run_with_retries(attempt, policy=policy, provider=provider, what="download")
+        sha, size, ctype = run_with_retries(attempt, policy=policy, provider=provider, what="download", sleep=sleep)
     log.debug("%s: downloaded %d bytes to %s (sha256 %s)", provider, size, dst, sha[:12])
     return Download(Path(dst), sha, size, ctype)
 

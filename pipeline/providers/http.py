@@ -262,7 +262,8 @@ def _transport_reason(exc: httpx.RequestError) -> str:
 
 
 def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *, what: str, provider: str,
-                    policy: RetryPolicy, retry_on: Callable[[httpx.Response], bool] | None = None) -> httpx.Response:
+                    policy: RetryPolicy, retry_on: Callable[[httpx.Response], bool] | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> httpx.Response:
     """Send a request that is safe to repeat; return the first reply that is not worth retrying, its body
     read (at most MAX_REPLY_BYTES: a longer one is retried like a garbled reply).
 
@@ -285,7 +286,7 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
             raise TryAgain(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("Retry-After")))
         return response
 
-    return run_with_retries(attempt, policy=policy, provider=provider, what=what)
+    return run_with_retries(attempt, policy=policy, provider=provider, what=what, sleep=sleep)
 
 
 class _TrackedBody:

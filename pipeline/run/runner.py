@@ -148,14 +148,14 @@ class RunOptions:
 
 class BatchRunner:
     def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Provider],
-                 progress: Progress, foreign: Collection[str] = ()):
+                 progress: Progress, foreign: Collection[str] = (), stop: threading.Event | None = None):
         self.config = config
         self.options = options
         self.ledger = ledger
         self.providers = providers
         self.progress = progress
         self.foreign = foreign          # paths in the run directory we did not write: never touched
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()   # set on Ctrl-C/SIGTERM: every wait and retry sleep ends
         self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
             name: ThreadPoolExecutor(max_workers=provider_width(provider, options.jobs or config.max_jobs),
@@ -331,9 +331,7 @@ class BatchRunner:
         return ProviderJobFlow(self.providers[spec.provider], self.ledger, settings, hooks)
 
     def _sleep(self, seconds: float) -> None:
-        """A wait (backoff, poll interval) that a stop request cuts short."""
-        if self.stop.wait(seconds):
-            raise Interrupted()
+        stoppable_sleep(self.stop)(seconds)
 
     # --- mux, verify, hand off -------------------------------------------------------------------
 
@@ -382,6 +380,15 @@ class BatchRunner:
         done = self._pools[spec.provider].submit(run).result()
         self.progress.segment_done(spec.id)
         return done
+
+
+def stoppable_sleep(stop: threading.Event) -> Callable[[float], None]:
+    """A wait (backoff, poll interval, retry) that a stop request cuts short with Interrupted."""
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise Interrupted()
+
+    return sleep
 
 
 def _ledger_job_ids(run_dir: Path) -> set[str]:
@@ -513,7 +520,8 @@ def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> 
     return replace(default, **changes)
 
 
-def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints) -> Provider:
+def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints,
+                   sleep: Callable[[float], None]) -> Provider:
     extra = config.provider_options.get(name, {})
     credential = endpoints.credentials.get(name)
     cls = provider_class(name)
@@ -521,7 +529,7 @@ def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints:
         raise AuthError(f"no API key: set the environment variable {cls.secret_env}", provider=name)
     try:
         return get_provider(name, credential=credential, base_urls=endpoints.base_urls,
-                            poll=poll_policy(config, options, cls.default_poll), **extra)
+                            poll=poll_policy(config, options, cls.default_poll), sleep=sleep, **extra)
     except (TypeError, LipsyncError) as err:
         raise ConfigError(f"{config.path}: run.provider_options.{name}: {err}") from None
 
@@ -537,11 +545,12 @@ def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> Run
     with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
             provider_endpoints(config, options) as endpoints, ExitStack() as providers_open:
         ledger.record_secrets(fingerprints())
+        stop = threading.Event()
         providers = {
-            name: providers_open.enter_context(_open_provider(config, options, name, endpoints))
+            name: providers_open.enter_context(_open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
-        outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign).run(jobs)
+        outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop).run(jobs)
         done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
     checksums = None
     if any(o.stage is Stage.DONE for o in outcomes):
