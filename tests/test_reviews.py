@@ -13,9 +13,10 @@ from hypothesis import given, strategies as st
 from runkit import checksums_hold
 from pipeline.errors import ValidationError
 from pipeline.report.server import run_file
-from pipeline.run.ledger import Ledger
+from pipeline.run.ledger import Ledger, Stage
 from pipeline.run.reviews import Decision, Review, Reviews, rejected_jobs
-from pipeline.stages.handoff import write_checksums
+from pipeline.run.rundir import refresh_checksums
+from pipeline.stages.handoff import Manifest, tool_versions, write_handoff
 
 IDS = st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), unique=True, max_size=8)
 
@@ -28,13 +29,16 @@ def test_rejected_jobs_are_exactly_the_rejected_ones_in_config_order(ids, data):
 
 
 def _run_dir(tmp_path: Path) -> Path:
-    with Ledger.in_dir(tmp_path):
-        pass
-    job = tmp_path / "talk"
-    job.mkdir()
-    (job / "final.mp4").write_bytes(b"video")
-    (job / "manifest.json").write_text(json.dumps({"job_id": "talk"}), encoding="utf-8")
-    write_checksums(tmp_path)
+    """A run directory as a run leaves it: the job done in the ledger, its handoff folder, the checksums."""
+    with Ledger.in_dir(tmp_path) as ledger:
+        ledger.start_job("talk", "fal", "k")
+        ledger.finish_job("talk", Stage.DONE, exit_code=0)
+    final = tmp_path / "final-source.mp4"
+    final.write_bytes(b"video")
+    manifest = Manifest(job_id="talk", created_at=1.0, inputs=[], config={}, tools=tool_versions())
+    write_handoff(tmp_path / "talk", final, manifest)
+    final.unlink()
+    refresh_checksums(tmp_path)
     return tmp_path
 
 

@@ -24,12 +24,12 @@ def verify(file: Path, master: Path | None, min_confidence: float | None, as_jso
     6: not a media file."""
     from ..errors import InputError, ValidationError
     from ..stages.mouth import SyncPolicy
-    from ..stages.verify import VerifyExpectations, verify as run_verify, with_lip_sync
+    from ..stages.verify import SyncReference, VerifyExpectations, verify as run_verify, with_lip_sync
 
     if not file.is_file():
         raise InputError(file, "no such file")
     policy = SyncPolicy(check="fail", **({} if min_confidence is None else {"min_confidence": min_confidence}))
-    report = run_verify(file, VerifyExpectations(sync_reference=master))
+    report = run_verify(file, VerifyExpectations(references=(SyncReference(master),) if master else ()))
     unreadable = next((c for c in report.checks if c.name == "readable" and not c.ok), None)
     if unreadable is not None:
         raise ValidationError(unreadable.detail)

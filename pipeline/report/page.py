@@ -19,11 +19,11 @@ from ..ffmpeg import compile_stream, media_path
 from ..fsutil import write_text_atomic
 from ..run.ledger import JobView, read_status
 from ..run.reviews import Review, Reviews
+from ..run.rundir import REPORT_NAME
 from ..stages.avsync import decode_pcm
 from . import plots
 
 log = logging.getLogger("lipsync.report")
-REPORT_NAME = "report.html"
 PLOT_RATE = 8000
 SHEET_TILES = (4, 2)
 
@@ -244,11 +244,11 @@ def render_page(run_dir: Path, pages: list[JobPage], reviews: dict[str, Review],
 
 def write_report(run_dir: str | Path) -> Path:
     """Write run_dir/report.html (atomically) and refresh the run's checksums."""
-    from ..stages.handoff import write_checksums
+    from ..run.rundir import refresh_checksums
 
     run_dir = Path(run_dir)
     pages = collect(run_dir)
     target = run_dir / REPORT_NAME
     write_text_atomic(target, render_page(run_dir, pages, Reviews(run_dir).all()))
-    write_checksums(run_dir)
+    refresh_checksums(run_dir)
     return target

@@ -75,9 +75,9 @@ class Reviews:
             db.execute("INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
                        (review.job_id, review.decision.value, review.note, review.decided_at))
         if _into_manifest(self.run_dir / job_id / "manifest.json", review):
-            from ..stages.handoff import write_checksums
+            from .rundir import refresh_checksums
 
-            write_checksums(self.run_dir)  # the manifest changed: its checksum line with it
+            refresh_checksums(self.run_dir)  # the manifest changed: its checksum line with it
         return review
 
 

@@ -15,22 +15,27 @@ checksums). A folder that already holds the user's own files must not be written
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Collection, Iterable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ValidationError
 from ..fsutil import is_temp_of, write_text_atomic
 from ..stages.handoff import CHECKSUMS_NAME, FINAL_NAME, MANIFEST_NAME
 from ..stages.timeline import EDL_NAME, OTIO_NAME
 from .ledger import LEDGER_NAME, LOCK_NAME
 
+log = logging.getLogger("lipsync.run")
+
 MARKER_NAME = ".lipsync-run"
 WORK_DIR = ".work"
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
-RUN_FILES = frozenset({MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)})
+REPORT_NAME = "report.html"         # written by pipeline/report at the end of a run
+RUN_FILES = frozenset({MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, REPORT_NAME,
+                       *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)})
 JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME, OTIO_NAME, EDL_NAME)
 # Names a job id may not take: the run's own files and the files inside a job folder.
 RESERVED_JOB_IDS = frozenset({*(n.lower() for n in RUN_FILES), WORK_DIR, *(n.lower() for n in JOB_FILES)})
@@ -145,9 +150,40 @@ def claim_run_dir(run_dir: Path, job_ids: Collection[str], *, force: bool = Fals
         more = f" and {len(verdict.foreign) - SHOWN_FOREIGN} more" if len(verdict.foreign) > SHOWN_FOREIGN else ""
         raise ConfigError(f"{run_dir}: {verdict.reason} ({shown}{more}); choose an empty or new output folder, "
                           f"or pass --force (which never deletes or overwrites them)")
-    if not (run_dir / MARKER_NAME).is_file():
-        write_text_atomic(run_dir / MARKER_NAME, json.dumps({"tool": "lipsync", "kind": "run directory"}) + "\n")
+    write_text_atomic(run_dir / MARKER_NAME, json.dumps({"tool": "lipsync", "kind": "run directory",
+                                                         "foreign": list(verdict.foreign)}) + "\n")
     return verdict
+
+
+def recorded_foreign(run_dir: Path) -> tuple[str, ...]:
+    """The paths the last run found in `run_dir` and did not write (its marker keeps them for later writers:
+    a review, a report), so nothing of the user's is ever overwritten."""
+    try:
+        marker = json.loads((run_dir / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    foreign = marker.get("foreign") if isinstance(marker, dict) else None
+    return tuple(str(p) for p in foreign) if isinstance(foreign, list) else ()
+
+
+def refresh_checksums(run_dir: Path) -> Path | None:
+    """`checksums.sha256` over exactly what the run's done jobs delivered (by the ledger and their manifests),
+    never over or onto a file the user put there; None when it is not ours to write."""
+    from ..stages.handoff import delivered_files, write_checksums
+    from .ledger import Ledger, Stage
+
+    if not (run_dir / LEDGER_NAME).is_file():
+        return None
+    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+        done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
+    if not done:
+        return None
+    delivered = [f for f in delivered_files(run_dir) if f.split("/")[0] in done]
+    try:
+        return write_checksums(run_dir, delivered, protected=recorded_foreign(run_dir))
+    except ValidationError as err:  # the user's own checksums.sha256 (a run with --force): theirs stays
+        log.warning("%s", err.render())
+        return None
 
 
 def stale_temps(folder_entries: Iterable[Entry], foreign: Collection[str]) -> list[str]:

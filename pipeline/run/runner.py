@@ -42,7 +42,7 @@ from ..safetext import printable
 from ..secrets import fingerprints
 from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
 from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
-from .rundir import WORK_DIR, claim_run_dir, list_run_dir, stale_temps
+from .rundir import WORK_DIR, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
 from .progress import Progress, job_context, status_text
 from .steps import (PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, face_refusal,
                     prepare_job)
@@ -536,7 +536,6 @@ def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints:
 
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
     """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure."""
-    from ..stages.handoff import delivered_files, write_checksums
 
     jobs = config.select(options.only)
     started = time.monotonic()
@@ -551,13 +550,6 @@ def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> Run
             for name in dict.fromkeys(job.provider for job in jobs)
         }
         outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop).run(jobs)
-        done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
-    checksums = None
-    if any(o.stage is Stage.DONE for o in outcomes):
-        delivered = [f for f in delivered_files(config.output) if f.split("/")[0] in done]
-        try:
-            checksums = write_checksums(config.output, delivered, protected=verdict.foreign)
-        except ValidationError as err:  # the user's own checksums.sha256 (--force): theirs stays
-            log.warning("%s", err.render())
+    checksums = refresh_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
     return RunSummary(config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums,
                       options.rehearse)
