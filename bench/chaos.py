@@ -14,8 +14,8 @@ Checked every round, against the emulator's own job list and a clean reference r
 - creates accepted = segments needed + accepted creates whose answer was lost and not found again (useapi
   finds lost creates by replyRef and adopts them: never counted twice); no other create;
 - every job delivered; before resubmitting, uncertain only where a create was lost as above;
-- every delivered file byte-identical to the clean run's (manifest.json aside: it records provider job ids
-  and times); `sha256sum -c checksums.sha256` passes; nothing half-written left.
+- every delivered media file byte-identical to the clean run's (the manifest and the editor's cut list aside:
+  they record provider job ids and times); `sha256sum -c checksums.sha256` passes; nothing half-written left.
 Prints its figures; exits 1 listing each violation. `CHAOS_SEED` replays a run's choices.
 """
 
@@ -361,11 +361,14 @@ def lipsync_run(config: Path, emu: Emulator, kill: Kill | None, *args: str) -> R
     return Ran(proc.returncode == -9, proc.returncode, out, err)
 
 
+RECORDS = frozenset({"manifest.json", "timeline.otio", "cuts.edl"})  # name provider job ids: differ run to run
+
+
 def delivered_files(run_dir: Path, jobs: Iterable[BatchJob]) -> dict[str, tuple[str, int]]:
     files = {}
     for job in jobs:
         for path in sorted((run_dir / job.id).glob("*")):
-            if path.is_file() and path.name != "manifest.json":
+            if path.is_file() and path.name not in RECORDS:
                 files[f"{job.id}/{path.name}"] = (_sha256(path), path.stat().st_size)
     return files
 
@@ -528,6 +531,8 @@ def _complete(number: int, out: Path, emu: Emulator, ref: Reference, settings: C
     tally.delivered_before_resubmit += sum(j["stage"] == "done" for j in summary["jobs"])
     held = {job for job, _ in illegit}
     if legit - held:
+        for name in providers:  # a fault still armed (its create was killed first) must not fire on the resubmit
+            emu.faults(name).clear()
         again = lipsync_run(out.parent / "batch.toml", emu, None, "--resubmit-uncertain",
                             "--only", ",".join(sorted(legit - held)))
         if again.returncode != 0:

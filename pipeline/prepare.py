@@ -291,7 +291,7 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     warnings = [*voice.warnings, *video_plan.warnings, *audio.warnings]
     once = None if voice.sync.video_extend else _one_segment_plan(
         _seconds_of(video.probe), video_plan.fps or output_fps(vp.video, VideoOptions().max_fps)[0], limits)
-    return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks), once)
+    return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks), cuts=once)
 
 
 def _one_segment_plan(seconds: float, fps: float, limits: Limits) -> CutPlan | None:
@@ -333,7 +333,7 @@ def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress |
         segments.append(Segment(seg.index, video.path, wav, None, None, start, end, seg.cut.reason))
         videos.append(video)
         warnings += video_plan.warnings
-    return PrepareResult(segments, limits, voice.sync, [], videos, [master], warnings, list(voice.checks), plan)
+    return PrepareResult(segments, limits, voice.sync, [], videos, [master], warnings, list(voice.checks), cuts=plan)
 
 
 def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list[Path]:
