@@ -79,3 +79,7 @@ def test_a_key_echoed_by_the_provider_is_hidden_from_status_in_a_shell_without_i
     status = lipsync("status", str(tmp_path / "out"), "--json", env={"PIXVERSE_API_KEY": ""})
     assert status.returncode == 0, status.stderr
     assert key not in status.stdout and "***" in status.stdout
+    report = lipsync("report", str(tmp_path / "out"), env={"PIXVERSE_API_KEY": ""})
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert key not in page and key not in report.stdout + report.stderr

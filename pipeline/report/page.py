@@ -20,6 +20,7 @@ from ..fsutil import write_text_atomic
 from ..run.ledger import JobView, read_status
 from ..run.reviews import Review, Reviews
 from ..run.rundir import REPORT_NAME
+from ..secrets import redact
 from ..stages.avsync import decode_pcm
 from . import plots
 
@@ -249,6 +250,6 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     pages = collect(run_dir)
     target = run_dir / REPORT_NAME
-    write_text_atomic(target, render_page(run_dir, pages, Reviews(run_dir).all()))
+    write_text_atomic(target, redact(render_page(run_dir, pages, Reviews(run_dir).all())))
     refresh_checksums(run_dir)
     return target
