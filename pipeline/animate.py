@@ -202,6 +202,7 @@ def animate(provider: Provider, spec: PortraitSpec, out: str | Path, *, hooks: F
     """`spec` made into a talking portrait at `out`, each clip paid for once: rerunning after a crash resumes
     the jobs recorded in OUT.ledger.sqlite. OUT is written only once the result passed verification."""
     out = Path(out)
+    provider.check_credential()  # a missing key leaves no work folder or ledger behind
     started = time.monotonic()
     work = portrait_work_dir(out)
     limits = load_image_limits(provider.name)

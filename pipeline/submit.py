@@ -61,6 +61,7 @@ def submit(provider: Provider, request: ProviderRequest, out: str | Path, *, hoo
     """Get `request` done by `provider` into `out`, creating at most one paid job for these inputs
     (whatever happened to earlier attempts at the same submit). Errors are raised typed."""
     out = Path(out)
+    provider.check_credential()  # a missing key leaves no ledger behind
     with submit_store(out) as store:
         return submit_to(store, provider, request, out, hooks=hooks, settings=settings)
 

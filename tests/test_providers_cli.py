@@ -155,3 +155,12 @@ def test_speakers(emu, name, source):
     assert voices["Ethan"]["provider_id"] == ("14" if source == "api" else "Ethan")
     plain = lipsync(emu, "speakers", "--provider", name)
     assert plain.returncode == 0 and "Oliver" in plain.stdout
+
+
+def test_a_submit_without_its_key_says_which_and_leaves_nothing(emu, media, tmp_path):
+    video, audio = media
+    out = tmp_path / "result.mp4"
+    run = lipsync(emu, "submit", "--provider", "fal", "--video", str(video), "--audio", str(audio), "--out", str(out),
+                  drop=("FAL_KEY",))
+    assert run.returncode == 3 and "FAL_KEY" in run.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -374,6 +374,10 @@ class Provider:
         return self.classify_create(response.status_code, reply_json(response))
 
     # --- helpers for subclasses ----------------------------------------------------------------
+    def check_credential(self) -> None:
+        """AuthError naming the variable when no key was given: before anything is written or sent."""
+        self._secret()
+
     def _secret(self) -> str:
         if self._credential is None:
             raise AuthError(f"no API key: set the environment variable {self.secret_env}", provider=self.name)
