@@ -55,6 +55,13 @@ def write_config(folder: Path, jobs: list[dict], *, provider: str = "pixverse", 
     return path
 
 
+def write_batch(folder: Path, media: BatchMedia, jobs: list[dict], **kw) -> Path:
+    """The batch media linked into `folder`, and a config there naming them (see `write_config`)."""
+    for f in (media.video, media.voice, media.script):
+        (folder / f.name).symlink_to(f)
+    return write_config(folder, jobs, **kw)
+
+
 def lipsync(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """`lipsync ARGS` as a separate process (the way users run it), with `env` added to ours."""
     full_env = {**os.environ, "LIPSYNC_POLL_INTERVAL": "0.1", **(env or {})}

@@ -10,18 +10,12 @@ from decimal import Decimal
 import pytest
 
 from pipeline.emulator import Emulator, EmulatorSettings
-from runkit import LONG_SCRIPT, lipsync, make_batch_media, write_config
+from runkit import LONG_SCRIPT, lipsync, make_batch_media, write_batch
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     return make_batch_media(tmp_path_factory.mktemp("media"))
-
-
-def _batch(tmp_path, media, jobs, **kw):
-    for f in (media.video, media.voice, media.script):
-        (tmp_path / f.name).symlink_to(f)
-    return write_config(tmp_path, jobs, **kw)
 
 
 def _fal_cost(seconds: float, characters: int) -> Decimal:
@@ -30,7 +24,7 @@ def _fal_cost(seconds: float, characters: int) -> Decimal:
 
 
 def test_plan_lists_segments_calls_and_cost_without_writing_anything(tmp_path, media):
-    config = _batch(tmp_path, media, [
+    config = write_batch(tmp_path, media, [
         {"id": "spoken", "video": "clip.mp4", "text_file": "script.txt"},
         {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
     ], provider="fal")
@@ -64,7 +58,7 @@ def test_plan_lists_segments_calls_and_cost_without_writing_anything(tmp_path, m
 
 
 def test_plan_says_unknown_where_no_price_is_documented_and_flags_too_many_creates(tmp_path, media):
-    config = _batch(tmp_path, media, [{"id": "spoken", "video": "clip.mp4", "text_file": "script.txt"}],
+    config = write_batch(tmp_path, media, [{"id": "spoken", "video": "clip.mp4", "text_file": "script.txt"}],
                     provider="pixverse")
     config.write_text(config.read_text().replace("max_jobs = 4\n", "max_jobs = 4\nmax_creates_per_job = 1\n"))
     doc = json.loads(lipsync("plan", str(config), "--json").stdout)
@@ -80,7 +74,7 @@ def test_plan_says_unknown_where_no_price_is_documented_and_flags_too_many_creat
 ])
 def test_budget_refuses_before_any_create(tmp_path, media, provider, budget, named):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
-        config = _batch(tmp_path, media, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
+        config = write_batch(tmp_path, media, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
                         provider=provider, base_urls=emu.base_urls)
         run = lipsync("run", str(config), "--budget", budget, env=emu.env())
         assert emu.accepted_creates(provider) == 0
@@ -91,7 +85,7 @@ def test_budget_refuses_before_any_create(tmp_path, media, provider, budget, nam
 
 def test_a_budget_over_the_estimate_runs(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
-        config = _batch(tmp_path, media, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
+        config = write_batch(tmp_path, media, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
                         provider="fal", base_urls=emu.base_urls)
         run = lipsync("run", str(config), "--budget", "0.08", "--json", env=emu.env())
         assert emu.accepted_creates("fal") == 1
@@ -99,7 +93,7 @@ def test_a_budget_over_the_estimate_runs(tmp_path, media):
 
 
 def test_a_config_sets_a_price_the_provider_does_not_document(tmp_path, media):
-    config = _batch(tmp_path, media, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
+    config = write_batch(tmp_path, media, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
                     provider="pixverse")
     config.write_text(config.read_text() + '\n[prices.pixverse]\ncurrency = "USD"\nper_output_second = 0.05\n')
     doc = json.loads(lipsync("plan", str(config), "--json").stdout)

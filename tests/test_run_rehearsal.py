@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.emulator import Emulator, EmulatorSettings
 from loudness import ebur128
-from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_config
+from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_config, write_batch
 
 
 @pytest.fixture(scope="module")
@@ -17,15 +17,9 @@ def media(tmp_path_factory):
     return make_batch_media(tmp_path_factory.mktemp("media"))
 
 
-def _batch(tmp_path, media, jobs, **kw):
-    for f in (media.video, media.voice, media.script):
-        (tmp_path / f.name).symlink_to(f)
-    return write_config(tmp_path, jobs, **kw)
-
-
 @pytest.mark.parametrize("provider", ["pixverse", "aimlapi", "useapi", "fal"])
 def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
-    config = _batch(tmp_path, media, [
+    config = write_batch(tmp_path, media, [
         {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav", "loudness_lufs": -23.0},
         {"id": "spoken", "video": "clip.mp4", "text": "Hello there, welcome back.", "speaker": "Emily"},
     ], provider=provider)
@@ -62,7 +56,7 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
 
 
 def test_long_script_becomes_several_provider_jobs_stitched(tmp_path, media):
-    config = _batch(tmp_path, media, [{"id": "talk", "video": "clip.mp4", "text_file": "script.txt",
+    config = write_batch(tmp_path, media, [{"id": "talk", "video": "clip.mp4", "text_file": "script.txt",
                                        "sync_mode": "bounce"}], provider="fal")
     run = lipsync("run", str(config), "--rehearse", "--json")
     assert run.returncode == 0, run.stderr
@@ -77,7 +71,7 @@ def test_long_script_becomes_several_provider_jobs_stitched(tmp_path, media):
 def test_a_failing_job_does_not_stop_the_others_and_sets_the_exit_code(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         emu.faults("aimlapi").moderate = True
-        config = _batch(tmp_path, media, [
+        config = write_batch(tmp_path, media, [
             {"id": "fine", "video": "clip.mp4", "audio": "voice.wav"},
             {"id": "flagged", "video": "clip.mp4", "audio": "voice.wav", "provider": "aimlapi"},
         ], base_urls=emu.base_urls)
@@ -98,7 +92,7 @@ def test_a_failing_job_does_not_stop_the_others_and_sets_the_exit_code(tmp_path,
 def test_lost_create_answer_is_uncertain_and_never_recreated_unless_asked(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         emu.faults("pixverse").drop_after_create = 1
-        config = _batch(tmp_path, media, [{"id": "lost", "video": "clip.mp4", "audio": "voice.wav"}],
+        config = write_batch(tmp_path, media, [{"id": "lost", "video": "clip.mp4", "audio": "voice.wav"}],
                         base_urls=emu.base_urls)
         first = lipsync("run", str(config), "--json", env=emu.env())
         second = lipsync("run", str(config), "--json", env=emu.env())
@@ -118,7 +112,7 @@ def test_lost_create_answer_is_uncertain_and_never_recreated_unless_asked(tmp_pa
 def test_refused_create_is_retried_on_the_next_run(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         emu.faults("fal").out_of_credits = True
-        config = _batch(tmp_path, media, [{"id": "broke", "video": "clip.mp4", "audio": "voice.wav"}],
+        config = write_batch(tmp_path, media, [{"id": "broke", "video": "clip.mp4", "audio": "voice.wav"}],
                         provider="fal", base_urls=emu.base_urls)
         first = lipsync("run", str(config), env=emu.env())
         emu.faults("fal").clear()
@@ -132,7 +126,7 @@ def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, medi
     from media import make_audio
 
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
-        config = _batch(tmp_path, media, [
+        config = write_batch(tmp_path, media, [
             {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
             {"id": "spoken", "video": "clip.mp4", "text": "Same words, new voice.", "speaker": "Emily"},
         ], base_urls=emu.base_urls)
@@ -155,7 +149,7 @@ def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, medi
 
 def test_provider_concurrency_stays_within_jobs(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.6)) as emu:
-        config = _batch(tmp_path, media, [{"id": f"j{i}", "video": "clip.mp4", "audio": "voice.wav"} for i in range(5)],
+        config = write_batch(tmp_path, media, [{"id": f"j{i}", "video": "clip.mp4", "audio": "voice.wav"} for i in range(5)],
                         base_urls=emu.base_urls)
         run = lipsync("run", str(config), "--jobs", "2", "--only", "j0,j1", "--only", "j2", "--only", "j3",
                       env=emu.env())
@@ -170,7 +164,7 @@ def test_provider_concurrency_stays_within_jobs(tmp_path, media):
 def test_a_real_run_without_keys_stops_before_any_work(tmp_path, media, monkeypatch):
     for var in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"):
         monkeypatch.delenv(var, raising=False)
-    config = _batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}],
+    config = write_batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}],
                     base_urls={"pixverse": "http://127.0.0.1:9"})
     run = lipsync("run", str(config))
     assert run.returncode == 3 and "PIXVERSE_API_KEY" in run.stderr
@@ -182,7 +176,7 @@ def test_a_real_run_without_keys_stops_before_any_work(tmp_path, media, monkeypa
     ('audio = "voice.wav"', "job[0].audio"),
 ])
 def test_bad_config_exits_6_naming_the_key(tmp_path, media, edit, key):
-    config = _batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}])
+    config = write_batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}])
     broken = {"run.provider": 'provider = "pixvers"', "job[0].audio": 'audio = "missing.wav"'}[key]
     config.write_text(config.read_text(encoding="utf-8").replace(edit, broken), encoding="utf-8")
     run = lipsync("run", str(config), "--rehearse", "--json")
