@@ -39,6 +39,8 @@ def test_prepare_require_face_passes_a_talking_face(tmp_path):
     assert done.returncode == 0, done.stderr
     (face,) = json.loads(done.stdout)["faces"]
     assert face["face_share"] == 1.0 and face["main_size"] > 0.1
+    assert "TensorFlow Lite" not in done.stderr and ".cc:" not in done.stderr  # mediapipe's native notes
+    assert "absl" not in done.stderr and done.stderr.strip()  # our own lines still come through
 
 
 def test_a_run_requiring_a_face_refuses_a_faceless_job_before_any_create(tmp_path):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InputError
 from ..ffmpeg import compile_stream, media_path
+from ..native_log import filter_native_stderr
 from .probe import probe_video
 
 log = logging.getLogger("lipsync.face")
@@ -203,7 +204,8 @@ def decode_frames(argv: list[str], size: tuple[int, int], path: Path) -> Iterato
 
 
 def _quiet_mediapipe() -> None:
-    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ start-up chatter on stderr
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    filter_native_stderr()
 
 
 @contextmanager
