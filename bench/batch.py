@@ -69,10 +69,14 @@ def main() -> None:
     finish = [sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")))] or [0.0]
     conform = statistics.mean(prepare) + statistics.mean(finish)
     ideal = math.ceil(JOBS / MAX_JOBS) * LATENCY_S + conform
-    print(f"jobs {JOBS}, provider {PROVIDER}, emulator latency {LATENCY_S:g} s, max_jobs {MAX_JOBS}"
-          f"{f', FAILED: {failed}' if failed else ''}")
-    print(f"conform per job: prepare {statistics.mean(prepare):.2f} s + mux/verify/handoff "
-          f"{statistics.mean(finish):.2f} s (all jobs: {sum(prepare) + sum(finish):.1f} s of CPU-pool time)")
+    print(
+        f"jobs {JOBS}, provider {PROVIDER}, emulator latency {LATENCY_S:g} s, max_jobs {MAX_JOBS}"
+        f"{f', FAILED: {failed}' if failed else ''}"
+    )
+    print(
+        f"conform per job: prepare {statistics.mean(prepare):.2f} s + mux/verify/handoff "
+        f"{statistics.mean(finish):.2f} s (all jobs: {sum(prepare) + sum(finish):.1f} s of CPU-pool time)"
+    )
     print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, ratio {wall / ideal:.3f} (target <= 1.10)")
 
 

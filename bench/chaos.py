@@ -33,33 +33,36 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable
+from typing import Any
 
 from bench._media import tiny_clip
 from pipeline.emulator import Emulator, EmulatorSettings
 
 REPO = Path(__file__).resolve().parents[1]
 MOMENTS = ("upload", "backoff", "after_send", "poll", "download", "mux", "handoff")
-MIN_HITS = 3                 # each moment, when CHAOS_KILLS is at least COVERAGE_FROM
+MIN_HITS = 3  # each moment, when CHAOS_KILLS is at least COVERAGE_FROM
 COVERAGE_FROM = 50
-RANDOM_SHARE = 0.4           # of the kills: at a random wall-clock moment rather than a named point
-KILLS_PER_ROUND = 12         # then the round runs to completion: a job's mux alone can outlast a random kill
-PROCESS_TIMEOUT_S = 300.0    # a `lipsync run` still alive after this is a hang: a violation
+RANDOM_SHARE = 0.4  # of the kills: at a random wall-clock moment rather than a named point
+KILLS_PER_ROUND = 12  # then the round runs to completion: a job's mux alone can outlast a random kill
+PROCESS_TIMEOUT_S = 300.0  # a `lipsync run` still alive after this is a hang: a violation
 LATENCY_S = 0.3
 STALL_S = 3.0
 
-SCRIPT = ("Welcome back to the studio. Today we are looking at three ways to light a small room without buying "
-          "anything new. First, move the desk to the window and let the daylight do the work. Second, bounce a "
-          "desk lamp off the ceiling to soften the shadows. Third, use a white sheet as a reflector.")
+SCRIPT = (
+    "Welcome back to the studio. Today we are looking at three ways to light a small room without buying "
+    "anything new. First, move the desk to the window and let the daylight do the work. Second, bounce a "
+    "desk lamp off the ceiling to soften the shadows. Third, use a white sheet as a reflector."
+)
 
 
 @dataclass(frozen=True)
 class BatchJob:
     id: str
     provider: str
-    text: str | None = None      # None: lip-synced to the voice track
+    text: str | None = None  # None: lip-synced to the voice track
 
     def toml(self) -> str:
         fields = {"id": self.id, "video": "clip.mp4", "provider": self.provider}
@@ -68,17 +71,24 @@ class BatchJob:
 
 
 BATCH = (
-    BatchJob("px-voiced", "pixverse"), BatchJob("px-spoken", "pixverse", SCRIPT),
-    BatchJob("ua-voiced", "useapi"), BatchJob("ua-spoken", "useapi", SCRIPT),
-    BatchJob("fal-voiced", "fal"), BatchJob("fal-spoken", "fal", SCRIPT),
+    BatchJob("px-voiced", "pixverse"),
+    BatchJob("px-spoken", "pixverse", SCRIPT),
+    BatchJob("ua-voiced", "useapi"),
+    BatchJob("ua-spoken", "useapi", SCRIPT),
+    BatchJob("fal-voiced", "fal"),
+    BatchJob("fal-spoken", "fal", SCRIPT),
 )
-SMALL_BATCH = (BatchJob("px-spoken", "pixverse", SCRIPT), BatchJob("ua-voiced", "useapi"),
-               BatchJob("fal-voiced", "fal"))
+SMALL_BATCH = (
+    BatchJob("px-spoken", "pixverse", SCRIPT),
+    BatchJob("ua-voiced", "useapi"),
+    BatchJob("fal-voiced", "fal"),
+)
 
-Segment = tuple[str, int]    # (job id, segment index)
+Segment = tuple[str, int]  # (job id, segment index)
 
 
 # ---- what the run directory says (read with sqlite, not through the pipeline) -------------------------
+
 
 @dataclass(frozen=True)
 class CreateRow:
@@ -108,20 +118,21 @@ class CreateRow:
     @property
     def killed_in_flight(self) -> bool:
         """Left by a process killed between recording the intent and recording the answer."""
-        return self.state == "intent" or (self.state == "uncertain" and (self.error or "").startswith(
-            "the process stopped"))
+        return self.state == "intent" or (
+            self.state == "uncertain" and (self.error or "").startswith("the process stopped")
+        )
 
 
 @dataclass(frozen=True)
 class RunView:
     """Where a run directory stands, as the ledger says, for aiming the next kill."""
 
-    to_create: int                  # segments without a live create (none yet, or the last one refused)
-    to_poll: int                    # segments created, not reported done yet
-    to_fetch: int                   # segments reported done, result not on disk yet
-    to_finish: int                  # jobs not done
+    to_create: int  # segments without a live create (none yet, or the last one refused)
+    to_poll: int  # segments created, not reported done yet
+    to_fetch: int  # segments reported done, result not on disk yet
+    to_finish: int  # jobs not done
     # (segments and jobs held up by an uncertain or failed create are left out: no run goes on with them)
-    stages: tuple[str, ...] = ()    # the stages of the jobs not finished
+    stages: tuple[str, ...] = ()  # the stages of the jobs not finished
 
 
 def _connect(run_dir: Path) -> sqlite3.Connection | None:
@@ -134,8 +145,10 @@ def read_rows(run_dir: Path) -> list[CreateRow]:
     if db is None:
         return []
     with db:
-        rows = db.execute("SELECT job_id, segment, provider, attempt, state, provider_job_id, error, reconcile "
-                          "FROM creates ORDER BY job_id, segment, attempt").fetchall()
+        rows = db.execute(
+            "SELECT job_id, segment, provider, attempt, state, provider_job_id, error, reconcile "
+            "FROM creates ORDER BY job_id, segment, attempt"
+        ).fetchall()
     db.close()
     return [CreateRow(*row[:7], json.loads(row[7]) if row[7] else None) for row in rows]
 
@@ -151,7 +164,7 @@ def read_stages(run_dir: Path) -> dict[str, str]:
 
 
 def view_of(rows: list[CreateRow], stages: dict[str, str], needed: Collection[Segment]) -> RunView:
-    latest = {row.seg: row.state for row in rows}        # rows come ordered by attempt
+    latest = {row.seg: row.state for row in rows}  # rows come ordered by attempt
     held = {seg[0] for seg, state in latest.items() if state in ("intent", "uncertain", "failed")}
     unfinished = {seg[0] for seg in needed if stages.get(seg[0]) != "done"}
     going = [latest.get(seg) for seg in needed if seg[0] in unfinished - held]
@@ -166,11 +179,12 @@ def view_of(rows: list[CreateRow], stages: dict[str, str], needed: Collection[Se
 
 # ---- where to kill next (pure) ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Kill:
-    point: str | None       # a named kill point, or None: a wall-clock kill
-    nth: int = 1            # the n-th time the point is reached
-    after_s: float = 0.0    # wall-clock kills: seconds after the start
+    point: str | None  # a named kill point, or None: a wall-clock kill
+    nth: int = 1  # the n-th time the point is reached
+    after_s: float = 0.0  # wall-clock kills: seconds after the start
 
     def env(self) -> dict[str, str]:
         return {"LIPSYNC_TEST_KILL_AT": f"{self.point}#{self.nth}"} if self.point else {}
@@ -182,8 +196,15 @@ class Kill:
 def reachable(view: RunView) -> dict[str, int]:
     """Each moment the run can still reach, with how many times at least (the largest sensible `nth`)."""
     polled = view.to_create + view.to_poll
-    return {"upload": view.to_create, "after_send": view.to_create, "backoff": view.to_create,
-            "poll": polled, "download": polled + view.to_fetch, "mux": view.to_finish, "handoff": view.to_finish}
+    return {
+        "upload": view.to_create,
+        "after_send": view.to_create,
+        "backoff": view.to_create,
+        "poll": polled,
+        "download": polled + view.to_fetch,
+        "mux": view.to_finish,
+        "handoff": view.to_finish,
+    }
 
 
 def choose_kill(view: RunView, hits: Counter, rng: random.Random) -> Kill | None:
@@ -200,14 +221,14 @@ def choose_kill(view: RunView, hits: Counter, rng: random.Random) -> Kill | None
 
 # ---- what the emulator holds --------------------------------------------------------------------------
 
-Content = tuple[str, str | None, str | None]     # (video sha256, audio sha256, text): what a create asked
+Content = tuple[str, str | None, str | None]  # (video sha256, audio sha256, text): what a create asked
 
 
 @dataclass(frozen=True)
 class EmuJob:
     provider: str
     job_id: str
-    answer_lost: str | None     # the emulator dropped its answer on purpose (a fault)
+    answer_lost: str | None  # the emulator dropped its answer on purpose (a fault)
     content: Content
 
 
@@ -216,9 +237,11 @@ def _sha256(path: Path | None) -> str | None:
 
 
 def snapshot(emu: Emulator, providers: Iterable[str]) -> list[EmuJob]:
-    return [EmuJob(p, job.job_id, job.answer_lost, (_sha256(job.inputs.video), _sha256(job.inputs.audio),
-                                                    job.inputs.text))
-            for p in providers for job in emu.jobs(p)]
+    return [
+        EmuJob(p, job.job_id, job.answer_lost, (_sha256(job.inputs.video), _sha256(job.inputs.audio), job.inputs.text))
+        for p in providers
+        for job in emu.jobs(p)
+    ]
 
 
 def _reconcile_content(row: CreateRow) -> Content | None:
@@ -228,13 +251,14 @@ def _reconcile_content(row: CreateRow) -> Content | None:
 
 # ---- the audit (pure) ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Attribution:
     """The emulator's jobs set against the ledger's: which accepted creates the ledger never learned of."""
 
-    orphans: dict[Segment, list[EmuJob]]     # accepted, id unknown to the ledger, by the segment they were for
-    stray: list[EmuJob]                      # accepted, id unknown, and for no segment we can tell
-    unknown_ids: list[str]                   # ids in the ledger the emulator never gave out
+    orphans: dict[Segment, list[EmuJob]]  # accepted, id unknown to the ledger, by the segment they were for
+    stray: list[EmuJob]  # accepted, id unknown, and for no segment we can tell
+    unknown_ids: list[str]  # ids in the ledger the emulator never gave out
 
 
 def attribute(rows: list[CreateRow], jobs: list[EmuJob]) -> Attribution:
@@ -273,17 +297,19 @@ def judge_uncertain(seg: Segment, rows: list[CreateRow], attribution: Attributio
         return Verdict(True, "the emulator accepted its create; the answer was lost")
     if any(row.seg == seg and row.killed_in_flight for row in rows):
         return Verdict(True, "a kill landed between the recorded intent and the emulator accepting the create")
-    return Verdict(False, f"{seg[0]} segment {seg[1]} is uncertain, but the emulator holds no create for it "
-                          f"and no kill interrupted one")
+    return Verdict(
+        False,
+        f"{seg[0]} segment {seg[1]} is uncertain, but the emulator holds no create for it and no kill interrupted one",
+    )
 
 
 @dataclass(frozen=True)
 class Accounts:
     needed: int
     accepted: int
-    lost_to_faults: int         # orphans whose answer the emulator dropped on purpose
-    lost_to_kills: int          # orphans whose answer a kill cut off
-    adopted: int                # lost answers found again by replyRef
+    lost_to_faults: int  # orphans whose answer the emulator dropped on purpose
+    lost_to_kills: int  # orphans whose answer a kill cut off
+    adopted: int  # lost answers found again by replyRef
     violations: tuple[str, ...]
 
 
@@ -291,16 +317,22 @@ def account(needed: set[Segment], rows: list[CreateRow], jobs: list[EmuJob]) -> 
     """After a round's completion: every accepted create is a needed segment's or a lost answer's."""
     attribution = attribute(rows, jobs)
     violations = [f"the ledger names {job_id}, a job the emulator never created" for job_id in attribution.unknown_ids]
-    violations += [f"{job.provider} job {job.job_id} was accepted for no segment of the batch"
-                   for job in attribution.stray]
+    violations += [
+        f"{job.provider} job {job.job_id} was accepted for no segment of the batch" for job in attribution.stray
+    ]
     delivered = Counter(row.seg for row in rows if row.state == "downloaded")
-    violations += [f"{seg[0]} segment {seg[1]}: {delivered[seg]} results on record, expected one"
-                   for seg in sorted(needed) if delivered[seg] != 1]
+    violations += [
+        f"{seg[0]} segment {seg[1]}: {delivered[seg]} results on record, expected one"
+        for seg in sorted(needed)
+        if delivered[seg] != 1
+    ]
     for seg, orphans in sorted(attribution.orphans.items()):
         lost = sum(row.seg == seg and row.answerless for row in rows)
         if len(orphans) > lost:
-            violations.append(f"{seg[0]} segment {seg[1]}: {len(orphans)} accepted creates the ledger never learned "
-                              f"of, but only {lost} answers went missing: a create was paid twice")
+            violations.append(
+                f"{seg[0]} segment {seg[1]}: {len(orphans)} accepted creates the ledger never learned "
+                f"of, but only {lost} answers went missing: a create was paid twice"
+            )
     orphans = [job for group in attribution.orphans.values() for job in group]
     adopted = sum(row.adopted for row in rows)
     if len(jobs) != len(needed) + len(orphans):
@@ -322,6 +354,7 @@ def compare_finals(reference: dict[str, tuple[str, int]], delivered: dict[str, t
 
 
 # ---- running lipsync ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Ran:
@@ -356,7 +389,7 @@ def lipsync_run(config: Path, emu: Emulator, kill: Kill | None, *args: str) -> R
             if not wall_clock:
                 raise Hang(f"`lipsync run` still running after {PROCESS_TIMEOUT_S:g} s: {err[-2000:]}") from None
         finally:
-            if proc.poll() is None:   # the harness itself was stopped: take the child along
+            if proc.poll() is None:  # the harness itself was stopped: take the child along
                 proc.kill()
     return Ran(proc.returncode == -9, proc.returncode, out, err)
 
@@ -379,12 +412,14 @@ def checksums_pass(run_dir: Path) -> tuple[bool, str]:
         return False, "no checksums.sha256"
     if shutil.which("sha256sum") is None:
         raise SystemExit("chaos: sha256sum (coreutils) is needed to check checksums.sha256")
-    done = subprocess.run(["sha256sum", "-c", "--quiet", "checksums.sha256"], cwd=run_dir, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["sha256sum", "-c", "--quiet", "checksums.sha256"], cwd=run_dir, capture_output=True, text=True
+    )
     return done.returncode == 0, (done.stdout + done.stderr).strip()
 
 
 # ---- one batch folder ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -406,7 +441,9 @@ def write_batch(folder: Path, inputs: Inputs, jobs: Iterable[BatchJob], emu: Emu
     config = folder / "batch.toml"
     config.write_text(
         f'[run]\nname = "chaos"\nprovider = "pixverse"\noutput = "out"\nmax_jobs = 4\n[run.base_urls]\n{urls}'
-        f'[defaults]\nsync_mode = "cut"\n\n' + "\n".join(job.toml() for job in jobs), encoding="utf-8")
+        f'[defaults]\nsync_mode = "cut"\n\n' + "\n".join(job.toml() for job in jobs),
+        encoding="utf-8",
+    )
     return config
 
 
@@ -433,6 +470,7 @@ def reference_run(folder: Path, inputs: Inputs, jobs: tuple[BatchJob, ...]) -> R
 
 # ---- faults -------------------------------------------------------------------------------------------
 
+
 def arm(emu: Emulator, providers: tuple[str, ...], rng: random.Random) -> dict[str, str]:
     """This round's faults (each provider's counters are consumed as they fire); returns what was set."""
     armed = {}
@@ -445,19 +483,21 @@ def arm(emu: Emulator, providers: tuple[str, ...], rng: random.Random) -> dict[s
     setattr(emu.faults(lost), how, 1)
     emu.faults(stalled).stall_jobs, emu.faults(stalled).stall_s = 1, STALL_S
     emu.faults(truncated).truncate_downloads = 1
-    armed.update({f"{lost}.{how}": "1", f"{stalled}.stall_jobs": f"1 ({STALL_S:g} s)",
-                  f"{truncated}.truncate_downloads": "1"})
+    armed.update(
+        {f"{lost}.{how}": "1", f"{stalled}.stall_jobs": f"1 ({STALL_S:g} s)", f"{truncated}.truncate_downloads": "1"}
+    )
     return armed
 
 
 # ---- the rounds ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Tally:
     """Figures summed over the rounds."""
 
     kills: int = 0
-    hits: Counter = field(default_factory=Counter)          # named moment -> kills there
+    hits: Counter = field(default_factory=Counter)  # named moment -> kills there
     random_landed: Counter = field(default_factory=Counter)  # job stage -> wall-clock kills that found a job there
     rounds: int = 0
     needed: int = 0
@@ -468,7 +508,7 @@ class Tally:
     jobs: int = 0
     delivered_before_resubmit: int = 0
     delivered: int = 0
-    uncertain: Counter = field(default_factory=Counter)      # (reason, provider) -> segments
+    uncertain: Counter = field(default_factory=Counter)  # (reason, provider) -> segments
     files: int = 0
     identical: int = 0
     checksums_ok: int = 0
@@ -483,8 +523,16 @@ class ChaosSettings:
     jobs: tuple[BatchJob, ...] = BATCH
 
 
-def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settings: ChaosSettings,
-               tally: Tally, rng: random.Random, say) -> None:
+def play_round(
+    number: int,
+    folder: Path,
+    inputs: Inputs,
+    ref: Reference,
+    settings: ChaosSettings,
+    tally: Tally,
+    rng: random.Random,
+    say,
+) -> None:
     providers = tuple(dict.fromkeys(job.provider for job in settings.jobs))
     with emulator() as emu:
         armed = arm(emu, providers, rng)
@@ -517,31 +565,50 @@ def play_round(number: int, folder: Path, inputs: Inputs, ref: Reference, settin
         tally.refusals += sum(1 for row in read_rows(out) if row.state == "refused")
 
 
-def _complete(number: int, out: Path, emu: Emulator, ref: Reference, settings: ChaosSettings, tally: Tally,
-              last: Ran, providers: tuple[str, ...], say) -> None:
+def _complete(
+    number: int,
+    out: Path,
+    emu: Emulator,
+    ref: Reference,
+    settings: ChaosSettings,
+    tally: Tally,
+    last: Ran,
+    providers: tuple[str, ...],
+    say,
+) -> None:
     """Run the round to completion, resubmitting only legitimate uncertain creates, then audit it."""
     summary = last.summary()
-    violations = [] if summary is not None else [
-        f"`lipsync run` printed no summary (exit {last.returncode}): {last.stderr[-1500:]}"]
+    violations = (
+        []
+        if summary is not None
+        else [f"`lipsync run` printed no summary (exit {last.returncode}): {last.stderr[-1500:]}"]
+    )
     summary = summary or {"jobs": [], "uncertain": []}
     legit, illegit = _judge_uncertain_entries(summary["uncertain"], read_rows(out), snapshot(emu, providers), tally)
     violations += [reason for _, reason in illegit]
-    violations += [f"{j['id']} ended {j['stage']}: {j['error']}" for j in summary["jobs"]
-                   if j["stage"] not in ("done", "uncertain")]
+    violations += [
+        f"{j['id']} ended {j['stage']}: {j['error']}"
+        for j in summary["jobs"]
+        if j["stage"] not in ("done", "uncertain")
+    ]
     tally.delivered_before_resubmit += sum(j["stage"] == "done" for j in summary["jobs"])
     held = {job for job, _ in illegit}
     if legit - held:
         for name in providers:  # a fault still armed (its create was killed first) must not fire on the resubmit
             emu.faults(name).clear()
-        again = lipsync_run(out.parent / "batch.toml", emu, None, "--resubmit-uncertain",
-                            "--only", ",".join(sorted(legit - held)))
+        again = lipsync_run(
+            out.parent / "batch.toml", emu, None, "--resubmit-uncertain", "--only", ",".join(sorted(legit - held))
+        )
         if again.returncode != 0:
             violations.append(f"--resubmit-uncertain exited {again.returncode}: {again.stderr[-1500:]}")
     books = account(set(ref.needed), read_rows(out), snapshot(emu, providers))
     stages = read_stages(out)
     delivered = [job.id for job in settings.jobs if stages.get(job.id) == "done"]
-    violations += [f"{job.id} not delivered ({stages.get(job.id)})" for job in settings.jobs
-                   if job.id not in delivered and job.id not in held]
+    violations += [
+        f"{job.id} not delivered ({stages.get(job.id)})"
+        for job in settings.jobs
+        if job.id not in delivered and job.id not in held
+    ]
     differ = compare_finals(ref.files, delivered_files(out, settings.jobs))
     checks_ok, checks_said = checksums_pass(out)
     violations += [*books.violations, *differ]
@@ -549,15 +616,18 @@ def _complete(number: int, out: Path, emu: Emulator, ref: Reference, settings: C
     violations += [f"left half-written: {p.relative_to(out)}" for p in out.rglob("*.part*")]
     _add_round(tally, books, len(settings.jobs), len(delivered), len(ref.files), len(differ), checks_ok)
     tally.violations += [f"round {number}: {v}" for v in violations]
-    say(f"round {number}: {books.accepted} creates accepted for {books.needed} segments "
+    say(
+        f"round {number}: {books.accepted} creates accepted for {books.needed} segments "
         f"(+{books.lost_to_faults + books.lost_to_kills} lost answers, {books.adopted} adopted); "
         f"{len(delivered)}/{len(settings.jobs)} delivered; {len(summary['uncertain'])} uncertain before "
         f"resubmitting; {len(ref.files) - len(differ)}/{len(ref.files)} files identical; "
-        f"checksums {'ok' if checks_ok else 'FAIL'}")
+        f"checksums {'ok' if checks_ok else 'FAIL'}"
+    )
 
 
-def _judge_uncertain_entries(entries: list[dict], rows: list[CreateRow], jobs: list[EmuJob],
-                             tally: Tally) -> tuple[set[str], list[tuple[str, str]]]:
+def _judge_uncertain_entries(
+    entries: list[dict], rows: list[CreateRow], jobs: list[EmuJob], tally: Tally
+) -> tuple[set[str], list[tuple[str, str]]]:
     """The jobs whose uncertain segments may be resubmitted, and (job, reason) for those that may not."""
     attribution = attribute(rows, jobs)
     provider = {row.seg: row.provider for row in rows}
@@ -573,8 +643,9 @@ def _judge_uncertain_entries(entries: list[dict], rows: list[CreateRow], jobs: l
     return legit, illegit
 
 
-def _add_round(tally: Tally, books: Accounts, jobs: int, delivered: int, files: int, differ: int,
-               checks_ok: bool) -> None:
+def _add_round(
+    tally: Tally, books: Accounts, jobs: int, delivered: int, files: int, differ: int, checks_ok: bool
+) -> None:
     tally.rounds += 1
     tally.needed += books.needed
     tally.accepted += books.accepted
@@ -615,15 +686,23 @@ def _by_reason(counts: Counter) -> list[tuple[str, int, str]]:
     reasons: dict[str, Counter] = {}
     for (reason, provider), n in counts.items():
         reasons.setdefault(reason, Counter())[provider] += n
-    return sorted(((reason, sum(by.values()), ", ".join(f"{p} {n}" for p, n in sorted(by.items())))
-                   for reason, by in reasons.items()), key=lambda item: -item[1])
+    return sorted(
+        (
+            (reason, sum(by.values()), ", ".join(f"{p} {n}" for p, n in sorted(by.items())))
+            for reason, by in reasons.items()
+        ),
+        key=lambda item: -item[1],
+    )
 
 
 def coverage_violations(tally: Tally, settings: ChaosSettings) -> list[str]:
     if settings.kills < COVERAGE_FROM:
         return []
-    return [f"the kill point {m!r} was hit {tally.hits[m]} times (at least {MIN_HITS} wanted)"
-            for m in MOMENTS if tally.hits[m] < MIN_HITS]
+    return [
+        f"the kill point {m!r} was hit {tally.hits[m]} times (at least {MIN_HITS} wanted)"
+        for m in MOMENTS
+        if tally.hits[m] < MIN_HITS
+    ]
 
 
 def run_chaos(settings: ChaosSettings, say=print) -> Tally:
@@ -648,8 +727,10 @@ def run_chaos(settings: ChaosSettings, say=print) -> Tally:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` cleans up (the child, the temp dir) like Ctrl-C
-    settings = ChaosSettings(kills=int(os.environ.get("CHAOS_KILLS", 100)),
-                             seed=int(os.environ.get("CHAOS_SEED", random.SystemRandom().randrange(10**6))))
+    settings = ChaosSettings(
+        kills=int(os.environ.get("CHAOS_KILLS", 100)),
+        seed=int(os.environ.get("CHAOS_SEED", random.SystemRandom().randrange(10**6))),
+    )
     started = time.monotonic()
     tally = run_chaos(settings, say=lambda line: print(line, flush=True))
     print("\n".join(figures(tally, settings, time.monotonic() - started)))

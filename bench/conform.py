@@ -14,9 +14,9 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pipeline.ffmpeg import ffmpeg_exe, run_ffmpeg
 from pipeline.limits import load_limits
@@ -53,11 +53,24 @@ def _inputs() -> dict[str, Path]:
 
     CACHE.mkdir(parents=True, exist_ok=True)
     specs = {
-        "4k60-hevc10": ("4k60 hevc10.mp4", dict(seconds=20, width=3840, height=2160, fps=60, vcodec="libx265",
-                                                pix_fmt="yuv420p10le")),
-        "1080p-25mbit": ("1080p 25mbit.mp4", dict(seconds=28, width=1920, height=1080, fps=25, grain=12,
-                                                  b="25M", maxrate="27M", bufsize="25M")),
-        "720p-ok": ("720p compliant.mp4", dict(seconds=10, width=1280, height=720, fps=30)),
+        "4k60-hevc10": (
+            "4k60 hevc10.mp4",
+            {"seconds": 20, "width": 3840, "height": 2160, "fps": 60, "vcodec": "libx265", "pix_fmt": "yuv420p10le"},
+        ),
+        "1080p-25mbit": (
+            "1080p 25mbit.mp4",
+            {
+                "seconds": 28,
+                "width": 1920,
+                "height": 1080,
+                "fps": 25,
+                "grain": 12,
+                "b": "25M",
+                "maxrate": "27M",
+                "bufsize": "25M",
+            },
+        ),
+        "720p-ok": ("720p compliant.mp4", {"seconds": 10, "width": 1280, "height": 720, "fps": 30}),
     }
     paths = {}
     for name, (filename, spec) in specs.items():
@@ -73,13 +86,45 @@ def hand_written(src: Path, dst: Path, plan: VideoPlan) -> list[str]:
     """What a person would type for the same result: one input, one -vf chain, the same encoder settings."""
     vf = [f"scale={plan.width}:{plan.height}"] if plan.scale else []
     vf += ["setsar=1", "format=yuv420p"]
-    argv = [ffmpeg_exe(), "-hide_banner", "-y", "-t", f"{plan.duration}", "-i", str(src), "-map", "0:v:0",
-            "-vf", ",".join(vf), "-c:v", "libx264", "-profile:v", "high", "-preset", plan.preset,
-            "-crf", str(plan.crf), "-maxrate", str(plan.maxrate), "-bufsize", str(plan.bufsize)]
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-y",
+        "-t",
+        f"{plan.duration}",
+        "-i",
+        str(src),
+        "-map",
+        "0:v:0",
+        "-vf",
+        ",".join(vf),
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "high",
+        "-preset",
+        plan.preset,
+        "-crf",
+        str(plan.crf),
+        "-maxrate",
+        str(plan.maxrate),
+        "-bufsize",
+        str(plan.bufsize),
+    ]
     if plan.audio == "aac":
-        argv += ["-map", "0:a:0", "-c:a", "aac", "-b:a", str(plan.audio_bitrate), "-ac", str(plan.audio_channels),
-                 "-ar", str(plan.audio_rate)]
-    return argv + ["-movflags", "+faststart", str(dst)]
+        argv += [
+            "-map",
+            "0:a:0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            str(plan.audio_bitrate),
+            "-ac",
+            str(plan.audio_channels),
+            "-ar",
+            str(plan.audio_rate),
+        ]
+    return [*argv, "-movflags", "+faststart", str(dst)]
 
 
 def ours(src: Path, dst: Path, opts: VideoOptions = VideoOptions()) -> None:

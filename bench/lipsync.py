@@ -37,9 +37,20 @@ def _segment(folder: Path) -> Path:
     voice = speak_to_wav("A thirty second segment for the lip sync benchmark. " * 6, folder / "voice.wav")
     bounce = "split[a][b];[b]reverse[r];[a][r]concat=n=2:v=1,loop=loop=-1:size=240,scale=1920:1080,setsar=1"
     out = folder / "segment.mp4"
-    argv = compile_stream(ffmpeg.output(ffmpeg.input(str(_carphone())).video, ffmpeg.input(str(voice)).audio,
-                                        str(out), vf=bounce, t=SECONDS, vcodec="libx264", preset="veryfast",
-                                        pix_fmt="yuv420p", r=30, acodec="aac"))
+    argv = compile_stream(
+        ffmpeg.output(
+            ffmpeg.input(str(_carphone())).video,
+            ffmpeg.input(str(voice)).audio,
+            str(out),
+            vf=bounce,
+            t=SECONDS,
+            vcodec="libx264",
+            preset="veryfast",
+            pix_fmt="yuv420p",
+            r=30,
+            acodec="aac",
+        )
+    )
     run_ffmpeg(argv, what="making the 1080p bench segment")
     return out
 
@@ -67,8 +78,12 @@ def main() -> None:
         presence = face_presence(segment)
         preflight = time.monotonic() - start - checks
     ratio = checks / decode
-    print(f"1080p {SECONDS} s segment: one ffmpeg decode {decode:.2f} s; pre-flight + lip-sync score in one pass "
-          f"{checks:.2f} s (face in {score.face['face_share']:.0%} of samples, {score.frames_with_face}/{score.frames} "
-          f"frames tracked, {score.status}); the pre-flight alone {preflight:.2f} s (face in {presence.share:.0%})")
-    print(f"checks / decode = {ratio:.2f}x wall time (target <= {TARGET}x): {'ok' if ratio <= TARGET else 'OVER TARGET'}; "
-          f"{cpu_checks / cpu_decode:.2f}x CPU time ({cpu_checks:.1f} s vs {cpu_decode:.1f} s)")
+    print(
+        f"1080p {SECONDS} s segment: one ffmpeg decode {decode:.2f} s; pre-flight + lip-sync score in one pass "
+        f"{checks:.2f} s (face in {score.face['face_share']:.0%} of samples, {score.frames_with_face}/{score.frames} "
+        f"frames tracked, {score.status}); the pre-flight alone {preflight:.2f} s (face in {presence.share:.0%})"
+    )
+    print(
+        f"checks / decode = {ratio:.2f}x wall time (target <= {TARGET}x): {'ok' if ratio <= TARGET else 'OVER TARGET'}; "
+        f"{cpu_checks / cpu_decode:.2f}x CPU time ({cpu_checks:.1f} s vs {cpu_decode:.1f} s)"
+    )

@@ -31,11 +31,18 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-
 from bench._media import tiny_clip
 from pipeline.emulator import Emulator, EmulatorSettings
-from pipeline.providers import (JobHandle, JobRequest, PollPolicy, Provider, get_provider, make_client,
-                                provider_class, wait_for_job)
+from pipeline.providers import (
+    JobHandle,
+    JobRequest,
+    PollPolicy,
+    Provider,
+    get_provider,
+    make_client,
+    provider_class,
+    wait_for_job,
+)
 from pipeline.providers.http import Accepted, Refused
 from pipeline.providers.poll import DurationEstimator
 
@@ -44,8 +51,8 @@ LATENCY_S = float(os.environ.get("BENCH_PROVIDERS_LATENCY", 20.0))
 PROVIDERS = ("pixverse", "aimlapi", "useapi", "fal")
 FIXED = PollPolicy(initial=15.0, factor=1.0, maximum=15.0, timeout=600.0)
 WATCHERS = ("learned", "adaptive", "fixed 15 s")
-LONG_JOB_S = 2.5 * LATENCY_S          # "a 60 s job" at the default latency
-TARGET_DELAY_S = {"fal": 0.5}           # the others: 2.5 s, with at most 20 requests for a 60 s job
+LONG_JOB_S = 2.5 * LATENCY_S  # "a 60 s job" at the default latency
+TARGET_DELAY_S = {"fal": 0.5}  # the others: 2.5 s, with at most 20 requests for a 60 s job
 TARGET_DELAY_OTHERS_S, TARGET_REQUESTS = 2.5, 20
 BIG_VIDEO_BYTES = 49_900_000
 RSS_TARGET_MB = 150
@@ -82,11 +89,16 @@ def _padded_copy(src: Path, dst: Path, total: int) -> Path:
 def _adapter(emu: Emulator, name: str, watcher: str, client, durations: DurationEstimator) -> Provider:
     learned = replace(provider_class(name).default_poll, timeout=600.0)
     policy = {"learned": learned, "adaptive": replace(learned, expected_s=None), "fixed 15 s": FIXED}[watcher]
-    provider = get_provider(name, credential=emu.credentials()[name], base_urls=emu.base_urls, client=client,
-                            poll=policy,
-                            durations=durations if watcher == "learned" else DurationEstimator())
+    provider = get_provider(
+        name,
+        credential=emu.credentials()[name],
+        base_urls=emu.base_urls,
+        client=client,
+        poll=policy,
+        durations=durations if watcher == "learned" else DurationEstimator(),
+    )
     if watcher != "learned":
-        provider.streams_status = False       # polling only, as before the status stream
+        provider.streams_status = False  # polling only, as before the status stream
     return provider
 
 
@@ -101,8 +113,9 @@ def _create(emu: Emulator, name: str, video: Path, audio: Path) -> JobHandle:
         return creator.handle_from(outcome.body, time.time())
 
 
-def _watch(emu: Emulator, name: str, handle: JobHandle, watcher: str, durations: DurationEstimator,
-           out: list[Watch]) -> None:
+def _watch(
+    emu: Emulator, name: str, handle: JobHandle, watcher: str, durations: DurationEstimator, out: list[Watch]
+) -> None:
     sent: list = []
     client = make_client(event_hooks={"request": [sent.append]})
     with _adapter(emu, name, watcher, client, durations) as provider:
@@ -116,8 +129,14 @@ def _watch(emu: Emulator, name: str, handle: JobHandle, watcher: str, durations:
 def bench_polling(folder: Path) -> None:
     video, audio = _clip(folder)
     # the useapi account runs as many jobs as come (its capacity is not what is measured here)
-    settings = EmulatorSettings(latency_s=LATENCY_S, jitter_s=2 * LATENCY_S, queue_s=0.0, output_short_side=96,
-                                useapi_max_jobs=JOBS, render_workers=2)
+    settings = EmulatorSettings(
+        latency_s=LATENCY_S,
+        jitter_s=2 * LATENCY_S,
+        queue_s=0.0,
+        output_short_side=96,
+        useapi_max_jobs=JOBS,
+        render_workers=2,
+    )
     pace = 3 * LATENCY_S / JOBS
     with Emulator(settings) as emu:
         learned = {name: DurationEstimator() for name in PROVIDERS}
@@ -135,27 +154,35 @@ def bench_polling(folder: Path) -> None:
         for t in threads:
             t.join()
         wall = time.monotonic() - start
-    print(f"done detection: {JOBS} emulator jobs of {LATENCY_S:g}-{3 * LATENCY_S:g} s created over "
-          f"{3 * LATENCY_S:g} s, each watched three ways at once ({wall:.0f} s wall)")
+    print(
+        f"done detection: {JOBS} emulator jobs of {LATENCY_S:g}-{3 * LATENCY_S:g} s created over "
+        f"{3 * LATENCY_S:g} s, each watched three ways at once ({wall:.0f} s wall)"
+    )
     long_label = f"jobs>{LONG_JOB_S:g}s"
-    print(f"  {'provider':<9}{'watcher':<12}{'req/job':>8}{long_label + ' req mean/max':>22}"
-          f"{'delay mean':>11}{'median':>8}{'max':>7}")
+    print(
+        f"  {'provider':<9}{'watcher':<12}{'req/job':>8}{long_label + ' req mean/max':>22}"
+        f"{'delay mean':>11}{'median':>8}{'max':>7}"
+    )
     failed = []
     for name in PROVIDERS:
         for watcher in WATCHERS:
             ws = [w for w in watches if w.provider == name and w.watcher == watcher]
             delays = [w.delay for w in ws]
             long_requests = [w.requests for w in ws if w.duration >= LONG_JOB_S] or [0]
-            print(f"  {name:<9}{watcher:<12}{statistics.mean(w.requests for w in ws):8.1f}"
-                  f"{statistics.mean(long_requests):17.1f}{max(long_requests):5d}"
-                  f"{statistics.mean(delays):10.2f}s{statistics.median(delays):7.2f}s{max(delays):6.2f}s")
+            print(
+                f"  {name:<9}{watcher:<12}{statistics.mean(w.requests for w in ws):8.1f}"
+                f"{statistics.mean(long_requests):17.1f}{max(long_requests):5d}"
+                f"{statistics.mean(delays):10.2f}s{statistics.median(delays):7.2f}s{max(delays):6.2f}s"
+            )
             if watcher == "learned":
                 target = TARGET_DELAY_S.get(name, TARGET_DELAY_OTHERS_S)
                 if statistics.mean(delays) > target or statistics.mean(long_requests) > TARGET_REQUESTS:
                     failed.append(name)
     verdict = f"OVER TARGET: {', '.join(failed)}" if failed else "ok"
-    print(f"  targets (learned): fal <= 0.5 s mean; others <= {TARGET_DELAY_OTHERS_S:g} s mean and <= "
-          f"{TARGET_REQUESTS} requests a job over {LONG_JOB_S:g} s on average: {verdict}")
+    print(
+        f"  targets (learned): fal <= 0.5 s mean; others <= {TARGET_DELAY_OTHERS_S:g} s mean and <= "
+        f"{TARGET_REQUESTS} requests a job over {LONG_JOB_S:g} s on average: {verdict}"
+    )
 
 
 def _child_peak_rss_mb(argv: list[str], env: dict[str, str], log: Path) -> float:
@@ -178,8 +205,20 @@ def bench_memory(folder: Path) -> None:
         env = {**os.environ, **emu.env()}
 
         def submit(v: Path) -> list[str]:
-            return [lipsync, "submit", "--provider", "aimlapi", "--video", str(v), "--audio", str(audio),
-                    "--out", str(folder / f"out-{v.stem}.mp4"), "--poll-interval", "0.2"]
+            return [
+                lipsync,
+                "submit",
+                "--provider",
+                "aimlapi",
+                "--video",
+                str(v),
+                "--audio",
+                str(audio),
+                "--out",
+                str(folder / f"out-{v.stem}.mp4"),
+                "--poll-interval",
+                "0.2",
+            ]
 
         small_mb = _child_peak_rss_mb(submit(video), env, folder / "small.log")
         t = time.monotonic()
@@ -188,8 +227,10 @@ def bench_memory(folder: Path) -> None:
     verdict = "ok" if big_mb <= RSS_TARGET_MB else "OVER TARGET"
     print("memory: lipsync submit to aimlapi, video as a data URI (client process only)")
     print(f"  tiny video:            peak RSS {small_mb:6.1f} MB")
-    print(f"  {BIG_VIDEO_BYTES / 1e6:.1f} MB video:        peak RSS {big_mb:6.1f} MB  "
-          f"(target <= {RSS_TARGET_MB} MB: {verdict}; {seconds:.1f} s end to end)")
+    print(
+        f"  {BIG_VIDEO_BYTES / 1e6:.1f} MB video:        peak RSS {big_mb:6.1f} MB  "
+        f"(target <= {RSS_TARGET_MB} MB: {verdict}; {seconds:.1f} s end to end)"
+    )
 
 
 def main() -> None:

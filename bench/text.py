@@ -16,7 +16,7 @@ SENTENCE = "The quick brown fox jumps over the lazy dog, and then it rests; does
 
 
 def _chunk_seconds(size: int) -> tuple[float, int]:
-    limits = load_limits()          # read before the clock starts
+    limits = load_limits()  # read before the clock starts
     script = (SENTENCE * (size // len(SENTENCE) + 1))[:size]
     start = time.perf_counter()
     chunks = chunk_text(script, limits.tts_max_chars, max_job_seconds(limits))
@@ -26,8 +26,10 @@ def _chunk_seconds(size: int) -> tuple[float, int]:
 def main() -> None:
     small, n_small = _chunk_seconds(500_000)
     big, n_big = _chunk_seconds(5_000_000)
-    print(f"0.5 MB: {small:.2f} s ({n_small} chunks); 5 MB: {big:.2f} s ({n_big} chunks); "
-          f"ratio {big / small:.1f} (10 = linear)")
+    print(
+        f"0.5 MB: {small:.2f} s ({n_small} chunks); 5 MB: {big:.2f} s ({n_big} chunks); "
+        f"ratio {big / small:.1f} (10 = linear)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ValidationError
 from .fsutil import atomic_output, sha256_file
@@ -24,8 +25,15 @@ from .providers.aimlapi import ImageJobRequest, check_choices
 from .providers.base import Provider
 from .providers.flow import FlowHooks, FlowResult, FlowSettings, ProviderJobFlow
 from .providers.store import CreateRecord
-from .stages.conform_image import (ImageOptions, ImageResult, conform_image, execute_image, last_frame_image,
-                                   plan_image, probe_image)
+from .stages.conform_image import (
+    ImageOptions,
+    ImageResult,
+    conform_image,
+    execute_image,
+    last_frame_image,
+    plan_image,
+    probe_image,
+)
 from .stages.mux import stitch
 from .stages.script_fit import ChainClip, ChainPlan, choose_duration, plan_chain
 from .stages.text import normalize_text
@@ -49,19 +57,27 @@ class PortraitSpec:
     style: str | None = None
     seed: int | None = None
     chain: bool = False
-    background: str = "#ffffff"       # what transparent pixels become
+    background: str = "#ffffff"  # what transparent pixels become
 
     def params(self) -> dict[str, Any]:
         """The choices that change the result (the image and script go into keys by hash / as text)."""
-        return {"prompt": self.prompt, "speaker": self.speaker, "resolution": self.resolution,
-                "duration": self.duration, "negative_prompt": self.negative_prompt, "style": self.style,
-                "seed": self.seed, "chain": self.chain, "background": self.background}
+        return {
+            "prompt": self.prompt,
+            "speaker": self.speaker,
+            "resolution": self.resolution,
+            "duration": self.duration,
+            "negative_prompt": self.negative_prompt,
+            "style": self.style,
+            "seed": self.seed,
+            "chain": self.chain,
+            "background": self.background,
+        }
 
 
 @dataclass(frozen=True)
 class PortraitPlan:
-    image: ImageResult                # the conformed image the first clip starts from
-    script: ChainPlan                 # one clip, or a chain's clips, each with its fit and reason
+    image: ImageResult  # the conformed image the first clip starts from
+    script: ChainPlan  # one clip, or a chain's clips, each with its fit and reason
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": self.image.to_dict(), "script": self.script.to_dict()}
@@ -70,9 +86,9 @@ class PortraitPlan:
 @dataclass(frozen=True)
 class ClipDone:
     index: int
-    path: Path                        # the provider's clip on our disk
-    record: CreateRecord              # the ledger's record of its paid job (downloaded)
-    started_with: str                 # what the flow found: "create", "poll" (resumed), "reuse" ...
+    path: Path  # the provider's clip on our disk
+    record: CreateRecord  # the ledger's record of its paid job (downloaded)
+    started_with: str  # what the flow found: "create", "poll" (resumed), "reuse" ...
 
     @classmethod
     def from_flow(cls, index: int, result: FlowResult) -> ClipDone:
@@ -80,11 +96,16 @@ class ClipDone:
 
     def to_dict(self) -> dict[str, Any]:
         status = self.record.final_status or {}
-        return {"clip": self.index, "job_id": self.record.provider_job_id, "started_with": self.started_with,
-                "usage": status.get("usage") or {}, "credits": status.get("credits")}
+        return {
+            "clip": self.index,
+            "job_id": self.record.provider_job_id,
+            "started_with": self.started_with,
+            "usage": status.get("usage") or {},
+            "credits": status.get("credits"),
+        }
 
 
-RunClip = Callable[[int, ImageJobRequest, Path], ClipDone]   # (clip index, checked request, result path)
+RunClip = Callable[[int, ImageJobRequest, Path], ClipDone]  # (clip index, checked request, result path)
 
 
 def check_portrait(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> ChainPlan:
@@ -92,8 +113,18 @@ def check_portrait(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> C
     resolve_voice(spec.speaker or "Auto")
     if spec.chain and spec.duration is not None:
         raise ValidationError("a duration and a chain do not go together: a chain picks each clip's length")
-    check_choices(ImageJobRequest(spec.image, spec.prompt, resolution=spec.resolution, duration=spec.duration,
-                                  negative_prompt=spec.negative_prompt, style=spec.style, seed=spec.seed), limits)
+    check_choices(
+        ImageJobRequest(
+            spec.image,
+            spec.prompt,
+            resolution=spec.resolution,
+            duration=spec.duration,
+            negative_prompt=spec.negative_prompt,
+            style=spec.style,
+            seed=spec.seed,
+        ),
+        limits,
+    )
     return plan_script(spec, limits, max_chars)
 
 
@@ -108,9 +139,17 @@ def plan_script(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> Chai
 
 
 def clip_request(spec: PortraitSpec, script: ChainPlan, clip: ChainClip, image: Path) -> ImageJobRequest:
-    return ImageJobRequest(image=image, prompt=spec.prompt, text=clip.spoken, speaker=spec.speaker,
-                           resolution=script.resolution, duration=clip.fit.duration,
-                           negative_prompt=spec.negative_prompt, style=spec.style, seed=spec.seed)
+    return ImageJobRequest(
+        image=image,
+        prompt=spec.prompt,
+        text=clip.spoken,
+        speaker=spec.speaker,
+        resolution=script.resolution,
+        duration=clip.fit.duration,
+        negative_prompt=spec.negative_prompt,
+        style=spec.style,
+        seed=spec.seed,
+    )
 
 
 def prepare_portrait(spec: PortraitSpec, work: Path, limits: ImageLimits, max_chars: int) -> PortraitPlan:
@@ -129,8 +168,9 @@ def prepare_portrait(spec: PortraitSpec, work: Path, limits: ImageLimits, max_ch
     return PortraitPlan(image, script)
 
 
-def make_clips(spec: PortraitSpec, plan: PortraitPlan, work: Path, limits: ImageLimits,
-               run_clip: RunClip) -> list[ClipDone]:
+def make_clips(
+    spec: PortraitSpec, plan: PortraitPlan, work: Path, limits: ImageLimits, run_clip: RunClip
+) -> list[ClipDone]:
     """Each clip's paid job in order: a chain's next clip starts from the previous clip's last frame (the same
     bytes on a rerun, so a resumed chain finds its jobs in the ledger)."""
     done: list[ClipDone] = []
@@ -146,8 +186,8 @@ def make_clips(spec: PortraitSpec, plan: PortraitPlan, work: Path, limits: Image
 
 @dataclass(frozen=True)
 class Assembled:
-    path: Path                        # one clip as the provider made it, or the chain's clips stitched
-    commands: list[list[str]]         # the ffmpeg runs that made it (a stitch)
+    path: Path  # one clip as the provider made it, or the chain's clips stitched
+    commands: list[list[str]]  # the ffmpeg runs that made it (a stitch)
     verification: VerifyReport
 
 
@@ -159,8 +199,12 @@ def assemble_portrait(plan: PortraitPlan, clips: list[ClipDone], work: Path, lim
     if len(clips) > 1:
         stitched = stitch([c.path for c in clips], work / "portrait.mp4")
         path, commands = stitched.path, stitched.commands()
-    expect = PortraitExpectations(image=plan.image.path, short_side=limits.short_side(plan.script.resolution),
-                                  duration_s=float(plan.script.seconds), speech=True)
+    expect = PortraitExpectations(
+        image=plan.image.path,
+        short_side=limits.short_side(plan.script.resolution),
+        duration_s=float(plan.script.seconds),
+        speech=True,
+    )
     return Assembled(path, commands, verify_portrait(path, expect))
 
 
@@ -187,18 +231,38 @@ class AnimateResult:
 
     def to_dict(self) -> dict[str, Any]:
         report = self.assembled.verification
-        return {"provider": self.provider, "output": str(self.output), "sha256": self.sha256, "size": self.size,
-                "ledger": str(self.ledger), "work": str(self.work), "seconds": self.seconds,
-                "job_ids": [c.record.provider_job_id for c in self.clips], "jobs": [c.to_dict() for c in self.clips],
-                "plan": {"image": list(self.plan.image.plan.reasons), "script": list(self.plan.script.reasons),
-                         "resolution": self.plan.script.resolution,
-                         "durations": [c.fit.duration for c in self.plan.script.clips]},
-                "verification": {"ok": report.ok, "figures": report.figures.model_dump(mode="json"),
-                                 "failed": [c.name for c in report.failed()]}}
+        return {
+            "provider": self.provider,
+            "output": str(self.output),
+            "sha256": self.sha256,
+            "size": self.size,
+            "ledger": str(self.ledger),
+            "work": str(self.work),
+            "seconds": self.seconds,
+            "job_ids": [c.record.provider_job_id for c in self.clips],
+            "jobs": [c.to_dict() for c in self.clips],
+            "plan": {
+                "image": list(self.plan.image.plan.reasons),
+                "script": list(self.plan.script.reasons),
+                "resolution": self.plan.script.resolution,
+                "durations": [c.fit.duration for c in self.plan.script.clips],
+            },
+            "verification": {
+                "ok": report.ok,
+                "figures": report.figures.model_dump(mode="json"),
+                "failed": [c.name for c in report.failed()],
+            },
+        }
 
 
-def animate(provider: Provider, spec: PortraitSpec, out: str | Path, *, hooks: FlowHooks = FlowHooks(),
-            settings: FlowSettings = FlowSettings()) -> AnimateResult:
+def animate(
+    provider: Provider,
+    spec: PortraitSpec,
+    out: str | Path,
+    *,
+    hooks: FlowHooks = FlowHooks(),
+    settings: FlowSettings = FlowSettings(),
+) -> AnimateResult:
     """`spec` made into a talking portrait at `out`, each clip paid for once: rerunning after a crash resumes
     the jobs recorded in OUT.ledger.sqlite. OUT is written only once the result passed verification."""
     out = Path(out)
@@ -208,6 +272,7 @@ def animate(provider: Provider, spec: PortraitSpec, out: str | Path, *, hooks: F
     limits = load_image_limits(provider.name)
     plan = prepare_portrait(spec, work, limits, load_limits(provider.limits_key).tts_max_chars)
     with submit_store(out) as store:
+
         def run_clip(index: int, request: ImageJobRequest, dst: Path) -> ClipDone:
             job = submit_job(provider, request, dst, command="animate", segment=index)
             return ClipDone.from_flow(index, ProviderJobFlow(provider, store, settings, hooks).run(job))
@@ -218,5 +283,15 @@ def animate(provider: Provider, spec: PortraitSpec, out: str | Path, *, hooks: F
     assembled.verification.raise_if_failed()
     with atomic_output(out) as tmp:
         shutil.copyfile(assembled.path, tmp)
-    return AnimateResult(provider.name, out, sha256_file(out), out.stat().st_size, ledger, work, plan, clips,
-                         assembled, round(time.monotonic() - started, 3))
+    return AnimateResult(
+        provider.name,
+        out,
+        sha256_file(out),
+        out.stat().st_size,
+        ledger,
+        work,
+        plan,
+        clips,
+        assembled,
+        round(time.monotonic() - started, 3),
+    )

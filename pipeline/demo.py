@@ -25,19 +25,20 @@ from .cli import setup_logging
 from .errors import LipsyncError
 from .ffmpeg import compile_stream, media_path, run_ffmpeg
 from .fsutil import atomic_output
-from .speech import synth_speech, write_wav
 from .run.config import load_config
 from .run.progress import make_progress, summary_lines
 from .run.runner import RunOptions, run_batch
+from .speech import synth_speech, write_wav
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
-LONG_CLIP = DEMO_CONFIG.parent.parent / "out" / "demo-media" / "long_talk.mp4"   # the config's long job
+LONG_CLIP = DEMO_CONFIG.parent.parent / "out" / "demo-media" / "long_talk.mp4"  # the config's long job
 LONG_SECONDS = 45.0
 SENTENCE_PAUSE_S = 0.8
 
 
-def talk_with_pauses(seconds: float, sample_rate: int, seed: int = 3
-                     ) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+def talk_with_pauses(
+    seconds: float, sample_rate: int, seed: int = 3
+) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
     """Speech-like sentences of 3.5-6.5 s with SENTENCE_PAUSE_S of silence between them: the samples, and
     the pauses (start, end) in seconds."""
     rng = np.random.default_rng(seed)
@@ -62,10 +63,21 @@ def make_long_clip(path: Path, seconds: float = LONG_SECONDS) -> Path:
         picture = ffmpeg.input("testsrc2=size=640x360:rate=25", f="lavfi", t=seconds).video
         sound = ffmpeg.input(media_path(voice)).audio
         with atomic_output(path) as tmp:
-            out = ffmpeg.output(picture, sound, media_path(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=28,
-                                preset="veryfast", acodec="aac", t=seconds)
-            run_ffmpeg(compile_stream(out.global_args("-hide_banner", "-nostats", "-y")),
-                       what=f"making the demo's {seconds:g} s clip")
+            out = ffmpeg.output(
+                picture,
+                sound,
+                media_path(tmp),
+                vcodec="libx264",
+                pix_fmt="yuv420p",
+                crf=28,
+                preset="veryfast",
+                acodec="aac",
+                t=seconds,
+            )
+            run_ffmpeg(
+                compile_stream(out.global_args("-hide_banner", "-nostats", "-y")),
+                what=f"making the demo's {seconds:g} s clip",
+            )
     return path
 
 

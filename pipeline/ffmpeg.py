@@ -10,9 +10,9 @@ import re
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Sequence
+from functools import cache
 
 from .errors import ToolError
 
@@ -26,7 +26,7 @@ different bytes under `taskset -c 0`. Fixed, the same inputs give the same bytes
 concurrency; 8 costs ~3 % on 2 cores against ffmpeg's own choice (measured on a 720p encode)."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def ffmpeg_exe() -> str:
     """`LIPSYNC_FFMPEG` if set, else the binary shipped in the imageio-ffmpeg wheel."""
     override = os.environ.get("LIPSYNC_FFMPEG")
@@ -37,7 +37,7 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-@lru_cache(maxsize=None)
+@cache
 def ffmpeg_version() -> str:
     out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True)
     first = out.stdout.splitlines()[0] if out.stdout else "unknown"

@@ -7,14 +7,15 @@ import fcntl
 import hashlib
 import json
 import os
-import stat
 import re
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 _CHUNK = 1 << 20
-_TEMP_MIDDLE = "[a-z0-9_]{8}"       # what tempfile.mkstemp puts between prefix and suffix
+_TEMP_MIDDLE = "[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
 
 
 def temp_prefix_suffix(final: Path) -> tuple[str, str]:

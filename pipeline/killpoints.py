@@ -15,16 +15,16 @@ from collections import Counter
 log = logging.getLogger("lipsync.killpoints")
 
 KILL_POINTS = (
-    "prepare",        # a job's media conformed, its cache record not yet written
-    "upload",         # media uploaded for a create, the intent not yet recorded
-    "after_intent",   # the intent recorded, the create not yet sent
-    "after_send",     # the create's body sent to the last byte, its answer not yet read
-    "backoff",        # a refused create recorded, waiting before the next attempt
-    "after_create",   # the provider's job id recorded
-    "poll",           # a status reply recorded
-    "download",       # the result on disk, not yet recorded
-    "mux",            # every result in, the final not yet built
-    "handoff",        # the final verified, the handoff folder not yet written
+    "prepare",  # a job's media conformed, its cache record not yet written
+    "upload",  # media uploaded for a create, the intent not yet recorded
+    "after_intent",  # the intent recorded, the create not yet sent
+    "after_send",  # the create's body sent to the last byte, its answer not yet read
+    "backoff",  # a refused create recorded, waiting before the next attempt
+    "after_create",  # the provider's job id recorded
+    "poll",  # a status reply recorded
+    "download",  # the result on disk, not yet recorded
+    "mux",  # every result in, the final not yet built
+    "handoff",  # the final verified, the handoff folder not yet written
 )
 _hits: Counter[str] = Counter()
 _lock = threading.Lock()

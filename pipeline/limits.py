@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import tomllib
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
 
 _M = TypeVar("_M", bound=BaseModel)
-_SECTIONS = ("default", "image")   # limits.toml's tables that are not a provider's
+_SECTIONS = ("default", "image")  # limits.toml's tables that are not a provider's
 
 
 class Limits(BaseModel):
@@ -30,7 +31,7 @@ class Limits(BaseModel):
     tts_max_chars: int = Field(gt=0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table() -> dict[str, dict[str, Any]]:
     text = resources.files("pipeline").joinpath("providers", "limits.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
@@ -110,7 +111,7 @@ class ImageLimits(BaseModel):
         return tuple(sorted(self.resolution_durations.get(resolution, self.durations)))
 
     def short_side(self, resolution: str) -> int:
-        """"720p" -> 720: the short side of the rendered frame."""
+        """ "720p" -> 720: the short side of the rendered frame."""
         return int(resolution.removesuffix("p"))
 
 

@@ -17,7 +17,8 @@ import threading
 _NATIVE_NOTE = re.compile(
     rb"^(INFO: Created TensorFlow Lite"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] )")
+    rb"|[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] )"
+)
 _lock = threading.Lock()
 _installed = False
 
@@ -55,7 +56,7 @@ def _pass_on(read_end: int, real: int) -> None:
 def _write(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _restore(real: int, reader: threading.Thread) -> None:

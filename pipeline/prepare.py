@@ -15,29 +15,30 @@ import os
 import re
 import tempfile
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from .errors import InputError, ValidationError
-from .fsutil import atomic_output, read_regular_file
 from .ffmpeg import FfmpegRun
+from .fsutil import atomic_output, read_regular_file
 from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
+from .stages.audio_tracks import choose_audio_track
 from .stages.conform_audio import (
     AudioOptions,
     AudioResult,
     ChannelLevels,
-    VoiceCheck,
     LoudnessTarget,
+    VoiceCheck,
     check_voice,
     execute_audio,
     measure_channels,
     measure_speech_shares,
     plan_audio,
 )
-from .stages.audio_tracks import choose_audio_track
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, output_fps, plan_video
 from .stages.cuts import CutCues, CutPlan, pauses_of, plan_cuts, sample_at
 from .stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
@@ -59,30 +60,30 @@ class PrepareRequest:
     video: Path
     audio: Path | None = None
     text: str | None = None
-    speaker: str | None = None          # TTS voice name; "Auto" when not given
-    provider: str | None = None         # None: the strictest limits of all providers
+    speaker: str | None = None  # TTS voice name; "Auto" when not given
+    provider: str | None = None  # None: the strictest limits of all providers
     sync_mode: SyncMode = DEFAULT_SYNC_MODE
-    start: float | None = None          # seconds in the source video
+    start: float | None = None  # seconds in the source video
     end: float | None = None
-    limits: Limits | None = None        # overrides the provider's limits entirely
+    limits: Limits | None = None  # overrides the provider's limits entirely
     loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
     sample_rate: int = 48000
-    audio_track: int | None = None      # the voice's track number (from 1) in --audio, else the video's sound
+    audio_track: int | None = None  # the voice's track number (from 1) in --audio, else the video's sound
     face: FaceThresholds | None = field(default_factory=FaceThresholds)  # None: no face pre-flight
-    require_face: bool = False          # a segment missing a face threshold is refused (before any create)
-    long_media: LongMedia = "split"     # a voice and video longer than one job: "split" into jobs, or "trim"
+    require_face: bool = False  # a segment missing a face threshold is refused (before any create)
+    long_media: LongMedia = "split"  # a voice and video longer than one job: "split" into jobs, or "trim"
 
 
 @dataclass(frozen=True)
 class Segment:
     index: int
-    video: Path            # prepared mp4, inside every limit
-    audio: Path | None     # prepared wav/mp3 (None for TTS)
-    text: str | None       # TTS chunk (None when audio is given)
-    speaker: str | None    # canonical voice name (pipeline.voices), for TTS
-    start: float           # seconds in the source video
+    video: Path  # prepared mp4, inside every limit
+    audio: Path | None  # prepared wav/mp3 (None for TTS)
+    text: str | None  # TTS chunk (None when audio is given)
+    speaker: str | None  # canonical voice name (pipeline.voices), for TTS
+    start: float  # seconds in the source video
     end: float
-    cut_reason: str | None = None   # footage split into jobs: why this segment ends where it does
+    cut_reason: str | None = None  # footage split into jobs: why this segment ends where it does
 
     def to_dict(self) -> dict:
         return {
@@ -96,16 +97,18 @@ class Segment:
 class PrepareResult:
     segments: list[Segment]
     limits: Limits
-    sync: SyncPlan | None               # audio mode: the length policy applied
-    text_spans: list[TextSpan]          # TTS mode: how the video was shared between chunks
-    videos: list[VideoResult]           # one per segment
-    audios: list[AudioResult]           # one per segment (empty for TTS)
+    sync: SyncPlan | None  # audio mode: the length policy applied
+    text_spans: list[TextSpan]  # TTS mode: how the video was shared between chunks
+    videos: list[VideoResult]  # one per segment
+    audios: list[AudioResult]  # one per segment (empty for TTS)
     warnings: list[str]
-    checks: list[FfmpegRun] = field(default_factory=list)  # runs that wrote no file (channel levels, the early voice check)
+    checks: list[FfmpegRun] = field(
+        default_factory=list
+    )  # runs that wrote no file (channel levels, the early voice check)
     faces: list[FacePresence] = field(default_factory=list)  # the face pre-flight, one per segment
-    cuts: CutPlan | None = None         # the source frames each segment plays (from the range's start), when
-                                        # each plays its range once; split: `audios` holds the one continuous
-                                        # voice the segments' WAVs were cut from
+    cuts: CutPlan | None = None  # the source frames each segment plays (from the range's start), when
+    # each plays its range once; split: `audios` holds the one continuous
+    # voice the segments' WAVs were cut from
 
     @property
     def runs(self) -> list[FfmpegRun]:
@@ -204,16 +207,16 @@ class VoicePlan:
     """What prepare decides for a voice track (or the video's own sound) before any file is written: the
     voice's track, the length policy, the early voice check and, for footage split into jobs, the cut plan."""
 
-    probe: MediaProbe                   # the voice's source (the video itself for its own sound), track chosen
+    probe: MediaProbe  # the voice's source (the video itself for its own sound), track chosen
     own_sound: bool
-    start: float                        # the video's source range, seconds
+    start: float  # the video's source range, seconds
     end: float
     sync: SyncPlan
-    audio_limits: Limits                # `limits`, or for a split voice the whole track's (cut into jobs later)
+    audio_limits: Limits  # `limits`, or for a split voice the whole track's (cut into jobs later)
     audio_opts: AudioOptions
     levels: ChannelLevels | None
     early: VoiceCheck
-    cuts: CutPlan | None                # None: one job
+    cuts: CutPlan | None  # None: one job
     warnings: tuple[str, ...]
     checks: tuple[FfmpegRun, ...]
 
@@ -234,8 +237,14 @@ def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> Voice
     sync, split_warning = _length_policy(end - start, audio_seconds, request, limits)
     split = split_warning is None and sync.duration > max_job_seconds(limits)
     audio_limits = _whole_track_limits(limits, sync.duration) if split else limits
-    audio_opts = AudioOptions(start=audio_range[0], end=audio_range[1], sample_rate=request.sample_rate,
-                              loudness=request.loudness, track=track, format="wav" if split else None)
+    audio_opts = AudioOptions(
+        start=audio_range[0],
+        end=audio_range[1],
+        sample_rate=request.sample_rate,
+        loudness=request.loudness,
+        track=track,
+        format="wav" if split else None,
+    )
     # an unusable voice (silent, a knock over room tone) fails in a second, before the (slow) video encode;
     # the channel levels and the check are reused for the audio conform
     levels, channel_run = measure_channels(plan_audio(ap, audio_limits, audio_opts))
@@ -243,16 +252,23 @@ def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> Voice
     cuts = None
     if split:
         pauses = pauses_of(early.source_speech) if early.source_speech is not None else ()
-        cuts = plan_cuts(sync.duration, output_fps(vp.video, VideoOptions().max_fps)[0], limits,
-                         cues=CutCues(pauses=pauses))
-    warnings = (*vp.warnings, *([] if own_sound else ap.warnings), *([track.warning] if track.warning else []),
-                *sync.warnings, *([split_warning] if split_warning else []))
+        cuts = plan_cuts(
+            sync.duration, output_fps(vp.video, VideoOptions().max_fps)[0], limits, cues=CutCues(pauses=pauses)
+        )
+    warnings = (
+        *vp.warnings,
+        *([] if own_sound else ap.warnings),
+        *([track.warning] if track.warning else []),
+        *sync.warnings,
+        *([split_warning] if split_warning else []),
+    )
     checks = tuple(run for run in (shares_run, channel_run, early.run) if run is not None)
     return VoicePlan(ap, own_sound, start, end, sync, audio_limits, audio_opts, levels, early, cuts, warnings, checks)
 
 
-def _length_policy(video_s: float, audio_s: float, request: PrepareRequest, limits: Limits
-                   ) -> tuple[SyncPlan, str | None]:
+def _length_policy(
+    video_s: float, audio_s: float, request: PrepareRequest, limits: Limits
+) -> tuple[SyncPlan, str | None]:
     """The sync plan, whole when it will be split into jobs; with a warning when a split was asked for and
     cannot be done (a voice longer than its video: the loop/bounce of each part is not planned yet)."""
     whole = plan_sync(video_s, audio_s, request.sync_mode, limits, capped=False)
@@ -261,14 +277,16 @@ def _length_policy(video_s: float, audio_s: float, request: PrepareRequest, limi
     if whole.video_extend is not None:
         return plan_sync(video_s, audio_s, request.sync_mode, limits), (
             f"the voice ({audio_s:.3f} s) is longer than the video ({video_s:.3f} s): splitting such a pair into "
-            f"jobs is not supported yet, so it is trimmed to one job")
+            f"jobs is not supported yet, so it is trimmed to one job"
+        )
     return whole, None
 
 
 def _whole_track_limits(limits: Limits, seconds: float) -> Limits:
     """Limits that let the whole voice be conformed as one WAV, before it is cut into jobs' parts."""
-    return limits.model_copy(update={"audio_max_seconds": math.ceil(seconds) + 1, "audio_max_bytes": 2 ** 62,
-                                     "audio_containers": ["wav"]})
+    return limits.model_copy(
+        update={"audio_max_seconds": math.ceil(seconds) + 1, "audio_max_bytes": 2**62, "audio_containers": ["wav"]}
+    )
 
 
 def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
@@ -276,21 +294,36 @@ def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | Non
     if voice.cuts is not None:
         return _prepare_split(vp, voice, limits, outputs, report)
     progress = _Progress(report, steps=2)
-    video_plan = plan_video(vp, limits, VideoOptions(
-        start=voice.start, end=voice.end, target_duration=voice.sync.duration, extend=voice.sync.video_extend,
-        keep_audio=False,
-    ))
+    video_plan = plan_video(
+        vp,
+        limits,
+        VideoOptions(
+            start=voice.start,
+            end=voice.end,
+            target_duration=voice.sync.duration,
+            extend=voice.sync.video_extend,
+            keep_audio=False,
+        ),
+    )
     video = execute_video(video_plan, outputs.path("seg000.mp4"), progress.step("seg000 video"))
     # the audio is cut/padded to the video as encoded (whole frames), so the two match to the sample
-    audio_plan = plan_audio(voice.probe, limits, replace(voice.audio_opts, target_duration=_seconds_of(video.probe)),
-                            voice.levels)
-    audio = execute_audio(audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"),
-                          checked=voice.early)
-    segment = Segment(0, video.path, audio.path, None, None, voice.start,
-                      min(voice.end, voice.start + voice.sync.duration))
+    audio_plan = plan_audio(
+        voice.probe, limits, replace(voice.audio_opts, target_duration=_seconds_of(video.probe)), voice.levels
+    )
+    audio = execute_audio(
+        audio_plan, outputs.path(f"seg000.{audio_plan.format}"), progress.step("seg000 audio"), checked=voice.early
+    )
+    segment = Segment(
+        0, video.path, audio.path, None, None, voice.start, min(voice.end, voice.start + voice.sync.duration)
+    )
     warnings = [*voice.warnings, *video_plan.warnings, *audio.warnings]
-    once = None if voice.sync.video_extend else _one_segment_plan(
-        _seconds_of(video.probe), video_plan.fps or output_fps(vp.video, VideoOptions().max_fps)[0], limits)
+    once = (
+        None
+        if voice.sync.video_extend
+        else _one_segment_plan(
+            _seconds_of(video.probe), video_plan.fps or output_fps(vp.video, VideoOptions().max_fps)[0], limits
+        )
+    )
     return PrepareResult([segment], limits, voice.sync, [], [video], [audio], warnings, list(voice.checks), cuts=once)
 
 
@@ -309,16 +342,19 @@ def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress |
     plan = voice.cuts
     assert plan is not None
     fps = output_fps(vp.video, VideoOptions().max_fps)[0]
-    rate = Fraction(str(fps))   # the frame grid conform_video encodes on (its fps filter's rate)
+    rate = Fraction(str(fps))  # the frame grid conform_video encodes on (its fps filter's rate)
     progress = _Progress(report, steps=len(plan.segments) + 1)
     sample_rate = voice.audio_opts.sample_rate
-    whole = plan_audio(voice.probe, voice.audio_limits,
-                       replace(voice.audio_opts, target_duration=plan.frames / rate), voice.levels)
-    bounds = [(sample_at(s.start_frame, rate, sample_rate), sample_at(s.end_frame, rate, sample_rate))
-              for s in plan.segments]
+    whole = plan_audio(
+        voice.probe, voice.audio_limits, replace(voice.audio_opts, target_duration=plan.frames / rate), voice.levels
+    )
+    bounds = [
+        (sample_at(s.start_frame, rate, sample_rate), sample_at(s.end_frame, rate, sample_rate)) for s in plan.segments
+    ]
     with tempfile.TemporaryDirectory(prefix="lipsync-voice-") as scratch:
-        master = execute_audio(whole, Path(scratch) / "voice.wav", progress.step("the whole voice"),
-                               checked=voice.early)
+        master = execute_audio(
+            whole, Path(scratch) / "voice.wav", progress.step("the whole voice"), checked=voice.early
+        )
         wavs = _cut_wav(master.path, bounds, [outputs.path(f"seg{s.index:03d}.wav") for s in plan.segments])
     segments, videos, warnings = [], [], [*voice.warnings, *master.warnings]
     for seg, wav in zip(plan.segments, wavs):
@@ -327,8 +363,9 @@ def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress |
         start = float(voice.start + seg.start_frame / rate)
         end = min(float(voice.start + seg.end_frame / rate), voice.end)
         # the target is the range itself (end - start as conform_video computes it): whole frames already
-        video_plan = plan_video(vp, limits, VideoOptions(start=start, end=end, target_duration=end - start,
-                                                         keep_audio=False))
+        video_plan = plan_video(
+            vp, limits, VideoOptions(start=start, end=end, target_duration=end - start, keep_audio=False)
+        )
         video = execute_video(video_plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
         segments.append(Segment(seg.index, video.path, wav, None, None, start, end, seg.cut.reason))
         videos.append(video)
@@ -341,8 +378,9 @@ def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list
     with wave.open(str(src), "rb") as whole:
         params = whole.getparams()
         if bounds[-1][1] > params.nframes:
-            raise ValidationError(f"{src.name}: the voice holds {params.nframes} samples, the cut plan needs "
-                                  f"{bounds[-1][1]}")
+            raise ValidationError(
+                f"{src.name}: the voice holds {params.nframes} samples, the cut plan needs {bounds[-1][1]}"
+            )
         for (first, end), dst in zip(bounds, dsts):
             whole.setpos(first)
             frames = whole.readframes(end - first)
@@ -365,9 +403,17 @@ def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgre
     progress = _Progress(report, steps=len(spans))
     segments, videos, warnings = [], [], list(vp.warnings)
     for span, chunk in zip(spans, chunks):
-        plan = plan_video(vp, limits, VideoOptions(
-            start=span.start, end=span.end, target_duration=span.duration, extend=span.extend, keep_audio=False,
-        ))
+        plan = plan_video(
+            vp,
+            limits,
+            VideoOptions(
+                start=span.start,
+                end=span.end,
+                target_duration=span.duration,
+                extend=span.extend,
+                keep_audio=False,
+            ),
+        )
         name = f"seg{span.index:03d}"
         video = execute_video(plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
         segments.append(Segment(span.index, video.path, None, spoken(chunk), speaker, span.start, span.end))
@@ -406,10 +452,14 @@ def read_text_file(path: str | os.PathLike) -> str:
 def _check_inputs_are_not_outputs(request: PrepareRequest, out_dir: Path) -> None:
     """An input named like a segment inside the output folder would be overwritten or removed as stale."""
     for given in (request.video, request.audio):
-        if given is not None and SEGMENT_FILE.fullmatch(Path(given).name) \
-                and Path(given).resolve().parent == out_dir.resolve():
-            raise InputError(given, "is inside the output folder with a name prepare writes there; "
-                                    "move it or choose another --out")
+        if (
+            given is not None
+            and SEGMENT_FILE.fullmatch(Path(given).name)
+            and Path(given).resolve().parent == out_dir.resolve()
+        ):
+            raise InputError(
+                given, "is inside the output folder with a name prepare writes there; move it or choose another --out"
+            )
 
 
 def _remove_stale_segments(out_dir: Path, keep: list[Path]) -> None:

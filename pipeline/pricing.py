@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
 from .limits import PROVIDERS
@@ -37,7 +39,7 @@ class Price(BaseModel):
     source: str = "no price documented"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table() -> dict[str, dict[str, Any]]:
     text = resources.files("pipeline.providers").joinpath("prices.toml").read_text(encoding="utf-8")
     return tomllib.loads(text, parse_float=Decimal)
@@ -63,8 +65,8 @@ class PlannedJob:
     """One provider job of a plan: what it is expected to return."""
 
     index: int
-    seconds: float                  # the output video's expected length
-    tts_characters: int = 0         # characters the provider speaks (0 when audio is given)
+    seconds: float  # the output video's expected length
+    tts_characters: int = 0  # characters the provider speaks (0 when audio is given)
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,17 @@ class CostLine:
     index: int
     seconds: float
     tts_characters: int
-    amount: Decimal | None          # None: unknown
+    amount: Decimal | None  # None: unknown
     reason: str
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "seconds": self.seconds, "tts_characters": self.tts_characters,
-                "amount": UNKNOWN if self.amount is None else str(self.amount), "reason": self.reason}
+        return {
+            "index": self.index,
+            "seconds": self.seconds,
+            "tts_characters": self.tts_characters,
+            "amount": UNKNOWN if self.amount is None else str(self.amount),
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class Estimate:
     provider: str
     currency: str | None
     lines: tuple[CostLine, ...]
-    total: Decimal | None           # None: at least one line is unknown
+    total: Decimal | None  # None: at least one line is unknown
     reasons: tuple[str, ...]
 
     @property
@@ -97,9 +104,14 @@ class Estimate:
         return UNKNOWN if self.total is None else f"{self.currency or ''} {self.total:.2f}".strip()
 
     def to_dict(self) -> dict:
-        return {"provider": self.provider, "currency": self.currency, "calls": len(self.lines),
-                "total": UNKNOWN if self.total is None else str(self.total),
-                "lines": [line.to_dict() for line in self.lines], "reasons": list(self.reasons)}
+        return {
+            "provider": self.provider,
+            "currency": self.currency,
+            "calls": len(self.lines),
+            "total": UNKNOWN if self.total is None else str(self.total),
+            "lines": [line.to_dict() for line in self.lines],
+            "reasons": list(self.reasons),
+        }
 
 
 def estimate(provider: str, price: Price, jobs: Sequence[PlannedJob]) -> Estimate:
@@ -113,8 +125,10 @@ def estimate(provider: str, price: Price, jobs: Sequence[PlannedJob]) -> Estimat
     else:
         total = sum((line.amount for line in lines), Decimal(0))
         if lines:
-            reasons.append("each job rounded up to whole seconds and started 100 characters: the documents do "
-                           "not say how parts are billed, so the estimate is not under the bill")
+            reasons.append(
+                "each job rounded up to whole seconds and started 100 characters: the documents do "
+                "not say how parts are billed, so the estimate is not under the bill"
+            )
     return Estimate(provider, price.currency, lines, total, tuple(reasons))
 
 
@@ -126,8 +140,13 @@ def _line(price: Price, job: PlannedJob) -> CostLine:
     reason = f"{seconds} s × {price.per_output_second}"
     if job.tts_characters:
         if price.per_100_tts_characters is None:
-            return CostLine(job.index, job.seconds, job.tts_characters, None,
-                            "speaks a script, and no price per character is documented")
+            return CostLine(
+                job.index,
+                job.seconds,
+                job.tts_characters,
+                None,
+                "speaks a script, and no price per character is documented",
+            )
         hundreds = -(-job.tts_characters // 100)
         amount += price.per_100_tts_characters * hundreds
         reason += f" + {hundreds} × 100 characters × {price.per_100_tts_characters}"
@@ -137,8 +156,10 @@ def _line(price: Price, job: PlannedJob) -> CostLine:
 def budget_refusal(est: Estimate, budget: Decimal) -> str | None:
     """Why a run with this estimate must not start under `budget` (same currency), or None when it may."""
     if est.total is None:
-        return (f"the estimate for {est.provider} is unknown ({est.reasons[-1]}), so a budget of {budget} "
-                f"cannot be kept; set [prices.{est.provider}] in the config")
+        return (
+            f"the estimate for {est.provider} is unknown ({est.reasons[-1]}), so a budget of {budget} "
+            f"cannot be kept; set [prices.{est.provider}] in the config"
+        )
     if est.total > budget:
         return f"the estimate {est.text()} is over the budget of {budget}"
     return None

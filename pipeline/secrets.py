@@ -16,12 +16,12 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
-
+from typing import Any
 
 SECRET_ENV_VARS = ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY")
-MIN_SECRET_LEN = 4          # shorter values would redact ordinary words
+MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 MASK = "***"
 
 
@@ -77,7 +77,7 @@ class SecretRegistry:
         with self._lock:
             values = self._values | {v.strip() for v in extra if len(v.strip()) >= MIN_SECRET_LEN}
             pending = self._fingerprints - {Fingerprint.of(v) for v in values}
-        for value in sorted(values, key=len, reverse=True):     # a key containing another goes first
+        for value in sorted(values, key=len, reverse=True):  # a key containing another goes first
             text = text.replace(value, MASK)
         for fingerprint in pending:
             text = _redact_by_fingerprint(text, fingerprint)
@@ -90,7 +90,7 @@ def _redact_by_fingerprint(text: str, fingerprint: Fingerprint) -> str:
     out: list[str] = []
     start = i = 0
     while i + n <= len(text):
-        if hashlib.sha256(text[i:i + n].encode()).hexdigest() == fingerprint.sha256:
+        if hashlib.sha256(text[i : i + n].encode()).hexdigest() == fingerprint.sha256:
             out.append(text[start:i] + MASK)
             i += n
             start = i

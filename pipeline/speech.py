@@ -23,7 +23,7 @@ CJK_CHARS_PER_SECOND = 4.5
 
 ASCII_PAUSE_MARKS = b".!?,;:"
 PAUSE_MARKS = ASCII_PAUSE_MARKS.decode() + "。！？、，；："
-_ASCII_SPACES = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"     # what str.isspace() is true for in ASCII
+_ASCII_SPACES = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace() is true for in ASCII
 
 
 def _is_cjk(ch: str) -> bool:
@@ -77,12 +77,11 @@ def synth_speech(seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0:
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
     """Write mono float samples as 16-bit PCM WAV, atomically."""
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with atomic_output(path) as tmp:
-        with wave.open(str(tmp), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(sample_rate)
-            w.writeframes(pcm.tobytes())
+    with atomic_output(path) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
 
 
 def _espeak_voice(text: str) -> list[str]:

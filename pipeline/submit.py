@@ -10,10 +10,11 @@ another; after success it reuses the result. Delete the ledger to pay for a fres
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .fsutil import exclusive_lock
 from .providers.base import JobStatus, Provider, ProviderRequest
@@ -29,20 +30,20 @@ def submit_ledger_path(out: Path) -> Path:
 @dataclass(frozen=True)
 class SubmitResult:
     provider: str
-    job_id: str                   # the provider's job id
+    job_id: str  # the provider's job id
     output: Path
     sha256: str
     size: int
-    started_with: str             # what the flow found: "create", "poll" (resumed), "reuse" ...
+    started_with: str  # what the flow found: "create", "poll" (resumed), "reuse" ...
     ledger: Path
     width: int | None = None
     height: int | None = None
     credits: float | None = None
-    usage: dict[str, float] = field(default_factory=dict)   # the provider's usage figures, as it names them
+    usage: dict[str, float] = field(default_factory=dict)  # the provider's usage figures, as it names them
     result_url: str | None = None
-    unconfirmed: bool = False     # taken after a grace: the provider never confirmed the result's size
+    unconfirmed: bool = False  # taken after a grace: the provider never confirmed the result's size
     seconds: float = 0.0
-    states: list[dict[str, Any]] = field(default_factory=list)   # every status seen in this process
+    states: list[dict[str, Any]] = field(default_factory=list)  # every status seen in this process
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "output": str(self.output), "ledger": str(self.ledger)}
@@ -56,8 +57,14 @@ def submit_store(out: Path) -> Iterator[SqliteStore]:
         yield store
 
 
-def submit(provider: Provider, request: ProviderRequest, out: str | Path, *, hooks: FlowHooks = FlowHooks(),
-           settings: FlowSettings = FlowSettings()) -> SubmitResult:
+def submit(
+    provider: Provider,
+    request: ProviderRequest,
+    out: str | Path,
+    *,
+    hooks: FlowHooks = FlowHooks(),
+    settings: FlowSettings = FlowSettings(),
+) -> SubmitResult:
     """Get `request` done by `provider` into `out`, creating at most one paid job for these inputs
     (whatever happened to earlier attempts at the same submit). Errors are raised typed."""
     out = Path(out)
@@ -66,29 +73,52 @@ def submit(provider: Provider, request: ProviderRequest, out: str | Path, *, hoo
         return submit_to(store, provider, request, out, hooks=hooks, settings=settings)
 
 
-def submit_job(provider: Provider, request: ProviderRequest, out: Path, *, command: str = "submit",
-               segment: int = 0) -> SegmentJob:
+def submit_job(
+    provider: Provider, request: ProviderRequest, out: Path, *, command: str = "submit", segment: int = 0
+) -> SegmentJob:
     """The flow's job for `request`, keyed by what it asks of which provider (so the same command finds it
     again); `segment` numbers the jobs one ledger keeps (a chain's clips)."""
     request = request.checked()
     key = segment_key(kind=command, provider=provider.name, base_urls=provider.base_urls, **request.summary())
-    return SegmentJob(key=key, ref=SegmentRef(command, key, segment, provider.name), request=request,
-                      reply_ref=f"lipsync-{command}/{key}", result_path=out)
+    return SegmentJob(
+        key=key,
+        ref=SegmentRef(command, key, segment, provider.name),
+        request=request,
+        reply_ref=f"lipsync-{command}/{key}",
+        result_path=out,
+    )
 
 
-def submit_to(store: SqliteStore, provider: Provider, request: ProviderRequest, out: Path, *,
-              hooks: FlowHooks = FlowHooks(), settings: FlowSettings = FlowSettings()) -> SubmitResult:
+def submit_to(
+    store: SqliteStore,
+    provider: Provider,
+    request: ProviderRequest,
+    out: Path,
+    *,
+    hooks: FlowHooks = FlowHooks(),
+    settings: FlowSettings = FlowSettings(),
+) -> SubmitResult:
     """`submit` into an open ledger."""
     started = time.monotonic()
     result = ProviderJobFlow(provider, store, settings, hooks).run(submit_job(provider, request, out))
     record = result.record
     status = record.final_status or {}
     return SubmitResult(
-        provider=provider.name, job_id=record.provider_job_id or "", output=out, sha256=record.download_sha256 or "",
-        size=record.download_size or 0, started_with=result.started_with.action.value, ledger=store.path,
-        width=status.get("width"), height=status.get("height"), credits=status.get("credits"),
-        usage=status.get("usage") or {}, result_url=record.result_url, unconfirmed=bool(status.get("unconfirmed")),
-        seconds=round(time.monotonic() - started, 3), states=[_seen(s) for s in result.states],
+        provider=provider.name,
+        job_id=record.provider_job_id or "",
+        output=out,
+        sha256=record.download_sha256 or "",
+        size=record.download_size or 0,
+        started_with=result.started_with.action.value,
+        ledger=store.path,
+        width=status.get("width"),
+        height=status.get("height"),
+        credits=status.get("credits"),
+        usage=status.get("usage") or {},
+        result_url=record.result_url,
+        unconfirmed=bool(status.get("unconfirmed")),
+        seconds=round(time.monotonic() - started, 3),
+        states=[_seen(s) for s in result.states],
     )
 
 

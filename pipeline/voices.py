@@ -8,9 +8,21 @@ from .errors import ValidationError
 
 # PixVerse speaker ids, as documented (../shared/providers.md). "Auto" has no numeric id.
 VOICE_IDS: dict[str, str] = {
-    "Emily": "1", "James": "2", "Isabella": "3", "Liam": "4", "Chloe": "5",
-    "Adrian": "6", "Harper": "7", "Ava": "8", "Sophia": "9", "Julia": "10",
-    "Mason": "11", "Jack": "12", "Oliver": "13", "Ethan": "14", "Auto": "Auto",
+    "Emily": "1",
+    "James": "2",
+    "Isabella": "3",
+    "Liam": "4",
+    "Chloe": "5",
+    "Adrian": "6",
+    "Harper": "7",
+    "Ava": "8",
+    "Sophia": "9",
+    "Julia": "10",
+    "Mason": "11",
+    "Jack": "12",
+    "Oliver": "13",
+    "Ethan": "14",
+    "Auto": "Auto",
 }
 VOICE_NAMES: tuple[str, ...] = tuple(VOICE_IDS)
 

@@ -1,14 +1,14 @@
 """Test media whose sound does not start where its picture does, and an independent way to find the voice in them.
 
-    make_late_sound_mp4(path, voice, delay_s)   picture from 0, the voice (AAC, stream-copied) from `delay_s`
-    make_flv(path, voice, seconds)              H.264 + AAC in FLV, as ffmpeg writes it (no seek index)
-    plain_decode(path)                          the first audio stream as mono float at 48 kHz, decoded with no
-                                                seek and no filter: sample 0 is the stream's first sample
-    voice_offset(voice, other)                  where `voice` sits in `other` (seconds, > 0: later), and how well
-                                                it matches (normalized correlation)
-    write_stereo(path, left, right)             a stereo WAV of two float channels (a dead or inverted side)
-    channel_decode(path, channel)               one channel, decoded with no downmix
-    channel_loudness(path, channel)             one channel's loudness as dual mono (ebur128, not loudnorm)
+make_late_sound_mp4(path, voice, delay_s)   picture from 0, the voice (AAC, stream-copied) from `delay_s`
+make_flv(path, voice, seconds)              H.264 + AAC in FLV, as ffmpeg writes it (no seek index)
+plain_decode(path)                          the first audio stream as mono float at 48 kHz, decoded with no
+                                            seek and no filter: sample 0 is the stream's first sample
+voice_offset(voice, other)                  where `voice` sits in `other` (seconds, > 0: later), and how well
+                                            it matches (normalized correlation)
+write_stereo(path, left, right)             a stereo WAV of two float channels (a dead or inverted side)
+channel_decode(path, channel)               one channel, decoded with no downmix
+channel_loudness(path, channel)             one channel's loudness as dual mono (ebur128, not loudnorm)
 """
 
 from __future__ import annotations
@@ -42,21 +42,44 @@ def make_late_sound_mp4(path: Path, voice: Path, delay_s: float, seconds: float 
         aac = Path(scratch) / "voice.m4a"
         _run(ffmpeg.input(str(voice)).audio.output(str(aac), **{"c:a": "aac"}), f"encoding {voice.name}")
         sound = ffmpeg.input(str(aac), itsoffset=f"{delay_s}").audio
-        _run(ffmpeg.output(_picture(seconds), sound, str(path), t=seconds, preset="veryfast",
-                           **{"c:v": "libx264", "c:a": "copy"}), f"making {path.name}")
+        _run(
+            ffmpeg.output(
+                _picture(seconds), sound, str(path), t=seconds, preset="veryfast", **{"c:v": "libx264", "c:a": "copy"}
+            ),
+            f"making {path.name}",
+        )
     return path
 
 
 def make_flv(path: Path, voice: Path, seconds: float) -> Path:
     sound = ffmpeg.input(str(voice)).audio
-    _run(ffmpeg.output(_picture(seconds), sound, str(path), t=seconds, preset="veryfast",
-                       **{"c:v": "libx264", "c:a": "aac"}), f"making {path.name}")
+    _run(
+        ffmpeg.output(
+            _picture(seconds), sound, str(path), t=seconds, preset="veryfast", **{"c:v": "libx264", "c:a": "aac"}
+        ),
+        f"making {path.name}",
+    )
     return path
 
 
 def plain_decode(path: Path) -> np.ndarray:
-    argv = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(RATE),
-            "-f", "f32le", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-nostdin",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-ac",
+        "1",
+        "-ar",
+        str(RATE),
+        "-f",
+        "f32le",
+        "-",
+    ]
     return np.frombuffer(subprocess.run(argv, capture_output=True, check=True).stdout, dtype="<f4").astype(float)
 
 
@@ -87,8 +110,23 @@ def write_stereo(path: Path, left: np.ndarray, right: np.ndarray, rate: int = RA
 
 def channel_decode(path: Path, channel: int) -> np.ndarray:
     """One channel of the first audio stream as float at 48 kHz (no downmix)."""
-    argv = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-af",
-            f"pan=mono|c0=c{channel}", "-ar", str(RATE), "-f", "f32le", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-nostdin",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        f"pan=mono|c0=c{channel}",
+        "-ar",
+        str(RATE),
+        "-f",
+        "f32le",
+        "-",
+    ]
     return np.frombuffer(subprocess.run(argv, capture_output=True, check=True).stdout, dtype="<f4").astype(float)
 
 
@@ -97,8 +135,20 @@ def channel_loudness(path: Path, channel: int, *, dual_mono: bool = True) -> flo
     mono), so a voice copied to both channels of a file at -16 LUFS measures -16 on each."""
     import re
 
-    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af",
-            f"pan=mono|c0=c{channel},ebur128=dualmono={str(dual_mono).lower()}", "-f", "null", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        f"pan=mono|c0=c{channel},ebur128=dualmono={str(dual_mono).lower()}",
+        "-f",
+        "null",
+        "-",
+    ]
     err = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace").stderr
     found = re.findall(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS", err)
     if not found:

@@ -27,8 +27,9 @@ def mime(path: Path) -> str:
 
 
 def headers(emu, provider: str) -> dict[str, str]:
-    key = emu.env()[{"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": "USEAPI_TOKEN",
-                     "fal": "FAL_KEY"}[provider]]
+    key = emu.env()[
+        {"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": "USEAPI_TOKEN", "fal": "FAL_KEY"}[provider]
+    ]
     if provider == "pixverse":
         return {"API-KEY": key, "Ai-trace-id": str(uuid.uuid4())}
     if provider == "fal":
@@ -53,19 +54,34 @@ def upload(emu, provider: str, path: Path) -> str | int:
     client = httpx.Client(timeout=30)
     if provider == "pixverse":
         with open(path, "rb") as f:
-            r = client.post(f"{emu.base_urls['pixverse']}/openapi/v2/media/upload", headers=headers(emu, provider),
-                            files={"file": (path.name, f, mime(path))})
+            r = client.post(
+                f"{emu.base_urls['pixverse']}/openapi/v2/media/upload",
+                headers=headers(emu, provider),
+                files={"file": (path.name, f, mime(path))},
+            )
         return r.json()["Resp"]["media_id"]
     if provider == "useapi":
-        r = client.post(f"{emu.base_urls['useapi']}/v2/pixverse/files", content=path.read_bytes(),
-                        headers={**headers(emu, provider), "Content-Type": mime(path)})
+        r = client.post(
+            f"{emu.base_urls['useapi']}/v2/pixverse/files",
+            content=path.read_bytes(),
+            headers={**headers(emu, provider), "Content-Type": mime(path)},
+        )
         return r.json()["path"]
     if provider == "fal":
-        token = client.post(f"{emu.base_urls['fal_storage']}/storage/auth/token?storage_type=fal-cdn-v3",
-                            headers=headers(emu, provider), json={}).json()
-        r = client.post(f"{token['base_url']}/files/upload", content=path.read_bytes(), headers={
-            "Authorization": f"{token['token_type']} {token['token']}", "Content-Type": mime(path),
-            "X-Fal-File-Name": path.name})
+        token = client.post(
+            f"{emu.base_urls['fal_storage']}/storage/auth/token?storage_type=fal-cdn-v3",
+            headers=headers(emu, provider),
+            json={},
+        ).json()
+        r = client.post(
+            f"{token['base_url']}/files/upload",
+            content=path.read_bytes(),
+            headers={
+                "Authorization": f"{token['token_type']} {token['token']}",
+                "Content-Type": mime(path),
+                "X-Fal-File-Name": path.name,
+            },
+        )
         return r.json()["access_url"]
     return data_uri(path)
 
@@ -73,12 +89,18 @@ def upload(emu, provider: str, path: Path) -> str | int:
 def create_body(provider: str, video, audio, text: str | None, speaker: str | None) -> dict:
     if provider == "pixverse":
         body = {"video_media_id": video}
-        return body | ({"audio_media_id": audio} if audio is not None else
-                       {"lip_sync_tts_speaker_id": VOICE_IDS[speaker], "lip_sync_tts_content": text})
+        return body | (
+            {"audio_media_id": audio}
+            if audio is not None
+            else {"lip_sync_tts_speaker_id": VOICE_IDS[speaker], "lip_sync_tts_content": text}
+        )
     if provider == "aimlapi":
         body = {"model": "pixverse/lip-sync", "video_url": video}
-        return body | ({"audio_url": audio} if audio is not None else
-                       {"lip_sync_tts_content": text, "lip_sync_tts_speaker": speaker})
+        return body | (
+            {"audio_url": audio}
+            if audio is not None
+            else {"lip_sync_tts_content": text, "lip_sync_tts_speaker": speaker}
+        )
     if provider == "useapi":
         body = {"video_path": video}
         if audio is not None:
@@ -109,8 +131,9 @@ def create(emu, provider: str, body: dict) -> Submitted:
     return sub
 
 
-def submit(emu, provider: str, video: Path, audio: Path | None = None, text: str | None = None,
-           speaker: str | None = "Emily") -> Submitted:
+def submit(
+    emu, provider: str, video: Path, audio: Path | None = None, text: str | None = None, speaker: str | None = "Emily"
+) -> Submitted:
     video_ref = upload(emu, provider, video)
     audio_ref = upload(emu, provider, audio) if audio is not None else None
     return create(emu, provider, create_body(provider, video_ref, audio_ref, text, speaker))
@@ -121,8 +144,9 @@ def poll_once(emu, sub: Submitted, *, logs: bool = False) -> httpx.Response:
     if sub.provider == "pixverse":
         return httpx.get(f"{emu.base_urls['pixverse']}/openapi/v2/video/result/{sub.job_id}", headers=h)
     if sub.provider == "aimlapi":
-        return httpx.get(f"{emu.base_urls['aimlapi']}/v2/video/generations", params={"generation_id": sub.job_id},
-                         headers=h)
+        return httpx.get(
+            f"{emu.base_urls['aimlapi']}/v2/video/generations", params={"generation_id": sub.job_id}, headers=h
+        )
     if sub.provider == "useapi":
         return httpx.get(f"{emu.base_urls['useapi']}/v2/pixverse/videos/{sub.job_id}", headers=h)
     return httpx.get(sub.urls["status_url"], params={"logs": 1} if logs else None, headers=h)
@@ -176,8 +200,15 @@ def result_url(emu, sub: Submitted, final: httpx.Response) -> str:
             return httpx.get(sub.urls["response_url"], headers=headers(emu, "fal")).json()["video"]["url"]
 
 
-def run_job(emu, provider: str, video: Path, audio: Path | None = None, text: str | None = None,
-            speaker: str | None = "Emily", dst: Path | None = None) -> Path:
+def run_job(
+    emu,
+    provider: str,
+    video: Path,
+    audio: Path | None = None,
+    text: str | None = None,
+    speaker: str | None = "Emily",
+    dst: Path | None = None,
+) -> Path:
     """Submit, wait, download the result to `dst`; returns `dst`."""
     sub = submit(emu, provider, video, audio, text, speaker)
     assert sub.job_id is not None, sub.reply.text

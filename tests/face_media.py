@@ -39,8 +39,9 @@ def write_wav16(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
     return path
 
 
-def audio_following(opening: np.ndarray, fps: float, shift: int, path: Path, *, seed: int = 0,
-                    unrelated: float = 0.0) -> Path:
+def audio_following(
+    opening: np.ndarray, fps: float, shift: int, path: Path, *, seed: int = 0, unrelated: float = 0.0
+) -> Path:
     """A buzz (140 Hz voice with harmonics and breath noise) whose level in frame j is the opening of frame
     j - shift, mapped linearly onto DYNAMIC_DB of level (closed mouth: quiet; wide open: loud). `unrelated`
     (0..1) mixes that much of a random syllable-rate level into it: sound that only partly follows the lips."""
@@ -48,7 +49,7 @@ def audio_following(opening: np.ndarray, fps: float, shift: int, path: Path, *, 
     level = (filled - filled.min()) / (filled.max() - filled.min())
     frames = len(level)
     rng = np.random.default_rng(seed)
-    wander = np.convolve(rng.random(frames + 8), np.ones(5) / 5, mode="same")[4:4 + frames]
+    wander = np.convolve(rng.random(frames + 8), np.ones(5) / 5, mode="same")[4 : 4 + frames]
     wander = (wander - wander.min()) / (np.ptp(wander) or 1.0)
     level = (1 - unrelated) * level + unrelated * wander
     source = np.arange(frames) - shift
@@ -62,8 +63,14 @@ def audio_following(opening: np.ndarray, fps: float, shift: int, path: Path, *, 
 
 def with_sound(video: Path, audio: Path, dst: Path) -> Path:
     """`video`'s picture (copied) with `audio` as AAC, cut to the shorter."""
-    out = ffmpeg.output(ffmpeg.input(str(video)).video, ffmpeg.input(str(audio)).audio, str(dst),
-                        vcodec="copy", acodec="aac", shortest=None)
+    out = ffmpeg.output(
+        ffmpeg.input(str(video)).video,
+        ffmpeg.input(str(audio)).audio,
+        str(dst),
+        vcodec="copy",
+        acodec="aac",
+        shortest=None,
+    )
     run_ffmpeg(compile_stream(out), what=f"muxing {dst.name}")
     return dst
 
@@ -71,16 +78,25 @@ def with_sound(video: Path, audio: Path, dst: Path) -> Path:
 def placed_small(video: Path, dst: Path, *, face_width: int, canvas: tuple[int, int] = (1280, 720)) -> Path:
     """`video` scaled to `face_width` px wide and placed on a black canvas: a distant face."""
     height = face_width * 144 // 176 // 2 * 2
-    stream = ffmpeg.input(str(video)).video.filter("scale", face_width, height).filter(
-        "pad", canvas[0], canvas[1], (canvas[0] - face_width) // 2, (canvas[1] - height) // 3).filter("setsar", 1)
-    run_ffmpeg(compile_stream(ffmpeg.output(stream, str(dst), vcodec="libx264", preset="ultrafast",
-                                            pix_fmt="yuv420p")), what=f"making {dst.name}")
+    stream = (
+        ffmpeg.input(str(video))
+        .video.filter("scale", face_width, height)
+        .filter("pad", canvas[0], canvas[1], (canvas[0] - face_width) // 2, (canvas[1] - height) // 3)
+        .filter("setsar", 1)
+    )
+    run_ffmpeg(
+        compile_stream(ffmpeg.output(stream, str(dst), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p")),
+        what=f"making {dst.name}",
+    )
     return dst
 
 
 def variant(video: Path, dst: Path, vf: str) -> Path:
     """`video` through the filter chain `vf` (frame rate, size, a bounce...), H.264, no sound."""
-    argv = compile_stream(ffmpeg.input(str(video)).output(str(dst), vf=vf, vcodec="libx264", preset="ultrafast",
-                                                          pix_fmt="yuv420p", an=None))
+    argv = compile_stream(
+        ffmpeg.input(str(video)).output(
+            str(dst), vf=vf, vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p", an=None
+        )
+    )
     run_ffmpeg(argv, what=f"making {dst.name}")
     return dst

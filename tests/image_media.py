@@ -58,8 +58,25 @@ def rgb48_png(path: Path, width: int = 400, height: int = 300) -> Path:
     frame = np.zeros((height, width, 3), dtype="<u2")
     frame[:, : width // 2, 0] = 65535
     frame[:, width // 2 :, 2] = 65535
-    argv = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s", f"{width}x{height}",
-            "-i", "-", "-frames:v", "1", "-pix_fmt", "rgb48be", str(path)]
+    argv = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb48le",
+        "-s",
+        f"{width}x{height}",
+        "-i",
+        "-",
+        "-frames:v",
+        "1",
+        "-pix_fmt",
+        "rgb48be",
+        str(path),
+    ]
     subprocess.run(argv, input=frame.tobytes(), check=True)
     return path
 
@@ -69,8 +86,10 @@ def big_photo(path: Path, width: int = 6000, height: int = 4000) -> Path:
     rng = np.random.default_rng(1)
     x = np.linspace(0, 255, width, dtype=np.float32)
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    pixels = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
-                       np.full((height, width), 128.0)], axis=-1)
+    pixels = np.stack(
+        [np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)), np.full((height, width), 128.0)],
+        axis=-1,
+    )
     pixels += rng.normal(0, 12, (height, width, 1))
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
     return path
@@ -116,9 +135,16 @@ def rgb_profile(description: str, red, green, blue, gamma: float = 2.2) -> bytes
     """A minimal ICC v2 RGB display profile (matrix/TRC) with the given D50 primaries: written by hand, so the
     tests can tag pictures with a colour space that is not sRGB."""
     curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
-    tags = [(b"desc", _desc_tag(description)), (b"wtpt", _xyz_tag(_D50)), (b"rXYZ", _xyz_tag(red)),
-            (b"gXYZ", _xyz_tag(green)), (b"bXYZ", _xyz_tag(blue)), (b"rTRC", curve), (b"gTRC", curve),
-            (b"bTRC", curve)]
+    tags = [
+        (b"desc", _desc_tag(description)),
+        (b"wtpt", _xyz_tag(_D50)),
+        (b"rXYZ", _xyz_tag(red)),
+        (b"gXYZ", _xyz_tag(green)),
+        (b"bXYZ", _xyz_tag(blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
     offset = 128 + 4 + 12 * len(tags)
     table, data = b"", b""
     for signature, payload in tags:
@@ -126,8 +152,18 @@ def rgb_profile(description: str, red, green, blue, gamma: float = 2.2) -> bytes
         table += signature + struct.pack(">II", offset + len(data), len(payload))
         data += payload
     size = offset + len(data)
-    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + bytes(12)
-              + b"acsp" + bytes(4 + 4 + 4 + 4 + 8) + struct.pack(">I", 0) + _s15(_D50) + bytes(4 + 16 + 28))
+    header = (
+        struct.pack(">I", size)
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(4 + 4 + 4 + 4 + 8)
+        + struct.pack(">I", 0)
+        + _s15(_D50)
+        + bytes(4 + 16 + 28)
+    )
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
 

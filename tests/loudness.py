@@ -21,15 +21,28 @@ _SUMMARY_PEAK = re.compile(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS")
 
 @dataclass(frozen=True)
 class Ebur128:
-    integrated: float   # LUFS
-    true_peak: float    # dBTP
+    integrated: float  # LUFS
+    true_peak: float  # dBTP
 
 
 def ebur128(path: str | Path, *, start: float | None = None, duration: float | None = None) -> Ebur128:
     """Integrated loudness and true peak of the first audio stream (optionally of a time window)."""
     window = (["-ss", str(start)] if start is not None else []) + (["-t", str(duration)] if duration else [])
-    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", *window, "-i", str(path), "-map", "0:a:0",
-            "-af", "ebur128=peak=true", "-f", "null", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        *window,
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        "ebur128=peak=true",
+        "-f",
+        "null",
+        "-",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, errors="replace").stderr
     i, peak = _SUMMARY_I.findall(out), _SUMMARY_PEAK.findall(out)
     if not i or not peak:
@@ -45,7 +58,7 @@ def voice_layout(path: str | Path, layout: list[tuple[str, float]], *, rate: int
     parts = []
     for seed, (kind, seconds) in enumerate(layout):
         if kind == "speech":
-            voiced = synth_speech(seconds + 0.05, sample_rate=rate, seed=seed)[int(0.05 * rate):]
+            voiced = synth_speech(seconds + 0.05, sample_rate=rate, seed=seed)[int(0.05 * rate) :]
             parts.append(voiced[: int(seconds * rate)])
         else:
             parts.append(np.zeros(int(seconds * rate), dtype=np.float32))

@@ -87,9 +87,7 @@ def _video_source(seconds, width, height, fps, *, grain: int, vfr: bool, interla
     if sar:
         v = v.filter("setsar", sar=sar.replace(":", "/"))
     if hdr:
-        v = v.filter(
-            "setparams", color_primaries="bt2020", color_trc=_HDR_TRANSFER[hdr], colorspace="bt2020nc"
-        )
+        v = v.filter("setparams", color_primaries="bt2020", color_trc=_HDR_TRANSFER[hdr], colorspace="bt2020nc")
     return v.filter("format", pix_fmt)
 
 
@@ -264,8 +262,22 @@ _TIME_RE = re.compile(r"^out_time_us=(\d+)", re.M)
 
 
 def _decode(path: Path, stream: str) -> tuple[int, float]:
-    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-v", "error", "-i", str(path), "-map", stream,
-            "-f", "null", "-progress", "pipe:1", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        stream,
+        "-f",
+        "null",
+        "-progress",
+        "pipe:1",
+        "-",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, errors="replace")
     frames = [int(x) for x in _FRAME_RE.findall(out.stdout)]
     times = [int(x) for x in _TIME_RE.findall(out.stdout)]
@@ -284,8 +296,20 @@ _MEAN_RE = re.compile(r"mean_volume:\s*(-?[\d.]+|-inf) dB")
 
 
 def mean_volume_db(path: str | Path) -> float:
-    argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af", "volumedetect",
-            "-f", "null", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        "volumedetect",
+        "-f",
+        "null",
+        "-",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, errors="replace")
     m = _MEAN_RE.search(out.stderr)
     if not m:
@@ -299,8 +323,22 @@ def gray_frames(path: str | Path, *, start: float = 0.0) -> np.ndarray:
     width, height = int(probe.width), int(probe.height)
     if round(float(probe.rotation or 0)) % 180 == 90:
         width, height = height, width
-    argv = [ffmpeg_exe(), "-v", "error", "-ss", str(start), "-i", str(path), "-map", "0:v:0", "-f", "rawvideo",
-            "-pix_fmt", "gray", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-ss",
+        str(start),
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-",
+    ]
     raw = subprocess.run(argv, capture_output=True, check=True).stdout
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width)
 
@@ -310,9 +348,9 @@ def mp4_atoms(path: str | Path) -> list[str]:
     out, data = [], Path(path).read_bytes()
     pos = 0
     while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if size == 1:
-            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
         out.append(kind.decode("latin-1"))
         if size < 8:
             break
@@ -354,30 +392,86 @@ def _lavfi_video(seconds: float, width: int = 160, height: int = 120, fps: float
 
 
 def _lavfi_tone(seconds: float, rate: int = 48000, layout: str = "stereo") -> list[str]:
-    return ["-f", "lavfi", "-t", f"{seconds}", "-i", f"sine=frequency=440:sample_rate={rate},aformat=channel_layouts={layout}"]
+    return [
+        "-f",
+        "lavfi",
+        "-t",
+        f"{seconds}",
+        "-i",
+        f"sine=frequency=440:sample_rate={rate},aformat=channel_layouts={layout}",
+    ]
 
 
 def make_dnxhr_mxf(path: Path, seconds: float = 1.0) -> Path:
     """DNxHR LB with 24-bit PCM in MXF OP1a, as an Avid/Resolve export."""
-    _ffmpeg([*_lavfi_video(seconds, 256, 144), *_lavfi_tone(seconds, layout="mono"), "-c:v", "dnxhd",
-             "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p", "-c:a", "pcm_s24le", "-f", "mxf", str(path)],
-            f"making {path.name}")
+    _ffmpeg(
+        [
+            *_lavfi_video(seconds, 256, 144),
+            *_lavfi_tone(seconds, layout="mono"),
+            "-c:v",
+            "dnxhd",
+            "-profile:v",
+            "dnxhr_lb",
+            "-pix_fmt",
+            "yuv422p",
+            "-c:a",
+            "pcm_s24le",
+            "-f",
+            "mxf",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
 def make_prores_tmcd_mov(path: Path, seconds: float = 1.0) -> Path:
     """ProRes 422 HQ, 24-bit PCM and a timecode (tmcd) track in a QuickTime file."""
-    _ffmpeg([*_lavfi_video(seconds), *_lavfi_tone(seconds), "-c:v", "prores_ks", "-profile:v", "3",
-             "-pix_fmt", "yuv422p10le", "-c:a", "pcm_s24le", "-timecode", "01:00:00:00", str(path)],
-            f"making {path.name}")
+    _ffmpeg(
+        [
+            *_lavfi_video(seconds),
+            *_lavfi_tone(seconds),
+            "-c:v",
+            "prores_ks",
+            "-profile:v",
+            "3",
+            "-pix_fmt",
+            "yuv422p10le",
+            "-c:a",
+            "pcm_s24le",
+            "-timecode",
+            "01:00:00:00",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
 def make_interlaced_mpeg2_ts(path: Path, seconds: float = 1.0) -> Path:
     """Broadcast: interlaced MPEG-2 720x576 TFF with AC-3 5.1 in an MPEG transport stream."""
-    _ffmpeg([*_lavfi_video(seconds, 720, 576), *_lavfi_tone(seconds, layout="5.1"), "-vf", "setfield=tff",
-             "-c:v", "mpeg2video", "-flags", "+ildct+ilme", "-aspect", "16:9", "-b:v", "2M",
-             "-c:a", "ac3", "-f", "mpegts", str(path)], f"making {path.name}")
+    _ffmpeg(
+        [
+            *_lavfi_video(seconds, 720, 576),
+            *_lavfi_tone(seconds, layout="5.1"),
+            "-vf",
+            "setfield=tff",
+            "-c:v",
+            "mpeg2video",
+            "-flags",
+            "+ildct+ilme",
+            "-aspect",
+            "16:9",
+            "-b:v",
+            "2M",
+            "-c:a",
+            "ac3",
+            "-f",
+            "mpegts",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
@@ -385,20 +479,69 @@ def make_odd_size_phone(path: Path, seconds: float = 1.0, *, rotate: int = 90) -
     """A screen recording / phone clip: odd dimensions (239x135, so H.264 4:4:4), variable frame rate, rotation tag."""
     with tempfile.TemporaryDirectory() as scratch:
         plain = Path(scratch) / f"plain{path.suffix}"
-        _ffmpeg([*_lavfi_video(seconds, 239, 135, 30), *_lavfi_tone(seconds), "-vf",
-                 "select='lt(mod(n,20),10)+not(mod(n,2))'", "-fps_mode", "passthrough", "-c:v", "libx264",
-                 "-preset", "veryfast", "-pix_fmt", "yuv444p", "-c:a", "aac", str(plain)], f"making {path.name}")
-        _ffmpeg(["-display_rotation", f"{-rotate}", "-i", str(plain), "-c", "copy", "-map", "0", str(path)],
-                f"tagging {path.name}")
+        _ffmpeg(
+            [
+                *_lavfi_video(seconds, 239, 135, 30),
+                *_lavfi_tone(seconds),
+                "-vf",
+                "select='lt(mod(n,20),10)+not(mod(n,2))'",
+                "-fps_mode",
+                "passthrough",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv444p",
+                "-c:a",
+                "aac",
+                str(plain),
+            ],
+            f"making {path.name}",
+        )
+        _ffmpeg(
+            ["-display_rotation", f"{-rotate}", "-i", str(plain), "-c", "copy", "-map", "0", str(path)],
+            f"tagging {path.name}",
+        )
     return path
 
 
 def make_two_video_two_audio(path: Path, seconds: float = 1.0) -> Path:
     """A thumbnail (one-frame MJPEG, not flagged as cover art) before the real video, and two audio tracks."""
-    _ffmpeg(["-f", "lavfi", "-i", "color=red:size=64x64:duration=0.04", *_lavfi_video(seconds),
-             *_lavfi_tone(seconds), "-f", "lavfi", "-t", f"{seconds}", "-i", "anoisesrc=amplitude=0.1",
-             "-map", "0:v", "-map", "1:v", "-map", "2:a", "-map", "3:a", "-c:v:0", "mjpeg",
-             "-c:v:1", "libx264", "-preset", "veryfast", "-c:a", "aac", str(path)], f"making {path.name}")
+    _ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "color=red:size=64x64:duration=0.04",
+            *_lavfi_video(seconds),
+            *_lavfi_tone(seconds),
+            "-f",
+            "lavfi",
+            "-t",
+            f"{seconds}",
+            "-i",
+            "anoisesrc=amplitude=0.1",
+            "-map",
+            "0:v",
+            "-map",
+            "1:v",
+            "-map",
+            "2:a",
+            "-map",
+            "3:a",
+            "-c:v:0",
+            "mjpeg",
+            "-c:v:1",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
@@ -408,10 +551,34 @@ def make_mkv_with_subtitles_and_font(path: Path, seconds: float = 1.0) -> Path:
         subs.write_text("1\n00:00:00,000 --> 00:00:00,900\nHello\n", encoding="utf-8")
         font = Path(scratch) / "font.ttf"
         font.write_bytes(b"\x00\x01\x00\x00" + bytes(256))
-        _ffmpeg([*_lavfi_video(seconds), *_lavfi_tone(seconds), "-i", str(subs), "-map", "0", "-map", "1",
-                 "-map", "2", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "libopus", "-c:s", "srt",
-                 "-attach", str(font), "-metadata:s:t", "mimetype=application/x-truetype-font", str(path)],
-                f"making {path.name}")
+        _ffmpeg(
+            [
+                *_lavfi_video(seconds),
+                *_lavfi_tone(seconds),
+                "-i",
+                str(subs),
+                "-map",
+                "0",
+                "-map",
+                "1",
+                "-map",
+                "2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-c:a",
+                "libopus",
+                "-c:s",
+                "srt",
+                "-attach",
+                str(font),
+                "-metadata:s:t",
+                "mimetype=application/x-truetype-font",
+                str(path),
+            ],
+            f"making {path.name}",
+        )
     return path
 
 
@@ -422,23 +589,65 @@ def make_animated_gif(path: Path, seconds: float = 1.0) -> Path:
 
 def make_mjpeg_avi(path: Path, seconds: float = 1.0) -> Path:
     """A webcam/camera file: full-range yuvj420p MJPEG with 16-bit PCM in AVI."""
-    _ffmpeg([*_lavfi_video(seconds, 176, 144, 15), *_lavfi_tone(seconds, rate=22050, layout="mono"),
-             "-c:v", "mjpeg", "-pix_fmt", "yuvj420p", "-c:a", "pcm_s16le", "-f", "avi", str(path)],
-            f"making {path.name}")
+    _ffmpeg(
+        [
+            *_lavfi_video(seconds, 176, 144, 15),
+            *_lavfi_tone(seconds, rate=22050, layout="mono"),
+            "-c:v",
+            "mjpeg",
+            "-pix_fmt",
+            "yuvj420p",
+            "-c:a",
+            "pcm_s16le",
+            "-f",
+            "avi",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
 def make_fragmented_mp4(path: Path, seconds: float = 1.0) -> Path:
-    _ffmpeg([*_lavfi_video(seconds), *_lavfi_tone(seconds), "-c:v", "libx264", "-preset", "veryfast", "-c:a",
-             "aac", "-movflags", "empty_moov+frag_keyframe+default_base_moof", "-g", "10", str(path)],
-            f"making {path.name}")
+    _ffmpeg(
+        [
+            *_lavfi_video(seconds),
+            *_lavfi_tone(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-c:a",
+            "aac",
+            "-movflags",
+            "empty_moov+frag_keyframe+default_base_moof",
+            "-g",
+            "10",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
 def make_offset_streams(path: Path, seconds: float = 1.0, *, video_delay: float = 0.3) -> Path:
     """An mp4 whose audio starts `video_delay` seconds before the video (an edit list on the video track)."""
-    _ffmpeg(["-itsoffset", f"{video_delay}", *_lavfi_video(seconds), *_lavfi_tone(seconds + video_delay),
-             "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(path)], f"making {path.name}")
+    _ffmpeg(
+        [
+            "-itsoffset",
+            f"{video_delay}",
+            *_lavfi_video(seconds),
+            *_lavfi_tone(seconds + video_delay),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
@@ -447,8 +656,22 @@ def make_copy_trimmed(path: Path, seconds: float = 1.0, *, at: float = 1.5) -> P
     previous keyframe and an edit list starts the presentation `at` seconds into them."""
     with tempfile.TemporaryDirectory() as scratch:
         whole = Path(scratch) / f"whole{path.suffix}"
-        _ffmpeg([*_lavfi_video(at + seconds + 0.5), *_lavfi_tone(at + seconds + 0.5), "-c:v", "libx264", "-g", "250",
-                 "-preset", "veryfast", "-c:a", "aac", str(whole)], f"making {path.name}")
+        _ffmpeg(
+            [
+                *_lavfi_video(at + seconds + 0.5),
+                *_lavfi_tone(at + seconds + 0.5),
+                "-c:v",
+                "libx264",
+                "-g",
+                "250",
+                "-preset",
+                "veryfast",
+                "-c:a",
+                "aac",
+                str(whole),
+            ],
+            f"making {path.name}",
+        )
         _ffmpeg(["-ss", f"{at}", "-t", f"{seconds}", "-i", str(whole), "-c", "copy", str(path)], f"cutting {path.name}")
     return path
 
@@ -471,7 +694,7 @@ def make_music(path: Path, seconds: float = 3.0, *, rate: int = 48000, level_db:
     t = np.arange(int(seconds * rate)) / rate
     chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
     chord *= 1 + 0.3 * np.sin(2 * np.pi * 0.5 * t)
-    chord *= 10 ** (level_db / 20) / float(np.sqrt(np.mean(chord ** 2)))
+    chord *= 10 ** (level_db / 20) / float(np.sqrt(np.mean(chord**2)))
     write_wav(path, chord.astype(np.float32), rate)
     return path
 
@@ -493,8 +716,21 @@ def make_multitrack(path: Path, tracks: list[Track], *, seconds: float = 3.0) ->
     argv = [*_lavfi_video(seconds)]
     for track in tracks:
         argv += ["-i", str(track.sound)]
-    argv += ["-map", "0:v", *[x for i in range(len(tracks)) for x in ("-map", f"{i + 1}:a")],
-             "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-ar", "48000", "-t", f"{seconds}"]
+    argv += [
+        "-map",
+        "0:v",
+        *[x for i in range(len(tracks)) for x in ("-map", f"{i + 1}:a")],
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-c:a",
+        "aac",
+        "-ar",
+        "48000",
+        "-t",
+        f"{seconds}",
+    ]
     for i, track in enumerate(tracks):
         argv += [f"-disposition:a:{i}", "default" if track.default else "0"]
         argv += [f"-metadata:s:a:{i}", f"language={track.language or 'und'}"]
@@ -513,30 +749,63 @@ def concatenated_mp3(path: Path, first: Path, second: Path) -> Path:
 
 
 # SMPTE ST 2086 (a P3 D65 display, 0.0001-1000 nits) and MaxCLL/MaxFALL, as an HDR10 grade carries them
-HDR10_X265 = ("hdr10=1:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):"
-              "max-cll=1000,400:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc")
+HDR10_X265 = (
+    "hdr10=1:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):"
+    "max-cll=1000,400:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"
+)
 
 
 def make_hdr10(path: Path, seconds: float = 1.0) -> Path:
     """HEVC Main 10, PQ/BT.2020, with mastering-display and content-light-level SEI (and mp4 mdcv/clli)."""
-    _ffmpeg([*_lavfi_video(seconds, 320, 240), "-vf",
-             "setparams=color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc,format=yuv420p10le",
-             "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", f"log-level=error:{HDR10_X265}",
-             "-tag:v", "hvc1", str(path)], f"making {path.name}")
+    _ffmpeg(
+        [
+            *_lavfi_video(seconds, 320, 240),
+            "-vf",
+            "setparams=color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc,format=yuv420p10le",
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            f"log-level=error:{HDR10_X265}",
+            "-tag:v",
+            "hvc1",
+            str(path),
+        ],
+        f"making {path.name}",
+    )
     return path
 
 
 def hevc_h264_sei(path: Path) -> str:
     """What ffmpeg's trace_headers finds in the first video stream's headers and SEI (mastering display
     colour volume, content light level...), read from the bitstream itself."""
-    argv = [ffmpeg_exe(), "-hide_banner", "-v", "trace", "-i", str(path), "-map", "0:v:0", "-c", "copy",
-            "-bsf:v", "trace_headers", "-frames:v", "3", "-f", "null", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-v",
+        "trace",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-bsf:v",
+        "trace_headers",
+        "-frames:v",
+        "3",
+        "-f",
+        "null",
+        "-",
+    ]
     return subprocess.run(argv, capture_output=True, text=True, errors="replace").stderr
 
 
 def stream_side_data(path: Path) -> str:
     """The 'Side data:' block ffmpeg prints for the first video stream (container-level mdcv/clli)."""
-    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
-                         errors="replace").stderr
-    video = out[out.find("Video:"):]
-    return video[:video.find("Stream #", 1)] if "Stream #" in video[1:] else video
+    out = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace"
+    ).stderr
+    video = out[out.find("Video:") :]
+    return video[: video.find("Stream #", 1)] if "Stream #" in video[1:] else video

@@ -1,21 +1,21 @@
 """Helpers for the provider adapter tests (tests/test_providers_*.py, test_download.py, test_secrets.py).
 
-    Scripted HTTP server on loopback:  with serve(handler) as srv: srv.url, srv.requests
-        handler(req: Seen) -> Reply | None   (None = drop the connection without answering)
-    ASGI app on loopback (a router that decodes paths the standard way):
-                                       with serve_app(starlette_app) as url: ...
-    Recording client:                  client, log = recording_client()   (every request the adapter sent)
-    Tiny media:                        tiny_media(dir) -> (video.mp4, audio.wav)
+Scripted HTTP server on loopback:  with serve(handler) as srv: srv.url, srv.requests
+    handler(req: Seen) -> Reply | None   (None = drop the connection without answering)
+ASGI app on loopback (a router that decodes paths the standard way):
+                                   with serve_app(starlette_app) as url: ...
+Recording client:                  client, log = recording_client()   (every request the adapter sent)
+Tiny media:                        tiny_media(dir) -> (video.mp4, audio.wav)
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import uvicorn
@@ -37,7 +37,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    send_bytes: int | None = None        # send only this many body bytes, then close (Content-Length stays)
+    send_bytes: int | None = None  # send only this many body bytes, then close (Content-Length stays)
 
 
 @dataclass
@@ -72,7 +72,7 @@ def serve(handler: Callable[[Seen], Reply | None]) -> Iterator[Server]:
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
-            body = reply.body if reply.send_bytes is None else reply.body[:reply.send_bytes]
+            body = reply.body if reply.send_bytes is None else reply.body[: reply.send_bytes]
             self.wfile.write(body)
             if reply.send_bytes is not None:
                 self.wfile.flush()
@@ -112,8 +112,9 @@ def mp4_bytes(d: Path) -> bytes:
 @contextlib.contextmanager
 def serve_app(app) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yields its root URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -141,8 +142,9 @@ def create_job(provider, request, *, reply_ref: str | None = None):
 
     key = uuid.uuid4().hex
     folder = Path(tempfile.mkdtemp(prefix="lipsync-create-"))
-    job = SegmentJob(key, SegmentRef("test", key, 0, provider.name), request, reply_ref or f"test/{key}",
-                     folder / "result.mp4")
+    job = SegmentJob(
+        key, SegmentRef("test", key, 0, provider.name), request, reply_ref or f"test/{key}", folder / "result.mp4"
+    )
     with SqliteStore(folder / "ledger.sqlite") as store:
         record = ProviderJobFlow(provider, store).create(job)
     return JobHandle.from_dict(record.handle)

@@ -26,9 +26,9 @@ LIPSYNC = str(Path(sys.executable).with_name("lipsync"))
 
 @dataclass(frozen=True)
 class BatchMedia:
-    video: Path      # 2 s, 160x120, with a camera-mic tone
-    voice: Path      # 2 s of speech-like audio
-    script: Path     # long enough to become several TTS jobs
+    video: Path  # 2 s, 160x120, with a camera-mic tone
+    voice: Path  # 2 s of speech-like audio
+    script: Path  # long enough to become several TTS jobs
 
 
 def make_batch_media(folder: Path) -> BatchMedia:
@@ -40,12 +40,22 @@ def make_batch_media(folder: Path) -> BatchMedia:
     return BatchMedia(video, voice, script)
 
 
-def write_config(folder: Path, jobs: list[dict], *, provider: str = "pixverse", base_urls: dict | None = None,
-                 latency_s: float = 0.3, max_jobs: int = 4, name: str = "t") -> Path:
+def write_config(
+    folder: Path,
+    jobs: list[dict],
+    *,
+    provider: str = "pixverse",
+    base_urls: dict | None = None,
+    latency_s: float = 0.3,
+    max_jobs: int = 4,
+    name: str = "t",
+) -> Path:
     """A config beside the media in `folder`; each job dict holds the [[job]] keys."""
-    lines = [f'[run]\nname = "{name}"\nprovider = "{provider}"\noutput = "out"\nmax_jobs = {max_jobs}\n',
-             f"[run.rehearse]\nlatency_s = {latency_s}\n",
-             '[defaults]\nsync_mode = "cut"\n']
+    lines = [
+        f'[run]\nname = "{name}"\nprovider = "{provider}"\noutput = "out"\nmax_jobs = {max_jobs}\n',
+        f"[run.rehearse]\nlatency_s = {latency_s}\n",
+        '[defaults]\nsync_mode = "cut"\n',
+    ]
     if base_urls:
         lines.append("[run.base_urls]\n" + "".join(f'{k} = "{v}"\n' for k, v in base_urls.items()))
     for job in jobs:
@@ -65,14 +75,12 @@ def write_batch(folder: Path, media: BatchMedia, jobs: list[dict], **kw) -> Path
 def lipsync(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """`lipsync ARGS` as a separate process (the way users run it), with `env` added to ours."""
     full_env = {**os.environ, "LIPSYNC_POLL_INTERVAL": "0.1", **(env or {})}
-    return subprocess.run([LIPSYNC, *args], env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([LIPSYNC, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def start_lipsync(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "LIPSYNC_POLL_INTERVAL": "0.1", **(env or {})}
-    return subprocess.Popen([LIPSYNC, *args], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([LIPSYNC, *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def sha256(path: Path) -> str:
@@ -101,8 +109,7 @@ def final_file(path: Path) -> FinalFile:
     """The delivered file's streams, read with pymediainfo directly (not through pipeline.stages.probe)."""
     tracks = media_info(path)
     video, audio = tracks["Video"][0], tracks["Audio"][0]
-    return FinalFile(int(video.width), int(video.height), float(video.duration) / 1000,
-                     float(audio.duration) / 1000)
+    return FinalFile(int(video.width), int(video.height), float(video.duration) / 1000, float(audio.duration) / 1000)
 
 
 def dedent(text: str) -> str:

@@ -31,7 +31,7 @@ from pipeline.submit import submit, submit_job, submit_ledger_path
 LIPSYNC = str(Path(sys.executable).with_name("lipsync"))
 PROMPT = "A presenter facing the camera, calm, studio light."
 LINE = "Hello and welcome. Here are the headlines."
-FPS = 24        # the emulator's portrait frame rate
+FPS = 24  # the emulator's portrait frame rate
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,42 @@ def lipsync(emu, *args: str, env_extra: dict | None = None) -> subprocess.Comple
 
 
 def animate_args(image: Path, out: Path, *extra: str) -> list[str]:
-    return ["animate", "--image", str(image), "--prompt", PROMPT, "--speaker", "Ava", "--resolution", "360p",
-            "--poll-interval", "0.05", "--out", str(out), *extra]
+    return [
+        "animate",
+        "--image",
+        str(image),
+        "--prompt",
+        PROMPT,
+        "--speaker",
+        "Ava",
+        "--resolution",
+        "360p",
+        "--poll-interval",
+        "0.05",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def small_gray_frames(path: Path, width: int = 90, height: int = 120) -> np.ndarray:
     """Every frame of `path`, decoded by ffmpeg directly, scaled down to grey `width`x`height` pixels."""
-    argv = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"scale={width}:{height}",
-            "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"scale={width}:{height}",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-",
+    ]
     raw = subprocess.run(argv, capture_output=True, check=True).stdout
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width).astype(float)
 
@@ -78,14 +106,14 @@ def test_animate_end_to_end_then_a_rerun_reuses_the_paid_job(emu, photo, tmp_pat
     assert doc["ok"] and emu.accepted_creates("aimlapi") == before + 1
     [job_id] = doc["job_ids"]
     assert job_id.endswith(":pixverse/v5/image-to-video") and f"{job_id} created" in run.stderr
-    assert doc["jobs"][0]["usage"] == {"tokens_used": 420000.0}      # as the reply names it
+    assert doc["jobs"][0]["usage"] == {"tokens_used": 420000.0}  # as the reply names it
     assert doc["plan"]["durations"] == [5] and "fits a 5 s clip" in doc["plan"]["script"][0]
     assert any("EXIF" in reason for reason in doc["plan"]["image"])
     assert doc["verification"]["ok"] and doc["verification"]["figures"]["first_frame_ssim"] > 0.9
     assert doc["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     tracks = media_info(out)
     video, audio = tracks["Video"][0], tracks["Audio"][0]
-    assert (int(video.width), int(video.height)) == (360, 480)       # the portrait photo stays portrait
+    assert (int(video.width), int(video.height)) == (360, 480)  # the portrait photo stays portrait
     assert abs(float(video.duration) / 1000 - 5.0) < 0.1 and float(audio.duration) > 4000
 
     again = lipsync(emu, *animate_args(photo, out, "--text", LINE, "--json"))
@@ -101,7 +129,7 @@ def test_a_script_too_long_for_one_clip_is_refused_with_the_estimate_and_the_fix
     assert run.returncode == 6
     assert "s to speak; a 5 s clip at 360p holds" in run.stderr and "--chain" in run.stderr
     assert "--duration 8" in run.stderr
-    assert list(tmp_path.iterdir()) == []                   # nothing paid, nothing written
+    assert list(tmp_path.iterdir()) == []  # nothing paid, nothing written
 
 
 @pytest.mark.parametrize("content", [b"", b"this is a text file, not a picture"])
@@ -127,7 +155,7 @@ def _text_as_jpeg() -> str:
     return "data:image/jpeg;base64," + base64.b64encode(b"this is not a picture at all").decode()
 
 
-REJECTIONS = {   # ImageJobRequest fields -> the emulator's words (its rules: tests/test_emulator_portrait.py)
+REJECTIONS = {  # ImageJobRequest fields -> the emulator's words (its rules: tests/test_emulator_portrait.py)
     "empty prompt": ({"prompt": "  "}, "prompt is required"),
     "bad resolution": ({"resolution": "4k"}, "resolution must be one of 360p, 540p, 720p, 1080p"),
     "bad duration": ({"duration": 6}, "duration must be one of 5, 8"),
@@ -190,9 +218,13 @@ def test_animate_killed_after_the_create_resumes_and_pays_once(photo, tmp_path):
 
 
 def forty_second_script() -> str:
-    sentences = ["The morning markets opened higher today.", "Technology shares led the gains, while energy slipped.",
-                 "The city council approved a new park by the river.", "Construction begins next spring.",
-                 "The weekend looks bright, with light winds and warm afternoons."]
+    sentences = [
+        "The morning markets opened higher today.",
+        "Technology shares led the gains, while energy slipped.",
+        "The city council approved a new park by the river.",
+        "Construction begins next spring.",
+        "The weekend looks bright, with light winds and warm afternoons.",
+    ]
     script = ""
     while estimate_speech_seconds(script) < 40:
         script += sentences[len(script) % len(sentences)] + " "
@@ -209,23 +241,24 @@ def test_chain_speaks_a_forty_second_script_as_one_continuous_file(emu, photo, t
     durations = doc["plan"]["durations"]
     assert len(durations) >= 5 and len(set(doc["job_ids"])) == len(durations)
     tracks = media_info(out)
-    assert len(tracks["Video"]) == 1 and len(tracks["Audio"]) == 1                 # one file, one stream each
+    assert len(tracks["Video"]) == 1 and len(tracks["Audio"]) == 1  # one file, one stream each
     assert abs(float(tracks["Video"][0].duration) / 1000 - sum(durations)) < 0.2
     frames = small_gray_frames(out)
     assert len(frames) == sum(durations) * FPS
-    joins = np.cumsum(durations)[:-1] * FPS                                          # first frame of each next clip
+    joins = np.cumsum(durations)[:-1] * FPS  # first frame of each next clip
     for join in joins:
         before, after = frames[join - 1], frames[join]
         assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.97
         jump = np.abs(before - after).mean()
-        within = np.abs(frames[join - 1] - frames[join - FPS]).mean()               # the zoom over a second
+        within = np.abs(frames[join - 1] - frames[join - FPS]).mean()  # the zoom over a second
         assert jump < 1.0 and jump < within, (join, jump, within)
 
 
 def image_batch(folder: Path) -> Path:
     marked_portrait(480, 640).save(folder / "presenter.png")
     config = folder / "batch.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [run]
 name = "portraits"
 provider = "aimlapi"
@@ -240,14 +273,21 @@ prompt = "{PROMPT}"
 text = "{LINE}"
 speaker = "Ava"
 resolution = "360p"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return config
 
 
 def test_a_rehearsal_run_delivers_an_image_job(tmp_path):
     config = image_batch(tmp_path)
-    run = subprocess.run([LIPSYNC, "run", str(config), "--rehearse", "--json"], capture_output=True,
-                         text=True, timeout=300, env={**os.environ, "LIPSYNC_POLL_INTERVAL": "0.05"})
+    run = subprocess.run(
+        [LIPSYNC, "run", str(config), "--rehearse", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LIPSYNC_POLL_INTERVAL": "0.05"},
+    )
     assert run.returncode == 0, run.stderr
     [job] = json.loads(run.stdout)["jobs"]
     job_dir = tmp_path / "out" / "presenter"
@@ -258,7 +298,7 @@ def test_a_rehearsal_run_delivers_an_image_job(tmp_path):
     assert [p["job_id"] for p in manifest["provider_jobs"]] == job["provider_job_ids"]
     assert manifest["provider_jobs"][0]["usage"] == {"tokens_used": 420000.0}
     assert manifest["verification"]["ok"] and manifest["verification"]["figures"]["first_frame_ssim"] > 0.9
-    assert str(tmp_path) not in json.dumps(manifest["conform"])                      # no paths of this machine
+    assert str(tmp_path) not in json.dumps(manifest["conform"])  # no paths of this machine
     video = media_info(job_dir / "final.mp4")["Video"][0]
     assert (int(video.width), int(video.height)) == (360, 480)
     checksums = (tmp_path / "out" / "checksums.sha256").read_text(encoding="utf-8")
@@ -278,21 +318,26 @@ def test_a_run_killed_after_an_image_jobs_create_resumes_with_one_create(tmp_pat
         assert media_info(tmp_path / "out" / "presenter" / "final.mp4")["Video"]
 
 
-@pytest.mark.parametrize("job,key", [
-    ({"image": "p.png", "prompt": "x"}, "job[0]: an image job needs exactly one of text or text_file"),
-    ({"image": "p.png", "prompt": "x", "text": "Hi.", "provider": "pixverse"}, "job[0].provider"),
-    ({"image": "p.png", "text": "Hi."}, "job[0]: an image job needs a prompt"),
-    ({"image": "p.png", "video": "p.png", "prompt": "x", "text": "Hi."}, "exactly one of video"),
-    ({"image": "p.png", "prompt": "x", "text": "Hi.", "style": "noir"}, "job[0]: style 'noir'"),
-    ({"image": "p.png", "prompt": "x", "text": "Hi.", "audio": "p.png"}, "audio go with video"),
-])
+@pytest.mark.parametrize(
+    "job,key",
+    [
+        ({"image": "p.png", "prompt": "x"}, "job[0]: an image job needs exactly one of text or text_file"),
+        ({"image": "p.png", "prompt": "x", "text": "Hi.", "provider": "pixverse"}, "job[0].provider"),
+        ({"image": "p.png", "text": "Hi."}, "job[0]: an image job needs a prompt"),
+        ({"image": "p.png", "video": "p.png", "prompt": "x", "text": "Hi."}, "exactly one of video"),
+        ({"image": "p.png", "prompt": "x", "text": "Hi.", "style": "noir"}, "job[0]: style 'noir'"),
+        ({"image": "p.png", "prompt": "x", "text": "Hi.", "audio": "p.png"}, "audio go with video"),
+    ],
+)
 def test_image_job_config_errors_name_the_key(tmp_path, job, key):
     marked_portrait(300, 400).save(tmp_path / "p.png")
     lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in {"id": "a", **job}.items())
-    (tmp_path / "batch.toml").write_text(f'[run]\nname = "t"\nprovider = "aimlapi"\n\n[[job]]\n{lines}',
-                                         encoding="utf-8")
-    run = subprocess.run([LIPSYNC, "run", str(tmp_path / "batch.toml"), "--rehearse"], capture_output=True,
-                         text=True, timeout=120)
+    (tmp_path / "batch.toml").write_text(
+        f'[run]\nname = "t"\nprovider = "aimlapi"\n\n[[job]]\n{lines}', encoding="utf-8"
+    )
+    run = subprocess.run(
+        [LIPSYNC, "run", str(tmp_path / "batch.toml"), "--rehearse"], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 6 and key in run.stderr, run.stderr
 
 
@@ -301,8 +346,13 @@ def test_the_legacy_path_and_the_id_sent_encoded(emu, tmp_path):
     image = tmp_path / "face.jpg"
     marked_portrait(360, 480).save(image, "JPEG", quality=90)
     client, seen = recording_client()
-    with get_provider("aimlapi", credential=emu.credentials()["aimlapi"], base_urls=emu.base_urls, client=client,
-                      generation_path="/v2/generate/video/pixverse/generation") as provider:
+    with get_provider(
+        "aimlapi",
+        credential=emu.credentials()["aimlapi"],
+        base_urls=emu.base_urls,
+        client=client,
+        generation_path="/v2/generate/video/pixverse/generation",
+    ) as provider:
         result = submit(provider, ImageJobRequest(image, PROMPT, LINE, "Ava", resolution="360p"), tmp_path / "a.mp4")
     assert result.job_id.endswith(":pixverse/v5/image-to-video") and result.usage == {"tokens_used": 420000.0}
     api = [r for r in seen if r.url.path.startswith("/aimlapi/")]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from audio_timing_media import voice_offset
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from loudness import voice_layout
 from media import Track, make_audio, make_multitrack, make_music
 
@@ -49,19 +50,23 @@ def prepared_voice(src: Path, out: Path, **request) -> tuple[Path, dict]:
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mov"])
 def test_the_dialogue_flagged_default_is_the_voice_not_the_music_before_it(tmp_path, sounds, suffix):
-    src = make_multitrack(tmp_path / f"interview{suffix}", [
-        Track(sounds["music"], "eng", "Music"), Track(sounds["dialogue"], "eng", "Dialogue", default=True)])
+    src = make_multitrack(
+        tmp_path / f"interview{suffix}",
+        [Track(sounds["music"], "eng", "Music"), Track(sounds["dialogue"], "eng", "Dialogue", default=True)],
+    )
     voice, plan = prepared_voice(src, tmp_path / "out")
     match = heard(voice, sounds)
     assert match["dialogue"] > 0.8 and match["music"] < 0.3, match
     assert (plan["track"]["number"], plan["track"]["rule"]) == (2, "default")
-    assert "audio track 2 (en, \"Dialogue\")" in plan["reasons"][0]
+    assert 'audio track 2 (en, "Dialogue")' in plan["reasons"][0]
     json.dumps(plan)  # the plan goes into the manifest as it is
 
 
 def test_a_named_track_wins_over_the_default_flag(tmp_path, sounds):
-    src = make_multitrack(tmp_path / "two.mkv", [
-        Track(sounds["music"], title="Music"), Track(sounds["dialogue"], title="Dialogue", default=True)])
+    src = make_multitrack(
+        tmp_path / "two.mkv",
+        [Track(sounds["music"], title="Music"), Track(sounds["dialogue"], title="Dialogue", default=True)],
+    )
     voice, plan = prepared_voice(src, tmp_path / "out", audio_track=1)
     match = heard(voice, sounds)
     assert match["music"] > 0.8 and match["dialogue"] < 0.3, match
@@ -69,8 +74,9 @@ def test_a_named_track_wins_over_the_default_flag(tmp_path, sounds):
 
 
 def test_without_a_default_flag_the_track_with_the_most_speech_is_the_voice(tmp_path, sounds):
-    src = make_multitrack(tmp_path / "camera.mkv", [Track(sounds["room tone"], title="Scratch"),
-                                                    Track(sounds["dialogue"], title="Lav")])
+    src = make_multitrack(
+        tmp_path / "camera.mkv", [Track(sounds["room tone"], title="Scratch"), Track(sounds["dialogue"], title="Lav")]
+    )
     assert [a.default for a in probe(src).audio_streams] == [False, False]  # the case this test is about
     voice, plan = prepared_voice(src, tmp_path / "out")
     assert heard(voice, sounds)["dialogue"] > 0.8
@@ -96,9 +102,14 @@ def test_a_track_the_file_does_not_have_is_refused_in_one_line(tmp_path, sounds)
 
 
 def test_lipsync_probe_lists_every_track_and_marks_the_voice(tmp_path, sounds):
-    src = make_multitrack(tmp_path / "three.mkv", [
-        Track(sounds["music"], "eng", "M&E"), Track(sounds["dialogue"], "fra", "Dialogue", default=True),
-        Track(sounds["room tone"], "deu")])
+    src = make_multitrack(
+        tmp_path / "three.mkv",
+        [
+            Track(sounds["music"], "eng", "M&E"),
+            Track(sounds["dialogue"], "fra", "Dialogue", default=True),
+            Track(sounds["room tone"], "deu"),
+        ],
+    )
     lipsync = str(Path(sys.executable).with_name("lipsync"))
     out = subprocess.run([lipsync, "probe", str(src)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -116,9 +127,11 @@ def test_lipsync_probe_lists_every_track_and_marks_the_voice(tmp_path, sounds):
 def test_audio_track_in_a_config_reaches_the_job_and_only_then_its_key(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"x")
     (tmp_path / "voice.mov").write_bytes(b"x")
-    body = ('[run]\nname = "t"\nprovider = "fal"\n[defaults]\naudio_track = 2\n'
-            '[[job]]\nid = "a"\nvideo = "clip.mp4"\naudio = "voice.mov"\n'
-            '[[job]]\nid = "b"\nvideo = "clip.mp4"\naudio = "voice.mov"\naudio_track = 1\n')
+    body = (
+        '[run]\nname = "t"\nprovider = "fal"\n[defaults]\naudio_track = 2\n'
+        '[[job]]\nid = "a"\nvideo = "clip.mp4"\naudio = "voice.mov"\n'
+        '[[job]]\nid = "b"\nvideo = "clip.mp4"\naudio = "voice.mov"\naudio_track = 1\n'
+    )
     (tmp_path / "run.toml").write_text(body, encoding="utf-8")
     a, b = load_config(tmp_path / "run.toml").jobs
     assert (a.audio_track, b.audio_track) == (2, 1)
@@ -169,13 +182,19 @@ def test_a_track_number_out_of_range_is_an_input_error(count, asked):
 def test_prepare_cli_takes_the_track_asked_for_and_refuses_a_word(tmp_path, sounds):
     src = make_multitrack(tmp_path / "two.mov", [Track(sounds["music"]), Track(sounds["dialogue"], default=True)])
     lipsync = str(Path(sys.executable).with_name("lipsync"))
-    out = subprocess.run([lipsync, "prepare", "--video", str(src), "--audio-track", "1", "--out",
-                          str(tmp_path / "out"), "--json"], capture_output=True, text=True)
+    out = subprocess.run(
+        [lipsync, "prepare", "--video", str(src), "--audio-track", "1", "--out", str(tmp_path / "out"), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["audios"][0]["plan"]["track"]["rule"] == "asked"
     assert heard(tmp_path / "out" / "seg000.wav", sounds)["music"] > 0.8
-    bad = subprocess.run([lipsync, "prepare", "--video", str(src), "--audio-track", "two", "--out",
-                          str(tmp_path / "bad")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [lipsync, "prepare", "--video", str(src), "--audio-track", "two", "--out", str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 6 and "--audio-track must be a number" in bad.stderr
 
 
@@ -184,7 +203,9 @@ def test_a_batch_job_s_audio_track_picks_the_voice_in_its_audio_file(tmp_path, s
     make_multitrack(tmp_path / "clip.mp4", [Track(sounds["room tone"])])
     (tmp_path / "run.toml").write_text(
         '[run]\nname = "t"\nprovider = "fal"\n'
-        '[[job]]\nid = "a"\nvideo = "clip.mp4"\naudio = "voice.mov"\naudio_track = 2\n', encoding="utf-8")
+        '[[job]]\nid = "a"\nvideo = "clip.mp4"\naudio = "voice.mov"\naudio_track = 2\n',
+        encoding="utf-8",
+    )
     (spec,) = load_config(tmp_path / "run.toml").jobs
     job = prepare_job(spec, "key", tmp_path / "work", lambda fraction: None)
     assert heard(job.segments[0].audio, sounds)["music"] > 0.8

@@ -3,7 +3,8 @@ from __future__ import annotations
 import ffmpeg
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from media import make_audio, make_video
 from sync_media import provider_result, shift, shifted_wav
 
@@ -50,8 +51,9 @@ def test_offset_survives_a_lossy_aac_reencode_in_an_mp4(tmp_path, delay_s):
 
 
 def test_offset_on_real_tts_speech(tmp_path):
-    master = speak_to_wav("The quick brown fox jumps over the lazy dog, twice, slowly and clearly.",
-                          tmp_path / "speech.wav")
+    master = speak_to_wav(
+        "The quick brown fox jumps over the lazy dog, twice, slowly and clearly.", tmp_path / "speech.wav"
+    )
     later = shifted_wav(master, tmp_path / "later.wav", 0.1)
     m = measure_offset(master, later)
     assert m.seconds == pytest.approx(0.1, abs=0.001)

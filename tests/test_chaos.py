@@ -8,22 +8,34 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pipeline
+from bench.chaos import (
+    MOMENTS,
+    SMALL_BATCH,
+    ChaosSettings,
+    CreateRow,
+    EmuJob,
+    RunView,
+    account,
+    attribute,
+    choose_kill,
+    judge_uncertain,
+    reachable,
+    run_chaos,
+    view_of,
+)
 from pipeline.killpoints import KILL_POINTS
 
-from bench.chaos import (
-    MOMENTS, SMALL_BATCH, ChaosSettings, CreateRow, EmuJob, RunView, account, attribute, choose_kill,
-    judge_uncertain, reachable, run_chaos, view_of,
-)
-
-ASKED = ("v" * 64, "a" * 64, None)          # what the segment's create asked (video, audio, text)
+ASKED = ("v" * 64, "a" * 64, None)  # what the segment's create asked (video, audio, text)
 RECONCILE = {"video_sha256": ASKED[0], "audio_sha256": ASKED[1], "text": ASKED[2]}
 
 
-def row(attempt: int, state: str, job: str | None = None, *, error: str | None = None,
-        reconcile: dict | None = None) -> CreateRow:
+def row(
+    attempt: int, state: str, job: str | None = None, *, error: str | None = None, reconcile: dict | None = None
+) -> CreateRow:
     return CreateRow("voiced", 0, "pixverse", attempt, state, job, error, reconcile)
 
 
@@ -50,9 +62,13 @@ def test_an_uncertain_create_is_legitimate_only_if_accepted_or_cut_off_by_a_kill
     accepted = attribute([lost], [emu_job("101", lost="502 from a gateway")])
     assert judge_uncertain(("voiced", 0), [lost], accepted).legit
     nothing = attribute([lost], [])
-    assert not judge_uncertain(("voiced", 0), [lost], nothing).legit    # the flow called a refusal uncertain
-    killed = row(1, "uncertain", error="the process stopped after sending the create, before its answer was "
-                                       "recorded", reconcile=RECONCILE)
+    assert not judge_uncertain(("voiced", 0), [lost], nothing).legit  # the flow called a refusal uncertain
+    killed = row(
+        1,
+        "uncertain",
+        error="the process stopped after sending the create, before its answer was recorded",
+        reconcile=RECONCILE,
+    )
     assert judge_uncertain(("voiced", 0), [killed], attribute([killed], [])).legit
 
 
@@ -63,8 +79,10 @@ def test_an_adopted_lost_answer_is_not_an_orphan():
 
 
 def test_a_job_held_by_an_uncertain_create_is_no_target():
-    rows = [CreateRow("px", 0, "pixverse", 1, "uncertain", None, "lost", RECONCILE),
-            CreateRow("fal", 0, "fal", 1, "created", "f-1", None, None)]
+    rows = [
+        CreateRow("px", 0, "pixverse", 1, "uncertain", None, "lost", RECONCILE),
+        CreateRow("fal", 0, "fal", 1, "created", "f-1", None, None),
+    ]
     needed = {("px", 0), ("px", 1), ("fal", 0), ("ua", 0)}
     view = view_of(rows, {"px": "uncertain", "fal": "poll", "ua": "done"}, needed)
     assert (view.to_create, view.to_poll, view.to_fetch, view.to_finish) == (0, 1, 0, 1)
@@ -81,7 +99,7 @@ def test_kills_are_aimed_only_where_the_run_can_still_go(counts, seed, hit):
     elif kill.point is not None:
         assert 1 <= kill.nth <= room[kill.point]
         least = min(Counter(hit)[m] for m, n in room.items() if n)
-        assert Counter(hit)[kill.point] == least       # the least-hit reachable moment first
+        assert Counter(hit)[kill.point] == least  # the least-hit reachable moment first
     else:
         assert kill.after_s > 0
 

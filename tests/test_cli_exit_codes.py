@@ -10,12 +10,15 @@ def lipsync(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("args", [
-    ("run",),                                  # missing argument
-    ("submit", "--provider", "nope"),          # bad choice
-    ("prepare", "--video"),                    # option without its value
-    ("no-such-command",),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run",),  # missing argument
+        ("submit", "--provider", "nope"),  # bad choice
+        ("prepare", "--video"),  # option without its value
+        ("no-such-command",),
+    ],
+)
 def test_a_usage_error_exits_6_with_the_reason_on_stderr(args):
     done = lipsync(*args)
     assert done.returncode == 6

@@ -42,8 +42,23 @@ def test_json_output_is_one_document_with_segments(clip, tmp_path):
 def test_a_script_file_gives_one_segment_per_chunk(clip, tmp_path):
     script = tmp_path / "script.txt"
     script.write_text("\ufeff" + "This sentence is here to fill the chunk nicely. " * 12, encoding="utf-8")
-    done = lipsync("prepare", "--video", clip, "--text-file", script, "--speaker", "james", "--sync-mode", "cut",
-                   "--provider", "fal", "--out", tmp_path / "o", "--json", cwd=tmp_path)
+    done = lipsync(
+        "prepare",
+        "--video",
+        clip,
+        "--text-file",
+        script,
+        "--speaker",
+        "james",
+        "--sync-mode",
+        "cut",
+        "--provider",
+        "fal",
+        "--out",
+        tmp_path / "o",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     segs = json.loads(done.stdout)["segments"]
     assert len(segs) == 3
@@ -54,8 +69,21 @@ def test_a_script_file_gives_one_segment_per_chunk(clip, tmp_path):
 
 def test_the_loudness_target_is_configurable(clip, tmp_path):
     voice = make_audio(tmp_path / "voice.wav", seconds=2, level_db=-30)
-    done = lipsync("prepare", "--video", clip, "--audio", voice, "--loudness", "-23", "--true-peak", "-2",
-                   "--out", tmp_path / "o", "--json", cwd=tmp_path)
+    done = lipsync(
+        "prepare",
+        "--video",
+        clip,
+        "--audio",
+        voice,
+        "--loudness",
+        "-23",
+        "--true-peak",
+        "-2",
+        "--out",
+        tmp_path / "o",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     (audio,) = json.loads(done.stdout)["audios"]
     assert audio["plan"]["target"] == {"integrated": -23.0, "true_peak": -2.0}
@@ -63,8 +91,9 @@ def test_the_loudness_target_is_configurable(clip, tmp_path):
 
 
 def test_human_output_lists_the_segments(clip, tmp_path):
-    done = lipsync("prepare", "--video", clip, "--text", "Hello there.", "--out", tmp_path, "--sync-mode", "cut",
-                   cwd=tmp_path)
+    done = lipsync(
+        "prepare", "--video", clip, "--text", "Hello there.", "--out", tmp_path, "--sync-mode", "cut", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert "seg000.mp4" in done.stdout and "TTS Auto: 'Hello there.'" in done.stdout
 
@@ -77,7 +106,10 @@ def test_human_output_lists_the_segments(clip, tmp_path):
         (["--video", "{clip}", "--text", "hi", "--speaker", "Emilie"], "did you mean Emily"),
         (["--video", "{clip}", "--text", "hi", "--sync-mode", "stretch"], "unknown --sync-mode"),
         (["--video", "{clip}", "--text", "hi", "--start", "abc"], "--start must be a number"),
-        (["--video", "{clip}", "--audio", "{voice}", "--loudness", "+3"], "loudness target must be between -70 and 0 LUFS"),
+        (
+            ["--video", "{clip}", "--audio", "{voice}", "--loudness", "+3"],
+            "loudness target must be between -70 and 0 LUFS",
+        ),
         (["--video", "{clip}", "--text", "hi", "--provider", "nope"], "unknown provider"),
         (["--video", "{clip}", "--text-file", "nothing.txt"], "nothing.txt: no such file"),
         (["--video", "{clip}", "--text-file", "{blank}"], "blank.txt: the script is empty"),
@@ -92,7 +124,13 @@ def test_bad_input_is_one_line_on_stderr_exit_6_and_no_media_left(clip, tmp_path
     voice = make_audio(tmp_path / "voice.mp3", seconds=1)
     silence = make_audio(tmp_path / "silence.wav", seconds=1, speech=False, level_db=-200)
     (tmp_path / "blank.txt").write_text(" \n\n ")
-    subst = {"{blank}": tmp_path / "blank.txt", "{clip}": clip, "{junk}": tmp_path / "junk.mp4", "{voice}": voice, "{silence}": silence}
+    subst = {
+        "{blank}": tmp_path / "blank.txt",
+        "{clip}": clip,
+        "{junk}": tmp_path / "junk.mp4",
+        "{voice}": voice,
+        "{silence}": silence,
+    }
     argv = [subst.get(a, a) for a in args]
     out = tmp_path / "out"
     if "--video" in args:  # the last case leaves out --video, and --out with it
@@ -106,8 +144,9 @@ def test_bad_input_is_one_line_on_stderr_exit_6_and_no_media_left(clip, tmp_path
 
 
 def test_json_errors_are_a_json_document_too(tmp_path):
-    done = lipsync("prepare", "--video", tmp_path / "none.mp4", "--text", "hi", "--out", tmp_path, "--json",
-                   cwd=tmp_path)
+    done = lipsync(
+        "prepare", "--video", tmp_path / "none.mp4", "--text", "hi", "--out", tmp_path, "--json", cwd=tmp_path
+    )
     assert done.returncode == 6
     doc = json.loads(done.stdout)
     assert doc["ok"] is False and doc["error"]["exit_code"] == 6 and "none.mp4" in doc["error"]["message"]

@@ -17,8 +17,12 @@ def test_prepare_stops_mid_encode_and_leaves_nothing(tmp_path, stop):
     clip = make_video(tmp_path / "long.mp4", seconds=20.0, width=1920, height=1080, fps=30, pix_fmt="yuv444p")
     voice = make_audio(tmp_path / "voice.wav", seconds=20.0)
     out = tmp_path / "out"
-    proc = subprocess.Popen([LIPSYNC, "prepare", "--video", str(clip), "--audio", str(voice), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [LIPSYNC, "prepare", "--video", str(clip), "--audio", str(voice), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not any(out.glob(".*.part*")):  # the encode has begun writing
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -35,8 +39,12 @@ def test_a_script_file_too_big_to_be_a_script_is_refused_at_once(tmp_path):
     clip = make_video(tmp_path / "clip.mp4", seconds=1.0)
     big = tmp_path / "stray.txt"
     big.write_text("All work and no play. " * 250_000, encoding="utf-8")  # 5.5 MB
-    run = subprocess.run([LIPSYNC, "prepare", "--video", str(clip), "--text-file", str(big), "--out",
-                          str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [LIPSYNC, "prepare", "--video", str(clip), "--text-file", str(big), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 6 and "stray.txt" in run.stderr and "limit" in run.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
@@ -55,8 +63,9 @@ def test_a_run_stops_at_once_while_it_backs_off_from_a_failing_provider(tmp_path
         emu.faults("pixverse").server_errors = 10_000
         for f in (media.video, media.voice):
             (tmp_path / f.name).symlink_to(f)
-        config = write_config(tmp_path, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}],
-                              base_urls=emu.base_urls)
+        config = write_config(
+            tmp_path, [{"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"}], base_urls=emu.base_urls
+        )
         proc = start_lipsync("run", str(config), env=emu.env())
         deadline = time.monotonic() + 120
         while True:  # until it is submitting (uploading, and failing)

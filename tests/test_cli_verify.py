@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from face_media import audio_following, carphone, with_sound, write_wav16
 from runkit import lipsync
+
 from pipeline.speech import synth_speech
 from pipeline.stages.mouth import mouth_track
 from pipeline.stages.probe import probe_video

@@ -7,7 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.run.config import load_config
@@ -66,7 +67,11 @@ def test_good_config_resolves_defaults_and_relative_paths(tmp_path):
 
 
 def test_one_fal_base_url_serves_both_fal_hosts(tmp_path):
-    cfg = load_config(write_config(tmp_path, GOOD.replace("max_jobs = 3", 'max_jobs = 3\nbase_urls = { fal = "http://127.0.0.1:8/fal" }')))
+    cfg = load_config(
+        write_config(
+            tmp_path, GOOD.replace("max_jobs = 3", 'max_jobs = 3\nbase_urls = { fal = "http://127.0.0.1:8/fal" }')
+        )
+    )
     assert cfg.base_urls == {"fal_queue": "http://127.0.0.1:8/fal", "fal_storage": "http://127.0.0.1:8/fal"}
 
 
@@ -89,7 +94,12 @@ def test_config_from_another_working_directory(tmp_path, monkeypatch):
         ("end = 5.5", "end = 0.5", "job[1]", "must be after start"),
         ('id = "b"', 'id = "a"', "job", "used twice"),
         ('id = "b"', 'id = "../evil"', "job[1].id", "pattern"),
-        ("limits = { video_max_seconds = 10 }", "limits = { video_max_seconds = -1 }", "job[1].limits", "greater than 0"),
+        (
+            "limits = { video_max_seconds = 10 }",
+            "limits = { video_max_seconds = -1 }",
+            "job[1].limits",
+            "greater than 0",
+        ),
         ('name = "weekly"\n', "", "run.name", "missing"),
         ("max_jobs = 3", 'max_jobs = 3\nbase_urls = { runway = "http://x" }', "run.base_urls", "unknown base URL key"),
         ("max_jobs = 3", 'max_jobs = 3\nbase_urls = { fal = "ftp://x" }', "run.base_urls", "not an http(s) URL"),
@@ -122,8 +132,13 @@ def test_only_selects_and_rejects_unknown_ids(tmp_path):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.dictionaries(st.sampled_from(["name", "provider", "max_jobs", "output", "bogus"]),
-                       st.one_of(st.integers(-3, 100), st.text(max_size=8), st.booleans()), max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(["name", "provider", "max_jobs", "output", "bogus"]),
+        st.one_of(st.integers(-3, 100), st.text(max_size=8), st.booleans()),
+        max_size=5,
+    )
+)
 def test_arbitrary_run_sections_either_load_or_raise_config_error(tmp_path_factory, run):
     tmp = tmp_path_factory.mktemp("fuzz")
     lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in run.items())

@@ -8,13 +8,13 @@ import wave
 from pathlib import Path
 
 import numpy as np
-
 import pytest
-from hypothesis import given, settings, strategies as st
 from audio_timing_media import voice_offset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loudness import ebur128, voice_layout
-from sync_media import read_wav
 from media import decode_stats, make_audio, make_video, media_info
+from sync_media import read_wav
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import load_limits
@@ -165,8 +165,7 @@ def test_a_file_without_sound_is_refused(tmp_path):
 
 
 def fake_probe(seconds: float, channels: int = 2, rate: int = 48000, start: float = 0.0) -> MediaProbe:
-    stream = AudioStream(codec="PCM", channels=channels, sample_rate=rate, duration=seconds, bit_depth=16,
-                         start=start)
+    stream = AudioStream(codec="PCM", channels=channels, sample_rate=rate, duration=seconds, bit_depth=16, start=start)
     return MediaProbe(Path("in.wav"), "wav", seconds, 1000, None, stream)
 
 
@@ -182,11 +181,14 @@ def fake_probe(seconds: float, channels: int = 2, rate: int = 48000, start: floa
     containers=st.sampled_from([("wav", "mp3"), ("mp3",), ("wav",)]),
 )
 def test_plans_fit_every_limit(seconds, start, length, target, max_seconds, max_bytes, channels, containers):
-    limits = load_limits(overrides={"audio_max_seconds": max_seconds, "audio_max_bytes": max_bytes,
-                                    "audio_containers": list(containers)})
+    limits = load_limits(
+        overrides={"audio_max_seconds": max_seconds, "audio_max_bytes": max_bytes, "audio_containers": list(containers)}
+    )
     end = None if length is None or start is None else start + length
     try:
-        plan = plan_audio(fake_probe(seconds, channels), limits, AudioOptions(start=start, end=end, target_duration=target))
+        plan = plan_audio(
+            fake_probe(seconds, channels), limits, AudioOptions(start=start, end=end, target_duration=target)
+        )
     except (InputError, ValidationError) as err:
         assert err.exit_code == 6
         assert (start or 0) >= seconds or "cannot fit" in str(err) or "WAV would be" in str(err)
@@ -249,8 +251,9 @@ SPAN_TOLERANCE_S = 0.2  # a synthetic syllable's fade-in/out and a trailing word
 
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
 def test_speech_spans_are_found_where_the_voice_speaks(tmp_path, fmt):
-    src = voice_layout(tmp_path / "late.wav", [("silence", 2.0), ("speech", 3.0), ("silence", 1.0),
-                                               ("speech", 2.0), ("silence", 0.5)])
+    src = voice_layout(
+        tmp_path / "late.wav", [("silence", 2.0), ("speech", 3.0), ("silence", 1.0), ("speech", 2.0), ("silence", 0.5)]
+    )
     limits = load_limits(overrides={"audio_containers": [fmt]})
     result = conform(src, tmp_path / f"out.{fmt}", limits=limits)
     speech = result.speech
@@ -265,8 +268,7 @@ def test_speech_spans_are_found_where_the_voice_speaks(tmp_path, fmt):
 
 
 def test_a_voice_that_is_mostly_silence_is_warned_about(tmp_path):
-    src = voice_layout(tmp_path / "sparse.wav", [("speech", 0.8), ("silence", 5.0), ("speech", 0.4),
-                                                 ("silence", 2.0)])
+    src = voice_layout(tmp_path / "sparse.wav", [("speech", 0.8), ("silence", 5.0), ("speech", 0.4), ("silence", 2.0)])
     result = conform(src, tmp_path / "out.wav")
     assert result.speech.ratio < 0.2
     assert any("mostly silence" in w and "sparse.wav" in w for w in result.warnings)
@@ -300,8 +302,12 @@ def test_a_voice_pydub_cannot_read_costs_the_analysis_not_the_job(tmp_path, monk
 
 
 @settings(max_examples=200, deadline=None)
-@given(sound_start=st.floats(0, 5), seconds=st.floats(0.5, 20), start=st.floats(0, 10),
-       target=st.one_of(st.none(), st.floats(0.1, 30)))
+@given(
+    sound_start=st.floats(0, 5),
+    seconds=st.floats(0.5, 20),
+    start=st.floats(0, 10),
+    target=st.one_of(st.none(), st.floats(0.1, 30)),
+)
 def test_a_sound_that_starts_late_is_led_by_exactly_the_silence_before_it(sound_start, seconds, start, target):
     p = fake_probe(seconds, start=sound_start)
     if start >= sound_start + seconds:
@@ -319,7 +325,7 @@ def test_limiting_does_not_move_the_voice(tmp_path):
     a frame at 25 fps, added to every limited voice)."""
     src = voice_layout(tmp_path / "peaky.wav", [("speech", 2.0)])
     samples, rate = read_wav(src)
-    samples[rate // 2: rate // 2 + 48] += 0.9  # one click: the gain to -16 LUFS needs the limiter
+    samples[rate // 2 : rate // 2 + 48] += 0.9  # one click: the gain to -16 LUFS needs the limiter
     write_wav(src, samples, rate)
     result = conform(src, tmp_path / "out.wav")
     assert result.loudness.normalization_type == "limited"
@@ -330,10 +336,13 @@ levels_db = st.one_of(st.floats(-120, 0), st.just(-math.inf))
 
 
 @settings(max_examples=300, deadline=None)
-@given(left=levels_db, right=levels_db, mid_under=st.one_of(st.floats(-6.1, 60), st.just(math.inf)),
-       channels=st.sampled_from([1, 2]))
-def test_the_channel_pick_uses_one_channel_only_when_the_other_is_dead_or_cancels_it(left, right, mid_under,
-                                                                                      channels):
+@given(
+    left=levels_db,
+    right=levels_db,
+    mid_under=st.one_of(st.floats(-6.1, 60), st.just(math.inf)),
+    channels=st.sampled_from([1, 2]),
+)
+def test_the_channel_pick_uses_one_channel_only_when_the_other_is_dead_or_cancels_it(left, right, mid_under, channels):
     loud = max(left, right)
     levels = ChannelLevels(left, right, loud - mid_under, loud)
     pick, reason = plan_channel_pick(levels, channels)

@@ -116,8 +116,13 @@ def test_hdr_hevc_10bit_is_tone_mapped_to_8bit_bt709(media):
 
 
 HDR_SEI = ("Mastering Display Colour Volume", "Content Light Level Information")
-HDR_MEDIAINFO = ("hdr_format", "mastering_display_color_primaries", "mastering_display_luminance",
-                 "maximum_content_light_level", "maximum_frameaverage_light_level")
+HDR_MEDIAINFO = (
+    "hdr_format",
+    "mastering_display_color_primaries",
+    "mastering_display_luminance",
+    "maximum_content_light_level",
+    "maximum_frameaverage_light_level",
+)
 
 
 def colour_tags(path: Path) -> tuple:
@@ -140,16 +145,33 @@ def test_hdr10_tone_mapped_to_sdr_keeps_no_mastering_display_or_light_level(medi
     assert not [k for k in HDR_MEDIAINFO if data.get(k)], data
 
 
-@pytest.mark.parametrize("name, make, tags", [
-    ("untagged SD copy", lambda d: make_video(d / "sd.mp4", seconds=1),
-     ("BT.601 NTSC", "BT.601", "BT.601", "Limited")),
-    ("untagged HD transcode", lambda d: make_video(d / "hd.mkv", seconds=0.4, width=1280, height=720),
-     ("BT.709", "BT.709", "BT.709", "Limited")),
-    ("full-range BT.601 transcode", lambda d: make_video(d / "full.mp4", seconds=1, colorspace="bt470bg",
-                                                         color_primaries="bt470bg", color_trc="gamma28",
-                                                         color_range="pc"),
-     ("BT.709", "BT.709", "BT.709", "Limited")),
-])
+@pytest.mark.parametrize(
+    "name, make, tags",
+    [
+        (
+            "untagged SD copy",
+            lambda d: make_video(d / "sd.mp4", seconds=1),
+            ("BT.601 NTSC", "BT.601", "BT.601", "Limited"),
+        ),
+        (
+            "untagged HD transcode",
+            lambda d: make_video(d / "hd.mkv", seconds=0.4, width=1280, height=720),
+            ("BT.709", "BT.709", "BT.709", "Limited"),
+        ),
+        (
+            "full-range BT.601 transcode",
+            lambda d: make_video(
+                d / "full.mp4",
+                seconds=1,
+                colorspace="bt470bg",
+                color_primaries="bt470bg",
+                color_trc="gamma28",
+                color_range="pc",
+            ),
+            ("BT.709", "BT.709", "BT.709", "Limited"),
+        ),
+    ],
+)
 def test_every_output_states_its_colour(media, name, make, tags):
     """Copied or encoded, the output's colour description is written down (how a player would read the
     source, or BT.709 limited range after a conversion), never left for the player to guess."""
@@ -161,7 +183,7 @@ def test_every_output_states_its_colour(media, name, make, tags):
 def test_big_picture_is_downscaled_to_the_limit_keeping_the_aspect(media):
     src = make_video(media / "wide.mkv", width=640, height=272, seconds=1)
     limits = load_limits(overrides={"video_max_side": 300})
-    plan, result = conform(src, media / "out" / "wide.mp4", limits)
+    _plan, result = conform(src, media / "out" / "wide.mp4", limits)
     assert_provider_ready(result.path, limits)
     video = video_track(result.path)
     assert (video.width, video.height) == (300, 126)  # 272 * 300/640 = 127.5, floored to even
@@ -182,8 +204,15 @@ def test_anamorphic_pixels_become_square(media):
 
 
 def test_prores_with_surround_96k_pcm(media):
-    src = make_video(media / "master.mov", vcodec="prores_ks", pix_fmt="yuv422p10le", acodec="pcm_s24le",
-                     audio_channels=6, audio_rate=96000, seconds=1)
+    src = make_video(
+        media / "master.mov",
+        vcodec="prores_ks",
+        pix_fmt="yuv422p10le",
+        acodec="pcm_s24le",
+        audio_channels=6,
+        audio_rate=96000,
+        seconds=1,
+    )
     plan, result = conform(src, media / "out" / "master.mp4")
     assert_provider_ready(result.path)
     audio = media_info(result.path)["Audio"][0]
@@ -220,7 +249,7 @@ def _closest_source_frame(frame: np.ndarray, source: np.ndarray) -> int:
 
 def test_loop_repeats_the_clip_to_the_target_duration(media):
     src = make_video(media / "short loop.mp4", seconds=1, fps=25)
-    plan, result = conform(src, media / "out" / "looped.mp4", target_duration=2.6, extend="loop")
+    _plan, result = conform(src, media / "out" / "looped.mp4", target_duration=2.6, extend="loop")
     stats = decode_stats(result.path)
     assert stats.video_frames == 65 and stats.video_seconds == pytest.approx(2.6, abs=1 / 25)
     assert stats.audio_seconds == pytest.approx(2.6, abs=1 / 25)
@@ -241,7 +270,7 @@ def test_a_tight_byte_limit_is_met_in_one_encode(media):
     src = make_video(media / "grainy.mp4", width=640, height=360, seconds=3, grain=50, b="8M")
     limits = load_limits(overrides={"video_max_bytes": 400_000})
     assert src.stat().st_size > 2 * limits.video_max_bytes
-    plan, result = conform(src, media / "out" / "grainy.mp4", limits)
+    _plan, result = conform(src, media / "out" / "grainy.mp4", limits)
     assert len(result.runs) == 1
     assert result.size_bytes == result.path.stat().st_size <= 400_000
     assert_provider_ready(result.path, limits)
@@ -271,8 +300,7 @@ def test_sound_can_be_dropped_and_silent_video_loops(media):
     src = make_video(media / "silent.mp4", seconds=1, audio=False)
     plan, result = conform(src, media / "out" / "silent looped.mp4", target_duration=1.5, extend="loop")
     assert plan.audio == "none" and "Audio" not in media_info(result.path)
-    _, dropped = conform(make_video(media / "noisy.mp4", seconds=1), media / "out" / "dropped.mp4",
-                         keep_audio=False)
+    _, dropped = conform(make_video(media / "noisy.mp4", seconds=1), media / "out" / "dropped.mp4", keep_audio=False)
     assert "Audio" not in media_info(dropped.path)
 
 
@@ -286,7 +314,7 @@ def test_progress_is_reported_up_to_done(media):
 def test_hostile_file_names_stay_files(media, monkeypatch):
     monkeypatch.chdir(media)
     src = make_video(Path("-take:2 ü.webm"), seconds=1)  # relative, a protocol-like colon, a leading dash
-    plan, result = conform(src, Path("-out:2 ü.mp4"))
+    plan, _result = conform(src, Path("-out:2 ü.mp4"))
     assert plan.mode == "transcode"
     assert (media / "-out:2 ü.mp4").exists()
     assert_provider_ready(media / "-out:2 ü.mp4")
@@ -323,9 +351,30 @@ def test_high_speed_capture_is_resampled_to_the_kept_rate(media):
 def test_cover_art_stored_before_the_video_is_skipped(media):
     tagged = make_video(media / "tagged.mp4", cover_art=True)
     src = media / "cover first.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(tagged), "-map", "0:v:1", "-map", "0:v:0",
-                    "-map", "0:a", "-c", "copy", "-disposition:v:0", "attached_pic", "-disposition:v:1", "default",
-                    str(src)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(tagged),
+            "-map",
+            "0:v:1",
+            "-map",
+            "0:v:0",
+            "-map",
+            "0:a",
+            "-c",
+            "copy",
+            "-disposition:v:0",
+            "attached_pic",
+            "-disposition:v:1",
+            "default",
+            str(src),
+        ],
+        check=True,
+    )
     p = probe_video(src)
     assert p.cover_art and (p.video.codec, p.video.width) == ("AVC", 320)
     plan, result = conform(src, media / "out" / "cover first.mp4")
@@ -358,8 +407,23 @@ def stored_frames(path: Path) -> np.ndarray:
     """Every frame as stored, in gray: no seek (an input -ss reads nothing from some of these files) and no
     frame-rate conversion."""
     video = video_track(path)
-    argv = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
-            "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+    argv = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-nostdin",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-",
+    ]
     raw = subprocess.run(argv, capture_output=True, check=True).stdout
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, int(video.height), int(video.width))
 
@@ -387,8 +451,9 @@ def test_a_cut_in_a_container_without_a_seek_index_starts_at_the_asked_frame(med
 
 def test_a_bounce_in_a_transport_stream_plays_the_window_forward_then_backward(media):
     src = make_video(media / "bounce.ts", seconds=2, fps=25, width=160, height=120)
-    plan, result = conform(src, media / "out" / "bounced ts.mp4", start=0.48, end=0.96, target_duration=1.2,
-                           extend="bounce")
+    plan, result = conform(
+        src, media / "out" / "bounced ts.mp4", start=0.48, end=0.96, target_duration=1.2, extend="bounce"
+    )
     assert not plan.seek and [leg.reverse for leg in plan.legs] == [False, True, False]
     assert decode_stats(result.path).video_frames == 30
     window = list(range(12, 24))
@@ -397,11 +462,10 @@ def test_a_bounce_in_a_transport_stream_plays_the_window_forward_then_backward(m
 
 def test_the_sound_of_a_cut_transport_stream_stays_with_its_picture(media, tmp_path):
     voice = make_audio(tmp_path / "voice.wav", seconds=2, level_db=-20)
-    src = make_video(media / "talk.ts", seconds=2, fps=25, width=160, height=120, audio_file=voice,
-                     audio_channels=1)
+    src = make_video(media / "talk.ts", seconds=2, fps=25, width=160, height=120, audio_file=voice, audio_channels=1)
     _, result = conform(src, media / "out" / "talk cut.mp4", start=0.5)
     first = source_indices(result.path, stored_frames(src))[0]  # the voice and the picture start together in src
-    heard, correlation = voice_offset(plain_decode(voice)[first * RATE // 25:], plain_decode(result.path))
+    heard, correlation = voice_offset(plain_decode(voice)[first * RATE // 25 :], plain_decode(result.path))
     assert correlation > 0.9
     assert abs(heard) < 1 / 25  # the sound is cut where the picture is, as an input seek cuts both
 
@@ -421,8 +485,11 @@ def test_indexed_containers_keep_the_input_seek(media):
     assert source_indices(result.path, stored_frames(src)) == list(range(12, 48))
 
 
-@given(container=st.sampled_from(["mp4", "mov", "mkv", "webm", "mpegts", "mpegps", "flv", "avi", "mxf", "asf"]),
-       starts=st.lists(st.floats(0, 30), min_size=1, max_size=4), offset=st.floats(0, 1))
+@given(
+    container=st.sampled_from(["mp4", "mov", "mkv", "webm", "mpegts", "mpegps", "flv", "avi", "mxf", "asf"]),
+    starts=st.lists(st.floats(0, 30), min_size=1, max_size=4),
+    offset=st.floats(0, 1),
+)
 def test_only_an_indexed_container_is_read_by_seeking(container, starts, offset):
     probe = MediaProbe(path=Path("clip"), container=container, duration=40.0, size_bytes=1, video=None, audio=None)
     seek, decision = read_by_seeking(probe, tuple(Leg(s, 1.0) for s in starts), offset)

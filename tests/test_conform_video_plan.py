@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import InputError, ValidationError
 from pipeline.limits import Limits, load_limits
@@ -68,10 +69,19 @@ def video_streams(draw) -> VideoStream:
 def probes(draw) -> MediaProbe:
     v = draw(video_streams())
     duration = draw(st.floats(0.2, 120.0))
-    audio = draw(st.one_of(st.none(), st.builds(
-        AudioStream, codec=st.sampled_from(["AAC", "PCM", "Opus", "MPEG Audio"]), channels=st.integers(1, 8),
-        sample_rate=st.sampled_from([22050, 44100, 48000, 96000]), duration=st.just(duration),
-        bit_depth=st.none())))
+    audio = draw(
+        st.one_of(
+            st.none(),
+            st.builds(
+                AudioStream,
+                codec=st.sampled_from(["AAC", "PCM", "Opus", "MPEG Audio"]),
+                channels=st.integers(1, 8),
+                sample_rate=st.sampled_from([22050, 44100, 48000, 96000]),
+                duration=st.just(duration),
+                bit_depth=st.none(),
+            ),
+        )
+    )
     return MediaProbe(
         path=Path("/media/clip ü.mov"),
         container=draw(st.sampled_from(CONTAINERS)),
@@ -84,8 +94,9 @@ def probes(draw) -> MediaProbe:
 
 BASE_LIMITS = load_limits()
 limits_st = st.builds(
-    lambda side, mb, sec, containers: BASE_LIMITS.model_copy(update={
-        "video_max_side": side, "video_max_bytes": mb, "video_max_seconds": sec, "video_containers": containers}),
+    lambda side, mb, sec, containers: BASE_LIMITS.model_copy(
+        update={"video_max_side": side, "video_max_bytes": mb, "video_max_seconds": sec, "video_containers": containers}
+    ),
     st.integers(16, 4096),
     st.integers(2_000_000, 200_000_000),
     st.floats(1.0, 60.0),
@@ -99,8 +110,14 @@ def options(draw, p: MediaProbe, limits: Limits) -> VideoOptions:
     end = draw(st.one_of(st.none(), st.floats((start or 0.0) + 0.05, p.duration * 1.2)))
     target = draw(st.one_of(st.none(), st.floats(0.1, limits.video_max_seconds)))
     extend = draw(st.sampled_from([None, "loop", "bounce"]))
-    return VideoOptions(start=start, end=end, target_duration=target, extend=extend,
-                        keep_audio=draw(st.booleans()), force_transcode=draw(st.booleans()))
+    return VideoOptions(
+        start=start,
+        end=end,
+        target_duration=target,
+        extend=extend,
+        keep_audio=draw(st.booleans()),
+        force_transcode=draw(st.booleans()),
+    )
 
 
 @st.composite
@@ -134,18 +151,32 @@ def _should_copy(p: MediaProbe, limits: Limits, opts: VideoOptions) -> bool:
     v = p.video
     return (
         not opts.force_transcode
-        and p.container in ("mp4", "mov") and p.container in limits.video_containers
-        and v.codec == "AVC" and v.profile == "High" and v.bit_depth == 8 and v.chroma_subsampling == "4:2:0"
-        and v.start == 0.0 and v.index == 0
-        and v.frame_rate_mode == "CFR" and v.fps is not None and v.fps <= opts.max_fps * 1.01
+        and p.container in ("mp4", "mov")
+        and p.container in limits.video_containers
+        and v.codec == "AVC"
+        and v.profile == "High"
+        and v.bit_depth == 8
+        and v.chroma_subsampling == "4:2:0"
+        and v.start == 0.0
+        and v.index == 0
+        and v.frame_rate_mode == "CFR"
+        and v.fps is not None
+        and v.fps <= opts.max_fps * 1.01
         and v.scan_type == "progressive"
-        and v.rotation == 0 and v.pixel_aspect_ratio == 1.0 and v.hdr_transfer is None
-        and v.primaries in (None, "BT.709") and v.matrix in (None, "BT.709") and v.color_range != "Full"
+        and v.rotation == 0
+        and v.pixel_aspect_ratio == 1.0
+        and v.hdr_transfer is None
+        and v.primaries in (None, "BT.709")
+        and v.matrix in (None, "BT.709")
+        and v.color_range != "Full"
         and v.hdr_format is None
-        and v.width % 2 == 0 and v.height % 2 == 0 and max(v.width, v.height) <= limits.video_max_side
+        and v.width % 2 == 0
+        and v.height % 2 == 0
+        and max(v.width, v.height) <= limits.video_max_side
         and p.size_bytes <= limits.video_max_bytes * COPY_SIZE_MARGIN
         and p.duration <= limits.video_max_seconds
-        and opts.start in (None, 0.0) and (opts.end is None or opts.end >= p.duration)
+        and opts.start in (None, 0.0)
+        and (opts.end is None or opts.end >= p.duration)
         and (opts.target_duration is None or opts.target_duration == p.duration)
     )
 
@@ -245,19 +276,38 @@ def test_plans_are_deterministic_explained_and_serialisable(p, limits):
 
 
 def _probe(**video) -> MediaProbe:
-    v = VideoStream(codec="AVC", profile="High", width=1920, height=1080, display_width=1920, display_height=1080,
-                    rotation=0, fps=25.0, frame_rate_mode="CFR", scan_type="progressive", bit_depth=8,
-                    chroma_subsampling="4:2:0", pixel_aspect_ratio=1.0, hdr_transfer=None, duration=45.0,
-                    frame_count=1125)
-    return MediaProbe(path=Path("/in/take 1.mp4"), container="mp4", duration=45.0, size_bytes=20_000_000,
-                      video=replace(v, **video), audio=AudioStream("AAC", 2, 48000, 45.0, None))
+    v = VideoStream(
+        codec="AVC",
+        profile="High",
+        width=1920,
+        height=1080,
+        display_width=1920,
+        display_height=1080,
+        rotation=0,
+        fps=25.0,
+        frame_rate_mode="CFR",
+        scan_type="progressive",
+        bit_depth=8,
+        chroma_subsampling="4:2:0",
+        pixel_aspect_ratio=1.0,
+        hdr_transfer=None,
+        duration=45.0,
+        frame_count=1125,
+    )
+    return MediaProbe(
+        path=Path("/in/take 1.mp4"),
+        container="mp4",
+        duration=45.0,
+        size_bytes=20_000_000,
+        video=replace(v, **video),
+        audio=AudioStream("AAC", 2, 48000, 45.0, None),
+    )
 
 
 def test_a_long_clip_is_trimmed_with_a_warning_naming_the_cut():
     plan = plan_video(_probe(), load_limits())
     assert plan.mode == "transcode" and plan.duration == 30.0
-    assert plan.warnings == ("take 1.mp4: 45.000 s is over the 30 s limit: kept 0.000-30.000 s, "
-                             "cut 30.000-45.000 s",)
+    assert plan.warnings == ("take 1.mp4: 45.000 s is over the 30 s limit: kept 0.000-30.000 s, cut 30.000-45.000 s",)
 
 
 def test_start_and_end_choose_the_window():
@@ -276,11 +326,14 @@ def test_a_compliant_file_is_copied():
     assert plan_video(tagged, load_limits()).copy_tags is None
 
 
-@pytest.mark.parametrize("colour, blocker", [
-    (dict(matrix="BT.601", primaries="BT.601 PAL"), "colour BT.601 PAL/BT.601 becomes BT.709"),
-    (dict(color_range="Full"), "full-range colour becomes limited range"),
-    (dict(hdr_format="SMPTE ST 2086"), "HDR metadata (SMPTE ST 2086) on SDR video is dropped"),
-])
+@pytest.mark.parametrize(
+    "colour, blocker",
+    [
+        ({"matrix": "BT.601", "primaries": "BT.601 PAL"}, "colour BT.601 PAL/BT.601 becomes BT.709"),
+        ({"color_range": "Full"}, "full-range colour becomes limited range"),
+        ({"hdr_format": "SMPTE ST 2086"}, "HDR metadata (SMPTE ST 2086) on SDR video is dropped"),
+    ],
+)
 def test_colour_other_than_sdr_bt709_limited_is_not_copied(colour, blocker):
     p = _probe(duration=20.0, **colour)
     plan = plan_video(replace(p, duration=20.0), load_limits())
@@ -288,8 +341,7 @@ def test_colour_other_than_sdr_bt709_limited_is_not_copied(colour, blocker):
 
 
 def test_4k_hevc_10bit_60fps_is_transcoded_to_1080p():
-    p = _probe(codec="HEVC", width=3840, height=2160, display_width=3840, display_height=2160, bit_depth=10,
-               fps=60.0)
+    p = _probe(codec="HEVC", width=3840, height=2160, display_width=3840, display_height=2160, bit_depth=10, fps=60.0)
     plan = plan_video(p, load_limits())
     assert (plan.mode, plan.width, plan.height, plan.fps) == ("transcode", 1920, 1080, 60.0)
     reasons = " | ".join(d.reason for d in plan.decisions)
@@ -321,7 +373,10 @@ def test_no_room_for_the_picture_is_refused():
 def test_bounce_plays_back_from_the_end_of_the_window():
     plan = plan_video(_probe(), load_limits(), VideoOptions(start=2, end=6, target_duration=10, extend="bounce"))
     assert [(leg.start, leg.duration, leg.reverse) for leg in plan.legs] == [
-        (2, 4.0, False), (2.0, 4.0, True), (2, 2.0, False)]
+        (2, 4.0, False),
+        (2.0, 4.0, True),
+        (2, 2.0, False),
+    ]
     assert plan.duration == 10.0
 
 

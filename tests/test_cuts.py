@@ -3,12 +3,14 @@ loudness envelope) on media generated here."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import ValidationError
 from pipeline.ffmpeg import ffmpeg_exe, run_ffmpeg
@@ -75,12 +77,13 @@ def test_segments_cover_the_source_inside_every_limit(source, min_seconds, bitra
     rate = frame_rate(fps)
     total = round(Fraction(seconds) * rate)
     assume(total > 0)
-    plan = plan_cuts(seconds, fps, LIMITS, cues=cues, min_seconds=min_seconds, video_bitrate=bitrate,
-                     audio_bitrate=128_000)
+    plan = plan_cuts(
+        seconds, fps, LIMITS, cues=cues, min_seconds=min_seconds, video_bitrate=bitrate, audio_bitrate=128_000
+    )
     segs = plan.segments
     # exact cover, on frame boundaries, and sample-exact audio cut points that meet
     assert plan.frames == total and segs[0].start_frame == 0 and segs[-1].end_frame == total
-    for before, after in zip(segs, segs[1:]):
+    for before, after in itertools.pairwise(segs):
         assert before.end_frame == after.start_frame
         assert before.samples(48000)[1] == after.samples(48000)[0]
     assert sum(s.frames for s in segs) == total
@@ -146,8 +149,12 @@ def test_a_pause_near_the_balanced_point_always_wins(seconds, fps, where, length
     sentence ends, shot changes or quiet moments compete with it."""
     middle = seconds / 2
     start = middle + where * middle
-    cues = CutCues(pauses=((start, start + length),), sentence_ends=tuple(noise), shot_changes=tuple(noise),
-                   loudness=LoudnessEnvelope(0.1, tuple(-80.0 for _ in range(500))))
+    cues = CutCues(
+        pauses=((start, start + length),),
+        sentence_ends=tuple(noise),
+        shot_changes=tuple(noise),
+        loudness=LoudnessEnvelope(0.1, tuple(-80.0 for _ in range(500))),
+    )
     plan = plan_cuts(seconds, fps, LIMITS, cues=cues)
     rate = frame_rate(fps)
     assert len(plan.segments) == 2
@@ -198,9 +205,17 @@ def test_a_minimum_over_half_the_segment_is_lowered_with_a_reason():
     assert any("minimum lowered" in r for r in plan.reasons)
 
 
-@pytest.mark.parametrize("fps, exact", [(29.97, Fraction(30000, 1001)), (23.976, Fraction(24000, 1001)),
-                                        (59.94, Fraction(60000, 1001)), (25.0, Fraction(25)),
-                                        ("30000/1001", Fraction(30000, 1001)), (12.5, Fraction(25, 2))])
+@pytest.mark.parametrize(
+    "fps, exact",
+    [
+        (29.97, Fraction(30000, 1001)),
+        (23.976, Fraction(24000, 1001)),
+        (59.94, Fraction(60000, 1001)),
+        (25.0, Fraction(25)),
+        ("30000/1001", Fraction(30000, 1001)),
+        (12.5, Fraction(25, 2)),
+    ],
+)
 def test_frame_rates_are_exact(fps, exact):
     assert frame_rate(fps) == exact
 
@@ -220,15 +235,28 @@ def test_pauses_of_a_voice_are_its_silences_edges_included():
 
 # ---- measures on generated media -----------------------------------------------------------------------------
 
+
 def _ffmpeg(argv: list[str], what: str) -> None:
     run_ffmpeg([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *argv], what=what)
 
 
 def test_shot_changes_are_found_where_the_clip_cuts(tmp_path):
     clip = tmp_path / "three shots.mp4"
-    _ffmpeg(["-f", "lavfi", "-i", "testsrc2=d=2:r=25:s=320x240[a];smptebars=d=1.6:r=25:s=320x240[b];"
-             "mandelbrot=r=25:s=320x240,trim=duration=1.4[c];[a][b][c]concat=n=3",
-             "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], "making the three-shot clip")
+    _ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=d=2:r=25:s=320x240[a];smptebars=d=1.6:r=25:s=320x240[b];"
+            "mandelbrot=r=25:s=320x240,trim=duration=1.4[c];[a][b][c]concat=n=3",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        "making the three-shot clip",
+    )
     shots = measure_shot_changes(clip)
     assert shots.times == pytest.approx([2.0, 3.6], abs=0.5 / 25)
     assert shots.run.argv[0] == ffmpeg_exe()
@@ -236,8 +264,10 @@ def test_shot_changes_are_found_where_the_clip_cuts(tmp_path):
 
 def test_one_moving_shot_has_no_shot_change(tmp_path):
     clip = tmp_path / "one.mp4"
-    _ffmpeg(["-f", "lavfi", "-i", "testsrc2=d=4:r=25:s=320x240", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-             str(clip)], "making the one-shot clip")
+    _ffmpeg(
+        ["-f", "lavfi", "-i", "testsrc2=d=4:r=25:s=320x240", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+        "making the one-shot clip",
+    )
     assert measure_shot_changes(clip).times == ()
 
 
@@ -251,7 +281,7 @@ def test_loudness_envelope_finds_the_quiet_stretch_and_the_plan_cuts_there(tmp_p
     env = measure_loudness(wav)
     levels = np.array(env.levels_db)
     assert len(levels) == 50
-    quiet = levels[21:29]                   # 1.05-1.45 s, away from the edges
+    quiet = levels[21:29]  # 1.05-1.45 s, away from the edges
     loud = np.concatenate([levels[1:19], levels[31:49]])
     assert np.all(np.abs(quiet - 20 * np.log10(0.005 / np.sqrt(2))) < 1.5)
     assert np.all(np.abs(loud - 20 * np.log10(0.5 / np.sqrt(2))) < 0.5)
@@ -273,7 +303,7 @@ def test_a_long_voice_is_cut_in_its_measured_pauses(tmp_path):
     gaps = [t for t in np.arange(6.0, 62.0, 6.0) if not 20 <= t <= 44]
     voice = synth_speech(62.0, sample_rate=rate, seed=3)
     for t in gaps:
-        voice[int(t * rate):int((t + 0.8) * rate)] = 0.0
+        voice[int(t * rate) : int((t + 0.8) * rate)] = 0.0
     wav = tmp_path / "voice.wav"
     write_wav(wav, voice, rate)
     activity = speech_activity(wav, "wav", loudness_lufs=-20.0)
@@ -287,7 +317,7 @@ def test_a_long_voice_is_cut_in_its_measured_pauses(tmp_path):
         if any(_has_frame((lo, hi), g, g + 0.8, Fraction(25)) for g in gaps):
             assert seg.cut.kind is CutKind.PAUSE and any(g <= t <= g + 0.8 for g in gaps), seg.cut
         else:  # inside the unbroken stretch: at its quietest step (a gap between two synthetic words)
-            steps = envelope.levels_db[int(lo / 25 / envelope.step):int(hi / 25 / envelope.step)]
+            steps = envelope.levels_db[int(lo / 25 / envelope.step) : int(hi / 25 / envelope.step)]
             assert seg.cut.kind is CutKind.QUIETEST and 20 < t < 44.8
             assert envelope.levels_db[int(t / envelope.step)] <= min(steps) + 3.0
     assert kinds == [CutKind.PAUSE, CutKind.QUIETEST]

@@ -52,8 +52,9 @@ def test_an_mp3_whose_header_understates_its_length_is_delivered_whole(tmp_path,
     p = probe(joined_mp3)
     assert p.audio.duration == pytest.approx(decoded, abs=FRAME_S)
     assert p.audio.declared_duration == pytest.approx(declared, abs=0.1)
-    assert any(f"declares {p.audio.declared_duration:.3f} s but {p.audio.duration:.3f} s decodes" in w
-               for w in p.warnings), p.warnings
+    assert any(
+        f"declares {p.audio.declared_duration:.3f} s but {p.audio.duration:.3f} s decodes" in w for w in p.warnings
+    ), p.warnings
     assert delivered_voice_seconds(joined_mp3, tmp_path) == pytest.approx(decoded, abs=1.5 * FRAME_S)
 
 
@@ -71,8 +72,10 @@ def test_an_mp3_whose_header_overstates_its_length_is_delivered_as_it_decodes(tm
 def test_raw_adts_aac_without_a_declared_length_is_measured(tmp_path):
     source = make_audio(tmp_path / "voice.wav", seconds=3)
     adts = tmp_path / "voice.aac"
-    run_ffmpeg([ffmpeg_exe(), "-v", "error", "-i", str(source), "-c:a", "aac", "-f", "adts", str(adts)],
-               what="making voice.aac")
+    run_ffmpeg(
+        [ffmpeg_exe(), "-v", "error", "-i", str(source), "-c:a", "aac", "-f", "adts", str(adts)],
+        what="making voice.aac",
+    )
     assert media_info(adts)["General"][0].duration is None  # the case: no length anywhere in the file
     decoded = decode_stats(adts).audio_seconds
     assert probe(adts).audio.duration == pytest.approx(decoded, abs=FRAME_S)

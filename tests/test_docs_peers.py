@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from media import make_audio, make_video
-from provider_kit import serve_app
+from provider_kit import create_job, run_job, serve_app
 from pymediainfo import MediaInfo
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,9 +30,16 @@ from starlette.routing import Route
 
 from pipeline.errors import GenerationFailed, JobTimeout, LipsyncError
 from pipeline.fsutil import sha256_file
-from pipeline.providers import (JobHandle, JobRequest, JobState, PollPolicy, RetryPolicy, credential_from_env,
-                                get_provider, wait_for_job)
-from provider_kit import create_job, run_job
+from pipeline.providers import (
+    JobHandle,
+    JobRequest,
+    JobState,
+    PollPolicy,
+    RetryPolicy,
+    credential_from_env,
+    get_provider,
+    wait_for_job,
+)
 
 FAST_POLL = PollPolicy(initial=0.05, factor=1.0, maximum=0.05, timeout=20)
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.05, max_retry_after=0.5)
@@ -59,8 +66,15 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 def adapter(name: str, base_urls: dict[str, str], **options):
-    return get_provider(name, credential=credential_from_env(name), base_urls=base_urls, poll=FAST_POLL, retry=FAST_RETRY, create_retry=FAST_RETRY,
-                        **options)
+    return get_provider(
+        name,
+        credential=credential_from_env(name),
+        base_urls=base_urls,
+        poll=FAST_POLL,
+        retry=FAST_RETRY,
+        create_retry=FAST_RETRY,
+        **options,
+    )
 
 
 def assert_delivered(out: Path, served: Path) -> None:
@@ -85,9 +99,27 @@ def result_route(result: Path, seen: list[dict[str, str]] | None = None) -> Rout
 
 # --- PixVerse Platform ----------------------------------------------------------------------------------
 
-PV_VOICES = [{"speaker_id": 1001 + i, "name": name} for i, name in enumerate(
-    ["Emily", "James", "Isabella", "Liam", "Chloe", "Adrian", "Harper", "Ava", "Sophia", "Julia", "Mason", "Jack",
-     "Oliver", "Ethan"])] + [{"speaker_id": "auto", "name": "Auto"}]
+PV_VOICES = [
+    {"speaker_id": 1001 + i, "name": name}
+    for i, name in enumerate(
+        [
+            "Emily",
+            "James",
+            "Isabella",
+            "Liam",
+            "Chloe",
+            "Adrian",
+            "Harper",
+            "Ava",
+            "Sophia",
+            "Julia",
+            "Mason",
+            "Jack",
+            "Oliver",
+            "Ethan",
+        ]
+    )
+] + [{"speaker_id": "auto", "name": "Auto"}]
 
 
 @dataclass
@@ -95,7 +127,7 @@ class PixversePeer:
     """Follows the enterprise guide: envelope on every reply, ids as big JSON numbers, status 5 → 1."""
 
     result: Path
-    create_codes: list[tuple[int, int]] = field(default_factory=list)   # (HTTP, ErrCode) answers before accepting
+    create_codes: list[tuple[int, int]] = field(default_factory=list)  # (HTTP, ErrCode) answers before accepting
     traces: set[str] = field(default_factory=set)
     uploads: dict[int, tuple[str, str, bytes]] = field(default_factory=dict)
     creates: list[dict] = field(default_factory=list)
@@ -127,7 +159,7 @@ class PixversePeer:
         if refused := self.checked(request):
             return refused
         page, size = int(request.query_params["page_num"]), int(request.query_params["page_size"])
-        return self.envelope({"total": len(PV_VOICES), "data": PV_VOICES[(page - 1) * size: page * size]})
+        return self.envelope({"total": len(PV_VOICES), "data": PV_VOICES[(page - 1) * size : page * size]})
 
     async def generate(self, request: Request) -> Response:
         if refused := self.checked(request):
@@ -149,21 +181,33 @@ class PixversePeer:
             return Response("<html><body>502 Bad Gateway</body></html>", status_code=502, media_type="text/html")
         if self.polls == 2:
             return self.envelope(None, 500045, "try later", status=500, casing=("err_code", "err_msg", "resp"))
-        sample = {"id": 2**62 + 7, "status": 5, "url": "", "outputWidth": 0, "outputHeight": 0, "size": 0,
-                  "create_time": "string", "modify_time": "string", "prompt": "string", "seed": 0}
-        if self.polls >= 4:     # the docs' success sample, literally: sizes stay 0
+        sample = {
+            "id": 2**62 + 7,
+            "status": 5,
+            "url": "",
+            "outputWidth": 0,
+            "outputHeight": 0,
+            "size": 0,
+            "create_time": "string",
+            "modify_time": "string",
+            "prompt": "string",
+            "seed": 0,
+        }
+        if self.polls >= 4:  # the docs' success sample, literally: sizes stay 0
             sample.update(status=1, url=f"{origin(request)}/cdn/result.mp4")
         return JSONResponse({"ErrCode": "0", "ErrMsg": "string", "Resp": sample})
 
     def app(self) -> Starlette:
         api = "/openapi/v2"
-        return Starlette(routes=[
-            Route(f"{api}/media/upload", self.upload, methods=["POST"]),
-            Route(f"{api}/video/lip_sync/tts_list", self.tts_list, methods=["GET"]),
-            Route(f"{api}/video/lip_sync/generate", self.generate, methods=["POST"]),
-            Route(f"{api}/video/result/{{video_id}}", self.status, methods=["GET"]),
-            result_route(self.result),
-        ])
+        return Starlette(
+            routes=[
+                Route(f"{api}/media/upload", self.upload, methods=["POST"]),
+                Route(f"{api}/video/lip_sync/tts_list", self.tts_list, methods=["GET"]),
+                Route(f"{api}/video/lip_sync/generate", self.generate, methods=["POST"]),
+                Route(f"{api}/video/result/{{video_id}}", self.status, methods=["GET"]),
+                result_route(self.result),
+            ]
+        )
 
 
 @pytest.mark.parametrize("video,audio", [("mp4", "wav"), ("mov", "mp3"), ("mp4", None)])
@@ -175,7 +219,7 @@ def test_pixverse_docs_peer_end_to_end(media, tmp_path, video, audio):
         record = run_job(provider, req, tmp_path / "out.mp4")
     assert_delivered(tmp_path / "out.mp4", media["result"])
     assert record.job_id == str(2**62 + 7) and peer.polls == 3 + FAST_POLL.accept_unconfirmed_after
-    assert record.unconfirmed          # said so in `lipsync submit --json`
+    assert record.unconfirmed  # said so in `lipsync submit --json`
     (create,) = peer.creates
     assert type(create["video_media_id"]) is int and create["video_media_id"] in peer.uploads
     name, ctype, data = peer.uploads[create["video_media_id"]]
@@ -186,15 +230,25 @@ def test_pixverse_docs_peer_end_to_end(media, tmp_path, video, audio):
         assert Path(name).suffix == f".{audio}" and data == media[audio].read_bytes()
         assert ctype == {"wav": "audio/wav", "mp3": "audio/mpeg"}[audio]
         assert "lip_sync_tts_content" not in create
-    else:       # the id from the account's own speaker list, as a string
+    else:  # the id from the account's own speaker list, as a string
         assert create["lip_sync_tts_speaker_id"] == "1013" and create["lip_sync_tts_content"] == text
         assert "audio_media_id" not in create
 
 
-@pytest.mark.parametrize("http,code,exit_code", [
-    (200, 10001, 3), (200, 10003, 3), (200, 500043, 4), (500, 500090, 4), (200, 500060, 4),
-    (200, 500054, 5), (200, 500063, 5), (400, 400017, 6), (200, 400013, 6),
-])
+@pytest.mark.parametrize(
+    "http,code,exit_code",
+    [
+        (200, 10001, 3),
+        (200, 10003, 3),
+        (200, 500043, 4),
+        (500, 500090, 4),
+        (200, 500060, 4),
+        (200, 500054, 5),
+        (200, 500063, 5),
+        (400, 400017, 6),
+        (200, 400013, 6),
+    ],
+)
 def test_pixverse_error_codes_end_the_create_with_their_exit_code(media, http, code, exit_code):
     peer = PixversePeer(media["result"], create_codes=[(http, code)])
     with serve_app(peer.app()) as url, adapter("pixverse", {"pixverse": url}) as provider:
@@ -231,13 +285,13 @@ class AimlPeer:
         assert request.headers["authorization"] == f"Bearer {KEYS['AIMLAPI_KEY']}"
         raw = await request.body()
         assert len(raw) == int(request.headers["content-length"])
-        self.bodies.append(json.loads(raw))      # strict: no trailing bytes, valid escapes
+        self.bodies.append(json.loads(raw))  # strict: no trailing bytes, valid escapes
         status, reply = self.create_reply
         return JSONResponse(reply, status_code=status)
 
     async def status(self, request: Request) -> Response:
         assert request.query_params["generation_id"] == AIML_ID
-        reply = dict(self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0])    # the last repeats
+        reply = dict(self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0])  # the last repeats
         if reply.get("video"):
             reply["video"] = {"url": f"{origin(request)}/cdn/result.mp4"}
         return JSONResponse(reply, status_code=reply.pop("http", 200))
@@ -249,11 +303,13 @@ class AimlPeer:
         return Response(self.result.read_bytes(), media_type=OCTET)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v2/video/generations", self.create, methods=["POST"]),
-            Route("/v2/video/generations", self.status, methods=["GET"]),
-            Route("/cdn/result.mp4", self.download, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v2/video/generations", self.create, methods=["POST"]),
+                Route("/v2/video/generations", self.status, methods=["GET"]),
+                Route("/cdn/result.mp4", self.download, methods=["GET"]),
+            ]
+        )
 
 
 def data_uri(value: str) -> tuple[str, bytes]:
@@ -265,8 +321,10 @@ def data_uri(value: str) -> tuple[str, bytes]:
 @pytest.mark.parametrize("video,audio", [("mp4", "wav"), ("mov", "mp3"), ("mp4", None)])
 def test_aimlapi_docs_peer_end_to_end(media, tmp_path, video, audio):
     waits = ("queued", "waiting", "active", "generating")
-    peer = AimlPeer(media["result"], [{"id": AIML_ID, "status": s} for s in waits]
-                    + [{"id": AIML_ID, "status": "succeeded", "video": True}])
+    peer = AimlPeer(
+        media["result"],
+        [{"id": AIML_ID, "status": s} for s in waits] + [{"id": AIML_ID, "status": "succeeded", "video": True}],
+    )
     text = None if audio else "Through the forest, past the roots — “quoted” \\ done"
     req = JobRequest(media[video], media[audio] if audio else None, text, "Oliver" if text else None)
     with serve_app(peer.app()) as url, adapter("aimlapi", {"aimlapi": url}) as provider:
@@ -275,20 +333,27 @@ def test_aimlapi_docs_peer_end_to_end(media, tmp_path, video, audio):
     assert record.job_id == AIML_ID and peer.downloads == 2 and not record.unconfirmed
     (body,) = peer.bodies
     assert body["model"] == "pixverse/lip-sync"
-    assert data_uri(body["video_url"]) == ({"mp4": "video/mp4", "mov": "video/quicktime"}[video],
-                                           media[video].read_bytes())
+    assert data_uri(body["video_url"]) == (
+        {"mp4": "video/mp4", "mov": "video/quicktime"}[video],
+        media[video].read_bytes(),
+    )
     if audio:
-        assert data_uri(body["audio_url"]) == ({"wav": "audio/wav", "mp3": "audio/mpeg"}[audio],
-                                               media[audio].read_bytes())
+        assert data_uri(body["audio_url"]) == (
+            {"wav": "audio/wav", "mp3": "audio/mpeg"}[audio],
+            media[audio].read_bytes(),
+        )
     else:
         assert body["lip_sync_tts_content"] == text and body["lip_sync_tts_speaker"] == "Oliver"
 
 
-@pytest.mark.parametrize("final,exit_code", [
-    ({"status": "completed", "video": None, "error": {"name": "GenerationError", "message": "boom"}}, 5),
-    ({"status": "generating", "error": {"name": "PartnerError", "message": "upstream gave up"}}, 5),
-    ({"http": 504, "message": "Generation timeout", "path": "/v2/video/generations", "statusCode": 504}, 5),
-])
+@pytest.mark.parametrize(
+    "final,exit_code",
+    [
+        ({"status": "completed", "video": None, "error": {"name": "GenerationError", "message": "boom"}}, 5),
+        ({"status": "generating", "error": {"name": "PartnerError", "message": "upstream gave up"}}, 5),
+        ({"http": 504, "message": "Generation timeout", "path": "/v2/video/generations", "statusCode": 504}, 5),
+    ],
+)
 def test_aimlapi_failures_end_the_wait(media, tmp_path, final, exit_code):
     peer = AimlPeer(media["result"], [{"id": AIML_ID, "status": "queued"}, {"id": AIML_ID, **final}])
     with serve_app(peer.app()) as url, adapter("aimlapi", {"aimlapi": url}) as provider:
@@ -299,8 +364,13 @@ def test_aimlapi_failures_end_the_wait(media, tmp_path, final, exit_code):
 
 @pytest.mark.parametrize("status,exit_code", [(401, 3), (403, 4), (400, 6)])
 def test_aimlapi_create_errors(media, status, exit_code):
-    error = {"message": "nope", "path": "/v2/video/generations", "requestId": "r", "statusCode": status,
-             "timestamp": "2025-01-01T00:00:00.000Z"}
+    error = {
+        "message": "nope",
+        "path": "/v2/video/generations",
+        "requestId": "r",
+        "statusCode": status,
+        "timestamp": "2025-01-01T00:00:00.000Z",
+    }
     peer = AimlPeer(media["result"], [{}], create_reply=(status, error))
     with serve_app(peer.app()) as url, adapter("aimlapi", {"aimlapi": url}) as provider:
         with pytest.raises(LipsyncError) as info:
@@ -334,36 +404,51 @@ class UseapiPeer:
         return JSONResponse({"path": path, "url": f"https://media.example/{path}"})
 
     async def voices(self, request: Request) -> Response:
-        return JSONResponse({"tts_list": [
-            {"speaker_id": 12345, "display_name": " Oliver ", "url": " https://media.example/oliver.mp3 "},
-            {"speaker_id": " 777 ", "display_name": "Emily\n", "url": ""},
-        ]})
+        return JSONResponse(
+            {
+                "tts_list": [
+                    {"speaker_id": 12345, "display_name": " Oliver ", "url": " https://media.example/oliver.mp3 "},
+                    {"speaker_id": " 777 ", "display_name": "Emily\n", "url": ""},
+                ]
+            }
+        )
 
     async def lipsync(self, request: Request) -> Response:
         assert self.authorized(request)
         body = json.loads(await request.body())
         self.creates.append(body)
         if self.busy_first and len(self.creates) == 1:
-            return JSONResponse({"error": "Account jane.doe+lipsync@example.com is busy executing 2 tasks."},
-                                status_code=429)
+            return JSONResponse(
+                {"error": "Account jane.doe+lipsync@example.com is busy executing 2 tasks."}, status_code=429
+            )
         return JSONResponse({"video_id": USEAPI_ID})
 
     async def video(self, request: Request) -> Response:
-        video_id = request.path_params["video_id"]      # decoded by the router, as any server does
+        video_id = request.path_params["video_id"]  # decoded by the router, as any server does
         self.polled_ids.append(video_id)
         if video_id != USEAPI_ID or len(self.polled_ids) <= self.processing_polls:
             return JSONResponse({"error": f"video {video_id} not found"}, status_code=404)
-        return JSONResponse({"video_id": USEAPI_ID, "video_status": 1, "video_status_name": "COMPLETED ",
-                             "url": f"{origin(request)}/cdn/result.mp4", "output_width": 64, "output_height": 48})
+        return JSONResponse(
+            {
+                "video_id": USEAPI_ID,
+                "video_status": 1,
+                "video_status_name": "COMPLETED ",
+                "url": f"{origin(request)}/cdn/result.mp4",
+                "output_width": 64,
+                "output_height": 48,
+            }
+        )
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v2/pixverse/files", self.upload, methods=["POST"]),
-            Route("/v2/pixverse/videos/voices", self.voices, methods=["GET"]),
-            Route("/v2/pixverse/videos/lipsync", self.lipsync, methods=["POST"]),
-            Route("/v2/pixverse/videos/{video_id}", self.video, methods=["GET"]),
-            result_route(self.result),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v2/pixverse/files", self.upload, methods=["POST"]),
+                Route("/v2/pixverse/videos/voices", self.voices, methods=["GET"]),
+                Route("/v2/pixverse/videos/lipsync", self.lipsync, methods=["POST"]),
+                Route("/v2/pixverse/videos/{video_id}", self.video, methods=["GET"]),
+                result_route(self.result),
+            ]
+        )
 
 
 @pytest.mark.parametrize("video,audio", [("mp4", "wav"), ("mov", "mp3"), ("mp4", None)])
@@ -372,12 +457,12 @@ def test_useapi_docs_peer_end_to_end(media, tmp_path, video, audio):
     text = None if audio else "Hello there."
     req = JobRequest(media[video], media[audio] if audio else None, text, "Oliver" if text else None)
     with serve_app(peer.app()) as url, adapter("useapi", {"useapi": url}, max_jobs=2) as provider:
-        handle = create_job(provider, req, reply_ref="job-1/seg-0")      # what the batch runner sends
+        handle = create_job(provider, req, reply_ref="job-1/seg-0")  # what the batch runner sends
         status = wait_for_job(provider, handle)
         provider.download(status.result_url, tmp_path / "out.mp4", max_bytes=10_000_000)
     assert_delivered(tmp_path / "out.mp4", media["result"])
     assert set(peer.polled_ids) == {USEAPI_ID} and len(peer.polled_ids) == peer.processing_polls + 1
-    assert len(peer.creates) == 2 and peer.creates[0] == peer.creates[1]     # 429 "busy": sent again as is
+    assert len(peer.creates) == 2 and peer.creates[0] == peer.creates[1]  # 429 "busy": sent again as is
     create = peer.creates[-1]
     assert create["maxJobs"] == 2 and create["replyRef"] == "job-1/seg-0"
     ctype, data = peer.uploads[create["video_path"]]
@@ -385,7 +470,7 @@ def test_useapi_docs_peer_end_to_end(media, tmp_path, video, audio):
     if audio:
         ctype, data = peer.uploads[create["audio_path"]]
         assert ctype == {"wav": "audio/wav", "mp3": "audio/mpeg"}[audio] and data == media[audio].read_bytes()
-    else:       # the id the account's voice list gives, trimmed, as a string
+    else:  # the id the account's voice list gives, trimmed, as a string
         assert create["prompt"] == text and create["speaker_id"] == "12345"
 
 
@@ -400,6 +485,7 @@ def test_useapi_404_for_longer_than_the_grace_is_no_such_video(media):
 
 # --- fal.ai ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class FalPeer:
     """Queue + storage on one origin, the CDN on another. Submit answers 200 with absolute URLs in its own
@@ -407,7 +493,7 @@ class FalPeer:
 
     result: Path
     fail_result: bool = False
-    legacy_storage: bool = False        # only the older initiate flow: no token endpoint
+    legacy_storage: bool = False  # only the older initiate flow: no token endpoint
     cdn: str = ""
     cdn_seen: list[dict[str, str]] = field(default_factory=list)
     stored: dict[str, bytes] = field(default_factory=dict)
@@ -422,8 +508,9 @@ class FalPeer:
 
     async def token(self, request: Request) -> Response:
         assert self.keyed(request) and request.query_params["storage_type"] == "fal-cdn-v3"
-        return JSONResponse({"token": "cdn-token", "token_type": "Bearer", "base_url": self.cdn,
-                             "expires_at": "2099-01-01T00:00:00Z"})
+        return JSONResponse(
+            {"token": "cdn-token", "token_type": "Bearer", "base_url": self.cdn, "expires_at": "2099-01-01T00:00:00Z"}
+        )
 
     async def cdn_upload(self, request: Request) -> Response:
         self.cdn_seen.append(dict(request.headers))
@@ -448,8 +535,14 @@ class FalPeer:
         assert self.keyed(request)
         self.submits.append(json.loads(await request.body()))
         base = f"{origin(request)}/v1/jobs/r-1"
-        return JSONResponse({"request_id": "r-1", "status_url": f"{base}/state?tenant=t1",
-                             "response_url": f"{base}/out", "cancel_url": f"{base}/abort"})
+        return JSONResponse(
+            {
+                "request_id": "r-1",
+                "status_url": f"{base}/state?tenant=t1",
+                "response_url": f"{base}/out",
+                "cancel_url": f"{base}/abort",
+            }
+        )
 
     async def status(self, request: Request) -> Response:
         assert self.keyed(request)
@@ -465,10 +558,21 @@ class FalPeer:
         assert self.keyed(request)
         self.result_fetches += 1
         if self.fail_result:
-            return JSONResponse({"detail": "Generation failed upstream", "error_type": "runner_error"},
-                                status_code=500, headers={"X-Fal-Error-Type": "runner_error"})
-        return JSONResponse({"video": {"url": f"{self.cdn}/cdn/result.mp4", "file_name": "output.mp4",
-                                       "content_type": "video/mp4", "file_size": self.result.stat().st_size}})
+            return JSONResponse(
+                {"detail": "Generation failed upstream", "error_type": "runner_error"},
+                status_code=500,
+                headers={"X-Fal-Error-Type": "runner_error"},
+            )
+        return JSONResponse(
+            {
+                "video": {
+                    "url": f"{self.cdn}/cdn/result.mp4",
+                    "file_name": "output.mp4",
+                    "content_type": "video/mp4",
+                    "file_size": self.result.stat().st_size,
+                }
+            }
+        )
 
     async def cancel(self, request: Request) -> Response:
         assert self.keyed(request)
@@ -476,26 +580,36 @@ class FalPeer:
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     def queue_app(self) -> Starlette:
-        storage = (Route("/storage/upload/initiate", self.initiate, methods=["POST"]) if self.legacy_storage
-                   else Route("/storage/auth/token", self.token, methods=["POST"]))
-        return Starlette(routes=[
-            storage,
-            Route("/fal-ai/pixverse/lipsync", self.submit, methods=["POST"]),
-            Route("/v1/jobs/{rid}/state", self.status, methods=["GET"]),
-            Route("/v1/jobs/{rid}/out", self.response, methods=["GET"]),
-            Route("/v1/jobs/{rid}/abort", self.cancel, methods=["PUT"]),
-        ])
+        storage = (
+            Route("/storage/upload/initiate", self.initiate, methods=["POST"])
+            if self.legacy_storage
+            else Route("/storage/auth/token", self.token, methods=["POST"])
+        )
+        return Starlette(
+            routes=[
+                storage,
+                Route("/fal-ai/pixverse/lipsync", self.submit, methods=["POST"]),
+                Route("/v1/jobs/{rid}/state", self.status, methods=["GET"]),
+                Route("/v1/jobs/{rid}/out", self.response, methods=["GET"]),
+                Route("/v1/jobs/{rid}/abort", self.cancel, methods=["PUT"]),
+            ]
+        )
 
     def cdn_app(self) -> Starlette:
-        return Starlette(routes=[Route("/files/upload", self.cdn_upload, methods=["POST"]),
-                                 Route("/signed/{name}", self.signed_put, methods=["PUT"]),
-                                 result_route(self.result, self.cdn_seen)])
+        return Starlette(
+            routes=[
+                Route("/files/upload", self.cdn_upload, methods=["POST"]),
+                Route("/signed/{name}", self.signed_put, methods=["PUT"]),
+                result_route(self.result, self.cdn_seen),
+            ]
+        )
 
 
 @pytest.fixture
 def fal_peer(media):
     """start(**options) -> (peer, adapter): the CDN and the queue on two origins, stopped after the test."""
     with contextlib.ExitStack() as servers:
+
         def start(**kw):
             peer = FalPeer(media["result"], **kw)
             peer.cdn = servers.enter_context(serve_app(peer.cdn_app()))
@@ -511,12 +625,15 @@ def test_fal_docs_peer_end_to_end(media, tmp_path, fal_peer, audio, legacy_stora
     peer, provider = fal_peer(legacy_storage=legacy_storage)
     text = None if audio else "Hello, this is a test message."
     with provider:
-        run_job(provider, JobRequest(media["mp4"], media[audio] if audio else None, text, "Emily" if text else None),
-                tmp_path / "out.mp4")
+        run_job(
+            provider,
+            JobRequest(media["mp4"], media[audio] if audio else None, text, "Emily" if text else None),
+            tmp_path / "out.mp4",
+        )
     assert_delivered(tmp_path / "out.mp4", media["result"])
     assert all(q == {"tenant": "t1", "logs": "1"} for q in peer.status_queries) and len(peer.status_queries) == 3
     assert all("key" not in h.get("authorization", "").lower() for h in peer.cdn_seen)
-    assert peer.cdn_seen[-1].get("authorization") is None          # the result download carries no credentials
+    assert peer.cdn_seen[-1].get("authorization") is None  # the result download carries no credentials
     (submit,) = peer.submits
     assert peer.stored[submit["video_url"].rsplit("/", 1)[1]] == media["mp4"].read_bytes()
     if audio:

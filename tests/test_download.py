@@ -26,8 +26,15 @@ def result(tmp_path_factory):
 def _get(url, dst, max_bytes=10**7):
     """Download from a test server: its own loopback origin is allowed, as a provider configured there."""
     with make_client(timeout=10) as client:
-        return download_to(client, url, dst, max_bytes=max_bytes, policy=FAST, provider="test",
-                           allowed_loopback=loopback_origins([url]))
+        return download_to(
+            client,
+            url,
+            dst,
+            max_bytes=max_bytes,
+            policy=FAST,
+            provider="test",
+            allowed_loopback=loopback_origins([url]),
+        )
 
 
 def test_download_is_complete_hashed_and_a_real_video(tmp_path, result):
@@ -38,7 +45,7 @@ def test_download_is_complete_hashed_and_a_real_video(tmp_path, result):
     assert got.sha256 == hashlib.sha256(result).hexdigest() and got.content_type == "video/mp4"
     assert media_info(got.path)["Video"][0].width == 64
     assert "authorization" not in srv.requests[0].headers
-    assert [p.name for p in tmp_path.iterdir()] == ["final.mp4"]      # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["final.mp4"]  # no temp file left behind
 
 
 def test_truncated_download_is_retried_and_only_the_full_file_delivered(tmp_path, result):
@@ -67,22 +74,23 @@ def test_5xx_and_429_are_retried(tmp_path, result):
     assert len(srv.requests) == 3 and (tmp_path / "out.mp4").read_bytes() == result
 
 
-@pytest.mark.parametrize("reply,match", [
-    (Reply(body=b"<html>login</html>" * 10, headers={"Content-Type": "text/html"}), "not a video"),
-    (Reply(body=b"{" + b"x" * 100 + b"}", headers={"Content-Type": "application/octet-stream"}), "not an MP4"),
-    (Reply(404, b"gone"), "404"),
-])
+@pytest.mark.parametrize(
+    "reply,match",
+    [
+        (Reply(body=b"<html>login</html>" * 10, headers={"Content-Type": "text/html"}), "not a video"),
+        (Reply(body=b"{" + b"x" * 100 + b"}", headers={"Content-Type": "application/octet-stream"}), "not an MP4"),
+        (Reply(404, b"gone"), "404"),
+    ],
+)
 def test_wrong_content_is_refused(tmp_path, reply, match):
-    with serve(lambda r: reply) as srv:
-        with pytest.raises(ProviderError, match=match):
-            _get(srv.url + "/r.mp4", tmp_path / "out.mp4")
+    with serve(lambda r: reply) as srv, pytest.raises(ProviderError, match=match):
+        _get(srv.url + "/r.mp4", tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
 
 
 def test_size_cap_by_header_and_by_bytes(tmp_path, result):
-    with serve(lambda r: Reply(body=result)) as srv:
-        with pytest.raises(ProviderError, match="cap"):
-            _get(srv.url + "/r.mp4", tmp_path / "out.mp4", max_bytes=len(result) - 1)
+    with serve(lambda r: Reply(body=result)) as srv, pytest.raises(ProviderError, match="cap"):
+        _get(srv.url + "/r.mp4", tmp_path / "out.mp4", max_bytes=len(result) - 1)
     assert not (tmp_path / "out.mp4").exists()
 
 
@@ -100,21 +108,24 @@ def test_redirects_are_followed_and_checked(tmp_path, result):
             _get(srv.url + "/evil", tmp_path / "out2.mp4")
 
 
-@pytest.mark.parametrize("url,ok", [
-    ("https://cdn.example.com/x.mp4", True),
-    ("http://127.0.0.1:8000/x.mp4", True),          # the allowed origin below
-    ("https://127.0.0.1:8000/x.mp4", True),
-    ("http://127.0.0.1:8001/x.mp4", False),         # another port on loopback
-    ("http://127.5.6.7/x.mp4", False),
-    ("http://localhost/x.mp4", False),
-    ("http://[::1]:9/x.mp4", False),
-    ("http://cdn.example.com/x.mp4", False),
-    ("http://10.0.0.1/x.mp4", False),
-    ("https://10.0.0.1/x.mp4", False),
-    ("ftp://127.0.0.1/x.mp4", False),
-    ("file:///etc/passwd", False),
-    ("/relative/path.mp4", False),
-])
+@pytest.mark.parametrize(
+    "url,ok",
+    [
+        ("https://cdn.example.com/x.mp4", True),
+        ("http://127.0.0.1:8000/x.mp4", True),  # the allowed origin below
+        ("https://127.0.0.1:8000/x.mp4", True),
+        ("http://127.0.0.1:8001/x.mp4", False),  # another port on loopback
+        ("http://127.5.6.7/x.mp4", False),
+        ("http://localhost/x.mp4", False),
+        ("http://[::1]:9/x.mp4", False),
+        ("http://cdn.example.com/x.mp4", False),
+        ("http://10.0.0.1/x.mp4", False),
+        ("https://10.0.0.1/x.mp4", False),
+        ("ftp://127.0.0.1/x.mp4", False),
+        ("file:///etc/passwd", False),
+        ("/relative/path.mp4", False),
+    ],
+)
 def test_url_policy(url, ok):
     allowed = loopback_origins(["http://127.0.0.1:8000"])
     if ok:

@@ -13,7 +13,16 @@ import httpx
 import numpy as np
 import pytest
 from emulator_client import (
-    create, create_body, headers, poll_once, poll_until_final, result_url, run_job, status_word, submit, upload,
+    create,
+    create_body,
+    headers,
+    poll_once,
+    poll_until_final,
+    result_url,
+    run_job,
+    status_word,
+    submit,
+    upload,
 )
 from media import make_audio, make_video, media_info
 
@@ -25,8 +34,10 @@ PROVIDERS = ["pixverse", "aimlapi", "useapi", "fal"]
 AUDIO_S = 1.6
 # a cheap authenticated GET per provider (an unknown job is fine: only the gate's answer matters)
 STATUS_PATHS = {
-    "pixverse": "/openapi/v2/video/lip_sync/tts_list", "aimlapi": "/v2/video/generations?generation_id=x",
-    "useapi": "/v2/pixverse/videos/voices", "fal": "/fal-ai/pixverse/requests/x/status",
+    "pixverse": "/openapi/v2/video/lip_sync/tts_list",
+    "aimlapi": "/v2/video/generations?generation_id=x",
+    "useapi": "/v2/pixverse/videos/voices",
+    "fal": "/fal-ai/pixverse/requests/x/status",
 }
 
 
@@ -49,8 +60,26 @@ def emu():
 
 def decode_mono(path, rate: int = 24000) -> np.ndarray:
     """The first audio stream of `path` decoded by ffmpeg to mono float samples."""
-    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate),
-                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "s16le",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(raw, dtype="<i2") / 32768.0
 
 
@@ -59,11 +88,12 @@ def lag_ms(reference: np.ndarray, delayed: np.ndarray, rate: int = 24000) -> flo
     n = min(len(reference), len(delayed))
     spectrum = np.fft.rfft(delayed[:n], 2 * n) * np.conj(np.fft.rfft(reference[:n], 2 * n))
     corr = np.fft.irfft(spectrum)
-    lag = int(np.argmax(np.concatenate([corr[-n + 1:], corr[:n]]))) - (n - 1)
+    lag = int(np.argmax(np.concatenate([corr[-n + 1 :], corr[:n]]))) - (n - 1)
     return 1000 * lag / rate
 
 
 # ---- happy paths: a real mp4 with the submitted audio ---------------------------------------------------
+
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_audio_job_returns_the_video_with_the_submitted_audio(emu, media, provider, tmp_path):
@@ -73,7 +103,7 @@ def test_audio_job_returns_the_video_with_the_submitted_audio(emu, media, provid
     assert general.format == "MPEG-4"
     assert video.format == "AVC" and (video.width, video.height) == (320, 240)
     assert audio.format == "AAC"
-    assert float(general.duration) / 1000 == pytest.approx(AUDIO_S, abs=0.1)   # audio length, video looped
+    assert float(general.duration) / 1000 == pytest.approx(AUDIO_S, abs=0.1)  # audio length, video looped
     assert abs(lag_ms(decode_mono(media["audio"]), decode_mono(out))) <= 3
     assert emu.accepted_creates(provider) == 1
 
@@ -85,7 +115,7 @@ def test_tts_job_speaks_the_text(emu, media, provider, tmp_path):
     info = media_info(out)
     seconds = float(info["General"][0].duration) / 1000
     assert 1.5 < seconds < 12
-    assert np.sqrt(np.mean(decode_mono(out) ** 2)) > 0.01      # not silence
+    assert np.sqrt(np.mean(decode_mono(out) ** 2)) > 0.01  # not silence
 
 
 def test_output_is_scaled_to_the_provider_size_never_up(emu, media, tmp_path):
@@ -105,6 +135,7 @@ def test_status_reports_what_the_download_holds(emu, media, tmp_path):
 
 
 # ---- clock ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def slow_emu():
@@ -130,7 +161,7 @@ def test_useapi_answers_404_until_the_video_is_final(slow_emu, media):
 def test_stuck_jobs_never_finish(emu, media):
     emu.faults("aimlapi").stuck = True
     sub = submit(emu, "aimlapi", media["video"], audio=media["audio"])
-    time.sleep(0.8)   # more than queue + latency
+    time.sleep(0.8)  # more than queue + latency
     assert poll_once(emu, sub).json()["status"] == "generating"
 
 
@@ -205,7 +236,7 @@ def test_dropped_create_reply_is_a_transport_error_but_the_job_exists(emu, media
         create(emu, provider, create_body(provider, video, audio, None, None))
     assert emu.accepted_creates(provider) == 1
     job = emu.jobs(provider)[0]
-    sub = create(emu, provider, create_body(provider, video, audio, None, None))   # the fault was used up
+    sub = create(emu, provider, create_body(provider, video, audio, None, None))  # the fault was used up
     assert sub.job_id is not None and str(sub.job_id) != job.job_id
     assert emu.accepted_creates(provider) == 2
 
@@ -231,14 +262,14 @@ def test_a_stalled_job_runs_long_then_finishes(emu, media):
     stalled = submit(emu, "aimlapi", media["video"], audio=media["audio"])
     normal = submit(emu, "aimlapi", media["video"], audio=media["audio"])
     assert status_word("aimlapi", poll_until_final(emu, normal)[-1]) != "generating"
-    assert status_word("aimlapi", poll_once(emu, stalled)) == "generating"   # the next job was not held up
+    assert status_word("aimlapi", poll_once(emu, stalled)) == "generating"  # the next job was not held up
     job = emu.jobs("aimlapi")[0]
     job.render.result(timeout=30)
-    assert phase_at(job, job.created_at + job.queue_s + 61.0) is Phase.SUCCEEDED   # it does end
+    assert phase_at(job, job.created_at + job.queue_s + 61.0) is Phase.SUCCEEDED  # it does end
 
 
 def test_useapi_refuses_creates_beyond_max_jobs(media):
-    with Emulator(EmulatorSettings(latency_s=3.0)) as emu:    # long enough that no job ends mid-test
+    with Emulator(EmulatorSettings(latency_s=3.0)) as emu:  # long enough that no job ends mid-test
         _fill_useapi_account(emu, media)
 
 
@@ -254,7 +285,7 @@ def _fill_useapi_account(emu, media):
     other_account = create(emu, "useapi", body | {"email": "second@example.com"})
     assert other_account.job_id is not None and "second@example.com" in other_account.job_id
     poll_until_final(emu, running[0])
-    assert create(emu, "useapi", body).job_id is not None      # a slot is free again
+    assert create(emu, "useapi", body).job_id is not None  # a slot is free again
 
 
 # ---- failures, moderation, lies -------------------------------------------------------------------------
@@ -311,7 +342,7 @@ def test_status_flaps_before_the_truth(emu, media):
         sub = submit(emu, provider, media["video"], audio=media["audio"])
         words = [status_word(provider, r) for r in poll_until_final(emu, sub)]
         lies[provider] = words
-    assert "1" in lies["pixverse"][:-1] and lies["pixverse"][-1] == "1"   # a status 1 without url came first
+    assert "1" in lies["pixverse"][:-1] and lies["pixverse"][-1] == "1"  # a status 1 without url came first
     assert "waiting" in lies["aimlapi"]
     assert "COMPLETED?" in lies["useapi"]
     fal = lies["fal"]
@@ -413,13 +444,18 @@ def test_fal_webhook_reports_errors_too(emu, media, callback_sink):
     url, received = callback_sink
     emu.faults("fal").fail_generation = True
     body = create_body("fal", upload(emu, "fal", media["video"]), upload(emu, "fal", media["audio"]), None, None)
-    r = httpx.post(emu.base_urls["fal_queue"] + "/fal-ai/pixverse/lipsync", params={"fal_webhook": url}, json=body,
-                   headers=headers(emu, "fal"))
+    r = httpx.post(
+        emu.base_urls["fal_queue"] + "/fal-ai/pixverse/lipsync",
+        params={"fal_webhook": url},
+        json=body,
+        headers=headers(emu, "fal"),
+    )
     [called] = _wait_for(received)
     assert called["request_id"] == r.json()["request_id"] and called["status"] == "ERROR" and called["error"]
 
 
 # ---- PixVerse specifics ---------------------------------------------------------------------------------
+
 
 def test_pixverse_ids_do_not_survive_a_float(emu, media):
     sub = submit(emu, "pixverse", media["video"], audio=media["audio"])
@@ -444,8 +480,10 @@ def test_pixverse_trace_id_must_be_fresh(emu):
 
 def test_pixverse_tts_list_pages(emu):
     url = emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list"
-    pages = [httpx.get(url, params={"page_num": n, "page_size": 6}, headers=headers(emu, "pixverse")).json()["Resp"]
-             for n in (1, 2, 3)]
+    pages = [
+        httpx.get(url, params={"page_num": n, "page_size": 6}, headers=headers(emu, "pixverse")).json()["Resp"]
+        for n in (1, 2, 3)
+    ]
     ids = [s["speaker_id"] for p in pages for s in p["data"]]
     assert pages[0]["total"] == 15 and len(ids) == 15 == len(set(ids))
     assert all(isinstance(i, str) for i in ids)
@@ -465,10 +503,13 @@ def test_api_keys_are_checked_when_configured(media):
         assert emu.env()["FAL_KEY"] == "fk"
         good = httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers=headers(emu, "useapi"))
         bad = httpx.get(emu.base_urls["useapi"] + "/v2/pixverse/videos/voices", headers={"Authorization": "Bearer no"})
-        fal_bad = httpx.post(emu.base_urls["fal_queue"] + "/fal-ai/pixverse/lipsync", json={},
-                             headers={"Authorization": "Key wrong"})
-        pix_bad = httpx.get(emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list",
-                            headers={**headers(emu, "pixverse"), "API-KEY": "wrong"})
+        fal_bad = httpx.post(
+            emu.base_urls["fal_queue"] + "/fal-ai/pixverse/lipsync", json={}, headers={"Authorization": "Key wrong"}
+        )
+        pix_bad = httpx.get(
+            emu.base_urls["pixverse"] + "/openapi/v2/video/lip_sync/tts_list",
+            headers={**headers(emu, "pixverse"), "API-KEY": "wrong"},
+        )
     assert good.status_code == 200
     assert bad.status_code == 401 and bad.json() == {"error": "Unauthorized", "code": 401}
     assert fal_bad.status_code == 401
@@ -493,12 +534,15 @@ def test_a_busy_port_is_a_clear_error_and_leaves_nothing_behind():
     assert not emu.workdir.exists()
 
 
-@pytest.mark.parametrize("name, video_kw, audio_kw, display", [
-    ("rotated.mp4", {"rotate": 90}, {}, (240, 320)),
-    ("odd.mov", {"width": 321, "height": 181, "vfr": True}, {}, (320, 180)),
-    ("hevc10.mov", {"vcodec": "libx265", "pix_fmt": "yuv420p10le"}, {"channels": 6, "bit_depth": 24}, (320, 240)),
-    ("cover.mp4", {"cover_art": True}, {"suffix": ".mp3", "cover_art": True}, (320, 240)),
-])
+@pytest.mark.parametrize(
+    "name, video_kw, audio_kw, display",
+    [
+        ("rotated.mp4", {"rotate": 90}, {}, (240, 320)),
+        ("odd.mov", {"width": 321, "height": 181, "vfr": True}, {}, (320, 180)),
+        ("hevc10.mov", {"vcodec": "libx265", "pix_fmt": "yuv420p10le"}, {"channels": 6, "bit_depth": 24}, (320, 240)),
+        ("cover.mp4", {"cover_art": True}, {"suffix": ".mp3", "cover_art": True}, (320, 240)),
+    ],
+)
 def test_real_world_inputs_render(emu, tmp_path, name, video_kw, audio_kw, display):
     video = make_video(tmp_path / name, seconds=0.6, **video_kw)
     audio = make_audio(tmp_path / f"voice{audio_kw.pop('suffix', '.wav')}", seconds=1.0, rate=48000, **audio_kw)
@@ -520,8 +564,9 @@ def test_a_client_hanging_up_is_not_logged_as_an_emulator_error(emu):
         try:
             raise exc
         except type(exc):
-            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
-                                     None, sys.exc_info())
+            return logging.LogRecord(
+                "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", None, sys.exc_info()
+            )
 
     uvicorn_errors = logging.getLogger("uvicorn.error")
     assert not uvicorn_errors.filter(record(ClientDisconnect()))

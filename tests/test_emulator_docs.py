@@ -91,7 +91,7 @@ def test_aimlapi_takes_a_data_uri_bigger_than_memory_wants(emu, media, tmp_path)
     assert sub.reply.status_code == 200, sub.reply.text
     job = next(j for j in emu.jobs("aimlapi") if j.job_id == sub.job_id)
     assert job.inputs.video.read_bytes() == media["grainy"].read_bytes()
-    assert not list((emu.workdir / "files").glob("*.body"))     # the spooled body and spilled strings are gone
+    assert not list((emu.workdir / "files").glob("*.body"))  # the spooled body and spilled strings are gone
 
 
 def test_aimlapi_cannot_reach_the_internet(emu):
@@ -99,17 +99,20 @@ def test_aimlapi_cannot_reach_the_internet(emu):
     assert sub.reply.status_code == 400 and "could not download" in sub.reply.json()["message"]
 
 
-@pytest.mark.parametrize("change", [
-    {"audio_url": "data:audio/mpeg;base64,AAAA"},                 # audio_url and TTS together
-    {"lip_sync_tts_speaker": "Bob"},                              # not in the voice enum
-    {"lip_sync_tts_speaker": "oliver"},                           # the enum is case-sensitive
-    {"lip_sync_tts_speaker": None},                               # content without a speaker
-    {"lip_sync_tts_content": "x" * 201},                          # over 200 characters
-    {"model": "pixverse/v5/image-to-video"},                      # another model
-    {"video_url": None},                                          # required
-    {"video_url": "ftp://example.com/x.mp4"},                     # not a URL we can use
-    {"video_url": "data:video/mp4;base64,@@not-base64@@"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"audio_url": "data:audio/mpeg;base64,AAAA"},  # audio_url and TTS together
+        {"lip_sync_tts_speaker": "Bob"},  # not in the voice enum
+        {"lip_sync_tts_speaker": "oliver"},  # the enum is case-sensitive
+        {"lip_sync_tts_speaker": None},  # content without a speaker
+        {"lip_sync_tts_content": "x" * 201},  # over 200 characters
+        {"model": "pixverse/v5/image-to-video"},  # another model
+        {"video_url": None},  # required
+        {"video_url": "ftp://example.com/x.mp4"},  # not a URL we can use
+        {"video_url": "data:video/mp4;base64,@@not-base64@@"},
+    ],
+)
 def test_aimlapi_malformed_requests_get_400_in_its_error_shape(emu, media, change):
     body = {k: v for k, v in (AIML_EXAMPLE | {"video_url": data_uri(media["video"])} | change).items() if v is not None}
     r = create(emu, "aimlapi", body).reply
@@ -120,12 +123,16 @@ def test_aimlapi_malformed_requests_get_400_in_its_error_shape(emu, media, chang
 
 
 def test_aimlapi_unknown_generation_is_404(emu):
-    r = httpx.get(emu.base_urls["aimlapi"] + "/v2/video/generations", params={"generation_id": "nope"},
-                  headers=headers(emu, "aimlapi"))
+    r = httpx.get(
+        emu.base_urls["aimlapi"] + "/v2/video/generations",
+        params={"generation_id": "nope"},
+        headers=headers(emu, "aimlapi"),
+    )
     assert r.status_code == 404 and r.json()["statusCode"] == 404
 
 
 # ---- useapi.net (seed 001) ------------------------------------------------------------------------------
+
 
 def test_useapi_docs_examples_are_accepted(emu, media):
     video_path = upload(emu, "useapi", media["video"])
@@ -137,29 +144,42 @@ def test_useapi_docs_examples_are_accepted(emu, media):
     # the curl example: {"audio_path": "…", "video_id": "…"}, video_id being an earlier PixVerse video
     assert create(emu, "useapi", {"audio_path": audio_path, "video_id": first.job_id}).reply.status_code == 200
     # the documented request body, every field present
-    full = {"video_id": first.job_id, "audio_path": audio_path, "prompt": "Optional text prompt", "speaker_id": 12345,
-            "replyUrl": "Place your call back URL here", "replyRef": "Place your reference id here", "maxJobs": 3}
+    full = {
+        "video_id": first.job_id,
+        "audio_path": audio_path,
+        "prompt": "Optional text prompt",
+        "speaker_id": 12345,
+        "replyUrl": "Place your call back URL here",
+        "replyRef": "Place your reference id here",
+        "maxJobs": 3,
+    }
     assert create(emu, "useapi", full).reply.status_code == 200
 
 
 def test_useapi_lipsync_takes_multipart_form_data(emu, media):
     video_path = upload(emu, "useapi", media["video"])
-    r = httpx.post(emu.base_urls["useapi"] + "/v2/pixverse/videos/lipsync", headers=headers(emu, "useapi"),
-                   files={"video_path": (None, video_path), "prompt": (None, "Hello there"), "speaker_id": (None, "3")})
+    r = httpx.post(
+        emu.base_urls["useapi"] + "/v2/pixverse/videos/lipsync",
+        headers=headers(emu, "useapi"),
+        files={"video_path": (None, video_path), "prompt": (None, "Hello there"), "speaker_id": (None, "3")},
+    )
     assert r.status_code == 200 and r.json()["video_id"]
 
 
-@pytest.mark.parametrize("change", [
-    {"video_path": None},                       # no video at all
-    {"video_path": "upload/0/nothing.mp4"},     # never uploaded
-    {"prompt": "x" * 201},
-    {"speaker_id": "99"},
-    {"replyRef": "r" * 1025},
-    {"replyUrl": "https://example.com/" + "u" * 1010},
-    {"maxJobs": 0},
-    {"maxJobs": 9},
-    {"prompt": None},                           # neither audio_path nor prompt
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"video_path": None},  # no video at all
+        {"video_path": "upload/0/nothing.mp4"},  # never uploaded
+        {"prompt": "x" * 201},
+        {"speaker_id": "99"},
+        {"replyRef": "r" * 1025},
+        {"replyUrl": "https://example.com/" + "u" * 1010},
+        {"maxJobs": 0},
+        {"maxJobs": 9},
+        {"prompt": None},  # neither audio_path nor prompt
+    ],
+)
 def test_useapi_malformed_requests_get_400_error_code(emu, media, change):
     body = {"video_path": upload(emu, "useapi", media["video"]), "prompt": "Hello", "speaker_id": "1"} | change
     r = create(emu, "useapi", {k: v for k, v in body.items() if v is not None}).reply
@@ -174,12 +194,16 @@ def test_useapi_upload_needs_a_media_content_type(emu, media, content_type):
 
 
 def test_useapi_upload_rejects_audio_sent_as_video(emu, media):
-    r = httpx.post(emu.base_urls["useapi"] + "/v2/pixverse/files", content=media["audio"].read_bytes(),
-                   headers=headers(emu, "useapi") | {"Content-Type": "video/mp4"})
+    r = httpx.post(
+        emu.base_urls["useapi"] + "/v2/pixverse/files",
+        content=media["audio"].read_bytes(),
+        headers=headers(emu, "useapi") | {"Content-Type": "video/mp4"},
+    )
     assert r.status_code == 400 and "expected a video" in r.json()["error"]
 
 
 # ---- PixVerse Platform (seed 002) -----------------------------------------------------------------------
+
 
 def _pix(emu, path: str, **kw) -> dict:
     h = headers(emu, "pixverse") | kw.pop("headers", {})
@@ -217,21 +241,31 @@ def test_pixverse_generate_per_the_parameter_table(emu, media):
     assert _pix(emu, "/openapi/v2/video/lip_sync/generate", json=again)["ErrCode"] == 0
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"audio_media_id": "A"}, 400017),                                                   # no video
-    ({"video_media_id": "V", "source_video_id": "V", "audio_media_id": "A"}, 400017),    # two videos
-    ({"video_media_id": "V"}, 400017),                                                   # no audio
-    ({"video_media_id": "V", "audio_media_id": "A", "lip_sync_tts_speaker_id": "1",
-      "lip_sync_tts_content": "hi"}, 400017),                                            # audio and TTS
-    ({"video_media_id": "A", "audio_media_id": "A"}, 400017),                            # audio id as the video
-    ({"video_media_id": "V", "audio_media_id": "V"}, 400017),                            # video id as the audio
-    ({"video_media_id": "V", "lip_sync_tts_speaker_id": "1"}, 400017),                   # speaker without text
-    ({"video_media_id": "V", "lip_sync_tts_speaker_id": "1", "lip_sync_tts_content": "x" * 201}, 400017),
-    ({"video_media_id": "V", "lip_sync_tts_speaker_id": "99", "lip_sync_tts_content": "hi"}, 400017),
-    ({"video_media_id": "V", "lip_sync_tts_speaker_id": 1, "lip_sync_tts_content": "hi"}, 400013),  # not a string
-    ({"video_media_id": "V-as-string", "audio_media_id": "A"}, 400013),                  # id as a JSON string
-    ({"video_media_id": "V-as-float", "audio_media_id": "A"}, 400013),                   # id through a float
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"audio_media_id": "A"}, 400017),  # no video
+        ({"video_media_id": "V", "source_video_id": "V", "audio_media_id": "A"}, 400017),  # two videos
+        ({"video_media_id": "V"}, 400017),  # no audio
+        (
+            {
+                "video_media_id": "V",
+                "audio_media_id": "A",
+                "lip_sync_tts_speaker_id": "1",
+                "lip_sync_tts_content": "hi",
+            },
+            400017,
+        ),  # audio and TTS
+        ({"video_media_id": "A", "audio_media_id": "A"}, 400017),  # audio id as the video
+        ({"video_media_id": "V", "audio_media_id": "V"}, 400017),  # video id as the audio
+        ({"video_media_id": "V", "lip_sync_tts_speaker_id": "1"}, 400017),  # speaker without text
+        ({"video_media_id": "V", "lip_sync_tts_speaker_id": "1", "lip_sync_tts_content": "x" * 201}, 400017),
+        ({"video_media_id": "V", "lip_sync_tts_speaker_id": "99", "lip_sync_tts_content": "hi"}, 400017),
+        ({"video_media_id": "V", "lip_sync_tts_speaker_id": 1, "lip_sync_tts_content": "hi"}, 400013),  # not a string
+        ({"video_media_id": "V-as-string", "audio_media_id": "A"}, 400013),  # id as a JSON string
+        ({"video_media_id": "V-as-float", "audio_media_id": "A"}, 400013),  # id through a float
+    ],
+)
 def test_pixverse_malformed_generate_gets_errcode_with_http_200(emu, media, body, code):
     ids = {"V": upload(emu, "pixverse", media["video"]), "A": upload(emu, "pixverse", media["wav"])}
     ids["V-as-string"], ids["V-as-float"] = str(ids["V"]), float(ids["V"])
@@ -243,8 +277,12 @@ def test_pixverse_malformed_generate_gets_errcode_with_http_200(emu, media, body
 
 
 def test_pixverse_refuses_a_body_that_is_not_json(emu):
-    doc = _pix(emu, "/openapi/v2/video/lip_sync/generate", content=b"video_media_id=1",
-               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    doc = _pix(
+        emu,
+        "/openapi/v2/video/lip_sync/generate",
+        content=b"video_media_id=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert doc["ErrCode"] == 400013
 
 
@@ -276,29 +314,45 @@ def test_fal_docs_examples_are_accepted(emu, media):
 
 def test_fal_older_upload_flow(emu, media):
     storage = emu.base_urls["fal_storage"]
-    init = httpx.post(f"{storage}/storage/upload/initiate?storage_type=fal-cdn", headers=headers(emu, "fal"),
-                      json={"file_name": "speech.mp3", "content_type": "audio/mpeg"}).json()
-    assert httpx.put(init["upload_url"], content=media["audio"].read_bytes(),
-                     headers={"Content-Type": "audio/mpeg"}).status_code == 200
+    init = httpx.post(
+        f"{storage}/storage/upload/initiate?storage_type=fal-cdn",
+        headers=headers(emu, "fal"),
+        json={"file_name": "speech.mp3", "content_type": "audio/mpeg"},
+    ).json()
+    assert (
+        httpx.put(
+            init["upload_url"], content=media["audio"].read_bytes(), headers={"Content-Type": "audio/mpeg"}
+        ).status_code
+        == 200
+    )
     assert httpx.get(init["file_url"]).content == media["audio"].read_bytes()
 
 
 def test_fal_cdn_upload_needs_the_issued_token(emu, media):
-    token = httpx.post(emu.base_urls["fal_storage"] + "/storage/auth/token?storage_type=fal-cdn-v3",
-                       headers=headers(emu, "fal"), json={}).json()
+    token = httpx.post(
+        emu.base_urls["fal_storage"] + "/storage/auth/token?storage_type=fal-cdn-v3",
+        headers=headers(emu, "fal"),
+        json={},
+    ).json()
     r = httpx.post(token["base_url"] + "/files/upload", content=b"x", headers={"Authorization": "Bearer forged"})
     assert r.status_code == 401
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"video_url": None}, "video_url"),
-    ({"voice_id": "Bob"}, "voice_id"),
-    ({"audio_url": None, "text": "x" * 201}, "text"),
-    ({"video_url": 12}, "video_url"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"video_url": None}, "video_url"),
+        ({"voice_id": "Bob"}, "voice_id"),
+        ({"audio_url": None, "text": "x" * 201}, "text"),
+        ({"video_url": 12}, "video_url"),
+    ],
+)
 def test_fal_malformed_requests_get_422_with_detail(emu, media, change, field):
-    body = FAL_FULL_EXAMPLE | {"video_url": upload(emu, "fal", media["video"]),
-                               "audio_url": upload(emu, "fal", media["audio"])} | change
+    body = (
+        FAL_FULL_EXAMPLE
+        | {"video_url": upload(emu, "fal", media["video"]), "audio_url": upload(emu, "fal", media["audio"])}
+        | change
+    )
     r = create(emu, "fal", {k: v for k, v in body.items() if v is not None}).reply
     assert r.status_code == 422
     detail = r.json()["detail"][0]
@@ -324,14 +378,24 @@ def test_fal_cancel_and_early_response(media):
 
 # ---- media limits, the same for every provider ---------------------------------------------------------
 
-BAD_VIDEOS = [("too_long", "over 30s"), ("too_wide", "longest side over 1920"), ("mkv", "not supported"),
-              ("text", "expected a video"), ("audio", "expected a video")]
+BAD_VIDEOS = [
+    ("too_long", "over 30s"),
+    ("too_wide", "longest side over 1920"),
+    ("mkv", "not supported"),
+    ("text", "expected a video"),
+    ("audio", "expected a video"),
+]
 
 
-@pytest.mark.parametrize("provider, name, reason", [
-    (provider, name, reason) for provider in ("pixverse", "aimlapi", "useapi", "fal") for name, reason in BAD_VIDEOS
-    if (provider, name) != ("pixverse", "audio")    # PixVerse uploads take audio too; generate checks the kind
-])
+@pytest.mark.parametrize(
+    "provider, name, reason",
+    [
+        (provider, name, reason)
+        for provider in ("pixverse", "aimlapi", "useapi", "fal")
+        for name, reason in BAD_VIDEOS
+        if (provider, name) != ("pixverse", "audio")  # PixVerse uploads take audio too; generate checks the kind
+    ],
+)
 def test_videos_outside_the_limits_are_refused(emu, media, provider, name, reason):
     path = media[name]
     if provider == "pixverse":
@@ -339,12 +403,18 @@ def test_videos_outside_the_limits_are_refused(emu, media, provider, name, reaso
             doc = _pix(emu, "/openapi/v2/media/upload", files={"file": (path.name, f, "video/mp4")})
         assert doc["ErrCode"] == 400017 and reason in doc["ErrMsg"]
     elif provider == "useapi":
-        r = httpx.post(emu.base_urls["useapi"] + "/v2/pixverse/files", content=path.read_bytes(),
-                       headers=headers(emu, "useapi") | {"Content-Type": "video/mp4"})
+        r = httpx.post(
+            emu.base_urls["useapi"] + "/v2/pixverse/files",
+            content=path.read_bytes(),
+            headers=headers(emu, "useapi") | {"Content-Type": "video/mp4"},
+        )
         assert r.status_code == 400 and reason in r.json()["error"]
     elif provider == "aimlapi":
-        body = {"model": "pixverse/lip-sync", "video_url": "data:video/mp4;base64," + data_uri(path).split(",")[1],
-                "audio_url": data_uri(media["audio"])}
+        body = {
+            "model": "pixverse/lip-sync",
+            "video_url": "data:video/mp4;base64," + data_uri(path).split(",")[1],
+            "audio_url": data_uri(media["audio"]),
+        }
         r = create(emu, "aimlapi", body).reply
         assert r.status_code == 400 and reason in r.json()["message"]
     else:

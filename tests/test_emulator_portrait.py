@@ -70,8 +70,12 @@ def wait(emu, job_id: str, path: str = "/v2/video/generations") -> tuple[list[st
 
 
 def body(image_url: str, **extra) -> dict:
-    return {"model": MODEL, "prompt": "A presenter facing the camera, calm, studio light.", "image_url": image_url,
-            **extra}
+    return {
+        "model": MODEL,
+        "prompt": "A presenter facing the camera, calm, studio light.",
+        "image_url": image_url,
+        **extra,
+    }
 
 
 def download(url: str, dst: Path) -> Path:
@@ -81,8 +85,19 @@ def download(url: str, dst: Path) -> Path:
 
 def test_a_talking_portrait_from_a_data_uri(emu, portrait_jpg, tmp_path):
     before = emu.accepted_creates("aimlapi")
-    r = post(emu, body(data_uri(portrait_jpg), resolution="540p", duration=5, lip_sync_tts_content=LINE,
-                       lip_sync_tts_speaker="Chloe", seed=42, style="clay", negative_prompt="blur"))
+    r = post(
+        emu,
+        body(
+            data_uri(portrait_jpg),
+            resolution="540p",
+            duration=5,
+            lip_sync_tts_content=LINE,
+            lip_sync_tts_speaker="Chloe",
+            seed=42,
+            style="clay",
+            negative_prompt="blur",
+        ),
+    )
     assert r.status_code == 200, r.text
     created = r.json()
     assert ID.match(created["id"]) and created["status"] == "queued"
@@ -97,7 +112,7 @@ def test_a_talking_portrait_from_a_data_uri(emu, portrait_jpg, tmp_path):
     assert result.stat().st_size == video["file_size"]
     tracks = media_info(result)
     v, a = tracks["Video"][0], tracks["Audio"][0]
-    assert (int(v.width), int(v.height)) == (540, 720)           # 3:4 portrait, short side 540
+    assert (int(v.width), int(v.height)) == (540, 720)  # 3:4 portrait, short side 540
     assert abs(float(v.duration) / 1000 - 5.0) <= 0.1 and abs(float(a.duration) / 1000 - 5.0) <= 0.15
     first = gray_frames(result)[0].astype(float)
     picture = np.asarray(Image.open(portrait_jpg).convert("L").resize((540, 720)), dtype=float)
@@ -107,24 +122,34 @@ def test_a_talking_portrait_from_a_data_uri(emu, portrait_jpg, tmp_path):
 
 
 def test_the_legacy_path_and_an_https_url_taken_as_is(emu, tmp_path):
-    r = post(emu, body("https://example.com/reference-files/news-presenter.jpg", duration=8),
-             path="/v2/generate/video/pixverse/generation")
+    r = post(
+        emu,
+        body("https://example.com/reference-files/news-presenter.jpg", duration=8),
+        path="/v2/generate/video/pixverse/generation",
+    )
     assert r.status_code == 200, r.text
     _, final = wait(emu, r.json()["id"], path="/v2/generate/video/pixverse/generation")
     assert final["status"] == "completed"
     result = download(final["video"]["url"], tmp_path / "legacy.mp4")
     tracks = media_info(result)
     v = tracks["Video"][0]
-    assert min(int(v.width), int(v.height)) == 720                # the default resolution
+    assert min(int(v.width), int(v.height)) == 720  # the default resolution
     assert abs(float(v.duration) / 1000 - 8.0) <= 0.1
-    assert "Audio" not in tracks                                   # no TTS asked for: no speech
+    assert "Audio" not in tracks  # no TTS asked for: no speech
 
 
 def test_1080p_five_seconds_from_a_png(emu, tmp_path):
     png = tmp_path / "square.png"
     Image.new("RGB", (600, 600), (200, 40, 40)).save(png)
-    r = post(emu, body(data_uri(png, "image/png"), resolution="1080p", lip_sync_tts_content="Hi there.",
-                       lip_sync_tts_speaker="Auto"))
+    r = post(
+        emu,
+        body(
+            data_uri(png, "image/png"),
+            resolution="1080p",
+            lip_sync_tts_content="Hi there.",
+            lip_sync_tts_speaker="Auto",
+        ),
+    )
     assert r.status_code == 200, r.text
     _, final = wait(emu, r.json()["id"])
     v = media_info(download(final["video"]["url"], tmp_path / "hd.mp4"))["Video"][0]
@@ -168,14 +193,14 @@ def test_each_rule_is_enforced_in_the_api_error_shape(emu, portrait_jpg, case):
     assert message in doc["message"] and doc["statusCode"] == 400
     assert {"path", "requestId", "timestamp"} <= set(doc) and doc["path"] == "/v2/video/generations"
     assert emu.accepted_creates("aimlapi") == before
-    refusal = aimlapi.classify_create(r.status_code, doc)       # what the adapter makes of it: exit 6, their words
+    refusal = aimlapi.classify_create(r.status_code, doc)  # what the adapter makes of it: exit 6, their words
     assert isinstance(refusal, ValidationError) and refusal.exit_code == 6 and doc["message"] in str(refusal)
 
 
 def test_a_loopback_url_is_fetched_and_checked(emu, portrait_jpg, tmp_path):
     first = post(emu, body(data_uri(portrait_jpg)))
     _, final = wait(emu, first.json()["id"])
-    r = post(emu, body(final["video"]["url"]))        # the emulator's own mp4 as the "image"
+    r = post(emu, body(final["video"]["url"]))  # the emulator's own mp4 as the "image"
     assert r.status_code == 400 and "found MPEG-4" in r.json()["message"]
 
 
@@ -193,23 +218,27 @@ def test_an_unknown_model_names_both(emu, portrait_jpg):
 def test_a_chain_continues_from_the_last_frame_without_a_jump(emu, portrait_jpg, tmp_path):
     """Two clips of a chain: the second made from the first's last frame; the frames either side of the join
     are compared (decoded independently)."""
+
     def clip(image: Path, name: str) -> Path:
-        r = post(emu, body(data_uri(image), resolution="360p", lip_sync_tts_content="One more thing.",
-                           lip_sync_tts_speaker="Ava"))
+        r = post(
+            emu,
+            body(
+                data_uri(image), resolution="360p", lip_sync_tts_content="One more thing.", lip_sync_tts_speaker="Ava"
+            ),
+        )
         assert r.status_code == 200, r.text
         return download(wait(emu, r.json()["id"])[1]["video"]["url"], tmp_path / name)
 
     first = clip(portrait_jpg, "clip0.mp4")
     last = last_frame_image(first, tmp_path / "clip0-last.png")
-    following = conform_image(last, tmp_path / "clip1-start.jpg", load_image_limits("aimlapi"),
-                              ImageOptions()).path
+    following = conform_image(last, tmp_path / "clip1-start.jpg", load_image_limits("aimlapi"), ImageOptions()).path
     second = clip(following, "clip1.mp4")
     before, after = gray_frames(first)[-1].astype(float), gray_frames(second)[0].astype(float)
     assert before.shape == after.shape
     assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.97
-    assert np.abs(before - after).mean() < 0.5            # grey levels: no visible jump
+    assert np.abs(before - after).mean() < 0.5  # grey levels: no visible jump
     start = gray_frames(first)[0].astype(float)
-    assert np.abs(before - start).mean() > np.abs(before - after).mean()   # the zoom moved; the join did not
+    assert np.abs(before - start).mean() > np.abs(before - after).mean()  # the zoom moved; the join did not
 
 
 def test_faults_apply_to_image_jobs_too(portrait_jpg):
@@ -225,4 +254,4 @@ def test_faults_apply_to_image_jobs_too(portrait_jpg):
         e.faults("aimlapi").drop_after_create = 1
         with pytest.raises(httpx.TransportError):
             post(e, body(data_uri(portrait_jpg)))
-        assert e.accepted_creates("aimlapi") == 2      # the moderated job and the one whose reply was dropped
+        assert e.accepted_creates("aimlapi") == 2  # the moderated job and the one whose reply was dropped

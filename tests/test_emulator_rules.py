@@ -19,10 +19,18 @@ from pipeline.emulator.jobs import Job, JobInput, Outcome, Phase, phase_at
 from pipeline.emulator.media import MediaInfo, media_problems, output_size
 from pipeline.limits import load_limits
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=40) | st.floats(
-    allow_nan=False, allow_infinity=False)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-    st.text(max_size=5), inner, max_size=3), max_leaves=8)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _resolved(value):
@@ -33,8 +41,13 @@ def _resolved(value):
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(doc=st.dictionaries(st.text(max_size=8), json_values, max_size=6), ascii_only=st.booleans(),
-       indent=st.sampled_from([None, 0, 2]), spill_at=st.integers(1, 30), read_size=st.integers(1, 9))
+@given(
+    doc=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    ascii_only=st.booleans(),
+    indent=st.sampled_from([None, 0, 2]),
+    spill_at=st.integers(1, 30),
+    read_size=st.integers(1, 9),
+)
 def test_scanner_reads_what_json_reads(tmp_path, doc, ascii_only, indent, spill_at, read_size):
     path = tmp_path / "body.json"
     path.write_text(json.dumps(doc, ensure_ascii=ascii_only, indent=indent), encoding="utf-8")
@@ -43,8 +56,9 @@ def test_scanner_reads_what_json_reads(tmp_path, doc, ascii_only, indent, spill_
     assert all(len(_resolved(v)) > spill_at for v in parsed.values() if isinstance(v, LargeText))
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", '{"a": 1', '{"a" 1}', '{"a": "x}', '{"a": tru}', '{"a": 1} {}', "",
-                                  '{"a": "\\q"}'])
+@pytest.mark.parametrize(
+    "text", ["[1, 2]", '{"a": 1', '{"a" 1}', '{"a": "x}', '{"a": tru}', '{"a": 1} {}', "", '{"a": "\\q"}']
+)
 def test_scanner_refuses_what_is_not_one_json_object(tmp_path, text):
     path = tmp_path / "body.json"
     path.write_text(text, encoding="utf-8")
@@ -53,7 +67,7 @@ def test_scanner_refuses_what_is_not_one_json_object(tmp_path, text):
 
 
 def test_a_huge_string_value_never_sits_in_memory(tmp_path):
-    payload = base64.b64encode(bytes(range(256)) * 120_000).decode()      # ~41 MB of base64
+    payload = base64.b64encode(bytes(range(256)) * 120_000).decode()  # ~41 MB of base64
     path = tmp_path / "body.json"
     path.write_text(json.dumps({"model": "pixverse/lip-sync", "video_url": "data:video/mp4;base64," + payload}))
     del payload
@@ -66,7 +80,7 @@ def test_a_huge_string_value_never_sits_in_memory(tmp_path):
         tracemalloc.stop()
     assert isinstance(doc["video_url"], LargeText) and doc["model"] == "pixverse/lip-sync"
     assert (tmp_path / "video.bin").read_bytes() == bytes(range(256)) * 120_000
-    assert peak < 12_000_000     # json.loads alone would need twice the 41 MB
+    assert peak < 12_000_000  # json.loads alone would need twice the 41 MB
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -107,15 +121,26 @@ def test_output_size_examples():
 
 
 def _job(outcome: Outcome, queue_s=1.0, run_s=2.0) -> Job:
-    return Job(provider="fal", number=1, job_id="j", created_at=100.0, created_wall=0.0, queue_s=queue_s, run_s=run_s,
-               outcome=outcome, inputs=JobInput(Path("v.mp4"), None, "hi", "Auto"))
+    return Job(
+        provider="fal",
+        number=1,
+        job_id="j",
+        created_at=100.0,
+        created_wall=0.0,
+        queue_s=queue_s,
+        run_s=run_s,
+        outcome=outcome,
+        inputs=JobInput(Path("v.mp4"), None, "hi", "Auto"),
+    )
 
 
 _ORDER = [Phase.QUEUED, Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.MODERATED]
 
 
-@given(outcome=st.sampled_from([Outcome.FAILED, Outcome.MODERATED, Outcome.STUCK]),
-       times=st.lists(st.floats(100.0, 200.0), min_size=2, max_size=10))
+@given(
+    outcome=st.sampled_from([Outcome.FAILED, Outcome.MODERATED, Outcome.STUCK]),
+    times=st.lists(st.floats(100.0, 200.0), min_size=2, max_size=10),
+)
 def test_the_clock_only_moves_forward(outcome, times):
     job = _job(outcome)
     phases = [phase_at(job, t) for t in sorted(times)]
@@ -128,7 +153,7 @@ def test_phases_on_the_clock():
     assert phase_at(_job(Outcome.FAILED), 103.5) is Phase.FAILED
     assert phase_at(_job(Outcome.MODERATED), 103.5) is Phase.MODERATED
     assert phase_at(_job(Outcome.STUCK), 10_000) is Phase.RUNNING
-    assert phase_at(_job(Outcome.SUCCEEDED), 10_000) is Phase.RUNNING     # not rendered yet: never success
+    assert phase_at(_job(Outcome.SUCCEEDED), 10_000) is Phase.RUNNING  # not rendered yet: never success
     canceled = replace(_job(Outcome.SUCCEEDED), canceled=True)
     assert phase_at(canceled, 100.0) is Phase.CANCELED
 
@@ -137,23 +162,26 @@ GOOD_VIDEO = MediaInfo("video", "mp4", 10.0, 1920, 1080, 5_000_000)
 GOOD_AUDIO = MediaInfo("audio", "wav", 10.0, None, None, 1_000_000)
 
 
-@pytest.mark.parametrize("info, role, words", [
-    (GOOD_VIDEO, "video", None),
-    (GOOD_AUDIO, "audio", None),
-    (replace(GOOD_VIDEO, container="mov"), "video", None),
-    (replace(GOOD_AUDIO, container="mp3"), "audio", None),
-    (replace(GOOD_VIDEO, duration_s=30.0), "video", None),
-    (replace(GOOD_VIDEO, duration_s=30.5), "video", "over 30s"),
-    (replace(GOOD_VIDEO, width=1921), "video", "longest side"),
-    (replace(GOOD_VIDEO, width=1080, height=1921), "video", "longest side"),
-    (replace(GOOD_VIDEO, size_bytes=50_000_001), "video", "bytes"),
-    (replace(GOOD_VIDEO, container="webm"), "video", "not supported"),
-    (replace(GOOD_AUDIO, container="m4a"), "audio", "not supported"),
-    (replace(GOOD_AUDIO, duration_s=None), "audio", "no duration"),
-    (GOOD_AUDIO, "video", "expected a video"),
-    (GOOD_VIDEO, "audio", "expected a audio"),
-    (MediaInfo(None, "unknown", None, None, None, 10), "video", "no audio or video"),
-])
+@pytest.mark.parametrize(
+    "info, role, words",
+    [
+        (GOOD_VIDEO, "video", None),
+        (GOOD_AUDIO, "audio", None),
+        (replace(GOOD_VIDEO, container="mov"), "video", None),
+        (replace(GOOD_AUDIO, container="mp3"), "audio", None),
+        (replace(GOOD_VIDEO, duration_s=30.0), "video", None),
+        (replace(GOOD_VIDEO, duration_s=30.5), "video", "over 30s"),
+        (replace(GOOD_VIDEO, width=1921), "video", "longest side"),
+        (replace(GOOD_VIDEO, width=1080, height=1921), "video", "longest side"),
+        (replace(GOOD_VIDEO, size_bytes=50_000_001), "video", "bytes"),
+        (replace(GOOD_VIDEO, container="webm"), "video", "not supported"),
+        (replace(GOOD_AUDIO, container="m4a"), "audio", "not supported"),
+        (replace(GOOD_AUDIO, duration_s=None), "audio", "no duration"),
+        (GOOD_AUDIO, "video", "expected a video"),
+        (GOOD_VIDEO, "audio", "expected a audio"),
+        (MediaInfo(None, "unknown", None, None, None, 10), "video", "no audio or video"),
+    ],
+)
 def test_media_limits(info, role, words):
     problems = media_problems(info, load_limits("pixverse"), role)
     assert (problems == []) if words is None else any(words in p for p in problems)

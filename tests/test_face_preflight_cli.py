@@ -9,6 +9,7 @@ import sqlite3
 from face_media import carphone, write_wav16
 from media import make_audio, make_video
 from runkit import lipsync, write_config
+
 from pipeline.speech import synth_speech
 
 
@@ -34,8 +35,17 @@ def test_prepare_require_face_refuses_naming_the_segment_and_the_figure(tmp_path
 
 def test_prepare_require_face_passes_a_talking_face(tmp_path):
     voice = write_wav16(tmp_path / "voice.wav", synth_speech(4.0, sample_rate=48000, seed=2))
-    done = lipsync("prepare", "--video", str(carphone()), "--audio", str(voice), "--out", str(tmp_path / "out"),
-                   "--require-face", "--json")
+    done = lipsync(
+        "prepare",
+        "--video",
+        str(carphone()),
+        "--audio",
+        str(voice),
+        "--out",
+        str(tmp_path / "out"),
+        "--require-face",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     (face,) = json.loads(done.stdout)["faces"]
     assert face["face_share"] == 1.0 and face["main_size"] > 0.1
@@ -46,8 +56,9 @@ def test_prepare_require_face_passes_a_talking_face(tmp_path):
 def test_a_run_requiring_a_face_refuses_a_faceless_job_before_any_create(tmp_path):
     make_video(tmp_path / "pattern.mp4", seconds=2, width=160, height=120)
     make_audio(tmp_path / "voice.wav", seconds=2)
-    config = write_config(tmp_path, [{"id": "noface", "video": "pattern.mp4", "audio": "voice.wav",
-                                      "require_face": True}])
+    config = write_config(
+        tmp_path, [{"id": "noface", "video": "pattern.mp4", "audio": "voice.wav", "require_face": True}]
+    )
     done = lipsync("run", str(config), "--rehearse", "--json")
     assert done.returncode == 6, done.stderr
     (job,) = json.loads(done.stdout)["jobs"]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from face_media import audio_following, carphone, placed_small, variant, with_sound, write_wav16
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from media import make_video
+
 from pipeline.limits import load_limits
 from pipeline.run.config import JobSpec
 from pipeline.run.steps import ConformReport, PreparedJob, face_refusal
@@ -21,7 +22,7 @@ from pipeline.stages.mouth import SyncPolicy, SyncScore, measure_sync, mouth_tra
 from pipeline.stages.probe import probe_video
 
 SHIFTS = (-12, -7, -3, -1, 0, 1, 2, 5, 9, 14)
-VARIANTS = {   # the ground-truth set: the sample as shipped, and the same lips at another rate, size and length
+VARIANTS = {  # the ground-truth set: the sample as shipped, and the same lips at another rate, size and length
     "carphone 176x144 29.97 fps 4 s": None,
     "25 fps, upscaled to 640x524": "fps=25,scale=640:-2",
     "bounced (forward then reversed) 8 s": "split[a][b];[b]reverse[r];[a][r]concat=n=2:v=1",
@@ -47,7 +48,7 @@ def test_a_talking_face_passes_the_preflight(face_clip):
     p = face_presence(face_clip)
     assert p.sampled >= 10 and p.share == 1.0 and p.max_faces == 1
     assert 0.25 < p.main_size < 0.6  # a head-and-shoulders shot: the face is about a third of the frame
-    assert face_verdict([p], FaceThresholds(), require_face=True) .refusal is None
+    assert face_verdict([p], FaceThresholds(), require_face=True).refusal is None
 
 
 def test_a_test_pattern_has_no_face_and_is_refused_when_a_face_is_required(tmp_path):
@@ -70,12 +71,24 @@ def test_a_distant_face_is_found_but_too_small(face_clip, tmp_path):
     assert face_verdict([p], FaceThresholds(min_face_size=0.05), require_face=True).refusal is None
 
 
-@given(share=st.floats(0, 1), size=st.one_of(st.none(), st.floats(0.01, 1)),
-       min_share=st.floats(0, 1), min_size=st.floats(0.01, 1))
+@given(
+    share=st.floats(0, 1),
+    size=st.one_of(st.none(), st.floats(0.01, 1)),
+    min_share=st.floats(0, 1),
+    min_size=st.floats(0.01, 1),
+)
 def test_the_verdict_flags_exactly_the_missed_thresholds(share, size, min_share, min_size):
     sampled = 20
-    p = FacePresence(segment=1, sampled=sampled, with_face=round(share * sampled), max_faces=1, main_box=None,
-                     main_size=size, width=640, height=360)
+    p = FacePresence(
+        segment=1,
+        sampled=sampled,
+        with_face=round(share * sampled),
+        max_faces=1,
+        main_box=None,
+        main_size=size,
+        width=640,
+        height=360,
+    )
     verdict = face_verdict([p], FaceThresholds(min_face_share=min_share, min_face_size=min_size), require_face=True)
     expected = (p.share < min_share) + (size is not None and size < min_size)
     assert len(verdict.warnings) == expected
@@ -89,9 +102,9 @@ def test_the_verdict_flags_exactly_the_missed_thresholds(share, size, min_share,
 @given(seed=st.integers(0, 10_000), shift=st.integers(-15, 15), frames=st.integers(90, 400))
 def test_a_shifted_copy_of_the_opening_is_found_at_its_shift(seed, shift, frames):
     rng = np.random.default_rng(seed)
-    opening = np.convolve(rng.random(frames + 40), np.ones(5) / 5, mode="same")[20:20 + frames]
+    opening = np.convolve(rng.random(frames + 40), np.ones(5) / 5, mode="same")[20 : 20 + frames]
     envelope = np.roll(opening, shift) + 0.05 * rng.standard_normal(frames)
-    offset, r, confidence, lags = score_sync(opening, envelope, 15)
+    offset, r, _confidence, lags = score_sync(opening, envelope, 15)
     assert offset == shift and r > 0.8 and len(lags) == 31
 
 
@@ -133,8 +146,9 @@ def test_sound_that_only_partly_follows_the_lips_still_gives_the_offset(unrelate
 @pytest.mark.slow
 def test_unrelated_speech_scores_clearly_lower(measured, face_clip, tmp_path):
     opening, fps = measured
-    matched = measure_sync(with_sound(face_clip, audio_following(opening, fps, 0, tmp_path / "m.wav"),
-                                      tmp_path / "matched.mp4"))
+    matched = measure_sync(
+        with_sound(face_clip, audio_following(opening, fps, 0, tmp_path / "m.wav"), tmp_path / "matched.mp4")
+    )
     for seed in range(3):
         voice = write_wav16(tmp_path / f"u{seed}.wav", synth_speech(4.0, sample_rate=48000, seed=seed + 1))
         score = measure_sync(with_sound(face_clip, voice, tmp_path / f"unrelated{seed}.mp4"))
@@ -156,14 +170,17 @@ def test_a_clip_without_a_face_reports_no_face_not_a_number(tmp_path):
 
 def test_the_score_is_a_typed_record_with_its_method(measured, face_clip, tmp_path):
     opening, fps = measured
-    score = measure_sync(with_sound(face_clip, audio_following(opening, fps, 4, tmp_path / "f.wav"),
-                                    tmp_path / "f.mp4"), segment=2)
+    score = measure_sync(
+        with_sound(face_clip, audio_following(opening, fps, 4, tmp_path / "f.wav"), tmp_path / "f.mp4"), segment=2
+    )
     doc = score.model_dump(mode="json")
     again = SyncScore.model_validate(doc)
     assert again == score
     assert doc["method"]["max_lag_frames"] == 15 and "inner-lip" in doc["method"]["opening"]
     assert len(doc["opening"]) == len(doc["envelope"]) == doc["frames"] and doc["segment"] == 2
-    assert sync_problems(score, SyncPolicy(max_offset_frames=2)) == ["segment 2: lips and sound +4 frames apart (within ±2 wanted)"]
+    assert sync_problems(score, SyncPolicy(max_offset_frames=2)) == [
+        "segment 2: lips and sound +4 frames apart (within ±2 wanted)"
+    ]
 
 
 @pytest.mark.slow
@@ -175,13 +192,18 @@ def test_verify_scores_each_segment_of_a_stitched_final_and_fails_only_under_fai
 
     opening, fps = measured
     good = with_sound(face_clip, audio_following(opening, fps, 0, tmp_path / "g.wav"), tmp_path / "good.mp4")
-    dub = with_sound(face_clip, write_wav16(tmp_path / "d.wav", synth_speech(4.0, sample_rate=48000, seed=7)),
-                     tmp_path / "dub.mp4")
+    dub = with_sound(
+        face_clip, write_wav16(tmp_path / "d.wav", synth_speech(4.0, sample_rate=48000, seed=7)), tmp_path / "dub.mp4"
+    )
     parts = [ffmpeg.input(str(p)) for p in (good, dub)]
     joined = ffmpeg.concat(parts[0].video, parts[0].audio, parts[1].video, parts[1].audio, v=1, a=1).node
     final = tmp_path / "final.mp4"
-    run_ffmpeg(compile_stream(ffmpeg.output(joined[0], joined[1], str(final), vcodec="libx264", preset="ultrafast",
-                                            acodec="aac")), what="stitching")
+    run_ffmpeg(
+        compile_stream(
+            ffmpeg.output(joined[0], joined[1], str(final), vcodec="libx264", preset="ultrafast", acodec="aac")
+        ),
+        what="stitching",
+    )
     seconds = 120 / fps
     windows = [(0.0, seconds), (seconds, seconds)]
     report = verify(final)
@@ -196,13 +218,41 @@ def test_verify_scores_each_segment_of_a_stitched_final_and_fails_only_under_fai
 
 
 def test_a_cached_prepare_is_judged_again_under_the_present_thresholds():
-    faces = [FacePresence(segment=0, sampled=9, with_face=9, max_faces=1, main_box=None, main_size=0.08,
-                          width=640, height=360).to_dict()]
-    prepared = PreparedJob(inputs_key="k", segments=[], report=ConformReport(
-        videos=[], audios=[], sync=None, text_spans=[], segments=[], loudness=[], commands=[], warnings=[], faces=faces))
-    spec = JobSpec(id="j", provider="fal", video=Path("v.mp4"), audio=None, text="hi", text_file=None, speaker="Auto",
-                   sync_mode=None, loudness_lufs=None, true_peak_dbtp=None, start=None, end=None,
-                   limits=load_limits("fal"))
+    faces = [
+        FacePresence(
+            segment=0, sampled=9, with_face=9, max_faces=1, main_box=None, main_size=0.08, width=640, height=360
+        ).to_dict()
+    ]
+    prepared = PreparedJob(
+        inputs_key="k",
+        segments=[],
+        report=ConformReport(
+            videos=[],
+            audios=[],
+            sync=None,
+            text_spans=[],
+            segments=[],
+            loudness=[],
+            commands=[],
+            warnings=[],
+            faces=faces,
+        ),
+    )
+    spec = JobSpec(
+        id="j",
+        provider="fal",
+        video=Path("v.mp4"),
+        audio=None,
+        text="hi",
+        text_file=None,
+        speaker="Auto",
+        sync_mode=None,
+        loudness_lufs=None,
+        true_peak_dbtp=None,
+        start=None,
+        end=None,
+        limits=load_limits("fal"),
+    )
     assert face_refusal(spec, prepared) is None
     assert "8.0% of the frame" in face_refusal(replace(spec, require_face=True), prepared)
     assert face_refusal(replace(spec, require_face=True, face=FaceThresholds(min_face_size=0.05)), prepared) is None

@@ -67,8 +67,9 @@ RUNNING = JobStatus(JobState.RUNNING, "5")
 def setup(tmp_path):
     video, audio = tiny_media(tmp_path)
     store = SqliteStore(tmp_path / "ledger.sqlite")
-    job = SegmentJob("key-1", SegmentRef("job", "inputs", 0, "pixverse"), JobRequest(video, audio), "ref-1",
-                     tmp_path / "result.mp4")
+    job = SegmentJob(
+        "key-1", SegmentRef("job", "inputs", 0, "pixverse"), JobRequest(video, audio), "ref-1", tmp_path / "result.mp4"
+    )
     yield store, job
     store.close()
 
@@ -134,8 +135,10 @@ def test_success_is_sticky_a_missing_result_is_pending_and_polled_again(setup):
 
 def test_a_failure_after_a_reported_success_never_fails_the_segment(setup):
     store, job = setup
-    provider = Scripted([Accepted({"id": 5}, '{"id": 5}')],
-                        [DONE_NO_URL, JobStatus(JobState.FAILED, "8", error_message="generation failed")])
+    provider = Scripted(
+        [Accepted({"id": 5}, '{"id": 5}')],
+        [DONE_NO_URL, JobStatus(JobState.FAILED, "8", error_message="generation failed")],
+    )
     with pytest.raises(ProviderError, match="reported done"):
         ProviderJobFlow(provider, store).run(job)
     assert store.latest_create("key-1").state is CreateState.SUCCEEDED

@@ -18,10 +18,9 @@ def test_delivered_file_gets_the_umask_mode_not_mkstemps_0600(tmp_path):
 def test_failure_leaves_neither_the_final_name_nor_a_temp_file(tmp_path):
     final = tmp_path / "final.mp4"
     final.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_output(final) as tmp:
-            tmp.write_bytes(b"half-written")
-            raise RuntimeError("ffmpeg died")
+    with pytest.raises(RuntimeError), atomic_output(final) as tmp:
+        tmp.write_bytes(b"half-written")
+        raise RuntimeError("ffmpeg died")
     assert final.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.mp4"]
 
@@ -29,6 +28,7 @@ def test_failure_leaves_neither_the_final_name_nor_a_temp_file(tmp_path):
 def test_atomic_output_never_touches_the_process_umask(tmp_path, monkeypatch):
     """Worker threads write files at the same time: setting the umask (even to read it) from one of them
     would give another thread's new file the wrong mode."""
+
     def forbidden(_mask):
         raise AssertionError("atomic_output changed the process umask")
 

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from media import make_audio, make_video, media_info
 
 from pipeline.ffmpeg import ffmpeg_exe
@@ -32,16 +33,24 @@ def _sha(path: Path) -> str:
 
 
 def _manifest(inputs: list[InputFile], **overrides) -> Manifest:
-    fields = dict(
-        job_id="intro",
-        created_at=1_700_000_000.0,
-        inputs=inputs,
-        config={"run": {"provider": "fal", "out": "out"}, "job": [{"id": "intro", "video": "clip.mp4"}]},
-        provider_jobs=[ProviderJob(provider="fal", endpoint="fal-ai/pixverse/lipsync", job_id="req-1",
-                                   poll_count=7, credits=0.2, created_at=1_700_000_001.0)],
-        ffmpeg_commands=[["ffmpeg", "-i", "clip.mp4", "out.mp4"]],
-        tools=tool_versions(),
-    )
+    fields = {
+        "job_id": "intro",
+        "created_at": 1_700_000_000.0,
+        "inputs": inputs,
+        "config": {"run": {"provider": "fal", "out": "out"}, "job": [{"id": "intro", "video": "clip.mp4"}]},
+        "provider_jobs": [
+            ProviderJob(
+                provider="fal",
+                endpoint="fal-ai/pixverse/lipsync",
+                job_id="req-1",
+                poll_count=7,
+                credits=0.2,
+                created_at=1_700_000_001.0,
+            )
+        ],
+        "ffmpeg_commands": [["ffmpeg", "-i", "clip.mp4", "out.mp4"]],
+        "tools": tool_versions(),
+    }
     return Manifest(**(fields | overrides))
 
 
@@ -68,8 +77,7 @@ def test_delivered_folder_has_final_manifest_and_valid_checksums(tmp_path, media
     doc = json.loads((job / MANIFEST_NAME).read_text())
     assert doc == written.model_dump(mode="json")
     assert Manifest.model_validate_json((job / MANIFEST_NAME).read_text()) == written  # readable back
-    assert {d["name"]: d["sha256"] for d in doc["delivered"]} == {
-        FINAL_NAME: _sha(final), "voice.wav": _sha(voice)}
+    assert {d["name"]: d["sha256"] for d in doc["delivered"]} == {FINAL_NAME: _sha(final), "voice.wav": _sha(voice)}
     assert doc["inputs"][0]["path"] == "../footage/clip.mp4"
     assert doc["inputs"][0]["sha256"] == _sha(clip) and doc["inputs"][0]["size_bytes"] == clip.stat().st_size
     summary = doc["inputs"][0]["probe"]
@@ -79,7 +87,10 @@ def test_delivered_folder_has_final_manifest_and_valid_checksums(tmp_path, media
 
     listed = (out / CHECKSUMS_NAME).read_text().splitlines()
     assert sorted(line.split("  ", 1)[1] for line in listed) == [
-        "intro/final.mp4", "intro/manifest.json", "intro/voice.wav"]
+        "intro/final.mp4",
+        "intro/manifest.json",
+        "intro/voice.wav",
+    ]
     if SHA256SUM:
         ok = subprocess.run([SHA256SUM, "-c", CHECKSUMS_NAME], cwd=out, capture_output=True, text=True)
         assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -103,7 +114,7 @@ def test_checksums_cover_exactly_the_given_files_and_escape_odd_names(tmp_path):
     (out / "report.json").write_text("{}")
     write_checksums(out, ["job 1/final.mp4", out / "job 1" / "odd\\name.txt", "job 1/manifest.json"])
     lines = (out / CHECKSUMS_NAME).read_text().splitlines()
-    assert len(lines) == 2      # the missing manifest is left out, nothing else is added
+    assert len(lines) == 2  # the missing manifest is left out, nothing else is added
     assert f"{hashlib.sha256(b'video').hexdigest()}  job 1/final.mp4" in lines
     # GNU's form for a name with a backslash: a leading backslash, and the name's backslash doubled
     assert f"\\{hashlib.sha256(b'backslash').hexdigest()}  job 1/odd\\\\name.txt" in lines
@@ -120,8 +131,9 @@ def test_manifest_json_is_deterministic_and_hashes_the_config(tmp_path, media):
     assert a == b
     doc = json.loads(a)
     assert a == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    reordered = _manifest(inputs, config={"job": [{"video": "clip.mp4", "id": "intro"}],
-                                          "run": {"out": "out", "provider": "fal"}})
+    reordered = _manifest(
+        inputs, config={"job": [{"video": "clip.mp4", "id": "intro"}], "run": {"out": "out", "provider": "fal"}}
+    )
     changed = _manifest(inputs, config={"run": {"provider": "useapi", "out": "out"}})
     assert reordered.config_sha256 == doc["config_sha256"]
     assert changed.config_sha256 != doc["config_sha256"]
@@ -135,8 +147,11 @@ def test_no_key_from_the_environment_reaches_the_manifest(tmp_path, media, monke
     leaky = _manifest(
         [InputFile.describe("video", clip, cfg_dir)],
         config={"run": {"provider": "fal", "note": f"Authorization: Key {secret}"}},
-        provider_jobs=[ProviderJob(provider="fal", endpoint="queue", job_id="r",
-                                   result_url=f"https://cdn.example/x.mp4?key={secret}")],
+        provider_jobs=[
+            ProviderJob(
+                provider="fal", endpoint="queue", job_id="r", result_url=f"https://cdn.example/x.mp4?key={secret}"
+            )
+        ],
     )
     write_handoff(tmp_path / "out" / "j", final, leaky)
     write_checksums(tmp_path / "out")
@@ -169,16 +184,30 @@ def test_tool_versions_are_the_real_ones():
 
 
 def _deliverable(name: str) -> bool:
-    return name not in (".", "..", CHECKSUMS_NAME) and not name.startswith(".") and not any(
-        word in name for word in (".part", ".sqlite", ".db"))
+    return (
+        name not in (".", "..", CHECKSUMS_NAME)
+        and not name.startswith(".")
+        and not any(word in name for word in (".part", ".sqlite", ".db"))
+    )
 
 
 @pytest.mark.skipif(SHA256SUM is None, reason="GNU sha256sum not installed")
 @settings(max_examples=25, deadline=None)
-@given(names=st.lists(st.text(st.one_of(st.sampled_from(" \\\n\r*'\"$ä中"),
-                                        st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00")),
-                              min_size=1, max_size=12).filter(_deliverable),
-                      min_size=1, max_size=4, unique=True))
+@given(
+    names=st.lists(
+        st.text(
+            st.one_of(
+                st.sampled_from(" \\\n\r*'\"$ä中"),
+                st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+            ),
+            min_size=1,
+            max_size=12,
+        ).filter(_deliverable),
+        min_size=1,
+        max_size=4,
+        unique=True,
+    )
+)
 def test_any_file_name_round_trips_through_sha256sum(tmp_path_factory, names):
     """Spaces, backslashes, newlines, any script: `sha256sum -c` reads back every line we write."""
     out = tmp_path_factory.mktemp("names")

@@ -12,9 +12,9 @@ stops there and says so rather than squash the syllable into a square wave.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -38,7 +38,7 @@ from pipeline.stages.probe import probe, probe_audio
 LIMITS = load_limits()
 MP3_ONLY = load_limits(overrides={"audio_containers": ["mp3"]})
 TARGET_LUFS, CEILING_DBTP = -16.0, -1.5
-TRUE_PEAK_SLACK_DB = 0.1   # two true-peak meters (ours at 192 kHz, ebur128's 4x oversampling) differ this much
+TRUE_PEAK_SLACK_DB = 0.1  # two true-peak meters (ours at 192 kHz, ebur128's 4x oversampling) differ this much
 SHORT_CLIP_S = 0.4
 
 
@@ -62,7 +62,7 @@ def _streamed_wav(path: Path) -> Path:
     data = bytearray(_speech_wav(path.with_suffix(".plain.wav"), 3).read_bytes())
     data[4:8] = b"\xff\xff\xff\xff"
     at = data.index(b"data")
-    data[at + 4:at + 8] = b"\xff\xff\xff\xff"
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
     path.write_bytes(bytes(data))
     return path
 
@@ -82,9 +82,9 @@ def _video_with_voice(path: Path) -> Path:
 class Case:
     name: str
     build: Callable[[Path], Path]
-    seconds: float                  # how long the conformed voice must be
+    seconds: float  # how long the conformed voice must be
     limits: Limits = LIMITS
-    warns: str | None = None        # a warning that must be given
+    warns: str | None = None  # a warning that must be given
     source_lufs: float | None = None  # what the input really measures (the case is as hostile as it says)
 
 
@@ -97,28 +97,45 @@ CASES = [
     Case("aiff", lambda d: make_audio(d / "voice.aiff", seconds=3, codec="pcm_s16be"), 3),
     Case("wav 32-bit float", lambda d: make_audio(d / "voice.wav", seconds=3, codec="pcm_f32le"), 3),
     Case("wav 8-bit", lambda d: make_audio(d / "voice.wav", seconds=3, rate=22050, codec="pcm_u8"), 3),
-    Case("wav extensible 24-bit 96 kHz 5.1",
-         lambda d: make_audio(d / "voice.wav", seconds=3, rate=96000, channels=6, bit_depth=24), 3),
-    Case("wav extensible 24-bit 96 kHz 7.1",
-         lambda d: make_audio(d / "voice.wav", seconds=3, rate=96000, channels=8, bit_depth=24), 3),
+    Case(
+        "wav extensible 24-bit 96 kHz 5.1",
+        lambda d: make_audio(d / "voice.wav", seconds=3, rate=96000, channels=6, bit_depth=24),
+        3,
+    ),
+    Case(
+        "wav extensible 24-bit 96 kHz 7.1",
+        lambda d: make_audio(d / "voice.wav", seconds=3, rate=96000, channels=8, bit_depth=24),
+        3,
+    ),
     Case("mono 8 kHz phone recording", lambda d: make_audio(d / "call.wav", seconds=3, rate=8000, level_db=-28), 3),
-    Case("amr-nb", lambda d: make_audio(d / "memo.amr", seconds=3, rate=8000, codec="libopencore_amrnb",
-                                        **{"b:a": "12.2k"}), 3),
-    Case("vbr mp3 with id3v2, apic cover and xing header",
-         lambda d: make_audio(d / "voice.mp3", seconds=3, channels=2, cover_art=True, **{"q:a": 4}), 3),
+    Case(
+        "amr-nb",
+        lambda d: make_audio(d / "memo.amr", seconds=3, rate=8000, codec="libopencore_amrnb", **{"b:a": "12.2k"}),
+        3,
+    ),
+    Case(
+        "vbr mp3 with id3v2, apic cover and xing header",
+        lambda d: make_audio(d / "voice.mp3", seconds=3, channels=2, cover_art=True, **{"q:a": 4}),
+        3,
+    ),
     Case("mp3 with an 8 MB id3 tag", lambda d: _huge_id3_mp3(d / "tagged.mp3"), 3),
     Case("a video given as the voice", lambda d: _video_with_voice(d / "take.mp4"), 3),
     Case("dc offset", lambda d: _speech_wav(d / "dc.wav", 3, gain=0.8, offset=0.3), 3),
     Case("hard clipping", lambda d: _speech_wav(d / "clipped.wav", 3, gain=4.0), 3),
     Case("hard clipping to mp3", lambda d: _speech_wav(d / "clipped.wav", 3, gain=4.0), 3, MP3_ONLY),
     Case("very loud (about 0 LUFS)", lambda d: _speech_wav(d / "loud.wav", 3, gain=1000.0), 3, source_lufs=0.0),
-    Case("very quiet (-45 LUFS)", lambda d: make_audio(d / "whisper.wav", seconds=3, level_db=-45), 3,
-         source_lufs=-45.0),
+    Case(
+        "very quiet (-45 LUFS)", lambda d: make_audio(d / "whisper.wav", seconds=3, level_db=-45), 3, source_lufs=-45.0
+    ),
     Case("very quiet to mp3", lambda d: make_audio(d / "whisper.wav", seconds=3, level_db=-45), 3, MP3_ONLY),
     Case("0.2 s", lambda d: make_audio(d / "blip.wav", seconds=0.2), 0.2),
     Case("29.9 s", lambda d: make_audio(d / "long.wav", seconds=29.9, rate=16000), 29.9),
-    Case("45 s is cut to the limit", lambda d: make_audio(d / "speech.wav", seconds=45, rate=16000), 30.0,
-         warns="over the 30 s limit"),
+    Case(
+        "45 s is cut to the limit",
+        lambda d: make_audio(d / "speech.wav", seconds=45, rate=16000),
+        30.0,
+        warns="over the 30 s limit",
+    ),
     Case("streamed wav with unknown sizes", lambda d: _streamed_wav(d / "piped.wav"), 3),
 ]
 
@@ -185,12 +202,16 @@ def _click_over_room_tone(d: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("build, reason", [
-    (lambda d: make_video(d / "mute.mp4", seconds=1, audio=False), "no audio stream"),
-    (_noise_floor, "near-silent"),
-    (lambda d: make_audio(d / "hum.wav", seconds=2, level_db=-62), "near-silent"),
-    (_click_over_room_tone, "near-silent: only 0.0"),
-], ids=["video without sound", "room noise only", "far-away speech", "a knock over room tone"])
+@pytest.mark.parametrize(
+    "build, reason",
+    [
+        (lambda d: make_video(d / "mute.mp4", seconds=1, audio=False), "no audio stream"),
+        (_noise_floor, "near-silent"),
+        (lambda d: make_audio(d / "hum.wav", seconds=2, level_db=-62), "near-silent"),
+        (_click_over_room_tone, "near-silent: only 0.0"),
+    ],
+    ids=["video without sound", "room noise only", "far-away speech", "a knock over room tone"],
+)
 def test_unusable_voice_tracks_are_refused_in_one_line(tmp_path, build, reason):
     src = build(tmp_path)
     with pytest.raises(InputError) as err:
@@ -241,7 +262,11 @@ def _hiss(n: int, level_db: float) -> np.ndarray:
 
 
 STEREO_CASES = {
-    "voice left, digital silence right": (lambda v: (v, np.zeros_like(v)), 0, "right channel is dead (digital silence)"),
+    "voice left, digital silence right": (
+        lambda v: (v, np.zeros_like(v)),
+        0,
+        "right channel is dead (digital silence)",
+    ),
     "voice right, -60 dB hiss left": (lambda v: (_hiss(len(v), -60), v), 1, "left channel is dead (40 dB under"),
     "phase-inverted duplicate": (lambda v: (v, -v), 0, "phase-inverted copies"),
 }
@@ -262,7 +287,9 @@ def test_a_dead_or_inverted_channel_leaves_the_voice_on_every_output_channel(tmp
     assert out_channels == (channels or 2)
     assert_loudness(result.path, 3.0)
     for channel in range(out_channels):
-        assert channel_loudness(result.path, channel, dual_mono=out_channels == 2) == pytest.approx(TARGET_LUFS, abs=1.0)
+        assert channel_loudness(result.path, channel, dual_mono=out_channels == 2) == pytest.approx(
+            TARGET_LUFS, abs=1.0
+        )
         seconds, correlation = voice_offset(voice, np.abs(live * 2 - 1) * channel_decode(result.path, channel))
         assert correlation > 0.9 and seconds == pytest.approx(0, abs=0.001)
     assert result.to_dict()["plan"]["channel_pick"] == live

@@ -6,8 +6,7 @@ import multiprocessing
 import os
 import signal
 
-from pipeline.providers.store import SegmentRef
-from pipeline.providers.store import CreateState
+from pipeline.providers.store import CreateState, SegmentRef
 from pipeline.run.ledger import Ledger, Stage
 
 
@@ -42,7 +41,7 @@ def test_stage_timings_and_changed_inputs_restart_the_job(tmp_path):
         assert [t.stage for t in times] == ["prepare", "poll"]
         assert all(t.finished_at is not None and t.finished_at >= t.started_at for t in times)
         assert ledger.start_job("a", "fal", "k1").stage is Stage.DONE  # same inputs: still done
-        row = ledger.start_job("a", "fal", "k2")                      # changed inputs: start over
+        row = ledger.start_job("a", "fal", "k2")  # changed inputs: start over
         assert row.stage is Stage.PENDING and row.final_path is None and ledger.stage_times("a") == []
 
 
@@ -68,6 +67,7 @@ def test_threads_share_one_writer(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with Ledger.in_dir(tmp_path) as ledger:
+
         def work(i):
             ledger.start_job(f"j{i}", "aimlapi", "k")
             a = ledger.record_intent(f"idem{i}", SegmentRef(f"j{i}", "k", 0, "aimlapi"))

@@ -5,21 +5,22 @@ without the pipeline's own speech analysis; lengths are read back with pymediain
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from decimal import Decimal
 
 import pytest
-
 from media import make_video, media_info
+from runkit import checksums_hold, final_file, lipsync, sha256, write_config
+
 from pipeline.demo import talk_with_pauses
 from pipeline.speech import write_wav
-from runkit import checksums_hold, final_file, lipsync, sha256, write_config
 
 RATE = 48000
 FPS = 25
 FRAME = 1 / FPS
-LIMIT = 30.0        # every provider's duration limit (limits.toml [default])
+LIMIT = 30.0  # every provider's duration limit (limits.toml [default])
 
 
 def make_talk(folder, seconds: float = 70.0):
@@ -56,19 +57,30 @@ def test_prepare_splits_a_long_clip_at_pauses_into_segments_within_the_limits(ta
         assert abs(_seconds(seg["video"], "Video") - _seconds(seg["audio"], "Audio")) < FRAME
         assert seg["cut_reason"]
     assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(70.0, abs=FRAME)
-    for left, right in zip(segments, segments[1:]):
+    for left, right in itertools.pairwise(segments):
         assert left["end"] == right["start"] and _inside_a_pause(left["end"], pauses), left
         assert "pause" in left["cut_reason"]
     total = sum(_seconds(seg["video"], "Video") for seg in segments)
     assert total == pytest.approx(70.0, abs=FRAME)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        f"seg{i:03d}.{ext}" for i in range(3) for ext in ("mp4", "wav")]
+        f"seg{i:03d}.{ext}" for i in range(3) for ext in ("mp4", "wav")
+    ]
 
 
 def test_trim_keeps_one_job_and_warns(talk, tmp_path):
     video, _ = talk
-    run = lipsync("prepare", "--video", str(video), "--provider", "fal", "--long-media", "trim",
-                  "--out", str(tmp_path / "out"), "--json")
+    run = lipsync(
+        "prepare",
+        "--video",
+        str(video),
+        "--provider",
+        "fal",
+        "--long-media",
+        "trim",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+    )
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     assert len(doc["segments"]) == 1 and _seconds(doc["segments"][0]["video"], "Video") <= LIMIT
@@ -97,7 +109,8 @@ def test_a_long_clip_is_delivered_full_length_in_sync_at_every_join(talk, tmp_pa
     assert [s["start"] for s in manifest["conform"]["segments"]] == [p["start"] for p in planned["segments"]]
     clips = _read_back_cut_list(tmp_path / "out" / "long", 70.0, 3)
     assert [c.source_range.start_time.to_seconds() for c in clips] == pytest.approx(
-        [p["start"] for p in planned["segments"]], abs=1e-6)
+        [p["start"] for p in planned["segments"]], abs=1e-6
+    )
 
 
 def _read_back_cut_list(job_dir, source_seconds: float, segments: int):
@@ -111,7 +124,7 @@ def _read_back_cut_list(job_dir, source_seconds: float, segments: int):
     assert len(clips) == segments and all(isinstance(item, otio.schema.Clip) for item in track)
     ranges = [track.range_of_child_at_index(i) for i in range(len(track))]
     assert ranges[0].start_time.value == 0
-    for before, after in zip(ranges, ranges[1:]):
+    for before, after in itertools.pairwise(ranges):
         assert before.end_time_exclusive() == after.start_time  # no gap, no overlap
     assert track.duration().to_seconds() == pytest.approx(source_seconds, abs=FRAME)
     assert all(clip.media_reference.target_url.endswith(".mp4") for clip in clips)

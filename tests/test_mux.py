@@ -7,7 +7,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from media import decode_stats, make_audio, make_video, media_info, truncate_copy
 from sync_media import first_frame_time, provider_result, read_wav
 
@@ -51,8 +52,9 @@ def master(tmp_path_factory):
 def test_final_has_the_providers_video_untouched_and_our_master_aligned(tmp_path, master, delay_s):
     # the provider's audio: band-limited like a lossy re-encode, so we can tell whose audio the final carries
     dull = _lowpassed(master, tmp_path / "dull.wav")
-    provider = provider_result(tmp_path / "provider.mp4", dull, delay_s=delay_s, seconds=3.0, fps=FPS,
-                               width=320, height=176)
+    provider = provider_result(
+        tmp_path / "provider.mp4", dull, delay_s=delay_s, seconds=3.0, fps=FPS, width=320, height=176
+    )
     result = mux(provider, master, tmp_path / "job" / "final.mp4")
     final = result.path
 
@@ -125,15 +127,17 @@ def test_unrelated_master_keeps_the_providers_audio_and_says_why(tmp_path, maste
 
 def _video_probe(seconds: float, fps: float = FPS, audio: bool = True) -> MediaProbe:
     frames = round(seconds * fps)
-    video = VideoStream("AVC", "High", 320, 240, 320, 240, 0, fps, "CFR", "progressive", 8, "4:2:0", 1.0, None,
-                        frames / fps, frames)
+    video = VideoStream(
+        "AVC", "High", 320, 240, 320, 240, 0, fps, "CFR", "progressive", 8, "4:2:0", 1.0, None, frames / fps, frames
+    )
     sound = AudioStream("AAC", 2, 44100, seconds, None) if audio else None
     return MediaProbe(Path("result.mp4"), "mp4", seconds, 1000, video, sound)
 
 
 def _audio_probe(seconds: float, channels: int = 1, bit_depth: int = 16) -> MediaProbe:
-    return MediaProbe(Path("master.wav"), "wav", seconds, 1000, None,
-                      AudioStream("PCM", channels, 48000, seconds, bit_depth))
+    return MediaProbe(
+        Path("master.wav"), "wav", seconds, 1000, None, AudioStream("PCM", channels, 48000, seconds, bit_depth)
+    )
 
 
 @settings(max_examples=200)
@@ -266,8 +270,10 @@ def test_tts_audio_longer_than_the_video_is_cut_to_it(tmp_path, master):
     provider = tmp_path / "long_audio.mp4"
     pic = ffmpeg.input(f"testsrc2=size=256x144:rate={FPS}", f="lavfi", t=2.0)
     voice = ffmpeg.input(str(master)).audio.filter("atrim", duration=2.5)
-    run_ffmpeg(compile_stream(ffmpeg.output(pic, voice, str(provider), vcodec="libx264", preset="ultrafast",
-                                            acodec="aac")), what="long audio")
+    run_ffmpeg(
+        compile_stream(ffmpeg.output(pic, voice, str(provider), vcodec="libx264", preset="ultrafast", acodec="aac")),
+        what="long audio",
+    )
     assert media_info(provider)["Audio"][0].duration > 2400
     result = mux(provider, None, tmp_path / "final.mp4")
     assert result.audio_source == "provider" and result.plan.audio is not None
@@ -280,8 +286,9 @@ def test_tts_audio_longer_than_the_video_is_cut_to_it(tmp_path, master):
 def test_cover_art_in_the_result_is_not_taken_for_the_video(tmp_path, master):
     provider = make_video(tmp_path / "with_art.mp4", seconds=2.0, fps=FPS, audio_file=master, cover_art=True)
     result = mux(provider, master, tmp_path / "final.mp4")
-    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(result.path)], capture_output=True,
-                             text=True).stderr
+    listing = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(result.path)], capture_output=True, text=True
+    ).stderr
     streams = [line for line in listing.splitlines() if "Stream #" in line]
     assert len(streams) == 2 and "h264" in streams[0] and "aac" in streams[1]
     assert decode_stats(result.path).video_frames == 2 * FPS
@@ -332,8 +339,10 @@ def test_stitch_never_copies_across_frame_rates_or_time_bases(tmp_path):
 
 
 def test_plan_stitch_copies_variable_rate_segments_sharing_a_time_base():
-    vfr = [replace(_video_probe(s), video=replace(_video_probe(s).video, fps=f, frame_rate_mode="VFR"))
-           for s, f in ((4.2, 28.8), (8.0, 29.1))]
+    vfr = [
+        replace(_video_probe(s), video=replace(_video_probe(s).video, fps=f, frame_rate_mode="VFR"))
+        for s, f in ((4.2, 28.8), (8.0, 29.1))
+    ]
     audios = [_audio_probe(4.2), _audio_probe(8.0)]
     same = [VideoTiming("1/15360", 4.2), VideoTiming("1/15360", 8.0)]
     other = [VideoTiming("1/15360", 4.2), VideoTiming("1/12800", 8.0)]
@@ -342,8 +351,10 @@ def test_plan_stitch_copies_variable_rate_segments_sharing_a_time_base():
 
 
 def test_stitch_copies_variable_rate_segments_and_keeps_every_frame(tmp_path):
-    parts = [make_video(tmp_path / f"v{i}.mp4", seconds=s, fps=FPS, width=160, height=96, vfr=True)
-             for i, s in enumerate([1.2, 0.8])]
+    parts = [
+        make_video(tmp_path / f"v{i}.mp4", seconds=s, fps=FPS, width=160, height=96, vfr=True)
+        for i, s in enumerate([1.2, 0.8])
+    ]
     result = stitch(parts, tmp_path / "final.mp4")
     assert result.plan.video_mode == "copy"
     each = [decode_stats(p) for p in parts]
@@ -369,8 +380,7 @@ def test_final_keeps_the_providers_display_rotation(tmp_path, master):
 
 
 @pytest.mark.parametrize("video_late, audio_late", [(0.2, 0.0), (0.0, 0.2)])
-def test_streams_that_start_late_keep_their_relation_on_the_file_timeline(tmp_path, master, video_late,
-                                                                           audio_late):
+def test_streams_that_start_late_keep_their_relation_on_the_file_timeline(tmp_path, master, video_late, audio_late):
     plain = provider_result(tmp_path / "plain.mp4", master, delay_s=0.04, seconds=3.0, fps=FPS)
     provider = tmp_path / "late.mp4"
     v = ffmpeg.input(str(plain), itsoffset=video_late)["v:0"]

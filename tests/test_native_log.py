@@ -10,22 +10,28 @@ import pytest
 from pipeline.native_log import is_native_note
 
 
-@pytest.mark.parametrize("line", [
-    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-    b"W0000 00:00:1796044609.752030     400 inference_feedback_manager.cc:114] Feedback manager requires",
-    b"I0000 00:00:1796044609.752030 400 gl_context.cc:357] GL version: 3.2",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        b"W0000 00:00:1796044609.752030     400 inference_feedback_manager.cc:114] Feedback manager requires",
+        b"I0000 00:00:1796044609.752030 400 gl_context.cc:357] GL version: 3.2",
+    ],
+)
 def test_native_notes_are_recognised(line):
     assert is_native_note(line)
 
 
-@pytest.mark.parametrize("line", [
-    b"spoken: verify: checking the final file (pixverse, 0.2 s)",
-    b"WARNING: clip.mp4: interlaced, deinterlacing",
-    b"INFO: something of ours",
-    b"",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"spoken: verify: checking the final file (pixverse, 0.2 s)",
+        b"WARNING: clip.mp4: interlaced, deinterlacing",
+        b"INFO: something of ours",
+        b"",
+    ],
+)
 def test_our_own_lines_pass(line):
     assert not is_native_note(line)
 

@@ -6,14 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.errors import ResultPending, GenerationFailed, JobTimeout, Moderated
+from pipeline.errors import GenerationFailed, JobTimeout, Moderated, ResultPending
 from pipeline.providers.base import JobHandle, JobState, JobStatus
 from pipeline.providers.http import RetriesExhausted
 from pipeline.providers.poll import Outcome, PollPolicy, judge, next_interval, wait_for_job
 
 policies = st.builds(
     PollPolicy,
-    initial=st.floats(0.01, 10), factor=st.floats(1.0, 3.0), maximum=st.floats(10, 60), timeout=st.floats(1, 3600),
+    initial=st.floats(0.01, 10),
+    factor=st.floats(1.0, 3.0),
+    maximum=st.floats(10, 60),
+    timeout=st.floats(1, 3600),
 )
 
 
@@ -49,14 +52,17 @@ def _status(state, raw="x", url=None, unconfirmed=False, **kw):
     return JobStatus(state, raw, result_url=url, unconfirmed=unconfirmed, **kw)
 
 
-@pytest.mark.parametrize("status,outcome", [
-    (_status(JobState.SUCCEEDED, url="https://r/x.mp4"), Outcome.SUCCEEDED),
-    (_status(JobState.SUCCEEDED), Outcome.WAIT),                      # no evidence, no success
-    (_status(JobState.RUNNING), Outcome.WAIT),
-    (_status(JobState.FAILED), Outcome.FAILED),
-    (_status(JobState.MODERATED), Outcome.FAILED),
-    (_status(JobState.CANCELED), Outcome.FAILED),
-])
+@pytest.mark.parametrize(
+    "status,outcome",
+    [
+        (_status(JobState.SUCCEEDED, url="https://r/x.mp4"), Outcome.SUCCEEDED),
+        (_status(JobState.SUCCEEDED), Outcome.WAIT),  # no evidence, no success
+        (_status(JobState.RUNNING), Outcome.WAIT),
+        (_status(JobState.FAILED), Outcome.FAILED),
+        (_status(JobState.MODERATED), Outcome.FAILED),
+        (_status(JobState.CANCELED), Outcome.FAILED),
+    ],
+)
 def test_judge(status, outcome):
     assert judge(status, 0, PollPolicy()).outcome is outcome
 
@@ -111,8 +117,13 @@ def test_wait_returns_the_success_with_its_url():
     ok = _status(JobState.SUCCEEDED, url="https://r/x.mp4")
     clock = FakeClock()
     seen = []
-    got = wait_for_job(Scripted([_status(JobState.QUEUED), _status(JobState.RUNNING), ok]), H,
-                       on_status=seen.append, clock=clock, sleep=clock.sleep)
+    got = wait_for_job(
+        Scripted([_status(JobState.QUEUED), _status(JobState.RUNNING), ok]),
+        H,
+        on_status=seen.append,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     assert got == ok and [s.state for s in seen] == [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
     assert clock.sleeps == [1.0, 1.0 * 1.25]
 
@@ -121,9 +132,12 @@ def test_wait_returns_the_success_with_its_url():
 def test_flapping_never_yields_a_premature_success(prefix):
     """Whatever lies come first (done without a URL, errors, going back to queued), the only success
     returned is the one with evidence."""
-    make = {"queued": _status(JobState.QUEUED), "running": _status(JobState.RUNNING),
-            "done-no-url": _status(JobState.SUCCEEDED, raw="1"),
-            "poll-error": RetriesExhausted("503", provider="scripted")}
+    make = {
+        "queued": _status(JobState.QUEUED),
+        "running": _status(JobState.RUNNING),
+        "done-no-url": _status(JobState.SUCCEEDED, raw="1"),
+        "poll-error": RetriesExhausted("503", provider="scripted"),
+    }
     ok = _status(JobState.SUCCEEDED, url="https://r/x.mp4", raw="1")
     clock = FakeClock()
     provider = Scripted([make[p] for p in prefix] + [ok], PollPolicy(initial=1, maximum=2, timeout=1000))
@@ -135,8 +149,12 @@ def test_flapping_never_yields_a_premature_success(prefix):
 def test_wait_raises_typed_failures(state, error):
     clock = FakeClock()
     with pytest.raises(error) as info:
-        wait_for_job(Scripted([_status(JobState.RUNNING), _status(state, raw="8", error_message="it broke")]), H,
-                     clock=clock, sleep=clock.sleep)
+        wait_for_job(
+            Scripted([_status(JobState.RUNNING), _status(state, raw="8", error_message="it broke")]),
+            H,
+            clock=clock,
+            sleep=clock.sleep,
+        )
     assert "job-7" in str(info.value) and "it broke" in str(info.value)
     assert info.value.exit_code == 5
 
@@ -146,15 +164,17 @@ def test_stuck_job_times_out_within_the_bound_and_is_canceled():
     provider = Scripted([_status(JobState.RUNNING, raw="5")], PollPolicy(initial=1, factor=2, maximum=8, timeout=30))
     with pytest.raises(JobTimeout) as info:
         wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
-    assert clock.now == pytest.approx(30)            # never sleeps past the deadline
+    assert clock.now == pytest.approx(30)  # never sleeps past the deadline
     assert provider.canceled and "job-7" in str(info.value) and info.value.exit_code == 2
-    assert "5" in str(info.value)                   # the last raw status is reported
+    assert "5" in str(info.value)  # the last raw status is reported
 
 
 def test_done_without_result_ends_the_wait_as_pending_not_failed():
     clock = FakeClock()
-    provider = Scripted([_status(JobState.RUNNING, raw="completed", unconfirmed=True)],
-                        PollPolicy(initial=1, maximum=1, timeout=100, max_unconfirmed=4))
+    provider = Scripted(
+        [_status(JobState.RUNNING, raw="completed", unconfirmed=True)],
+        PollPolicy(initial=1, maximum=1, timeout=100, max_unconfirmed=4),
+    )
     with pytest.raises(ResultPending) as info:
         wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
     assert provider.polls == 4 and info.value.exit_code == 2 and not isinstance(info.value, GenerationFailed)
@@ -163,8 +183,9 @@ def test_done_without_result_ends_the_wait_as_pending_not_failed():
 
 def test_poll_errors_do_not_end_the_wait_before_the_deadline():
     clock = FakeClock()
-    provider = Scripted([RetriesExhausted("HTTP 503", provider="scripted")],
-                        PollPolicy(initial=1, maximum=1, timeout=10))
+    provider = Scripted(
+        [RetriesExhausted("HTTP 503", provider="scripted")], PollPolicy(initial=1, maximum=1, timeout=10)
+    )
     with pytest.raises(JobTimeout) as info:
         wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
     assert provider.polls == 11 and "no status received" in str(info.value)
@@ -175,8 +196,10 @@ def test_done_with_a_url_but_no_size_is_taken_after_the_grace():
     `accept_unconfirmed_after` such replies in a row the URL is taken, marked unconfirmed."""
     clock = FakeClock()
     sizeless = _status(JobState.RUNNING, raw="1", url="https://r/x.mp4", unconfirmed=True)
-    provider = Scripted([_status(JobState.RUNNING, raw="5"), sizeless],
-                        PollPolicy(initial=1, maximum=1, timeout=100, accept_unconfirmed_after=3))
+    provider = Scripted(
+        [_status(JobState.RUNNING, raw="5"), sizeless],
+        PollPolicy(initial=1, maximum=1, timeout=100, accept_unconfirmed_after=3),
+    )
     got = wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
     assert got.state is JobState.SUCCEEDED and got.result_url == "https://r/x.mp4" and got.unconfirmed
     assert provider.polls == 4
@@ -193,12 +216,14 @@ def test_done_with_a_url_interrupted_by_running_restarts_the_grace():
 
 # ---- the schedule that learns when jobs finish --------------------------------------------------------
 
-from pipeline.providers.poll import WINDOW_POLLS, CompletionEstimate, DurationEstimator, estimate_from  # noqa: E402
 from dataclasses import replace  # noqa: E402
+
+from pipeline.providers.poll import WINDOW_POLLS, CompletionEstimate, DurationEstimator, estimate_from  # noqa: E402
 from pipeline.providers.sse import StreamBroken, bytes_since_blank_line  # noqa: E402
 
-estimates = st.builds(CompletionEstimate, median=st.floats(0, 600), spread=st.floats(0, 300),
-                      samples=st.integers(1, 64))
+estimates = st.builds(
+    CompletionEstimate, median=st.floats(0, 600), spread=st.floats(0, 300), samples=st.integers(1, 64)
+)
 
 
 @given(policies, st.integers(0, 500), st.floats(0, 4000), estimates)
@@ -277,8 +302,8 @@ def test_a_finished_job_teaches_the_next_wait_to_poll_where_it_ended():
     wait_for_job(second, H, clock=second_clock, sleep=second_clock.sleep)
     low, high = learned.window
     assert low <= 41.0 <= high
-    assert second_clock.now - 41.0 <= max(policy.initial, (high - low) / WINDOW_POLLS)     # one dense interval
-    assert second_clock.now < first_clock.now                      # the schedule alone noticed it later
+    assert second_clock.now - 41.0 <= max(policy.initial, (high - low) / WINDOW_POLLS)  # one dense interval
+    assert second_clock.now < first_clock.now  # the schedule alone noticed it later
     dense = max(policy.initial, (high - low) / WINDOW_POLLS)
     assert second_clock.sleeps[0] > min(second_clock.sleeps) == pytest.approx(dense)
 
@@ -315,8 +340,9 @@ def test_a_stream_that_ends_the_job_needs_no_poll():
     assert provider.streams == 1 and provider.polls == 0 and len(seen) == 3 and clock.sleeps == []
 
 
-@pytest.mark.parametrize("then", [StreamBroken("connection dropped"), None,
-                                  RetriesExhausted("result: HTTP 503", provider="scripted")])
+@pytest.mark.parametrize(
+    "then", [StreamBroken("connection dropped"), None, RetriesExhausted("result: HTTP 503", provider="scripted")]
+)
 def test_a_broken_stream_falls_back_to_polling(then):
     ok = _status(JobState.SUCCEEDED, url="https://r/x.mp4")
     clock, seen = FakeClock(), []
@@ -327,8 +353,9 @@ def test_a_broken_stream_falls_back_to_polling(then):
 
 
 def test_a_stream_reporting_failure_fails_the_job():
-    provider = Streaming([_status(JobState.RUNNING), _status(JobState.FAILED, raw="COMPLETED",
-                                                             error_message="it broke")], None, [])
+    provider = Streaming(
+        [_status(JobState.RUNNING), _status(JobState.FAILED, raw="COMPLETED", error_message="it broke")], None, []
+    )
     clock = FakeClock()
     with pytest.raises(GenerationFailed):
         wait_for_job(provider, H, clock=clock, sleep=clock.sleep)
@@ -341,7 +368,7 @@ def test_a_stream_that_outlives_the_deadline_times_out_without_polling():
     class Slow(Streaming):
         def stream_statuses(self, handle, timeout, on_chunk):
             self.streams += 1
-            clock.now += timeout               # the stream ran until its deadline
+            clock.now += timeout  # the stream ran until its deadline
             yield _status(JobState.RUNNING)
 
     provider = Slow([], None, [_status(JobState.RUNNING)], PollPolicy(initial=1, maximum=4, timeout=60))
@@ -351,6 +378,7 @@ def test_a_stream_that_outlives_the_deadline_times_out_without_polling():
 
 
 # ---- the stream's event-size meter ----------------------------------------------------------------------
+
 
 def _meter(chunks):
     since, previous = 0, b""
@@ -368,8 +396,10 @@ def test_event_meter_does_not_depend_on_how_the_bytes_are_chunked(pieces, data):
     assert _meter(chunks) == _meter([whole])
 
 
-@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=20),
-       st.sampled_from([b"\n\n", b"\r\r", b"\r\n\r\n", b"\n\r\n"]))
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=20),
+    st.sampled_from([b"\n\n", b"\r\r", b"\r\n\r\n", b"\n\r\n"]),
+)
 def test_event_meter_counts_only_the_event_in_progress(bodies, end):
     events = b"".join(b"data: " + body + end for body in bodies)
     assert _meter([events, b"data: open"]) == len(b"data: open")

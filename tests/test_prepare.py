@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 def media_files(out: Path) -> list[Path]:
-    return [p for p in out.iterdir() if p.suffix in (".mp4", ".wav", ".mp3") or ".part" in p.name] if out.exists() else []
+    return (
+        [p for p in out.iterdir() if p.suffix in (".mp4", ".wav", ".mp3") or ".part" in p.name] if out.exists() else []
+    )
 
 
 def assert_pair_fits(seg, limits=STRICT) -> tuple[float, float]:
@@ -69,7 +72,7 @@ def assert_pair_fits(seg, limits=STRICT) -> tuple[float, float]:
 def test_every_sync_mode_gives_a_pair_of_equal_length(media, tmp_path, voice, mode, seconds, extended):
     result = prepare(PrepareRequest(video=media["video"], audio=media[voice], sync_mode=mode), tmp_path / "out")
     (seg,) = result.segments
-    video_s, audio_s = assert_pair_fits(seg)
+    video_s, _audio_s = assert_pair_fits(seg)
     assert video_s == pytest.approx(seconds, abs=FRAME)
     assert (result.sync.video_extend is not None) == extended
     assert (seg.index, seg.text, seg.start) == (0, None, 0.0)
@@ -102,7 +105,7 @@ def test_without_a_voice_track_the_videos_own_sound_is_used_with_start_and_end(t
     result = prepare(PrepareRequest(video=video, start=0.5, end=3.0), tmp_path / "out")
     (seg,) = result.segments
     assert (seg.start, seg.end) == (0.5, 3.0)
-    video_s, audio_s = assert_pair_fits(seg)
+    _video_s, audio_s = assert_pair_fits(seg)
     assert audio_s == pytest.approx(2.5, abs=FRAME)
     assert not media_info(seg.video).get("Audio")  # the sound travels as the separate voice track
 
@@ -154,8 +157,11 @@ SCRIPT = (
 def test_a_long_script_gives_consecutive_proportional_segments(media, tmp_path):
     limits = load_limits(overrides={"tts_max_chars": 100})
     seen: list[tuple[str, float]] = []
-    result = prepare(PrepareRequest(video=media["video"], text=SCRIPT, speaker="emily", sync_mode="cut",
-                                    limits=limits), tmp_path, progress=lambda what, f: seen.append((what, f)))
+    result = prepare(
+        PrepareRequest(video=media["video"], text=SCRIPT, speaker="emily", sync_mode="cut", limits=limits),
+        tmp_path,
+        progress=lambda what, f: seen.append((what, f)),
+    )
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert seen[-1][0] == f"seg{len(result.segments) - 1:03d} video"
@@ -165,7 +171,7 @@ def test_a_long_script_gives_consecutive_proportional_segments(media, tmp_path):
     assert all(len(s.text) <= 100 and s.speaker == "Emily" and s.audio is None for s in segs)
     assert segs[0].start == 0.0 and segs[-1].end == pytest.approx(3.0)
     speech = [estimate_speech_seconds(s.text) for s in segs]
-    for a, b in zip(segs, segs[1:]):
+    for a, b in itertools.pairwise(segs):
         assert a.end == pytest.approx(b.start)
     for seg, est in zip(segs, speech):
         assert seg.end - seg.start == pytest.approx(3.0 * est / sum(speech))

@@ -6,7 +6,8 @@ import math
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.limits import PROVIDERS
@@ -14,14 +15,22 @@ from pipeline.pricing import PlannedJob, budget_refusal, estimate, load_price
 
 FAL = load_price("fal")
 JOBS = st.lists(
-    st.builds(PlannedJob, index=st.integers(0, 99), seconds=st.floats(0.04, 30.0),
-              tts_characters=st.one_of(st.just(0), st.integers(1, 200))),
+    st.builds(
+        PlannedJob,
+        index=st.integers(0, 99),
+        seconds=st.floats(0.04, 30.0),
+        tts_characters=st.one_of(st.just(0), st.integers(1, 200)),
+    ),
     max_size=40,
 )
 
 
 def test_fal_documents_its_price_and_the_others_none():
-    assert (FAL.currency, FAL.per_output_second, FAL.per_100_tts_characters) == ("USD", Decimal("0.04"), Decimal("0.24"))
+    assert (FAL.currency, FAL.per_output_second, FAL.per_100_tts_characters) == (
+        "USD",
+        Decimal("0.04"),
+        Decimal("0.24"),
+    )
     for provider in set(PROVIDERS) - {"fal"}:
         price = load_price(provider)
         assert price.per_output_second is None and price.per_100_tts_characters is None
@@ -80,15 +89,20 @@ def test_fal_estimate_is_the_sum_of_its_lines_and_never_under_the_documented_rat
         exact = Decimal(job.seconds) * Decimal("0.04") + Decimal(job.tts_characters) * Decimal("0.0024")
         unit = Decimal("0.04") + (Decimal("0.24") if job.tts_characters else 0)
         assert exact <= line.amount < exact + unit  # rounded up, by less than one unit of each
-        assert line.amount == Decimal("0.04") * math.ceil(job.seconds) + Decimal("0.24") * math.ceil(job.tts_characters / 100)
+        assert line.amount == Decimal("0.04") * math.ceil(job.seconds) + Decimal("0.24") * math.ceil(
+            job.tts_characters / 100
+        )
 
 
 @settings(max_examples=200, deadline=None)
 @given(JOBS.filter(bool), st.integers(0, 39), st.floats(0.0, 5.0))
 def test_a_longer_job_never_costs_less(jobs, which, extra):
     which %= len(jobs)
-    longer = [*jobs[:which], PlannedJob(jobs[which].index, jobs[which].seconds + extra, jobs[which].tts_characters),
-              *jobs[which + 1:]]
+    longer = [
+        *jobs[:which],
+        PlannedJob(jobs[which].index, jobs[which].seconds + extra, jobs[which].tts_characters),
+        *jobs[which + 1 :],
+    ]
     assert estimate("fal", FAL, longer).total >= estimate("fal", FAL, jobs).total
 
 

@@ -9,15 +9,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from media import make_audio, make_image, make_offset_streams, make_video, media_info, truncate_copy
 
 from pipeline.errors import InputError
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.limits import load_limits
 from pipeline.stages import probe as probe_module
-from pipeline.stages.probe import check_limits, probe, probe_audio, probe_video
 from pipeline.stages.conform_video import execute_video, plan_video
-from media import make_audio, make_image, make_offset_streams, make_video, media_info, truncate_copy
+from pipeline.stages.probe import check_limits, probe, probe_audio, probe_video
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_check_limits_for_audio(media):
 # ---- MediaInfo value parsing ---------------------------------------------------------------------------------
 
 
-@given(st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False)))
+@given(st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e6, 1e6, allow_nan=False)))
 def test_number_reads_ints_floats_and_their_strings(x):
     assert probe_module._number(x) == pytest.approx(float(x))
     assert probe_module._number(str(x)) == pytest.approx(float(x))
@@ -279,12 +280,15 @@ def test_cli_json_is_one_document_and_bad_files_exit_6(media):
     assert second["error"]["exit_code"] == 6 and "no such file" in second["error"]["message"]
 
 
-@given(st.integers(1, 90000), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 5000)), min_size=1, max_size=40),
-       st.text(max_size=30))
+@given(
+    st.integers(1, 90000),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 5000)), min_size=1, max_size=40),
+    st.text(max_size=30),
+)
 def test_framecrc_timing_is_the_earliest_frame_to_the_latest_end(den, frames, junk):
     rows = "".join(f"0, {pts}, {pts}, {dur}, 100, 0xdeadbeef\n" for pts, dur in frames)
     # ignored: a packet without a timestamp, and one decoded only to reach an edit list's start
-    no_pts = f"0, 0, {-2**63}, 1, 100, 0xdeadbeef\n"
+    no_pts = f"0, 0, {-(2**63)}, 1, 100, 0xdeadbeef\n"
     discarded = "0, -9000, -8000, 500, 100, 0xdeadbeef, F=0x5\n"
     timing = probe_module.parse_framecrc(f"#software: Lavf\n#tb 0: 1/{den}\n{no_pts}{discarded}{rows}#{junk}\n")
     assert timing.packets == len(frames)
@@ -292,8 +296,17 @@ def test_framecrc_timing_is_the_earliest_frame_to_the_latest_end(den, frames, ju
     assert timing.end == pytest.approx(max(p + d for p, d in frames) / den)
 
 
-@pytest.mark.parametrize("text", ["", "#tb 0: 1/25\n", "0, 1, 2, 3\n", "#tb 0: 1/0\n0, 0, 0, 1\n",
-                                  "#tb 0: x\n0, 0, 0, 1\n", "#tb 0: 1/25\n0, a, b, c\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "#tb 0: 1/25\n",
+        "0, 1, 2, 3\n",
+        "#tb 0: 1/0\n0, 0, 0, 1\n",
+        "#tb 0: x\n0, 0, 0, 1\n",
+        "#tb 0: 1/25\n0, a, b, c\n",
+    ],
+)
 def test_framecrc_without_a_time_base_or_frames_gives_nothing(text):
     assert probe_module.parse_framecrc(text) is None
 

@@ -47,8 +47,20 @@ def lipsync(emu, *args, env_extra=None, drop=()):
 def test_submit_json_record(emu, media, tmp_path, name):
     video, audio = media
     out = tmp_path / "result.mp4"
-    run = lipsync(emu, "submit", "--provider", name, "--video", str(video), "--audio", str(audio),
-                  "--out", str(out), "--json", *FAST)
+    run = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        name,
+        "--video",
+        str(video),
+        "--audio",
+        str(audio),
+        "--out",
+        str(out),
+        "--json",
+        *FAST,
+    )
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     assert doc["ok"] and doc["provider"] == name and doc["job_id"]
@@ -57,14 +69,34 @@ def test_submit_json_record(emu, media, tmp_path, name):
     assert doc["output"] == str(out) and doc["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert media_info(out)["Audio"] and media_info(out)["Video"]
     created = emu.accepted_creates(name)
-    again = lipsync(emu, "submit", "--provider", name, "--video", str(video), "--audio", str(audio),
-                    "--out", str(out), "--json", *FAST)
+    again = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        name,
+        "--video",
+        str(video),
+        "--audio",
+        str(audio),
+        "--out",
+        str(out),
+        "--json",
+        *FAST,
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["started_with"] == "reuse" and emu.accepted_creates(name) == created
 
 
-@pytest.mark.parametrize("name,point", [("pixverse", "after_create"), ("fal", "poll"), ("aimlapi", "upload"),
-                                        ("useapi", "after_send"), ("fal", "download")])
+@pytest.mark.parametrize(
+    "name,point",
+    [
+        ("pixverse", "after_create"),
+        ("fal", "poll"),
+        ("aimlapi", "upload"),
+        ("useapi", "after_send"),
+        ("fal", "download"),
+    ],
+)
 def test_a_killed_submit_rerun_with_the_same_arguments_pays_once(emu, media, tmp_path, name, point):
     video, audio = media
     out = tmp_path / "result.mp4"
@@ -76,8 +108,16 @@ def test_a_killed_submit_rerun_with_the_same_arguments_pays_once(emu, media, tmp
     assert resumed.returncode == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
     assert emu.accepted_creates(name) == before + 1
-    assert doc["started_with"] == {"after_create": "poll", "poll": "poll", "upload": "create",
-                                   "after_send": "reconcile", "download": "download"}[point]
+    assert (
+        doc["started_with"]
+        == {
+            "after_create": "poll",
+            "poll": "poll",
+            "upload": "create",
+            "after_send": "reconcile",
+            "download": "download",
+        }[point]
+    )
     assert doc["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() and media_info(out)["Video"]
 
 
@@ -100,23 +140,53 @@ def test_a_submit_killed_after_sending_is_uncertain_and_never_resent_on_its_own(
 def test_submit_tts_plain_output(emu, media, tmp_path):
     video, _ = media
     out = tmp_path / "tts.mp4"
-    run = lipsync(emu, "submit", "--provider", "useapi", "--video", str(video), "--text", "Hi there.",
-                  "--speaker", "Ava", "--out", str(out), *FAST)
+    run = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        "useapi",
+        "--video",
+        str(video),
+        "--text",
+        "Hi there.",
+        "--speaker",
+        "Ava",
+        "--out",
+        str(out),
+        *FAST,
+    )
     assert run.returncode == 0, run.stderr
     assert str(out) in run.stdout and out.stat().st_size > 0
 
 
-@pytest.mark.parametrize("fault,code,words", [
-    ("moderate", 5, "moderat"),
-    ("out_of_credits", 4, ""),
-    ("stuck", 2, "not done after"),
-    ("drop_after_create", 1, "may exist"),
-])
+@pytest.mark.parametrize(
+    "fault,code,words",
+    [
+        ("moderate", 5, "moderat"),
+        ("out_of_credits", 4, ""),
+        ("stuck", 2, "not done after"),
+        ("drop_after_create", 1, "may exist"),
+    ],
+)
 def test_submit_failures_map_to_exit_codes(emu, media, tmp_path, fault, code, words):
     video, audio = media
     setattr(emu.faults("aimlapi"), fault, 1 if fault == "drop_after_create" else True)
-    run = lipsync(emu, "submit", "--provider", "aimlapi", "--video", str(video), "--audio", str(audio),
-                  "--out", str(tmp_path / "o.mp4"), "--timeout", "1", "--json", *FAST)
+    run = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        "aimlapi",
+        "--video",
+        str(video),
+        "--audio",
+        str(audio),
+        "--out",
+        str(tmp_path / "o.mp4"),
+        "--timeout",
+        "1",
+        "--json",
+        *FAST,
+    )
     assert run.returncode == code, run.stderr
     doc = json.loads(run.stdout)
     assert doc["ok"] is False and doc["error"]["exit_code"] == code and doc["error"]["provider"] == "aimlapi"
@@ -128,19 +198,54 @@ def test_submit_failures_map_to_exit_codes(emu, media, tmp_path, fault, code, wo
 
 def test_submit_validation(emu, media, tmp_path):
     video, audio = media
-    both = lipsync(emu, "submit", "--provider", "fal", "--video", str(video), "--audio", str(audio), "--text", "x",
-                   "--out", str(tmp_path / "o.mp4"))
+    both = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        "fal",
+        "--video",
+        str(video),
+        "--audio",
+        str(audio),
+        "--text",
+        "x",
+        "--out",
+        str(tmp_path / "o.mp4"),
+    )
     assert both.returncode == 6 and "exactly one" in both.stderr
-    bad_voice = lipsync(emu, "submit", "--provider", "fal", "--video", str(video), "--text", "x", "--speaker", "Olivr",
-                        "--out", str(tmp_path / "o.mp4"))
+    bad_voice = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        "fal",
+        "--video",
+        str(video),
+        "--text",
+        "x",
+        "--speaker",
+        "Olivr",
+        "--out",
+        str(tmp_path / "o.mp4"),
+    )
     assert bad_voice.returncode == 6 and "Oliver" in bad_voice.stderr
 
 
 def test_submit_without_key_is_exit_3_naming_the_variable(emu, media, tmp_path):
     video, audio = media
     before = emu.accepted_creates("useapi")
-    run = lipsync(emu, "submit", "--provider", "useapi", "--video", str(video), "--audio", str(audio),
-                  "--out", str(tmp_path / "o.mp4"), drop=("USEAPI_TOKEN",))
+    run = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        "useapi",
+        "--video",
+        str(video),
+        "--audio",
+        str(audio),
+        "--out",
+        str(tmp_path / "o.mp4"),
+        drop=("USEAPI_TOKEN",),
+    )
     assert run.returncode == 3 and "USEAPI_TOKEN" in run.stderr
     assert emu.accepted_creates("useapi") == before
 
@@ -160,7 +265,18 @@ def test_speakers(emu, name, source):
 def test_a_submit_without_its_key_says_which_and_leaves_nothing(emu, media, tmp_path):
     video, audio = media
     out = tmp_path / "result.mp4"
-    run = lipsync(emu, "submit", "--provider", "fal", "--video", str(video), "--audio", str(audio), "--out", str(out),
-                  drop=("FAL_KEY",))
+    run = lipsync(
+        emu,
+        "submit",
+        "--provider",
+        "fal",
+        "--video",
+        str(video),
+        "--audio",
+        str(audio),
+        "--out",
+        str(out),
+        drop=("FAL_KEY",),
+    )
     assert run.returncode == 3 and "FAL_KEY" in run.stderr
     assert list(tmp_path.iterdir()) == []

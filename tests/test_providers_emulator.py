@@ -11,8 +11,16 @@ from provider_kit import create_job, recording_client, run_job, tiny_media
 
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.errors import BillingError, GenerationFailed, JobTimeout, Moderated, UncertainCreate
-from pipeline.providers import (JobHandle, JobRequest, JobState, PollPolicy, RetryPolicy, credential_from_env,
-                                get_provider, wait_for_job)
+from pipeline.providers import (
+    JobHandle,
+    JobRequest,
+    JobState,
+    PollPolicy,
+    RetryPolicy,
+    credential_from_env,
+    get_provider,
+    wait_for_job,
+)
 
 PROVIDERS = ["pixverse", "aimlapi", "useapi", "fal"]
 POLL = PollPolicy(initial=0.05, factor=1.5, maximum=0.25, timeout=30)
@@ -45,7 +53,15 @@ def env(emu, monkeypatch):
 
 def _provider(emu, name, client=None, **kw):
     kw.setdefault("poll", POLL)
-    return get_provider(name, credential=credential_from_env(name), base_urls=emu.base_urls, retry=RETRY, create_retry=CREATE_RETRY, client=client, **kw)
+    return get_provider(
+        name,
+        credential=credential_from_env(name),
+        base_urls=emu.base_urls,
+        retry=RETRY,
+        create_retry=CREATE_RETRY,
+        client=client,
+        **kw,
+    )
 
 
 def _assert_result(path, record_sha):
@@ -73,8 +89,9 @@ def test_audio_job_end_to_end(emu, media, tmp_path, name):
 def test_tts_job_end_to_end(emu, media, tmp_path, name):
     video, _ = media
     with _provider(emu, name) as p:
-        record = run_job(p, JobRequest(video, text="Hello there, this is a test.", speaker="oliver"),
-                         tmp_path / "tts.mp4")
+        record = run_job(
+            p, JobRequest(video, text="Hello there, this is a test.", speaker="oliver"), tmp_path / "tts.mp4"
+        )
     _assert_result(tmp_path / "tts.mp4", record.sha256)
 
 
@@ -103,7 +120,7 @@ def test_server_errors_on_polls_are_ridden_out(emu, media, tmp_path, name):
     video, audio = media
     with _provider(emu, name) as p:
         handle = create_job(p, JobRequest(video, audio))
-        emu.faults(name).server_errors = 5          # more than one poll's retries: the wait must go on
+        emu.faults(name).server_errors = 5  # more than one poll's retries: the wait must go on
         status = wait_for_job(p, handle)
         got = p.download(status.result_url, tmp_path / "out.mp4", max_bytes=10**8)
     assert emu.faults(name).server_errors == 0
@@ -126,14 +143,15 @@ def test_dropped_create_answer_is_uncertain_and_not_resent(emu, media, name):
     before = emu.accepted_creates(name)
     with _provider(emu, name) as p, pytest.raises(UncertainCreate) as info:
         create_job(p, JobRequest(video, audio), reply_ref="job-42")
-    assert emu.accepted_creates(name) == before + 1           # ONE billable create, no blind resend
+    assert emu.accepted_creates(name) == before + 1  # ONE billable create, no blind resend
     rec = info.value.reconcile
     assert rec["provider"] == name and rec["endpoint"].startswith("http") and len(rec["fingerprint"]) == 64
     assert rec["sent_at"] and rec["reply_ref"] == "job-42"
-    key = emu.env()[{"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": "USEAPI_TOKEN",
-                     "fal": "FAL_KEY"}[name]]
+    key = emu.env()[
+        {"pixverse": "PIXVERSE_API_KEY", "aimlapi": "AIMLAPI_KEY", "useapi": "USEAPI_TOKEN", "fal": "FAL_KEY"}[name]
+    ]
     assert key not in str(info.value) and key not in repr(rec)
-    assert "base64," not in repr(rec) and len(repr(rec)) < 4000     # media described, never embedded
+    assert "base64," not in repr(rec) and len(repr(rec)) < 4000  # media described, never embedded
 
 
 @pytest.mark.parametrize("fault,error", [("moderate", Moderated), ("fail_generation", GenerationFailed)])
@@ -156,7 +174,7 @@ def test_flapping_status_never_succeeds_early(emu, media, tmp_path, name):
         status = wait_for_job(p, handle, on_status=seen.append)
         got = p.download(status.result_url, tmp_path / "out.mp4", max_bytes=10**8)
     successes = [s for s in seen if s.state is JobState.SUCCEEDED and s.result_url]
-    assert successes == [status]                    # the first evidence-backed success is the one returned
+    assert successes == [status]  # the first evidence-backed success is the one returned
     _assert_result(got.path, got.sha256)
 
 
@@ -206,7 +224,8 @@ def test_resume_from_a_stored_handle_in_a_fresh_instance(emu, media, tmp_path, n
     with _provider(emu, name) as first:
         stored = create_job(first, JobRequest(video, audio)).to_dict()
     import json
-    handle = JobHandle.from_dict(json.loads(json.dumps(stored)))      # as the ledger keeps it
+
+    handle = JobHandle.from_dict(json.loads(json.dumps(stored)))  # as the ledger keeps it
     with _provider(emu, name) as second:
         status = wait_for_job(second, handle)
         got = second.download(status.result_url, tmp_path / "out.mp4", max_bytes=10**8)
@@ -247,7 +266,7 @@ def test_credentials_go_only_to_the_providers_hosts(emu, media, tmp_path, name):
         assert cdn and all(r.headers.get("authorization") and key not in r.headers["authorization"] for r in cdn)
     if name == "pixverse":
         traces = [r.headers["ai-trace-id"] for r in sent if "ai-trace-id" in r.headers]
-        assert len(traces) == len(carrying) and len(set(traces)) == len(traces)   # fresh on every request
+        assert len(traces) == len(carrying) and len(set(traces)) == len(traces)  # fresh on every request
 
 
 @pytest.mark.parametrize("name", ["pixverse", "useapi"])

@@ -13,20 +13,32 @@ from hypothesis import strategies as st
 from provider_kit import Reply, serve
 
 from pipeline.errors import ValidationError
-from pipeline.providers.http import (Accepted, CreateRequest, Lost, Refused, RetryPolicy,
-                                     backoff_seconds, make_client, parse_retry_after, send_create_once,
-                                     send_idempotent)
+from pipeline.providers.http import (
+    Accepted,
+    CreateRequest,
+    Lost,
+    Refused,
+    RetryPolicy,
+    backoff_seconds,
+    make_client,
+    parse_retry_after,
+    send_create_once,
+    send_idempotent,
+)
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02, max_retry_after=0.05)
 
 
 def _create(url, *, body=b'{"a":1}', classify=None, headers=None):
     """One create attempt's outcome (the flow decides what to do with it: tests/test_flow.py)."""
-    req = CreateRequest("POST", url, lambda: headers or {"Content-Type": "application/json"}, lambda: [body],
-                        len(body))
+    req = CreateRequest("POST", url, lambda: headers or {"Content-Type": "application/json"}, lambda: [body], len(body))
     with make_client(timeout=5) as client:
-        return send_create_once(client, req, provider="test",
-                                classify=classify or (lambda r: Refused("busy") if r.status_code == 429 else None))
+        return send_create_once(
+            client,
+            req,
+            provider="test",
+            classify=classify or (lambda r: Refused("busy") if r.status_code == 429 else None),
+        )
 
 
 def test_a_refusal_is_reported_with_the_servers_wait():
@@ -43,7 +55,7 @@ def test_an_accepting_reply_is_kept_verbatim():
 
 
 def test_answer_lost_after_sending_is_lost_and_sent_once():
-    with serve(lambda r: None) as srv:                    # reads the whole request, then hangs up
+    with serve(lambda r: None) as srv:  # reads the whole request, then hangs up
         outcome = _create(srv.url + "/create", headers={"Authorization": "Bearer sekrit-key-123"})
     assert isinstance(outcome, Lost) and len(srv.requests) == 1
     assert "sekrit" not in outcome.reason
@@ -56,9 +68,8 @@ def test_lost_verdict_is_lost_too():
 
 
 def test_final_errors_are_raised_as_given():
-    with serve(lambda r: Reply(400, b"no")) as srv:
-        with pytest.raises(ValidationError, match="bad input"):
-            _create(srv.url + "/create", classify=lambda r: ValidationError("bad input"))
+    with serve(lambda r: Reply(400, b"no")) as srv, pytest.raises(ValidationError, match="bad input"):
+        _create(srv.url + "/create", classify=lambda r: ValidationError("bad input"))
     assert len(srv.requests) == 1
 
 
@@ -66,7 +77,7 @@ def test_connection_refused_is_not_sent():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    sock.close()                                         # nothing listens there
+    sock.close()  # nothing listens there
     outcome = _create(f"http://127.0.0.1:{port}/create")
     assert isinstance(outcome, Refused) and outcome.reason.startswith("not sent")
 
@@ -83,7 +94,7 @@ def test_body_cut_off_midway_is_not_sent_so_not_uncertain():
         conn, _ = listener.accept()
         conn.recv(1024)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        conn.close()                                      # RST mid-body
+        conn.close()  # RST mid-body
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -96,20 +107,28 @@ def test_body_cut_off_midway_is_not_sent_so_not_uncertain():
 def test_idempotent_requests_retry_5xx_and_transport_errors():
     replies = iter([Reply(500, b"oops"), None, Reply(503, b"", {"Retry-After": "0"})])
     with serve(lambda r: next(replies, Reply(200, b"ok"))) as srv, make_client(timeout=5) as client:
-        response = send_idempotent(client, lambda: client.build_request("GET", srv.url + "/s"), what="status",
-                                   provider="test", policy=FAST)
+        response = send_idempotent(
+            client, lambda: client.build_request("GET", srv.url + "/s"), what="status", provider="test", policy=FAST
+        )
     assert response.text == "ok" and len(srv.requests) == 4
 
 
 def test_idempotent_retry_predicate_is_the_adapters():
     with serve(lambda r: Reply(596, b"account")) as srv, make_client(timeout=5) as client:
-        response = send_idempotent(client, lambda: client.build_request("GET", srv.url + "/s"), what="status",
-                                   provider="test", policy=FAST, retry_on=lambda r: False)
+        response = send_idempotent(
+            client,
+            lambda: client.build_request("GET", srv.url + "/s"),
+            what="status",
+            provider="test",
+            policy=FAST,
+            retry_on=lambda r: False,
+        )
     assert response.status_code == 596 and len(srv.requests) == 1
 
 
-@pytest.mark.parametrize("value,expect", [("7", 7.0), ("0", 0.0), ("-3", 0.0), ("soon", None), ("", None),
-                                          (None, None)])
+@pytest.mark.parametrize(
+    "value,expect", [("7", 7.0), ("0", 0.0), ("-3", 0.0), ("soon", None), ("", None), (None, None)]
+)
 def test_retry_after_seconds(value, expect):
     assert parse_retry_after(value) == expect
 

@@ -26,9 +26,16 @@ from pipeline.providers.aimlapi import ImageJobRequest, image_create_body, parse
 from pipeline.providers.base import JobState
 
 LIMITS = load_image_limits("aimlapi")
-SEED_COMPLETED = {"id": "8ac142d3-7c9f-4071-bdc6-d0f2d3d9b327:pixverse/v5/image-to-video", "status": "completed",
-                  "video": {"url": "https://cdn.aimlapi.com/eagle/files/elephant/uCLDKRtL_AeOrRAwiR8UH_output.mp4",
-                            "content_type": "video/mp4", "file_name": "output.mp4", "file_size": 4259218}}
+SEED_COMPLETED = {
+    "id": "8ac142d3-7c9f-4071-bdc6-d0f2d3d9b327:pixverse/v5/image-to-video",
+    "status": "completed",
+    "video": {
+        "url": "https://cdn.aimlapi.com/eagle/files/elephant/uCLDKRtL_AeOrRAwiR8UH_output.mp4",
+        "content_type": "video/mp4",
+        "file_name": "output.mp4",
+        "file_size": 4259218,
+    },
+}
 
 
 @pytest.fixture
@@ -46,13 +53,30 @@ def decoded(req: ImageJobRequest) -> dict:
 
 
 def test_the_body_carries_the_image_as_a_data_uri_and_numbers_as_numbers(image):
-    req = ImageJobRequest(image, "A presenter, calm.", text="Hello and welcome.", speaker="chloe",
-                          resolution="540p", duration=8, style="clay", seed=42, negative_prompt="blur").checked(LIMITS)
+    req = ImageJobRequest(
+        image,
+        "A presenter, calm.",
+        text="Hello and welcome.",
+        speaker="chloe",
+        resolution="540p",
+        duration=8,
+        style="clay",
+        seed=42,
+        negative_prompt="blur",
+    ).checked(LIMITS)
     doc = decoded(req)
     assert doc["image_url"] == "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
-    assert doc == doc | {"model": "pixverse/v5/image-to-video", "prompt": "A presenter, calm.", "resolution": "540p",
-                         "duration": 8, "seed": 42, "style": "clay", "negative_prompt": "blur",
-                         "lip_sync_tts_content": "Hello and welcome.", "lip_sync_tts_speaker": "Chloe"}
+    assert doc == doc | {
+        "model": "pixverse/v5/image-to-video",
+        "prompt": "A presenter, calm.",
+        "resolution": "540p",
+        "duration": 8,
+        "seed": 42,
+        "style": "clay",
+        "negative_prompt": "blur",
+        "lip_sync_tts_content": "Hello and welcome.",
+        "lip_sync_tts_speaker": "Chloe",
+    }
     assert isinstance(doc["duration"], int) and isinstance(doc["seed"], int)
 
 
@@ -82,24 +106,27 @@ def test_the_data_uri_is_streamed_never_built_in_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert total == body.length and total > size * 4 // 3
-    assert peak < body.length / 2   # a few 1 MB slices at a time, never the whole ~8 MB of base64
+    assert peak < body.length / 2  # a few 1 MB slices at a time, never the whole ~8 MB of base64
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"resolution": "1080p", "duration": 8}, "1080p does not take 8 s clips \\(use 5\\)"),
-    ({"resolution": "4k"}, "resolution '4k' is not one of"),
-    ({"duration": 6}, "720p does not take 6 s clips"),
-    ({"style": "noir"}, "style 'noir' is not one of"),
-    ({"seed": -3}, "seed must be an integer from 0"),
-    ({"seed": True}, "seed must be an integer"),
-    ({"seed": 2**31}, "seed must be an integer"),
-    ({"speaker": "Ava"}, "a speaker was given without a script"),
-    ({"text": "  "}, "the script is empty"),
-    ({"prompt": " "}, "the prompt is empty"),
-    ({"speaker": "Bobby", "text": "Hi."}, "Bobby"),
-    ({"image_url": "http://example.com/a.jpg"}, "image_url must be an https URL"),
-    ({"prompt": "x" * 2049}, "the prompt is 2049 characters, over 2048"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"resolution": "1080p", "duration": 8}, "1080p does not take 8 s clips \\(use 5\\)"),
+        ({"resolution": "4k"}, "resolution '4k' is not one of"),
+        ({"duration": 6}, "720p does not take 6 s clips"),
+        ({"style": "noir"}, "style 'noir' is not one of"),
+        ({"seed": -3}, "seed must be an integer from 0"),
+        ({"seed": True}, "seed must be an integer"),
+        ({"seed": 2**31}, "seed must be an integer"),
+        ({"speaker": "Ava"}, "a speaker was given without a script"),
+        ({"text": "  "}, "the script is empty"),
+        ({"prompt": " "}, "the prompt is empty"),
+        ({"speaker": "Bobby", "text": "Hi."}, "Bobby"),
+        ({"image_url": "http://example.com/a.jpg"}, "image_url must be an https URL"),
+        ({"prompt": "x" * 2049}, "the prompt is 2049 characters, over 2048"),
+    ],
+)
 def test_what_the_api_would_refuse_is_refused_before_sending(image, change, message):
     fields = {"image": image, "prompt": "Still."} | change
     with pytest.raises(ValidationError, match=message):
@@ -121,25 +148,32 @@ def test_the_status_query_keeps_any_id_verbatim(job_id):
 
 
 def test_the_seed_replies_are_read():
-    queued = parse_image_generation({"id": SEED_COMPLETED["id"], "status": "queued",
-                                     "meta": {"usage": {"tokens_used": 420000}}})
+    queued = parse_image_generation(
+        {"id": SEED_COMPLETED["id"], "status": "queued", "meta": {"usage": {"tokens_used": 420000}}}
+    )
     assert queued.status.state is JobState.QUEUED and queued.usage == {"tokens_used": 420000.0}
     assert parse_image_generation({"id": "x", "status": "generating"}).status.state is JobState.RUNNING
     done = parse_image_generation(SEED_COMPLETED)
     assert done.status.state is JobState.SUCCEEDED and done.video == aimlapi.ResultVideo(
-        SEED_COMPLETED["video"]["url"], "video/mp4", "output.mp4", 4259218)
-    other = parse_image_generation({"id": "3yFHGAkECD5RPnpL11mHe", "status": "succeeded",
-                                    "video": {"url": "https://cdn.aimlapi.com/panda/x.mp4"}})
+        SEED_COMPLETED["video"]["url"], "video/mp4", "output.mp4", 4259218
+    )
+    other = parse_image_generation(
+        {"id": "3yFHGAkECD5RPnpL11mHe", "status": "succeeded", "video": {"url": "https://cdn.aimlapi.com/panda/x.mp4"}}
+    )
     assert other.status.state is JobState.SUCCEEDED and other.video.file_size is None
     empty = parse_image_generation({"id": "x", "status": "completed", "video": {"url": "u", "file_size": 0}})
     assert empty.status.state is JobState.RUNNING and empty.status.unconfirmed
     failed = parse_image_generation({"id": "x", "status": "error", "error": {"name": "E", "message": "bad image"}})
-    assert failed.status.state is JobState.FAILED and failed.status.error_message == "bad image" and failed.video is None
+    assert (
+        failed.status.state is JobState.FAILED and failed.status.error_message == "bad image" and failed.video is None
+    )
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                       max_size=4), max_leaves=10)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
 
 
 @given(st.dictionaries(st.sampled_from(["id", "status", "video", "meta", "error", "x"]), json_values) | json_values)
@@ -150,13 +184,19 @@ def test_any_reply_is_read_without_raising(body):
 
 
 def test_the_pieces_make_a_talking_portrait_against_the_emulator(image, tmp_path):
-    req = ImageJobRequest(image, "A presenter.", text="Hello there.", speaker="Emily", resolution="360p").checked(LIMITS)
+    req = ImageJobRequest(image, "A presenter.", text="Hello there.", speaker="Emily", resolution="360p").checked(
+        LIMITS
+    )
     body = image_create_body(req)
     with Emulator(EmulatorSettings(latency_s=0.2, queue_s=0.0)) as emu:
         base = emu.base_urls["aimlapi"] + aimlapi.PATH
         auth = {"Authorization": f"Bearer {emu.env()['AIMLAPI_KEY']}"}
-        created = httpx.post(base, content=body.chunks(), timeout=30,
-                             headers=auth | {"Content-Type": "application/json", "Content-Length": str(body.length)})
+        created = httpx.post(
+            base,
+            content=body.chunks(),
+            timeout=30,
+            headers=auth | {"Content-Type": "application/json", "Content-Length": str(body.length)},
+        )
         assert created.status_code == 200, created.text
         job_id = created.json()["id"]
         assert job_id.endswith(":pixverse/v5/image-to-video")

@@ -13,8 +13,10 @@ from pipeline.providers.base import JobHandle, JobRequest
 
 def test_defaults_are_the_real_hosts():
     assert resolve_base_urls("pixverse", None, env={}) == {"pixverse": "https://app-api.pixverse.ai"}
-    assert resolve_base_urls("fal", None, env={}) == {"fal_queue": "https://queue.fal.run",
-                                                      "fal_storage": "https://rest.fal.ai"}
+    assert resolve_base_urls("fal", None, env={}) == {
+        "fal_queue": "https://queue.fal.run",
+        "fal_storage": "https://rest.fal.ai",
+    }
 
 
 @pytest.mark.parametrize("name", PROVIDER_NAMES)
@@ -32,7 +34,7 @@ def test_redaction_watches_exactly_the_variables_the_providers_declare():
     from pipeline.secrets import SECRET_ENV_VARS
 
     declared = {cls.name: cls.secret_env for cls in PROVIDERS.values()}
-    assert set(SECRET_ENV_VARS) == set(declared.values()) and KEY_VARS == declared
+    assert set(SECRET_ENV_VARS) == set(declared.values()) and declared == KEY_VARS
     assert set(LIMIT_TABLES) == {cls.limits_key for cls in PROVIDERS.values()}
 
 
@@ -62,8 +64,7 @@ def test_unknown_provider_and_insecure_base_urls():
 
 def test_a_path_prefix_is_kept_and_the_documented_path_appended(tmp_path):
     """A base URL with a path prefix (a gateway, a proxy) keeps it; the adapter appends the documented path."""
-    with serve(lambda r: Reply(200, b'{"id": "g1", "status": "queued"}',
-                               {"Content-Type": "application/json"})) as srv:
+    with serve(lambda r: Reply(200, b'{"id": "g1", "status": "queued"}', {"Content-Type": "application/json"})) as srv:
         with get_provider("aimlapi", credential="k", base_urls={"aimlapi": srv.url + "/gateway/aiml/"}) as p:
             status = p.poll(JobHandle("aimlapi", "g1"))
     assert srv.requests[0].path == "/gateway/aiml/v2/video/generations?generation_id=g1"

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from face_media import carphone, write_wav16
 from runkit import lipsync, write_config
+
 from pipeline.report.server import ReviewServer, run_file
 from pipeline.run.reviews import Decision, Reviews
 from pipeline.speech import synth_speech
@@ -38,8 +38,13 @@ def browser():
     chromium, driver_path = _browser_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600",
-                "--autoplay-policy=no-user-gesture-required"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1600",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
@@ -67,8 +72,11 @@ def _severe(driver) -> list[str]:
 def _media_loaded(driver) -> dict:
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-        "return [...document.querySelectorAll('video')].every(v => v.readyState >= 1 || v.error)"))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('video')].every(v => v.readyState >= 1 || v.error)"
+        )
+    )
     return driver.execute_script("""
         return {images: [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0]),
                 videos: [...document.querySelectorAll('video')].map(v => [v.getAttribute('src'), v.readyState >= 1,
@@ -106,7 +114,7 @@ def test_reject_with_a_note_and_approve_round_trip_into_the_ledger_and_manifest(
         browser.get(server.url)
         assert all(ok for _, ok in _media_loaded(browser)["images"])
         note = browser.find_element(By.CSS_SELECTOR, '[data-job="talk"] .note')
-        note.send_keys("lips drift <b>late</b> & the \"ending\"")
+        note.send_keys('lips drift <b>late</b> & the "ending"')
         browser.find_element(By.CSS_SELECTOR, '[data-job="talk"] .reject').click()
         shown = browser.find_element(By.CSS_SELECTOR, '[data-job="talk"] .decision-rejected').text
         assert shown == 'rejected: lips drift <b>late</b> & the "ending"'

@@ -17,21 +17,33 @@ from pipeline.emulator import Emulator, EmulatorSettings
 
 def _run(config, env, *, one_cpu: bool) -> subprocess.CompletedProcess:
     pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_cpu else None
-    return subprocess.run([LIPSYNC, "run", str(config)], env={**os.environ, "LIPSYNC_POLL_INTERVAL": "0.1", **env},
-                          capture_output=True, text=True, timeout=600, preexec_fn=pin)
+    return subprocess.run(
+        [LIPSYNC, "run", str(config)],
+        env={**os.environ, "LIPSYNC_POLL_INTERVAL": "0.1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=pin,
+    )
 
 
 def _written(run_dir, job_id) -> dict[str, str]:
     """Every media file the run wrote for a job: its conformed segments, the provider result, the finals."""
-    files = [*run_dir.glob(f".work/{job_id}/prepare-*/seg*"), *run_dir.glob(f".work/{job_id}/provider-*.mp4"),
-             run_dir / job_id / "final.mp4", run_dir / job_id / "final_audio.wav"]
+    files = [
+        *run_dir.glob(f".work/{job_id}/prepare-*/seg*"),
+        *run_dir.glob(f".work/{job_id}/provider-*.mp4"),
+        run_dir / job_id / "final.mp4",
+        run_dir / job_id / "final_audio.wav",
+    ]
     return {f.name if "provider-" not in f.name else "provider.mp4": sha256(f) for f in files}
 
 
 def test_a_clip_conforms_to_the_same_bytes_alone_and_in_a_busy_pinned_batch(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
-    make_video(media / "clip.mp4", seconds=3.0, width=1280, height=720, fps=30, pix_fmt="yuv444p", grain=20)  # re-encoded
+    make_video(
+        media / "clip.mp4", seconds=3.0, width=1280, height=720, fps=30, pix_fmt="yuv444p", grain=20
+    )  # re-encoded
     make_audio(media / "voice.wav", seconds=3.0, rate=44100)
     alone, busy = tmp_path / "alone", tmp_path / "busy"
     for folder in (alone, busy):
@@ -41,8 +53,9 @@ def test_a_clip_conforms_to_the_same_bytes_alone_and_in_a_busy_pinned_batch(tmp_
     with Emulator(EmulatorSettings(latency_s=0.2)) as emu:
         job = {"video": "clip.mp4", "audio": "voice.wav"}
         first = write_config(alone, [{"id": "clip", **job}], base_urls=emu.base_urls)
-        crowd = write_config(busy, [{"id": "clip", **job}, *({"id": f"other{i}", **job} for i in range(3))],
-                             base_urls=emu.base_urls)
+        crowd = write_config(
+            busy, [{"id": "clip", **job}, *({"id": f"other{i}", **job} for i in range(3))], base_urls=emu.base_urls
+        )
         one = _run(first, emu.env(), one_cpu=False)
         many = _run(crowd, emu.env(), one_cpu=True)
     assert one.returncode == 0, one.stderr

@@ -13,9 +13,9 @@ import sqlite3
 import time
 
 import pytest
+from runkit import checksums_hold, lipsync, make_batch_media, sha256, start_lipsync, write_config
 
 from pipeline.emulator import Emulator, EmulatorSettings
-from runkit import checksums_hold, lipsync, make_batch_media, sha256, start_lipsync, write_config
 
 JOBS = [
     {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
@@ -157,8 +157,12 @@ def test_an_expired_result_url_is_refreshed_by_polling(tmp_path, media):
         killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "download"})
         assert killed.returncode == -signal.SIGKILL
         with sqlite3.connect(tmp_path / "out" / "ledger.sqlite") as db:  # the recorded URL no longer works
-            assert db.execute("UPDATE creates SET result_url=? WHERE state='succeeded'",
-                              (f"{emu.root}/expired/result.mp4",)).rowcount == 1
+            assert (
+                db.execute(
+                    "UPDATE creates SET result_url=? WHERE state='succeeded'", (f"{emu.root}/expired/result.mp4",)
+                ).rowcount
+                == 1
+            )
         resumed = lipsync("run", str(config), "--json", env=emu.env())
         assert resumed.returncode == 0, resumed.stderr
         assert "fresh one" in resumed.stderr
@@ -218,8 +222,10 @@ def test_killed_after_the_body_was_sent(tmp_path, media, provider, delivered):
     found again by its replyRef and delivered, never created twice."""
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         config = _batch(tmp_path, media, emu, JOBS[:1])
-        config.write_text(config.read_text(encoding="utf-8").replace('provider = "pixverse"', f'provider = "{provider}"'),
-                          encoding="utf-8")
+        config.write_text(
+            config.read_text(encoding="utf-8").replace('provider = "pixverse"', f'provider = "{provider}"'),
+            encoding="utf-8",
+        )
         killed = lipsync("run", str(config), env={**emu.env(), "LIPSYNC_TEST_KILL_AT": "after_send"})
         assert killed.returncode == -signal.SIGKILL
         resumed = lipsync("run", str(config), "--json", env=emu.env())

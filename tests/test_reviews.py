@@ -8,9 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
-
+from hypothesis import given
+from hypothesis import strategies as st
 from runkit import checksums_hold
+
 from pipeline.errors import ValidationError
 from pipeline.report.server import run_file
 from pipeline.run.ledger import Ledger, Stage

@@ -8,8 +8,8 @@ import tomllib
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.run.config import load_config
 from pipeline.providers.store import SegmentRef
+from pipeline.run.config import load_config
 from pipeline.run.ledger import Ledger, Stage
 
 
@@ -95,8 +95,9 @@ def test_status_table_has_a_header_phase_times_and_says_what_to_do(tmp_path):
         for segment in range(3):
             key = f"i{segment}"
             attempt = ledger.record_intent(key, SegmentRef("long", "k1", segment, "fal"))
-            ledger.record_created(key, attempt, handle={"provider": "fal", "job_id": f"r{segment}"},
-                                  provider_job_id=f"r{segment}")
+            ledger.record_created(
+                key, attempt, handle={"provider": "fal", "job_id": f"r{segment}"}, provider_job_id=f"r{segment}"
+            )
         ledger.set_stage("long", Stage.POLL)
         ledger.start_job("short", "pixverse", "k2")
     result = CliRunner().invoke(main, ["status", str(tmp_path)])
@@ -111,7 +112,7 @@ def test_status_table_has_a_header_phase_times_and_says_what_to_do(tmp_path):
 
 
 def test_an_interrupted_run_says_how_to_resume(tmp_path, monkeypatch):
-    import pipeline.run.runner as runner
+    from pipeline.run import runner
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt

@@ -50,9 +50,13 @@ def test_checksums_list_exactly_the_delivered_files_and_never_a_symlink(tmp_path
         (tmp_path / "out" / "voiced" / "passwd").symlink_to("/etc/passwd")  # planted after delivery
         again = lipsync("run", str(config), "--force", env=emu.env())
     assert again.returncode == 0, again.stderr
-    assert sorted(checksums_hold(tmp_path / "out")) == ["voiced/cuts.edl", "voiced/final.mp4",
-                                                        "voiced/final_audio.wav", "voiced/manifest.json",
-                                                        "voiced/timeline.otio"]
+    assert sorted(checksums_hold(tmp_path / "out")) == [
+        "voiced/cuts.edl",
+        "voiced/final.mp4",
+        "voiced/final_audio.wav",
+        "voiced/manifest.json",
+        "voiced/timeline.otio",
+    ]
 
 
 def test_a_script_over_the_create_cap_pays_for_nothing(tmp_path, media):

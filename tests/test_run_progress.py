@@ -91,7 +91,10 @@ def test_log_lines_written_for_a_job_name_it_once_even_from_other_threads():
     other.warning("not about a job")
     progress.stop()
     assert stream.getvalue().splitlines() == [
-        "intro: voice.wav: the voice starts after 2.0 s of silence", "intro segment 0: created", "not about a job"]
+        "intro: voice.wav: the voice starts after 2.0 s of silence",
+        "intro segment 0: created",
+        "not about a job",
+    ]
     assert not handler.filters or all(type(f).__name__ != "JobTagFilter" for f in handler.filters)
 
 
@@ -105,8 +108,9 @@ def test_live_table_has_one_line_per_job_and_never_drops_a_column():
     progress = LiveProgress(console=Console(file=io.StringIO(), width=72, force_terminal=False))
     progress.start([("intro", "fal"), ("outro", "aimlapi"), ("credits", "pixverse")])
     progress.update("intro", stage=Stage.PREPARE, fraction=0.42)
-    progress.update("outro", stage=Stage.POLL, note="7f3e1c2a-0000-4b1e-9d7a-123456789abc",
-                    provider_state="running (generating)")
+    progress.update(
+        "outro", stage=Stage.POLL, note="7f3e1c2a-0000-4b1e-9d7a-123456789abc", provider_state="running (generating)"
+    )
     progress.update("credits", stage=Stage.FAILED, note="pixverse [500054]: moderated: " + "very long reason " * 8)
     progress.stop()
     text = render(progress, 72)
@@ -136,15 +140,23 @@ def test_live_display_prints_warnings_above_the_table_and_restores_logging():
 
 
 def outcome(job_id: str, stage: Stage, final: str | None = None, error: str | None = None) -> JobOutcome:
-    return JobOutcome(job_id, "fal", stage, 0 if stage is Stage.DONE else 5, error,
-                      Path(final) if final else None, (), 1.0, False)
+    return JobOutcome(
+        job_id, "fal", stage, 0 if stage is Stage.DONE else 5, error, Path(final) if final else None, (), 1.0, False
+    )
 
 
 def test_the_summary_says_where_the_deliverables_are_and_how_to_go_on():
-    summary = RunSummary("demo", Path("/runs/demo"), (
-        outcome("intro", Stage.DONE, final="/runs/demo/intro/final.mp4"),
-        outcome("outro", Stage.FAILED, error="fal: generation failed"),
-    ), 12.0, Path("/runs/demo/checksums.sha256"), rehearsal=True)
+    summary = RunSummary(
+        "demo",
+        Path("/runs/demo"),
+        (
+            outcome("intro", Stage.DONE, final="/runs/demo/intro/final.mp4"),
+            outcome("outro", Stage.FAILED, error="fal: generation failed"),
+        ),
+        12.0,
+        Path("/runs/demo/checksums.sha256"),
+        rehearsal=True,
+    )
     plain = summary_lines(summary, per_job=True, config="batch.toml")
     assert plain[0].split()[:3] == ["intro", "done", "/runs/demo/intro/final.mp4"]
     assert "fal: generation failed" in plain[1]

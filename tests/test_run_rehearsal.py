@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from loudness import ebur128
+from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_batch, write_config
 
 from pipeline.emulator import Emulator, EmulatorSettings
-from loudness import ebur128
-from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_config, write_batch
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,15 @@ def media(tmp_path_factory):
 
 @pytest.mark.parametrize("provider", ["pixverse", "aimlapi", "useapi", "fal"])
 def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
-    config = write_batch(tmp_path, media, [
-        {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav", "loudness_lufs": -23.0},
-        {"id": "spoken", "video": "clip.mp4", "text": "Hello there, welcome back.", "speaker": "Emily"},
-    ], provider=provider)
+    config = write_batch(
+        tmp_path,
+        media,
+        [
+            {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav", "loudness_lufs": -23.0},
+            {"id": "spoken", "video": "clip.mp4", "text": "Hello there, welcome back.", "speaker": "Emily"},
+        ],
+        provider=provider,
+    )
     run = lipsync("run", str(config), "--rehearse", "--json")
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)  # stdout holds the summary and nothing else
@@ -38,8 +43,10 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
         assert manifest["provider_jobs"][0]["provider"] == provider
         assert {d["name"]: d["sha256"] for d in manifest["delivered"]}["final.mp4"] == sha256(final)
     manifest = json.loads((out / "voiced" / "manifest.json").read_text(encoding="utf-8"))
-    assert {i["role"]: i["sha256"] for i in manifest["inputs"]} == {"video": sha256(media.video),
-                                                                   "audio": sha256(media.voice)}
+    assert {i["role"]: i["sha256"] for i in manifest["inputs"]} == {
+        "video": sha256(media.video),
+        "audio": sha256(media.voice),
+    }
     assert manifest["config"]["provider"] == provider and manifest["config"]["audio"] == "voice.wav"
     assert manifest["conform"]["video"]["segments"][0]["plan"] and manifest["audio"]["loudness"]["segments"]
     assert any("ffmpeg" in argv[0] for argv in manifest["ffmpeg_commands"])
@@ -56,8 +63,12 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
 
 
 def test_long_script_becomes_several_provider_jobs_stitched(tmp_path, media):
-    config = write_batch(tmp_path, media, [{"id": "talk", "video": "clip.mp4", "text_file": "script.txt",
-                                       "sync_mode": "bounce"}], provider="fal")
+    config = write_batch(
+        tmp_path,
+        media,
+        [{"id": "talk", "video": "clip.mp4", "text_file": "script.txt", "sync_mode": "bounce"}],
+        provider="fal",
+    )
     run = lipsync("run", str(config), "--rehearse", "--json")
     assert run.returncode == 0, run.stderr
     job = json.loads(run.stdout)["jobs"][0]
@@ -71,10 +82,15 @@ def test_long_script_becomes_several_provider_jobs_stitched(tmp_path, media):
 def test_a_failing_job_does_not_stop_the_others_and_sets_the_exit_code(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         emu.faults("aimlapi").moderate = True
-        config = write_batch(tmp_path, media, [
-            {"id": "fine", "video": "clip.mp4", "audio": "voice.wav"},
-            {"id": "flagged", "video": "clip.mp4", "audio": "voice.wav", "provider": "aimlapi"},
-        ], base_urls=emu.base_urls)
+        config = write_batch(
+            tmp_path,
+            media,
+            [
+                {"id": "fine", "video": "clip.mp4", "audio": "voice.wav"},
+                {"id": "flagged", "video": "clip.mp4", "audio": "voice.wav", "provider": "aimlapi"},
+            ],
+            base_urls=emu.base_urls,
+        )
         run = lipsync("run", str(config), "--json", env=emu.env())
         emu.faults("aimlapi").clear()
         rerun = lipsync("run", str(config), "--json", env=emu.env())
@@ -92,8 +108,9 @@ def test_a_failing_job_does_not_stop_the_others_and_sets_the_exit_code(tmp_path,
 def test_lost_create_answer_is_uncertain_and_never_recreated_unless_asked(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         emu.faults("pixverse").drop_after_create = 1
-        config = write_batch(tmp_path, media, [{"id": "lost", "video": "clip.mp4", "audio": "voice.wav"}],
-                        base_urls=emu.base_urls)
+        config = write_batch(
+            tmp_path, media, [{"id": "lost", "video": "clip.mp4", "audio": "voice.wav"}], base_urls=emu.base_urls
+        )
         first = lipsync("run", str(config), "--json", env=emu.env())
         second = lipsync("run", str(config), "--json", env=emu.env())
         assert emu.accepted_creates("pixverse") == 1  # the dropped answer's job exists; nothing re-created it
@@ -112,8 +129,13 @@ def test_lost_create_answer_is_uncertain_and_never_recreated_unless_asked(tmp_pa
 def test_refused_create_is_retried_on_the_next_run(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
         emu.faults("fal").out_of_credits = True
-        config = write_batch(tmp_path, media, [{"id": "broke", "video": "clip.mp4", "audio": "voice.wav"}],
-                        provider="fal", base_urls=emu.base_urls)
+        config = write_batch(
+            tmp_path,
+            media,
+            [{"id": "broke", "video": "clip.mp4", "audio": "voice.wav"}],
+            provider="fal",
+            base_urls=emu.base_urls,
+        )
         first = lipsync("run", str(config), env=emu.env())
         emu.faults("fal").clear()
         second = lipsync("run", str(config), env=emu.env())
@@ -126,10 +148,15 @@ def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, medi
     from media import make_audio
 
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
-        config = write_batch(tmp_path, media, [
-            {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
-            {"id": "spoken", "video": "clip.mp4", "text": "Same words, new voice.", "speaker": "Emily"},
-        ], base_urls=emu.base_urls)
+        config = write_batch(
+            tmp_path,
+            media,
+            [
+                {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
+                {"id": "spoken", "video": "clip.mp4", "text": "Same words, new voice.", "speaker": "Emily"},
+            ],
+            base_urls=emu.base_urls,
+        )
         first = lipsync("run", str(config), "--json", env=emu.env())
         assert first.returncode == 0, first.stderr
         before = {j["id"]: j for j in json.loads(first.stdout)["jobs"]}
@@ -149,10 +176,15 @@ def test_changed_inputs_make_new_jobs_and_unchanged_ones_are_kept(tmp_path, medi
 
 def test_provider_concurrency_stays_within_jobs(tmp_path, media):
     with Emulator(EmulatorSettings(latency_s=0.6)) as emu:
-        config = write_batch(tmp_path, media, [{"id": f"j{i}", "video": "clip.mp4", "audio": "voice.wav"} for i in range(5)],
-                        base_urls=emu.base_urls)
-        run = lipsync("run", str(config), "--jobs", "2", "--only", "j0,j1", "--only", "j2", "--only", "j3",
-                      env=emu.env())
+        config = write_batch(
+            tmp_path,
+            media,
+            [{"id": f"j{i}", "video": "clip.mp4", "audio": "voice.wav"} for i in range(5)],
+            base_urls=emu.base_urls,
+        )
+        run = lipsync(
+            "run", str(config), "--jobs", "2", "--only", "j0,j1", "--only", "j2", "--only", "j3", env=emu.env()
+        )
         jobs = emu.jobs("pixverse")
     assert run.returncode == 0, run.stderr
     assert len(jobs) == 4 and not (tmp_path / "out" / "j4").exists()
@@ -164,17 +196,24 @@ def test_provider_concurrency_stays_within_jobs(tmp_path, media):
 def test_a_real_run_without_keys_stops_before_any_work(tmp_path, media, monkeypatch):
     for var in ("PIXVERSE_API_KEY", "AIMLAPI_KEY", "USEAPI_TOKEN", "FAL_KEY"):
         monkeypatch.delenv(var, raising=False)
-    config = write_batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}],
-                    base_urls={"pixverse": "http://127.0.0.1:9"})
+    config = write_batch(
+        tmp_path,
+        media,
+        [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}],
+        base_urls={"pixverse": "http://127.0.0.1:9"},
+    )
     run = lipsync("run", str(config))
     assert run.returncode == 3 and "PIXVERSE_API_KEY" in run.stderr
     assert not (tmp_path / "out" / ".work").exists()
 
 
-@pytest.mark.parametrize("edit, key", [
-    ('provider = "pixverse"', "run.provider"),
-    ('audio = "voice.wav"', "job[0].audio"),
-])
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        ('provider = "pixverse"', "run.provider"),
+        ('audio = "voice.wav"', "job[0].audio"),
+    ],
+)
 def test_bad_config_exits_6_naming_the_key(tmp_path, media, edit, key):
     config = write_batch(tmp_path, media, [{"id": "a", "video": "clip.mp4", "audio": "voice.wav"}])
     broken = {"run.provider": 'provider = "pixvers"', "job[0].audio": 'audio = "missing.wav"'}[key]

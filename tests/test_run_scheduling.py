@@ -8,13 +8,14 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from runkit import make_batch_media, write_config
 
 from pipeline.run.config import load_config
 from pipeline.run.ledger import Ledger, Stage
 from pipeline.run.progress import Progress
 from pipeline.run.runner import CpuSlots, RunOptions, SlotUse, cpu_slot_count, run_batch
-from runkit import make_batch_media, write_config
 
 FINISH, PREPARE = SlotUse.FINISH, SlotUse.PREPARE
 
@@ -80,7 +81,7 @@ def test_a_late_finish_overtakes_waiting_prepares_but_not_running_ones():
     waiters.arrive(PREPARE)  # 1: runs at once
     waiters.arrive(PREPARE)  # 2: waits
     waiters.arrive(PREPARE)  # 3: waits
-    waiters.arrive(FINISH)   # 4: waits, but is served first
+    waiters.arrive(FINISH)  # 4: waits, but is served first
     assert sorted(waiters.served) == [0, 1] and slots.queued() == [FINISH, PREPARE, PREPARE]
     waiters.finish()
     assert waiters.served[2:] == [4, 2, 3]
@@ -109,7 +110,7 @@ def test_cpu_slot_count():
 class JobTimes:
     job_id: str
     prepare_start: float
-    results_in: float     # the last of its provider results downloaded: from here on it waits to finish
+    results_in: float  # the last of its provider results downloaded: from here on it waits to finish
     mux_start: float
     delivered: float
 
@@ -120,8 +121,15 @@ def _job_times(ledger: Ledger) -> list[JobTimes]:
         assert job.stage is Stage.DONE, (job.job_id, job.error)
         stages = {t.stage: t for t in ledger.stage_times(job.job_id)}
         creates = ledger.creates(job.job_id, current=True)
-        times.append(JobTimes(job.job_id, stages[Stage.PREPARE].started_at,
-                              max(c.finished_at for c in creates), stages[Stage.MUX].started_at, job.finished_at))
+        times.append(
+            JobTimes(
+                job.job_id,
+                stages[Stage.PREPARE].started_at,
+                max(c.finished_at for c in creates),
+                stages[Stage.MUX].started_at,
+                job.finished_at,
+            )
+        )
     return times
 
 
@@ -129,8 +137,12 @@ def test_downloaded_jobs_are_delivered_before_new_prepares_start(tmp_path, monke
     media = make_batch_media(tmp_path)
     monkeypatch.setenv("LIPSYNC_POLL_INTERVAL", "0.05")
     # results come back faster than a prepare runs, so finishing competes with preparing for the one slot
-    config = write_config(tmp_path, [{"id": f"job-{i}", "video": media.video.name, "audio": media.voice.name}
-                                     for i in range(5)], latency_s=0.2, max_jobs=5)
+    config = write_config(
+        tmp_path,
+        [{"id": f"job-{i}", "video": media.video.name, "audio": media.voice.name} for i in range(5)],
+        latency_s=0.2,
+        max_jobs=5,
+    )
     run = run_batch(load_config(config), RunOptions(rehearse=True, cpu_slots=1), Progress())
     assert run.exit_code == 0
     with Ledger.in_dir(tmp_path / "out", readonly=True) as ledger:

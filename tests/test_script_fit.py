@@ -16,16 +16,18 @@ LIMITS = load_image_limits("aimlapi")
 MAX_CHARS = 200
 resolutions = st.sampled_from(LIMITS.resolutions)
 words = st.text(alphabet="abcdefghij klmnop", min_size=1, max_size=12).filter(str.strip)
-sentences = st.lists(words, min_size=1, max_size=6).map(lambda ws: " ".join(ws))
+sentences = st.lists(words, min_size=1, max_size=6).map(" ".join)
 scripts = st.lists(st.tuples(sentences, st.sampled_from([".", ",", "!", "?", ";", ""])), min_size=1, max_size=25).map(
-    lambda parts: " ".join(s + mark for s, mark in parts))
+    lambda parts: " ".join(s + mark for s, mark in parts)
+)
 
 
 def test_1080p_takes_no_8_second_clip():
     assert allowed_durations("1080p", LIMITS) == (5,)
     assert allowed_durations("720p", LIMITS) == (5, 8)
-    with pytest.raises(ValidationError, match="1080p does not take 8 s clips: use --duration 5 \\(it is allowed "
-                                              "at 360p, 540p, 720p\\)"):
+    with pytest.raises(
+        ValidationError, match="1080p does not take 8 s clips: use --duration 5 \\(it is allowed at 360p, 540p, 720p\\)"
+    ):
         choose_duration("Hello there.", "1080p", LIMITS, MAX_CHARS, requested=8)
 
 
@@ -36,7 +38,7 @@ def test_an_unknown_resolution_is_refused():
 
 def test_a_short_line_gets_5_seconds_a_longer_one_8():
     assert choose_duration("Hello and welcome.", "720p", LIMITS, MAX_CHARS).duration == 5
-    line = "Hello and welcome. This is our latest news update, and here are the headlines."   # seed 003's line
+    line = "Hello and welcome. This is our latest news update, and here are the headlines."  # seed 003's line
     fit = choose_duration(line, "720p", LIMITS, MAX_CHARS)
     assert fit.duration == 8 and fit.speech_seconds > room(5, LIMITS) and "8 s clip" in fit.reason
 
@@ -63,8 +65,9 @@ def test_the_chosen_clip_holds_the_speech_and_is_the_shortest(text, resolution, 
     try:
         fit = choose_duration(text, resolution, LIMITS, MAX_CHARS, requested)
     except ValidationError as err:
-        too_long = len(normalize_text(text)) > MAX_CHARS or all(speech > room(d, LIMITS) for d in
-                                                                 ([requested] if requested else allowed))
+        too_long = len(normalize_text(text)) > MAX_CHARS or all(
+            speech > room(d, LIMITS) for d in ([requested] if requested else allowed)
+        )
         assert (requested is not None and requested not in allowed) or too_long, str(err)
         return
     assert fit.duration in allowed and speech <= fit.room_seconds + 1e-9

@@ -66,14 +66,14 @@ def test_a_fal_job_is_followed_on_its_status_stream_without_polling(emu, media, 
         _assert_video(fal, status, tmp_path)
     paths = _paths(sent)
     streams = [p for m, p in paths if p.endswith("/status/stream")]
-    assert len(streams) == 1 and not [p for m, p in paths if p.endswith("/status")]     # no poll at all
-    assert paths.count(("GET", handle.urls["response"].split(emu.root)[1])) == 1          # the result, once
+    assert len(streams) == 1 and not [p for m, p in paths if p.endswith("/status")]  # no poll at all
+    assert paths.count(("GET", handle.urls["response"].split(emu.root)[1])) == 1  # the result, once
     assert [s.raw_status for s in seen][:2] == ["IN_QUEUE", "IN_PROGRESS"]
     assert seen[-1].state is JobState.SUCCEEDED and seen[-1] == status
     stream_request = next(r for r in sent if r.url.path.endswith("/status/stream"))
     assert str(stream_request.url).startswith(emu.base_urls["fal_queue"] + "/")
     assert stream_request.headers["authorization"] == "Key test-fal-key"
-    assert fal.durations.estimate().samples == 1      # the stream's "done" taught the estimator too
+    assert fal.durations.estimate().samples == 1  # the stream's "done" taught the estimator too
 
 
 @pytest.mark.parametrize("fault", ["break_status_streams", "server_errors"])
@@ -108,11 +108,14 @@ def test_a_stuck_job_on_a_stream_times_out_within_the_bound(emu, media):
 
 
 def test_the_stream_is_the_status_path_plus_stream_with_its_query_kept():
-    assert stream_url("https://q.example/fal-ai/pixverse/requests/r1/status?x=1") == \
-        "https://q.example/fal-ai/pixverse/requests/r1/status/stream?x=1"
+    assert (
+        stream_url("https://q.example/fal-ai/pixverse/requests/r1/status?x=1")
+        == "https://q.example/fal-ai/pixverse/requests/r1/status/stream?x=1"
+    )
 
 
 # ---- a hostile queue host ------------------------------------------------------------------------------
+
 
 class Hostile:
     """A fal queue whose status stream misbehaves as `stream` says; its plain status says `final`."""
@@ -136,10 +139,14 @@ class Hostile:
 
     def app(self):
         base = "/fal-ai/pixverse/requests/r1"
-        return Starlette(routes=[
-            Route(f"{base}/status", self.status), Route(f"{base}/status/stream", self.status_stream),
-            Route(f"{base}/cancel", self.cancel, methods=["PUT"]), Route(base, self.result),
-        ])
+        return Starlette(
+            routes=[
+                Route(f"{base}/status", self.status),
+                Route(f"{base}/status/stream", self.status_stream),
+                Route(f"{base}/cancel", self.cancel, methods=["PUT"]),
+                Route(base, self.result),
+            ]
+        )
 
 
 def _events(host, lines):
@@ -147,6 +154,7 @@ def _events(host, lines):
         for line in lines:
             yield line
             await asyncio.sleep(0)
+
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
@@ -155,6 +163,7 @@ def _keepalives(host):
         while True:
             yield ": keepalive\n\n"
             await asyncio.sleep(0.05)
+
     return StreamingResponse(comments(), media_type="text/event-stream")
 
 
@@ -175,7 +184,7 @@ def test_an_endless_flood_of_events_is_cut_off_and_polled_instead():
     status, seen = _wait_on(host)
     assert status.state is JobState.SUCCEEDED and host.polls >= 1
     streamed = [s for s in seen if s.raw_status == "IN_QUEUE"]
-    assert len(streamed) == STATUS_STREAM.max_events       # each recorded, then no more
+    assert len(streamed) == STATUS_STREAM.max_events  # each recorded, then no more
 
 
 def test_an_endless_event_is_refused_at_its_cap_and_polled_instead():
@@ -185,15 +194,20 @@ def test_an_endless_event_is_refused_at_its_cap_and_polled_instead():
     assert status.state is JobState.SUCCEEDED and host.polls >= 1 and len(seen) == 1
 
 
-@pytest.mark.parametrize("reply", [
-    lambda h: JSONResponse({"status": "IN_PROGRESS"}),                              # not an event stream
-    lambda h: _events(h, ["data: {not json\n\n"]),                                  # a malformed event
-    lambda h: _events(h, ['data: ["IN_PROGRESS"]\n\n']),                            # not a status object
-    lambda h: _events(h, ['data: {"status": "IN_PROGRESS"}\n\n']),                  # closed before the end
-    lambda h: Response("gone", status_code=404),
-    lambda h: Response(gzip.compress(b'data: {"status": "IN_PROGRESS"}\n\n'),                  # compressed
-                       headers={"Content-Encoding": "gzip", "Content-Type": "text/event-stream"}),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        lambda h: JSONResponse({"status": "IN_PROGRESS"}),  # not an event stream
+        lambda h: _events(h, ["data: {not json\n\n"]),  # a malformed event
+        lambda h: _events(h, ['data: ["IN_PROGRESS"]\n\n']),  # not a status object
+        lambda h: _events(h, ['data: {"status": "IN_PROGRESS"}\n\n']),  # closed before the end
+        lambda h: Response("gone", status_code=404),
+        lambda h: Response(
+            gzip.compress(b'data: {"status": "IN_PROGRESS"}\n\n'),  # compressed
+            headers={"Content-Encoding": "gzip", "Content-Type": "text/event-stream"},
+        ),
+    ],
+)
 def test_a_stream_that_cannot_be_followed_falls_back_to_polling(reply):
     host = Hostile(reply)
     status, _ = _wait_on(host)
@@ -208,12 +222,13 @@ def test_a_silent_stream_on_a_job_that_never_ends_times_out_within_the_bound():
         _wait_on(host, PollPolicy(initial=0.05, maximum=0.1, timeout=bound))
     waited = time.monotonic() - start
     assert bound <= waited < bound + 5
-    assert host.polls == 0            # the stream kept the whole wait: no poll was needed to stay bounded
+    assert host.polls == 0  # the stream kept the whole wait: no poll was needed to stay bounded
     assert host.seen == []
 
 
 def test_a_stop_request_ends_a_quiet_stream_at_its_next_keepalive():
     """A batch's interruptible sleep raises on a stop request; the stream calls it whenever bytes arrive."""
+
     class Stop(Exception):
         pass
 

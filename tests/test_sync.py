@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.limits import load_limits
 from pipeline.stages.sync import SyncMode, max_job_seconds, plan_sync, plan_text_spans
@@ -67,7 +69,7 @@ def test_text_spans_are_consecutive_proportional_and_within_limits(start, length
     assert [s.index for s in spans] == list(range(len(speech)))
     assert spans[0].start == start
     total = sum(speech)
-    for span, nxt in zip(spans, spans[1:]):
+    for span, nxt in itertools.pairwise(spans):
         assert span.end <= nxt.start + 1e-9
     for span, est in zip(spans, speech):
         share = length * est / total

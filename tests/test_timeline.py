@@ -18,9 +18,26 @@ LIMITS = load_limits()
 
 
 def _clip(path, rate: str, *, timecode: str | None = None):
-    run_ffmpeg([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                "-i", f"testsrc2=d=1:r={rate}:s=160x120", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                *(["-timecode", timecode] if timecode else []), str(path)], what=f"making {path.name}")
+    run_ffmpeg(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=d=1:r={rate}:s=160x120",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            *(["-timecode", timecode] if timecode else []),
+            str(path),
+        ],
+        what=f"making {path.name}",
+    )
     return path
 
 
@@ -45,7 +62,7 @@ def test_timeline_reads_back_covering_the_source_with_its_timecode(tmp_path, fps
     position = otio.opentime.RationalTime(0, rate)
     for clip, seg in zip(clips, plan.segments):
         record = clip.range_in_parent()
-        assert record.start_time == position                       # no gap, no overlap
+        assert record.start_time == position  # no gap, no overlap
         assert record.duration.rate == pytest.approx(rate) and record.duration.value == seg.frames
         assert clip.source_range.start_time.value == first.value + seg.start_frame
         assert clip.media_reference.target_url == source.absolute().as_uri()

@@ -24,8 +24,16 @@ def scene(tmp_path_factory):
     master = make_audio(d / "master.wav", seconds=3.0, rate=48000, seed=11)
     provider = provider_result(d / "provider.mp4", master, delay_s=0.04, seconds=3.0, fps=FPS)
     aligned = shifted_wav(master, d / "aligned.wav", 0.04)
-    final = make_video(d / "final.mp4", seconds=3.0, width=256, height=144, fps=FPS, audio_file=aligned,
-                       audio_channels=1, faststart=True)
+    final = make_video(
+        d / "final.mp4",
+        seconds=3.0,
+        width=256,
+        height=144,
+        fps=FPS,
+        audio_file=aligned,
+        audio_channels=1,
+        faststart=True,
+    )
     return d, master, provider, final
 
 
@@ -37,7 +45,8 @@ def test_a_good_final_passes_every_check_and_records_its_figures(scene):
     _, _, provider, final = scene
     report = verify(final, VerifyExpectations(references=(SyncReference(provider),), duration_s=3.0))
     assert _checks(report) == dict.fromkeys(
-        ["video_stream", "audio_stream", "decode", "av_duration", "duration", "av_offset"], True)
+        ["video_stream", "audio_stream", "decode", "av_duration", "duration", "av_offset"], True
+    )
     assert report.ok
     report.raise_if_failed()
     v = media_info(final)["Video"][0]
@@ -99,8 +108,10 @@ def test_audio_longer_than_video_fails_the_duration_check(scene):
     long_audio = d / "long_audio.mp4"
     v = ffmpeg.input(f"testsrc2=size=160x120:rate={FPS}", f="lavfi", t=2.0)
     a = ffmpeg.input("sine=frequency=440:sample_rate=48000", f="lavfi", t=2.5)
-    run_ffmpeg(compile_stream(ffmpeg.output(v, a, str(long_audio), vcodec="libx264", preset="ultrafast",
-                                            acodec="aac")), what="long audio")
+    run_ffmpeg(
+        compile_stream(ffmpeg.output(v, a, str(long_audio), vcodec="libx264", preset="ultrafast", acodec="aac")),
+        what="long audio",
+    )
     report = verify(long_audio)
     check = next(c for c in report.checks if c.name == "av_duration")
     assert not check.ok and check.measured == pytest.approx(0.5, abs=0.05)
@@ -144,10 +155,13 @@ def test_unreadable_file_is_a_failed_report_not_a_crash(tmp_path):
 
 def test_stitched_final_is_checked_segment_by_segment(tmp_path):
     """Two TTS-like segments: the correct stitch passes; one whose second segment is 3 frames late fails there."""
-    voices = [make_audio(tmp_path / f"voice{i}.wav", seconds=s, rate=48000, seed=30 + i)
-              for i, s in enumerate([2.0, 1.6])]
-    results = [provider_result(tmp_path / f"result{i}.mp4", v, delay_s=0.0, seconds=s, fps=FPS)
-               for i, (v, s) in enumerate(zip(voices, [2.0, 1.6]))]
+    voices = [
+        make_audio(tmp_path / f"voice{i}.wav", seconds=s, rate=48000, seed=30 + i) for i, s in enumerate([2.0, 1.6])
+    ]
+    results = [
+        provider_result(tmp_path / f"result{i}.mp4", v, delay_s=0.0, seconds=s, fps=FPS)
+        for i, (v, s) in enumerate(zip(voices, [2.0, 1.6]))
+    ]
     muxed = [mux(r, None, tmp_path / f"seg{i}.mp4") for i, r in enumerate(results)]
 
     good = stitch([m.path for m in muxed], tmp_path / "good.mp4")

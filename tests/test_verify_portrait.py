@@ -26,11 +26,19 @@ def still_clip(image: Path, dst: Path, size: tuple[int, int], seconds: float, so
         argv += ["-f", "lavfi", "-t", str(seconds), "-i", "anullsrc=r=24000:cl=mono"]
     elif sound is not None:
         argv += ["-i", str(sound)]
-    argv += ["-vf", f"scale={size[0]}:{size[1]},setsar=1,format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast",
-             "-t", str(seconds)]
+    argv += [
+        "-vf",
+        f"scale={size[0]}:{size[1]},setsar=1,format=yuv420p",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-t",
+        str(seconds),
+    ]
     if sound is not None:
         argv += ["-af", "apad", "-c:a", "aac"]
-    subprocess.run(argv + [str(dst)], check=True)
+    subprocess.run([*argv, str(dst)], check=True)
     return dst
 
 
@@ -53,8 +61,15 @@ def test_a_good_portrait_passes_and_records_its_figures(parts):
     clip = still_clip(parts["image"], parts["dir"] / "good.mp4", (540, 720), 5, parts["speech"])
     report = verify_portrait(clip, PortraitExpectations(parts["image"], short_side=540, duration_s=5))
     assert report.ok, report.failed()
-    assert set(by_name(report)) >= {"video_stream", "audio_stream", "decode", "short_side", "duration", "speech",
-                                     "first_frame"}
+    assert set(by_name(report)) >= {
+        "video_stream",
+        "audio_stream",
+        "decode",
+        "short_side",
+        "duration",
+        "speech",
+        "first_frame",
+    }
     assert report.figures.first_frame_ssim > 0.9 and report.figures.speech_s > 1.0
     assert report.to_dict()["figures"]["first_frame_ssim"] == report.figures.first_frame_ssim
     report.raise_if_failed()
@@ -110,8 +125,16 @@ def test_an_unreadable_file_is_one_failed_check(parts):
 def test_speech_seconds_counts_the_spoken_stretch(lead, talk, tail, noise_db):
     rate = 16000
     rng = np.random.default_rng(0)
-    voice = np.concatenate([np.zeros(int(lead * rate)), np.sin(np.linspace(0, 2 * np.pi * 220 * talk, int(talk * rate))),
-                            np.zeros(int(tail * rate))]) * 0.3
+    voice = (
+        np.concatenate(
+            [
+                np.zeros(int(lead * rate)),
+                np.sin(np.linspace(0, 2 * np.pi * 220 * talk, int(talk * rate))),
+                np.zeros(int(tail * rate)),
+            ]
+        )
+        * 0.3
+    )
     voice += rng.normal(0, 10 ** (noise_db / 20), len(voice))
     assert abs(speech_seconds(voice, rate) - talk) <= 0.05
 

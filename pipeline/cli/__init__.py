@@ -13,7 +13,8 @@ import json
 import logging
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -22,7 +23,7 @@ from ..errors import LipsyncError, ValidationError
 from ..safetext import printable
 from ..secrets import RedactingFilter, record_environment, redact
 
-ERROR_SHOWN = 2000      # characters of an error message shown (a provider's text can be any length)
+ERROR_SHOWN = 2000  # characters of an error message shown (a provider's text can be any length)
 
 # module name in pipeline.cli -> click command attribute
 COMMANDS = {

@@ -15,34 +15,60 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command()
-@click.option("--image", required=True, type=_FILE, help="Still image (JPEG, PNG, WebP, TIFF, BMP; HEIC with the extra).")
+@click.option(
+    "--image", required=True, type=_FILE, help="Still image (JPEG, PNG, WebP, TIFF, BMP; HEIC with the extra)."
+)
 @click.option("--prompt", required=True, help="What the clip shows (camera, mood, motion).")
 @click.option("--text", help="The script to speak.")
 @click.option("--text-file", type=_FILE, help="The script to speak, from a UTF-8 file.")
 @click.option("--speaker", default="Auto", show_default=True, help="TTS voice (`lipsync speakers --provider aimlapi`).")
 @click.option("--resolution", help="360p, 540p, 720p or 1080p (default 720p).")
-@click.option("--duration", type=click.Choice(["5", "8"]), help="Clip seconds (default: the shortest that holds "
-                                                               "the script; 1080p takes 5 only).")
+@click.option(
+    "--duration",
+    type=click.Choice(["5", "8"]),
+    help="Clip seconds (default: the shortest that holds the script; 1080p takes 5 only).",
+)
 @click.option("--style", help="anime, 3d_animation, clay, comic or cyberpunk.")
 @click.option("--negative-prompt", help="What the clip should not show.")
 @click.option("--seed", type=int, help="Seed for a repeatable generation.")
 @click.option("--background", default="#ffffff", show_default=True, help="Colour transparent pixels become.")
-@click.option("--chain", is_flag=True, help="Speak a long script over several clips, each from the last frame of "
-                                            "the one before, stitched into one file.")
+@click.option(
+    "--chain",
+    is_flag=True,
+    help="Speak a long script over several clips, each from the last frame of the one before, stitched into one file.",
+)
 @click.option("--provider", default="aimlapi", type=click.Choice(["aimlapi"]), show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Result .mp4 to write.")
 @flow_options
 @json_option
 @handle_errors
-def animate(image: Path, prompt: str, text: str | None, text_file: Path | None, speaker: str,
-            resolution: str | None, duration: str | None, style: str | None, negative_prompt: str | None,
-            seed: int | None, background: str, chain: bool, provider: str, out: Path, timeout: float | None,
-            poll_interval: float | None, resubmit_uncertain: bool, retry_failed: bool, as_json: bool) -> None:
+def animate(
+    image: Path,
+    prompt: str,
+    text: str | None,
+    text_file: Path | None,
+    speaker: str,
+    resolution: str | None,
+    duration: str | None,
+    style: str | None,
+    negative_prompt: str | None,
+    seed: int | None,
+    background: str,
+    chain: bool,
+    provider: str,
+    out: Path,
+    timeout: float | None,
+    poll_interval: float | None,
+    resubmit_uncertain: bool,
+    retry_failed: bool,
+    as_json: bool,
+) -> None:
     """Animate IMAGE speaking TEXT, wait for the result and write it to OUT (verified).
 
     What was paid for is recorded in OUT.ledger.sqlite, the conformed image and clips in OUT.work/: the
     same command run again resumes those jobs."""
-    from ..animate import PortraitSpec, animate as animate_portrait
+    from ..animate import PortraitSpec
+    from ..animate import animate as animate_portrait
     from ..providers import credential_from_env, get_provider
 
     if (text is None) == (text_file is None):
@@ -53,16 +79,37 @@ def animate(image: Path, prompt: str, text: str | None, text_file: Path | None, 
         except UnicodeDecodeError:
             raise ValidationError(f"{text_file}: not UTF-8 text; save it as UTF-8") from None
     assert text is not None
-    spec = PortraitSpec(image=image, prompt=prompt, text=text, speaker=speaker, resolution=resolution,
-                        duration=int(duration) if duration else None, negative_prompt=negative_prompt, style=style,
-                        seed=seed, chain=chain, background=background)
-    with get_provider(provider, credential=credential_from_env(provider),
-                      poll=poll_for(provider, timeout, poll_interval)) as adapter, reconcile_shown():
-        result = animate_portrait(adapter, spec, out, hooks=printing_hooks(provider),
-                                  settings=flow_settings(timeout, resubmit_uncertain, retry_failed))
+    spec = PortraitSpec(
+        image=image,
+        prompt=prompt,
+        text=text,
+        speaker=speaker,
+        resolution=resolution,
+        duration=int(duration) if duration else None,
+        negative_prompt=negative_prompt,
+        style=style,
+        seed=seed,
+        chain=chain,
+        background=background,
+    )
+    with (
+        get_provider(
+            provider, credential=credential_from_env(provider), poll=poll_for(provider, timeout, poll_interval)
+        ) as adapter,
+        reconcile_shown(),
+    ):
+        result = animate_portrait(
+            adapter,
+            spec,
+            out,
+            hooks=printing_hooks(provider),
+            settings=flow_settings(timeout, resubmit_uncertain, retry_failed),
+        )
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
         return
     figures = result.assembled.verification.figures
-    click.echo(f"{result.output} ({result.size} bytes, sha256 {result.sha256}): {len(result.clips)} clip(s), "
-               f"first-frame SSIM {figures.first_frame_ssim}, speech {figures.speech_s} s")
+    click.echo(
+        f"{result.output} ({result.size} bytes, sha256 {result.sha256}): {len(result.clips)} clip(s), "
+        f"first-frame SSIM {figures.first_frame_ssim}, speech {figures.speech_s} s"
+    )

@@ -32,8 +32,10 @@ def starter_files(config: Path, samples: Path) -> tuple[dict[str, str], bool]:
     if all((samples / sample).is_file() for sample, _ in FILES.values()):
         base = config.resolve().parent
         inside = base.is_relative_to(samples.parent)  # a config in the checkout; elsewhere "../../.." is no help
-        return {key: (Path(os.path.relpath(samples / sample, base)) if inside else samples / sample).as_posix()
-                for key, (sample, _) in FILES.items()}, True
+        return {
+            key: (Path(os.path.relpath(samples / sample, base)) if inside else samples / sample).as_posix()
+            for key, (sample, _) in FILES.items()
+        }, True
     return {key: placeholder for key, (_, placeholder) in FILES.items()}, False
 
 
@@ -43,8 +45,11 @@ def starter_files(config: Path, samples: Path) -> tuple[dict[str, str], bool]:
 def init(path: Path) -> None:
     """Write a commented starter batch config to PATH (default lipsync.toml)."""
     files, samples = starter_files(path, SAMPLES)
-    note = ("These jobs use the bundled samples, so a --rehearse run works as written: put your own files in."
-            if samples else "Put your files where these paths say (relative to this file), or change the paths.")
+    note = (
+        "These jobs use the bundled samples, so a --rehearse run works as written: put your own files in."
+        if samples
+        else "Put your files where these paths say (relative to this file), or change the paths."
+    )
     template = resources.files("pipeline.run").joinpath("starter.toml").read_text(encoding="utf-8")
     text = Template(template).substitute(files, files_note=note)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,5 +61,8 @@ def init(path: Path) -> None:
     if samples:
         click.echo(f"wrote {path} (its jobs use the bundled samples); try it: lipsync run {path} --rehearse", err=True)
     else:
-        click.echo(f"wrote {path}; provide {', '.join(files.values())} (relative to {path}) or edit its "
-                   f"[[job]] entries, then: lipsync run {path} --rehearse", err=True)
+        click.echo(
+            f"wrote {path}; provide {', '.join(files.values())} (relative to {path}) or edit its "
+            f"[[job]] entries, then: lipsync run {path} --rehearse",
+            err=True,
+        )

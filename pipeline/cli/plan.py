@@ -12,7 +12,9 @@ from . import emit_json, handle_errors, json_option
 
 @click.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--only", multiple=True, metavar="ID[,ID...]", help="Plan only these jobs (repeatable, or comma-separated).")
+@click.option(
+    "--only", multiple=True, metavar="ID[,ID...]", help="Plan only these jobs (repeatable, or comma-separated)."
+)
 @json_option
 @handle_errors
 def plan(config_path: Path, only: tuple[str, ...], as_json: bool) -> None:
@@ -27,11 +29,14 @@ def plan(config_path: Path, only: tuple[str, ...], as_json: bool) -> None:
         emit_json({"ok": True, **planned.to_dict()})
         return
     for job in planned.jobs:
-        click.echo(f"{job.job_id}: {job.creates} provider call(s) at {job.provider} ({job.voice}), "
-                   f"estimated {job.estimate.text()}")
+        click.echo(
+            f"{job.job_id}: {job.creates} provider call(s) at {job.provider} ({job.voice}), "
+            f"estimated {job.estimate.text()}"
+        )
         for part in job.parts:
-            click.echo(f"  seg{part.index:03d}  {part.start:9.3f}-{part.end:9.3f} s  {part.seconds:7.3f} s  "
-                       f"{part.cut_reason}")
+            click.echo(
+                f"  seg{part.index:03d}  {part.start:9.3f}-{part.end:9.3f} s  {part.seconds:7.3f} s  {part.cut_reason}"
+            )
         for reason in job.estimate.reasons:
             click.echo(f"  cost: {reason}")
         if job.refusal:

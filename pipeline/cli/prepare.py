@@ -41,33 +41,66 @@ def _loudness_target(integrated: float | None, true_peak: float | None) -> Loudn
 @click.command()
 @click.option("--video", "video", type=click.Path(path_type=Path), help="The footage (mp4, mov, mkv, webm...).")
 @click.option("--audio", type=click.Path(path_type=Path), help="A voice track (any audio, or a video's sound).")
-@click.option("--audio-track", metavar="N", help="Which audio track is the voice (1 = the first, see `lipsync probe`); "
-              "default: the one flagged default, else the one with the most speech.")
+@click.option(
+    "--audio-track",
+    metavar="N",
+    help="Which audio track is the voice (1 = the first, see `lipsync probe`); "
+    "default: the one flagged default, else the one with the most speech.",
+)
 @click.option("--text", help="A script for TTS.")
 @click.option("--text-file", type=click.Path(path_type=Path), help="A UTF-8 file holding the script.")
 @click.option("--speaker", metavar="NAME", help="TTS voice name (see `lipsync speakers`); default Auto.")
 @click.option("--provider", metavar="NAME", help="Prepare for this provider's limits (default: the strictest of all).")
-@click.option("--sync-mode", metavar="MODE", default=DEFAULT_SYNC_MODE.value, show_default=True, help=f"Length policy: {SYNC_MODES}.")
+@click.option(
+    "--sync-mode",
+    metavar="MODE",
+    default=DEFAULT_SYNC_MODE.value,
+    show_default=True,
+    help=f"Length policy: {SYNC_MODES}.",
+)
 @click.option("--start", metavar="SECONDS", help="Use the video from this second.")
 @click.option("--end", metavar="SECONDS", help="Use the video up to this second.")
 @click.option("--loudness", metavar="LUFS", help="Integrated loudness target of the voice track (default -16).")
 @click.option("--true-peak", metavar="DBTP", help="True-peak ceiling of the voice track (default -1.5).")
-@click.option("--require-face", is_flag=True,
-              help="Refuse (exit 6) when a segment shows no usable face (too rarely, or too small).")
-@click.option("--long-media", type=click.Choice(["split", "trim"]), default="split", show_default=True,
-              help="Footage longer than one provider job: split it into segments (cut at pauses), or trim it.")
+@click.option(
+    "--require-face",
+    is_flag=True,
+    help="Refuse (exit 6) when a segment shows no usable face (too rarely, or too small).",
+)
+@click.option(
+    "--long-media",
+    type=click.Choice(["split", "trim"]),
+    default="split",
+    show_default=True,
+    help="Footage longer than one provider job: split it into segments (cut at pauses), or trim it.",
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory for the prepared files.")
 @json_option
 @handle_errors
 def prepare(
-    video, audio, audio_track, text, text_file, speaker, provider, sync_mode, start, end, loudness, true_peak,
-    require_face, long_media, out_dir, as_json
+    video,
+    audio,
+    audio_track,
+    text,
+    text_file,
+    speaker,
+    provider,
+    sync_mode,
+    start,
+    end,
+    loudness,
+    true_peak,
+    require_face,
+    long_media,
+    out_dir,
+    as_json,
 ) -> None:
     """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
 
     The voice is --audio, else TTS of --text/--text-file (one segment per chunk), else the video's own sound.
     """
-    from ..prepare import PrepareRequest, prepare as run_prepare, read_text_file
+    from ..prepare import PrepareRequest, read_text_file
+    from ..prepare import prepare as run_prepare
 
     if video is None or out_dir is None:
         raise ValidationError("--video and --out are required")

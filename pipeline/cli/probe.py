@@ -11,7 +11,8 @@ from ..errors import InputError, worst_exit_code
 from ..limits import PROVIDERS, load_limits
 from ..stages.audio_tracks import TrackChoice, audio_streams, choose_audio_track
 from ..stages.conform_audio import measure_speech_shares
-from ..stages.probe import AudioStream, MediaProbe, Violation, check_limits, probe as probe_file
+from ..stages.probe import AudioStream, MediaProbe, Violation, check_limits
+from ..stages.probe import probe as probe_file
 from . import emit_json, handle_errors, json_option
 
 
@@ -37,8 +38,13 @@ def _track_lines(p: MediaProbe, choice: TrackChoice) -> list[str]:
     """One line per audio track (language, title, default flag, speech share); the voice track is marked."""
     lines = []
     for a in audio_streams(p):
-        parts = [f"track {a.number}", _audio_line(a), a.language or "no language",
-                 f'"{a.title}"' if a.title else "no title", "default" if a.default else "not default"]
+        parts = [
+            f"track {a.number}",
+            _audio_line(a),
+            a.language or "no language",
+            f'"{a.title}"' if a.title else "no title",
+            "default" if a.default else "not default",
+        ]
         if choice.speech_shares:
             parts.append(f"speech {choice.speech_shares[a.index]:.0%}")
         if a.index == choice.index:
@@ -105,8 +111,14 @@ def probe(files: tuple[str, ...], provider: str | None, as_json: bool) -> None:
         codes.append(0)
         found = _violations_by_provider(p, providers)
         voice = _voice_track(p)
-        docs.append({"path": path, "probe": p.to_dict(), "voice_track": None if voice is None else voice.to_dict(),
-                     "violations": {name: [asdict(v) for v in vs] for name, vs in found.items()}})
+        docs.append(
+            {
+                "path": path,
+                "probe": p.to_dict(),
+                "voice_track": None if voice is None else voice.to_dict(),
+                "violations": {name: [asdict(v) for v in vs] for name, vs in found.items()},
+            }
+        )
         if not as_json:
             _print_file(p, found, voice)
     code = worst_exit_code(codes)

@@ -16,19 +16,37 @@ from . import emit_json, handle_errors, json_option
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--rehearse", is_flag=True, help="Run against a local emulator of the providers: no credits used.")
 @click.option("--jobs", "jobs", type=click.IntRange(1, 64), help="Provider jobs in flight (overrides max_jobs).")
-@click.option("--only", multiple=True, metavar="ID[,ID...]", help="Run only these jobs (repeatable, or comma-separated).")
-@click.option("--resubmit-uncertain", is_flag=True,
-              help="Create again the jobs whose create answer was lost (they may exist and be billed).")
+@click.option(
+    "--only", multiple=True, metavar="ID[,ID...]", help="Run only these jobs (repeatable, or comma-separated)."
+)
+@click.option(
+    "--resubmit-uncertain",
+    is_flag=True,
+    help="Create again the jobs whose create answer was lost (they may exist and be billed).",
+)
 @click.option("--retry-failed", is_flag=True, help="Create again the jobs the provider failed.")
-@click.option("--force", is_flag=True,
-              help="Use an output folder that holds other files (they are never deleted or overwritten).")
-@click.option("--budget", metavar="AMOUNT",
-              help="Refuse (exit 4) before any provider job is created when the estimate (`lipsync plan`) is over "
-                   "AMOUNT, or unknown.")
+@click.option(
+    "--force", is_flag=True, help="Use an output folder that holds other files (they are never deleted or overwritten)."
+)
+@click.option(
+    "--budget",
+    metavar="AMOUNT",
+    help="Refuse (exit 4) before any provider job is created when the estimate (`lipsync plan`) is over "
+    "AMOUNT, or unknown.",
+)
 @json_option
 @handle_errors
-def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ...], resubmit_uncertain: bool,
-        retry_failed: bool, force: bool, budget: str | None, as_json: bool) -> None:
+def run(
+    config_path: Path,
+    rehearse: bool,
+    jobs: int | None,
+    only: tuple[str, ...],
+    resubmit_uncertain: bool,
+    retry_failed: bool,
+    force: bool,
+    budget: str | None,
+    as_json: bool,
+) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
     from ..run.config import load_config
     from ..run.plan import refuse_over_budget
@@ -39,8 +57,14 @@ def run(config_path: Path, rehearse: bool, jobs: int | None, only: tuple[str, ..
     only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
     if budget is not None:
         refuse_over_budget(config, only, _amount(budget))
-    options = RunOptions(jobs=jobs, only=only, rehearse=rehearse, resubmit_uncertain=resubmit_uncertain,
-                         retry_failed=retry_failed, force=force)
+    options = RunOptions(
+        jobs=jobs,
+        only=only,
+        rehearse=rehearse,
+        resubmit_uncertain=resubmit_uncertain,
+        retry_failed=retry_failed,
+        force=force,
+    )
     try:
         with make_progress() as progress:
             summary = run_batch(config, options, progress)
@@ -61,7 +85,7 @@ def _write_report(run_dir: Path) -> None:
 
     try:
         click.echo(f"report: {write_report(run_dir)}", err=True)
-    except Exception as err:  # noqa: BLE001 - the run's outcome stands whatever the report does
+    except Exception as err:
         click.echo(f"warning: report.html not written: {type(err).__name__}: {err}", err=True)
 
 

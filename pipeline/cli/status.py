@@ -48,14 +48,23 @@ def status(run_dir: Path, as_json: bool) -> None:
 def job_row(job, now: float) -> tuple[str, ...]:
     from ..run.progress import short_path
 
-    phases = {name: sum((s.finished_at or now) - s.started_at for s in job.stages if s.stage in stages)
-              for name, stages in PHASES.items()}
+    phases = {
+        name: sum((s.finished_at or now) - s.started_at for s in job.stages if s.stage in stages)
+        for name, stages in PHASES.items()
+    }
     outcome = job.row.error or (short_path(job.row.final_path) if job.row.final_path else (job.row.detail or ""))
     # from the first stage, as the live table counts: the wait for a free CPU slot before it is not the job's
     started = min((s.started_at for s in job.stages), default=job.row.started_at)
     elapsed = (job.row.finished_at or now) - started
-    row = (job.row.job_id, job.row.provider, job.row.stage.value, _seconds(elapsed),
-           *(_seconds(phases[name]) if phases[name] else "-" for name in PHASES), provider_jobs(job.creates), outcome)
+    row = (
+        job.row.job_id,
+        job.row.provider,
+        job.row.stage.value,
+        _seconds(elapsed),
+        *(_seconds(phases[name]) if phases[name] else "-" for name in PHASES),
+        provider_jobs(job.creates),
+        outcome,
+    )
     # ids, provider words and errors come from providers: one inert line each, secrets masked
     return tuple(printable(redact(cell), CELL_SHOWN) for cell in row)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,14 +25,22 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 def flow_options(command: Callable) -> Callable:
     """The options of a command that pays for provider jobs through the flow (`submit`, `animate`)."""
-    for option in reversed([
-        click.option("--timeout", type=click.FloatRange(min=1),
-                     help="Give up waiting for the job after this many seconds (and bound the download by it too)."),
-        click.option("--poll-interval", type=click.FloatRange(min=0.01), help="First poll interval in seconds."),
-        click.option("--resubmit-uncertain", is_flag=True,
-                     help="Create again a job whose create answer was lost (it may be billed twice)."),
-        click.option("--retry-failed", is_flag=True, help="Create a new job if the provider failed the last one."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=1),
+                help="Give up waiting for the job after this many seconds (and bound the download by it too).",
+            ),
+            click.option("--poll-interval", type=click.FloatRange(min=0.01), help="First poll interval in seconds."),
+            click.option(
+                "--resubmit-uncertain",
+                is_flag=True,
+                help="Create again a job whose create answer was lost (it may be billed twice).",
+            ),
+            click.option("--retry-failed", is_flag=True, help="Create a new job if the provider failed the last one."),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -51,8 +60,11 @@ def flow_settings(timeout: float | None, resubmit_uncertain: bool, retry_failed:
     from ..providers.download import TransferLimits
     from ..providers.flow import FlowSettings
 
-    return FlowSettings(resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed,
-                        transfer=TransferLimits(deadline_s=timeout) if timeout else TransferLimits())
+    return FlowSettings(
+        resubmit_uncertain=resubmit_uncertain,
+        retry_failed=retry_failed,
+        transfer=TransferLimits(deadline_s=timeout) if timeout else TransferLimits(),
+    )
 
 
 def printing_hooks(provider: str) -> FlowHooks:
@@ -60,7 +72,7 @@ def printing_hooks(provider: str) -> FlowHooks:
     from ..providers.flow import FlowHooks
     from ..safetext import printable
 
-    shown: list[str] = []     # raw statuses already printed, so each change is printed once
+    shown: list[str] = []  # raw statuses already printed, so each change is printed once
 
     def on_created(handle: JobHandle) -> None:
         click.echo(f"{provider} job {printable(handle.job_id)} created", err=True)
@@ -96,9 +108,19 @@ def reconcile_shown() -> Iterator[None]:
 @flow_options
 @json_option
 @handle_errors
-def submit(provider: str, video: Path, audio: Path | None, text: str | None, speaker: str | None, out: Path,
-           timeout: float | None, poll_interval: float | None, resubmit_uncertain: bool, retry_failed: bool,
-           as_json: bool) -> None:
+def submit(
+    provider: str,
+    video: Path,
+    audio: Path | None,
+    text: str | None,
+    speaker: str | None,
+    out: Path,
+    timeout: float | None,
+    poll_interval: float | None,
+    resubmit_uncertain: bool,
+    retry_failed: bool,
+    as_json: bool,
+) -> None:
     """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT.
 
     What was paid for is recorded in OUT.ledger.sqlite: the same command run again resumes that job."""
@@ -110,13 +132,23 @@ def submit(provider: str, video: Path, audio: Path | None, text: str | None, spe
         raise ValidationError("give exactly one of --audio or --text")
     if speaker and text is None:
         raise ValidationError("--speaker goes with --text (the provider's TTS)")
-    with get_provider(provider, credential=credential_from_env(provider),
-                      poll=poll_for(provider, timeout, poll_interval)) as adapter, reconcile_shown():
-        result = submit_job(adapter, JobRequest(video, audio, text, speaker), out, hooks=printing_hooks(provider),
-                            settings=flow_settings(timeout, resubmit_uncertain, retry_failed))
+    with (
+        get_provider(
+            provider, credential=credential_from_env(provider), poll=poll_for(provider, timeout, poll_interval)
+        ) as adapter,
+        reconcile_shown(),
+    ):
+        result = submit_job(
+            adapter,
+            JobRequest(video, audio, text, speaker),
+            out,
+            hooks=printing_hooks(provider),
+            settings=flow_settings(timeout, resubmit_uncertain, retry_failed),
+        )
     if result.started_with != "create":
-        click.echo(f"{provider} job {printable(result.job_id)}: resumed from {result.ledger} ({result.started_with})",
-                   err=True)
+        click.echo(
+            f"{provider} job {printable(result.job_id)}: resumed from {result.ledger} ({result.started_with})", err=True
+        )
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
     else:

@@ -12,10 +12,18 @@ from . import emit_json, handle_errors, json_option
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--audio", "master", type=click.Path(dir_okay=False, path_type=Path),
-              help="The master voice track: its offset against FILE's sound is checked too.")
-@click.option("--min-confidence", type=click.FloatRange(0), default=None,
-              help="Lip-sync confidence (standard deviations above chance) a file needs; default 3.")
+@click.option(
+    "--audio",
+    "master",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The master voice track: its offset against FILE's sound is checked too.",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0),
+    default=None,
+    help="Lip-sync confidence (standard deviations above chance) a file needs; default 3.",
+)
 @json_option
 @handle_errors
 def verify(file: Path, master: Path | None, min_confidence: float | None, as_json: bool) -> None:
@@ -24,7 +32,8 @@ def verify(file: Path, master: Path | None, min_confidence: float | None, as_jso
     6: not a media file."""
     from ..errors import InputError, ValidationError
     from ..stages.mouth import SyncPolicy
-    from ..stages.verify import SyncReference, VerifyExpectations, verify as run_verify, with_lip_sync
+    from ..stages.verify import SyncReference, VerifyExpectations, with_lip_sync
+    from ..stages.verify import verify as run_verify
 
     if not file.is_file():
         raise InputError(file, "no such file")
@@ -49,11 +58,15 @@ def _print(report) -> None:
         click.echo(f"{mark} {c.name:<14} {c.measured!s:<26} allowed {c.allowed!s:<24} {c.detail}")
     for score in report.lip_sync:
         face = score.face or {}
-        click.echo(f"face: in {face.get('face_share', 0):.0%} of sampled frames, size {face.get('main_size')}, "
-                   f"up to {face.get('max_faces', 0)} faces")
+        click.echo(
+            f"face: in {face.get('face_share', 0):.0%} of sampled frames, size {face.get('main_size')}, "
+            f"up to {face.get('max_faces', 0)} faces"
+        )
         if score.status == "ok":
-            click.echo(f"lip sync: offset {score.offset_frames:+d} frames ({score.offset_s * 1000:+.0f} ms), "
-                       f"r={score.correlation:.2f}, confidence {score.confidence:.1f} sd")
+            click.echo(
+                f"lip sync: offset {score.offset_frames:+d} frames ({score.offset_s * 1000:+.0f} ms), "
+                f"r={score.correlation:.2f}, confidence {score.confidence:.1f} sd"
+            )
         else:
             click.echo(f"lip sync: {score.status}")
     click.echo("passed" if report.ok else "failed")

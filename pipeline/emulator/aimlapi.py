@@ -15,16 +15,15 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from urllib.parse import urlsplit
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from starlette.concurrency import run_in_threadpool
 
 from ..limits import ImageLimits, load_image_limits
 from ..voices import VOICE_NAMES
@@ -34,7 +33,15 @@ from .inputs import check_tts_text, fetch_input, is_loopback, large_json_object,
 from .jobs import Job, JobInput, Phase
 from .portrait import PortraitInput
 from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
+    Dialect,
+    EmulatorState,
+    Reject,
+    RejectKind,
+    bearer,
+    create_reply,
+    endpoint,
+    gateway_error,
+    origin,
 )
 
 PROVIDER = "aimlapi"
@@ -44,16 +51,28 @@ CREDITS_PER_JOB = 2_000_000
 LEGACY_PATH = "/v2/generate/video/pixverse/generation"
 
 _STATUS_CODES = {
-    RejectKind.VALIDATION: 400, RejectKind.BAD_TYPE: 400, RejectKind.NOT_FOUND: 404, RejectKind.AUTH: 401,
-    RejectKind.BILLING: 403, RejectKind.RATE_LIMIT: 429, RejectKind.MODERATED: 400, RejectKind.ACCOUNT: 403,
+    RejectKind.VALIDATION: 400,
+    RejectKind.BAD_TYPE: 400,
+    RejectKind.NOT_FOUND: 404,
+    RejectKind.AUTH: 401,
+    RejectKind.BILLING: 403,
+    RejectKind.RATE_LIMIT: 429,
+    RejectKind.MODERATED: 400,
+    RejectKind.ACCOUNT: 403,
 }
 
 
 def error_body(status: int, message: str, path: str) -> JSONResponse:
-    return JSONResponse({
-        "message": message, "path": path, "requestId": secrets.token_hex(8), "statusCode": status,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }, status_code=status)
+    return JSONResponse(
+        {
+            "message": message,
+            "path": path,
+            "requestId": secrets.token_hex(8),
+            "statusCode": status,
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        },
+        status_code=status,
+    )
 
 
 def reject(rej: Reject, request: Request) -> Response:
@@ -71,7 +90,7 @@ DIALECT = Dialect(PROVIDER, key_from=bearer, reject=reject, server_error=server_
 
 
 async def create(request: Request, state: EmulatorState) -> Response:
-    async with large_json_object(request, state) as body:     # a 50 MB video is a 67 MB data URI
+    async with large_json_object(request, state) as body:  # a 50 MB video is a 67 MB data URI
         if body.get("model") == portrait.MODEL:
             return await _create_portrait(request, state, body)
         return await _create(request, state, body)
@@ -79,21 +98,25 @@ async def create(request: Request, state: EmulatorState) -> Response:
 
 async def _create(request: Request, state: EmulatorState, body: dict) -> Response:
     if body.get("model") != MODEL:
-        raise Reject(RejectKind.VALIDATION, f"model must be one of {', '.join(map(repr, MODELS))}, "
-                                            f"got {body.get('model')!r}")
+        raise Reject(
+            RejectKind.VALIDATION, f"model must be one of {', '.join(map(repr, MODELS))}, got {body.get('model')!r}"
+        )
     video_url, audio_url = string_field(body, "video_url"), string_field(body, "audio_url")
     content, speaker = string_field(body, "lip_sync_tts_content"), string_field(body, "lip_sync_tts_speaker")
     if video_url is None:
         raise Reject(RejectKind.VALIDATION, "video_url is required")
     if (audio_url is not None) == (content is not None or speaker is not None):
-        raise Reject(RejectKind.VALIDATION,
-                     "use either audio_url or lip_sync_tts_speaker with lip_sync_tts_content, not both")
+        raise Reject(
+            RejectKind.VALIDATION, "use either audio_url or lip_sync_tts_speaker with lip_sync_tts_content, not both"
+        )
     if audio_url is None:
         _check_tts(state, content, speaker)
     video, audio = await media_inputs(state, request, PROVIDER, video_url, audio_url)
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
-        lambda n: secrets.token_urlsafe(16)[:21], JobInput(video, audio, content, speaker), state.faults[PROVIDER],
+        lambda n: secrets.token_urlsafe(16)[:21],
+        JobInput(video, audio, content, speaker),
+        state.faults[PROVIDER],
     )
     reply = {"id": job.job_id, "status": "queued", "meta": {"usage": {"credits_used": CREDITS_PER_JOB}}}
     return create_reply(state, job, JSONResponse(reply))
@@ -168,8 +191,11 @@ def check_fields(body: dict, limits: ImageLimits, state: EmulatorState) -> Portr
     resolution = _choice(body, "resolution", limits.resolutions, limits.default_resolution)
     duration = _choice(body, "duration", limits.durations, limits.default_duration)
     if duration not in limits.durations_at(resolution):
-        raise Reject(RejectKind.VALIDATION, f"the {resolution} quality option does not support {duration}-second "
-                                            f"videos", field_name="duration")
+        raise Reject(
+            RejectKind.VALIDATION,
+            f"the {resolution} quality option does not support {duration}-second videos",
+            field_name="duration",
+        )
     _string(body, "negative_prompt", limits.prompt_max_chars)
     if body.get("style") is not None:
         _choice(body, "style", limits.styles, None)
@@ -178,8 +204,9 @@ def check_fields(body: dict, limits: ImageLimits, state: EmulatorState) -> Portr
     return PortraitFields(image_ref, str(prompt), resolution, duration, text, speaker)
 
 
-async def portrait_image(state: EmulatorState, request: Request, ref: str | LargeText,
-                         limits: ImageLimits) -> Path | None:
+async def portrait_image(
+    state: EmulatorState, request: Request, ref: str | LargeText, limits: ImageLimits
+) -> Path | None:
     """The image a create names: a data URI's bytes or a loopback URL's, checked to be an image the model takes.
     An https URL out of the emulator's reach is taken on trust (None), as the real API would fetch it."""
     if not ref.startswith("data:"):
@@ -235,14 +262,22 @@ async def status(request: Request, state: EmulatorState) -> Response:
         if job.number % 2 and not is_portrait(job):
             reply.update(status="succeeded", video={"url": url})
         else:
-            reply.update(status="completed", video={
-                "url": url, "content_type": "video/mp4", "file_name": "output.mp4",
-                "file_size": job.rendered.size_bytes,
-            })
+            reply.update(
+                status="completed",
+                video={
+                    "url": url,
+                    "content_type": "video/mp4",
+                    "file_name": "output.mp4",
+                    "file_size": job.rendered.size_bytes,
+                },
+            )
     else:
         name = "ModerationError" if seen.phase is Phase.MODERATED else "GenerationError"
-        message = "content moderation rejected the input" if seen.phase is Phase.MODERATED else (
-            job.render_error or "generation failed")
+        message = (
+            "content moderation rejected the input"
+            if seen.phase is Phase.MODERATED
+            else (job.render_error or "generation failed")
+        )
         reply.update(status="error", error={"name": name, "message": message})
     return JSONResponse(reply)
 

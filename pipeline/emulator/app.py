@@ -40,14 +40,16 @@ async def serve_file(request: Request) -> Response:
 
 
 def build_app(state: EmulatorState) -> Starlette:
-    app = Starlette(routes=[
-        Mount("/pixverse", routes=pixverse.ROUTES),
-        Mount("/aimlapi", routes=aimlapi.ROUTES),
-        Mount("/useapi", routes=useapi.ROUTES),
-        Mount("/fal/queue", routes=fal.QUEUE_ROUTES),
-        Mount("/fal/rest", routes=fal.STORAGE_ROUTES),
-        Mount("/fal/cdn", routes=fal.CDN_ROUTES),
-        Route("/files/{name}", serve_file, methods=["GET", "HEAD"]),
-    ])
+    app = Starlette(
+        routes=[
+            Mount("/pixverse", routes=pixverse.ROUTES),
+            Mount("/aimlapi", routes=aimlapi.ROUTES),
+            Mount("/useapi", routes=useapi.ROUTES),
+            Mount("/fal/queue", routes=fal.QUEUE_ROUTES),
+            Mount("/fal/rest", routes=fal.STORAGE_ROUTES),
+            Mount("/fal/cdn", routes=fal.CDN_ROUTES),
+            Route("/files/{name}", serve_file, methods=["GET", "HEAD"]),
+        ]
+    )
     app.state.emulator = state
     return app

@@ -17,7 +17,7 @@ from typing import TextIO
 from urllib.parse import unquote_to_bytes
 
 _READ = 1 << 20
-_SPILL_AT = 64 * 1024          # longer string values go to a file
+_SPILL_AT = 64 * 1024  # longer string values go to a file
 _SPECIAL = re.compile(r'["\\]')
 _SCALAR_END = re.compile(r"[,}\]\s]")
 
@@ -170,8 +170,9 @@ class _Scanner:
                     return json.loads("".join(chars))
 
 
-def parse_object(path: Path, spill_dir: Path, *, spill_at: int = _SPILL_AT,
-                 read_size: int = _READ) -> dict[str, object]:
+def parse_object(
+    path: Path, spill_dir: Path, *, spill_at: int = _SPILL_AT, read_size: int = _READ
+) -> dict[str, object]:
     """The top-level JSON object in `path`; string values longer than `spill_at` become `LargeText` files."""
     with open(path, encoding="utf-8", newline="") as f:
         scanner = _Scanner(f, spill_dir, spill_at, read_size)

@@ -20,20 +20,35 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
-from .inputs import (
-    check_tts_text, large_json_object, media_inputs, read_json_object, spool_body, string_field, suffix_for,
-)
 from .callbacks import notify_when_final
+from .inputs import (
+    check_tts_text,
+    large_json_object,
+    media_inputs,
+    read_json_object,
+    spool_body,
+    string_field,
+    suffix_for,
+)
 from .jobs import FINAL_PHASES, Job, JobInput, Phase
-from .state import (ConnectionDropped, Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint,
-                    gateway_error, origin)
+from .state import (
+    ConnectionDropped,
+    Dialect,
+    EmulatorState,
+    Reject,
+    RejectKind,
+    create_reply,
+    endpoint,
+    gateway_error,
+    origin,
+)
 
 PROVIDER = "fal"
 APP = "fal-ai/pixverse"
 TOKEN_TYPE = "Bearer"
 # The docs' own minimal request sends only video_url: TTS then speaks something. We speak their example text.
 DEFAULT_TEXT = "Hello, this is a test message."
-STREAM_TICK_S = 0.05        # how often a status stream looks at its job
+STREAM_TICK_S = 0.05  # how often a status stream looks at its job
 KEEPALIVE_S = 15.0
 
 
@@ -43,8 +58,9 @@ def key_from(request: Request) -> str | None:
 
 
 def infra_error(status: int, detail: str, error_type: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "error_type": error_type}, status_code=status,
-                        headers={"X-Fal-Error-Type": error_type})
+    return JSONResponse(
+        {"detail": detail, "error_type": error_type}, status_code=status, headers={"X-Fal-Error-Type": error_type}
+    )
 
 
 def validation_error(field: str, msg: str, kind: str = "value_error", status: int = 422) -> JSONResponse:
@@ -62,8 +78,13 @@ def reject(rej: Reject, request: Request) -> Response:
         case RejectKind.AUTH:
             return JSONResponse({"detail": "No user found for Key ID and Secret"}, status_code=401)
         case RejectKind.BILLING:
-            return JSONResponse({"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
-                                           "fal.ai/dashboard/billing."}, status_code=403)
+            return JSONResponse(
+                {
+                    "detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
+                    "fal.ai/dashboard/billing."
+                },
+                status_code=403,
+            )
         case RejectKind.ACCOUNT:
             return JSONResponse({"detail": "User is locked. Reason: account under review."}, status_code=403)
         case _:
@@ -85,7 +106,7 @@ def _urls(request: Request, request_id: str) -> dict[str, str]:
 
 
 async def submit(request: Request, state: EmulatorState) -> Response:
-    async with large_json_object(request, state) as body:     # media may come as data URIs
+    async with large_json_object(request, state) as body:  # media may come as data URIs
         return await _submit(request, state, body)
 
 
@@ -96,8 +117,9 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
     if video_url is None:
         raise Reject(RejectKind.VALIDATION, "Field required", field_name="video_url")
     if voice not in VOICE_NAMES:
-        raise Reject(RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}",
-                     field_name="voice_id")
+        raise Reject(
+            RejectKind.VALIDATION, f"Input should be {', '.join(map(repr, VOICE_NAMES))}", field_name="voice_id"
+        )
     if audio_url is None:
         text = text or DEFAULT_TEXT
         check_tts_text(state, PROVIDER, text, "text")
@@ -105,7 +127,8 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: str(uuid.uuid4()),
-        JobInput(video, audio, None if audio else text, None if audio else voice), state.faults[PROVIDER],
+        JobInput(video, audio, None if audio else text, None if audio else voice),
+        state.faults[PROVIDER],
     )
     if webhook := request.query_params.get("fal_webhook"):
         here = origin(request)
@@ -135,7 +158,7 @@ def status_reply(request: Request, state: EmulatorState, job: Job, logs: list | 
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
     reply = {"request_id": job.job_id, "response_url": _urls(request, job.job_id)["response_url"]}
     if seen.flapping:
-        job.attrs["flap"] = "armed"    # this reply is true; the next one goes back to IN_PROGRESS once
+        job.attrs["flap"] = "armed"  # this reply is true; the next one goes back to IN_PROGRESS once
     elif job.attrs.pop("flap", None) == "armed" or seen.phase is Phase.RUNNING:
         return {**reply, "status": "IN_PROGRESS", "logs": logs}, 202, False
     if seen.phase is Phase.QUEUED:
@@ -156,8 +179,11 @@ async def status(request: Request, state: EmulatorState) -> Response:
 async def status_stream(request: Request, state: EmulatorState) -> Response:
     job = _job(request, state)
     breaks = state.faults[PROVIDER].take("break_status_streams")
-    return StreamingResponse(_status_events(request, state, job, breaks), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store"})
+    return StreamingResponse(
+        _status_events(request, state, job, breaks),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def _status_events(request: Request, state: EmulatorState, job: Job, breaks: bool):
@@ -180,10 +206,14 @@ async def _status_events(request: Request, state: EmulatorState, job: Job, break
 
 def output(state: EmulatorState, job: Job, origin_url: str) -> dict:
     """The model's documented output for a finished job."""
-    return {"video": {
-        "url": state.files.url(origin_url, state.result_file(job)), "content_type": "video/mp4",
-        "file_name": "output.mp4", "file_size": job.rendered.size_bytes,
-    }}
+    return {
+        "video": {
+            "url": state.files.url(origin_url, state.result_file(job)),
+            "content_type": "video/mp4",
+            "file_name": "output.mp4",
+            "file_size": job.rendered.size_bytes,
+        }
+    }
 
 
 def webhook_body(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict:
@@ -216,13 +246,15 @@ async def cancel(request: Request, state: EmulatorState) -> Response:
 
 # ---- storage --------------------------------------------------------------------------------------------
 
+
 async def auth_token(request: Request, state: EmulatorState) -> Response:
     token = secrets.token_urlsafe(24)
     with state.lock:
         state.upload_tokens.add(token)
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-    return JSONResponse({"token": token, "token_type": TOKEN_TYPE, "base_url": f"{origin(request)}/fal/cdn",
-                         "expires_at": expires})
+    return JSONResponse(
+        {"token": token, "token_type": TOKEN_TYPE, "base_url": f"{origin(request)}/fal/cdn", "expires_at": expires}
+    )
 
 
 async def _store_upload(request: Request, state: EmulatorState, content_type: str, name: str) -> str:

@@ -8,8 +8,8 @@ import contextlib
 import ipaddress
 import json
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,14 +23,20 @@ from .state import EmulatorState, Reject, RejectKind
 _CHUNK = 1 << 20
 
 _MIME_SUFFIX = {
-    "video/mp4": ".mp4", "video/quicktime": ".mov", "audio/mpeg": ".mp3", "audio/mp3": ".mp3",
-    "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/vnd.wave": ".wav",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/vnd.wave": ".wav",
 }
 CONTAINER_MIME = {"mp4": "video/mp4", "mov": "video/quicktime", "mp3": "audio/mpeg", "wav": "audio/wav"}
 
 
 def suffix_for(content_type: str) -> str:
-    return _MIME_SUFFIX.get(content_type.split(";")[0].strip().lower(), ".bin")
+    return _MIME_SUFFIX.get(content_type.split(";", maxsplit=1)[0].strip().lower(), ".bin")
 
 
 async def spool_body(request: Request, dest: Path, max_bytes: int) -> int:
@@ -99,8 +105,9 @@ async def check_media(state: EmulatorState, provider: str, path: Path, role: str
 
 
 @contextlib.asynccontextmanager
-async def large_json_object(request: Request, state: EmulatorState,
-                            max_bytes: int = 200_000_000) -> AsyncIterator[dict]:
+async def large_json_object(
+    request: Request, state: EmulatorState, max_bytes: int = 200_000_000
+) -> AsyncIterator[dict]:
     """The request's JSON object, read without holding it in memory: long strings are `LargeText` files,
     removed when the block ends (decoded media live on in the file store)."""
     scratch = state.files.new_path(".body")
@@ -132,8 +139,9 @@ def check_tts_text(state: EmulatorState, provider: str, text: str | LargeText, f
     """TTS text must be 1..tts_max_chars characters (the model's limit; providers count characters)."""
     limit = state.limits(provider).tts_max_chars
     if len(text) > limit or not str(text).strip():
-        raise Reject(RejectKind.VALIDATION, f"{field_name} must be 1..{limit} characters, got {len(text)}",
-                     field_name=field_name)
+        raise Reject(
+            RejectKind.VALIDATION, f"{field_name} must be 1..{limit} characters, got {len(text)}", field_name=field_name
+        )
 
 
 def string_field(body: dict, name: str) -> str | LargeText | None:
@@ -150,8 +158,9 @@ def given(value: object) -> bool:
     return value is not None and value != "" and not zero
 
 
-async def media_inputs(state: EmulatorState, request: Request, provider: str, video_ref: str | LargeText,
-                       audio_ref: str | LargeText | None) -> tuple[Path, Path | None]:
+async def media_inputs(
+    state: EmulatorState, request: Request, provider: str, video_ref: str | LargeText, audio_ref: str | LargeText | None
+) -> tuple[Path, Path | None]:
     """Fetch and check a create's video and optional audio, each given as URL or data URI."""
     video = await fetch_input(state, request, video_ref, state.files.new_path(".video"))
     await check_media(state, provider, video, "video")
@@ -160,4 +169,3 @@ async def media_inputs(state: EmulatorState, request: Request, provider: str, vi
     audio = await fetch_input(state, request, audio_ref, state.files.new_path(".audio"))
     await check_media(state, provider, audio, "audio")
     return video, audio
-

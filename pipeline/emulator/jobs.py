@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable
 
 from .faults import Faults
 from .media import Rendered, RenderRequest, render_result
@@ -48,10 +48,10 @@ class JobInput:
 @dataclass
 class Job:
     provider: str
-    number: int                 # 1-based, per provider
-    job_id: str                 # the provider's id, as text
-    created_at: float           # time.monotonic()
-    created_wall: float         # time.time(), for timestamps in replies
+    number: int  # 1-based, per provider
+    job_id: str  # the provider's id, as text
+    created_at: float  # time.monotonic()
+    created_wall: float  # time.time(), for timestamps in replies
     queue_s: float
     run_s: float
     outcome: Outcome
@@ -59,8 +59,8 @@ class Job:
     flap_pending: bool = False
     canceled: bool = False
     render: Future | None = field(default=None, repr=False)
-    attrs: dict[str, str] = field(default_factory=dict)   # protocol extras echoed back (e.g. useapi replyRef)
-    answer_lost: str | None = None   # why the create's answer never reached the client (a fault), else None
+    attrs: dict[str, str] = field(default_factory=dict)  # protocol extras echoed back (e.g. useapi replyRef)
+    answer_lost: str | None = None  # why the create's answer never reached the client (a fault), else None
 
     @property
     def rendered(self) -> Rendered | None:
@@ -107,14 +107,23 @@ def outcome_from(faults: Faults) -> Outcome:
 @dataclass(frozen=True)
 class Observation:
     phase: Phase
-    flapping: bool      # this reply should lie about the final state, once
+    flapping: bool  # this reply should lie about the final state, once
 
 
 class JobStore:
     """One provider's jobs. Thread-safe: the event loop, render threads and test code all touch it."""
 
-    def __init__(self, provider: str, *, queue_s: float, latency_s: float, jitter_s: float,
-                 short_side: int, out_dir: Path, executor: Executor):
+    def __init__(
+        self,
+        provider: str,
+        *,
+        queue_s: float,
+        latency_s: float,
+        jitter_s: float,
+        short_side: int,
+        out_dir: Path,
+        executor: Executor,
+    ):
         self.provider = provider
         self._queue_s, self._latency_s, self._jitter_s = queue_s, latency_s, jitter_s
         self._short_side = short_side
@@ -132,10 +141,16 @@ class JobStore:
         with self._lock:
             number = len(self._order) + 1
             job = Job(
-                provider=self.provider, number=number, job_id=str(make_id(number)),
-                created_at=time.monotonic(), created_wall=time.time(),
-                queue_s=self._queue_s, run_s=self._latency_s + random.uniform(0, self._jitter_s) + stall_s,
-                outcome=outcome, inputs=inputs, flap_pending=faults.flap_status,
+                provider=self.provider,
+                number=number,
+                job_id=str(make_id(number)),
+                created_at=time.monotonic(),
+                created_wall=time.time(),
+                queue_s=self._queue_s,
+                run_s=self._latency_s + random.uniform(0, self._jitter_s) + stall_s,
+                outcome=outcome,
+                inputs=inputs,
+                flap_pending=faults.flap_status,
             )
             self._jobs[job.job_id] = job
             self._order.append(job)
@@ -144,8 +159,12 @@ class JobStore:
             job.render = self._executor.submit(render_portrait, inputs, out)
         elif outcome is Outcome.SUCCEEDED:
             request = RenderRequest(
-                video=inputs.video, audio=inputs.audio, text=inputs.text, speaker=inputs.speaker,
-                short_side=self._short_side, audio_offset_ms=faults.audio_offset_ms,
+                video=inputs.video,
+                audio=inputs.audio,
+                text=inputs.text,
+                speaker=inputs.speaker,
+                short_side=self._short_side,
+                audio_offset_ms=faults.audio_offset_ms,
                 out=out,
             )
             job.render = self._executor.submit(render_result, request)

@@ -25,10 +25,10 @@ log = logging.getLogger("lipsync.emulator.media")
 class MediaInfo:
     """What the emulator needs to know about an uploaded file."""
 
-    kind: str | None            # "video", "audio", "image" (inspect_image), or None when none is found
-    container: str              # "mp4", "mov", "mp3", "wav", or MediaInfo's own format name
+    kind: str | None  # "video", "audio", "image" (inspect_image), or None when none is found
+    container: str  # "mp4", "mov", "mp3", "wav", or MediaInfo's own format name
     duration_s: float | None
-    width: int | None           # display size (rotation applied)
+    width: int | None  # display size (rotation applied)
     height: int | None
     size_bytes: int
 
@@ -49,7 +49,7 @@ def inspect_media(path: Path) -> MediaInfo:
     size = path.stat().st_size
     if general is None or not general.format:
         return MediaInfo(kind=None, container="unknown", duration_s=None, width=None, height=None, size_bytes=size)
-    video = next(iter(info.video_tracks), None)      # MediaInfo lists mp4/mov cover art as a tag, not a track
+    video = next(iter(info.video_tracks), None)  # MediaInfo lists mp4/mov cover art as a tag, not a track
     audio = next(iter(info.audio_tracks), None)
     duration = float(general.duration) / 1000 if general.duration else None
     if video is not None and video.width and video.height:
@@ -108,7 +108,7 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class RenderRequest:
     video: Path
-    audio: Path | None          # the submitted audio, or None for TTS
+    audio: Path | None  # the submitted audio, or None for TTS
     text: str | None
     speaker: str | None
     short_side: int
@@ -152,9 +152,18 @@ def render_result(req: RenderRequest) -> Rendered:
         a = a.filter("atrim", start=-req.audio_offset_ms / 1000).filter("asetpts", "PTS-STARTPTS")
     with atomic_output(req.out) as tmp:
         out = ffmpeg.output(
-            v, a, str(tmp), t=f"{seconds:.3f}", vcodec="libx264", preset="ultrafast", crf=30,
+            v,
+            a,
+            str(tmp),
+            t=f"{seconds:.3f}",
+            vcodec="libx264",
+            preset="ultrafast",
+            crf=30,
             **{"threads:v": X264_THREADS},
-            acodec="aac", audio_bitrate="96k", movflags="+faststart", f="mp4",
+            acodec="aac",
+            audio_bitrate="96k",
+            movflags="+faststart",
+            f="mp4",
         )
         run_ffmpeg(compile_stream(out.global_args("-v", "error")), what=f"rendering emulator result {req.out.name}")
     return Rendered(req.out, width, height, req.out.stat().st_size, seconds)

@@ -18,7 +18,14 @@ from starlette.routing import Route
 
 from ..voices import VOICE_IDS
 from .inputs import (
-    CONTAINER_MIME, check_media, check_tts_text, fetch_input, given, read_json_object, string_field, suffix_for,
+    CONTAINER_MIME,
+    check_media,
+    check_tts_text,
+    fetch_input,
+    given,
+    read_json_object,
+    string_field,
+    suffix_for,
 )
 from .jobs import JobInput, Phase
 from .state import Dialect, EmulatorState, Reject, RejectKind, create_reply, endpoint, gateway_error, origin
@@ -37,8 +44,14 @@ _CODES = {
     RejectKind.TRACE_REUSED: (400033, "Invalid Ai-trace-id"),
     RejectKind.ACCOUNT: (10001, "Account abnormal"),
 }
-_STATUS = {Phase.QUEUED: 5, Phase.RUNNING: 5, Phase.SUCCEEDED: 1, Phase.MODERATED: 7, Phase.FAILED: 8,
-           Phase.CANCELED: 6}
+_STATUS = {
+    Phase.QUEUED: 5,
+    Phase.RUNNING: 5,
+    Phase.SUCCEEDED: 1,
+    Phase.MODERATED: 7,
+    Phase.FAILED: 8,
+    Phase.CANCELED: 6,
+}
 TTS_SPEAKERS = [{"speaker_id": sid, "name": name} for name, sid in VOICE_IDS.items()]
 
 
@@ -76,8 +89,13 @@ def check_trace_id(request: Request, state: EmulatorState) -> None:
         state.trace_ids.add(trace)
 
 
-DIALECT = Dialect(PROVIDER, key_from=lambda r: r.headers.get("api-key"), reject=reject,
-                  server_error=server_error, precheck=check_trace_id)
+DIALECT = Dialect(
+    PROVIDER,
+    key_from=lambda r: r.headers.get("api-key"),
+    reject=reject,
+    server_error=server_error,
+    precheck=check_trace_id,
+)
 
 
 async def upload(request: Request, state: EmulatorState) -> Response:
@@ -135,8 +153,10 @@ async def generate(request: Request, state: EmulatorState) -> Response:
         raise Reject(RejectKind.VALIDATION, "choose exactly one of source_video_id or video_media_id")
     tts = speaker is not None or content is not None
     if given(audio_media_id) == tts:
-        raise Reject(RejectKind.VALIDATION, "choose exactly one of audio_media_id or "
-                                            "lip_sync_tts_speaker_id + lip_sync_tts_content")
+        raise Reject(
+            RejectKind.VALIDATION,
+            "choose exactly one of audio_media_id or lip_sync_tts_speaker_id + lip_sync_tts_content",
+        )
     video = _source_video(state, source_video_id, video_media_id)
     audio = None
     if audio_media_id is not None:
@@ -146,7 +166,8 @@ async def generate(request: Request, state: EmulatorState) -> Response:
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: big_id(state.files.next_number()),
-        JobInput(video=video, audio=audio, text=content, speaker=speaker), state.faults[PROVIDER],
+        JobInput(video=video, audio=audio, text=content, speaker=speaker),
+        state.faults[PROVIDER],
     )
     return create_reply(state, job, envelope({"video_id": int(job.job_id)}))
 
@@ -173,17 +194,31 @@ async def result(request: Request, state: EmulatorState) -> Response:
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
     rendered = job.rendered if seen.phase is Phase.SUCCEEDED else None
     resp = {
-        "id": int(job.job_id), "status": _STATUS[seen.phase], "url": "", "outputWidth": 0, "outputHeight": 0,
-        "size": 0, "create_time": _stamp(job.created_wall), "modify_time": _stamp(time.time()),
-        "prompt": "", "negative_prompt": "", "resolution_ratio": 0, "seed": 0, "style": "",
+        "id": int(job.job_id),
+        "status": _STATUS[seen.phase],
+        "url": "",
+        "outputWidth": 0,
+        "outputHeight": 0,
+        "size": 0,
+        "create_time": _stamp(job.created_wall),
+        "modify_time": _stamp(time.time()),
+        "prompt": "",
+        "negative_prompt": "",
+        "resolution_ratio": 0,
+        "seed": 0,
+        "style": "",
     }
     if seen.flapping:
-        resp["status"] = 1     # "success" before the file exists: url empty, size zero
+        resp["status"] = 1  # "success" before the file exists: url empty, size zero
     elif rendered is not None:
         stored = state.result_file(job)
-        resp.update(url=state.files.url(origin(request), stored), outputWidth=rendered.width,
-                    outputHeight=rendered.height, size=rendered.size_bytes,
-                    resolution_ratio=min(rendered.width, rendered.height))
+        resp.update(
+            url=state.files.url(origin(request), stored),
+            outputWidth=rendered.width,
+            outputHeight=rendered.height,
+            size=rendered.size_bytes,
+            resolution_ratio=min(rendered.width, rendered.height),
+        )
     return envelope(resp)
 
 

@@ -21,10 +21,10 @@ from ..speech import speak_to_wav
 from .media import Rendered, inspect_image
 
 MODEL = "pixverse/v5/image-to-video"
-TOKENS_PER_JOB = 420_000        # seed 003's sample reply: meta.usage.tokens_used
+TOKENS_PER_JOB = 420_000  # seed 003's sample reply: meta.usage.tokens_used
 FPS = 24
-ZOOM = 0.08                     # how much closer the last frame is than the first
-STAND_IN = "testsrc2=size=1280x720"     # animated when the image is an https URL out of the emulator's reach
+ZOOM = 0.08  # how much closer the last frame is than the first
+STAND_IN = "testsrc2=size=1280x720"  # animated when the image is an https URL out of the emulator's reach
 IMAGE_FORMATS = ("JPEG", "PNG", "WebP")  # MediaInfo's names of what the model takes
 
 
@@ -69,17 +69,33 @@ def render_portrait(req: PortraitInput, out: Path) -> Rendered:
     picture, (width, height) = _picture(req)
     w, h = frame_size(width, height, int(req.resolution.removesuffix("p")))
     per_frame = ZOOM / (req.duration * FPS)
-    video = (picture.video.filter("scale", w, h).filter("setsar", 1)
-             .filter("zoompan", z=f"1+{per_frame:.8f}*on", x="iw/2-(iw/zoom/2)", y="ih/2-(ih/zoom/2)", d=1,
-                     s=f"{w}x{h}", fps=FPS)
-             .filter("format", "yuv420p"))
+    video = (
+        picture.video.filter("scale", w, h)
+        .filter("setsar", 1)
+        .filter(
+            "zoompan", z=f"1+{per_frame:.8f}*on", x="iw/2-(iw/zoom/2)", y="ih/2-(ih/zoom/2)", d=1, s=f"{w}x{h}", fps=FPS
+        )
+        .filter("format", "yuv420p")
+    )
     streams = [video]
     if req.text is not None:
         voice_seed = zlib.crc32((req.speaker or "").encode()) % 1000
         speech = speak_to_wav(req.text, out.with_suffix(".tts.wav"), voice_seed=voice_seed)
         streams.append(ffmpeg.input(str(speech)).audio.filter("apad"))
     with atomic_output(out) as tmp:
-        command = ffmpeg.output(*streams, str(tmp), t=req.duration, r=FPS, vcodec="libx264", preset="ultrafast",
-                                crf=28, **{"threads:v": X264_THREADS}, acodec="aac", audio_bitrate="96k", movflags="+faststart", f="mp4")
+        command = ffmpeg.output(
+            *streams,
+            str(tmp),
+            t=req.duration,
+            r=FPS,
+            vcodec="libx264",
+            preset="ultrafast",
+            crf=28,
+            **{"threads:v": X264_THREADS},
+            acodec="aac",
+            audio_bitrate="96k",
+            movflags="+faststart",
+            f="mp4",
+        )
         run_ffmpeg(compile_stream(command.global_args("-v", "error")), what=f"rendering emulator portrait {out.name}")
     return Rendered(out, w, h, out.stat().st_size, float(req.duration))

@@ -59,10 +59,17 @@ class Emulator:
         self.port: int | None = None
 
     # ---- lifecycle
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         _quiet_uvicorn()
-        config = uvicorn.Config(self.app, host=self.settings.host, port=self.settings.port, log_config=None,
-                                log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.host,
+            port=self.settings.port,
+            log_config=None,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="emulator-server", daemon=True)
         self._thread.start()
@@ -78,7 +85,7 @@ class Emulator:
     def _serve(self) -> None:
         try:
             self._server.run()
-        except SystemExit:      # uvicorn exits when it cannot bind; start() turns that into a ToolError
+        except SystemExit:  # uvicorn exits when it cannot bind; start() turns that into a ToolError
             log.debug("emulator server thread exited early")
 
     def stop(self) -> None:
@@ -95,7 +102,7 @@ class Emulator:
         while self._thread is not None and self._thread.is_alive():
             self._thread.join(0.5)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -9,11 +9,11 @@ import itertools
 import logging
 import secrets
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,28 +31,28 @@ PROVIDERS = ("pixverse", "aimlapi", "useapi", "fal")
 
 @dataclass
 class EmulatorSettings:
-    latency_s: float = 1.0          # time a job spends generating
-    queue_s: float = 0.0            # time a job waits in the queue first
-    port: int = 0                   # 0 = a free port
-    api_keys: dict[str, str] | None = None   # provider -> key; None = any non-empty key
+    latency_s: float = 1.0  # time a job spends generating
+    queue_s: float = 0.0  # time a job waits in the queue first
+    port: int = 0  # 0 = a free port
+    api_keys: dict[str, str] | None = None  # provider -> key; None = any non-empty key
     host: str = "127.0.0.1"
-    jitter_s: float = 0.0           # each job's latency gets up to this much extra
-    output_short_side: int = 720    # result frame: short side scaled to this, never up
-    useapi_max_jobs: int = 3        # the account's concurrent jobs when a create sends no maxJobs
+    jitter_s: float = 0.0  # each job's latency gets up to this much extra
+    output_short_side: int = 720  # result frame: short side scaled to this, never up
+    useapi_max_jobs: int = 3  # the account's concurrent jobs when a create sends no maxJobs
     render_workers: int = 2
-    workdir: Path | None = None     # uploads and results; None = a temp dir removed on stop
+    workdir: Path | None = None  # uploads and results; None = a temp dir removed on stop
 
 
 class RejectKind(StrEnum):
-    VALIDATION = "validation"       # bad parameter value / missing / conflicting
-    BAD_TYPE = "bad_type"           # wrong JSON type (PixVerse 400013)
+    VALIDATION = "validation"  # bad parameter value / missing / conflicting
+    BAD_TYPE = "bad_type"  # wrong JSON type (PixVerse 400013)
     NOT_FOUND = "not_found"
     AUTH = "auth"
     BILLING = "billing"
     RATE_LIMIT = "rate_limit"
     MODERATED = "moderated"
     TRACE_REUSED = "trace_reused"
-    ACCOUNT = "account"             # the account needs a human before any call works
+    ACCOUNT = "account"  # the account needs a human before any call works
 
 
 class Reject(Exception):
@@ -110,8 +110,16 @@ class FileStore:
         self.root.mkdir(parents=True, exist_ok=True)
         return self.root / f"{secrets.token_urlsafe(12)}{suffix}"
 
-    def add(self, provider: str, path: Path, content_type: str, *, is_result: bool = False,
-            info: MediaInfo | None = None, token: str | None = None) -> StoredFile:
+    def add(
+        self,
+        provider: str,
+        path: Path,
+        content_type: str,
+        *,
+        is_result: bool = False,
+        info: MediaInfo | None = None,
+        token: str | None = None,
+    ) -> StoredFile:
         """Make `path` downloadable; `token` fixes the URL when it was promised before the upload."""
         stored = StoredFile(token or secrets.token_urlsafe(16), provider, path, content_type, is_result, info)
         with self._lock:
@@ -135,21 +143,28 @@ class EmulatorState:
     faults: dict[str, Faults] = field(default_factory=lambda: {p: Faults() for p in PROVIDERS})
     jobs: dict[str, JobStore] = field(init=False)
     files: FileStore = field(init=False)
-    trace_ids: set[str] = field(default_factory=set)            # PixVerse Ai-trace-id values seen
-    upload_tokens: set[str] = field(default_factory=set)        # fal CDN tokens issued
+    trace_ids: set[str] = field(default_factory=set)  # PixVerse Ai-trace-id values seen
+    upload_tokens: set[str] = field(default_factory=set)  # fal CDN tokens issued
     pending_uploads: dict[str, tuple[str, str]] = field(default_factory=dict)  # fal initiate: token -> (name, type)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    background: set = field(default_factory=set)                # asyncio tasks (callbacks) kept alive
+    background: set = field(default_factory=set)  # asyncio tasks (callbacks) kept alive
     _error_count: dict[str, int] = field(default_factory=dict)
     _results: dict[tuple[str, str], StoredFile] = field(default_factory=dict)
 
     def __post_init__(self):
         self.files = FileStore(self.workdir / "files")
-        self.jobs = {provider: JobStore(
-            provider, queue_s=self.settings.queue_s, latency_s=self.settings.latency_s,
-            jitter_s=self.settings.jitter_s, short_side=self.settings.output_short_side,
-            out_dir=self.workdir / "results", executor=self.executor,
-        ) for provider in PROVIDERS}
+        self.jobs = {
+            provider: JobStore(
+                provider,
+                queue_s=self.settings.queue_s,
+                latency_s=self.settings.latency_s,
+                jitter_s=self.settings.jitter_s,
+                short_side=self.settings.output_short_side,
+                out_dir=self.workdir / "results",
+                executor=self.executor,
+            )
+            for provider in PROVIDERS
+        }
         (self.workdir / "results").mkdir(parents=True, exist_ok=True)
 
     def limits(self, provider: str) -> Limits:
@@ -172,8 +187,9 @@ class EmulatorState:
         job = self.jobs[provider].get(job_id)
         rendered = job.rendered if job is not None else None
         if rendered is None:
-            raise Reject(RejectKind.VALIDATION, f"{field_name} {job_id} is not a completed video",
-                         field_name=field_name)
+            raise Reject(
+                RejectKind.VALIDATION, f"{field_name} {job_id} is not a completed video", field_name=field_name
+            )
         return rendered.path
 
     def result_file(self, job: Job) -> StoredFile:
@@ -204,6 +220,7 @@ def state_of(request: Request) -> EmulatorState:
 
 # ---- the gate every endpoint goes through -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Dialect:
     """How one protocol authenticates and shapes its errors."""
@@ -211,8 +228,8 @@ class Dialect:
     provider: str
     key_from: Callable[[Request], str | None]
     reject: Callable[[Reject, Request], Response]
-    server_error: Callable[[int], Response]     # argument: the n-th injected error, to vary the shape
-    precheck: Callable[[Request, "EmulatorState"], None] | None = None   # after auth (PixVerse trace ids)
+    server_error: Callable[[int], Response]  # argument: the n-th injected error, to vary the shape
+    precheck: Callable[[Request, EmulatorState], None] | None = None  # after auth (PixVerse trace ids)
 
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
@@ -255,6 +272,7 @@ def bearer(request: Request) -> str | None:
 
 
 # ---- create replies that never arrive -------------------------------------------------------------------
+
 
 class ConnectionDropped(Exception):
     """Raised mid-reply on purpose so the server closes the connection: the client sees a transport error."""

@@ -16,11 +16,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_IDS
-from .inputs import check_media, given, read_json_object, spool_body, suffix_for
 from .callbacks import notify_when_final
+from .inputs import check_media, given, read_json_object, spool_body, suffix_for
 from .jobs import Job, JobInput, Phase, phase_at
 from .state import (
-    Dialect, EmulatorState, Reject, RejectKind, bearer, create_reply, endpoint, gateway_error, origin,
+    Dialect,
+    EmulatorState,
+    Reject,
+    RejectKind,
+    bearer,
+    create_reply,
+    endpoint,
+    gateway_error,
+    origin,
 )
 
 PROVIDER = "useapi"
@@ -29,27 +37,43 @@ DEFAULT_EMAIL = "emulator@example.com"
 FIELD_MAX = 1024
 
 _REJECTS = {
-    RejectKind.VALIDATION: (400, None), RejectKind.BAD_TYPE: (400, None), RejectKind.NOT_FOUND: (404, None),
+    RejectKind.VALIDATION: (400, None),
+    RejectKind.BAD_TYPE: (400, None),
+    RejectKind.NOT_FOUND: (404, None),
     RejectKind.AUTH: (401, "Unauthorized"),
     RejectKind.BILLING: (412, "All Credits have been used up. Please upgrade your membership or purchase credits."),
     RejectKind.RATE_LIMIT: (429, "Reached the limit for concurrent generations."),
     RejectKind.MODERATED: (422, "Your prompt has triggered our AI moderator, please re-enter your prompt"),
-    RejectKind.ACCOUNT: (596, "Your PixVerse account has pending error. Please address this issue at "
-                              "https://useapi.net/docs/api-pixverse-v2/post-pixverse-accounts-email before making "
-                              "any new API calls."),
+    RejectKind.ACCOUNT: (
+        596,
+        "Your PixVerse account has pending error. Please address this issue at "
+        "https://useapi.net/docs/api-pixverse-v2/post-pixverse-accounts-email before making "
+        "any new API calls.",
+    ),
 }
 _UPLOAD_TYPES = {
-    "video/mp4": "video", "video/quicktime": "video",
-    "audio/mpeg": "audio", "audio/mp3": "audio", "audio/wav": "audio", "audio/x-wav": "audio",
-    "audio/wave": "audio", "audio/vnd.wave": "audio",
+    "video/mp4": "video",
+    "video/quicktime": "video",
+    "audio/mpeg": "audio",
+    "audio/mp3": "audio",
+    "audio/wav": "audio",
+    "audio/x-wav": "audio",
+    "audio/wave": "audio",
+    "audio/vnd.wave": "audio",
 }
-_STATUS = {Phase.SUCCEEDED: (1, "COMPLETED"), Phase.FAILED: (8, "FAILED"), Phase.MODERATED: (7, "MODERATED"),
-           Phase.CANCELED: (8, "FAILED")}
+_STATUS = {
+    Phase.SUCCEEDED: (1, "COMPLETED"),
+    Phase.FAILED: (8, "FAILED"),
+    Phase.MODERATED: (7, "MODERATED"),
+    Phase.CANCELED: (8, "FAILED"),
+}
 # Stray whitespace on a few values, as the real list has.
 VOICES = [
-    {"speaker_id": f" {sid}" if sid in ("3", "12") else sid,
-     "url": f"https://media.pixverse.ai/tts/{sid}.mp3",
-     "display_name": f"{name} " if name in ("Ava", "Jack") else name}
+    {
+        "speaker_id": f" {sid}" if sid in ("3", "12") else sid,
+        "url": f"https://media.pixverse.ai/tts/{sid}.mp3",
+        "display_name": f"{name} " if name in ("Ava", "Jack") else name,
+    }
     for name, sid in VOICE_IDS.items()
 ]
 
@@ -76,8 +100,10 @@ async def upload(request: Request, state: EmulatorState) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     role = _UPLOAD_TYPES.get(content_type)
     if role is None:
-        raise Reject(RejectKind.VALIDATION, f"Content-Type {content_type or '(missing)'} not supported; "
-                                            f"use one of {', '.join(_UPLOAD_TYPES)}")
+        raise Reject(
+            RejectKind.VALIDATION,
+            f"Content-Type {content_type or '(missing)'} not supported; use one of {', '.join(_UPLOAD_TYPES)}",
+        )
     limits = state.limits(PROVIDER)
     path = state.files.new_path(suffix_for(content_type))
     size = await spool_body(request, path, max(limits.video_max_bytes, limits.audio_max_bytes))
@@ -147,7 +173,7 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
     audio_path, prompt = _text(body, "audio_path"), _text(body, "prompt", limits.tts_max_chars)
     speaker_id = _text(body, "speaker_id")
     reply_url = _text(body, "replyUrl")
-    _text(body, "replyRef")     # only its length is checked
+    _text(body, "replyRef")  # only its length is checked
     max_jobs = _max_jobs(body, state.settings.useapi_max_jobs)
     if audio_path is None and prompt is None:
         raise Reject(RejectKind.VALIDATION, "send audio_path, or prompt with speaker_id")
@@ -160,12 +186,16 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
             raise Reject(RejectKind.MODERATED, "prompt moderated")
     email = str(body.get("email") or request.query_params.get("email") or DEFAULT_EMAIL)
     if state.jobs[PROVIDER].running(time.monotonic(), lambda job: job.attrs.get("email") == email) >= max_jobs:
-        return error(429, f"Account {email} is busy executing {max_jobs} tasks. "
-                          "All configured accounts are running at maximum capacity.")
+        return error(
+            429,
+            f"Account {email} is busy executing {max_jobs} tasks. "
+            "All configured accounts are running at maximum capacity.",
+        )
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: f"user:{USER_ID}-pixverse:{email}-video:{900000 + n}",
-        JobInput(video, audio, None if audio else prompt, speaker), state.faults[PROVIDER],
+        JobInput(video, audio, None if audio else prompt, speaker),
+        state.faults[PROVIDER],
     )
     job.attrs.update(email=email, replyRef=str(body.get("replyRef") or ""), prompt=prompt or "")
     if reply_url:
@@ -176,16 +206,26 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
 
 def video_object(state: EmulatorState, job: Job, phase: Phase, origin_url: str, *, flapping: bool = False) -> dict:
     """The documented video object; non-final only while flapping (a COMPLETED without url)."""
-    reply = {"video_id": job.job_id, "prompt": job.attrs.get("prompt", ""), "replyRef": job.attrs.get("replyRef", ""),
-             "created": job.created_wall, "url": None, "output_width": None, "output_height": None}
+    reply = {
+        "video_id": job.job_id,
+        "prompt": job.attrs.get("prompt", ""),
+        "replyRef": job.attrs.get("replyRef", ""),
+        "created": job.created_wall,
+        "url": None,
+        "output_width": None,
+        "output_height": None,
+    }
     if flapping:
         return reply | {"video_status": 1, "video_status_name": "COMPLETED", "video_status_final": False}
     code, name = _STATUS[phase]
     reply.update(video_status=code, video_status_name=name, video_status_final=True)
     if phase is Phase.SUCCEEDED:
         rendered = job.rendered
-        reply.update(url=state.files.url(origin_url, state.result_file(job)),
-                     output_width=rendered.width, output_height=rendered.height)
+        reply.update(
+            url=state.files.url(origin_url, state.result_file(job)),
+            output_width=rendered.width,
+            output_height=rendered.height,
+        )
     return reply
 
 
@@ -201,9 +241,16 @@ async def videos(request: Request, state: EmulatorState) -> Response:
 def _listed_video(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict:
     if phase in _STATUS:
         return video_object(state, job, phase, origin_url)
-    return {"video_id": job.job_id, "prompt": job.attrs.get("prompt", ""), "replyRef": job.attrs.get("replyRef", ""),
-            "created": job.created_wall, "url": None, "video_status": 5, "video_status_name": "GENERATING",
-            "video_status_final": False}
+    return {
+        "video_id": job.job_id,
+        "prompt": job.attrs.get("prompt", ""),
+        "replyRef": job.attrs.get("replyRef", ""),
+        "created": job.created_wall,
+        "url": None,
+        "video_status": 5,
+        "video_status_name": "GENERATING",
+        "video_status_final": False,
+    }
 
 
 async def video(request: Request, state: EmulatorState) -> Response:

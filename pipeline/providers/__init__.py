@@ -13,7 +13,8 @@ paths to it. Credentials are handed in; `credential_from_env` is how the CLI rea
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -33,10 +34,27 @@ PROVIDERS: dict[str, type[Provider]] = {
 PROVIDER_NAMES = tuple(PROVIDERS)
 BASE_URL_KEYS = tuple(key for cls in PROVIDERS.values() for key in cls.base_url_defaults)
 
-__all__ = ["BASE_URL_KEYS", "Download", "JobHandle", "JobRequest", "JobState", "JobStatus", "PROVIDERS",
-           "PROVIDER_NAMES", "PollPolicy", "Provider", "RetriesExhausted", "RetryPolicy", "Voice",
-           "credential_from_env", "get_provider", "make_client", "provider_class", "resolve_base_urls",
-           "wait_for_job"]
+__all__ = [
+    "BASE_URL_KEYS",
+    "PROVIDERS",
+    "PROVIDER_NAMES",
+    "Download",
+    "JobHandle",
+    "JobRequest",
+    "JobState",
+    "JobStatus",
+    "PollPolicy",
+    "Provider",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "Voice",
+    "credential_from_env",
+    "get_provider",
+    "make_client",
+    "provider_class",
+    "resolve_base_urls",
+    "wait_for_job",
+]
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -46,13 +64,16 @@ def provider_class(name: str) -> type[Provider]:
         raise ConfigError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDER_NAMES)}") from None
 
 
-def resolve_base_urls(name: str, explicit: Mapping[str, str] | None = None,
-                      env: Mapping[str, str] | None = None) -> dict[str, str]:
+def resolve_base_urls(
+    name: str, explicit: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The base URLs provider `name` uses: explicit > environment > default, for each of its keys."""
     env = os.environ if env is None else env
     cls = provider_class(name)
-    return {key: (explicit or {}).get(key) or env.get(cls.base_url_env[key], "").strip() or default
-            for key, default in cls.base_url_defaults.items()}
+    return {
+        key: (explicit or {}).get(key) or env.get(cls.base_url_env[key], "").strip() or default
+        for key, default in cls.base_url_defaults.items()
+    }
 
 
 def credential_from_env(name: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -62,13 +83,29 @@ def credential_from_env(name: str, env: Mapping[str, str] | None = None) -> str 
     return value or None
 
 
-def get_provider(name: str, *, credential: str | None, base_urls: Mapping[str, str] | None = None,
-                 poll: PollPolicy | None = None, client_timeout: float | httpx.Timeout | None = None,
-                 retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
-                 client: httpx.Client | None = None, **options: Any) -> Provider:
+def get_provider(
+    name: str,
+    *,
+    credential: str | None,
+    base_urls: Mapping[str, str] | None = None,
+    poll: PollPolicy | None = None,
+    client_timeout: float | httpx.Timeout | None = None,
+    retry: RetryPolicy | None = None,
+    create_retry: RetryPolicy | None = None,
+    client: httpx.Client | None = None,
+    **options: Any,
+) -> Provider:
     """The adapter for `name`, talking to `base_urls` (resolved against the environment and the real
     hosts) with `credential`. `options` are provider-specific (useapi: max_jobs, email); `client` lets a
     caller wrap the transport (tests record every request)."""
     cls = provider_class(name)
-    return cls(credential=credential, base_urls=resolve_base_urls(name, base_urls), poll=poll, retry=retry,
-               create_retry=create_retry, client=client, client_timeout=client_timeout, **options)
+    return cls(
+        credential=credential,
+        base_urls=resolve_base_urls(name, base_urls),
+        poll=poll,
+        retry=retry,
+        create_retry=create_retry,
+        client=client,
+        client_timeout=client_timeout,
+        **options,
+    )

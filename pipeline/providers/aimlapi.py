@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -24,15 +25,30 @@ from ..errors import BillingError, LipsyncError, ValidationError
 from ..fsutil import sha256_file
 from ..limits import ImageLimits, load_image_limits
 from ..voices import VOICE_NAMES, resolve_voice
-from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
-                   http_error, looks_moderated, media_type, optional_float, optional_int, reply_json, unknown_status)
+from .base import (
+    JobHandle,
+    JobRequest,
+    JobState,
+    JobStatus,
+    Provider,
+    Submission,
+    Voice,
+    error_text,
+    http_error,
+    looks_moderated,
+    media_type,
+    optional_float,
+    optional_int,
+    reply_json,
+    unknown_status,
+)
 from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 PATH = "/v2/video/generations"
 MODEL = "pixverse/lip-sync"
-IMAGE_KIND = "image-to-video"       # the ProviderRequest kind of ImageJobRequest
-B64_SLICE = 3 * (1 << 18)           # 768 KiB in, 1 MiB of base64 out
+IMAGE_KIND = "image-to-video"  # the ProviderRequest kind of ImageJobRequest
+B64_SLICE = 3 * (1 << 18)  # 768 KiB in, 1 MiB of base64 out
 QUEUED = frozenset({"queued", "waiting", "pending"})
 RUNNING = frozenset({"generating", "active", "processing", "in_progress"})
 DONE = frozenset({"completed", "succeeded", "success"})
@@ -107,8 +123,9 @@ def media_field(path: Path, url: str | None) -> str | DataUri:
 
 def described(fields: dict[str, str | int | DataUri]) -> dict[str, str | int]:
     """A create's fields for the reconcile record: files by name and size, never their bytes."""
-    return {k: (f"data URI of {v.path.name} ({v.size} bytes)" if isinstance(v, DataUri) else v)
-            for k, v in fields.items()}
+    return {
+        k: (f"data URI of {v.path.name} ({v.size} bytes)" if isinstance(v, DataUri) else v) for k, v in fields.items()
+    }
 
 
 def error_for(status_code: int, message: str, what: str) -> LipsyncError:
@@ -147,15 +164,21 @@ def parse_generation(body: Any) -> JobStatus:
         name = error.get("name") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else (str(error) if error else None)
         state = JobState.MODERATED if looks_moderated(name, message) else JobState.FAILED
-        return JobStatus(state, raw, credits=credits, error_code=name or raw,
-                         error_message=message or "generation failed")
+        return JobStatus(
+            state, raw, credits=credits, error_code=name or raw, error_message=message or "generation failed"
+        )
     video = body.get("video") if isinstance(body.get("video"), dict) else {}
     if word in DONE:
         url = video.get("url") or None
         size = optional_int(video.get("file_size"), nonnegative=True)
         confirmed = bool(url) and (size is None or size > 0)
-        return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, raw, result_url=url,
-                         credits=credits, unconfirmed=not confirmed)
+        return JobStatus(
+            JobState.SUCCEEDED if confirmed else JobState.RUNNING,
+            raw,
+            result_url=url,
+            credits=credits,
+            unconfirmed=not confirmed,
+        )
     if word in QUEUED:
         return JobStatus(JobState.QUEUED, raw, credits=credits)
     if word in RUNNING:
@@ -202,9 +225,13 @@ class AimlapiProvider(Provider):
 
     def _json_submission(self, fields: dict[str, str | int | DataUri], model: str) -> Submission:
         body = StreamedJson(fields)
-        request = CreateRequest("POST", self._url(self.generation_path),
-                                lambda: {**self._auth_headers(), "Content-Type": "application/json"},
-                                body.chunks, body.length)
+        request = CreateRequest(
+            "POST",
+            self._url(self.generation_path),
+            lambda: {**self._auth_headers(), "Content-Type": "application/json"},
+            body.chunks,
+            body.length,
+        )
         return Submission(request, described(fields), model)
 
     def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
@@ -213,16 +240,21 @@ class AimlapiProvider(Provider):
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"
         url = self._url(self.generation_path)
-        if handle.model == IMAGE_MODEL:     # its id holds a colon: sent verbatim, strictly URL-encoded
+        if handle.model == IMAGE_MODEL:  # its id holds a colon: sent verbatim, strictly URL-encoded
             response = self._request("GET", f"{url}?{status_query(handle.job_id)}", what=what, retry_on=is_transient)
         else:
-            response = self._request("GET", url, what=what, params={"generation_id": handle.job_id},
-                                     retry_on=is_transient)
+            response = self._request(
+                "GET", url, what=what, params={"generation_id": handle.job_id}, retry_on=is_transient
+            )
         body = reply_json(response)
         message = error_text(body, "message", "error")
         if is_generation_timeout(response):
-            return JobStatus(JobState.FAILED, "504", error_code="504",
-                             error_message=f"timed out at the provider (HTTP 504: {message})")
+            return JobStatus(
+                JobState.FAILED,
+                "504",
+                error_code="504",
+                error_message=f"timed out at the provider (HTTP 504: {message})",
+            )
         if response.status_code != 200:
             raise error_for(response.status_code, message, what)
         if handle.model == IMAGE_MODEL:
@@ -238,7 +270,7 @@ class AimlapiProvider(Provider):
 # ---- pixverse/v5/image-to-video (seed 003): pure pieces the job flow calls -----------------------------
 
 IMAGE_MODEL = "pixverse/v5/image-to-video"
-LEGACY_IMAGE_PATH = "/v2/generate/video/pixverse/generation"    # the seed's older path, same body and replies
+LEGACY_IMAGE_PATH = "/v2/generate/video/pixverse/generation"  # the seed's older path, same body and replies
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
@@ -280,15 +312,26 @@ class ImageJobRequest:
         if self.text is not None and not self.text.strip():
             raise ValidationError("the script is empty")
         check_choices(self, limits)
-        return replace(self, image=Path(self.image),
-                       speaker=resolve_voice(self.speaker or "Auto") if self.text is not None else None)
+        return replace(
+            self,
+            image=Path(self.image),
+            speaker=resolve_voice(self.speaker or "Auto") if self.text is not None else None,
+        )
 
     def summary(self) -> dict[str, Any]:
         """What this request asks for, the image by hash: for keys, fingerprints and manifests, never bytes."""
-        return {"image_sha256": None if self.image_url else sha256_file(self.image), "image_url": self.image_url,
-                "prompt": self.prompt, "text": self.text, "speaker": self.speaker, "resolution": self.resolution,
-                "duration": self.duration, "negative_prompt": self.negative_prompt, "style": self.style,
-                "seed": self.seed}
+        return {
+            "image_sha256": None if self.image_url else sha256_file(self.image),
+            "image_url": self.image_url,
+            "prompt": self.prompt,
+            "text": self.text,
+            "speaker": self.speaker,
+            "resolution": self.resolution,
+            "duration": self.duration,
+            "negative_prompt": self.negative_prompt,
+            "style": self.style,
+            "seed": self.seed,
+        }
 
 
 def check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
@@ -298,12 +341,15 @@ def check_choices(req: ImageJobRequest, limits: ImageLimits) -> None:
         raise ValidationError(f"resolution {resolution!r} is not one of {', '.join(limits.resolutions)}")
     duration = req.duration if req.duration is not None else limits.default_duration
     if duration not in limits.durations_at(resolution):
-        raise ValidationError(f"{resolution} does not take {duration} s clips "
-                              f"(use {' or '.join(map(str, limits.durations_at(resolution)))})")
+        raise ValidationError(
+            f"{resolution} does not take {duration} s clips "
+            f"(use {' or '.join(map(str, limits.durations_at(resolution)))})"
+        )
     if req.style is not None and req.style not in limits.styles:
         raise ValidationError(f"style {req.style!r} is not one of {', '.join(limits.styles)}")
-    if req.seed is not None and (isinstance(req.seed, bool) or not isinstance(req.seed, int)
-                                 or not 0 <= req.seed <= limits.seed_max):
+    if req.seed is not None and (
+        isinstance(req.seed, bool) or not isinstance(req.seed, int) or not 0 <= req.seed <= limits.seed_max
+    ):
         raise ValidationError(f"seed must be an integer from 0 to {limits.seed_max}, got {req.seed!r}")
     for name, value in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
         if value is not None and len(value) > limits.prompt_max_chars:
@@ -314,9 +360,15 @@ def image_fields(req: ImageJobRequest) -> dict[str, str | int | DataUri]:
     """The create body's fields, in the seed's order; the image as a streamed data URI unless a URL is given."""
     image = req.image_url or DataUri(req.image, IMAGE_TYPES[req.image.suffix.lower()], req.image.stat().st_size)
     fields: dict[str, str | int | DataUri] = {"model": IMAGE_MODEL, "prompt": req.prompt, "image_url": image}
-    optional = {"resolution": req.resolution, "duration": req.duration, "negative_prompt": req.negative_prompt,
-                "style": req.style, "seed": req.seed, "lip_sync_tts_content": req.text,
-                "lip_sync_tts_speaker": req.speaker}
+    optional = {
+        "resolution": req.resolution,
+        "duration": req.duration,
+        "negative_prompt": req.negative_prompt,
+        "style": req.style,
+        "seed": req.seed,
+        "lip_sync_tts_content": req.text,
+        "lip_sync_tts_speaker": req.speaker,
+    }
     return fields | {k: v for k, v in optional.items() if v is not None}
 
 
@@ -364,6 +416,7 @@ def parse_image_generation(body: Any) -> ImageGeneration:
     url = video.get("url") if isinstance(video, dict) else None
     result = None
     if isinstance(url, str) and url:
-        result = ResultVideo(url, video.get("content_type"), video.get("file_name"),
-                             optional_int(video.get("file_size")))
+        result = ResultVideo(
+            url, video.get("content_type"), video.get("file_name"), optional_int(video.get("file_size"))
+        )
     return ImageGeneration(parse_generation(body), reply_usage(body), result)

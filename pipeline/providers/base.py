@@ -14,10 +14,11 @@ import math
 import mimetypes
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 
@@ -26,8 +27,18 @@ from ..fsutil import sha256_file
 from ..safetext import printable
 from ..voices import resolve_voice
 from .download import Download, TransferLimits, download_to
-from .http import (CreateOutcome, CreateRequest, CreateVerdict, RetryPolicy, make_client, reply_json,
-                   require_configured_url, require_safe_url, send_create_once, send_idempotent)
+from .http import (
+    CreateOutcome,
+    CreateRequest,
+    CreateVerdict,
+    RetryPolicy,
+    make_client,
+    reply_json,
+    require_configured_url,
+    require_safe_url,
+    send_create_once,
+    send_idempotent,
+)
 from .netguard import guarded_client, loopback_origins, url_origin
 
 if TYPE_CHECKING:
@@ -37,12 +48,21 @@ log = logging.getLogger("lipsync.providers")
 
 _UPLOAD_CHUNK = 1 << 20
 MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
-MAX_REPLY_NUMBER = 2**53          # no size, width, count or credit figure is bigger; floats stop being exact here
+MAX_REPLY_NUMBER = 2**53  # no size, width, count or credit figure is bigger; floats stop being exact here
 _MAX_NUMBER_TEXT = 40
 _MODERATION_WORDS = ("moderat", "content policy", "content_policy", "nsfw", "sensitive", "prohibited")
 
-__all__ = ["Download", "JobHandle", "JobRequest", "JobState", "JobStatus", "Provider", "ProviderRequest",
-           "Submission", "Voice"]
+__all__ = [
+    "Download",
+    "JobHandle",
+    "JobRequest",
+    "JobState",
+    "JobStatus",
+    "Provider",
+    "ProviderRequest",
+    "Submission",
+    "Voice",
+]
 
 
 class JobState(StrEnum):
@@ -91,14 +111,23 @@ class JobRequest:
         if self.text is not None and not self.text.strip():
             raise ValidationError("the TTS text is empty")
         speaker = resolve_voice(self.speaker or "Auto") if self.text is not None else None
-        return JobRequest(Path(self.video), None if self.audio is None else Path(self.audio), self.text,
-                          speaker, self.video_url, self.audio_url)
+        return JobRequest(
+            Path(self.video),
+            None if self.audio is None else Path(self.audio),
+            self.text,
+            speaker,
+            self.video_url,
+            self.audio_url,
+        )
 
     def summary(self) -> dict[str, Any]:
         """What this request asks for, with media by hash: for fingerprints and manifests, never bytes."""
-        return {"video_sha256": sha256_file(self.video),
-                "audio_sha256": sha256_file(self.audio) if self.audio else None,
-                "text": self.text, "speaker": self.speaker}
+        return {
+            "video_sha256": sha256_file(self.video),
+            "audio_sha256": sha256_file(self.audio) if self.audio else None,
+            "text": self.text,
+            "speaker": self.speaker,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,7 +141,7 @@ class JobHandle:
     provider: str
     job_id: str
     urls: dict[str, str] = field(default_factory=dict)
-    created_at: float = 0.0     # time.time() when the provider accepted the job
+    created_at: float = 0.0  # time.time() when the provider accepted the job
     model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,9 +149,13 @@ class JobHandle:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JobHandle:
-        return cls(provider=str(d["provider"]), job_id=str(d["job_id"]),
-                   urls={str(k): str(v) for k, v in (d.get("urls") or {}).items()},
-                   created_at=float(d.get("created_at") or 0.0), model=d.get("model"))
+        return cls(
+            provider=str(d["provider"]),
+            job_id=str(d["job_id"]),
+            urls={str(k): str(v) for k, v in (d.get("urls") or {}).items()},
+            created_at=float(d.get("created_at") or 0.0),
+            model=d.get("model"),
+        )
 
 
 @dataclass(frozen=True)
@@ -137,8 +170,8 @@ class JobStatus:
     credits: float | None = None
     error_code: str | None = None
     error_message: str | None = None
-    unconfirmed: bool = False   # the provider says done, but the evidence (URL, size) is missing
-    usage: dict[str, float] = field(default_factory=dict)   # the reply's usage figures, as it names them
+    unconfirmed: bool = False  # the provider says done, but the evidence (URL, size) is missing
+    usage: dict[str, float] = field(default_factory=dict)  # the reply's usage figures, as it names them
 
     @property
     def reported_done(self) -> bool:
@@ -152,10 +185,10 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class Voice:
-    name: str                   # the provider's display name
-    provider_id: str            # what the provider takes: an id (PixVerse, useapi) or the name (AI/ML API, fal)
+    name: str  # the provider's display name
+    provider_id: str  # what the provider takes: an id (PixVerse, useapi) or the name (AI/ML API, fal)
     preview_url: str | None = None
-    source: str = "api"         # "api" if listed by the provider, "docs" if it has no list endpoint
+    source: str = "api"  # "api" if listed by the provider, "docs" if it has no list endpoint
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,8 +240,11 @@ def _optional_number(value: Any, kind: type, nonnegative: bool) -> Any:
         number = kind(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    if (isinstance(number, float) and not math.isfinite(number)) or abs(number) > MAX_REPLY_NUMBER \
-            or (nonnegative and number < 0):
+    if (
+        (isinstance(number, float) and not math.isfinite(number))
+        or abs(number) > MAX_REPLY_NUMBER
+        or (nonnegative and number < 0)
+    ):
         return None
     return number
 
@@ -256,33 +292,44 @@ class Provider:
     outside its module keeps a table about it) and implements the protocol hooks."""
 
     name: ClassVar[str]
-    secret_env: ClassVar[str]                   # the environment variable its key is read from (by the CLI)
+    secret_env: ClassVar[str]  # the environment variable its key is read from (by the CLI)
     base_url_defaults: ClassVar[dict[str, str]]  # URL key -> the real host; a key per host the adapter talks to
-    base_url_env: ClassVar[dict[str, str]]      # URL key -> the environment variable that overrides it
-    voice_id_scheme: ClassVar[str]              # "id": numeric speaker ids from its voice list; "name": names
-    default_concurrency: ClassVar[int] = 4      # jobs at once when the config does not say
+    base_url_env: ClassVar[dict[str, str]]  # URL key -> the environment variable that overrides it
+    voice_id_scheme: ClassVar[str]  # "id": numeric speaker ids from its voice list; "name": names
+    default_concurrency: ClassVar[int] = 4  # jobs at once when the config does not say
     default_poll: ClassVar[PollPolicy]
-    limits_key: ClassVar[str]                   # its table in limits.toml (and prices, where documented)
-    request_kinds: ClassVar[tuple[str, ...]] = (JobRequest.kind,)   # the `ProviderRequest.kind`s it takes
-    can_reconcile: ClassVar[bool] = False       # `find_created` can find a create whose answer was lost
-    streams_status: ClassVar[bool] = False      # `stream_statuses` follows a job without polling
+    limits_key: ClassVar[str]  # its table in limits.toml (and prices, where documented)
+    request_kinds: ClassVar[tuple[str, ...]] = (JobRequest.kind,)  # the `ProviderRequest.kind`s it takes
+    can_reconcile: ClassVar[bool] = False  # `find_created` can find a create whose answer was lost
+    streams_status: ClassVar[bool] = False  # `stream_statuses` follows a job without polling
 
-    def __init__(self, *, credential: str | None, base_urls: Mapping[str, str], poll: PollPolicy | None = None,
-                 retry: RetryPolicy | None = None, create_retry: RetryPolicy | None = None,
-                 client: httpx.Client | None = None, client_timeout: float | httpx.Timeout | None = None,
-                 trusted_loopback: Iterable[str] = (), durations: DurationEstimator | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        credential: str | None,
+        base_urls: Mapping[str, str],
+        poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        create_retry: RetryPolicy | None = None,
+        client: httpx.Client | None = None,
+        client_timeout: float | httpx.Timeout | None = None,
+        trusted_loopback: Iterable[str] = (),
+        durations: DurationEstimator | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         from .poll import DurationEstimator  # poll.py builds on this module
-        self.base_urls = {key: require_configured_url(base_urls.get(key) or default,
-                                                      what=f"{self.name} base URL").rstrip("/")
-                          for key, default in self.base_url_defaults.items()}
+
+        self.base_urls = {
+            key: require_configured_url(base_urls.get(key) or default, what=f"{self.name} base URL").rstrip("/")
+            for key, default in self.base_url_defaults.items()
+        }
         # The only loopback places a reply may send us: a base URL on loopback (the emulator, a local
         # gateway), exactly its host and port, plus `trusted_loopback` (a test's separate CDN).
         self.loopback_origins = loopback_origins([*self.base_urls.values(), *trusted_loopback])
         self._configured_origins = frozenset(url_origin(url) for url in self.base_urls.values())
         self._credential = (credential or "").strip() or None
         self.poll_policy = poll or self.default_poll
-        self.sleep = sleep              # between retries: a batch passes one that a stop request cuts short
+        self.sleep = sleep  # between retries: a batch passes one that a stop request cuts short
         # how long this provider's jobs took in this process (shared by a run's jobs: one adapter per provider)
         self.durations = durations if durations is not None else DurationEstimator()
         self.retry = retry or RetryPolicy()
@@ -300,16 +347,20 @@ class Provider:
     def submission(self, req: ProviderRequest, *, reply_ref: str | None = None) -> Submission:
         """Upload what needs uploading and build the create request. Never billable, so repeatable."""
         if req.kind not in self.request_kinds:
-            raise ValidationError(f"{self.name} takes no {req.kind} jobs (only {', '.join(self.request_kinds)}); "
-                                  f"choose a provider that does", provider=self.name)
+            raise ValidationError(
+                f"{self.name} takes no {req.kind} jobs (only {', '.join(self.request_kinds)}); "
+                f"choose a provider that does",
+                provider=self.name,
+            )
         self._secret()
         return self._submission(req, reply_ref)
 
     def send_create(self, submission: Submission, *, after_send: Callable[[], None] = lambda: None) -> CreateOutcome:
         """Send the create once: accepted, refused (nothing exists) or lost (a job may exist); a definite
         error reply (auth, billing, validation) is raised."""
-        return send_create_once(self._client, submission.request, provider=self.name,
-                                classify=self._classify_create, after_send=after_send)
+        return send_create_once(
+            self._client, submission.request, provider=self.name, classify=self._classify_create, after_send=after_send
+        )
 
     def handle_from(self, body: Any, created_at: float) -> JobHandle | None:
         """The handle from an accepting reply, or None if it carries no usable job id."""
@@ -324,8 +375,9 @@ class Provider:
         """One status request (retried on transport errors, 429 and 5xx)."""
         raise NotImplementedError
 
-    def stream_statuses(self, handle: JobHandle, timeout: float, *,
-                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
+    def stream_statuses(
+        self, handle: JobHandle, timeout: float, *, on_chunk: Callable[[], None] = lambda: None
+    ) -> Iterator[JobStatus]:
         """The job's statuses as the provider pushes them (where `streams_status`), for at most `timeout` s,
         ending after a final one. Raises `sse.StreamBroken` when the stream cannot be followed; `on_chunk`
         runs whenever bytes arrive, and what it raises ends the stream (a batch's stop request)."""
@@ -338,14 +390,21 @@ class Provider:
     def voices(self) -> list[Voice]:
         raise NotImplementedError
 
-    def download(self, url: str, dst: Path, *, max_bytes: int,
-                 limits: TransferLimits = TransferLimits()) -> Download:
+    def download(self, url: str, dst: Path, *, max_bytes: int, limits: TransferLimits = TransferLimits()) -> Download:
         """Stream a result to `dst` (atomically), from a public address or one of `loopback_origins`,
         within `limits` (deadline, minimum rate). Result hosts never get our credentials.
         `max_bytes`: `download.result_cap(limits)` of the job's provider limits."""
-        return download_to(self._client, url, Path(dst), max_bytes=max_bytes, policy=self.retry,
-                           provider=self.name, allowed_loopback=self.loopback_origins, limits=limits,
-                           sleep=self.sleep)
+        return download_to(
+            self._client,
+            url,
+            Path(dst),
+            max_bytes=max_bytes,
+            policy=self.retry,
+            provider=self.name,
+            allowed_loopback=self.loopback_origins,
+            limits=limits,
+            sleep=self.sleep,
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -386,9 +445,17 @@ class Provider:
     def _url(self, path: str, key: str | None = None) -> str:
         return self.base_urls[key or self.name] + path
 
-    def _request(self, method: str, url: str, *, what: str,
-                 retry_on: Callable[[httpx.Response], bool] | None = None, auth: bool = True,
-                 body: Callable[[], Iterable[bytes]] | None = None, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        retry_on: Callable[[httpx.Response], bool] | None = None,
+        auth: bool = True,
+        body: Callable[[], Iterable[bytes]] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         """An idempotent request, retried on transport errors, 429 and 5xx. Auth headers and the `body()`
         stream are made afresh for every try."""
         extra = kwargs.pop("headers", {})
@@ -396,17 +463,24 @@ class Provider:
         def build() -> httpx.Request:
             headers = {**(self._auth_headers() if auth else {}), **extra}
             content = body() if body is not None else kwargs.get("content")
-            return self._client.build_request(method, url, headers=headers,
-                                              **{**kwargs, "content": content})
+            return self._client.build_request(method, url, headers=headers, **{**kwargs, "content": content})
 
         if self._is_configured(url):
-            return send_idempotent(self._client, build, what=what, provider=self.name, policy=self.retry,
-                                   retry_on=retry_on, sleep=self.sleep)
+            return send_idempotent(
+                self._client,
+                build,
+                what=what,
+                provider=self.name,
+                policy=self.retry,
+                retry_on=retry_on,
+                sleep=self.sleep,
+            )
         # A host a reply named (fal's CDN): public addresses only, like a result download.
         require_safe_url(url, what=what, allowed_loopback=self.loopback_origins)
         with guarded_client(self._client, allowed_loopback=self.loopback_origins) as guarded:
-            return send_idempotent(guarded, build, what=what, provider=self.name, policy=self.retry,
-                                   retry_on=retry_on, sleep=self.sleep)
+            return send_idempotent(
+                guarded, build, what=what, provider=self.name, policy=self.retry, retry_on=retry_on, sleep=self.sleep
+            )
 
     def _is_configured(self, url: str) -> bool:
         try:
@@ -414,12 +488,13 @@ class Provider:
         except httpx.InvalidURL:
             return False
 
-    def _handle_with_id(self, body: Any, key: str, created_at: float,
-                        urls: dict[str, str] | None = None) -> JobHandle | None:
+    def _handle_with_id(
+        self, body: Any, key: str, created_at: float, urls: dict[str, str] | None = None
+    ) -> JobHandle | None:
         """A handle from a reply whose job id is the non-empty string `body[key]`."""
         job_id = body.get(key) if isinstance(body, dict) else None
         if isinstance(job_id, int) and not isinstance(job_id, bool):
-            job_id = str(job_id)        # documented as a string; a number is still the job's id
+            job_id = str(job_id)  # documented as a string; a number is still the job's id
         if not isinstance(job_id, str) or not job_id.strip():
             return None
         return JobHandle(self.name, job_id.strip(), urls or {}, created_at)
@@ -432,12 +507,14 @@ class Provider:
                 try:
                     self._listed_speakers = {v.name.lower(): v.provider_id for v in self.voices() if v.provider_id}
                 except (ProviderError, ValidationError) as exc:
-                    log.warning("%s: voice list unavailable (%s); using the documented speaker ids",
-                                self.name, exc.message)
+                    log.warning(
+                        "%s: voice list unavailable (%s); using the documented speaker ids", self.name, exc.message
+                    )
                     self._listed_speakers = {}
             return self._listed_speakers.get(speaker.lower())
 
     def _json_create(self, url: str, payload: dict[str, Any]) -> CreateRequest:
         body = json.dumps(payload, ensure_ascii=False).encode()
-        return CreateRequest("POST", url, lambda: {**self._auth_headers(), "Content-Type": "application/json"},
-                             lambda: [body], len(body))
+        return CreateRequest(
+            "POST", url, lambda: {**self._auth_headers(), "Content-Type": "application/json"}, lambda: [body], len(body)
+        )

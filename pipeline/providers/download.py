@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
 
 import httpx
 
@@ -23,8 +23,15 @@ from ..errors import ProviderError
 from ..fsutil import atomic_output
 from ..limits import Limits
 from ..safetext import printable
-from .http import (RetryPolicy, TryAgain, declared_length, is_retryable_status, parse_retry_after,
-                   require_safe_url, run_with_retries)
+from .http import (
+    RetryPolicy,
+    TryAgain,
+    declared_length,
+    is_retryable_status,
+    parse_retry_after,
+    require_safe_url,
+    run_with_retries,
+)
 from .netguard import Deadline, Origin, Resolver, guarded_client
 
 log = logging.getLogger("lipsync.providers.download")
@@ -50,8 +57,8 @@ class TransferLimits:
     """
 
     deadline_s: float = 1800.0
-    min_rate: float = 16_000.0          # bytes per second, averaged since the body started
-    rate_grace_s: float = 60.0          # no rate is judged before this many seconds of body
+    min_rate: float = 16_000.0  # bytes per second, averaged since the body started
+    rate_grace_s: float = 60.0  # no rate is judged before this many seconds of body
 
     def __post_init__(self) -> None:
         if not (self.deadline_s > 0 and self.min_rate >= 0 and self.rate_grace_s >= 0):
@@ -64,8 +71,10 @@ def too_slow(limits: TransferLimits, elapsed: float, size: int) -> str | None:
         return None
     rate = size / elapsed
     if rate < limits.min_rate:
-        return (f"{size} bytes in {elapsed:.0f} s ({rate:.0f} B/s) is under the minimum average rate of "
-                f"{limits.min_rate:g} B/s")
+        return (
+            f"{size} bytes in {elapsed:.0f} s ({rate:.0f} B/s) is under the minimum average rate of "
+            f"{limits.min_rate:g} B/s"
+        )
     return None
 
 
@@ -95,21 +104,41 @@ def acceptable_content_type(value: str | None) -> bool:
     return mime.startswith("video/") or mime in MEDIA_CONTENT_TYPES
 
 
-def download_to(client: httpx.Client, url: str, dst: Path, *, max_bytes: int, policy: RetryPolicy,
-                provider: str, allowed_loopback: Collection[Origin] = (),
-                limits: TransferLimits = TransferLimits(), resolver: Resolver | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> Download:
+def download_to(
+    client: httpx.Client,
+    url: str,
+    dst: Path,
+    *,
+    max_bytes: int,
+    policy: RetryPolicy,
+    provider: str,
+    allowed_loopback: Collection[Origin] = (),
+    limits: TransferLimits = TransferLimits(),
+    resolver: Resolver | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Download:
     """Stream `url` into `dst` atomically; retry transport errors, 429/5xx and short bodies within the
     deadline. `client` lends its timeouts, headers and event hooks; the connections are `netguard`'s,
     which reach loopback only at `allowed_loopback` origins (`resolver` is for tests)."""
     what = f"{provider} result URL"
     require_safe_url(url, what=what, allowed_loopback=allowed_loopback)
     deadline = Deadline.after(limits.deadline_s)
-    with guarded_client(client, allowed_loopback=allowed_loopback, resolver=resolver, deadline=deadline) as guarded, \
-            atomic_output(dst) as tmp:
+    with (
+        guarded_client(client, allowed_loopback=allowed_loopback, resolver=resolver, deadline=deadline) as guarded,
+        atomic_output(dst) as tmp,
+    ):
+
         def attempt() -> tuple[str, int, str | None]:
-            return _fetch_once(guarded, url, tmp, max_bytes=max_bytes, provider=provider,
-                               allowed_loopback=allowed_loopback, limits=limits, deadline=deadline)
+            return _fetch_once(
+                guarded,
+                url,
+                tmp,
+                max_bytes=max_bytes,
+                provider=provider,
+                allowed_loopback=allowed_loopback,
+                limits=limits,
+                deadline=deadline,
+            )
 
         sha, size, ctype = run_with_retries(attempt, policy=policy, provider=provider, what="download", sleep=sleep)
     log.debug("%s: downloaded %d bytes to %s (sha256 %s)", provider, size, dst, sha[:12])
@@ -123,8 +152,9 @@ def _open(client: httpx.Client, url: str, provider: str, allowed_loopback: Colle
         if not response.is_redirect:
             return response
         response.close()
-        url = require_safe_url(_redirect_target(response, provider), what=f"{provider} result redirect",
-                               allowed_loopback=allowed_loopback)
+        url = require_safe_url(
+            _redirect_target(response, provider), what=f"{provider} result redirect", allowed_loopback=allowed_loopback
+        )
     raise ProviderError(f"result URL redirected more than {MAX_REDIRECTS} times", provider=provider)
 
 
@@ -132,13 +162,22 @@ def _redirect_target(response: httpx.Response, provider: str) -> str:
     try:
         return str(response.url.join(response.headers["Location"]))
     except (KeyError, httpx.InvalidURL) as exc:
-        raise ProviderError(f"result URL redirected without a usable Location ({printable(exc)})",
-                            provider=provider) from None
+        raise ProviderError(
+            f"result URL redirected without a usable Location ({printable(exc)})", provider=provider
+        ) from None
 
 
-def _fetch_once(client: httpx.Client, url: str, tmp: Path, *, max_bytes: int, provider: str,
-                allowed_loopback: Collection[Origin], limits: TransferLimits,
-                deadline: Deadline) -> tuple[str, int, str | None]:
+def _fetch_once(
+    client: httpx.Client,
+    url: str,
+    tmp: Path,
+    *,
+    max_bytes: int,
+    provider: str,
+    allowed_loopback: Collection[Origin],
+    limits: TransferLimits,
+    deadline: Deadline,
+) -> tuple[str, int, str | None]:
     _check_deadline(deadline, provider)
     try:
         response = _open(client, url, provider, allowed_loopback)
@@ -158,8 +197,9 @@ def _fetch_once(client: httpx.Client, url: str, tmp: Path, *, max_bytes: int, pr
 
 def _check_deadline(deadline: Deadline, provider: str) -> None:
     if deadline.passed():
-        raise ProviderError(f"result download not finished within its deadline of {deadline.seconds:g} s",
-                            provider=provider)
+        raise ProviderError(
+            f"result download not finished within its deadline of {deadline.seconds:g} s", provider=provider
+        )
 
 
 def _check_reply(response: httpx.Response, *, max_bytes: int, provider: str) -> None:
@@ -175,8 +215,9 @@ def _check_reply(response: httpx.Response, *, max_bytes: int, provider: str) -> 
         raise ProviderError(f"result is {expected} bytes, over the {max_bytes}-byte cap", provider=provider)
 
 
-def _stream_body(response: httpx.Response, tmp: Path, *, max_bytes: int, provider: str,
-                 limits: TransferLimits) -> tuple[str, int]:
+def _stream_body(
+    response: httpx.Response, tmp: Path, *, max_bytes: int, provider: str, limits: TransferLimits
+) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     head = b""

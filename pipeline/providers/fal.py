@@ -14,19 +14,35 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 
 from ..errors import AuthError, BillingError, LipsyncError, ProviderError
 from ..safetext import printable
 from ..voices import VOICE_NAMES
-from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
-                   http_error, iter_file, looks_moderated, media_type, optional_int, raw_file_headers, reply_json,
-                   unknown_status)
+from .base import (
+    JobHandle,
+    JobRequest,
+    JobState,
+    JobStatus,
+    Provider,
+    Submission,
+    Voice,
+    error_text,
+    http_error,
+    iter_file,
+    looks_moderated,
+    media_type,
+    optional_int,
+    raw_file_headers,
+    reply_json,
+    unknown_status,
+)
 from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 from .sse import StreamBroken, StreamLimits, read_events
@@ -45,9 +61,9 @@ STATUS_STREAM = StreamLimits(max_event_bytes=64 * 1024, max_events=1000, read_ti
 
 @dataclass(frozen=True)
 class StorageToken:
-    header: str             # the whole Authorization value for the CDN: "<token_type> <token>"
+    header: str  # the whole Authorization value for the CDN: "<token_type> <token>"
     base_url: str
-    expires_at: float       # time.time(); 0 when unknown
+    expires_at: float  # time.time(); 0 when unknown
 
 
 def parse_token(body: Any, now: float) -> StorageToken | None:
@@ -74,8 +90,9 @@ def error_for(status_code: int, body: Any, what: str) -> LipsyncError:
 
 
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
-    return classify_http_create(status_code, error_text(body, "detail", "error"),
-                                lambda: error_for(status_code, body, "submit"))
+    return classify_http_create(
+        status_code, error_text(body, "detail", "error"), lambda: error_for(status_code, body, "submit")
+    )
 
 
 def request_urls(queue_base: str, request_id: str, body: dict[str, Any]) -> dict[str, str]:
@@ -106,8 +123,7 @@ def parse_queue_status(body: Any) -> JobStatus:
         error, error_type = body.get("error"), body.get("error_type")
         if error or error_type:
             state = JobState.MODERATED if looks_moderated(error, error_type) else JobState.FAILED
-            return JobStatus(state, raw, error_code=str(error_type or raw),
-                             error_message=str(error or error_type))
+            return JobStatus(state, raw, error_code=str(error_type or raw), error_message=str(error or error_type))
         return JobStatus(JobState.SUCCEEDED, raw, unconfirmed=True)
     if raw in ("CANCELLED", "CANCELED"):
         return JobStatus(JobState.CANCELED, raw, error_message="was canceled")
@@ -140,8 +156,12 @@ def parse_output(body: Any) -> JobStatus:
     url = video.get("url") if isinstance(video, dict) else None
     size = optional_int(video.get("file_size"), nonnegative=True) if isinstance(video, dict) else None
     confirmed = bool(url) and (size is None or size > 0)
-    return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, "COMPLETED",
-                     result_url=url or None, unconfirmed=not confirmed)
+    return JobStatus(
+        JobState.SUCCEEDED if confirmed else JobState.RUNNING,
+        "COMPLETED",
+        result_url=url or None,
+        unconfirmed=not confirmed,
+    )
 
 
 def has_detail(body: Any) -> bool:
@@ -171,8 +191,8 @@ class FalProvider(Provider):
     base_url_defaults = {"fal_queue": "https://queue.fal.run", "fal_storage": "https://rest.fal.ai"}
     base_url_env = {"fal_queue": "LIPSYNC_FAL_QUEUE_URL", "fal_storage": "LIPSYNC_FAL_STORAGE_URL"}
     voice_id_scheme = "name"
-    streams_status = True                       # GET {status_url}/stream: server-sent status events
-    default_concurrency = 8                     # fal's queue takes many requests; the queue limits the rest
+    streams_status = True  # GET {status_url}/stream: server-sent status events
+    default_concurrency = 8  # fal's queue takes many requests; the queue limits the rest
     default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)
     limits_key = "fal"
     classify_create = staticmethod(classify_create)
@@ -203,12 +223,18 @@ class FalProvider(Provider):
             if self._token_unsupported:
                 return None
             if self._token is None or self._token.expires_at - TOKEN_MARGIN_S < time.time():
-                response = self._request("POST", self._url(TOKEN_PATH, "fal_storage"), what="storage token",
-                                         params={"storage_type": "fal-cdn-v3"}, json={})
+                response = self._request(
+                    "POST",
+                    self._url(TOKEN_PATH, "fal_storage"),
+                    what="storage token",
+                    params={"storage_type": "fal-cdn-v3"},
+                    json={},
+                )
                 body = reply_json(response)
                 if response.status_code in NO_ENDPOINT:
-                    log.info("fal: no storage token endpoint (HTTP %d); using the upload initiate flow",
-                             response.status_code)
+                    log.info(
+                        "fal: no storage token endpoint (HTTP %d); using the upload initiate flow", response.status_code
+                    )
                     self._token_unsupported = True
                     return None
                 if response.status_code != 200:
@@ -226,10 +252,18 @@ class FalProvider(Provider):
         if token is None:
             return self._upload_initiated(path)
         what = f"upload {path.name}"
-        response = self._request("POST", token.base_url.rstrip("/") + "/files/upload", what=what, auth=False,
-                                 body=lambda: iter_file(path),
-                                 headers={"Authorization": token.header, **raw_file_headers(path),
-                                          "X-Fal-File-Name": f"input{path.suffix.lower()}"})
+        response = self._request(
+            "POST",
+            token.base_url.rstrip("/") + "/files/upload",
+            what=what,
+            auth=False,
+            body=lambda: iter_file(path),
+            headers={
+                "Authorization": token.header,
+                **raw_file_headers(path),
+                "X-Fal-File-Name": f"input{path.suffix.lower()}",
+            },
+        )
         body = reply_json(response)
         if response.status_code not in (200, 201):
             raise error_for(response.status_code, body, what)
@@ -242,17 +276,22 @@ class FalProvider(Provider):
         """The older flow: a signed upload URL from the storage host (with the key), then the bytes PUT to
         it (without) → the file URL it promised."""
         what = f"upload {path.name}"
-        response = self._request("POST", self._url(INITIATE_PATH, "fal_storage"), what=f"{what} (initiate)",
-                                 params={"storage_type": "fal-cdn"},
-                                 json={"file_name": f"input{path.suffix.lower()}", "content_type": media_type(path)})
+        response = self._request(
+            "POST",
+            self._url(INITIATE_PATH, "fal_storage"),
+            what=f"{what} (initiate)",
+            params={"storage_type": "fal-cdn"},
+            json={"file_name": f"input{path.suffix.lower()}", "content_type": media_type(path)},
+        )
         body = reply_json(response)
         if response.status_code != 200:
             raise error_for(response.status_code, body, what)
         upload_url, file_url = (body.get(key) if isinstance(body, dict) else None for key in ("upload_url", "file_url"))
         if not (isinstance(upload_url, str) and upload_url and isinstance(file_url, str) and file_url):
             raise ProviderError(f"{what}: initiate reply has no upload_url/file_url", provider=self.name)
-        put = self._request("PUT", upload_url, what=what, auth=False, body=lambda: iter_file(path),
-                            headers=raw_file_headers(path))
+        put = self._request(
+            "PUT", upload_url, what=what, auth=False, body=lambda: iter_file(path), headers=raw_file_headers(path)
+        )
         if not 200 <= put.status_code < 300:
             raise error_for(put.status_code, reply_json(put), what)
         return file_url
@@ -288,14 +327,17 @@ class FalProvider(Provider):
             return status
         return self._result(handle)
 
-    def stream_statuses(self, handle: JobHandle, timeout: float, *,
-                        on_chunk: Callable[[], None] = lambda: None) -> Iterator[JobStatus]:
+    def stream_statuses(
+        self, handle: JobHandle, timeout: float, *, on_chunk: Callable[[], None] = lambda: None
+    ) -> Iterator[JobStatus]:
         """The request's status events until COMPLETED (then its result, as `poll` gives it) or `timeout`.
         Never retried: the caller polls instead when this raises StreamBroken."""
-        url = self._on_queue_host(stream_url(self._handle_url(handle, "status")),
-                                  f"status stream of request {handle.job_id}")
-        request = self._client.build_request("GET", url, headers={
-            **self._auth_headers(), "Accept": "text/event-stream", "Cache-Control": "no-store"})
+        url = self._on_queue_host(
+            stream_url(self._handle_url(handle, "status")), f"status stream of request {handle.job_id}"
+        )
+        request = self._client.build_request(
+            "GET", url, headers={**self._auth_headers(), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+        )
         for event in read_events(self._client, request, STATUS_STREAM, timeout=timeout, on_chunk=on_chunk):
             status = parse_stream_event(event.data)
             if status is None:
@@ -310,8 +352,9 @@ class FalProvider(Provider):
     def _result(self, handle: JobHandle) -> JobStatus:
         """The response_url of a COMPLETED request: the output, not there yet, or how the run failed."""
         what = f"result of request {handle.job_id}"
-        response = self._queue_request("GET", self._handle_url(handle, "response"), what=what,
-                                       retry_on=is_transient_result)
+        response = self._queue_request(
+            "GET", self._handle_url(handle, "response"), what=what, retry_on=is_transient_result
+        )
         body = reply_json(response)
         if response.status_code == 200:
             return parse_output(body)
@@ -322,8 +365,9 @@ class FalProvider(Provider):
         return failed_output(response.status_code, body)
 
     def cancel(self, handle: JobHandle) -> bool:
-        response = self._queue_request("PUT", self._handle_url(handle, "cancel"),
-                                       what=f"cancel request {handle.job_id}")
+        response = self._queue_request(
+            "PUT", self._handle_url(handle, "cancel"), what=f"cancel request {handle.job_id}"
+        )
         return 200 <= response.status_code < 300
 
     def voices(self) -> list[Voice]:

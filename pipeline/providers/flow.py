@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import GenerationFailed, LipsyncError, ProviderError, UncertainCreate
 from ..fsutil import sha256_file, sha256_json
@@ -60,8 +61,9 @@ class Decision:
     reason: str
 
 
-def decide(record: CreateRecord | None, *, have_result: bool, resubmit_uncertain: bool, retry_failed: bool,
-           can_reconcile: bool) -> Decision:
+def decide(
+    record: CreateRecord | None, *, have_result: bool, resubmit_uncertain: bool, retry_failed: bool, can_reconcile: bool
+) -> Decision:
     """What to do with one provider job, from its last record alone. Never creates while a job may exist,
     unless the user said so (`resubmit_uncertain`, `retry_failed` for a job the provider failed)."""
     if record is None:
@@ -79,8 +81,10 @@ def decide(record: CreateRecord | None, *, have_result: bool, resubmit_uncertain
         return Decision(Action.POLL, f"{job} exists at the provider; polling it")
     if state in (CreateState.INTENT, CreateState.UNCERTAIN):
         if can_reconcile:
-            return Decision(Action.RECONCILE, "a create was sent without a recorded answer; looking it up at "
-                                              "the provider by its reference")
+            return Decision(
+                Action.RECONCILE,
+                "a create was sent without a recorded answer; looking it up at the provider by its reference",
+            )
         if resubmit_uncertain:
             return Decision(Action.CREATE, "the last create is uncertain and --resubmit-uncertain was given")
         return Decision(Action.UNCERTAIN, UNCERTAIN_ADVICE)
@@ -91,9 +95,11 @@ def decide(record: CreateRecord | None, *, have_result: bool, resubmit_uncertain
     raise AssertionError(f"unhandled create state {state}")
 
 
-UNCERTAIN_ADVICE = ("a create was sent but its answer never recorded: the job may exist and be billed; check the "
-                    "provider's dashboard, then rerun with --resubmit-uncertain to create it again (a second, "
-                    "separately billed job if the first one does exist)")
+UNCERTAIN_ADVICE = (
+    "a create was sent but its answer never recorded: the job may exist and be billed; check the "
+    "provider's dashboard, then rerun with --resubmit-uncertain to create it again (a second, "
+    "separately billed job if the first one does exist)"
+)
 
 
 # ---- the flow -----------------------------------------------------------------------------------
@@ -125,8 +131,8 @@ class FlowHooks:
 class FlowSettings:
     resubmit_uncertain: bool = False
     retry_failed: bool = False
-    max_result_bytes: int | None = None   # None: `result_cap` of the provider's limits
-    transfer: TransferLimits = TransferLimits()   # a download's deadline and slowest acceptable rate
+    max_result_bytes: int | None = None  # None: `result_cap` of the provider's limits
+    transfer: TransferLimits = TransferLimits()  # a download's deadline and slowest acceptable rate
 
 
 @dataclass(frozen=True)
@@ -137,15 +143,15 @@ class SegmentJob:
     key: str
     ref: SegmentRef
     request: ProviderRequest
-    reply_ref: str                # sent where the protocol stores it (useapi's replyRef), to find the job again
+    reply_ref: str  # sent where the protocol stores it (useapi's replyRef), to find the job again
     result_path: Path
 
 
 @dataclass(frozen=True)
 class FlowResult:
-    record: CreateRecord          # DOWNLOADED
-    path: Path                    # the provider's result on our disk
-    started_with: Decision        # what the flow found and did first (for logs and tests)
+    record: CreateRecord  # DOWNLOADED
+    path: Path  # the provider's result on our disk
+    started_with: Decision  # what the flow found and did first (for logs and tests)
     states: list[JobStatus] = field(default_factory=list)
 
 
@@ -155,8 +161,13 @@ def segment_key(**what: Any) -> str:
 
 
 class ProviderJobFlow:
-    def __init__(self, provider: Provider, store: FlowStore, settings: FlowSettings = FlowSettings(),
-                 hooks: FlowHooks = FlowHooks()):
+    def __init__(
+        self,
+        provider: Provider,
+        store: FlowStore,
+        settings: FlowSettings = FlowSettings(),
+        hooks: FlowHooks = FlowHooks(),
+    ):
         self.provider = provider
         self.store = store
         self.settings = settings
@@ -170,12 +181,21 @@ class ProviderJobFlow:
         if record is None:
             record = self.store.live_create_for(job.ref)
             if record is not None:
-                log.info("%s segment %d: reusing %s job %s made from the same inputs", job.ref.job_id,
-                         job.ref.segment, job.ref.provider, record.provider_job_id)
+                log.info(
+                    "%s segment %d: reusing %s job %s made from the same inputs",
+                    job.ref.job_id,
+                    job.ref.segment,
+                    job.ref.provider,
+                    record.provider_job_id,
+                )
                 key = record.idem_key
-        decision = decide(record, have_result=_is_intact(job.result_path, record),
-                          resubmit_uncertain=self.settings.resubmit_uncertain,
-                          retry_failed=self.settings.retry_failed, can_reconcile=self.provider.can_reconcile)
+        decision = decide(
+            record,
+            have_result=_is_intact(job.result_path, record),
+            resubmit_uncertain=self.settings.resubmit_uncertain,
+            retry_failed=self.settings.retry_failed,
+            can_reconcile=self.provider.can_reconcile,
+        )
         log.debug("%s segment %d: %s (%s)", job.ref.job_id, job.ref.segment, decision.action, decision.reason)
         states: list[JobStatus] = []
         action = decision.action
@@ -186,8 +206,9 @@ class ProviderJobFlow:
             assert record is not None
             raise self._uncertain(job, key, record)
         if action is Action.FAILED:
-            raise GenerationFailed(f"{job.ref.job_id} segment {job.ref.segment}: {decision.reason}",
-                                   provider=job.ref.provider)
+            raise GenerationFailed(
+                f"{job.ref.job_id} segment {job.ref.segment}: {decision.reason}", provider=job.ref.provider
+            )
         if action is Action.CREATE:
             record = self.create(job)
         assert record is not None
@@ -210,32 +231,39 @@ class ProviderJobFlow:
         kill_point("upload")
         reconcile = self._reconcile_info(job, submission)
         attempt, accepted, sent_at = run_with_retries(
-            lambda: self._create_attempt(job, key, submission, reconcile), policy=self.provider.create_retry,
-            provider=self.provider.name, what="create", gave_up="still refused", sleep=self.hooks.sleep)
+            lambda: self._create_attempt(job, key, submission, reconcile),
+            policy=self.provider.create_retry,
+            provider=self.provider.name,
+            what="create",
+            gave_up="still refused",
+            sleep=self.hooks.sleep,
+        )
         self.store.record_reply(key, attempt, raw_reply=accepted.raw)
         try:
             handle = self.provider.handle_from(accepted.body, sent_at)
             problem = "the reply has no job id"
-        except Exception as exc:  # noqa: BLE001 - a reply we cannot read must not lose the accepted job
+        except Exception as exc:
             handle, problem = None, f"the reply could not be read ({type(exc).__name__}: {exc})"
         if handle is None:
-            error = (f"accepted, but {problem}; the provider's reply is kept in the record: "
-                     f"{_excerpt(accepted.raw)}")
+            error = f"accepted, but {problem}; the provider's reply is kept in the record: {_excerpt(accepted.raw)}"
             self.store.record_uncertain(key, attempt, error=error, reconcile=reconcile, raw_reply=accepted.raw)
-            raise UncertainCreate(f"{job.ref.job_id} segment {job.ref.segment}: {error}", provider=self.provider.name,
-                                  reconcile=reconcile)
+            raise UncertainCreate(
+                f"{job.ref.job_id} segment {job.ref.segment}: {error}", provider=self.provider.name, reconcile=reconcile
+            )
         handle = replace(handle, model=submission.model)
         self.store.record_created(key, attempt, handle=handle.to_dict(), provider_job_id=handle.job_id)
-        log.debug("%s segment %d: %s job %s created", job.ref.job_id, job.ref.segment, self.provider.name,
-                  handle.job_id)
+        log.debug(
+            "%s segment %d: %s job %s created", job.ref.job_id, job.ref.segment, self.provider.name, handle.job_id
+        )
         self.hooks.on_created(handle)
         kill_point("after_create")
         record = self.store.latest_create(key)
         assert record is not None
         return record
 
-    def _create_attempt(self, job: SegmentJob, key: str, submission: Submission,
-                        reconcile: dict[str, Any]) -> tuple[int, Accepted, float]:
+    def _create_attempt(
+        self, job: SegmentJob, key: str, submission: Submission, reconcile: dict[str, Any]
+    ) -> tuple[int, Accepted, float]:
         """One create attempt, its outcome recorded before anything else happens (a backoff sleep included)."""
         self.hooks.checkpoint()
         attempt = self.store.record_intent(key, job.ref)
@@ -247,8 +275,12 @@ class ProviderJobFlow:
             self.store.record_refused(key, attempt, error=err.render())
             raise
         except BaseException as err:  # interrupted mid-request: the provider may have it
-            self.store.record_uncertain(key, attempt, error=f"interrupted while sending ({type(err).__name__})",
-                                        reconcile={**reconcile, "sent_at": _utc(sent_at)})
+            self.store.record_uncertain(
+                key,
+                attempt,
+                error=f"interrupted while sending ({type(err).__name__})",
+                reconcile={**reconcile, "sent_at": _utc(sent_at)},
+            )
             raise
         if isinstance(outcome, Refused):
             self.store.record_refused(key, attempt, error=outcome.reason)
@@ -256,39 +288,61 @@ class ProviderJobFlow:
             raise TryAgain(f"refused: {outcome.reason}", outcome.retry_after)
         if isinstance(outcome, Lost):
             info = {**reconcile, "sent_at": _utc(sent_at), "reason": outcome.reason}
-            error = (f"the create sent at {info['sent_at']} got no usable answer ({outcome.reason}); the job may "
-                     f"exist and be billed")
+            error = (
+                f"the create sent at {info['sent_at']} got no usable answer ({outcome.reason}); the job may "
+                f"exist and be billed"
+            )
             self.store.record_uncertain(key, attempt, error=error, reconcile=info)
-            raise UncertainCreate(f"{job.ref.job_id} segment {job.ref.segment}: {error}; {self._next_step()}",
-                                  provider=self.provider.name, reconcile=info)
+            raise UncertainCreate(
+                f"{job.ref.job_id} segment {job.ref.segment}: {error}; {self._next_step()}",
+                provider=self.provider.name,
+                reconcile=info,
+            )
         return attempt, outcome, sent_at
 
     def _reconcile_info(self, job: SegmentJob, submission: Submission | None) -> dict[str, Any]:
         """What a person needs to find a create whose answer was lost (never secrets or media bytes)."""
         asked = job.request.summary()
-        info: dict[str, Any] = {"provider": self.provider.name, "job": job.ref.job_id, "segment": job.ref.segment,
-                                "reply_ref": job.reply_ref, **asked}
+        info: dict[str, Any] = {
+            "provider": self.provider.name,
+            "job": job.ref.job_id,
+            "segment": job.ref.segment,
+            "reply_ref": job.reply_ref,
+            **asked,
+        }
         if submission is not None:
-            info.update(endpoint=submission.request.url, request=submission.fields,
-                        fingerprint=sha256_json({**asked, **submission.fields}))
+            info.update(
+                endpoint=submission.request.url,
+                request=submission.fields,
+                fingerprint=sha256_json({**asked, **submission.fields}),
+            )
         return info
 
     def _next_step(self) -> str:
         if self.provider.can_reconcile:
             return "the next run looks it up at the provider by its reference before anything else"
-        return ("check the provider's dashboard; --resubmit-uncertain creates it again (billed again if the "
-                "first one exists)")
+        return (
+            "check the provider's dashboard; --resubmit-uncertain creates it again (billed again if the "
+            "first one exists)"
+        )
 
     def _uncertain(self, job: SegmentJob, key: str, record: CreateRecord) -> UncertainCreate:
         """The error for a create left without an answer; an intent a killed process left becomes uncertain."""
         reconcile = record.reconcile
         if record.state is CreateState.INTENT or not reconcile:
             reconcile = {**self._reconcile_info(job, None), "intent_at": _utc(record.intent_at)}
-            self.store.record_uncertain(key, record.attempt, reconcile=reconcile, raw_reply=record.raw_reply,
-                                        error="the process stopped after sending the create, before its "
-                                              "answer was recorded")
-        return UncertainCreate(f"{job.ref.job_id} segment {job.ref.segment}: {UNCERTAIN_ADVICE}",
-                               provider=job.ref.provider, reconcile=reconcile)
+            self.store.record_uncertain(
+                key,
+                record.attempt,
+                reconcile=reconcile,
+                raw_reply=record.raw_reply,
+                error="the process stopped after sending the create, before its answer was recorded",
+            )
+        return UncertainCreate(
+            f"{job.ref.job_id} segment {job.ref.segment}: {UNCERTAIN_ADVICE}",
+            provider=job.ref.provider,
+            reconcile=reconcile,
+        )
 
     def _reconcile(self, job: SegmentJob, key: str, record: CreateRecord) -> tuple[CreateRecord, Action]:
         """Look a create whose answer was lost up at the provider, by the reference it was sent with: found,
@@ -297,19 +351,33 @@ class ProviderJobFlow:
         try:
             found = self.provider.find_created(job.reply_ref)
         except LipsyncError as err:
-            log.warning("%s segment %d: could not look the lost create up (%s)", job.ref.job_id, job.ref.segment,
-                        err.render())
+            log.warning(
+                "%s segment %d: could not look the lost create up (%s)", job.ref.job_id, job.ref.segment, err.render()
+            )
             return record, Action.CREATE if self.settings.resubmit_uncertain else Action.UNCERTAIN
         if found is None:
-            log.warning("%s segment %d: %s has no job with reference %s: it was never created; creating it",
-                        job.ref.job_id, job.ref.segment, self.provider.name, job.reply_ref)
-            self.store.record_refused(key, record.attempt, error=f"{self.provider.name} lists no job with "
-                                                                 f"reference {job.reply_ref}: never created")
+            log.warning(
+                "%s segment %d: %s has no job with reference %s: it was never created; creating it",
+                job.ref.job_id,
+                job.ref.segment,
+                self.provider.name,
+                job.reply_ref,
+            )
+            self.store.record_refused(
+                key,
+                record.attempt,
+                error=f"{self.provider.name} lists no job with reference {job.reply_ref}: never created",
+            )
             return self._latest(key), Action.CREATE
         handle, raw = found
         self.store.adopt(key, record.attempt, handle=handle.to_dict(), provider_job_id=handle.job_id, raw_reply=raw)
-        log.info("%s segment %d: found the lost create at %s: job %s", job.ref.job_id, job.ref.segment,
-                 self.provider.name, handle.job_id)
+        log.info(
+            "%s segment %d: found the lost create at %s: job %s",
+            job.ref.job_id,
+            job.ref.segment,
+            self.provider.name,
+            handle.job_id,
+        )
         self.hooks.on_created(handle)
         return self._latest(key), Action.POLL
 
@@ -326,21 +394,23 @@ class ProviderJobFlow:
             states.append(status)
             self.store.record_poll(key, record.attempt, status.raw_status)
             if status.reported_done:
-                self.store.record_succeeded(key, record.attempt, result_url=status.result_url,
-                                            status=status.to_dict())
+                self.store.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
                 reported_done = True
             self.hooks.on_status(status)
             kill_point("poll")
             self.hooks.checkpoint()
 
         try:
-            status = wait_for_job(self.provider, handle, self.provider.poll_policy, on_status=on_status,
-                                  sleep=self.hooks.sleep)
+            status = wait_for_job(
+                self.provider, handle, self.provider.poll_policy, on_status=on_status, sleep=self.hooks.sleep
+            )
         except GenerationFailed as err:  # includes Moderated: the job ended without a result
             if reported_done:  # success is sticky: never failed (nor paid for again) after a "done"
-                raise ProviderError(f"job {handle.job_id} was reported done, then: {err.message}; it stays "
-                                    f"recorded as done and the next run polls it again",
-                                    provider=self.provider.name) from None
+                raise ProviderError(
+                    f"job {handle.job_id} was reported done, then: {err.message}; it stays "
+                    f"recorded as done and the next run polls it again",
+                    provider=self.provider.name,
+                ) from None
             self.store.record_failed(key, record.attempt, error=err.render())
             raise
         self.store.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
@@ -349,20 +419,26 @@ class ProviderJobFlow:
     def _download(self, job: SegmentJob, key: str, record: CreateRecord) -> CreateRecord:
         self.hooks.on_step(FlowStep.DOWNLOAD, record.provider_job_id)
         self.hooks.checkpoint()
-        got = self.provider.download(record.result_url or "", job.result_path, max_bytes=self.max_bytes,
-                                     limits=self.settings.transfer)
+        got = self.provider.download(
+            record.result_url or "", job.result_path, max_bytes=self.max_bytes, limits=self.settings.transfer
+        )
         kill_point("download")
         self.store.record_downloaded(key, record.attempt, path=str(got.path), sha256=got.sha256, size=got.size)
         return self._latest(key)
 
-    def _download_stored(self, job: SegmentJob, key: str, record: CreateRecord,
-                         states: list[JobStatus]) -> CreateRecord:
+    def _download_stored(
+        self, job: SegmentJob, key: str, record: CreateRecord, states: list[JobStatus]
+    ) -> CreateRecord:
         """Download from a URL an earlier process recorded; result URLs expire, so on failure poll for a fresh one."""
         try:
             return self._download(job, key, record)
         except LipsyncError as err:
-            log.warning("%s segment %d: the stored result URL failed (%s); polling for a fresh one",
-                        job.ref.job_id, job.ref.segment, err.render())
+            log.warning(
+                "%s segment %d: the stored result URL failed (%s); polling for a fresh one",
+                job.ref.job_id,
+                job.ref.segment,
+                err.render(),
+            )
         return self._download(job, key, self._wait(key, record, states))
 
     def _latest(self, key: str) -> CreateRecord:

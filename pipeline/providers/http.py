@@ -14,8 +14,9 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Container, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import tenacity
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=120.0, pool=30.0)
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-MAX_REPLY_BYTES = 1_000_000       # a status or create reply is a few KB; a bigger one is refused
+MAX_REPLY_BYTES = 1_000_000  # a status or create reply is a few KB; a bigger one is refused
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class RetryPolicy:
     attempts: int = 5
     initial: float = 1.0
     maximum: float = 30.0
-    max_retry_after: float = 120.0      # a Retry-After longer than this is capped
+    max_retry_after: float = 120.0  # a Retry-After longer than this is capped
 
     @classmethod
     def for_refused_creates(cls) -> RetryPolicy:
@@ -79,8 +80,9 @@ CreateVerdict = Refused | Lost | LipsyncError | None
 """What an adapter's create classifier says of a reply: None means accepted, an error is final."""
 
 
-def classify_http_create(status_code: int, message: str, final_error: Callable[[], LipsyncError], *,
-                         definite: Container[int] = ()) -> CreateVerdict:
+def classify_http_create(
+    status_code: int, message: str, final_error: Callable[[], LipsyncError], *, definite: Container[int] = ()
+) -> CreateVerdict:
     """The create verdict of a provider whose errors are HTTP statuses: 2xx accepted; 429/503 refused (no job
     was made: safe to send again after waiting); any other 5xx lost (a job may exist), unless the provider
     documents that code as definite; everything else the provider's final error."""
@@ -115,8 +117,10 @@ def require_safe_url(url: str, *, what: str, allowed_loopback: Collection[Origin
     ip = parse_ip(parsed.host)
     why = None if ip is None else address_refusal(ip)
     if why is not None:
-        raise BlockedAddress(f"{what}: {printable(parsed.host)} is {why}; results are only fetched from public "
-                             f"addresses: {printable(url)}")
+        raise BlockedAddress(
+            f"{what}: {printable(parsed.host)} is {why}; results are only fetched from public "
+            f"addresses: {printable(url)}"
+        )
     return url
 
 
@@ -186,14 +190,22 @@ def _before_sleep(provider: str, what: str, policy: RetryPolicy) -> Callable[[te
     def note(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s: %s: %s; retrying in %.1f s (attempt %d of %d)", provider, printable(what),
-                    printable(getattr(exc, "reason", exc)), wait, state.attempt_number + 1, policy.attempts)
+        log.warning(
+            "%s: %s: %s; retrying in %.1f s (attempt %d of %d)",
+            provider,
+            printable(what),
+            printable(getattr(exc, "reason", exc)),
+            wait,
+            state.attempt_number + 1,
+            policy.attempts,
+        )
 
     return note
 
 
-def retrying(policy: RetryPolicy, *, provider: str, what: str,
-             sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
+def retrying(
+    policy: RetryPolicy, *, provider: str, what: str, sleep: Callable[[float], None] = time.sleep
+) -> tenacity.Retrying:
     """A tenacity loop that retries `TryAgain` and re-raises it when the attempts run out."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
@@ -205,24 +217,40 @@ def retrying(policy: RetryPolicy, *, provider: str, what: str,
     )
 
 
-def run_with_retries(attempt: Callable[[], T], *, policy: RetryPolicy, provider: str, what: str,
-                     gave_up: str = "gave up", sleep: Callable[[float], None] = time.sleep) -> T:
+def run_with_retries(
+    attempt: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    provider: str,
+    what: str,
+    gave_up: str = "gave up",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run `attempt` until it stops raising TryAgain; RetriesExhausted when the attempts run out.
     `sleep` waits between attempts (a batch passes one that a stop request interrupts)."""
     try:
         return retrying(policy, provider=provider, what=what, sleep=sleep)(attempt)
     except TryAgain as exc:
-        raise RetriesExhausted(f"{what}: {gave_up} after {policy.attempts} attempts ({exc.reason})",
-                               provider=provider) from None
+        raise RetriesExhausted(
+            f"{what}: {gave_up} after {policy.attempts} attempts ({exc.reason})", provider=provider
+        ) from None
 
 
-def make_client(*, timeout: float | httpx.Timeout | None = None, event_hooks: dict | None = None,
-                transport: httpx.BaseTransport | None = None) -> httpx.Client:
+def make_client(
+    *,
+    timeout: float | httpx.Timeout | None = None,
+    event_hooks: dict | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
     """The client every adapter uses. No default auth header: each request adds its own, so a
     download or a CDN upload never carries a key by accident. Redirects are not followed."""
-    return httpx.Client(timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-                        event_hooks=event_hooks, transport=transport, follow_redirects=False,
-                        headers={"User-Agent": "lipsync-pipeline"})
+    return httpx.Client(
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        event_hooks=event_hooks,
+        transport=transport,
+        follow_redirects=False,
+        headers={"User-Agent": "lipsync-pipeline"},
+    )
 
 
 class ReplyTooLarge(Exception):
@@ -251,19 +279,34 @@ def read_capped(response: httpx.Response, limit: int = MAX_REPLY_BYTES) -> httpx
                 raise ReplyTooLarge(f"the reply is over the {limit}-byte cap")
     finally:
         response.close()
-    kept = [(k, v) for k, v in response.headers.multi_items()
-            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-    return httpx.Response(response.status_code, headers=kept, content=bytes(body), request=response.request,
-                          extensions=response.extensions)
+    kept = [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=kept,
+        content=bytes(body),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _transport_reason(exc: httpx.RequestError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *, what: str, provider: str,
-                    policy: RetryPolicy, retry_on: Callable[[httpx.Response], bool] | None = None,
-                    sleep: Callable[[float], None] = time.sleep) -> httpx.Response:
+def send_idempotent(
+    client: httpx.Client,
+    build: Callable[[], httpx.Request],
+    *,
+    what: str,
+    provider: str,
+    policy: RetryPolicy,
+    retry_on: Callable[[httpx.Response], bool] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> httpx.Response:
     """Send a request that is safe to repeat; return the first reply that is not worth retrying, its body
     read (at most MAX_REPLY_BYTES: a longer one is retried like a garbled reply).
 
@@ -276,7 +319,7 @@ def send_idempotent(client: httpx.Client, build: Callable[[], httpx.Request], *,
     def attempt() -> httpx.Response:
         try:
             response = read_capped(client.send(build(), stream=True))
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:     # e.g. a control character in an id
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # e.g. a control character in an id
             raise ProviderError(f"{what}: {exc}", provider=provider) from None
         except httpx.RequestError as exc:
             raise TryAgain(_transport_reason(exc)) from exc
@@ -328,15 +371,21 @@ CreateOutcome = Accepted | Refused | Lost
 lost (the request may have reached the provider: never sent again blindly)."""
 
 
-def send_create_once(client: httpx.Client, req: CreateRequest, *, provider: str,
-                     classify: Callable[[httpx.Response], CreateVerdict],
-                     after_send: Callable[[], None] = lambda: None) -> CreateOutcome:
+def send_create_once(
+    client: httpx.Client,
+    req: CreateRequest,
+    *,
+    provider: str,
+    classify: Callable[[httpx.Response], CreateVerdict],
+    after_send: Callable[[], None] = lambda: None,
+) -> CreateOutcome:
     """Send a create exactly once and say what became of it; a definite error reply is raised.
 
     `after_send` runs the moment the last byte of the body was handed to the socket (a test hook)."""
     body = _TrackedBody(req.body(), after_send)
-    request = client.build_request(req.method, req.url, content=body,
-                                   headers={**req.headers(), "Content-Length": str(req.length)})
+    request = client.build_request(
+        req.method, req.url, content=body, headers={**req.headers(), "Content-Length": str(req.length)}
+    )
     try:
         response = read_capped(client.send(request, stream=True))
     except httpx.UnsupportedProtocol as exc:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterable
 
 import httpcore
 import httpx
@@ -30,44 +30,50 @@ import httpx
 from ..errors import ValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Origin = tuple[str, int]            # (host as in the URL, lower case, no brackets; port)
+Origin = tuple[str, int]  # (host as in the URL, lower case, no brackets; port)
 Resolver = Callable[[str, int], list[str]]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 _V4 = ipaddress.ip_network
-_REFUSED_V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple((_V4(net), why) for net, why in (
-    ("0.0.0.0/8", "unspecified ('this network')"),
-    ("10.0.0.0/8", "private"),
-    ("100.64.0.0/10", "shared carrier-grade NAT (CGNAT)"),
-    ("127.0.0.0/8", "loopback"),
-    ("169.254.0.0/16", "link-local (cloud metadata lives here)"),
-    ("172.16.0.0/12", "private"),
-    ("192.0.0.0/24", "IETF protocol assignments"),
-    ("192.0.2.0/24", "documentation"),
-    ("192.88.99.0/24", "6to4 relay anycast"),
-    ("192.168.0.0/16", "private"),
-    ("198.18.0.0/15", "benchmarking"),
-    ("198.51.100.0/24", "documentation"),
-    ("203.0.113.0/24", "documentation"),
-    ("224.0.0.0/4", "multicast"),
-    ("240.0.0.0/4", "reserved (and broadcast)"),
-))
-_REFUSED_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple((_V4(net), why) for net, why in (
-    ("::/128", "unspecified"),
-    ("::1/128", "loopback"),
-    ("::/96", "deprecated IPv4-compatible form"),
-    ("64:ff9b:1::/48", "local-use NAT64"),
-    ("100::/64", "discard-only"),
-    ("2001::/32", "Teredo tunnel"),
-    ("2001:db8::/32", "documentation"),
-    ("2001:10::/28", "ORCHID"),
-    ("fc00::/7", "unique local (private)"),
-    ("fe80::/10", "link-local"),
-    ("fec0::/10", "site-local (deprecated)"),
-    ("ff00::/8", "multicast"),
-))
+_REFUSED_V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
+    (_V4(net), why)
+    for net, why in (
+        ("0.0.0.0/8", "unspecified ('this network')"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "shared carrier-grade NAT (CGNAT)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local (cloud metadata lives here)"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay anycast"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved (and broadcast)"),
+    )
+)
+_REFUSED_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
+    (_V4(net), why)
+    for net, why in (
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("::/96", "deprecated IPv4-compatible form"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
+        ("100::/64", "discard-only"),
+        ("2001::/32", "Teredo tunnel"),
+        ("2001:db8::/32", "documentation"),
+        ("2001:10::/28", "ORCHID"),
+        ("fc00::/7", "unique local (private)"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local (deprecated)"),
+        ("ff00::/8", "multicast"),
+    )
+)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
@@ -126,8 +132,9 @@ def loopback_origins(urls: Iterable[str]) -> frozenset[Origin]:
     return frozenset(origin for origin in map(url_origin, urls) if is_loopback_host(origin[0]))
 
 
-def connect_refusal(host: str, port: int, addresses: Collection[str],
-                    allowed_loopback: Collection[Origin] = ()) -> str | None:
+def connect_refusal(
+    host: str, port: int, addresses: Collection[str], allowed_loopback: Collection[Origin] = ()
+) -> str | None:
     """Why connecting to `host`:`port`, which resolved to `addresses`, is refused; None when it is allowed.
     Every address must pass (a name answering one public and one private address is refused)."""
     if not addresses:
@@ -175,7 +182,7 @@ class Deadline:
     """A point on the monotonic clock after which no network operation may wait."""
 
     at: float
-    seconds: float              # the budget it was made from, for messages
+    seconds: float  # the budget it was made from, for messages
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
@@ -214,8 +221,9 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         tls = self._stream.start_tls(ssl_context, server_hostname, self._clamp(timeout, httpcore.ConnectTimeout))
         return _DeadlineStream(tls, self._deadline)
 
@@ -226,14 +234,19 @@ class _DeadlineStream(httpcore.NetworkStream):
 class GuardedBackend(httpcore.SyncBackend):
     """httpcore's own socket backend, dialling only addresses the policy passed, within a deadline."""
 
-    def __init__(self, allowed_loopback: Collection[Origin] = (), resolver: Resolver | None = None,
-                 deadline: Deadline | None = None):
+    def __init__(
+        self,
+        allowed_loopback: Collection[Origin] = (),
+        resolver: Resolver | None = None,
+        deadline: Deadline | None = None,
+    ):
         self.allowed_loopback = frozenset(allowed_loopback)
         self.resolver = resolver or system_resolver
         self.deadline = deadline
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options=None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options=None
+    ) -> httpcore.NetworkStream:
         addresses = resolve_checked(host, port, self.allowed_loopback, self.resolver)
         error: Exception | None = None
         for address in addresses:
@@ -252,23 +265,34 @@ class GuardedBackend(httpcore.SyncBackend):
         raise BlockedAddress(f"refused to connect to the unix socket {path}")
 
 
-def guarded_transport(*, allowed_loopback: Collection[Origin] = (), resolver: Resolver | None = None,
-                      deadline: Deadline | None = None) -> httpx.HTTPTransport:
+def guarded_transport(
+    *, allowed_loopback: Collection[Origin] = (), resolver: Resolver | None = None, deadline: Deadline | None = None
+) -> httpx.HTTPTransport:
     """An httpx transport whose connections go through `GuardedBackend` (no proxy: a proxy would resolve
     the name itself, out of our sight)."""
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx.HTTPTransport takes no network backend (encode/httpx#3180), so its pool is rebuilt with
     # httpcore's public constructor; tests/test_attacks.py proves the backend is the one dialling.
-    transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(trust_env=False),
-                                              network_backend=GuardedBackend(allowed_loopback, resolver, deadline))
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        network_backend=GuardedBackend(allowed_loopback, resolver, deadline),
+    )
     return transport
 
 
-def guarded_client(like: httpx.Client, *, allowed_loopback: Collection[Origin] = (),
-                   resolver: Resolver | None = None, deadline: Deadline | None = None) -> httpx.Client:
+def guarded_client(
+    like: httpx.Client,
+    *,
+    allowed_loopback: Collection[Origin] = (),
+    resolver: Resolver | None = None,
+    deadline: Deadline | None = None,
+) -> httpx.Client:
     """A client with `like`'s timeout, headers and event hooks, whose connections are guarded. Redirects are
     never followed by it: the caller checks each hop."""
-    return httpx.Client(transport=guarded_transport(allowed_loopback=allowed_loopback, resolver=resolver,
-                                                    deadline=deadline),
-                        timeout=like.timeout, headers=like.headers, event_hooks=like.event_hooks,
-                        follow_redirects=False)
+    return httpx.Client(
+        transport=guarded_transport(allowed_loopback=allowed_loopback, resolver=resolver, deadline=deadline),
+        timeout=like.timeout,
+        headers=like.headers,
+        event_hooks=like.event_hooks,
+        follow_redirects=False,
+    )

@@ -16,17 +16,28 @@ import httpx
 
 from ..errors import AuthError, BillingError, LipsyncError, Moderated, ProviderError, ValidationError
 from ..voices import VOICE_IDS
-from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, media_type,
-                   optional_int, reply_json, unknown_status)
+from .base import (
+    JobHandle,
+    JobRequest,
+    JobState,
+    JobStatus,
+    Provider,
+    Submission,
+    Voice,
+    media_type,
+    optional_int,
+    reply_json,
+    unknown_status,
+)
 from .http import CreateVerdict, Lost, Refused, is_retryable_status
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/openapi/v2"
 AUTH_CODES = frozenset({10001, 10003})
 BILLING_CODES = frozenset({500043, 500060, 500090})
-BUSY_CODES = frozenset({500044})                      # concurrent-generation limit: not accepted
+BUSY_CODES = frozenset({500044})  # concurrent-generation limit: not accepted
 TRY_LATER_CODES = frozenset({500045, 500069, 10005})
-TRACE_CODES = frozenset({400033})                     # trace id refused: nothing was done; a new one is sent
+TRACE_CODES = frozenset({400033})  # trace id refused: nothing was done; a new one is sent
 RESEND_CODES = BUSY_CODES | TRY_LATER_CODES | TRACE_CODES
 MODERATION_CODES = frozenset({500054, 500063})
 VALIDATION_CODES = frozenset({400013, 400017})
@@ -101,8 +112,9 @@ def classify_create(status_code: int, body: Any) -> CreateVerdict:
             return Refused(f"HTTP {status_code}")
         if 200 <= status_code < 300 or status_code >= 500:
             return Lost(f"HTTP {status_code} without an ErrCode envelope")
-        return ProviderError(f"create: HTTP {status_code} without an ErrCode envelope", provider="pixverse",
-                             code=status_code)
+        return ProviderError(
+            f"create: HTTP {status_code} without an ErrCode envelope", provider="pixverse", code=status_code
+        )
     if env.code in RESEND_CODES:
         return Refused(f"ErrCode {env.code}: {env.message}")
     error = envelope_error(env, "create")
@@ -127,13 +139,20 @@ def parse_result(resp: Any) -> JobStatus:
     width, height = (v if v else None for v in sizes[:2])
     if status == 1:
         confirmed = bool(url) and any(sizes) and all(v is None or v > 0 for v in sizes)
-        return JobStatus(JobState.SUCCEEDED if confirmed else JobState.RUNNING, raw, result_url=url,
-                         width=width, height=height, unconfirmed=not confirmed)
+        return JobStatus(
+            JobState.SUCCEEDED if confirmed else JobState.RUNNING,
+            raw,
+            result_url=url,
+            width=width,
+            height=height,
+            unconfirmed=not confirmed,
+        )
     if status == 5:
         return JobStatus(JobState.RUNNING, raw)
     if status == 7:
-        return JobStatus(JobState.MODERATED, raw, error_code=raw,
-                         error_message="failed content moderation (credits refunded)")
+        return JobStatus(
+            JobState.MODERATED, raw, error_code=raw, error_message="failed content moderation (credits refunded)"
+        )
     if status == 8:
         return JobStatus(JobState.FAILED, raw, error_code=raw, error_message="generation failed")
     if status == 6:
@@ -147,7 +166,7 @@ class PixverseProvider(Provider):
     base_url_defaults = {"pixverse": "https://app-api.pixverse.ai"}
     base_url_env = {"pixverse": "LIPSYNC_PIXVERSE_BASE_URL"}
     voice_id_scheme = "id"
-    default_concurrency = 4                     # the account's concurrent-generation limit is per plan
+    default_concurrency = 4  # the account's concurrent-generation limit is per plan
     default_poll = PollPolicy(initial=3.0, expected_s=DOCUMENTED_JOB_S)  # the docs: a status check every 3-5 s
     limits_key = "pixverse"
     classify_create = staticmethod(classify_create)
@@ -159,8 +178,11 @@ class PixverseProvider(Provider):
         """The Resp of a reply whose envelope says success; the mapped error otherwise."""
         env = parse_envelope(reply_json(response))
         if env is None:
-            raise ProviderError(f"{what}: HTTP {response.status_code} without an ErrCode envelope",
-                                provider=self.name, code=response.status_code)
+            raise ProviderError(
+                f"{what}: HTTP {response.status_code} without an ErrCode envelope",
+                provider=self.name,
+                code=response.status_code,
+            )
         error = envelope_error(env, what)
         if error is not None:
             raise error
@@ -170,8 +192,13 @@ class PixverseProvider(Provider):
         """Multipart upload (not billable, so retried) → media_id."""
         mime = media_type(path)
         with open(path, "rb") as fh:
-            response = self._request("POST", self._url(f"{API}/media/upload"), what=f"upload {path.name}",
-                                     retry_on=is_transient, files={"file": (f"media{path.suffix.lower()}", fh, mime)})
+            response = self._request(
+                "POST",
+                self._url(f"{API}/media/upload"),
+                what=f"upload {path.name}",
+                retry_on=is_transient,
+                files={"file": (f"media{path.suffix.lower()}", fh, mime)},
+            )
         resp = self._resp(response, f"upload {path.name}")
         media_id = as_id(resp.get("media_id") if isinstance(resp, dict) else None)
         if media_id is None:
@@ -199,20 +226,28 @@ class PixverseProvider(Provider):
         video_id = as_id(handle.job_id)
         if video_id is None:
             raise ProviderError(f"{handle.job_id!r} is not a PixVerse video id", provider=self.name)
-        response = self._request("GET", self._url(f"{API}/video/result/{video_id}"),
-                                 what=f"status of job {video_id}", retry_on=is_transient)
+        response = self._request(
+            "GET", self._url(f"{API}/video/result/{video_id}"), what=f"status of job {video_id}", retry_on=is_transient
+        )
         return parse_result(self._resp(response, f"status of job {video_id}"))
 
     def voices(self) -> list[Voice]:
         voices: list[Voice] = []
         for page in range(1, VOICE_MAX_PAGES + 1):
-            response = self._request("GET", self._url(f"{API}/video/lip_sync/tts_list"), what="voice list",
-                                     retry_on=is_transient,
-                                     params={"page_num": page, "page_size": VOICE_PAGE_SIZE})
+            response = self._request(
+                "GET",
+                self._url(f"{API}/video/lip_sync/tts_list"),
+                what="voice list",
+                retry_on=is_transient,
+                params={"page_num": page, "page_size": VOICE_PAGE_SIZE},
+            )
             resp = self._resp(response, "voice list")
             rows = resp.get("data") or [] if isinstance(resp, dict) else []
-            voices += [Voice(str(r.get("name", "")).strip(), str(r.get("speaker_id", "")).strip())
-                       for r in rows if isinstance(r, dict)]
+            voices += [
+                Voice(str(r.get("name", "")).strip(), str(r.get("speaker_id", "")).strip())
+                for r in rows
+                if isinstance(r, dict)
+            ]
             total = optional_int(resp.get("total"), nonnegative=True) if isinstance(resp, dict) else None
             if not rows or total is None or len(voices) >= total:
                 break

@@ -12,10 +12,11 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import GenerationFailed, JobTimeout, LipsyncError, Moderated, ResultPending
 from ..safetext import printable
@@ -28,10 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lipsync.providers.poll")
 
-WINDOW_POLLS = 8        # polls spent across the expected window, at most (never closer than `initial`)
-GROWTH_BEFORE = 0.25    # s of interval added per s of distance before the window ...
-GROWTH_AFTER = 0.1      # ... and after it: an estimate learned early is biased short, so back off slowly
-KEPT_DURATIONS = 64     # the newest finished jobs an estimate is made from
+WINDOW_POLLS = 8  # polls spent across the expected window, at most (never closer than `initial`)
+GROWTH_BEFORE = 0.25  # s of interval added per s of distance before the window ...
+GROWTH_AFTER = 0.1  # ... and after it: an estimate learned early is biased short, so back off slowly
+KEPT_DURATIONS = 64  # the newest finished jobs an estimate is made from
 DOCUMENTED_JOB_S = 34.0  # "Processing time: ~34 sec." (AI/ML API's page of the PixVerse lip-sync model)
 
 
@@ -64,8 +65,13 @@ class PollPolicy:
     expected_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.initial > 0 and self.maximum >= self.initial and self.factor >= 1 and self.timeout > 0
-                and (self.expected_s is None or self.expected_s > 0)):
+        if not (
+            self.initial > 0
+            and self.maximum >= self.initial
+            and self.factor >= 1
+            and self.timeout > 0
+            and (self.expected_s is None or self.expected_s > 0)
+        ):
             raise ValueError(f"inconsistent poll policy: {self}")
 
 
@@ -117,8 +123,9 @@ class DurationEstimator:
             return estimate_from(self._durations)
 
 
-def next_interval(policy: PollPolicy, polls_done: int, elapsed: float,
-                  estimate: CompletionEstimate | None = None) -> float:
+def next_interval(
+    policy: PollPolicy, polls_done: int, elapsed: float, estimate: CompletionEstimate | None = None
+) -> float:
     """Seconds to sleep after the `polls_done`-th poll, `elapsed` s into the wait; never past the deadline,
     never under `policy.initial` (unless the deadline is nearer), never over `policy.maximum`.
 
@@ -140,8 +147,8 @@ def next_interval(policy: PollPolicy, polls_done: int, elapsed: float,
 class Outcome(StrEnum):
     WAIT = "wait"
     SUCCEEDED = "succeeded"
-    ACCEPTED = "accepted"       # done with a URL, but the provider never confirmed a size
-    PENDING = "pending"         # done, but its result stayed missing: stop waiting, never fail it
+    ACCEPTED = "accepted"  # done with a URL, but the provider never confirmed a size
+    PENDING = "pending"  # done, but its result stayed missing: stop waiting, never fail it
     FAILED = "failed"
 
 
@@ -161,25 +168,37 @@ def judge(status: JobStatus, unconfirmed_streak: int, policy: PollPolicy) -> Ver
     if status.state in (JobState.FAILED, JobState.MODERATED, JobState.CANCELED):
         return Verdict(Outcome.FAILED, f"ended {status.state.value} ({status.raw_status})")
     if status.unconfirmed and status.result_url and unconfirmed_streak >= policy.accept_unconfirmed_after:
-        return Verdict(Outcome.ACCEPTED, f"{status.raw_status} with a result URL but no confirmed size "
-                                         f"{unconfirmed_streak} times in a row; taking the URL")
+        return Verdict(
+            Outcome.ACCEPTED,
+            f"{status.raw_status} with a result URL but no confirmed size "
+            f"{unconfirmed_streak} times in a row; taking the URL",
+        )
     if status.unconfirmed and unconfirmed_streak >= policy.max_unconfirmed:
-        return Verdict(Outcome.PENDING, f"reported done {unconfirmed_streak} times without a result "
-                                        f"({status.raw_status})")
+        return Verdict(
+            Outcome.PENDING, f"reported done {unconfirmed_streak} times without a result ({status.raw_status})"
+        )
     return Verdict(Outcome.WAIT, f"{status.state.value} ({status.raw_status})")
 
 
 def failure_error(status: JobStatus, provider: str, job_id: str, reason: str) -> LipsyncError:
     detail = status.error_message or reason
     kind = Moderated if status.state is JobState.MODERATED else GenerationFailed
-    return kind(f"job {printable(job_id)} {printable(detail)}", provider=provider,
-                code=printable(status.error_code or status.raw_status))
+    return kind(
+        f"job {printable(job_id)} {printable(detail)}",
+        provider=provider,
+        code=printable(status.error_code or status.raw_status),
+    )
 
 
-def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | None = None,
-                 on_status: Callable[[JobStatus], None] | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> JobStatus:
+def wait_for_job(
+    provider: Provider,
+    handle: JobHandle,
+    policy: PollPolicy | None = None,
+    on_status: Callable[[JobStatus], None] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobStatus:
     """Wait until the job is done. Returns the SUCCEEDED status (with its URL), or raises
     GenerationFailed / Moderated, or JobTimeout after `policy.timeout` (cancelling where supported).
 
@@ -193,7 +212,7 @@ def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | Non
     """
     waiter = _Waiter(provider, handle, policy or provider.poll_policy, on_status, clock)
     if getattr(provider, "streams_status", False):
-        done = waiter.follow_stream(lambda: sleep(0))   # an interruptible sleep cuts a quiet stream short
+        done = waiter.follow_stream(lambda: sleep(0))  # an interruptible sleep cuts a quiet stream short
         if done is not None:
             return done
     return waiter.poll(sleep)
@@ -202,8 +221,14 @@ def wait_for_job(provider: Provider, handle: JobHandle, policy: PollPolicy | Non
 class _Waiter:
     """One wait's state: its clock, the statuses seen, and what they teach the provider's estimator."""
 
-    def __init__(self, provider: Provider, handle: JobHandle, policy: PollPolicy,
-                 on_status: Callable[[JobStatus], None] | None, clock: Callable[[], float]):
+    def __init__(
+        self,
+        provider: Provider,
+        handle: JobHandle,
+        policy: PollPolicy,
+        on_status: Callable[[JobStatus], None] | None,
+        clock: Callable[[], float],
+    ):
         self.provider, self.handle, self.policy, self.on_status, self.clock = provider, handle, policy, on_status, clock
         self.durations: DurationEstimator | None = getattr(provider, "durations", None)
         self.start = clock()
@@ -227,8 +252,12 @@ class _Waiter:
                     if done is not None:
                         return done
         except (StreamBroken, RetriesExhausted) as exc:
-            log.warning("%s: job %s: status stream broke (%s); polling instead", self.provider.name,
-                        printable(self.handle.job_id), printable(str(exc)))
+            log.warning(
+                "%s: job %s: status stream broke (%s); polling instead",
+                self.provider.name,
+                printable(self.handle.job_id),
+                printable(str(exc)),
+            )
         if self.elapsed() >= self.policy.timeout:
             raise _timeout(self.provider, self.handle, self.policy, self.last)
         return None
@@ -238,8 +267,12 @@ class _Waiter:
             try:
                 status: JobStatus | None = self.provider.poll(self.handle)
             except RetriesExhausted as exc:
-                log.warning("%s: job %s: %s; still waiting", self.provider.name, printable(self.handle.job_id),
-                            printable(exc.message))
+                log.warning(
+                    "%s: job %s: %s; still waiting",
+                    self.provider.name,
+                    printable(self.handle.job_id),
+                    printable(exc.message),
+                )
                 status = None
             self.polls += 1
             if status is not None:
@@ -276,8 +309,11 @@ class _Waiter:
         if verdict.outcome is Outcome.FAILED:
             raise failure_error(status, self.provider.name, self.handle.job_id, verdict.reason)
         if verdict.outcome is Outcome.PENDING:
-            raise ResultPending(f"job {self.handle.job_id} {verdict.reason}; it is done and paid for: run again "
-                                f"to fetch its result", provider=self.provider.name, code=status.raw_status)
+            raise ResultPending(
+                f"job {self.handle.job_id} {verdict.reason}; it is done and paid for: run again to fetch its result",
+                provider=self.provider.name,
+                code=status.raw_status,
+            )
         return None
 
     def learn(self, status: JobStatus, watched: bool) -> None:
@@ -297,11 +333,13 @@ def _timeout(provider: Provider, handle: JobHandle, policy: PollPolicy, last: Jo
     try:
         canceled = provider.cancel(handle)
     except LipsyncError as exc:
-        log.warning("%s: job %s: cancel failed: %s", provider.name, printable(handle.job_id),
-                    printable(exc.message))
+        log.warning("%s: job %s: cancel failed: %s", provider.name, printable(handle.job_id), printable(exc.message))
         canceled = False
     seen = printable(last.raw_status) if last else "no status received"
     job = printable(handle.job_id)
     then = "cancel requested" if canceled else f"it may still finish: check job {job} later"
-    return JobTimeout(f"job {job} not done after {policy.timeout:g} s (last status: {seen}); {then}",
-                      provider=provider.name, code=printable(last.raw_status) if last else None)
+    return JobTimeout(
+        f"job {job} not done after {policy.timeout:g} s (last status: {seen}); {then}",
+        provider=provider.name,
+        code=printable(last.raw_status) if last else None,
+    )

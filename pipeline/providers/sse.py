@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 # A blank line (the end of an event) is a line terminator right after another one, "\r\n" being one.
 _BLANK_LINE_END = re.compile(rb"(?<=\n)(?:\r\n?|\n)|(?<=\r)\r\n?")
-_TAIL = 2     # bytes of the previous chunk a match may need (a "\r\n" split across chunks)
+_TAIL = 2  # bytes of the previous chunk a match may need (a "\r\n" split across chunks)
 
 
 class StreamBroken(Exception):
@@ -53,8 +53,14 @@ def bytes_since_blank_line(since: int, previous: bytes, chunk: bytes) -> int:
 class _CappedStream(httpx.SyncByteStream):
     """The response's decoded bytes, refused once an event grows past its cap; ends at the deadline."""
 
-    def __init__(self, response: httpx.Response, limits: StreamLimits, deadline: float,
-                 clock: Callable[[], float], on_chunk: Callable[[], None]):
+    def __init__(
+        self,
+        response: httpx.Response,
+        limits: StreamLimits,
+        deadline: float,
+        clock: Callable[[], float],
+        on_chunk: Callable[[], None],
+    ):
         self._response, self._limits, self._deadline, self._clock = response, limits, deadline, clock
         self._on_chunk = on_chunk
 
@@ -71,9 +77,15 @@ class _CappedStream(httpx.SyncByteStream):
                 return
 
 
-def read_events(client: httpx.Client, request: httpx.Request, limits: StreamLimits, *, timeout: float,
-                on_chunk: Callable[[], None] = lambda: None,
-                clock: Callable[[], float] = time.monotonic) -> Iterator[ServerSentEvent]:
+def read_events(
+    client: httpx.Client,
+    request: httpx.Request,
+    limits: StreamLimits,
+    *,
+    timeout: float,
+    on_chunk: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[ServerSentEvent]:
     """The events of `request` (sent here, not retried) until the server closes the stream or `timeout` s
     have passed. StreamBroken for anything that is not a well-formed event stream within `limits`.
     `on_chunk` runs whenever bytes arrive (keep-alive comments too): what it raises ends the stream."""
@@ -90,10 +102,14 @@ def read_events(client: httpx.Client, request: httpx.Request, limits: StreamLimi
             raise StreamBroken(f"HTTP {response.status_code}")
         if response.headers.get("Content-Encoding", "identity").lower() != "identity":
             raise StreamBroken("a compressed stream (its events could not be capped before inflating)")
-        kept = [(k, v) for k, v in response.headers.multi_items()
-                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-        capped = httpx.Response(200, headers=kept, stream=_CappedStream(response, limits, deadline, clock, on_chunk),
-                                request=request)
+        kept = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        capped = httpx.Response(
+            200, headers=kept, stream=_CappedStream(response, limits, deadline, clock, on_chunk), request=request
+        )
         for count, event in enumerate(EventSource(capped).iter_sse(), start=1):
             if count > limits.max_events:
                 raise StreamBroken(f"more than {limits.max_events} events")

@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 
 class CreateState(StrEnum):
-    INTENT = "intent"          # committed just before the create request leaves; no answer yet
-    CREATED = "created"        # the provider accepted the job and its id is recorded
-    SUCCEEDED = "succeeded"    # the provider says done (sticky: never FAILED afterwards); result_url may lag
+    INTENT = "intent"  # committed just before the create request leaves; no answer yet
+    CREATED = "created"  # the provider accepted the job and its id is recorded
+    SUCCEEDED = "succeeded"  # the provider says done (sticky: never FAILED afterwards); result_url may lag
     DOWNLOADED = "downloaded"  # the paid result is on our disk (path + sha256)
-    FAILED = "failed"          # the provider says the generation failed or was moderated
-    REFUSED = "refused"        # the create was declined or never fully sent: nothing exists, nothing billed
-    UNCERTAIN = "uncertain"    # the request may have reached the provider, but no usable answer came back
+    FAILED = "failed"  # the provider says the generation failed or was moderated
+    REFUSED = "refused"  # the create was declined or never fully sent: nothing exists, nothing billed
+    UNCERTAIN = "uncertain"  # the request may have reached the provider, but no usable answer came back
 
     @property
     def live(self) -> bool:
@@ -88,8 +88,9 @@ class FlowStore(Protocol):
     def record_refused(self, idem_key: str, attempt: int, *, error: str) -> None:
         """The provider declined the create (or it never fully left): the key is back to 'not created'."""
 
-    def record_uncertain(self, idem_key: str, attempt: int, *, error: str, reconcile: dict[str, Any],
-                         raw_reply: str | None = None) -> None:
+    def record_uncertain(
+        self, idem_key: str, attempt: int, *, error: str, reconcile: dict[str, Any], raw_reply: str | None = None
+    ) -> None:
         """The request may have been delivered but no usable answer was recorded."""
 
     def record_reply(self, idem_key: str, attempt: int, *, raw_reply: str) -> None:
@@ -99,14 +100,14 @@ class FlowStore(Protocol):
     def record_created(self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str) -> None:
         """The provider accepted the job: its id and the handle to poll it."""
 
-    def adopt(self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str,
-              raw_reply: str) -> None:
+    def adopt(
+        self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str, raw_reply: str
+    ) -> None:
         """An uncertain attempt was found at the provider (reconciled): it becomes that job."""
 
     def record_poll(self, idem_key: str, attempt: int, provider_state: str) -> None: ...
 
-    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str | None,
-                         status: dict[str, Any]) -> None:
+    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str | None, status: dict[str, Any]) -> None:
         """The provider says the job is done; the URL may still be missing (polled again, never failed)."""
 
     def record_failed(self, idem_key: str, attempt: int, *, error: str) -> None: ...

@@ -17,18 +17,32 @@ import httpx
 
 from ..errors import AuthError, BillingError, LipsyncError, Moderated, ProviderError, ValidationError
 from ..voices import VOICE_IDS
-from .base import (JobHandle, JobRequest, JobState, JobStatus, Provider, Submission, Voice, error_text,
-                   http_error, iter_file, optional_int, raw_file_headers, reply_json, unknown_status)
+from .base import (
+    JobHandle,
+    JobRequest,
+    JobState,
+    JobStatus,
+    Provider,
+    Submission,
+    Voice,
+    error_text,
+    http_error,
+    iter_file,
+    optional_int,
+    raw_file_headers,
+    reply_json,
+    unknown_status,
+)
 from .http import CreateVerdict, classify_http_create, is_retryable_status
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/v2/pixverse"
-ACCOUNT_ATTENTION = 596         # "your PixVerse account has a pending error": not transient
+ACCOUNT_ATTENTION = 596  # "your PixVerse account has a pending error": not transient
 RUNNING = frozenset({"GENERATING", "PROCESSING", "RUNNING", "IN_PROGRESS"})
 QUEUED = frozenset({"QUEUED", "WAITING", "PENDING"})
 PIXVERSE_CODES = {1: "COMPLETED", 5: "GENERATING", 7: "MODERATED", 8: "FAILED"}
-REPLY_REF_MAX = 1024            # replyRef's documented maximum length
-NOT_FOUND_GRACE_S = 1200.0      # jobs take tens of seconds; 20 min of 404s is not "still processing"
+REPLY_REF_MAX = 1024  # replyRef's documented maximum length
+NOT_FOUND_GRACE_S = 1200.0  # jobs take tens of seconds; 20 min of 404s is not "still processing"
 
 
 def is_transient(response: httpx.Response) -> bool:
@@ -42,15 +56,17 @@ def error_for(status_code: int, message: str, what: str) -> LipsyncError:
     if status_code == 422:
         return Moderated(f"{what}: {message}", provider="useapi", code=status_code)
     if status_code == ACCOUNT_ATTENTION:
-        return AuthError(f"{what}: the PixVerse account needs attention: {message}", provider="useapi",
-                         code=status_code)
+        return AuthError(
+            f"{what}: the PixVerse account needs attention: {message}", provider="useapi", code=status_code
+        )
     return http_error("useapi", "USEAPI_TOKEN", status_code, message, what)
 
 
 def classify_create(status_code: int, body: Any) -> CreateVerdict:
     message = error_text(body, "error", "message")
-    return classify_http_create(status_code, message, lambda: error_for(status_code, message, "create"),
-                                definite=(ACCOUNT_ATTENTION,))
+    return classify_http_create(
+        status_code, message, lambda: error_for(status_code, message, "create"), definite=(ACCOUNT_ATTENTION,)
+    )
 
 
 def status_name(body: dict[str, Any]) -> str:
@@ -79,15 +95,25 @@ def parse_video(body: Any) -> JobStatus:
     if name == "COMPLETED":
         if final is not False and url and all(v is None or v > 0 for v in (width, height)):
             return JobStatus(JobState.SUCCEEDED, name, result_url=url, width=width, height=height)
-        return JobStatus(JobState.RUNNING, name, result_url=url if final is not False else None,
-                         width=width or None, height=height or None, unconfirmed=final is not False)
+        return JobStatus(
+            JobState.RUNNING,
+            name,
+            result_url=url if final is not False else None,
+            width=width or None,
+            height=height or None,
+            unconfirmed=final is not False,
+        )
     if name in QUEUED:
         return JobStatus(JobState.QUEUED, name)
     if name in RUNNING:
         return JobStatus(JobState.RUNNING, name)
     if final is True:
-        return JobStatus(JobState.FAILED, name or "final", error_code=name or None,
-                         error_message=error or f"ended with status {name or 'unknown'}")
+        return JobStatus(
+            JobState.FAILED,
+            name or "final",
+            error_code=name or None,
+            error_message=error or f"ended with status {name or 'unknown'}",
+        )
     return unknown_status("useapi", name or "no status")
 
 
@@ -108,8 +134,12 @@ def not_found_status(handle: JobHandle, grace_s: float, now: float) -> JobStatus
     """A 404 for a job: still processing, unless it has lasted `grace_s` since the create was accepted."""
     age = now - handle.created_at
     if handle.created_at > 0 and age > grace_s:
-        return JobStatus(JobState.FAILED, "404", error_code="404",
-                         error_message=f"is still unknown to useapi {age:.0f} s after its create (no such video)")
+        return JobStatus(
+            JobState.FAILED,
+            "404",
+            error_code="404",
+            error_message=f"is still unknown to useapi {age:.0f} s after its create (no such video)",
+        )
     return JobStatus(JobState.RUNNING, "404 (still processing)")
 
 
@@ -119,14 +149,20 @@ class UseapiProvider(Provider):
     base_url_defaults = {"useapi": "https://api.useapi.net"}
     base_url_env = {"useapi": "LIPSYNC_USEAPI_BASE_URL"}
     voice_id_scheme = "id"
-    default_concurrency = 3                     # the docs' own maxJobs example; the account may allow up to 8
+    default_concurrency = 3  # the docs' own maxJobs example; the account may allow up to 8
     default_poll = PollPolicy(initial=3.0, expected_s=DOCUMENTED_JOB_S)  # 404 while running: not every second
     limits_key = "useapi"
-    can_reconcile = True                        # replyRef is stored and listed by GET /videos
+    can_reconcile = True  # replyRef is stored and listed by GET /videos
     classify_create = staticmethod(classify_create)
 
-    def __init__(self, *, max_jobs: int | None = None, email: str | None = None,
-                 not_found_grace_s: float = NOT_FOUND_GRACE_S, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        max_jobs: int | None = None,
+        email: str | None = None,
+        not_found_grace_s: float = NOT_FOUND_GRACE_S,
+        **kwargs: Any,
+    ):
         if max_jobs is not None and not 1 <= max_jobs <= 8:
             raise ValidationError(f"useapi maxJobs must be 1..8, got {max_jobs}")
         self.max_jobs = max_jobs
@@ -147,9 +183,15 @@ class UseapiProvider(Provider):
     def _upload(self, path: Path) -> str:
         """Raw bytes with the file's MIME type (not billable, so retried) → path."""
         what = f"upload {path.name}"
-        response = self._request("POST", self._url(f"{API}/files"), what=what, retry_on=is_transient,
-                                 params=self._account(), body=lambda: iter_file(path),
-                                 headers=raw_file_headers(path))
+        response = self._request(
+            "POST",
+            self._url(f"{API}/files"),
+            what=what,
+            retry_on=is_transient,
+            params=self._account(),
+            body=lambda: iter_file(path),
+            headers=raw_file_headers(path),
+        )
         body = reply_json(response)
         if response.status_code != 200:
             raise error_for(response.status_code, error_text(body, "error", "message"), what)
@@ -166,7 +208,7 @@ class UseapiProvider(Provider):
             payload["prompt"] = req.text
             speaker = req.speaker or "Auto"
             speaker_id = self.listed_speaker_id(speaker) or (None if speaker == "Auto" else VOICE_IDS[speaker])
-            if speaker_id is not None:      # optional: without it the account's default (Auto) speaks
+            if speaker_id is not None:  # optional: without it the account's default (Auto) speaks
                 payload["speaker_id"] = speaker_id
         if self.max_jobs is not None:
             payload["maxJobs"] = self.max_jobs
@@ -180,8 +222,9 @@ class UseapiProvider(Provider):
 
     def find_created(self, reply_ref: str) -> tuple[JobHandle, str] | None:
         """`GET /videos` lists the account's videos with the replyRef each was created with."""
-        response = self._request("GET", self._url(f"{API}/videos"), what="video list", retry_on=is_transient,
-                                 params=self._account())
+        response = self._request(
+            "GET", self._url(f"{API}/videos"), what="video list", retry_on=is_transient, params=self._account()
+        )
         body = reply_json(response)
         if response.status_code != 200:
             raise error_for(response.status_code, error_text(body, "error", "message"), "video list")
@@ -193,8 +236,9 @@ class UseapiProvider(Provider):
 
     def poll(self, handle: JobHandle) -> JobStatus:
         what = f"status of job {handle.job_id}"
-        response = self._request("GET", self._url(f"{API}/videos/{quote(handle.job_id, safe=':@')}"),
-                                 what=what, retry_on=is_transient)
+        response = self._request(
+            "GET", self._url(f"{API}/videos/{quote(handle.job_id, safe=':@')}"), what=what, retry_on=is_transient
+        )
         if response.status_code == 404:
             return not_found_status(handle, self.not_found_grace_s, time.time())
         body = reply_json(response)
@@ -203,12 +247,19 @@ class UseapiProvider(Provider):
         return parse_video(body)
 
     def voices(self) -> list[Voice]:
-        response = self._request("GET", self._url(f"{API}/videos/voices"), what="voice list",
-                                 retry_on=is_transient, params=self._account())
+        response = self._request(
+            "GET", self._url(f"{API}/videos/voices"), what="voice list", retry_on=is_transient, params=self._account()
+        )
         body = reply_json(response)
         if response.status_code != 200:
             raise error_for(response.status_code, error_text(body, "error", "message"), "voice list")
         rows = body.get("tts_list") if isinstance(body, dict) else None
-        return [Voice(str(r.get("display_name") or "").strip(), str(r.get("speaker_id") or "").strip(),
-                      str(r.get("url") or "").strip() or None)
-                for r in rows or [] if isinstance(r, dict)]
+        return [
+            Voice(
+                str(r.get("display_name") or "").strip(),
+                str(r.get("speaker_id") or "").strip(),
+                str(r.get("url") or "").strip() or None,
+            )
+            for r in rows or []
+            if isinstance(r, dict)
+        ]

@@ -33,9 +33,9 @@ SHEET_TILES = (4, 2)
 class JobPage:
     job: JobView
     manifest: dict | None
-    final: str | None                    # paths relative to the run directory
+    final: str | None  # paths relative to the run directory
     sources: list[str] = field(default_factory=list)
-    poster: str | None = None            # data URIs
+    poster: str | None = None  # data URIs
     contact_sheet: str | None = None
     waveform_svg: str | None = None
     mouth_svgs: list[str] = field(default_factory=list)
@@ -51,9 +51,11 @@ def _inside(run_dir: Path, path: str | Path) -> str | None:
 def _image(video: Path, *, at: float, vf: str, codec: str) -> str | None:
     """One image of `video` from `at` s through the filter `vf`, as a data URI (None if ffmpeg gives nothing)."""
     out = ffmpeg.input(media_path(video), ss=f"{at:.3f}").video.output(
-        "pipe:", vframes=1, vf=vf, format="image2", vcodec=codec)
-    done = subprocess.run(compile_stream(out.global_args("-nostdin", "-v", "error")), capture_output=True,
-                          stdin=subprocess.DEVNULL)
+        "pipe:", vframes=1, vf=vf, format="image2", vcodec=codec
+    )
+    done = subprocess.run(
+        compile_stream(out.global_args("-nostdin", "-v", "error")), capture_output=True, stdin=subprocess.DEVNULL
+    )
     if done.returncode != 0 or not done.stdout:
         log.warning("%s: no image for the report: %s", video.name, done.stderr.decode(errors="replace").strip())
         return None
@@ -86,8 +88,10 @@ def _sync_scores(final: Path, manifest: dict) -> list[dict]:
         return recorded
     from ..stages.mouth import measure_sync
 
-    return [measure_sync(final, segment=i, start=start, duration=duration).model_dump(mode="json")
-            for i, (start, duration) in enumerate(_windows(manifest))]
+    return [
+        measure_sync(final, segment=i, start=start, duration=duration).model_dump(mode="json")
+        for i, (start, duration) in enumerate(_windows(manifest))
+    ]
 
 
 def _provider_results(work: Path) -> list[Path]:
@@ -124,9 +128,15 @@ def _job_page(run_dir: Path, view: JobView) -> JobPage:
     sources = [rel for s in segments if s.get("video") and (rel := _inside(run_dir, s["video"]))]
     sync = _sync_scores(final, manifest)
     return JobPage(
-        job=view, manifest=manifest, final=_inside(run_dir, final), sources=sources,
-        poster=poster(final, seconds), contact_sheet=contact_sheet(final, seconds),
-        waveform_svg=_waveform(run_dir, job_dir, manifest), mouth_svgs=[plots.mouth_svg(s) for s in sync], sync=sync,
+        job=view,
+        manifest=manifest,
+        final=_inside(run_dir, final),
+        sources=sources,
+        poster=poster(final, seconds),
+        contact_sheet=contact_sheet(final, seconds),
+        waveform_svg=_waveform(run_dir, job_dir, manifest),
+        mouth_svgs=[plots.mouth_svg(s) for s in sync],
+        sync=sync,
     )
 
 
@@ -151,8 +161,9 @@ svg{max-width:100%;height:auto}
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape('' if v is None else str(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape('' if v is None else str(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -161,10 +172,16 @@ def _timeline(manifest: dict) -> str:
     segments = conform.get("segments") or []
     plans = [(v.get("plan") or {}) for v in (conform.get("video") or {}).get("segments") or []]
     total = sum(max(0.0, s["end"] - s["start"]) for s in segments) or 1.0
-    bars = "".join(f'<div style="width:{100 * max(0.0, s["end"] - s["start"]) / total:.2f}%">'
-                   f'seg{s["index"]:03d} {s["start"]:.2f}–{s["end"]:.2f} s</div>' for s in segments)
-    reasons = [[f"seg{s['index']:03d}", d.get("what"), d.get("reason")]
-               for s, plan in zip(segments, plans) for d in plan.get("decisions") or []]
+    bars = "".join(
+        f'<div style="width:{100 * max(0.0, s["end"] - s["start"]) / total:.2f}%">'
+        f"seg{s['index']:03d} {s['start']:.2f}–{s['end']:.2f} s</div>"
+        for s in segments
+    )
+    reasons = [
+        [f"seg{s['index']:03d}", d.get("what"), d.get("reason")]
+        for s, plan in zip(segments, plans)
+        for d in plan.get("decisions") or []
+    ]
     return f'<div class="timeline">{bars}</div>' + _table(["segment", "decision", "reason"], reasons)
 
 
@@ -172,75 +189,134 @@ def _verification(manifest: dict) -> str:
     checks = (manifest.get("verification") or {}).get("checks") or []
     rows = "".join(
         f'<tr><td>{escape(c["name"])}</td><td class="{"ok" if c["ok"] else "fail"}">{"ok" if c["ok"] else "FAIL"}</td>'
-        f'<td>{escape(str(c.get("measured")))}</td><td>{escape(str(c.get("allowed")))}</td>'
-        f'<td>{escape(c.get("detail") or "")}</td></tr>' for c in checks)
+        f"<td>{escape(str(c.get('measured')))}</td><td>{escape(str(c.get('allowed')))}</td>"
+        f"<td>{escape(c.get('detail') or '')}</td></tr>"
+        for c in checks
+    )
     return f"<table><tr><th>check</th><th></th><th>measured</th><th>allowed</th><th>detail</th></tr>{rows}</table>"
 
 
 def _sync_table(sync: list[dict]) -> str:
-    rows = [[s.get("segment"), s.get("status"), (s.get("face") or {}).get("face_share"),
-             (s.get("face") or {}).get("main_size"), s.get("offset_frames"), s.get("offset_s"), s.get("correlation"),
-             s.get("confidence")] for s in sync]
-    return _table(["segment", "lip sync", "face share", "face size", "offset (frames)", "offset (s)", "r",
-                   "confidence (sd)"], rows)
+    rows = [
+        [
+            s.get("segment"),
+            s.get("status"),
+            (s.get("face") or {}).get("face_share"),
+            (s.get("face") or {}).get("main_size"),
+            s.get("offset_frames"),
+            s.get("offset_s"),
+            s.get("correlation"),
+            s.get("confidence"),
+        ]
+        for s in sync
+    ]
+    return _table(
+        ["segment", "lip sync", "face share", "face size", "offset (frames)", "offset (s)", "r", "confidence (sd)"],
+        rows,
+    )
 
 
 def _cost(manifest: dict) -> str:
     jobs = manifest.get("provider_jobs") or []
     reported = [j.get("credits") for j in jobs if j.get("credits") is not None]
     estimate = manifest.get("cost") or {}
-    return (f"<p>estimated: {escape(str(estimate.get('estimated', 'not recorded')))}; reported by the provider: "
-            f"{escape(', '.join(map(str, reported)) if reported else 'not reported')}</p>")
+    return (
+        f"<p>estimated: {escape(str(estimate.get('estimated', 'not recorded')))}; reported by the provider: "
+        f"{escape(', '.join(map(str, reported)) if reported else 'not reported')}</p>"
+    )
 
 
 def _review_block(job_id: str, review: Review | None, interactive: bool) -> str:
-    state = (f'<p class="decision-{review.decision.value}">{escape(review.decision.value)}'
-             f'{": " + escape(review.note) if review.note else ""}</p>') if review else "<p>not reviewed</p>"
+    state = (
+        (
+            f'<p class="decision-{review.decision.value}">{escape(review.decision.value)}'
+            f"{': ' + escape(review.note) if review.note else ''}</p>"
+        )
+        if review
+        else "<p>not reviewed</p>"
+    )
     if not interactive:
         return f'<div class="review">{state}</div>'
     jid = escape(job_id, quote=True)
-    return (f'<div class="review" data-job="{jid}">{state}'
-            f'<form method="post" action="review"><input type="hidden" name="job" value="{jid}">'
-            f'<button name="decision" value="approved" class="approve">approve</button> '
-            f'<input name="note" class="note" placeholder="why (required to reject)" size="40"> '
-            f'<button name="decision" value="rejected" class="reject">reject</button></form></div>')
+    return (
+        f'<div class="review" data-job="{jid}">{state}'
+        f'<form method="post" action="review"><input type="hidden" name="job" value="{jid}">'
+        f'<button name="decision" value="approved" class="approve">approve</button> '
+        f'<input name="note" class="note" placeholder="why (required to reject)" size="40"> '
+        f'<button name="decision" value="rejected" class="reject">reject</button></form></div>'
+    )
 
 
 def _job_section(page: JobPage, review: Review | None, interactive: bool) -> str:
     row = page.job.row
-    head = (f'<section class="job" id="job-{escape(row.job_id, quote=True)}"><h2>{escape(row.job_id)}</h2>'
-            f"<p>provider {escape(row.provider)} · {escape(row.stage.value)}"
-            f"{' · ' + escape(row.error) if row.error else ''}</p>")
-    ids = _table(["segment", "attempt", "state", "provider job id"],
-                 [[c.segment, c.attempt, c.state.value, c.provider_job_id] for c in page.job.creates])
+    head = (
+        f'<section class="job" id="job-{escape(row.job_id, quote=True)}"><h2>{escape(row.job_id)}</h2>'
+        f"<p>provider {escape(row.provider)} · {escape(row.stage.value)}"
+        f"{' · ' + escape(row.error) if row.error else ''}</p>"
+    )
+    ids = _table(
+        ["segment", "attempt", "state", "provider job id"],
+        [[c.segment, c.attempt, c.state.value, c.provider_job_id] for c in page.job.creates],
+    )
     parts = [head, _review_block(row.job_id, review, interactive)]
     if page.manifest is None:
         return "".join([*parts, "<h3>provider jobs</h3>", ids, "</section>"])
-    images = "".join(f'<img alt="{alt}" src="{uri}"> ' for alt, uri in (("poster frame", page.poster),
-                                                                       ("contact sheet", page.contact_sheet)) if uri)
-    sources = "".join(f'<figure><video controls preload="metadata" src="{escape(s, quote=True)}"></video>'
-                      f"<figcaption>source {escape(s)}</figcaption></figure>" for s in page.sources)
-    final = (f'<figure><video controls preload="metadata" src="{escape(page.final, quote=True)}"></video>'
-             f"<figcaption>final {escape(page.final)}</figcaption></figure>")
+    images = "".join(
+        f'<img alt="{alt}" src="{uri}"> '
+        for alt, uri in (("poster frame", page.poster), ("contact sheet", page.contact_sheet))
+        if uri
+    )
+    sources = "".join(
+        f'<figure><video controls preload="metadata" src="{escape(s, quote=True)}"></video>'
+        f"<figcaption>source {escape(s)}</figcaption></figure>"
+        for s in page.sources
+    )
+    final = (
+        f'<figure><video controls preload="metadata" src="{escape(page.final, quote=True)}"></video>'
+        f"<figcaption>final {escape(page.final)}</figcaption></figure>"
+    )
     inputs = ", ".join(escape(f"{i.get('role')}: {i.get('path')}") for i in page.manifest.get("inputs") or [])
-    parts += [f"<p>inputs: {inputs}</p>", f"<div>{images}</div>", f'<div class="players">{sources}{final}</div>',
-              "<h3>segments</h3>", _timeline(page.manifest),
-              "<h3>sound: master vs provider</h3>", page.waveform_svg or "<p>no master audio to compare</p>",
-              "<h3>lips vs speech</h3>", _sync_table(page.sync), *page.mouth_svgs,
-              "<h3>verification</h3>", _verification(page.manifest), "<h3>cost</h3>", _cost(page.manifest),
-              "<h3>provider jobs</h3>", ids, "</section>"]
+    parts += [
+        f"<p>inputs: {inputs}</p>",
+        f"<div>{images}</div>",
+        f'<div class="players">{sources}{final}</div>',
+        "<h3>segments</h3>",
+        _timeline(page.manifest),
+        "<h3>sound: master vs provider</h3>",
+        page.waveform_svg or "<p>no master audio to compare</p>",
+        "<h3>lips vs speech</h3>",
+        _sync_table(page.sync),
+        *page.mouth_svgs,
+        "<h3>verification</h3>",
+        _verification(page.manifest),
+        "<h3>cost</h3>",
+        _cost(page.manifest),
+        "<h3>provider jobs</h3>",
+        ids,
+        "</section>",
+    ]
     return "".join(parts)
 
 
 def render_page(run_dir: Path, pages: list[JobPage], reviews: dict[str, Review], *, interactive: bool = False) -> str:
     title = f"lipsync run {Path(run_dir).resolve().name}"
-    summary = _table(["job", "stage", "review"], [[p.job.row.job_id, p.job.row.stage.value,
-                                                   reviews[p.job.row.job_id].decision.value
-                                                   if p.job.row.job_id in reviews else ""] for p in pages])
+    summary = _table(
+        ["job", "stage", "review"],
+        [
+            [
+                p.job.row.job_id,
+                p.job.row.stage.value,
+                reviews[p.job.row.job_id].decision.value if p.job.row.job_id in reviews else "",
+            ]
+            for p in pages
+        ],
+    )
     body = "".join(_job_section(p, reviews.get(p.job.row.job_id), interactive) for p in pages)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<link rel="icon" href="data:,"><style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>'
-            f"{summary}{body}</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<link rel="icon" href="data:,"><style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>'
+        f"{summary}{body}</body></html>"
+    )
 
 
 def write_report(run_dir: str | Path) -> Path:

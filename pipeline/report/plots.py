@@ -16,7 +16,7 @@ def _svg(fig) -> str:
 
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG sits inside HTML
 
 
 def _figure():
@@ -67,8 +67,10 @@ def mouth_svg(score: dict) -> str:
     if len(env):
         ax.plot(np.arange(len(env)) / fps, env, label="speech envelope", lw=1, alpha=0.8)
     if score.get("status") == "ok":
-        title = (f"segment {score['segment']}: offset {score['offset_frames']:+d} frames, r={score['correlation']:.2f}, "
-                 f"confidence {score['confidence']:.1f} sd")
+        title = (
+            f"segment {score['segment']}: offset {score['offset_frames']:+d} frames, r={score['correlation']:.2f}, "
+            f"confidence {score['confidence']:.1f} sd"
+        )
     else:
         title = f"segment {score.get('segment', 0)}: {score.get('status')}"
     ax.set_title(title, fontsize=9)

@@ -64,16 +64,24 @@ def build_app(run_dir: str | Path) -> Starlette:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path)
 
-    return Starlette(routes=[Route("/", index), Route("/review", review, methods=["POST"]),
-                             Route("/{path:path}", files)])
+    return Starlette(
+        routes=[Route("/", index), Route("/review", review, methods=["POST"]), Route("/{path:path}", files)]
+    )
 
 
 class ReviewServer:
     """The review app on `host:port` in a background thread (port 0: any free port). A context manager."""
 
     def __init__(self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0):
-        config = uvicorn.Config(build_app(run_dir), host=host, port=port, log_config=None, log_level="warning",
-                                lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            build_app(run_dir),
+            host=host,
+            port=port,
+            log_config=None,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="review-server", daemon=True)
         self.host = host
@@ -83,7 +91,7 @@ class ReviewServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
-    def __enter__(self) -> "ReviewServer":
+    def __enter__(self) -> ReviewServer:
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():

@@ -6,5 +6,14 @@ from .ledger import read_status
 from .progress import Progress, make_progress
 from .runner import RunOptions, RunSummary, run_batch
 
-__all__ = ["JobSpec", "Progress", "RunConfig", "RunOptions", "RunSummary", "load_config", "make_progress",
-           "read_status", "run_batch"]
+__all__ = [
+    "JobSpec",
+    "Progress",
+    "RunConfig",
+    "RunOptions",
+    "RunSummary",
+    "load_config",
+    "make_progress",
+    "read_status",
+    "run_batch",
+]

@@ -12,14 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+from pydantic import (
+    ValidationError as PydanticValidationError,
+)
 
 from ..animate import PortraitSpec, check_portrait
-from ..prepare import LongMedia
 from ..errors import ConfigError, LipsyncError
 from ..fsutil import read_regular_file
 from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
-from ..prepare import MAX_SCRIPT_BYTES
+from ..prepare import MAX_SCRIPT_BYTES, LongMedia
 from ..providers import BASE_URL_KEYS
 from ..providers.download import TransferLimits
 from ..stages.face import FaceThresholds
@@ -30,7 +38,7 @@ from ..voices import resolve_voice
 from .rundir import reserved_name_reason
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-MAX_CONFIG_BYTES = 1_000_000        # a config is a few KB; a bigger "config" is a wrong path
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few KB; a bigger "config" is a wrong path
 DEFAULT_MAX_CREATES_PER_JOB = 20
 
 
@@ -62,7 +70,9 @@ def _check_base_urls(urls: dict[str, str]) -> dict[str, str]:
         urls.setdefault("fal_storage", fal)
     for key, url in urls.items():
         if key not in BASE_URL_KEYS:
-            raise ValueError(f"unknown base URL key {key!r}; use {', '.join(BASE_URL_KEYS)} (or fal for both fal hosts)")
+            raise ValueError(
+                f"unknown base URL key {key!r}; use {', '.join(BASE_URL_KEYS)} (or fal for both fal hosts)"
+            )
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"{key} = {url!r} is not an http(s) URL")
     return urls
@@ -102,7 +112,7 @@ class RunSection(_Strict):
     name: str = Field(min_length=1)
     provider: ProviderName
     output: str | None = None
-    max_jobs: int | None = Field(None, ge=1, le=64)   # None: each provider's own default
+    max_jobs: int | None = Field(None, ge=1, le=64)  # None: each provider's own default
     max_creates_per_job: int = Field(DEFAULT_MAX_CREATES_PER_JOB, ge=1, le=10_000)
     base_urls: Annotated[dict[str, str], AfterValidator(_check_base_urls)] = Field(default_factory=dict)
     provider_options: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)
@@ -130,7 +140,7 @@ class DefaultsSection(_Strict):
 class JobSection(_Strict):
     id: JobId
     video: str | None = None
-    image: str | None = None          # a talking portrait (AI/ML API image-to-video) instead of footage
+    image: str | None = None  # a talking portrait (AI/ML API image-to-video) instead of footage
     prompt: str | None = None
     resolution: str | None = None
     duration: int | None = None
@@ -148,8 +158,8 @@ class JobSection(_Strict):
     true_peak_dbtp: float | None = Field(None, ge=-20, le=0)
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
-    audio_track: int | None = Field(None, ge=1)   # the voice's track in `audio` (from 1); default: flag, speech
-    long_media: LongMedia | None = None           # longer than one provider job: "split" it, or "trim" it
+    audio_track: int | None = Field(None, ge=1)  # the voice's track in `audio` (from 1); default: flag, speech
+    long_media: LongMedia | None = None  # longer than one provider job: "split" it, or "trim" it
     limits: dict[str, Any] = Field(default_factory=dict)
     require_face: bool | None = None
     min_face_share: float | None = Field(None, ge=0, le=1)
@@ -158,7 +168,7 @@ class JobSection(_Strict):
     min_sync_confidence: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _one_voice_source(self) -> "JobSection":
+    def _one_voice_source(self) -> JobSection:
         if (self.video is None) == (self.image is None):
             raise ValueError("give exactly one of video (footage to lip-sync) or image (a still to animate)")
         if self.image is not None:
@@ -169,13 +179,15 @@ class JobSection(_Strict):
         # none of them: the video's own sound is the voice (prepare reads it from the video)
         given = [k for k in ("audio", "text", "text_file") if getattr(self, k) not in (None, "")]
         if len(given) > 1:
-            raise ValueError(f"give at most one of audio, text or text_file (got {', '.join(given)}); "
-                             f"with none, the video's own sound is the voice")
+            raise ValueError(
+                f"give at most one of audio, text or text_file (got {', '.join(given)}); "
+                f"with none, the video's own sound is the voice"
+            )
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
 
-    def _portrait_fields(self) -> "JobSection":
+    def _portrait_fields(self) -> JobSection:
         if self.prompt is None or not self.prompt.strip():
             raise ValueError("an image job needs a prompt: what the clip shows")
         if (self.text in (None, "")) == (self.text_file in (None, "")):
@@ -193,11 +205,11 @@ FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start"
 class ConfigFile(_Strict):
     run: RunSection
     defaults: DefaultsSection = DefaultsSection()
-    prices: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)   # over providers/prices.toml
+    prices: dict[ProviderName, dict[str, Any]] = Field(default_factory=dict)  # over providers/prices.toml
     job: list[JobSection] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> "ConfigFile":
+    def _unique_ids(self) -> ConfigFile:
         seen: set[str] = set()
         for spec in self.job:
             if spec.id in seen:
@@ -212,8 +224,8 @@ class JobSpec:
 
     id: str
     provider: str
-    video: Path | None                  # None for a talking portrait (`portrait`)
-    audio: Path | None                  # None with no text: the video's own sound is the voice
+    video: Path | None  # None for a talking portrait (`portrait`)
+    audio: Path | None  # None with no text: the video's own sound is the voice
     text: str | None
     text_file: Path | None
     speaker: str
@@ -253,12 +265,20 @@ class JobSpec:
 
     def manifest_config(self, base_dir: Path) -> dict[str, Any]:
         """The job as resolved (defaults applied), with paths relative to the config's folder."""
+
         def rel(path: Path | None) -> str | None:
             return None if path is None else Path(os.path.relpath(path, base_dir)).as_posix()
 
         image = {} if self.portrait is None else {"image": rel(self.portrait.image)}
-        return {"id": self.id, "video": rel(self.video), **image, "audio": rel(self.audio),
-                "text_file": rel(self.text_file), "text": self.text, **self.params()}
+        return {
+            "id": self.id,
+            "video": rel(self.video),
+            **image,
+            "audio": rel(self.audio),
+            "text_file": rel(self.text_file),
+            "text": self.text,
+            **self.params(),
+        }
 
 
 @dataclass(frozen=True)
@@ -275,7 +295,7 @@ class RunConfig:
     jobs: tuple[JobSpec, ...]
     max_creates_per_job: int = DEFAULT_MAX_CREATES_PER_JOB
     download: DownloadSection = DownloadSection()
-    prices: dict[str, dict[str, Any]] = field(default_factory=dict)   # a config's price overrides per provider
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)  # a config's price overrides per provider
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -287,7 +307,9 @@ class RunConfig:
         known = {job.id for job in self.jobs}
         unknown = [i for i in only if i not in known]
         if unknown:
-            raise ConfigError(f"{self.path}: --only {', '.join(unknown)}: no such job id; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{self.path}: --only {', '.join(unknown)}: no such job id; known: {', '.join(sorted(known))}"
+            )
         return tuple(job for job in self.jobs if job.id in only)
 
 
@@ -314,16 +336,18 @@ def check_creates_per_job(config: RunConfig, job_id: str, creates: int) -> int:
     `run.max_creates_per_job`; else a ConfigError (exit 6) naming the job, the count and the key to raise."""
     limit = config.max_creates_per_job
     if creates > limit:
-        raise ConfigError(f"{config.path}: job {job_id!r} would make {creates} paid provider jobs, over "
-                          f"run.max_creates_per_job = {limit}; shorten its script or audio, or raise "
-                          f"run.max_creates_per_job if that many is intended")
+        raise ConfigError(
+            f"{config.path}: job {job_id!r} would make {creates} paid provider jobs, over "
+            f"run.max_creates_per_job = {limit}; shorten its script or audio, or raise "
+            f"run.max_creates_per_job if that many is intended"
+        )
     return creates
 
 
 def text_creates(spec: JobSpec) -> int | None:
     """How many paid creates a TTS job makes (one per chunk of its script), before any media work; None for a
     job with an audio track (its segment count comes from prepare)."""
-    if spec.text is None or spec.portrait is not None:   # a portrait's clips are planned with its image limits
+    if spec.text is None or spec.portrait is not None:  # a portrait's clips are planned with its image limits
         return None
     return len(chunk_text(spec.text, spec.limits.tts_max_chars, max_job_seconds(spec.limits)))
 
@@ -392,7 +416,9 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
     def existing(field_name: str, value: str) -> Path:
         resolved = Path(os.path.abspath(path.parent / value))  # as written: symlinks are the user's business
         if not resolved.is_file():
-            raise ConfigError(f"{path}: {key}.{field_name}: no such file {resolved}; paths are relative to the config file")
+            raise ConfigError(
+                f"{path}: {key}.{field_name}: no such file {resolved}; paths are relative to the config file"
+            )
         return resolved
 
     text = spec.text
@@ -413,12 +439,26 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
         where = "speaker" if "speaker" in exc.message else "limits"
         raise ConfigError(f"{path}: {key}.{where}: {exc.message}") from None
     if spec.image is not None and provider != "aimlapi":
-        raise ConfigError(f"{path}: {key}.provider: an image job runs on aimlapi (pixverse/v5/image-to-video), "
-                          f"not {provider}; set provider = \"aimlapi\" on the job")
-    portrait = None if spec.image is None else PortraitSpec(
-        image=existing("image", spec.image), prompt=spec.prompt or "", text=text or "", speaker=speaker,
-        resolution=spec.resolution, duration=spec.duration, negative_prompt=spec.negative_prompt, style=spec.style,
-        seed=spec.seed, chain=spec.chain)
+        raise ConfigError(
+            f"{path}: {key}.provider: an image job runs on aimlapi (pixverse/v5/image-to-video), "
+            f'not {provider}; set provider = "aimlapi" on the job'
+        )
+    portrait = (
+        None
+        if spec.image is None
+        else PortraitSpec(
+            image=existing("image", spec.image),
+            prompt=spec.prompt or "",
+            text=text or "",
+            speaker=speaker,
+            resolution=spec.resolution,
+            duration=spec.duration,
+            negative_prompt=spec.negative_prompt,
+            style=spec.style,
+            seed=spec.seed,
+            chain=spec.chain,
+        )
+    )
     if portrait is not None:
         try:
             check_portrait(portrait, load_image_limits(provider), limits.tts_max_chars)
@@ -447,6 +487,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
 
 def _checks(spec: JobSection, defaults: DefaultsSection) -> dict[str, Any]:
     """The face pre-flight and lip-sync check settings: the job's own, else the defaults'."""
+
     def pick(name: str):
         own = getattr(spec, name)
         return own if own is not None else getattr(defaults, name)

@@ -7,10 +7,10 @@ each job of the run stands and how long each stage took.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import sqlite3
 import time
-import contextlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS stage_times (
 class Stage(StrEnum):
     PENDING = "pending"
     PREPARE = "prepare"
-    QUEUED = "queued"          # prepared, waiting for a provider slot
+    QUEUED = "queued"  # prepared, waiting for a provider slot
     SUBMIT = "submit"
     POLL = "poll"
     DOWNLOAD = "download"
@@ -105,15 +105,16 @@ class Ledger(SqliteStore):
     schema = _SCHEMA
 
     @classmethod
-    def in_dir(cls, run_dir: Path, *, readonly: bool = False) -> "Ledger":
+    def in_dir(cls, run_dir: Path, *, readonly: bool = False) -> Ledger:
         return cls(Path(run_dir) / LEDGER_NAME, readonly=readonly)
 
     # --- secrets: fingerprints only, so a later `lipsync status` can hide a key it no longer holds -----
 
     def record_secrets(self, prints: list[Fingerprint]) -> None:
         with self._write() as db:
-            db.executemany("INSERT OR IGNORE INTO secrets (length, sha256) VALUES (?, ?)",
-                           [(p.length, p.sha256) for p in prints])
+            db.executemany(
+                "INSERT OR IGNORE INTO secrets (length, sha256) VALUES (?, ?)", [(p.length, p.sha256) for p in prints]
+            )
 
     def secret_fingerprints(self) -> list[Fingerprint]:
         try:
@@ -142,9 +143,7 @@ class Ledger(SqliteStore):
         """Move a job to `stage`, closing the previous stage's timing."""
         now = time.time()
         with self._write() as db:
-            db.execute(
-                "UPDATE stage_times SET finished_at=? WHERE job_id=? AND finished_at IS NULL", (now, job_id)
-            )
+            db.execute("UPDATE stage_times SET finished_at=? WHERE job_id=? AND finished_at IS NULL", (now, job_id))
             if not stage.finished and stage is not Stage.INTERRUPTED:
                 db.execute(
                     "INSERT OR REPLACE INTO stage_times (job_id, stage, started_at) VALUES (?, ?, ?)",
@@ -168,9 +167,7 @@ class Ledger(SqliteStore):
     ) -> None:
         now = time.time()
         with self._write() as db:
-            db.execute(
-                "UPDATE stage_times SET finished_at=? WHERE job_id=? AND finished_at IS NULL", (now, job_id)
-            )
+            db.execute("UPDATE stage_times SET finished_at=? WHERE job_id=? AND finished_at IS NULL", (now, job_id))
             db.execute(
                 "UPDATE jobs SET stage=?, exit_code=?, error=?, final_path=?, final_sha256=?, updated_at=?,"
                 " finished_at=? WHERE job_id=?",
@@ -197,7 +194,8 @@ class Ledger(SqliteStore):
         elif current:
             rows = self._read(
                 "SELECT c.* FROM creates c JOIN jobs j ON c.job_id = j.job_id AND c.inputs_key = j.inputs_key"
-                " WHERE c.job_id=? ORDER BY c.segment, c.attempt", (job_id,),
+                " WHERE c.job_id=? ORDER BY c.segment, c.attempt",
+                (job_id,),
             )
         else:
             rows = self._read("SELECT * FROM creates WHERE job_id=? ORDER BY segment, attempt", (job_id,))
@@ -221,7 +219,7 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
 def run_in_progress(run_dir: Path) -> bool:
     """Is a `lipsync run` working in `run_dir` right now?"""
     try:
-        handle = open(run_dir / LOCK_NAME, "r")
+        handle = open(run_dir / LOCK_NAME)
     except FileNotFoundError:
         return False
     with handle:
@@ -247,15 +245,32 @@ class JobView:
     def to_dict(self, now: float) -> dict[str, Any]:
         r = self.row
         return {
-            "id": r.job_id, "provider": r.provider, "stage": r.stage.value, "detail": r.detail,
-            "exit_code": r.exit_code, "error": r.error, "final": r.final_path, "final_sha256": r.final_sha256,
-            "started_at": r.started_at, "finished_at": r.finished_at, "elapsed_s": round(self.elapsed(now), 3),
-            "stages": [{"stage": s.stage, "seconds": round((s.finished_at or now) - s.started_at, 3)}
-                       for s in self.stages],
+            "id": r.job_id,
+            "provider": r.provider,
+            "stage": r.stage.value,
+            "detail": r.detail,
+            "exit_code": r.exit_code,
+            "error": r.error,
+            "final": r.final_path,
+            "final_sha256": r.final_sha256,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "elapsed_s": round(self.elapsed(now), 3),
+            "stages": [
+                {"stage": s.stage, "seconds": round((s.finished_at or now) - s.started_at, 3)} for s in self.stages
+            ],
             "provider_jobs": [
-                {"segment": c.segment, "attempt": c.attempt, "state": c.state.value, "job_id": c.provider_job_id,
-                 "provider_state": c.provider_state, "polls": c.polls, "error": c.error,
-                 "reconcile": c.reconcile} for c in self.creates
+                {
+                    "segment": c.segment,
+                    "attempt": c.attempt,
+                    "state": c.state.value,
+                    "job_id": c.provider_job_id,
+                    "provider_state": c.provider_state,
+                    "polls": c.polls,
+                    "error": c.error,
+                    "reconcile": c.reconcile,
+                }
+                for c in self.creates
             ],
         }
 
@@ -263,19 +278,35 @@ class JobView:
 @dataclass(frozen=True)
 class RunStatus:
     run_dir: Path
-    running: bool             # a `lipsync run` holds the directory now; if not, unfinished stages are stopped ones
+    running: bool  # a `lipsync run` holds the directory now; if not, unfinished stages are stopped ones
     jobs: list[JobView]
 
     @property
     def uncertain(self) -> list[CreateRecord]:
-        return [c for j in self.jobs for c in j.creates
-                if c.state in (CreateState.UNCERTAIN, CreateState.INTENT) and j.row.stage is not Stage.SUBMIT]
+        return [
+            c
+            for j in self.jobs
+            for c in j.creates
+            if c.state in (CreateState.UNCERTAIN, CreateState.INTENT) and j.row.stage is not Stage.SUBMIT
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         now = time.time()
-        return {"run_dir": str(self.run_dir), "running": self.running, "jobs": [j.to_dict(now) for j in self.jobs],
-                "uncertain": [{"job": c.job_id, "segment": c.segment, "attempt": c.attempt, "key": c.idem_key,
-                               "reconcile": c.reconcile} for c in self.uncertain]}
+        return {
+            "run_dir": str(self.run_dir),
+            "running": self.running,
+            "jobs": [j.to_dict(now) for j in self.jobs],
+            "uncertain": [
+                {
+                    "job": c.job_id,
+                    "segment": c.segment,
+                    "attempt": c.attempt,
+                    "key": c.idem_key,
+                    "reconcile": c.reconcile,
+                }
+                for c in self.uncertain
+            ],
+        }
 
 
 def read_status(run_dir: str | Path) -> RunStatus:

@@ -21,36 +21,48 @@ class PlannedPart:
     """One provider job of a job: the part of the source it carries and why it ends where it does."""
 
     index: int
-    start: float                    # seconds in the source video (a portrait: in the final clip sequence)
+    start: float  # seconds in the source video (a portrait: in the final clip sequence)
     end: float
-    seconds: float                  # the provider's output length
-    tts_characters: int             # characters the provider speaks (0 with a voice track)
+    seconds: float  # the provider's output length
+    tts_characters: int  # characters the provider speaks (0 with a voice track)
     cut_reason: str
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "start": round(self.start, 6), "end": round(self.end, 6),
-                "seconds": round(self.seconds, 6), "tts_characters": self.tts_characters,
-                "cut_reason": self.cut_reason}
+        return {
+            "index": self.index,
+            "start": round(self.start, 6),
+            "end": round(self.end, 6),
+            "seconds": round(self.seconds, 6),
+            "tts_characters": self.tts_characters,
+            "cut_reason": self.cut_reason,
+        }
 
 
 @dataclass(frozen=True)
 class JobPlan:
     job_id: str
     provider: str
-    voice: str                      # "script", "audio", "own sound" or "portrait"
+    voice: str  # "script", "audio", "own sound" or "portrait"
     parts: tuple[PlannedPart, ...]
     estimate: Estimate
     reasons: tuple[str, ...]
-    refusal: str | None             # over run.max_creates_per_job: the run would refuse this job
+    refusal: str | None  # over run.max_creates_per_job: the run would refuse this job
 
     @property
     def creates(self) -> int:
         return len(self.parts)
 
     def to_dict(self) -> dict:
-        return {"id": self.job_id, "provider": self.provider, "voice": self.voice, "creates": self.creates,
-                "segments": [p.to_dict() for p in self.parts], "estimate": self.estimate.to_dict(),
-                "reasons": list(self.reasons), "refusal": self.refusal}
+        return {
+            "id": self.job_id,
+            "provider": self.provider,
+            "voice": self.voice,
+            "creates": self.creates,
+            "segments": [p.to_dict() for p in self.parts],
+            "estimate": self.estimate.to_dict(),
+            "reasons": list(self.reasons),
+            "refusal": self.refusal,
+        }
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,13 @@ class RunPlan:
         return budget_refusal(self.total(), budget)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "creates": self.creates, "total": self.total().to_dict()["total"],
-                "currency": self.total().currency, "jobs": [job.to_dict() for job in self.jobs]}
+        return {
+            "name": self.name,
+            "creates": self.creates,
+            "total": self.total().to_dict()["total"],
+            "currency": self.total().currency,
+            "jobs": [job.to_dict() for job in self.jobs],
+        }
 
 
 def plan_run(config: RunConfig, only: tuple[str, ...] = ()) -> RunPlan:
@@ -101,7 +118,7 @@ def plan_job(config: RunConfig, spec: JobSpec) -> JobPlan:
     cost = estimate(spec.provider, price, [PlannedJob(p.index, p.seconds, p.tts_characters) for p in parts])
     refusal = None
     if len(parts) > config.max_creates_per_job:
-        refusal = (f"{len(parts)} paid provider jobs, over run.max_creates_per_job = {config.max_creates_per_job}")
+        refusal = f"{len(parts)} paid provider jobs, over run.max_creates_per_job = {config.max_creates_per_job}"
     return JobPlan(spec.id, spec.provider, voice, tuple(parts), cost, tuple(reasons), refusal)
 
 
@@ -112,9 +129,17 @@ def _script_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
     from .steps import prepare_request
 
     chunks, spans = text_spans(prepare_request(spec), probe_video(spec.video), spec.limits)
-    parts = [PlannedPart(span.index, span.start, span.end, span.duration, len(spoken(chunk)),
-                         f"script chunk {span.index + 1} of {len(chunks)}: {'; '.join(span.reasons)}")
-             for span, chunk in zip(spans, chunks)]
+    parts = [
+        PlannedPart(
+            span.index,
+            span.start,
+            span.end,
+            span.duration,
+            len(spoken(chunk)),
+            f"script chunk {span.index + 1} of {len(chunks)}: {'; '.join(span.reasons)}",
+        )
+        for span, chunk in zip(spans, chunks)
+    ]
     return parts, [f"the script is {len(chunks)} TTS request(s) of at most {spec.limits.tts_max_chars} characters"]
 
 
@@ -128,8 +153,12 @@ def _voice_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
     if voice.cuts is None:
         end = min(voice.end, voice.start + voice.sync.duration)
         return [PlannedPart(0, voice.start, end, voice.sync.duration, 0, "one job: the whole pair fits")], reasons
-    parts = [PlannedPart(s.index, voice.start + float(s.start), voice.start + float(s.end), float(s.duration), 0,
-                         s.cut.reason) for s in voice.cuts.segments]
+    parts = [
+        PlannedPart(
+            s.index, voice.start + float(s.start), voice.start + float(s.end), float(s.duration), 0, s.cut.reason
+        )
+        for s in voice.cuts.segments
+    ]
     return parts, [*reasons, *voice.cuts.reasons]
 
 
@@ -141,8 +170,9 @@ def _portrait_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
     script = check_portrait(spec.portrait, load_image_limits(spec.provider), spec.limits.tts_max_chars)
     parts, at = [], 0.0
     for clip in script.clips:
-        parts.append(PlannedPart(clip.index, at, at + clip.fit.duration, clip.fit.duration, len(clip.spoken),
-                                 clip.fit.reason))
+        parts.append(
+            PlannedPart(clip.index, at, at + clip.fit.duration, clip.fit.duration, len(clip.spoken), clip.fit.reason)
+        )
         at += clip.fit.duration
     return parts, list(script.reasons)
 

@@ -13,11 +13,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import GenerationFailed
 from ..safetext import printable
@@ -26,8 +27,14 @@ from .ledger import Stage
 log = logging.getLogger("lipsync.run")
 
 _BAR_WIDTH = 12
-_STAGE_STYLES = {Stage.DONE: "green", Stage.FAILED: "red", Stage.UNCERTAIN: "yellow", Stage.INTERRUPTED: "yellow",
-                 Stage.PENDING: "dim", Stage.QUEUED: "dim"}
+_STAGE_STYLES = {
+    Stage.DONE: "green",
+    Stage.FAILED: "red",
+    Stage.UNCERTAIN: "yellow",
+    Stage.INTERRUPTED: "yellow",
+    Stage.PENDING: "dim",
+    Stage.QUEUED: "dim",
+}
 _WORKING = {
     Stage.SUBMIT: "uploading and creating the provider job",
     Stage.MUX: "putting the master audio on the result",
@@ -35,8 +42,8 @@ _WORKING = {
     Stage.HANDOFF: "writing the delivery folder",
     Stage.INTERRUPTED: "stopped: run again to resume",
 }
-DETAIL_SHOWN = 400      # characters of a job's detail shown (the table cuts it further to the screen)
-WORD_SHOWN = 80         # characters of a provider's status word
+DETAIL_SHOWN = 400  # characters of a job's detail shown (the table cuts it further to the screen)
+WORD_SHOWN = 80  # characters of a provider's status word
 
 
 def status_text(status) -> str:
@@ -64,13 +71,13 @@ class JobLine:
     provider: str
     stage: Stage = Stage.PENDING
     provider_state: str | None = None  # the provider's last answer about the job (status_text)
-    fraction: float | None = None      # of the current transcode, 0..1
-    started: float | None = None       # time.monotonic() when work on the job began
+    fraction: float | None = None  # of the current transcode, 0..1
+    started: float | None = None  # time.monotonic() when work on the job began
     ended: float | None = None
-    note: str | None = None            # the runner's detail: a provider job id, the final path, an error
-    segments: int = 0                  # provider jobs this job needs (known once prepared)
+    note: str | None = None  # the runner's detail: a provider job id, the final path, an error
+    segments: int = 0  # provider jobs this job needs (known once prepared)
     segments_done: int = 0
-    waiting: str | None = None         # what the job waits for before its next stage (cleared by the stage)
+    waiting: str | None = None  # what the job waits for before its next stage (cleared by the stage)
 
     def elapsed(self, now: float) -> float:
         if self.started is None:
@@ -93,7 +100,9 @@ class JobLine:
         if stage is Stage.QUEUED:
             return f"prepared; waiting for a {self.provider} slot"
         if stage is Stage.POLL:
-            return self._of_segments(f"{self.provider_state or 'submitted'}" + (f" · job {self.note}" if self.note else ""))
+            return self._of_segments(
+                f"{self.provider_state or 'submitted'}" + (f" · job {self.note}" if self.note else "")
+            )
         if stage is Stage.DOWNLOAD:
             return self._of_segments(f"downloading the result · job {self.note}")
         if stage is Stage.DONE:
@@ -157,7 +166,7 @@ class Progress:
     def stop(self) -> None:
         """Called once when the run ends."""
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -235,8 +244,12 @@ class LiveProgress(Progress):
         lines = self.lines()
         table = Table(box=None, header_style="bold", caption=_tally(lines), caption_justify="left", pad_edge=False)
         # every column but the detail keeps its width; a detail too long for the screen ends in "…"
-        widths = [max([len("job"), *(len(line.job_id) for line in lines)]),
-                  max([len("provider"), *(len(line.provider) for line in lines)]), len("✓ download"), len("elapsed")]
+        widths = [
+            max([len("job"), *(len(line.job_id) for line in lines)]),
+            max([len("provider"), *(len(line.provider) for line in lines)]),
+            len("✓ download"),
+            len("elapsed"),
+        ]
         detail_width = max(10, self._console.width - sum(widths) - 2 * len(widths))
         for name, width in zip(("job", "provider", "stage", "elapsed"), widths):
             table.add_column(name, no_wrap=True, min_width=width, justify="right" if name == "elapsed" else "left")
@@ -260,8 +273,12 @@ class LiveProgress(Progress):
 
 def _tally(lines: list[JobLine]) -> str:
     """The jobs counted by outcome, e.g. "2 done, 1 failed, 3 in progress, 1 waiting"."""
-    finished = {Stage.DONE: "done", Stage.FAILED: "failed", Stage.UNCERTAIN: "uncertain",
-                Stage.INTERRUPTED: "interrupted"}
+    finished = {
+        Stage.DONE: "done",
+        Stage.FAILED: "failed",
+        Stage.UNCERTAIN: "uncertain",
+        Stage.INTERRUPTED: "interrupted",
+    }
     counts: dict[str, int] = {}
     for line in lines:
         word = finished.get(line.stage, "waiting" if line.stage is Stage.PENDING else "in progress")
@@ -284,8 +301,12 @@ class _AboveTheTable(logging.Handler):
         self.addFilter(JobTagFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(self.format(record), markup=False, highlight=False,
-                           style="red" if record.levelno >= logging.ERROR else "yellow")
+        self.console.print(
+            self.format(record),
+            markup=False,
+            highlight=False,
+            style="red" if record.levelno >= logging.ERROR else "yellow",
+        )
 
 
 def uncertain_line(job_id: str, provider: str, segment: int, reconcile: dict[str, Any] | None) -> str:
@@ -294,10 +315,12 @@ def uncertain_line(job_id: str, provider: str, segment: int, reconcile: dict[str
     info = reconcile or {}
     when = info.get("sent_at") or info.get("intent_at") or "an unrecorded time"
     ref = f"; it was sent with reference {printable(str(info['reply_ref']), 120)}" if info.get("reply_ref") else ""
-    return (f"uncertain: {job_id} segment {segment}: a create sent to {provider} at {printable(str(when), 40)} got "
-            f"no answer, so it may exist and be billed{ref}. Look for it in {provider}'s dashboard (hashes and "
-            f"the request: `lipsync status --json`); --resubmit-uncertain sends it again, a second paid job "
-            f"if the first one exists")
+    return (
+        f"uncertain: {job_id} segment {segment}: a create sent to {provider} at {printable(str(when), 40)} got "
+        f"no answer, so it may exist and be billed{ref}. Look for it in {provider}'s dashboard (hashes and "
+        f"the request: `lipsync status --json`); --resubmit-uncertain sends it again, a second paid job "
+        f"if the first one exists"
+    )
 
 
 def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str]:
@@ -311,8 +334,9 @@ def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str
             lines.append(f"{o.job_id:<{width}}  {o.stage.value:<11} {where}")
     done = sum(1 for o in summary.outcomes if o.final is not None)
     how = ", rehearsal: nothing billed" if summary.rehearsal else ""
-    lines.append(f"{done}/{len(summary.outcomes)} jobs delivered in {short_path(summary.run_dir)} "
-                 f"({summary.seconds:.1f} s{how})")
+    lines.append(
+        f"{done}/{len(summary.outcomes)} jobs delivered in {short_path(summary.run_dir)} ({summary.seconds:.1f} s{how})"
+    )
     if done:
         lines.append("  each job's folder: final.mp4 and manifest.json (which lists every file delivered)")
     if summary.checksums:

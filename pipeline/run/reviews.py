@@ -51,7 +51,9 @@ class Reviews:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LEDGER_NAME
         if not self.path.is_file():
-            raise ValidationError(f"{self.run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`")
+            raise ValidationError(
+                f"{self.run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -72,8 +74,10 @@ class Reviews:
         review = Review(job_id, decision, note.strip()[:MAX_NOTE], time.time())
         with self._connect() as db:
             db.executescript(_SCHEMA)
-            db.execute("INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
-                       (review.job_id, review.decision.value, review.note, review.decided_at))
+            db.execute(
+                "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
+                (review.job_id, review.decision.value, review.note, review.decided_at),
+            )
         if _into_manifest(self.run_dir / job_id / "manifest.json", review):
             from .rundir import refresh_checksums
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Collection, Iterable
 
 from ..errors import ConfigError, ValidationError
 from ..fsutil import is_temp_of, write_text_atomic
@@ -33,15 +33,17 @@ log = logging.getLogger("lipsync.run")
 MARKER_NAME = ".lipsync-run"
 WORK_DIR = ".work"
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
-REPORT_NAME = "report.html"         # written by pipeline/report at the end of a run
-RUN_FILES = frozenset({MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, REPORT_NAME,
-                       *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)})
+REPORT_NAME = "report.html"  # written by pipeline/report at the end of a run
+RUN_FILES = frozenset(
+    {MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, REPORT_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)}
+)
 JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME, OTIO_NAME, EDL_NAME)
 # Names a job id may not take: the run's own files and the files inside a job folder.
 RESERVED_JOB_IDS = frozenset({*(n.lower() for n in RUN_FILES), WORK_DIR, *(n.lower() for n in JOB_FILES)})
 # Device names Windows will not create a file under, with any extension (a run may live on a shared drive).
-WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
-                             *(f"lpt{i}" for i in range(1, 10))})
+WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+)
 SHOWN_FOREIGN = 5
 
 
@@ -49,18 +51,18 @@ class Kind(StrEnum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
-    OTHER = "other"         # FIFO, socket, device
+    OTHER = "other"  # FIFO, socket, device
 
 
 @dataclass(frozen=True)
 class Entry:
-    path: str               # relative to the run directory, '/'-separated
+    path: str  # relative to the run directory, '/'-separated
     kind: Kind
 
 
 @dataclass(frozen=True)
 class RunDirVerdict:
-    foreign: tuple[str, ...]    # entries lipsync did not create (relative paths), sorted
+    foreign: tuple[str, ...]  # entries lipsync did not create (relative paths), sorted
     reason: str
 
     @property
@@ -94,8 +96,12 @@ def _is_ours(entry: Entry, job_ids: Collection[str]) -> bool:
         if top in job_ids:
             return entry.kind is Kind.DIR
         return entry.kind is Kind.FILE and (top in RUN_FILES or is_temp_of(top, CHECKSUMS_NAME))
-    return (len(parts) == 2 and top in job_ids and entry.kind is Kind.FILE
-            and any(parts[1] == f or is_temp_of(parts[1], f) for f in JOB_FILES))
+    return (
+        len(parts) == 2
+        and top in job_ids
+        and entry.kind is Kind.FILE
+        and any(parts[1] == f or is_temp_of(parts[1], f) for f in JOB_FILES)
+    )
 
 
 def judge_run_dir(entries: Iterable[Entry], job_ids: Collection[str], marked: bool) -> RunDirVerdict:
@@ -148,10 +154,14 @@ def claim_run_dir(run_dir: Path, job_ids: Collection[str], *, force: bool = Fals
     if not verdict.ok and not force:
         shown = ", ".join(verdict.foreign[:SHOWN_FOREIGN])
         more = f" and {len(verdict.foreign) - SHOWN_FOREIGN} more" if len(verdict.foreign) > SHOWN_FOREIGN else ""
-        raise ConfigError(f"{run_dir}: {verdict.reason} ({shown}{more}); choose an empty or new output folder, "
-                          f"or pass --force (which never deletes or overwrites them)")
-    write_text_atomic(run_dir / MARKER_NAME, json.dumps({"tool": "lipsync", "kind": "run directory",
-                                                         "foreign": list(verdict.foreign)}) + "\n")
+        raise ConfigError(
+            f"{run_dir}: {verdict.reason} ({shown}{more}); choose an empty or new output folder, "
+            f"or pass --force (which never deletes or overwrites them)"
+        )
+    write_text_atomic(
+        run_dir / MARKER_NAME,
+        json.dumps({"tool": "lipsync", "kind": "run directory", "foreign": list(verdict.foreign)}) + "\n",
+    )
     return verdict
 
 
@@ -189,8 +199,11 @@ def refresh_checksums(run_dir: Path) -> Path | None:
 def stale_temps(folder_entries: Iterable[Entry], foreign: Collection[str]) -> list[str]:
     """The temp files of our own interrupted writes among `folder_entries` (paths relative to the run
     directory), never one of the `foreign` paths: what a resumed run may delete."""
-    return sorted(e.path for e in folder_entries
-                  if e.kind is Kind.FILE and e.path not in foreign and _is_temp_name(e.path.rsplit("/", 1)[-1]))
+    return sorted(
+        e.path
+        for e in folder_entries
+        if e.kind is Kind.FILE and e.path not in foreign and _is_temp_name(e.path.rsplit("/", 1)[-1])
+    )
 
 
 def _is_temp_name(name: str) -> bool:

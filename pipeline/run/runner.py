@@ -21,33 +21,42 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any
 
 from ..animate import ClipDone, make_clips, prepare_portrait
 from ..errors import AuthError, ConfigError, LipsyncError, UncertainCreate, ValidationError, worst_exit_code
 from ..fsutil import sha256_file, sha256_json, write_text_atomic
 from ..killpoints import kill_point
 from ..limits import load_image_limits
+from ..providers import (
+    PROVIDER_NAMES,
+    JobRequest,
+    PollPolicy,
+    Provider,
+    credential_from_env,
+    get_provider,
+    provider_class,
+)
 from ..providers.aimlapi import ImageJobRequest
-from ..providers import PROVIDER_NAMES, JobRequest, PollPolicy, Provider, credential_from_env, get_provider, provider_class
+from ..providers.download import result_cap
 from ..providers.flow import FlowHooks, FlowSettings, ProviderJobFlow, SegmentJob, segment_key
 from ..providers.store import CreateState, SegmentRef
-from ..providers.download import result_cap
 from ..safetext import printable
 from ..secrets import fingerprints
 from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
 from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
-from .rundir import WORK_DIR, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
 from .progress import Progress, job_context, status_text
-from .steps import (PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, face_refusal,
-                    prepare_job)
+from .rundir import WORK_DIR, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
+from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, face_refusal, prepare_job
 
 log = logging.getLogger("lipsync.run")
+
 
 class Interrupted(Exception):
     """The user asked the run to stop (Ctrl-C); raised at the next safe point of each job."""
@@ -125,10 +134,16 @@ class JobOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.job_id, "provider": self.provider, "stage": self.stage.value, "exit_code": self.exit_code,
-            "error": self.error, "final": str(self.final) if self.final else None,
-            "provider_job_ids": list(self.provider_job_ids), "seconds": round(self.seconds, 3),
-            "resumed": self.resumed, "uncertain": list(self.uncertain),
+            "id": self.job_id,
+            "provider": self.provider,
+            "stage": self.stage.value,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "final": str(self.final) if self.final else None,
+            "provider_job_ids": list(self.provider_job_ids),
+            "seconds": round(self.seconds, 3),
+            "resumed": self.resumed,
+            "uncertain": list(self.uncertain),
         }
 
 
@@ -140,31 +155,43 @@ class RunOptions:
     resubmit_uncertain: bool = False
     retry_failed: bool = False
     cpu_slots: int | None = None  # concurrent ffmpeg work; None: `cpu_slot_count`'s default
-    force: bool = False           # run in a folder holding files we did not write (never touching them)
+    force: bool = False  # run in a folder holding files we did not write (never touching them)
 
 
 # ---- the runner ---------------------------------------------------------------------------------
 
 
 class BatchRunner:
-    def __init__(self, config: RunConfig, options: RunOptions, ledger: Ledger, providers: dict[str, Provider],
-                 progress: Progress, foreign: Collection[str] = (), stop: threading.Event | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        options: RunOptions,
+        ledger: Ledger,
+        providers: dict[str, Provider],
+        progress: Progress,
+        foreign: Collection[str] = (),
+        stop: threading.Event | None = None,
+    ):
         self.config = config
         self.options = options
         self.ledger = ledger
         self.providers = providers
         self.progress = progress
-        self.foreign = foreign          # paths in the run directory we did not write: never touched
-        self.stop = stop or threading.Event()   # set on Ctrl-C/SIGTERM: every wait and retry sleep ends
+        self.foreign = foreign  # paths in the run directory we did not write: never touched
+        self.stop = stop or threading.Event()  # set on Ctrl-C/SIGTERM: every wait and retry sleep ends
         self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
-            name: ThreadPoolExecutor(max_workers=provider_width(provider, options.jobs or config.max_jobs),
-                                     thread_name_prefix=f"lipsync-{name}")
+            name: ThreadPoolExecutor(
+                max_workers=provider_width(provider, options.jobs or config.max_jobs),
+                thread_name_prefix=f"lipsync-{name}",
+            )
             for name, provider in providers.items()
         }
-        self._flow_settings = FlowSettings(resubmit_uncertain=options.resubmit_uncertain,
-                                           retry_failed=options.retry_failed,
-                                           transfer=config.download.transfer_limits())
+        self._flow_settings = FlowSettings(
+            resubmit_uncertain=options.resubmit_uncertain,
+            retry_failed=options.retry_failed,
+            transfer=config.download.transfer_limits(),
+        )
 
     @property
     def run_dir(self) -> Path:
@@ -228,7 +255,7 @@ class BatchRunner:
                 self._set_stage(spec.id, Stage.INTERRUPTED)
             else:
                 self._fail(spec.id, Stage.FAILED, err)
-        except Exception as err:  # noqa: BLE001 - one job's bug must not stop the batch
+        except Exception as err:
             log.exception("%s: unexpected error", spec.id)
             self._fail(spec.id, Stage.FAILED, LipsyncError(f"internal error: {type(err).__name__}: {err}"))
         return self._outcome(spec, started, resumed=False)
@@ -260,14 +287,21 @@ class BatchRunner:
         creates = [c for c in self.ledger.creates(spec.id, current=True) if c.state.maybe_billed]
         uncertain = tuple(
             {"segment": c.segment, "key": c.idem_key, "attempt": c.attempt, "reconcile": c.reconcile or {}}
-            for c in creates if c.state in (CreateState.UNCERTAIN, CreateState.INTENT)
+            for c in creates
+            if c.state in (CreateState.UNCERTAIN, CreateState.INTENT)
         )
         exit_code = row.exit_code if row.exit_code is not None else (0 if row.stage is Stage.DONE else 1)
         return JobOutcome(
-            job_id=spec.id, provider=spec.provider, stage=row.stage, exit_code=exit_code, error=row.error,
+            job_id=spec.id,
+            provider=spec.provider,
+            stage=row.stage,
+            exit_code=exit_code,
+            error=row.error,
             final=Path(row.final_path) if row.final_path else None,
             provider_job_ids=tuple(c.provider_job_id for c in creates if c.provider_job_id),
-            seconds=time.monotonic() - started, resumed=resumed, uncertain=uncertain,
+            seconds=time.monotonic() - started,
+            resumed=resumed,
+            uncertain=uncertain,
         )
 
     # --- prepare ---------------------------------------------------------------------------------
@@ -294,7 +328,9 @@ class BatchRunner:
     def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob) -> list[SegmentResult]:
         pool = self._pools[spec.provider]
         self.progress.update(spec.id, segments=len(prepared.segments), segments_done=0)
-        futures: list[Future] = [pool.submit(self._segment, spec, prepared.inputs_key, seg) for seg in prepared.segments]
+        futures: list[Future] = [
+            pool.submit(self._segment, spec, prepared.inputs_key, seg) for seg in prepared.segments
+        ]
         wait(futures)
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
@@ -308,10 +344,18 @@ class BatchRunner:
         return result
 
     def _segment_flow(self, spec: JobSpec, inputs_key: str, seg: PreparedSegment) -> SegmentResult:
-        key = segment_key(job=spec.id, provider=spec.provider, segment=seg.index, video=seg.video_sha256,
-                          audio=seg.audio_sha256, text=seg.text, speaker=seg.speaker)
+        key = segment_key(
+            job=spec.id,
+            provider=spec.provider,
+            segment=seg.index,
+            video=seg.video_sha256,
+            audio=seg.audio_sha256,
+            text=seg.text,
+            speaker=seg.speaker,
+        )
         job = SegmentJob(
-            key=key, ref=SegmentRef(spec.id, inputs_key, seg.index, spec.provider),
+            key=key,
+            ref=SegmentRef(spec.id, inputs_key, seg.index, spec.provider),
             request=JobRequest(video=seg.video, audio=seg.audio, text=seg.text, speaker=seg.speaker),
             reply_ref=f"{self.config.name}/{spec.id}/{seg.index}/{key}",
             result_path=self.run_dir / WORK_DIR / spec.id / f"provider-{seg.index}-{key[:12]}.mp4",
@@ -322,10 +366,12 @@ class BatchRunner:
     def _flow(self, spec: JobSpec, segment: int) -> ProviderJobFlow:
         hooks = FlowHooks(
             on_step=lambda step, detail: self._set_stage(spec.id, Stage(step.value), detail),
-            on_created=lambda handle: log.info("%s segment %d: %s job %s created", spec.id, segment, spec.provider,
-                                               printable(handle.job_id)),
+            on_created=lambda handle: log.info(
+                "%s segment %d: %s job %s created", spec.id, segment, spec.provider, printable(handle.job_id)
+            ),
             on_status=lambda status: self.progress.update(spec.id, provider_state=status_text(status)),
-            checkpoint=self._checkpoint, sleep=self._sleep,
+            checkpoint=self._checkpoint,
+            sleep=self._sleep,
         )
         settings = replace(self._flow_settings, max_result_bytes=result_cap(spec.limits))
         return ProviderJobFlow(self.providers[spec.provider], self.ledger, settings, hooks)
@@ -341,10 +387,13 @@ class BatchRunner:
         with self._cpu.slot(SlotUse.FINISH):
             self._set_stage(spec.id, Stage.MUX)
             kill_point("mux")
-            deliver(work=self.run_dir / WORK_DIR / spec.id, job_dir=self.run_dir / spec.id,
-                    base_dir=self.config.path.parent, on_stage=lambda stage: self._set_stage(spec.id, stage))
-        self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final),
-                               final_sha256=sha256_file(final))
+            deliver(
+                work=self.run_dir / WORK_DIR / spec.id,
+                job_dir=self.run_dir / spec.id,
+                base_dir=self.config.path.parent,
+                on_stage=lambda stage: self._set_stage(spec.id, stage),
+            )
+        self.ledger.finish_job(spec.id, Stage.DONE, exit_code=0, final_path=str(final), final_sha256=sha256_file(final))
         self.progress.update(spec.id, stage=Stage.DONE, note=str(final))
 
     # --- a talking portrait: a still image animated, one paid job per clip (pipeline/animate.py) ----
@@ -365,13 +414,19 @@ class BatchRunner:
         self._checkpoint()
         self._finish(spec, final, functools.partial(deliver_portrait, spec, plan, clips, limits))
 
-    def _portrait_clip(self, spec: JobSpec, inputs_key: str, index: int, request: ImageJobRequest,
-                       dst: Path) -> ClipDone:
+    def _portrait_clip(
+        self, spec: JobSpec, inputs_key: str, index: int, request: ImageJobRequest, dst: Path
+    ) -> ClipDone:
         """One clip's paid job, in the provider's pool (a chain's clips go one after another: each starts
         from the last frame of the one before)."""
         key = segment_key(job=spec.id, provider=spec.provider, segment=index, **request.summary())
-        job = SegmentJob(key=key, ref=SegmentRef(spec.id, inputs_key, index, spec.provider), request=request,
-                         reply_ref=f"{self.config.name}/{spec.id}/{index}/{key}", result_path=dst)
+        job = SegmentJob(
+            key=key,
+            ref=SegmentRef(spec.id, inputs_key, index, spec.provider),
+            request=request,
+            reply_ref=f"{self.config.name}/{spec.id}/{index}/{key}",
+            result_path=dst,
+        )
 
         def run() -> ClipDone:
             with job_context(spec.id):
@@ -384,6 +439,7 @@ class BatchRunner:
 
 def stoppable_sleep(stop: threading.Event) -> Callable[[float], None]:
     """A wait (backoff, poll interval, retry) that a stop request cuts short with Interrupted."""
+
     def sleep(seconds: float) -> None:
         if stop.wait(seconds):
             raise Interrupted()
@@ -438,12 +494,8 @@ def _load_prepared(path: Path, key: str) -> PreparedJob | None:
         prepared = PreparedJob.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    files_ok = all(
-        s.video.is_file() and (s.audio is None or s.audio.is_file()) for s in prepared.segments
-    )
+    files_ok = all(s.video.is_file() and (s.audio is None or s.audio.is_file()) for s in prepared.segments)
     return prepared if prepared.inputs_key == key and files_ok else None
-
-
 
 
 # ---- a whole run --------------------------------------------------------------------------------
@@ -481,7 +533,7 @@ class Endpoints:
     """Where each provider is reached and with which key."""
 
     base_urls: dict[str, str]
-    credentials: dict[str, str | None]      # provider -> key (None: its variable is not set)
+    credentials: dict[str, str | None]  # provider -> key (None: its variable is not set)
 
 
 @contextmanager
@@ -520,16 +572,23 @@ def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> 
     return replace(default, **changes)
 
 
-def _open_provider(config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints,
-                   sleep: Callable[[float], None]) -> Provider:
+def _open_provider(
+    config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints, sleep: Callable[[float], None]
+) -> Provider:
     extra = config.provider_options.get(name, {})
     credential = endpoints.credentials.get(name)
     cls = provider_class(name)
     if credential is None:  # stops the run before any conform work
         raise AuthError(f"no API key: set the environment variable {cls.secret_env}", provider=name)
     try:
-        return get_provider(name, credential=credential, base_urls=endpoints.base_urls,
-                            poll=poll_policy(config, options, cls.default_poll), sleep=sleep, **extra)
+        return get_provider(
+            name,
+            credential=credential,
+            base_urls=endpoints.base_urls,
+            poll=poll_policy(config, options, cls.default_poll),
+            sleep=sleep,
+            **extra,
+        )
     except (TypeError, LipsyncError) as err:
         raise ConfigError(f"{config.path}: run.provider_options.{name}: {err}") from None
 
@@ -539,10 +598,15 @@ def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> Run
 
     jobs = config.select(options.only)
     started = time.monotonic()
-    verdict = claim_run_dir(config.output, {job.id for job in config.jobs} | _ledger_job_ids(config.output),
-                            force=options.force)
-    with run_lock(config.output), Ledger.in_dir(config.output) as ledger, \
-            provider_endpoints(config, options) as endpoints, ExitStack() as providers_open:
+    verdict = claim_run_dir(
+        config.output, {job.id for job in config.jobs} | _ledger_job_ids(config.output), force=options.force
+    )
+    with (
+        run_lock(config.output),
+        Ledger.in_dir(config.output) as ledger,
+        provider_endpoints(config, options) as endpoints,
+        ExitStack() as providers_open,
+    ):
         ledger.record_secrets(fingerprints())
         stop = threading.Event()
         providers = {
@@ -551,5 +615,6 @@ def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> Run
         }
         outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop).run(jobs)
     checksums = refresh_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
-    return RunSummary(config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums,
-                      options.rehearse)
+    return RunSummary(
+        config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums, options.rehearse
+    )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,8 +22,8 @@ from .ledger import CreateRecord, Stage
 
 if TYPE_CHECKING:
     from ..animate import ClipDone, PortraitPlan
-    from ..prepare import PrepareRequest
     from ..limits import ImageLimits
+    from ..prepare import PrepareRequest
 
 log = logging.getLogger("lipsync.run")
 
@@ -46,15 +47,15 @@ class ConformReport(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    videos: list[dict[str, Any]]        # VideoResult.to_dict(): plan with reasons, attempts, output probe
-    audios: list[dict[str, Any]]        # AudioResult.to_dict() (empty for TTS)
+    videos: list[dict[str, Any]]  # VideoResult.to_dict(): plan with reasons, attempts, output probe
+    audios: list[dict[str, Any]]  # AudioResult.to_dict() (empty for TTS)
     sync: dict[str, Any] | None
     text_spans: list[dict[str, Any]]
     segments: list[dict[str, Any]]
     loudness: list[dict[str, Any]]
     commands: list[list[str]]
     warnings: list[str]
-    faces: list[dict[str, Any]] = []    # FacePresence.to_dict() per segment: the face pre-flight
+    faces: list[dict[str, Any]] = []  # FacePresence.to_dict() per segment: the face pre-flight
     cuts: dict[str, Any] | None = None  # CutPlan.to_dict(): the source frames each segment plays, when known
 
 
@@ -71,8 +72,8 @@ class PreparedJob(BaseModel):
 @dataclass(frozen=True)
 class SegmentResult:
     segment: PreparedSegment
-    record: CreateRecord          # the ledger's record of the provider job (downloaded)
-    path: Path                    # the provider's result on our disk
+    record: CreateRecord  # the ledger's record of the provider job (downloaded)
+    path: Path  # the provider's result on our disk
 
 
 def prepare_request(spec: JobSpec) -> PrepareRequest:
@@ -84,10 +85,20 @@ def prepare_request(spec: JobSpec) -> PrepareRequest:
     targets = {"integrated": spec.loudness_lufs, "true_peak": spec.true_peak_dbtp}
     loudness = LoudnessTarget(**{name: value for name, value in targets.items() if value is not None})
     return PrepareRequest(
-        video=spec.video, audio=spec.audio, text=spec.text, speaker=spec.speaker if spec.text else None,
-        provider=spec.provider, limits=spec.limits, sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
-        start=spec.start, end=spec.end, loudness=loudness, audio_track=spec.audio_track if spec.text is None else None,
-        face=spec.face, require_face=spec.require_face, long_media=spec.long_media,
+        video=spec.video,
+        audio=spec.audio,
+        text=spec.text,
+        speaker=spec.speaker if spec.text else None,
+        provider=spec.provider,
+        limits=spec.limits,
+        sync_mode=spec.sync_mode or DEFAULT_SYNC_MODE,
+        start=spec.start,
+        end=spec.end,
+        loudness=loudness,
+        audio_track=spec.audio_track if spec.text is None else None,
+        face=spec.face,
+        require_face=spec.require_face,
+        long_media=spec.long_media,
     )
 
 
@@ -98,8 +109,15 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
     result = prepare(prepare_request(spec), work, progress=lambda _what, fraction: progress(fraction))
     segments = [
         PreparedSegment(
-            index=s.index, video=s.video, audio=s.audio, text=s.text, speaker=s.speaker, start=s.start, end=s.end,
-            video_sha256=sha256_file(s.video), audio_sha256=sha256_file(s.audio) if s.audio else None,
+            index=s.index,
+            video=s.video,
+            audio=s.audio,
+            text=s.text,
+            speaker=s.speaker,
+            start=s.start,
+            end=s.end,
+            video_sha256=sha256_file(s.video),
+            audio_sha256=sha256_file(s.audio) if s.audio else None,
         )
         for s in result.segments
     ]
@@ -149,8 +167,7 @@ def deliver_job(
     else:
         muxed = [mux(r.path, r.segment.audio, work / f"segment-{r.segment.index}.mp4") for r in results]
         masters = [m.audio_file for m in muxed]
-        final = stitch([m.path for m in muxed], work / FINAL_NAME,
-                       segment_audio=masters if all(masters) else None)
+        final = stitch([m.path for m in muxed], work / FINAL_NAME, segment_audio=masters if all(masters) else None)
     on_stage(Stage.VERIFY)
     expect = expectations_for(final, [r.path for r in results], [_voice_seconds(r.segment) for r in results])
     report = with_lip_sync(verify(final.path, expect), lip_sync_windows(final), spec.sync)
@@ -159,12 +176,15 @@ def deliver_job(
     kill_point("handoff")
     manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)
     extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
-    write_handoff(job_dir, final.path, manifest, extra_files=[*extra, *_cut_list(spec, prepared, results, report, work)])
+    write_handoff(
+        job_dir, final.path, manifest, extra_files=[*extra, *_cut_list(spec, prepared, results, report, work)]
+    )
     return job_dir / FINAL_NAME
 
 
-def _cut_list(spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification, work: Path
-              ) -> list[Path]:
+def _cut_list(
+    spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification, work: Path
+) -> list[Path]:
     """`timeline.otio` and `cuts.edl` in `work` for an editor: one clip per segment, on the source's own
     timecode; none when the segments do not each play a range of the source once from its first frame
     (a script's parts, a looped video, a range starting later: not drawn yet)."""
@@ -174,18 +194,34 @@ def _cut_list(spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult]
     cuts = prepared.report.cuts
     if cuts is None or spec.video is None or prepared.segments[0].start != 0:
         return []
-    offsets = {s.index: s.offset_s for s in verification.segments}    # in the order of `results`
-    by_segment = {r.segment.index: {"provider_job": r.record.provider_job_id, "offset_s": offsets.get(i)}
-                  for i, r in enumerate(results)}
+    offsets = {s.index: s.offset_s for s in verification.segments}  # in the order of `results`
+    by_segment = {
+        r.segment.index: {"provider_job": r.record.provider_job_id, "offset_s": offsets.get(i)}
+        for i, r in enumerate(results)
+    }
     metadata = [by_segment[index] for index in sorted(by_segment)]
-    timeline = build_timeline(CutPlan.from_dict(cuts), spec.video, start_timecode=source_timecode(spec.video),
-                              name=spec.id, clip_metadata=metadata)
+    timeline = build_timeline(
+        CutPlan.from_dict(cuts),
+        spec.video,
+        start_timecode=source_timecode(spec.video),
+        name=spec.id,
+        clip_metadata=metadata,
+    )
     files = write_timeline(timeline, work)
     return [files.otio, files.edl]
 
 
-def deliver_portrait(spec: JobSpec, plan: PortraitPlan, clips: list[ClipDone], limits: ImageLimits, *, work: Path,
-                     job_dir: Path, base_dir: Path, on_stage: Callable[[Stage], None]) -> Path:
+def deliver_portrait(
+    spec: JobSpec,
+    plan: PortraitPlan,
+    clips: list[ClipDone],
+    limits: ImageLimits,
+    *,
+    work: Path,
+    job_dir: Path,
+    base_dir: Path,
+    on_stage: Callable[[Stage], None],
+) -> Path:
     """Stitch a portrait's clips (one is used as is), verify it against what was asked, write the handoff folder."""
     from ..animate import assemble_portrait
     from ..stages.handoff import FINAL_NAME, ConformSection, InputFile, Manifest, tool_versions, write_handoff
@@ -205,8 +241,9 @@ def deliver_portrait(spec: JobSpec, plan: PortraitPlan, clips: list[ClipDone], l
         completed_at=time.time(),
         inputs=inputs,
         config=spec.manifest_config(base_dir),
-        conform=ConformSection(image=_image_section(plan), script=plan.script.to_dict(),
-                               text_chunks=[c.spoken for c in plan.script.clips]),
+        conform=ConformSection(
+            image=_image_section(plan), script=plan.script.to_dict(), text_chunks=[c.spoken for c in plan.script.clips]
+        ),
         provider_jobs=[_provider_job(r) for r in records],
         verification=assembled.verification,
         ffmpeg_commands=[*assembled.commands, *assembled.verification.commands],

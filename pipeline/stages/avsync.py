@@ -35,11 +35,11 @@ RELIABLE_CORRELATION = 0.3
 
 @dataclass(frozen=True)
 class OffsetMeasurement:
-    seconds: float       # > 0: the sound is later in `other` than in `reference`
-    correlation: float   # normalized cross-correlation at the peak, -1..1 (1 = identical up to gain)
+    seconds: float  # > 0: the sound is later in `other` than in `reference`
+    correlation: float  # normalized cross-correlation at the peak, -1..1 (1 = identical up to gain)
     peak_to_sidelobe: float  # peak over the highest correlation farther than 5 ms from it
-    window_s: float      # how much audio was compared
-    max_lag_s: float     # the search range, ±
+    window_s: float  # how much audio was compared
+    max_lag_s: float  # the search range, ±
     commands: tuple[tuple[str, ...], ...] = ()  # the decodes it took, for the manifest
 
     @property
@@ -59,8 +59,10 @@ def pcm_command(
     so sample 0 is time `start` of the file, not the first audio packet.
     """
     window = ({"ss": f"{start:.6f}"} if start else {}) | ({"t": duration} if duration else {})
-    out = ffmpeg.input(str(path), **window)["a:0"].filter("aresample", sample_rate, first_pts=0).output(
-        "pipe:", format="f32le", ac=1, ar=sample_rate, map_metadata=-1
+    out = (
+        ffmpeg.input(str(path), **window)["a:0"]
+        .filter("aresample", sample_rate, first_pts=0)
+        .output("pipe:", format="f32le", ac=1, ar=sample_rate, map_metadata=-1)
     )
     return compile_stream(out.global_args("-nostdin", "-v", "error"))
 
@@ -166,8 +168,9 @@ def measure_offset(
     ref_command = pcm_command(reference, sample_rate=sample_rate, duration=SEARCH_S)
     ref = _run_pcm(ref_command, reference)
     # only as much of `other` as can line up with the reference
-    other_command = pcm_command(other, sample_rate=sample_rate, start=other_start,
-                                duration=len(ref) / sample_rate + max_lag_s)
+    other_command = pcm_command(
+        other, sample_rate=sample_rate, start=other_start, duration=len(ref) / sample_rate + max_lag_s
+    )
     oth = _run_pcm(other_command, other)
     commands = (ref_command, other_command)
     result = measure_offset_samples(ref, oth, sample_rate, max_lag_s=max_lag_s, window_s=window_s)

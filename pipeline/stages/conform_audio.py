@@ -88,8 +88,8 @@ SPEECH_SCAN_RATE = 16000
 
 @dataclass(frozen=True)
 class LoudnessTarget:
-    integrated: float = -16.0   # LUFS
-    true_peak: float = -1.5     # dBTP
+    integrated: float = -16.0  # LUFS
+    true_peak: float = -1.5  # dBTP
 
     def __post_init__(self):
         if not -70 < self.integrated < 0:
@@ -100,15 +100,15 @@ class LoudnessTarget:
 
 @dataclass(frozen=True)
 class AudioOptions:
-    start: float | None = None              # seconds in the source
+    start: float | None = None  # seconds in the source
     end: float | None = None
-    target_duration: float | None = None    # exact output length: trimmed, or padded with silence
+    target_duration: float | None = None  # exact output length: trimmed, or padded with silence
     sample_rate: int = 48000
-    channels: int | None = None             # None: mono stays mono, anything else becomes stereo
-    format: AudioFormat | None = None       # None: chosen from the limits
+    channels: int | None = None  # None: mono stays mono, anything else becomes stereo
+    format: AudioFormat | None = None  # None: chosen from the limits
     loudness: LoudnessTarget = field(default_factory=LoudnessTarget)
-    min_loudness: float = -50.0             # LUFS; quieter input is rejected as near-silent
-    track: TrackChoice | None = None        # the voice track (audio_tracks.choose_audio_track); None: chosen here
+    min_loudness: float = -50.0  # LUFS; quieter input is rejected as near-silent
+    track: TrackChoice | None = None  # the voice track (audio_tracks.choose_audio_track); None: chosen here
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ class ChannelLevels:
 
     left_db: float
     right_db: float
-    mid_db: float       # (L + R) / 2: far under both when R is L inverted
-    side_db: float      # (L - R) / 2
+    mid_db: float  # (L + R) / 2: far under both when R is L inverted
+    side_db: float  # (L - R) / 2
 
 
 @dataclass(frozen=True)
@@ -127,18 +127,18 @@ class AudioPlan:
     source_seconds: float
     source_channels: int
     source_rate: int
-    start: float                # seconds into the source
-    take_seconds: float         # how much of the source is used
-    pad_seconds: float          # silence appended
-    lead_seconds: float         # silence before the sound's first sample: it starts that late on the file's timeline
+    start: float  # seconds into the source
+    take_seconds: float  # how much of the source is used
+    pad_seconds: float  # silence appended
+    lead_seconds: float  # silence before the sound's first sample: it starts that late on the file's timeline
     format: AudioFormat
     codec: str
-    bitrate_kbps: int | None    # MP3 only
+    bitrate_kbps: int | None  # MP3 only
     sample_rate: int
     channels: int
     target: LoudnessTarget
     min_loudness: float
-    channel_pick: int | None    # the one source channel used (dead or inverted other), else None: all, mixed
+    channel_pick: int | None  # the one source channel used (dead or inverted other), else None: all, mixed
     estimated_bytes: int
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
@@ -171,7 +171,7 @@ class LoudnessFigures:
     output_i: float | None = None
     output_tp: float | None = None
     output_lra: float | None = None
-    normalization_type: str | None = None   # "linear" (a plain gain) or "limited" (gain + true-peak limiter)
+    normalization_type: str | None = None  # "linear" (a plain gain) or "limited" (gain + true-peak limiter)
 
     @property
     def linear(self) -> bool:
@@ -186,9 +186,9 @@ class LoudnessFigures:
 class SpeechActivity:
     """Where a voice track speaks: spans of sound separated by pauses of at least MIN_PAUSE_S."""
 
-    seconds: float                              # the whole track
-    spans: tuple[tuple[float, float], ...]      # (start, end) seconds
-    silence_threshold_db: float                 # dBFS RMS below which a stretch counts as silence
+    seconds: float  # the whole track
+    spans: tuple[tuple[float, float], ...]  # (start, end) seconds
+    silence_threshold_db: float  # dBFS RMS below which a stretch counts as silence
 
     @property
     def speech_seconds(self) -> float:
@@ -263,8 +263,10 @@ def _trim(p: MediaProbe, opts: AudioOptions, limits: Limits) -> tuple[float, flo
         take = min(take, opts.target_duration)
     cap = limits.audio_max_seconds
     if take > cap:
-        warnings.append(f"{p.path.name}: audio is {take:.3f} s, over the {cap:g} s limit: cut at "
-                        f"{start + cap:.3f} s (source {start + cap:.3f}-{start + take:.3f} s dropped)")
+        warnings.append(
+            f"{p.path.name}: audio is {take:.3f} s, over the {cap:g} s limit: cut at "
+            f"{start + cap:.3f} s (source {start + cap:.3f}-{start + take:.3f} s dropped)"
+        )
         take = cap
     if take + pad > cap:
         pad = cap - take
@@ -294,12 +296,13 @@ def plan_channel_pick(levels: ChannelLevels | None, channels: int) -> tuple[int 
     spread = "on both output channels" if channels == 2 else "as mono"
     if loud - quiet > DEAD_CHANNEL_DB:
         under = "digital silence" if not math.isfinite(quiet) else f"{loud - quiet:.0f} dB under the {names[live]}"
-        return live, (f"the {names[1 - live]} channel is dead ({under}): the {names[live]} channel alone, "
-                      f"{spread}")
+        return live, (f"the {names[1 - live]} channel is dead ({under}): the {names[live]} channel alone, {spread}")
     if loud - levels.mid_db > DEAD_CHANNEL_DB:
         sum_is = "silence" if not math.isfinite(levels.mid_db) else f"{loud - levels.mid_db:.0f} dB under either"
-        return 0, (f"the channels are phase-inverted copies (their sum is {sum_is}): the left channel alone, "
-                   f"{spread}, so they do not cancel")
+        return 0, (
+            f"the channels are phase-inverted copies (their sum is {sum_is}): the left channel alone, "
+            f"{spread}, so they do not cancel"
+        )
     return None, None
 
 
@@ -327,8 +330,10 @@ def _format(
     wav_fits = wav <= limits.audio_max_bytes * _SIZE_MARGIN
     if forced == "wav" or allowed == ["wav"] or (forced is None and "wav" in allowed and wav_fits):
         if not wav_fits:
-            raise ValidationError(f"{path}: {seconds:.1f} s of WAV would be {wav} bytes, over the "
-                                  f"{limits.audio_max_bytes} byte limit; use MP3")
+            raise ValidationError(
+                f"{path}: {seconds:.1f} s of WAV would be {wav} bytes, over the "
+                f"{limits.audio_max_bytes} byte limit; use MP3"
+            )
         return "wav", None, wav, "WAV PCM 16-bit: lossless and within the size limit"
     if rate not in MP3_SAMPLE_RATES:
         raise ValidationError(f"{path}: MP3 cannot carry {rate} Hz audio; choose 48000 or 44100")
@@ -346,12 +351,15 @@ def _lead(p: MediaProbe, start: float, take: float) -> tuple[float, list[str]]:
         return 0.0, []
     # the probed start is the first packet's, which may hold the encoder's priming: the executor places the
     # decoded samples by their own timestamps, so this figure is the plan's reason, not the cut
-    return lead, [f"the sound starts about {p.audio.start:.3f} s into the file: {lead:.3f} s of silence before it, "
-                  "so it stays where it is against the picture"]
+    return lead, [
+        f"the sound starts about {p.audio.start:.3f} s into the file: {lead:.3f} s of silence before it, "
+        "so it stays where it is against the picture"
+    ]
 
 
-def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(),
-               levels: ChannelLevels | None = None) -> AudioPlan:
+def plan_audio(
+    p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(), levels: ChannelLevels | None = None
+) -> AudioPlan:
     """Decide everything about the conformed voice track. Pure: reads only the probe, limits, options and
     the stereo source's measured channel levels (measure_channels), when given."""
     track = opts.track or choose_audio_track(p)
@@ -360,18 +368,25 @@ def plan_audio(p: MediaProbe, limits: Limits, opts: AudioOptions = AudioOptions(
     if len(audio_streams(p)) > 1 or track.rule == "asked":
         reasons.insert(0, f"voice: {track.reason}")
     if p.audio.declared_duration is not None:
-        reasons.append(f"the voice lasts {p.audio.duration:.3f} s as decoded; its header declares "
-                       f"{p.audio.declared_duration:.3f} s")
+        reasons.append(
+            f"the voice lasts {p.audio.duration:.3f} s as decoded; its header declares "
+            f"{p.audio.declared_duration:.3f} s"
+        )
     lead, lead_reasons = _lead(p, start, take)
     reasons += lead_reasons
     channels, channel_reason = _channels(p, opts)
     pick, pick_reason = plan_channel_pick(levels if p.audio.channels == 2 else None, channels)
     channel_reason = pick_reason or channel_reason
     fmt, kbps, size, format_reason = _format(p.path, take + pad, opts.sample_rate, channels, opts.format, limits)
-    reasons += [format_reason, channel_reason, f"resampled to {opts.sample_rate} Hz" if p.audio.sample_rate !=
-                opts.sample_rate else f"{opts.sample_rate} Hz kept",
-                f"DC offset and rumble below {HIGHPASS_HZ} Hz removed",
-                f"loudness to {opts.loudness.integrated:g} LUFS, true peak {opts.loudness.true_peak:g} dBTP"]
+    reasons += [
+        format_reason,
+        channel_reason,
+        f"resampled to {opts.sample_rate} Hz"
+        if p.audio.sample_rate != opts.sample_rate
+        else f"{opts.sample_rate} Hz kept",
+        f"DC offset and rumble below {HIGHPASS_HZ} Hz removed",
+        f"loudness to {opts.loudness.integrated:g} LUFS, true peak {opts.loudness.true_peak:g} dBTP",
+    ]
     return AudioPlan(
         source=p.path,
         source_seconds=p.audio.end or p.duration,
@@ -402,27 +417,36 @@ def check_audible(figures: LoudnessFigures, plan: AudioPlan) -> None:
     if not figures.input_i > SILENT_LUFS:
         raise InputError(plan.source, f"the audio is silent{where}: nothing to lip-sync to")
     if figures.input_i < plan.min_loudness:
-        raise InputError(plan.source, f"the audio is near-silent{where}: {figures.input_i:.1f} LUFS, below "
-                                      f"{plan.min_loudness:g} LUFS")
+        raise InputError(
+            plan.source,
+            f"the audio is near-silent{where}: {figures.input_i:.1f} LUFS, below {plan.min_loudness:g} LUFS",
+        )
 
 
 def check_sound(activity: SpeechActivity, plan: AudioPlan) -> None:
     """Reject a voice with (almost) nothing over its room tone: a click or a cough has a loudness, yet no words."""
     if activity.speech_seconds < min(MIN_SOUND_S, 0.5 * plan.take_seconds):
-        raise InputError(plan.source, f"the audio is near-silent: only {activity.speech_seconds:.2f} s of its "
-                                      f"{plan.take_seconds:.1f} s stands out from the background (a click or a "
-                                      "knock over silence?): nothing to lip-sync to")
+        raise InputError(
+            plan.source,
+            f"the audio is near-silent: only {activity.speech_seconds:.2f} s of its "
+            f"{plan.take_seconds:.1f} s stands out from the background (a click or a "
+            "knock over silence?): nothing to lip-sync to",
+        )
 
 
 def speech_warnings(activity: SpeechActivity, name: str) -> list[str]:
     """Warnings for a voice that will leave the lips still: mostly silence, or a late first word."""
     out = []
     if activity.ratio < MOSTLY_SILENT_RATIO:
-        out.append(f"{name}: the voice is mostly silence ({activity.speech_seconds:.1f} s of speech in "
-                   f"{activity.seconds:.1f} s, {activity.ratio:.0%}): the lips will barely move")
+        out.append(
+            f"{name}: the voice is mostly silence ({activity.speech_seconds:.1f} s of speech in "
+            f"{activity.seconds:.1f} s, {activity.ratio:.0%}): the lips will barely move"
+        )
     if activity.spans and activity.leading_silence > LATE_START_S:
-        out.append(f"{name}: the voice starts after {activity.leading_silence:.1f} s of silence: "
-                   "the face looks frozen until then")
+        out.append(
+            f"{name}: the voice starts after {activity.leading_silence:.1f} s of silence: "
+            "the face looks frozen until then"
+        )
     return out
 
 
@@ -432,9 +456,11 @@ def peak_excess_db(measured: LoudnessFigures, target: LoudnessTarget) -> float:
 
 
 def limiting_note(name: str, measured: LoudnessFigures, target: LoudnessTarget) -> str:
-    return (f"{name}: peaks limited by about {peak_excess_db(measured, target):.1f} dB: reaching "
-            f"{target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
-            f"({measured.input_tp:.1f} dBTP) over {target.true_peak:g} dBTP")
+    return (
+        f"{name}: peaks limited by about {peak_excess_db(measured, target):.1f} dB: reaching "
+        f"{target.integrated:g} LUFS from {measured.input_i:.1f} LUFS would push the true peak "
+        f"({measured.input_tp:.1f} dBTP) over {target.true_peak:g} dBTP"
+    )
 
 
 def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, float]:
@@ -447,7 +473,7 @@ def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, f
 class GainPass:
     """One normalize pass: a gain, and for "limited" the limiter's ceiling (dBFS at 192 kHz)."""
 
-    kind: str           # "linear" or "limited"
+    kind: str  # "linear" or "limited"
     gain_db: float
     limit_db: float
 
@@ -510,15 +536,19 @@ def _source(plan: AudioPlan):
         pick = f"c{plan.channel_pick}"
         stream = stream.filter("pan", args=f"{layout}|c0={pick}" + ("" if plan.channels == 1 else f"|c1={pick}"))
     # floating point from here on: an integer filter chain would clip the high-pass's overshoot
-    return stream.filter("aformat", sample_fmts="dblp", channel_layouts=layout).filter("highpass", f=HIGHPASS_HZ, poles=2)
+    return stream.filter("aformat", sample_fmts="dblp", channel_layouts=layout).filter(
+        "highpass", f=HIGHPASS_HZ, poles=2
+    )
 
 
 def _source_range(plan: AudioPlan):
     read = plan.start + plan.take_seconds + _READ_MARGIN_S
-    return (ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")[f"a:{plan.stream}"]
-            .filter("aresample", first_pts=0)
-            .filter("atrim", start=f"{plan.start:.6f}", duration=f"{plan.take_seconds:.6f}")
-            .filter("asetpts", "PTS-STARTPTS"))
+    return (
+        ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")[f"a:{plan.stream}"]
+        .filter("aresample", first_pts=0)
+        .filter("atrim", start=f"{plan.start:.6f}", duration=f"{plan.take_seconds:.6f}")
+        .filter("asetpts", "PTS-STARTPTS")
+    )
 
 
 _RMS_KEY = "lavfi.astats.{}.RMS_level="
@@ -533,13 +563,18 @@ def measure_channels(plan: AudioPlan) -> tuple[ChannelLevels | None, FfmpegRun |
         return None, None
     with tempfile.TemporaryDirectory(prefix="lipsync-channels-") as scratch:
         stats = Path(scratch) / "astats.txt"
-        graph = (_source_range(plan)
-                 .filter("aformat", sample_fmts="dblp", channel_layouts="stereo")
-                 .filter("pan", args="4.0|c0=c0|c1=c1|c2=0.5*c0+0.5*c1|c3=0.5*c0-0.5*c1")
-                 .filter("astats", metadata=1, measure_perchannel="RMS_level", measure_overall="none")
-                 .filter("ametadata", mode="print", file=str(stats)))
-        run = run_ffmpeg(compile_stream(graph.output("-", f="null").global_args("-hide_banner", "-nostats")),
-                         what=f"measuring the channels of {plan.source.name}", duration=plan.take_seconds)
+        graph = (
+            _source_range(plan)
+            .filter("aformat", sample_fmts="dblp", channel_layouts="stereo")
+            .filter("pan", args="4.0|c0=c0|c1=c1|c2=0.5*c0+0.5*c1|c3=0.5*c0-0.5*c1")
+            .filter("astats", metadata=1, measure_perchannel="RMS_level", measure_overall="none")
+            .filter("ametadata", mode="print", file=str(stats))
+        )
+        run = run_ffmpeg(
+            compile_stream(graph.output("-", f="null").global_args("-hide_banner", "-nostats")),
+            what=f"measuring the channels of {plan.source.name}",
+            duration=plan.take_seconds,
+        )
         lines = stats.read_text(encoding="utf-8").splitlines() if stats.exists() else []
     levels = [_last_value(lines, _RMS_KEY.format(n)) for n in range(1, 5)]
     if any(level is None for level in levels):
@@ -551,12 +586,13 @@ def measure_channels(plan: AudioPlan) -> tuple[ChannelLevels | None, FfmpegRun |
 def _last_value(lines: list[str], key: str) -> float | None:
     for line in reversed(lines):
         if line.startswith(key):
-            return float(line[len(key):])  # "-inf" for digital silence
+            return float(line[len(key) :])  # "-inf" for digital silence
     return None
 
 
-def _measure(stream, plan: AudioPlan, what: str, progress: ProgressFn | None,
-             also=None) -> tuple[dict[str, str], FfmpegRun]:
+def _measure(
+    stream, plan: AudioPlan, what: str, progress: ProgressFn | None, also=None
+) -> tuple[dict[str, str], FfmpegRun]:
     """loudnorm's EBU R128 measurement of `stream` (its stats file; the audio goes nowhere), in the same
     command as the output `also` when given."""
     with tempfile.TemporaryDirectory(prefix="lipsync-loudness-") as scratch:
@@ -591,9 +627,13 @@ class VoiceCheck:
 
     def covers(self, plan: AudioPlan) -> bool:
         done = self.plan
-        return ((done.source, done.stream, done.start, done.channel_pick, done.channels) ==
-                (plan.source, plan.stream, plan.start, plan.channel_pick, plan.channels)
-                and abs(done.take_seconds - plan.take_seconds) <= REUSE_TOLERANCE_S)
+        return (done.source, done.stream, done.start, done.channel_pick, done.channels) == (
+            plan.source,
+            plan.stream,
+            plan.start,
+            plan.channel_pick,
+            plan.channels,
+        ) and abs(done.take_seconds - plan.take_seconds) <= REUSE_TOLERANCE_S
 
 
 def check_voice(plan: AudioPlan, progress: ProgressFn | None = None) -> VoiceCheck:
@@ -604,10 +644,19 @@ def check_voice(plan: AudioPlan, progress: ProgressFn | None = None) -> VoiceChe
     with tempfile.TemporaryDirectory(prefix="lipsync-voice-") as scratch:
         copy = Path(scratch) / "range.wav"
         source = _source(plan).filter_multi_output("asplit")
-        s, run = _measure(source[0], plan, "measuring the loudness of", progress,
-                          also=source[1].output(media_path(copy), c="pcm_s16le"))
-        measured = LoudnessFigures(input_i=float(s["input_i"]), input_tp=float(s["input_tp"]),
-                                   input_lra=float(s["input_lra"]), input_thresh=float(s["input_thresh"]))
+        s, run = _measure(
+            source[0],
+            plan,
+            "measuring the loudness of",
+            progress,
+            also=source[1].output(media_path(copy), c="pcm_s16le"),
+        )
+        measured = LoudnessFigures(
+            input_i=float(s["input_i"]),
+            input_tp=float(s["input_tp"]),
+            input_lra=float(s["input_lra"]),
+            input_thresh=float(s["input_thresh"]),
+        )
         check_audible(measured, plan)
         speech = _speech_or_none(copy, replace(plan, format="wav"), measured.input_i)
     if speech is not None:
@@ -617,8 +666,9 @@ def check_voice(plan: AudioPlan, progress: ProgressFn | None = None) -> VoiceChe
 
 def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:
     s, run = _measure(ffmpeg.input(media_path(path))["a:0"], plan, "checking the normalized audio of", None)
-    return replace(figures, output_i=float(s["input_i"]), output_tp=float(s["input_tp"]),
-                   output_lra=float(s["input_lra"])), run
+    return replace(
+        figures, output_i=float(s["input_i"]), output_tp=float(s["input_tp"]), output_lra=float(s["input_lra"])
+    ), run
 
 
 def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn | None = None) -> FfmpegRun:
@@ -627,8 +677,13 @@ def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn 
     if gain.kind == "limited":
         # limiting at 192 kHz catches the inter-sample (true) peaks a 48 kHz limiter would miss
         graph = graph.filter("aresample", TRUE_PEAK_RATE).filter(
-            "alimiter", limit=f"{10 ** (gain.limit_db / 20):.5f}", attack=5, release=50, level="false", asc="false",
-            latency="true"
+            "alimiter",
+            limit=f"{10 ** (gain.limit_db / 20):.5f}",
+            attack=5,
+            release=50,
+            level="false",
+            asc="false",
+            latency="true",
         )
     graph = (
         graph.filter("aresample", plan.sample_rate)
@@ -638,7 +693,9 @@ def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn 
     codec = {"c:a": plan.codec, "ar": plan.sample_rate, "ac": plan.channels}
     if plan.bitrate_kbps:
         codec["b:a"] = f"{plan.bitrate_kbps}k"
-    out = graph.output(media_path(dst), f=plan.format, map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"}, **codec)
+    out = graph.output(
+        media_path(dst), f=plan.format, map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"}, **codec
+    )
     return run_ffmpeg(
         compile_stream(out.global_args("-hide_banner", "-nostats")),
         what=f"normalizing the audio of {plan.source.name}",
@@ -668,13 +725,15 @@ def _activity(segment, loudness_lufs: float) -> SpeechActivity:
     from pydub.silence import detect_nonsilent  # after _load_segment has imported pydub quietly
 
     threshold = loudness_lufs - SILENCE_BELOW_LU
-    spans = detect_nonsilent(segment, min_silence_len=round(MIN_PAUSE_S * 1000), silence_thresh=threshold,
-                             seek_step=ACTIVITY_STEP_MS)
+    spans = detect_nonsilent(
+        segment, min_silence_len=round(MIN_PAUSE_S * 1000), silence_thresh=threshold, seek_step=ACTIVITY_STEP_MS
+    )
     return SpeechActivity(len(segment) / 1000, tuple((a / 1000, b / 1000) for a, b in spans), threshold)
 
 
-def measure_speech_shares(p: MediaProbe, start: float = 0.0, seconds: float | None = None
-                          ) -> tuple[tuple[float, ...], FfmpegRun | None]:
+def measure_speech_shares(
+    p: MediaProbe, start: float = 0.0, seconds: float | None = None
+) -> tuple[tuple[float, ...], FfmpegRun | None]:
     """The share of each audio track's range that speaks (for choose_audio_track), from one read of them all.
 
     The speech activity of the voice check, with one silence level for every track: SILENCE_BELOW_LU under
@@ -689,11 +748,16 @@ def measure_speech_shares(p: MediaProbe, start: float = 0.0, seconds: float | No
     source = ffmpeg.input(media_path(p.path), ss=f"{start:.6f}", t=f"{seconds:.6f}")
     with tempfile.TemporaryDirectory(prefix="lipsync-tracks-") as scratch:
         copies = [Path(scratch) / f"track{a.index}.wav" for a in streams]
-        outputs = [source[f"a:{a.index}"].output(media_path(copy), ac=1, ar=SPEECH_SCAN_RATE, c="pcm_s16le")
-                   for a, copy in zip(streams, copies)]
+        outputs = [
+            source[f"a:{a.index}"].output(media_path(copy), ac=1, ar=SPEECH_SCAN_RATE, c="pcm_s16le")
+            for a, copy in zip(streams, copies)
+        ]
         try:
-            run = run_ffmpeg(compile_stream(ffmpeg.merge_outputs(*outputs).global_args("-hide_banner", "-nostats")),
-                             what=f"measuring the speech on each audio track of {p.path.name}", duration=seconds)
+            run = run_ffmpeg(
+                compile_stream(ffmpeg.merge_outputs(*outputs).global_args("-hide_banner", "-nostats")),
+                what=f"measuring the speech on each audio track of {p.path.name}",
+                duration=seconds,
+            )
         except ToolError as err:
             log.warning("%s: could not measure the speech on its audio tracks (%s)", p.path.name, err.message)
             return (), None
@@ -704,8 +768,9 @@ def measure_speech_shares(p: MediaProbe, start: float = 0.0, seconds: float | No
     return tuple(round(_activity(s, reference).ratio, 3) for s in segments), run
 
 
-def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None,
-                  checked: VoiceCheck | None = None) -> AudioResult:
+def execute_audio(
+    plan: AudioPlan, dst: str | Path, progress: ProgressFn | None = None, checked: VoiceCheck | None = None
+) -> AudioResult:
     """Check the voice is usable (or reuse `checked`, run on the same range), normalize into `dst` (written
     atomically), measure the result."""
     dst = Path(dst)
@@ -722,8 +787,9 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
         while True:
             gain = passes[-1]
             runs.append(apply_gain(plan, gain, tmp, None if progress is None else (lambda f: progress(0.5 + 0.5 * f))))
-            figures, run = measure_output(tmp, plan, replace(measured, gain_db=gain.gain_db,
-                                                             normalization_type=gain.kind))
+            figures, run = measure_output(
+                tmp, plan, replace(measured, gain_db=gain.gain_db, normalization_type=gain.kind)
+            )
             runs.append(run)
             outputs.append(figures)
             following = next_pass(passes, outputs, plan.target)
@@ -738,9 +804,11 @@ def execute_audio(plan: AudioPlan, dst: str | Path, progress: ProgressFn | None 
         else:
             log.info(limited)
     if figures.output_i is not None and figures.output_i < plan.target.integrated - LOUDNESS_MISS_LU:
-        warnings.append(f"{plan.source.name}: reached only {figures.output_i:.1f} LUFS of the "
-                        f"{plan.target.integrated:g} LUFS target: a few loud moments carry its loudness, and "
-                        f"more gain would only raise what lies between them")
+        warnings.append(
+            f"{plan.source.name}: reached only {figures.output_i:.1f} LUFS of the "
+            f"{plan.target.integrated:g} LUFS target: a few loud moments carry its loudness, and "
+            f"more gain would only raise what lies between them"
+        )
     if speech is not None:
         warnings += speech_warnings(speech, plan.source.name)
     return AudioResult(dst, plan, figures, tuple(runs), tuple(warnings), speech)
@@ -751,10 +819,14 @@ def _speech_or_none(path: Path, plan: AudioPlan, loudness_lufs: float) -> Speech
     analysis, never the job."""
     try:
         speech = speech_activity(path, plan.format, loudness_lufs)
-    except Exception as exc:  # noqa: BLE001 - pydub raises its own and the wave module's errors
-        log.warning("%s: could not analyse where the voice speaks (%s: %s)", plan.source.name,
-                    type(exc).__name__, exc)
+    except Exception as exc:
+        log.warning("%s: could not analyse where the voice speaks (%s: %s)", plan.source.name, type(exc).__name__, exc)
         return None
-    log.debug("%s: speech %.1f of %.1f s, first word at %.2f s", plan.source.name, speech.speech_seconds,
-              speech.seconds, speech.leading_silence)
+    log.debug(
+        "%s: speech %.1f of %.1f s, first word at %.2f s",
+        plan.source.name,
+        speech.speech_seconds,
+        speech.seconds,
+        speech.leading_silence,
+    )
     return speech

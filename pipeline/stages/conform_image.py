@@ -34,9 +34,9 @@ from ..limits import ImageLimits
 log = logging.getLogger("lipsync.conform_image")
 
 ORIENTATION_TAG = 0x0112
-SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})   # EXIF orientations that turn the picture a quarter
+SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 QUALITY_STEP = 5
-FORMAT_NAMES = {"MPO": "jpeg"}      # a camera's multi-picture JPEG: the first picture is the photo
+FORMAT_NAMES = {"MPO": "jpeg"}  # a camera's multi-picture JPEG: the first picture is the photo
 # ISO-BMFF brands of HEIF stills (HEIC from phones included); read to name the format Pillow alone cannot open
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 SUFFIXES = {"jpeg": ".jpg", "png": ".png"}
@@ -48,16 +48,16 @@ class ImageProbe:
     """What the header says. `width`/`height` are as stored; `display_*` after the EXIF orientation."""
 
     path: Path
-    format: str                 # lower-case Pillow format name ("jpeg", "png", "webp", "gif", "heif"...)
+    format: str  # lower-case Pillow format name ("jpeg", "png", "webp", "gif", "heif"...)
     width: int
     height: int
-    orientation: int            # EXIF orientation 1..8 (1 when absent or out of range)
-    mode: str                   # Pillow's mode, the colour model: RGB, RGBA, L, LA, P, CMYK, I;16...
-    has_alpha: bool             # an alpha channel or a transparent palette entry / colour key
-    bit_depth: int              # bits per channel as stored
-    frames: int                 # > 1: animated (a camera MPO's extra pictures are not counted)
+    orientation: int  # EXIF orientation 1..8 (1 when absent or out of range)
+    mode: str  # Pillow's mode, the colour model: RGB, RGBA, L, LA, P, CMYK, I;16...
+    has_alpha: bool  # an alpha channel or a transparent palette entry / colour key
+    bit_depth: int  # bits per channel as stored
+    frames: int  # > 1: animated (a camera MPO's extra pictures are not counted)
     size_bytes: int
-    icc_profile: str | None     # the embedded profile's description, None without one
+    icc_profile: str | None  # the embedded profile's description, None without one
 
     @property
     def display_width(self) -> int:
@@ -68,21 +68,26 @@ class ImageProbe:
         return self.width if self.orientation in SWAPPING_ORIENTATIONS else self.height
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "path": str(self.path), "display_width": self.display_width,
-                "display_height": self.display_height}
+        return {
+            **asdict(self),
+            "path": str(self.path),
+            "display_width": self.display_width,
+            "display_height": self.display_height,
+        }
 
 
 @dataclass(frozen=True)
 class ImageOptions:
-    background: str = "#ffffff"             # what transparent pixels become (any CSS colour Pillow knows)
-    output_format: OutputFormat = "auto"    # auto = JPEG
+    background: str = "#ffffff"  # what transparent pixels become (any CSS colour Pillow knows)
+    output_format: OutputFormat = "auto"  # auto = JPEG
 
     def __post_init__(self) -> None:
         try:
             rgb = ImageColor.getrgb(self.background)
         except ValueError:
-            raise ValidationError(f"background colour {self.background!r} is not a colour (try '#ffffff' or "
-                                  f"'black')") from None
+            raise ValidationError(
+                f"background colour {self.background!r} is not a colour (try '#ffffff' or 'black')"
+            ) from None
         object.__setattr__(self, "background", "#{:02x}{:02x}{:02x}".format(*rgb[:3]))
 
 
@@ -90,15 +95,15 @@ class ImageOptions:
 class ImagePlan:
     source: Path
     probe: ImageProbe
-    transpose: bool                         # apply the EXIF orientation to the pixels
-    reduce_16_bit: bool                     # 16-bit grey samples to 8 bit (Pillow already reads RGB;16 as 8 bit)
-    colour: Literal["keep", "icc", "convert"]   # icc: the embedded profile to sRGB; convert: Pillow's formulas
-    flatten: str | None                     # the background colour alpha is flattened onto
-    width: int                              # output size
+    transpose: bool  # apply the EXIF orientation to the pixels
+    reduce_16_bit: bool  # 16-bit grey samples to 8 bit (Pillow already reads RGB;16 as 8 bit)
+    colour: Literal["keep", "icc", "convert"]  # icc: the embedded profile to sRGB; convert: Pillow's formulas
+    flatten: str | None  # the background colour alpha is flattened onto
+    width: int  # output size
     height: int
     format: Literal["jpeg", "png"]
-    quality: int | None                     # JPEG: the first quality tried
-    min_quality: int | None                 # JPEG: the lowest tried to meet max_bytes
+    quality: int | None  # JPEG: the first quality tried
+    min_quality: int | None  # JPEG: the lowest tried to meet max_bytes
     max_bytes: int
     reasons: tuple[str, ...]
 
@@ -107,8 +112,12 @@ class ImagePlan:
         return SUFFIXES[self.format]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "source": str(self.source), "probe": self.probe.to_dict(),
-                "reasons": list(self.reasons)}
+        return {
+            **asdict(self),
+            "source": str(self.source),
+            "probe": self.probe.to_dict(),
+            "reasons": list(self.reasons),
+        }
 
 
 @dataclass(frozen=True)
@@ -118,11 +127,17 @@ class ImageResult:
     width: int
     height: int
     size_bytes: int
-    quality: int | None                     # the JPEG quality written
+    quality: int | None  # the JPEG quality written
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "plan": self.plan.to_dict(), "width": self.width, "height": self.height,
-                "size_bytes": self.size_bytes, "quality": self.quality}
+        return {
+            "path": str(self.path),
+            "plan": self.plan.to_dict(),
+            "width": self.width,
+            "height": self.height,
+            "size_bytes": self.size_bytes,
+            "quality": self.quality,
+        }
 
 
 # ---- probe ------------------------------------------------------------------------------------------
@@ -177,15 +192,18 @@ def _open(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
     if _is_heif(path) and not heif_available():
-        raise InputError(path, "HEIC/HEIF photo: install the heic extra (pip install 'lipsync-pipeline[heic]') "
-                               "or export it as JPEG")
+        raise InputError(
+            path, "HEIC/HEIF photo: install the heic extra (pip install 'lipsync-pipeline[heic]') or export it as JPEG"
+        )
     try:
         return Image.open(path)
     except Image.DecompressionBombError as exc:
         raise InputError(path, f"too many pixels to read safely ({exc})") from None
     except UnidentifiedImageError:
-        raise InputError(path, f"not an image: its bytes are no picture format, whatever its name "
-                               f"({path.suffix or 'no suffix'}) says") from None
+        raise InputError(
+            path,
+            f"not an image: its bytes are no picture format, whatever its name ({path.suffix or 'no suffix'}) says",
+        ) from None
     except OSError as exc:
         raise InputError(path, f"cannot read the image ({exc})") from None
 
@@ -196,12 +214,20 @@ def probe_image(path: str | Path) -> ImageProbe:
     with _open(path) as im:
         fmt = FORMAT_NAMES.get(im.format or "", (im.format or "unknown").lower())
         frames = 1 if fmt == "jpeg" else getattr(im, "n_frames", 1)
-        args = im.tile[0][3] if im.tile else None       # (decoder, box, offset, args): args is the raw mode
+        args = im.tile[0][3] if im.tile else None  # (decoder, box, offset, args): args is the raw mode
         rawmode = args if isinstance(args, str) else None
         return ImageProbe(
-            path=path, format=fmt, width=im.width, height=im.height, orientation=_orientation(im), mode=im.mode,
-            has_alpha=im.has_transparency_data, bit_depth=_bit_depth(im.mode, rawmode), frames=frames,
-            size_bytes=path.stat().st_size, icc_profile=_profile_name(im.info.get("icc_profile")),
+            path=path,
+            format=fmt,
+            width=im.width,
+            height=im.height,
+            orientation=_orientation(im),
+            mode=im.mode,
+            has_alpha=im.has_transparency_data,
+            bit_depth=_bit_depth(im.mode, rawmode),
+            frames=frames,
+            size_bytes=path.stat().st_size,
+            icc_profile=_profile_name(im.info.get("icc_profile")),
         )
 
 
@@ -210,8 +236,11 @@ def probe_image(path: str | Path) -> ImageProbe:
 
 def _refuse(p: ImageProbe, limits: ImageLimits) -> None:
     if p.frames > 1:
-        raise InputError(p.path, f"animated {p.format.upper()} ({p.frames} frames): a talking portrait starts "
-                                 f"from one still picture; export the frame you want as PNG or JPEG")
+        raise InputError(
+            p.path,
+            f"animated {p.format.upper()} ({p.frames} frames): a talking portrait starts "
+            f"from one still picture; export the frame you want as PNG or JPEG",
+        )
     if p.format not in limits.image_formats:
         accepted = ", ".join(f.upper() for f in limits.image_formats)
         raise InputError(p.path, f"{p.format.upper()} images are not accepted (use {accepted})")
@@ -219,8 +248,11 @@ def _refuse(p: ImageProbe, limits: ImageLimits) -> None:
         raise InputError(p.path, f"32-bit pixels ({p.mode}) are not supported: export it as an 8- or 16-bit image")
     short = min(p.width, p.height)
     if short < limits.image_min_side:
-        raise InputError(p.path, f"{p.display_width}x{p.display_height} px is too small to animate: the short side "
-                                 f"must be at least {limits.image_min_side} px")
+        raise InputError(
+            p.path,
+            f"{p.display_width}x{p.display_height} px is too small to animate: the short side "
+            f"must be at least {limits.image_min_side} px",
+        )
 
 
 def _colour(p: ImageProbe) -> tuple[Literal["keep", "icc", "convert"], str | None]:
@@ -258,8 +290,10 @@ def plan_image(p: ImageProbe, limits: ImageLimits, opts: ImageOptions = ImageOpt
     reasons = ["re-encoded without metadata: the photo's EXIF (location, camera) is not sent to the provider"]
     transpose = p.orientation != 1
     if transpose:
-        reasons.append(f"EXIF orientation {p.orientation}: turned into the pixels "
-                       f"({p.width}x{p.height} stored, {p.display_width}x{p.display_height} shown)")
+        reasons.append(
+            f"EXIF orientation {p.orientation}: turned into the pixels "
+            f"({p.width}x{p.height} stored, {p.display_width}x{p.display_height} shown)"
+        )
     reduce_16_bit = p.bit_depth == 16
     if reduce_16_bit:
         reasons.append("16 bits per channel: reduced to 8")
@@ -271,20 +305,35 @@ def plan_image(p: ImageProbe, limits: ImageLimits, opts: ImageOptions = ImageOpt
         reasons.append(f"transparency flattened onto {flatten}")
     width, height = _fit(p.display_width, p.display_height, limits.image_max_side)
     if min(width, height) < limits.image_min_side:
-        raise InputError(p.path, f"{p.display_width}x{p.display_height} px is too narrow to animate: with its long "
-                                 f"side capped at {limits.image_max_side} px its short side would be "
-                                 f"{min(width, height)} px, under {limits.image_min_side}; crop it closer to square")
+        raise InputError(
+            p.path,
+            f"{p.display_width}x{p.display_height} px is too narrow to animate: with its long "
+            f"side capped at {limits.image_max_side} px its short side would be "
+            f"{min(width, height)} px, under {limits.image_min_side}; crop it closer to square",
+        )
     if (width, height) != (p.display_width, p.display_height):
-        reasons.append(f"{p.display_width}x{p.display_height} scaled to {width}x{height}: the long side is capped "
-                       f"at {limits.image_max_side} px")
+        reasons.append(
+            f"{p.display_width}x{p.display_height} scaled to {width}x{height}: the long side is capped "
+            f"at {limits.image_max_side} px"
+        )
     fmt, why = _format(opts, limits)
     reasons.append(why)
     jpeg = fmt == "jpeg"
-    return ImagePlan(source=p.path, probe=p, transpose=transpose, reduce_16_bit=reduce_16_bit, colour=colour,
-                     flatten=flatten, width=width, height=height, format=fmt,
-                     quality=limits.jpeg_quality if jpeg else None,
-                     min_quality=limits.jpeg_min_quality if jpeg else None,
-                     max_bytes=limits.image_max_bytes, reasons=tuple(reasons))
+    return ImagePlan(
+        source=p.path,
+        probe=p,
+        transpose=transpose,
+        reduce_16_bit=reduce_16_bit,
+        colour=colour,
+        flatten=flatten,
+        width=width,
+        height=height,
+        format=fmt,
+        quality=limits.jpeg_quality if jpeg else None,
+        min_quality=limits.jpeg_min_quality if jpeg else None,
+        max_bytes=limits.image_max_bytes,
+        reasons=tuple(reasons),
+    )
 
 
 # ---- execute ----------------------------------------------------------------------------------------
@@ -315,7 +364,7 @@ def _flatten(im: Image.Image, colour: str) -> Image.Image:
 def _pixels(plan: ImagePlan) -> Image.Image:
     """The decoded picture with every planned step applied: 8-bit RGB at the planned size."""
     with Image.open(plan.source) as im:
-        if plan.probe.format == "jpeg":     # let libjpeg scale by 1/2, 1/4, 1/8 while decoding, never below the plan
+        if plan.probe.format == "jpeg":  # let libjpeg scale by 1/2, 1/4, 1/8 while decoding, never below the plan
             swapped = plan.probe.orientation in SWAPPING_ORIENTATIONS
             im.draft(im.mode, (plan.height, plan.width) if swapped else (plan.width, plan.height))
         im.load()
@@ -325,7 +374,7 @@ def _pixels(plan: ImagePlan) -> Image.Image:
         if plan.reduce_16_bit and im.mode.startswith("I;16"):
             im = _eight_bit_grey(im)
         if icc:
-            im.info["icc_profile"] = icc        # kept for _to_srgb whatever the steps before returned
+            im.info["icc_profile"] = icc  # kept for _to_srgb whatever the steps before returned
         im = _to_srgb(im, plan)
         im = _flatten(im, plan.flatten) if plan.flatten else im.convert("RGB")
         if im.size != (plan.width, plan.height):
@@ -338,8 +387,10 @@ def _write(im: Image.Image, plan: ImagePlan, tmp: Path) -> int | None:
     if plan.format == "png":
         im.save(tmp, "PNG", compress_level=6)
         if tmp.stat().st_size > plan.max_bytes:
-            raise InputError(plan.source, f"as PNG it is {tmp.stat().st_size} bytes, over the {plan.max_bytes} "
-                                          f"byte limit: use JPEG output")
+            raise InputError(
+                plan.source,
+                f"as PNG it is {tmp.stat().st_size} bytes, over the {plan.max_bytes} byte limit: use JPEG output",
+            )
         return None
     quality = plan.quality
     while True:
@@ -347,8 +398,10 @@ def _write(im: Image.Image, plan: ImagePlan, tmp: Path) -> int | None:
         if tmp.stat().st_size <= plan.max_bytes:
             return quality
         if quality <= plan.min_quality:
-            raise InputError(plan.source, f"still {tmp.stat().st_size} bytes at JPEG quality {quality}, over the "
-                                          f"{plan.max_bytes} byte limit")
+            raise InputError(
+                plan.source,
+                f"still {tmp.stat().st_size} bytes at JPEG quality {quality}, over the {plan.max_bytes} byte limit",
+            )
         quality = max(plan.min_quality, quality - QUALITY_STEP)
 
 
@@ -359,7 +412,7 @@ def execute_image(plan: ImagePlan, dst: str | Path) -> ImageResult:
         raise ValidationError(f"{dst}: a {plan.format.upper()} image needs the suffix {plan.suffix}")
     try:
         im = _pixels(plan)
-    except (OSError, ValueError, ImageCms.PyCMSError) as exc:     # truncated or damaged past the header
+    except (OSError, ValueError, ImageCms.PyCMSError) as exc:  # truncated or damaged past the header
         raise InputError(plan.source, f"cannot decode the image ({exc})") from None
     with atomic_output(dst) as tmp:
         quality = _write(im, plan, tmp)
@@ -368,13 +421,14 @@ def execute_image(plan: ImagePlan, dst: str | Path) -> ImageResult:
     return ImageResult(dst, plan, im.width, im.height, size, quality)
 
 
-def conform_image(src: str | Path, dst: str | Path, limits: ImageLimits,
-                  opts: ImageOptions = ImageOptions()) -> ImageResult:
+def conform_image(
+    src: str | Path, dst: str | Path, limits: ImageLimits, opts: ImageOptions = ImageOptions()
+) -> ImageResult:
     """probe_image -> plan_image -> execute_image."""
     return execute_image(plan_image(probe_image(src), limits, opts), dst)
 
 
-LAST_FRAME_WINDOW_S = 1.0       # decode only the end of the clip
+LAST_FRAME_WINDOW_S = 1.0  # decode only the end of the clip
 
 
 def last_frame_image(video: str | Path, dst: str | Path) -> Path:

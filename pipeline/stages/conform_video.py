@@ -36,27 +36,41 @@ from .probe import STANDARD_RATE_TOLERANCE, MediaProbe, VideoStream, probe_video
 
 log = logging.getLogger("lipsync.conform_video")
 
-COPY_CONTAINERS = ("mp4", "mov")           # containers whose streams we can hand over as they are
+COPY_CONTAINERS = ("mp4", "mov")  # containers whose streams we can hand over as they are
 # containers whose index takes an input seek to the right frame; any other is read from its start (see
 # read_by_seeking). Matroska without cues is still seekable: ffmpeg walks its clusters.
 SEEKABLE_CONTAINERS = ("mp4", "mov", "mkv", "webm")
-SIZE_MARGIN = 0.95                         # aim this far under the byte limit (container overhead, VBV slack)
-COPY_SIZE_MARGIN = 0.98                    # a copied file changes size only by its headers
-VBV_BUFFER_SECONDS = 1.0                   # bufsize = this many seconds at maxrate
-RETRY_SAFETY = 0.9                         # the second encode aims this much lower than the overshoot suggests
+SIZE_MARGIN = 0.95  # aim this far under the byte limit (container overhead, VBV slack)
+COPY_SIZE_MARGIN = 0.98  # a copied file changes size only by its headers
+VBV_BUFFER_SECONDS = 1.0  # bufsize = this many seconds at maxrate
+RETRY_SAFETY = 0.9  # the second encode aims this much lower than the overshoot suggests
 # of a frame: 10.010 s at 29.97 fps is 300 frames, not 299; millisecond timestamps (FLV, Matroska) shave up to
 # 0.06 of a frame at 60 fps off the last one (48 frames at 24 fps last 1.999 s)
 FRAME_ROUNDING = 0.1
-LATE_START_S = 0.0005                      # a picture starting later than this into the file is not copied
-MAX_REASON_CHARS = 120                     # of ffmpeg's last line, in an error message
-SHARED_READ_BYTES = 256 * 2**20            # a repeated leg whose frames fit in this is decoded once, replayed
+LATE_START_S = 0.0005  # a picture starting later than this into the file is not copied
+MAX_REASON_CHARS = 120  # of ffmpeg's last line, in an error message
+SHARED_READ_BYTES = 256 * 2**20  # a repeated leg whose frames fit in this is decoded once, replayed
 TONEMAP_TRANSFER = {"PQ": "smpte2084", "HLG": "arib-std-b67"}
 # MediaInfo's matrix name -> the scale filter's in_color_matrix; the output is always BT.709
-SOURCE_MATRICES = {"BT.709": "bt709", "BT.601": "bt601", "BT.470 System B/G": "bt470", "FCC 73.682": "fcc",
-                   "SMPTE 240M": "smpte240m", "BT.2020 non-constant": "bt2020"}
+SOURCE_MATRICES = {
+    "BT.709": "bt709",
+    "BT.601": "bt601",
+    "BT.470 System B/G": "bt470",
+    "FCC 73.682": "fcc",
+    "SMPTE 240M": "smpte240m",
+    "BT.2020 non-constant": "bt2020",
+}
 # Frame side data that describes HDR or the source's colour volume: false on an SDR BT.709 output
-HDR_SIDE_DATA = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL", "DYNAMIC_HDR_PLUS", "DYNAMIC_HDR_VIVID",
-                 "DOVI_METADATA", "DOVI_RPU_BUFFER", "AMBIENT_VIEWING_ENVIRONMENT", "ICC_PROFILE")
+HDR_SIDE_DATA = (
+    "MASTERING_DISPLAY_METADATA",
+    "CONTENT_LIGHT_LEVEL",
+    "DYNAMIC_HDR_PLUS",
+    "DYNAMIC_HDR_VIVID",
+    "DOVI_METADATA",
+    "DOVI_RPU_BUFFER",
+    "AMBIENT_VIEWING_ENVIRONMENT",
+    "ICC_PROFILE",
+)
 # The colour description written for an untagged stream that is copied (how a player reads it), as the
 # muxer's colr box: the packets stay as they are (a bitstream filter would drop any it cannot parse)
 COPY_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
@@ -64,17 +78,17 @@ COPY_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
 
 @dataclass(frozen=True)
 class VideoOptions:
-    start: float | None = None              # seconds in the source
+    start: float | None = None  # seconds in the source
     end: float | None = None
-    target_duration: float | None = None    # extend/cut the output to exactly this (sync modes)
+    target_duration: float | None = None  # extend/cut the output to exactly this (sync modes)
     extend: Literal["loop", "bounce"] | None = None  # how to reach target_duration when the source is shorter
-    keep_audio: bool = True                 # carry the source audio (AAC) along
-    force_transcode: bool = False           # re-encode even a compliant file
-    crf: int = 20                           # x264 quality when the size budget allows it
-    preset: str = "fast"                    # x264 speed/efficiency trade-off
-    max_bitrate: int = 40_000_000           # never cap above this (bits/s): H.264 level 4.1/4.2 territory
-    max_fps: float = 60.0                   # faster capture (slow-motion phones) is resampled to this
-    audio_bitrate: int = 128_000            # AAC, bits/s
+    keep_audio: bool = True  # carry the source audio (AAC) along
+    force_transcode: bool = False  # re-encode even a compliant file
+    crf: int = 20  # x264 quality when the size budget allows it
+    preset: str = "fast"  # x264 speed/efficiency trade-off
+    max_bitrate: int = 40_000_000  # never cap above this (bits/s): H.264 level 4.1/4.2 territory
+    max_fps: float = 60.0  # faster capture (slow-motion phones) is resampled to this
+    audio_bitrate: int = 128_000  # AAC, bits/s
 
 
 @dataclass(frozen=True)
@@ -96,31 +110,31 @@ class Leg:
 class VideoPlan:
     source: Path
     mode: Literal["copy", "transcode"]
-    duration: float                         # seconds of output
+    duration: float  # seconds of output
     legs: tuple[Leg, ...]
-    width: int                              # output size (display orientation, square pixels)
+    width: int  # output size (display orientation, square pixels)
     height: int
-    scale: bool                             # the rotated source picture is not already width x height
-    fps: float | None                       # output constant rate (None: copy keeps the source timing)
-    rotation: int                           # clockwise degrees applied to the pixels
+    scale: bool  # the rotated source picture is not already width x height
+    fps: float | None  # output constant rate (None: copy keeps the source timing)
+    rotation: int  # clockwise degrees applied to the pixels
     deinterlace: bool
-    tonemap: str | None                     # "PQ"/"HLG": the source transfer mapped to BT.709 SDR
+    tonemap: str | None  # "PQ"/"HLG": the source transfer mapped to BT.709 SDR
     crf: int | None
     preset: str | None
-    maxrate: int | None                     # bits/s (VBV cap)
-    bufsize: int | None                     # bits
+    maxrate: int | None  # bits/s (VBV cap)
+    bufsize: int | None  # bits
     audio: Literal["copy", "aac", "none"]
     audio_channels: int | None
     audio_rate: int | None
     audio_bitrate: int | None
-    max_bytes: int                          # the limit the output must stay under
+    max_bytes: int  # the limit the output must stay under
     decisions: tuple[Decision, ...] = ()
     warnings: tuple[str, ...] = ()
-    stream: int = 0                         # the source's video stream, ffmpeg's "V:<stream>"
-    offset: float = 0.0                     # where that stream's first frame is in the file: legs count from it
-    seek: bool = True                       # legs read by an input seek; False: from the start, cut on timestamps
-    colour_matrix: str = "bt709"            # how the source's YUV is read (scale's in_color_matrix); out: BT.709
-    copy_tags: str | None = None            # copy of an untagged stream: the colour it is tagged with (COPY_TAGS)
+    stream: int = 0  # the source's video stream, ffmpeg's "V:<stream>"
+    offset: float = 0.0  # where that stream's first frame is in the file: legs count from it
+    seek: bool = True  # legs read by an input seek; False: from the start, cut on timestamps
+    colour_matrix: str = "bt709"  # how the source's YUV is read (scale's in_color_matrix); out: BT.709
+    copy_tags: str | None = None  # copy of an untagged stream: the colour it is tagged with (COPY_TAGS)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -131,9 +145,9 @@ class VideoPlan:
 @dataclass(frozen=True)
 class VideoResult:
     path: Path
-    plan: VideoPlan                         # the plan of the run that produced the file
+    plan: VideoPlan  # the plan of the run that produced the file
     runs: list[FfmpegRun]
-    probe: MediaProbe                       # the output, probed
+    probe: MediaProbe  # the output, probed
     size_bytes: int
     attempts: list[VideoPlan] = field(default_factory=list)  # every plan run, in order
 
@@ -220,8 +234,10 @@ def plan_timeline(
     if opts.target_duration is None:
         if span > cap:
             span = frames_within(cap, fps) / fps  # whole frames: a last partial frame would pass the limit
-            warnings.append(f"{p.path.name}: {end - start:.3f} s is over the {cap:g} s limit: kept {start:.3f}-"
-                            f"{start + span:.3f} s, cut {start + span:.3f}-{end:.3f} s")
+            warnings.append(
+                f"{p.path.name}: {end - start:.3f} s is over the {cap:g} s limit: kept {start:.3f}-"
+                f"{start + span:.3f} s, cut {start + span:.3f}-{end:.3f} s"
+            )
         return (Leg(start, span),), span, decisions, warnings
     target = opts.target_duration
     if target <= 0 or target > cap:
@@ -229,16 +245,24 @@ def plan_timeline(
     if target <= span:
         duration = min(span, frames_within(target, fps) / fps)
         if duration < span:
-            decisions.append(Decision("cut", f"cut to {duration:.3f} s ({target:.3f} s in whole frames) to match "
-                                             "the voice track"))
+            decisions.append(
+                Decision("cut", f"cut to {duration:.3f} s ({target:.3f} s in whole frames) to match the voice track")
+            )
         return (Leg(start, duration),), duration, decisions, warnings
     if opts.extend is None:
-        raise ValidationError(f"{p.path}: the video ({span:.3f} s) is shorter than the target {target:.3f} s "
-                              "and no extend mode (loop or bounce) was given")
+        raise ValidationError(
+            f"{p.path}: the video ({span:.3f} s) is shorter than the target {target:.3f} s "
+            "and no extend mode (loop or bounce) was given"
+        )
     legs = _legs(p, start, end, target, opts.extend, fps)
     duration = sum(leg.duration for leg in legs)
-    decisions.append(Decision(opts.extend, f"{span:.3f} s of video {opts.extend}ed {len(legs)} times to reach "
-                                           f"{duration:.3f} s (target {target:.3f} s)"))
+    decisions.append(
+        Decision(
+            opts.extend,
+            f"{span:.3f} s of video {opts.extend}ed {len(legs)} times to reach "
+            f"{duration:.3f} s (target {target:.3f} s)",
+        )
+    )
     return legs, duration, decisions, warnings
 
 
@@ -254,11 +278,15 @@ def read_by_seeking(p: MediaProbe, legs: tuple[Leg, ...], offset: float) -> tupl
     if latest <= 0:
         return True, None  # nothing to seek to
     if p.container in SEEKABLE_CONTAINERS:
-        return True, Decision("seek", f"{p.container} has a seek index: each leg is read from {latest:.3f} s "
-                                      "at most by an input seek")
-    return False, Decision("seek", f"{p.container} has no reliable seek index (a seek lands away from where it "
-                                   f"is asked): the source is read from its start and cut at {latest:.3f} s at "
-                                   "most on the decoded timestamps")
+        return True, Decision(
+            "seek", f"{p.container} has a seek index: each leg is read from {latest:.3f} s at most by an input seek"
+        )
+    return False, Decision(
+        "seek",
+        f"{p.container} has no reliable seek index (a seek lands away from where it "
+        f"is asked): the source is read from its start and cut at {latest:.3f} s at "
+        "most on the decoded timestamps",
+    )
 
 
 def source_matrix(v: VideoStream) -> tuple[str, str]:
@@ -269,8 +297,9 @@ def source_matrix(v: VideoStream) -> tuple[str, str]:
     hd = v.width >= 1280 or v.height > 576
     guess = "bt709" if hd else "bt601"
     what = "untagged" if v.matrix is None else f"tagged {v.matrix!r} (unknown here)"
-    return guess, (f"colour {what}: read as {guess.upper().replace('BT', 'BT.')}, as players do for "
-                   f"{'HD' if hd else 'SD'} video")
+    return guess, (
+        f"colour {what}: read as {guess.upper().replace('BT', 'BT.')}, as players do for {'HD' if hd else 'SD'} video"
+    )
 
 
 def colour_blocker(v: VideoStream) -> str | None:
@@ -311,9 +340,11 @@ def _picture_changes(v: VideoStream, size: tuple[int, int], max_side: int, fps_r
     if fps_reason:
         out.append(Decision("fps", fps_reason))
     if v.scan_type != "progressive":
-        out.append(Decision("deinterlace", f"scan type {v.scan_type}: deinterlaced (bwdif)")
-                   if v.scan_type in ("interlaced", "mbaff")
-                   else Decision("scan", "scan type unknown: re-encoded as progressive"))
+        out.append(
+            Decision("deinterlace", f"scan type {v.scan_type}: deinterlaced (bwdif)")
+            if v.scan_type in ("interlaced", "mbaff")
+            else Decision("scan", "scan type unknown: re-encoded as progressive")
+        )
     if v.rotation:
         out.append(Decision("rotate", f"rotation tag {v.rotation}° applied to the pixels (no tag left)"))
     if abs(v.pixel_aspect_ratio - 1.0) > 0.01:
@@ -322,8 +353,11 @@ def _picture_changes(v: VideoStream, size: tuple[int, int], max_side: int, fps_r
         out.append(Decision("tonemap", f"HDR ({v.hdr_transfer}) tone-mapped to SDR BT.709"))
     if size != (v.display_width, v.display_height):
         longest = max(v.display_width, v.display_height)
-        why = (f"longest side {longest} px is over the {max_side} px limit" if longest > max_side
-               else "H.264 4:2:0 needs even dimensions")
+        why = (
+            f"longest side {longest} px is over the {max_side} px limit"
+            if longest > max_side
+            else "H.264 4:2:0 needs even dimensions"
+        )
         out.append(Decision("scale", f"{v.display_width}x{v.display_height} becomes {size[0]}x{size[1]}: {why}"))
     return out
 
@@ -339,8 +373,11 @@ def _audio_plan(p: MediaProbe, opts: VideoOptions, copy_video: bool) -> tuple[st
         return "copy", None, None, Decision("audio", "AAC sound copied as it is")
     channels = min(a.channels, 2) or 2
     rate = a.sample_rate if a.sample_rate in (44100, 48000) else 48000
-    return "aac", channels, rate, Decision(
-        "audio", f"{a.codec} {a.channels} ch {a.sample_rate} Hz encoded as AAC {channels} ch {rate} Hz"
+    return (
+        "aac",
+        channels,
+        rate,
+        Decision("audio", f"{a.codec} {a.channels} ch {a.sample_rate} Hz encoded as AAC {channels} ch {rate} Hz"),
     )
 
 
@@ -359,8 +396,10 @@ def video_budget(duration: float, limits: Limits, opts: VideoOptions, with_audio
     if maxrate <= 0:
         raise ValidationError(f"no room for video in {limits.video_max_bytes} bytes over {duration:.1f} s")
     bufsize = int(maxrate * VBV_BUFFER_SECONDS)
-    reason = (f"CRF {opts.crf} capped at {maxrate / 1e6:.2f} Mbit/s (buffer {bufsize / 1e6:.2f} Mbit) so "
-              f"{duration:.2f} s fits in {SIZE_MARGIN:.0%} of {limits.video_max_bytes / 1e6:g} MB")
+    reason = (
+        f"CRF {opts.crf} capped at {maxrate / 1e6:.2f} Mbit/s (buffer {bufsize / 1e6:.2f} Mbit) so "
+        f"{duration:.2f} s fits in {SIZE_MARGIN:.0%} of {limits.video_max_bytes / 1e6:g} MB"
+    )
     return maxrate, bufsize, reason
 
 
@@ -382,11 +421,15 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     if not whole:
         blockers.append("the timeline changes (cut or extended)")
     elif (p.duration or 0.0) > limits.video_max_seconds:
-        blockers.append(f"the file lasts {p.duration:.3f} s (longer sound than picture), over the "
-                        f"{limits.video_max_seconds:g} s limit")
+        blockers.append(
+            f"the file lasts {p.duration:.3f} s (longer sound than picture), over the "
+            f"{limits.video_max_seconds:g} s limit"
+        )
     if v.start > LATE_START_S:
-        blockers.append(f"the picture starts {v.start:.3f} s into the file (an edit list or fragments): "
-                        "its timeline is rebuilt from the first frame")
+        blockers.append(
+            f"the picture starts {v.start:.3f} s into the file (an edit list or fragments): "
+            "its timeline is rebuilt from the first frame"
+        )
     if v.index:
         blockers.append(f"video stream {v.index + 1} is the real video: the others are left out")
     if p.size_bytes > limits.video_max_bytes * COPY_SIZE_MARGIN:
@@ -397,28 +440,61 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     copy = not blockers and not changes
     matrix, matrix_reason = source_matrix(v)
     audio, channels, rate, audio_decision = _audio_plan(p, opts, copy)
-    common = dict(source=p.path, duration=duration, legs=legs, width=size[0], height=size[1],
-                  scale=size != _coded_size(v), max_bytes=limits.video_max_bytes, audio=audio,
-                  audio_channels=channels, audio_rate=rate,
-                  audio_bitrate=opts.audio_bitrate if audio == "aac" else None, warnings=tuple(warnings),
-                  stream=v.index, offset=v.start, colour_matrix=matrix)
+    common = {
+        "source": p.path,
+        "duration": duration,
+        "legs": legs,
+        "width": size[0],
+        "height": size[1],
+        "scale": size != _coded_size(v),
+        "max_bytes": limits.video_max_bytes,
+        "audio": audio,
+        "audio_channels": channels,
+        "audio_rate": rate,
+        "audio_bitrate": opts.audio_bitrate if audio == "aac" else None,
+        "warnings": tuple(warnings),
+        "stream": v.index,
+        "offset": v.start,
+        "colour_matrix": matrix,
+    }
     if copy:
         tagged = None not in (v.primaries, v.transfer, v.matrix)
-        decisions += [Decision("copy", "already compliant: streams copied, index moved to the front (+faststart)"),
-                      audio_decision]
+        decisions += [
+            Decision("copy", "already compliant: streams copied, index moved to the front (+faststart)"),
+            audio_decision,
+        ]
         if not tagged:
             decisions.append(Decision("colour", f"{matrix_reason}: tagged so in the copy"))
-        return VideoPlan(mode="copy", fps=None, rotation=0, deinterlace=False, tonemap=None, crf=None, preset=None,
-                         maxrate=None, bufsize=None, decisions=tuple(decisions), copy_tags=None if tagged else matrix,
-                         **common)
+        return VideoPlan(
+            mode="copy",
+            fps=None,
+            rotation=0,
+            deinterlace=False,
+            tonemap=None,
+            crf=None,
+            preset=None,
+            maxrate=None,
+            bufsize=None,
+            decisions=tuple(decisions),
+            copy_tags=None if tagged else matrix,
+            **common,
+        )
     maxrate, bufsize, budget_reason = video_budget(duration, limits, opts, audio != "none")
     seek, seek_decision = read_by_seeking(p, legs, v.start)
     why = "; ".join(blockers + [d.what for d in changes])
     colour_reason = "tone-mapped" if v.hdr_transfer else matrix_reason
-    decisions += [Decision("transcode", f"re-encoded to H.264 High in mp4 ({why})"), *changes,
-                  *([seek_decision] if seek_decision else []), Decision("bitrate", budget_reason), audio_decision,
-                  Decision("colour", f"{colour_reason}: written as BT.709 limited range with explicit tags; "
-                                     "no HDR side data (mastering display, light level, dynamic metadata) kept")]
+    decisions += [
+        Decision("transcode", f"re-encoded to H.264 High in mp4 ({why})"),
+        *changes,
+        *([seek_decision] if seek_decision else []),
+        Decision("bitrate", budget_reason),
+        audio_decision,
+        Decision(
+            "colour",
+            f"{colour_reason}: written as BT.709 limited range with explicit tags; "
+            "no HDR side data (mastering display, light level, dynamic metadata) kept",
+        ),
+    ]
     return VideoPlan(
         mode="transcode",
         fps=fps,
@@ -445,10 +521,16 @@ def lower_cap(plan: VideoPlan, size_bytes: int) -> VideoPlan:
     spent = max(1.0, size_bytes * 8 - (plan.audio_bitrate or 0) * plan.duration)
     budget_rate = bits / (plan.duration + VBV_BUFFER_SECONDS)
     maxrate = int(min(plan.maxrate, budget_rate) * min(1.0, bits / spent) * RETRY_SAFETY)
-    reason = (f"the first encode was {size_bytes / 1e6:.2f} MB, over {plan.max_bytes / 1e6:g} MB: "
-              f"cap lowered to {maxrate / 1e6:.2f} Mbit/s")
-    return replace(plan, maxrate=maxrate, bufsize=int(maxrate * VBV_BUFFER_SECONDS),
-                   decisions=plan.decisions + (Decision("retry", reason),))
+    reason = (
+        f"the first encode was {size_bytes / 1e6:.2f} MB, over {plan.max_bytes / 1e6:g} MB: "
+        f"cap lowered to {maxrate / 1e6:.2f} Mbit/s"
+    )
+    return replace(
+        plan,
+        maxrate=maxrate,
+        bufsize=int(maxrate * VBV_BUFFER_SECONDS),
+        decisions=(*plan.decisions, Decision("retry", reason)),
+    )
 
 
 # ---- execution ----------------------------------------------------------------------------------------------
@@ -480,8 +562,13 @@ def _bt709(stream, plan: VideoPlan):
     HDR side data left (a tone-mapped picture would otherwise still carry its mastering display)."""
     size = {"w": plan.width, "h": plan.height} if plan.scale else {}
     # after a tone map the frames are RGB: the matrix is the output's only
-    stream = stream.filter("scale", **size, in_color_matrix="auto" if plan.tonemap else plan.colour_matrix,
-                           out_color_matrix="bt709", out_range="tv").filter("format", "yuv420p")
+    stream = stream.filter(
+        "scale",
+        **size,
+        in_color_matrix="auto" if plan.tonemap else plan.colour_matrix,
+        out_color_matrix="bt709",
+        out_range="tv",
+    ).filter("format", "yuv420p")
     for kind in HDR_SIDE_DATA:
         stream = stream.filter("sidedata", mode="delete", type=kind)
     return stream.filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")
@@ -521,8 +608,7 @@ def _leg_sources(plan: VideoPlan, index: int, leg: Leg):
     v = v.filter("trim", start=f"{start:.6f}").filter("setpts", "PTS-STARTPTS")
     if a is not None:
         # first_pts=0: silence before a sound that starts late, priming before 0 dropped, so the cut is in place
-        a = (a.filter("aresample", first_pts=0).filter("atrim", start=f"{start:.6f}")
-             .filter("asetpts", "PTS-STARTPTS"))
+        a = a.filter("aresample", first_pts=0).filter("atrim", start=f"{start:.6f}").filter("asetpts", "PTS-STARTPTS")
     return v, a
 
 
@@ -584,14 +670,23 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
     """The one ffmpeg argv that carries out `plan` into `dst`."""
     fmt = "mov" if dst.suffix.lower() == ".mov" else "mp4"
     common = {"movflags": "+faststart", "map_metadata": -1, "f": fmt}
-    audio_opts = {"c:a": "copy"} if plan.audio == "copy" else {
-        "c:a": "aac", "b:a": plan.audio_bitrate, "ac": plan.audio_channels, "ar": plan.audio_rate}
+    audio_opts = (
+        {"c:a": "copy"}
+        if plan.audio == "copy"
+        else {"c:a": "aac", "b:a": plan.audio_bitrate, "ac": plan.audio_channels, "ar": plan.audio_rate}
+    )
     if plan.mode == "copy":
         src = ffmpeg.input(media_path(plan.source))
         streams = [src[f"V:{plan.stream}"]] + ([src["a:0"]] if plan.audio != "none" else [])
         tags = {} if plan.copy_tags is None else colour_tags(COPY_TAGS[plan.copy_tags])
-        out = ffmpeg.output(*streams, media_path(dst), **{"c:v": "copy"}, **tags,
-                            **(audio_opts if plan.audio != "none" else {}), **common)
+        out = ffmpeg.output(
+            *streams,
+            media_path(dst),
+            **{"c:v": "copy"},
+            **tags,
+            **(audio_opts if plan.audio != "none" else {}),
+            **common,
+        )
         return compile_stream(out.global_args("-hide_banner"))
     pairs = _timeline_streams(plan)
     with_audio = plan.audio != "none"
@@ -602,11 +697,25 @@ def build_command(plan: VideoPlan, dst: Path) -> list[str]:
         # concat places a leg after the previous one's last timestamp, and a one-frame leg has no length there:
         # every frame is on the output grid already, so it is numbered onto it
         streams = [joined[0].filter("setpts", "N/FRAME_RATE/TB")] + ([joined[1]] if with_audio else [])
-    video_opts = {"c:v": "libx264", "threads:v": X264_THREADS, "profile:v": "high", "pix_fmt": "yuv420p",
-                  "preset": plan.preset,
-                  "crf": plan.crf, "maxrate": plan.maxrate, "bufsize": plan.bufsize, **colour_tags("bt709")}
-    out = ffmpeg.output(*streams, media_path(dst), t=f"{plan.duration:.6f}", **video_opts,
-                        **(audio_opts if with_audio else {}), **common)
+    video_opts = {
+        "c:v": "libx264",
+        "threads:v": X264_THREADS,
+        "profile:v": "high",
+        "pix_fmt": "yuv420p",
+        "preset": plan.preset,
+        "crf": plan.crf,
+        "maxrate": plan.maxrate,
+        "bufsize": plan.bufsize,
+        **colour_tags("bt709"),
+    }
+    out = ffmpeg.output(
+        *streams,
+        media_path(dst),
+        t=f"{plan.duration:.6f}",
+        **video_opts,
+        **(audio_opts if with_audio else {}),
+        **common,
+    )
     return compile_stream(out.global_args("-hide_banner"))
 
 
@@ -618,8 +727,9 @@ def colour_tags(name: str) -> dict[str, str]:
 def _encode(plan: VideoPlan, tmp: Path, progress: ProgressFn | None) -> FfmpegRun:
     """One ffmpeg run. The source passed the probe, so ffmpeg failing on it is a damaged or unusual input."""
     try:
-        return run_ffmpeg(build_command(plan, tmp), what=f"conforming {plan.source.name}", duration=plan.duration,
-                          progress=progress)
+        return run_ffmpeg(
+            build_command(plan, tmp), what=f"conforming {plan.source.name}", duration=plan.duration, progress=progress
+        )
     except ToolError as err:
         log.debug("%s", err.message)
         reason = err.message.rsplit(": ", 1)[-1][:MAX_REASON_CHARS]
@@ -638,13 +748,19 @@ def execute_video(plan: VideoPlan, dst: str | Path, progress: ProgressFn | None 
         runs = [_encode(plan, tmp, progress)]
         size = tmp.stat().st_size
         if size > plan.max_bytes and plan.mode == "transcode":
-            log.warning("%s: %.2f MB is over the %g MB limit, encoding again with a lower cap",
-                        plan.source.name, size / 1e6, plan.max_bytes / 1e6)
+            log.warning(
+                "%s: %.2f MB is over the %g MB limit, encoding again with a lower cap",
+                plan.source.name,
+                size / 1e6,
+                plan.max_bytes / 1e6,
+            )
             attempts.append(lower_cap(plan, size))
             runs.append(_encode(attempts[-1], tmp, progress))
             size = tmp.stat().st_size
         if size > plan.max_bytes:
-            raise ValidationError(f"{plan.source}: the conformed video is {size / 1e6:.2f} MB, over the "
-                                  f"{plan.max_bytes / 1e6:g} MB limit, even after {len(attempts)} encode(s)")
+            raise ValidationError(
+                f"{plan.source}: the conformed video is {size / 1e6:.2f} MB, over the "
+                f"{plan.max_bytes / 1e6:g} MB limit, even after {len(attempts)} encode(s)"
+            )
         output = replace(probe_video(tmp), path=dst)
     return VideoResult(path=dst, plan=attempts[-1], runs=runs, probe=output, size_bytes=size, attempts=attempts)

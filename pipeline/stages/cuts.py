@@ -40,12 +40,12 @@ from .conform_video import SIZE_MARGIN, VBV_BUFFER_SECONDS
 from .sync import max_job_seconds
 
 DEFAULT_MIN_SECONDS = 3.0
-BALANCE = Fraction(1, 4)        # a cut may move this share of the balanced length away from the balanced point
-SCENE_THRESHOLD = 0.3           # ffmpeg's scene score (0..1) above which a frame starts a new shot
-SCENE_WIDTH = 160               # the picture is scored at this width: a cut is as visible, the decode cheaper
-LOUDNESS_STEP = 0.05            # seconds per level of the loudness envelope
-LOUDNESS_RATE = 8000            # Hz: enough to tell loud from quiet
-SILENCE_FLOOR_DB = -120.0       # the level of digital silence (log of zero)
+BALANCE = Fraction(1, 4)  # a cut may move this share of the balanced length away from the balanced point
+SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts a new shot
+SCENE_WIDTH = 160  # the picture is scored at this width: a cut is as visible, the decode cheaper
+LOUDNESS_STEP = 0.05  # seconds per level of the loudness envelope
+LOUDNESS_RATE = 8000  # Hz: enough to tell loud from quiet
+SILENCE_FLOOR_DB = -120.0  # the level of digital silence (log of zero)
 _NTSC_BASES = (24, 30, 48, 60, 120)
 
 
@@ -78,8 +78,8 @@ def sample_at(frame: int, rate: Fraction, sample_rate: int) -> int:
 
 @dataclass(frozen=True)
 class LoudnessEnvelope:
-    step: float                     # seconds per level
-    levels_db: tuple[float, ...]    # RMS dBFS of [i*step, (i+1)*step), SILENCE_FLOOR_DB for digital silence
+    step: float  # seconds per level
+    levels_db: tuple[float, ...]  # RMS dBFS of [i*step, (i+1)*step), SILENCE_FLOOR_DB for digital silence
 
     def to_dict(self) -> dict:
         return {"step": self.step, "levels": len(self.levels_db)}
@@ -89,9 +89,9 @@ class LoudnessEnvelope:
 class CutCues:
     """What the planner may cut at, in seconds from the first frame. Everything is optional."""
 
-    pauses: tuple[tuple[float, float], ...] = ()   # (start, end) silences of the voice
+    pauses: tuple[tuple[float, float], ...] = ()  # (start, end) silences of the voice
     sentence_ends: tuple[float, ...] = ()
-    shot_changes: tuple[float, ...] = ()           # the first frame of each new shot
+    shot_changes: tuple[float, ...] = ()  # the first frame of each new shot
     loudness: LoudnessEnvelope | None = None
 
 
@@ -106,20 +106,25 @@ class Cut:
     frame: int
     kind: CutKind
     reason: str
-    window: tuple[int, int]         # the frames this cut could take (both included)
+    window: tuple[int, int]  # the frames this cut could take (both included)
 
     def to_dict(self, rate: Fraction) -> dict:
-        return {"frame": self.frame, "seconds": round(float(self.frame / rate), 6), "kind": str(self.kind),
-                "reason": self.reason, "window": list(self.window)}
+        return {
+            "frame": self.frame,
+            "seconds": round(float(self.frame / rate), 6),
+            "kind": str(self.kind),
+            "reason": self.reason,
+            "window": list(self.window),
+        }
 
 
 @dataclass(frozen=True)
 class PlannedSegment:
     index: int
     start_frame: int
-    end_frame: int                  # exclusive
+    end_frame: int  # exclusive
     rate: Fraction
-    cut: Cut                        # where the segment ends, and why
+    cut: Cut  # where the segment ends, and why
 
     @property
     def frames(self) -> int:
@@ -142,40 +147,57 @@ class PlannedSegment:
         return sample_at(self.start_frame, self.rate, sample_rate), sample_at(self.end_frame, self.rate, sample_rate)
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "start_frame": self.start_frame, "end_frame": self.end_frame,
-                "start": round(float(self.start), 6), "end": round(float(self.end), 6),
-                "duration": round(float(self.duration), 6), "cut_reason": self.cut.reason,
-                "cut": self.cut.to_dict(self.rate)}
+        return {
+            "index": self.index,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start": round(float(self.start), 6),
+            "end": round(float(self.end), 6),
+            "duration": round(float(self.duration), 6),
+            "cut_reason": self.cut.reason,
+            "cut": self.cut.to_dict(self.rate),
+        }
 
 
 @dataclass(frozen=True)
 class CutPlan:
     rate: Fraction
-    frames: int                     # the whole source
+    frames: int  # the whole source
     max_frames: int
     min_frames: int
     segments: tuple[PlannedSegment, ...]
     reasons: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        return {"rate": f"{self.rate.numerator}/{self.rate.denominator}", "frames": self.frames,
-                "max_frames": self.max_frames, "min_frames": self.min_frames,
-                "segments": [s.to_dict() for s in self.segments], "reasons": list(self.reasons)}
+        return {
+            "rate": f"{self.rate.numerator}/{self.rate.denominator}",
+            "frames": self.frames,
+            "max_frames": self.max_frames,
+            "min_frames": self.min_frames,
+            "segments": [s.to_dict() for s in self.segments],
+            "reasons": list(self.reasons),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CutPlan":
+    def from_dict(cls, d: dict) -> CutPlan:
         """The plan `to_dict` wrote (e.g. kept with a cached prepare)."""
         rate = Fraction(d["rate"])
         segments = tuple(
-            PlannedSegment(s["index"], s["start_frame"], s["end_frame"], rate,
-                           Cut(s["cut"]["frame"], CutKind(s["cut"]["kind"]), s["cut"]["reason"],
-                               tuple(s["cut"]["window"])))
-            for s in d["segments"])
+            PlannedSegment(
+                s["index"],
+                s["start_frame"],
+                s["end_frame"],
+                rate,
+                Cut(s["cut"]["frame"], CutKind(s["cut"]["kind"]), s["cut"]["reason"], tuple(s["cut"]["window"])),
+            )
+            for s in d["segments"]
+        )
         return cls(rate, d["frames"], d["max_frames"], d["min_frames"], segments, tuple(d["reasons"]))
 
 
-def max_segment_seconds(limits: Limits, *, video_bitrate: int | None = None, audio_bitrate: int = 0
-                        ) -> tuple[float, str]:
+def max_segment_seconds(
+    limits: Limits, *, video_bitrate: int | None = None, audio_bitrate: int = 0
+) -> tuple[float, str]:
     """The longest segment every limit allows, and which limit decides.
 
     With a planned video bitrate (bits/s), the byte limit bounds the length too, counted as conform_video
@@ -187,16 +209,25 @@ def max_segment_seconds(limits: Limits, *, video_bitrate: int | None = None, aud
         by_size = bits / (video_bitrate + audio_bitrate)
         if by_size < cap:
             cap = by_size
-            reason = (f"{SIZE_MARGIN:.0%} of {limits.video_max_bytes / 1e6:g} MB holds {by_size:.2f} s at "
-                      f"{video_bitrate / 1e6:.2f} Mbit/s video + {audio_bitrate / 1e3:g} kbit/s audio")
+            reason = (
+                f"{SIZE_MARGIN:.0%} of {limits.video_max_bytes / 1e6:g} MB holds {by_size:.2f} s at "
+                f"{video_bitrate / 1e6:.2f} Mbit/s video + {audio_bitrate / 1e3:g} kbit/s audio"
+            )
     if cap <= 0:
         raise ValidationError(f"no segment fits: {reason}")
     return cap, reason
 
 
-def plan_cuts(seconds: float, fps: float | str | Fraction, limits: Limits, *, cues: CutCues = CutCues(),
-              min_seconds: float = DEFAULT_MIN_SECONDS, video_bitrate: int | None = None,
-              audio_bitrate: int = 0) -> CutPlan:
+def plan_cuts(
+    seconds: float,
+    fps: float | str | Fraction,
+    limits: Limits,
+    *,
+    cues: CutCues = CutCues(),
+    min_seconds: float = DEFAULT_MIN_SECONDS,
+    video_bitrate: int | None = None,
+    audio_bitrate: int = 0,
+) -> CutPlan:
     """Split `seconds` of footage at `fps` into segments inside every limit, each cut at the best cue."""
     rate = frame_rate(fps)
     total = round(Fraction(seconds) * rate)
@@ -210,8 +241,10 @@ def plan_cuts(seconds: float, fps: float | str | Fraction, limits: Limits, *, cu
     min_frames = math.ceil(Fraction(min_seconds) * rate)
     if min_frames > max_frames // 2:
         min_frames = max_frames // 2
-        reasons.append(f"minimum lowered from {min_seconds:g} s to {float(min_frames / rate):.3f} s, half the "
-                       f"longest segment, so any length splits into segments above it")
+        reasons.append(
+            f"minimum lowered from {min_seconds:g} s to {float(min_frames / rate):.3f} s, half the "
+            f"longest segment, so any length splits into segments above it"
+        )
     min_frames = max(1, min_frames)
     if total <= max_frames:
         reasons.append(f"the whole source ({float(total / rate):.3f} s) fits in one segment")
@@ -243,16 +276,21 @@ def _cuts(total: int, max_frames: int, min_frames: int, rate: Fraction, cues: Cu
     return [*cuts, Cut(total, CutKind.SOURCE_END, "the end of the source", (total, total))]
 
 
-Found = tuple[int, CutKind, str] | None    # a cue's frame, its kind and why
+Found = tuple[int, CutKind, str] | None  # a cue's frame, its kind and why
 
 
 def _choose(lo: int, hi: int, balanced: Fraction, rate: Fraction, cues: CutCues) -> Cut:
-    found = (_at_pause(lo, hi, balanced, rate, cues)
-             or _at_nearest(cues.sentence_ends, CutKind.SENTENCE_END, "sentence end", lo, hi, balanced, rate)
-             or _at_nearest(cues.shot_changes, CutKind.SHOT_CHANGE, "shot change", lo, hi, balanced, rate)
-             or _at_quietest(lo, hi, balanced, rate, cues)
-             or (min(max(round(balanced), lo), hi), CutKind.BALANCED,
-                 "no pause, sentence end, shot change or loudness measure: the balanced point"))
+    found = (
+        _at_pause(lo, hi, balanced, rate, cues)
+        or _at_nearest(cues.sentence_ends, CutKind.SENTENCE_END, "sentence end", lo, hi, balanced, rate)
+        or _at_nearest(cues.shot_changes, CutKind.SHOT_CHANGE, "shot change", lo, hi, balanced, rate)
+        or _at_quietest(lo, hi, balanced, rate, cues)
+        or (
+            min(max(round(balanced), lo), hi),
+            CutKind.BALANCED,
+            "no pause, sentence end, shot change or loudness measure: the balanced point",
+        )
+    )
     frame, kind, why = found
     return Cut(frame, kind, f"{why}, in the window {float(lo / rate):.3f}-{float(hi / rate):.3f} s", (lo, hi))
 
@@ -271,8 +309,9 @@ def _at_pause(lo: int, hi: int, balanced: Fraction, rate: Fraction, cues: CutCue
     return None if best is None else (best[1], CutKind.PAUSE, best[2])
 
 
-def _at_nearest(times: tuple[float, ...], kind: CutKind, what: str, lo: int, hi: int, balanced: Fraction,
-                rate: Fraction) -> Found:
+def _at_nearest(
+    times: tuple[float, ...], kind: CutKind, what: str, lo: int, hi: int, balanced: Fraction, rate: Fraction
+) -> Found:
     frames = [f for f in (round(Fraction(t) * rate) for t in times) if lo <= f <= hi]
     if not frames:
         return None
@@ -300,9 +339,10 @@ def _at_quietest(lo: int, hi: int, balanced: Fraction, rate: Fraction, cues: Cut
 
 # ---- measures (thin executors) ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ShotChanges:
-    times: tuple[float, ...]        # seconds from the first frame, each the first frame of a new shot
+    times: tuple[float, ...]  # seconds from the first frame, each the first frame of a new shot
     threshold: float
     run: FfmpegRun
 
@@ -310,17 +350,20 @@ class ShotChanges:
 _PTS_TIME = re.compile(r"\bpts_time:(-?[0-9.]+)")
 
 
-def measure_shot_changes(path: str | Path, *, threshold: float = SCENE_THRESHOLD, stream: int = 0,
-                         duration: float | None = None) -> ShotChanges:
+def measure_shot_changes(
+    path: str | Path, *, threshold: float = SCENE_THRESHOLD, stream: int = 0, duration: float | None = None
+) -> ShotChanges:
     """The frames where the picture changes shot: ffmpeg's scene score over `threshold`, timed from the
     first frame of video stream `V:<stream>` (the same origin as the cut plan)."""
     with tempfile.TemporaryDirectory(prefix="lipsync-shots-") as scratch:
         found = Path(scratch) / "shots.txt"
-        video = (ffmpeg.input(media_path(path), **({"t": f"{duration:.6f}"} if duration else {}))[f"V:{stream}"]
-                 .filter("setpts", "PTS-STARTPTS")
-                 .filter("scale", SCENE_WIDTH, -2)
-                 .filter("select", f"gt(scene,{threshold})")
-                 .filter("metadata", mode="print", file=str(found)))
+        video = (
+            ffmpeg.input(media_path(path), **({"t": f"{duration:.6f}"} if duration else {}))[f"V:{stream}"]
+            .filter("setpts", "PTS-STARTPTS")
+            .filter("scale", SCENE_WIDTH, -2)
+            .filter("select", f"gt(scene,{threshold})")
+            .filter("metadata", mode="print", file=str(found))
+        )
         argv = compile_stream(video.output("-", f="null").global_args("-hide_banner", "-nostats"))
         run = run_ffmpeg(argv, what=f"finding the shot changes of {Path(path).name}")
         text = found.read_text(encoding="utf-8") if found.exists() else ""
@@ -338,7 +381,7 @@ def loudness_levels(samples: np.ndarray, sample_rate: int, step: float) -> tuple
     width = max(1, round(step * sample_rate))
     blocks = -(-len(samples) // width)
     padded = np.zeros(blocks * width)
-    padded[:len(samples)] = samples
+    padded[: len(samples)] = samples
     counts = np.full(blocks, width, dtype=np.float64)
     if blocks:
         counts[-1] = len(samples) - (blocks - 1) * width

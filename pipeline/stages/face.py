@@ -20,10 +20,10 @@ import queue
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import ffmpeg
 import numpy as np
@@ -73,12 +73,12 @@ class FacePresence:
     """What the pre-flight saw in one segment."""
 
     segment: int
-    sampled: int                      # frames looked at
-    with_face: int                    # frames with at least one face
-    max_faces: int                    # most faces in one frame
-    main_box: FaceBox | None          # the median box of the largest face per frame
-    main_size: float | None           # main_box.size(...) of the frame
-    width: int                        # the analysed frame's size
+    sampled: int  # frames looked at
+    with_face: int  # frames with at least one face
+    max_faces: int  # most faces in one frame
+    main_box: FaceBox | None  # the median box of the largest face per frame
+    main_size: float | None  # main_box.size(...) of the frame
+    width: int  # the analysed frame's size
     height: int
     fps: float = PREFLIGHT_FPS
     model: str = MODEL
@@ -88,22 +88,35 @@ class FacePresence:
         return self.with_face / self.sampled if self.sampled else 0.0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FacePresence":
+    def from_dict(cls, d: dict) -> FacePresence:
         """The inverse of `to_dict` (a cached prepare's figures), up to its rounding."""
         box = d.get("main_box")
-        return cls(segment=d["segment"], sampled=d["sampled"], with_face=d["with_face"], max_faces=d["max_faces"],
-                   main_box=FaceBox(**box) if box else None, main_size=d.get("main_size"),
-                   width=d["frame"][0], height=d["frame"][1], fps=d.get("fps", PREFLIGHT_FPS),
-                   model=d.get("model", MODEL))
+        return cls(
+            segment=d["segment"],
+            sampled=d["sampled"],
+            with_face=d["with_face"],
+            max_faces=d["max_faces"],
+            main_box=FaceBox(**box) if box else None,
+            main_size=d.get("main_size"),
+            width=d["frame"][0],
+            height=d["frame"][1],
+            fps=d.get("fps", PREFLIGHT_FPS),
+            model=d.get("model", MODEL),
+        )
 
     def to_dict(self) -> dict:
         box = self.main_box
         return {
-            "segment": self.segment, "sampled": self.sampled, "with_face": self.with_face,
-            "face_share": round(self.share, 4), "max_faces": self.max_faces,
+            "segment": self.segment,
+            "sampled": self.sampled,
+            "with_face": self.with_face,
+            "face_share": round(self.share, 4),
+            "max_faces": self.max_faces,
             "main_box": None if box is None else {k: round(v, 4) for k, v in vars(box).items()},
             "main_size": None if self.main_size is None else round(self.main_size, 4),
-            "frame": [self.width, self.height], "fps": self.fps, "model": self.model,
+            "frame": [self.width, self.height],
+            "fps": self.fps,
+            "model": self.model,
         }
 
 
@@ -125,11 +138,14 @@ def segment_problems(p: FacePresence, t: FaceThresholds) -> list[str]:
         return [f"{name}: no frame could be sampled to look for a face"]
     problems = []
     if p.share < t.min_face_share:
-        problems.append(f"{name}: a face in {p.share:.0%} of {p.sampled} sampled frames "
-                        f"(at least {t.min_face_share:.0%} wanted)")
+        problems.append(
+            f"{name}: a face in {p.share:.0%} of {p.sampled} sampled frames (at least {t.min_face_share:.0%} wanted)"
+        )
     if p.main_size is not None and p.main_size < t.min_face_size:
-        problems.append(f"{name}: the face is {p.main_size:.1%} of the frame's short side "
-                        f"(at least {t.min_face_size:.0%} wanted; too small to lip-sync)")
+        problems.append(
+            f"{name}: the face is {p.main_size:.1%} of the frame's short side "
+            f"(at least {t.min_face_size:.0%} wanted; too small to lip-sync)"
+        )
     return problems
 
 
@@ -149,8 +165,9 @@ def analysis_size(width: int, height: int, short_side: int = ANALYSIS_SHORT_SIDE
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def frames_command(path: Path, *, fps: float, size: tuple[int, int], start: float = 0.0,
-                   duration: float | None = None) -> list[str]:
+def frames_command(
+    path: Path, *, fps: float, size: tuple[int, int], start: float = 0.0, duration: float | None = None
+) -> list[str]:
     """argv writing the first video stream as raw RGB frames on a regular `fps` grid from `start`.
 
     Decoded for analysis, not for show: without the deblocking filter (`skip_loop_filter`) and with the fastest
@@ -240,8 +257,13 @@ def face_mesh() -> Iterator[object]:
     _quiet_mediapipe()
     from mediapipe.python.solutions import face_mesh as mp_face_mesh
 
-    mesh = mp_face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
-                                 min_detection_confidence=0.5, min_tracking_confidence=0.5)
+    mesh = mp_face_mesh.FaceMesh(
+        static_image_mode=False,
+        max_num_faces=1,
+        refine_landmarks=False,
+        min_detection_confidence=0.5,
+        min_tracking_confidence=0.5,
+    )
     try:
         yield mesh
     finally:
@@ -269,9 +291,15 @@ def presence_of(segment: int, faces_per_frame: list[list[FaceBox]], size: tuple[
     """The figures of a segment from the faces found in each sampled frame."""
     main = median_box([faces[0] for faces in faces_per_frame if faces])
     return FacePresence(
-        segment=segment, sampled=len(faces_per_frame), with_face=sum(1 for faces in faces_per_frame if faces),
-        max_faces=max(map(len, faces_per_frame), default=0), main_box=main,
-        main_size=None if main is None else main.size(*size), width=size[0], height=size[1], fps=fps,
+        segment=segment,
+        sampled=len(faces_per_frame),
+        with_face=sum(1 for faces in faces_per_frame if faces),
+        max_faces=max(map(len, faces_per_frame), default=0),
+        main_box=main,
+        main_size=None if main is None else main.size(*size),
+        width=size[0],
+        height=size[1],
+        fps=fps,
     )
 
 
@@ -281,6 +309,8 @@ def face_presence(path: str | os.PathLike, segment: int = 0, *, fps: float = PRE
     video = probe_video(path).video
     size = analysis_size(video.display_width, video.display_height)
     with face_detector() as detector:
-        found = [detect_faces(detector, frame)
-                 for frame in decode_frames(frames_command(path, fps=fps, size=size), size, path)]
+        found = [
+            detect_faces(detector, frame)
+            for frame in decode_frames(frames_command(path, fps=fps, size=size), size, path)
+        ]
     return presence_of(segment, found, size, fps)

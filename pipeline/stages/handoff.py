@@ -16,8 +16,9 @@ import os
 import platform
 import shutil
 import stat
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any, Collection, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic_core import to_jsonable_python
@@ -35,8 +36,17 @@ MANIFEST_NAME = "manifest.json"
 FINAL_NAME = "final.mp4"
 CHECKSUMS_NAME = "checksums.sha256"
 log = logging.getLogger("lipsync.handoff")
-PACKAGES = ("click", "ffmpeg-python", "imageio-ffmpeg", "pymediainfo", "pydub", "httpx", "tenacity", "pydantic",
-            "numpy")
+PACKAGES = (
+    "click",
+    "ffmpeg-python",
+    "imageio-ffmpeg",
+    "pymediainfo",
+    "pydub",
+    "httpx",
+    "tenacity",
+    "pydantic",
+    "numpy",
+)
 
 
 class _Section(BaseModel):
@@ -44,16 +54,14 @@ class _Section(BaseModel):
 
 
 class InputFile(_Section):
-    role: str                       # "video", "audio", "script", ...
-    path: str                       # relative to the config file's folder, '/'-separated
+    role: str  # "video", "audio", "script", ...
+    path: str  # relative to the config file's folder, '/'-separated
     size_bytes: int
     sha256: str
     probe: dict[str, Any] | None = None  # MediaProbe.to_dict()
 
     @classmethod
-    def describe(
-        cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None
-    ) -> "InputFile":
+    def describe(cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None) -> InputFile:
         """Hash `path` and summarize it; media roles ("video", "audio") are probed unless `media` is given."""
         path = Path(path)
         rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
@@ -80,13 +88,13 @@ class ConformSection(_Section):
     sync: dict[str, Any] | None = None
     text_chunks: list[str] = Field(default_factory=list)
     segments: list[dict[str, Any]] = Field(default_factory=list)
-    image: dict[str, Any] | None = None     # a talking portrait: the image plan (reasons) and what was written
-    script: dict[str, Any] | None = None    # a talking portrait: the script fit (ChainPlan.to_dict())
+    image: dict[str, Any] | None = None  # a talking portrait: the image plan (reasons) and what was written
+    script: dict[str, Any] | None = None  # a talking portrait: the script fit (ChainPlan.to_dict())
 
 
 class AudioSection(_Section):
     loudness: dict[str, Any] = Field(default_factory=dict)  # the conform stage's measured figures (LUFS, LRA, TP)
-    mux: dict[str, Any] | None = None                       # MuxResult.to_dict(): source, offset, plan
+    mux: dict[str, Any] | None = None  # MuxResult.to_dict(): source, offset, plan
 
 
 class ProviderJob(_Section):
@@ -94,15 +102,15 @@ class ProviderJob(_Section):
     endpoint: str
     job_id: str
     segment: int = 0
-    created_at: float | None = None    # unix seconds
+    created_at: float | None = None  # unix seconds
     finished_at: float | None = None
     poll_count: int = 0
-    credits: float | None = None       # as reported by the provider, if it does
-    final_status: str | None = None    # the provider's own word for the outcome
+    credits: float | None = None  # as reported by the provider, if it does
+    final_status: str | None = None  # the provider's own word for the outcome
     result_url: str | None = None
     width: int | None = None
     height: int | None = None
-    usage: dict[str, float] | None = None   # the provider's usage figures as it names them (tokens_used, ...)
+    usage: dict[str, float] | None = None  # the provider's usage figures as it names them (tokens_used, ...)
 
 
 class ToolVersions(_Section):
@@ -129,10 +137,10 @@ class Manifest(_Section):
 
     schema_version: int = 1
     job_id: str
-    created_at: float                                  # unix seconds, when the job was submitted
+    created_at: float  # unix seconds, when the job was submitted
     completed_at: float | None = None
     inputs: list[InputFile]
-    config: dict[str, Any]                             # the resolved config (defaults applied)
+    config: dict[str, Any]  # the resolved config (defaults applied)
     conform: ConformSection = Field(default_factory=ConformSection)
     audio: AudioSection = Field(default_factory=AudioSection)
     provider_jobs: list[ProviderJob] = Field(default_factory=list)
@@ -157,7 +165,7 @@ def _mediainfo_version() -> str:
         from pymediainfo import MediaInfo
 
         return MediaInfo._get_library()[2]  # (lib, handle, version string, version tuple); no public accessor
-    except Exception:  # noqa: BLE001 - a missing library must not stop a delivery
+    except Exception:
         return "unknown"
 
 
@@ -198,8 +206,9 @@ def write_handoff(
     stale = _previously_delivered(job_dir) - {dst.name for _, dst in placed}
     for src, dst in placed:
         _copy_into(src, dst)
-    delivered = [DeliveredFile(name=dst.name, size_bytes=dst.stat().st_size, sha256=sha256_file(dst))
-                 for _, dst in placed]
+    delivered = [
+        DeliveredFile(name=dst.name, size_bytes=dst.stat().st_size, sha256=sha256_file(dst)) for _, dst in placed
+    ]
     written = manifest.model_copy(update={"delivered": delivered})
     write_text_atomic(job_dir / MANIFEST_NAME, written.to_json())
     for name in stale:  # e.g. the WAV of an earlier audio job, now a TTS job: it no longer matches final.mp4
@@ -259,8 +268,9 @@ def _regular_inside(root: Path, rel: str | Path) -> str | None:
     return rel_path.as_posix() if stat.S_ISREG(mode) else None
 
 
-def write_checksums(out_dir: str | Path, files: Iterable[str | Path] | None = None, *,
-                    protected: Collection[str] = ()) -> Path:
+def write_checksums(
+    out_dir: str | Path, files: Iterable[str | Path] | None = None, *, protected: Collection[str] = ()
+) -> Path:
     """`<out_dir>/checksums.sha256` over exactly `files` (the delivered files, relative to `out_dir` or
     inside it), sorted, in `sha256sum -c` format; None = `delivered_files(out_dir)`. A path that leaves
     `out_dir`, passes through a symlink or is not a regular file is left out (with a warning), never
@@ -269,14 +279,16 @@ def write_checksums(out_dir: str | Path, files: Iterable[str | Path] | None = No
     out_dir = Path(out_dir)
     target = out_dir / CHECKSUMS_NAME
     if CHECKSUMS_NAME in protected:
-        raise ValidationError(f"{target}: lipsync did not write this file; it is left as it is and no "
-                              f"checksums are written")
+        raise ValidationError(
+            f"{target}: lipsync did not write this file; it is left as it is and no checksums are written"
+        )
     names: set[str] = set()
-    for given in (delivered_files(out_dir) if files is None else files):
+    for given in delivered_files(out_dir) if files is None else files:
         rel = _regular_inside(out_dir, given)
         if rel is None:
-            log.warning("checksums: %s is not a regular file inside %s (a symlink?); not listed",
-                        printable(given), out_dir)
+            log.warning(
+                "checksums: %s is not a regular file inside %s (a symlink?); not listed", printable(given), out_dir
+            )
         else:
             names.add(rel)
     text = "".join(_checksum_line(sha256_file(out_dir / name), name) for name in sorted(names))

@@ -15,6 +15,7 @@ segment's length (a short segment has wide chance correlations), so one threshol
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -25,8 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .avsync import decode_pcm
 from .face import (
-    FaceBox, FacePresence, analysis_size, decode_frames, detect_faces, face_detector, face_mesh, frames_command,
-    landmarks, presence_of,
+    FaceBox,
+    FacePresence,
+    analysis_size,
+    decode_frames,
+    detect_faces,
+    face_detector,
+    face_mesh,
+    frames_command,
+    landmarks,
+    presence_of,
 )
 from .probe import probe_video
 
@@ -53,13 +62,15 @@ class SyncMethod(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str = "mouth opening vs speech envelope, normalised cross-correlation"
-    opening: str = ("mean inner-lip gap (face-mesh landmarks 82-87, 13-14, 312-317) / face height (10-152), "
-                    "per frame")
-    envelope: str = (f"log energy of the mono sound at {ENVELOPE_RATE} Hz per video frame, floored "
-                     f"{ENVELOPE_FLOOR_DB:g} dB under the loudest frame")
+    opening: str = "mean inner-lip gap (face-mesh landmarks 82-87, 13-14, 312-317) / face height (10-152), per frame"
+    envelope: str = (
+        f"log energy of the mono sound at {ENVELOPE_RATE} Hz per video frame, floored "
+        f"{ENVELOPE_FLOOR_DB:g} dB under the loudest frame"
+    )
     max_lag_frames: int = 15
-    confidence: str = ("(best r - mean r) / std r of the circular shifts beyond the search window, "
-                       "in standard deviations")
+    confidence: str = (
+        "(best r - mean r) / std r of the circular shifts beyond the search window, in standard deviations"
+    )
     detector_every_s: float = round(DETECT_EVERY_S, 4)
     model: str = "mediapipe 0.10.21 face_detection (full range) + face_mesh (face_landmark.tflite)"
 
@@ -77,12 +88,12 @@ class SyncScore(BaseModel):
     status: Literal["ok", "no face", "no sound", "too short"]
     offset_frames: int | None = None
     offset_s: float | None = None
-    correlation: float | None = None      # Pearson r at the best lag
+    correlation: float | None = None  # Pearson r at the best lag
     confidence: float | None = None
-    lags: list[float] = []                # r at each lag, -max_lag..+max_lag (for the report's plot)
-    opening: list[float | None] = []      # per frame (None: no face found)
-    envelope: list[float] = []            # per frame, 0..1
-    face: dict | None = None              # FacePresence.to_dict() of the detector's samples
+    lags: list[float] = []  # r at each lag, -max_lag..+max_lag (for the report's plot)
+    opening: list[float | None] = []  # per frame (None: no face found)
+    envelope: list[float] = []  # per frame, 0..1
+    face: dict | None = None  # FacePresence.to_dict() of the detector's samples
     method: SyncMethod = SyncMethod()
 
 
@@ -112,7 +123,7 @@ def speech_envelope(pcm: np.ndarray, rate: int, fps: float, frames: int) -> np.n
     edges = np.round(np.arange(frames + 1) * rate / fps).astype(int)
     padded = np.zeros(max(edges[-1], len(pcm)))
     padded[: len(pcm)] = pcm
-    energy = np.array([np.mean(padded[a:b] ** 2) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    energy = np.array([np.mean(padded[a:b] ** 2) if b > a else 0.0 for a, b in itertools.pairwise(edges)])
     if energy.max(initial=0.0) <= 0:
         return np.zeros(frames)
     db = 10 * np.log10(np.maximum(energy, 1e-20) / energy.max())
@@ -140,8 +151,9 @@ def chance_correlations(opening: np.ndarray, envelope: np.ndarray, max_lag: int)
     """r of the opening against the envelope rotated by every shift that keeps clear of the search window."""
     valid = ~np.isnan(opening)
     n = len(opening)
-    return np.array([_pearson(opening[valid], np.roll(envelope[:n], s)[valid])
-                     for s in range(max_lag + 3, n - max_lag - 2)])
+    return np.array(
+        [_pearson(opening[valid], np.roll(envelope[:n], s)[valid]) for s in range(max_lag + 3, n - max_lag - 2)]
+    )
 
 
 def score_sync(opening: np.ndarray, envelope: np.ndarray, max_lag: int) -> tuple[int, float, float, np.ndarray] | None:
@@ -165,8 +177,9 @@ def sync_problems(score: SyncScore, policy: SyncPolicy) -> list[str]:
     if score.confidence < policy.min_confidence:
         problems.append(f"{name}: lip-sync confidence {score.confidence:.1f} (at least {policy.min_confidence:g})")
     if abs(score.offset_frames) > policy.max_offset_frames:
-        problems.append(f"{name}: lips and sound {score.offset_frames:+d} frames apart "
-                        f"(within ±{policy.max_offset_frames} wanted)")
+        problems.append(
+            f"{name}: lips and sound {score.offset_frames:+d} frames apart (within ±{policy.max_offset_frames} wanted)"
+        )
     return problems
 
 
@@ -181,11 +194,12 @@ def _crop(frame: np.ndarray, box: FaceBox) -> np.ndarray:
     cx, cy = (box.x + box.w / 2) * w, (box.y + box.h / 2) * h
     x0 = int(np.clip(cx - side / 2, 0, w - side))
     y0 = int(np.clip(cy - side / 2, 0, h - side))
-    return np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side])
+    return np.ascontiguousarray(frame[y0 : y0 + side, x0 : x0 + side])
 
 
-def mouth_track(path: Path, *, fps: float, start: float = 0.0, duration: float | None = None,
-                segment: int = 0) -> tuple[np.ndarray, FacePresence]:
+def mouth_track(
+    path: Path, *, fps: float, start: float = 0.0, duration: float | None = None, segment: int = 0
+) -> tuple[np.ndarray, FacePresence]:
     """Mouth opening per frame (NaN where no face) and the detector's face figures, from one decode."""
     video = probe_video(path).video
     size = analysis_size(video.display_width, video.display_height, SYNC_SHORT_SIDE)
@@ -206,8 +220,15 @@ def mouth_track(path: Path, *, fps: float, start: float = 0.0, duration: float |
     return np.array(openings), presence_of(segment, detected, size, round(fps / every, 4))
 
 
-def measure_sync(path: str | os.PathLike, *, segment: int = 0, start: float = 0.0, duration: float | None = None,
-                 audio: str | os.PathLike | None = None, method: SyncMethod = SyncMethod()) -> SyncScore:
+def measure_sync(
+    path: str | os.PathLike,
+    *,
+    segment: int = 0,
+    start: float = 0.0,
+    duration: float | None = None,
+    audio: str | os.PathLike | None = None,
+    method: SyncMethod = SyncMethod(),
+) -> SyncScore:
     """The lip-sync score of `path` from `start` for `duration` s, against its own sound (or `audio`'s)."""
     path = Path(path)
     fps = probe_video(path).video.fps or 25.0
@@ -215,9 +236,17 @@ def measure_sync(path: str | os.PathLike, *, segment: int = 0, start: float = 0.
     pcm = decode_pcm(audio if audio is not None else path, sample_rate=ENVELOPE_RATE, start=start, duration=duration)
     envelope = speech_envelope(pcm, ENVELOPE_RATE, fps, len(opening))
     found = int(np.sum(~np.isnan(opening)))
-    common = dict(segment=segment, start_s=start, fps=fps, frames=len(opening), frames_with_face=found,
-                  opening=[None if np.isnan(v) else round(float(v), 4) for v in opening],
-                  envelope=[round(float(v), 4) for v in envelope], face=presence.to_dict(), method=method)
+    common = {
+        "segment": segment,
+        "start_s": start,
+        "fps": fps,
+        "frames": len(opening),
+        "frames_with_face": found,
+        "opening": [None if np.isnan(v) else round(float(v), 4) for v in opening],
+        "envelope": [round(float(v), 4) for v in envelope],
+        "face": presence.to_dict(),
+        "method": method,
+    }
     if found < 2 * method.max_lag_frames:
         return SyncScore(status="no face", **common)
     if not np.any(envelope > 0):
@@ -226,5 +255,12 @@ def measure_sync(path: str | os.PathLike, *, segment: int = 0, start: float = 0.
     if scored is None:
         return SyncScore(status="too short", **common)
     offset, r, confidence, lags = scored
-    return SyncScore(status="ok", offset_frames=offset, offset_s=round(offset / fps, 4), correlation=round(r, 4),
-                     confidence=round(confidence, 4), lags=[round(float(v), 4) for v in lags], **common)
+    return SyncScore(
+        status="ok",
+        offset_frames=offset,
+        offset_s=round(offset / fps, 4),
+        correlation=round(r, 4),
+        confidence=round(confidence, 4),
+        lags=[round(float(v), 4) for v in lags],
+        **common,
+    )

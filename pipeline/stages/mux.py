@@ -48,25 +48,25 @@ class AudioFormat:
 
     sample_rate: int
     channels: int
-    wav_codec: str      # pcm_s16le or pcm_s24le, as deep as the master
-    aac_bitrate: str    # e.g. "256k"
+    wav_codec: str  # pcm_s16le or pcm_s24le, as deep as the master
+    aac_bitrate: str  # e.g. "256k"
 
 
 @dataclass(frozen=True)
 class VideoTiming:
     """A video stream's clock as ffmpeg reads it (see `video_timing`)."""
 
-    time_base: str      # e.g. "1/15360"
-    seconds: float      # where the last frame ends
+    time_base: str  # e.g. "1/15360"
+    seconds: float  # where the last frame ends
 
 
 @dataclass(frozen=True)
 class MuxPlan:
     audio_source: AudioSource
-    offset_s: float             # measured: the provider's audio lags our master by this much
-    delay_samples: int          # silence put before the audio (offset > 0)
-    trim_samples: int           # audio samples dropped from the start (offset < 0)
-    total_samples: int          # audio padded/cut to the video's duration (0: stream-copied)
+    offset_s: float  # measured: the provider's audio lags our master by this much
+    delay_samples: int  # silence put before the audio (offset > 0)
+    trim_samples: int  # audio samples dropped from the start (offset < 0)
+    total_samples: int  # audio padded/cut to the video's duration (0: stream-copied)
     video_seconds: float
     audio: AudioFormat | None
     reasons: tuple[str, ...]
@@ -78,9 +78,9 @@ class MuxPlan:
 @dataclass(frozen=True)
 class StitchPlan:
     video_mode: Literal["copy", "reencode"]
-    segment_seconds: tuple[float, ...]   # each segment's video duration
-    segment_samples: tuple[int, ...]     # each segment's audio, cut/padded to exactly its video
-    silent: tuple[int, ...]              # segments without any audio: silence of their length
+    segment_seconds: tuple[float, ...]  # each segment's video duration
+    segment_samples: tuple[int, ...]  # each segment's audio, cut/padded to exactly its video
+    silent: tuple[int, ...]  # segments without any audio: silence of their length
     audio: AudioFormat
     reasons: tuple[str, ...]
 
@@ -91,9 +91,9 @@ class StitchPlan:
 @dataclass(frozen=True)
 class MuxResult:
     path: Path
-    offset_s: float | None                  # provider-vs-master offset (None: not measured or not found)
+    offset_s: float | None  # provider-vs-master offset (None: not measured or not found)
     audio_source: AudioSource
-    audio_file: Path | None                 # the delivered WAV beside the mp4, if any
+    audio_file: Path | None  # the delivered WAV beside the mp4, if any
     plan: MuxPlan | StitchPlan
     runs: list[FfmpegRun] = field(default_factory=list)
     measurement: OffsetMeasurement | None = None
@@ -146,7 +146,10 @@ def audio_format(masters: list[MediaProbe]) -> AudioFormat:
 
 
 def plan_mux(
-    provider: MediaProbe, master: MediaProbe | None, offset: OffsetMeasurement | None, *,
+    provider: MediaProbe,
+    master: MediaProbe | None,
+    offset: OffsetMeasurement | None,
+    *,
     video_s: float | None = None,
 ) -> MuxPlan:
     """Decide which audio goes into the final file and how to shift it into place.
@@ -160,7 +163,8 @@ def plan_mux(
         raise InputError(master.path, "master audio has no audio stream")
     if offset is not None and not offset.reliable:
         return _provider_audio_plan(
-            provider, seconds,
+            provider,
+            seconds,
             f"master not found in the provider's audio (correlation {offset.correlation:.2f}): "
             "kept the provider's audio, which the lips were synced to",
         )
@@ -182,8 +186,9 @@ def plan_mux(
     return _fitted("master", offset_s, max(shift, 0), max(-shift, 0), seconds, fmt, reasons)
 
 
-def _fitted(source: AudioSource, offset_s: float, delay: int, trim: int, seconds: float, fmt: AudioFormat,
-            reasons: list[str]) -> MuxPlan:
+def _fitted(
+    source: AudioSource, offset_s: float, delay: int, trim: int, seconds: float, fmt: AudioFormat, reasons: list[str]
+) -> MuxPlan:
     total = round(seconds * fmt.sample_rate)
     reasons.append(f"{source} audio padded/cut to the video: {total} samples ({seconds:.3f} s)")
     return MuxPlan(source, offset_s, delay, trim, total, seconds, fmt, tuple(reasons))
@@ -206,8 +211,17 @@ def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxP
 
 
 def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
-    keys = ("codec", "profile", "width", "height", "rotation", "bit_depth", "chroma_subsampling",
-            "pixel_aspect_ratio", "scan_type")
+    keys = (
+        "codec",
+        "profile",
+        "width",
+        "height",
+        "rotation",
+        "bit_depth",
+        "chroma_subsampling",
+        "pixel_aspect_ratio",
+        "scan_type",
+    )
     same_rate = a.fps == b.fps or "VFR" in (a.frame_rate_mode, b.frame_rate_mode)
     return same_rate and all(getattr(a, k) == getattr(b, k) for k in keys)
 
@@ -229,8 +243,11 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe], timings: l
         ends.append(round(total * fmt.sample_rate))
     samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends))
     first = segments[0].video
-    mismatch = [s.path.name for s, t in zip(segments[1:], timings[1:])
-                if not _copy_compatible(first, s.video) or t.time_base != timings[0].time_base]
+    mismatch = [
+        s.path.name
+        for s, t in zip(segments[1:], timings[1:])
+        if not _copy_compatible(first, s.video) or t.time_base != timings[0].time_base
+    ]
     if mismatch:
         mode, why = "reencode", f"video re-encoded: {', '.join(mismatch)} differ from the first segment"
     else:
@@ -303,9 +320,16 @@ def _mp4_with_audio(video, wav: Path, fmt: AudioFormat, dst: Path, *, what: str,
     audio = ffmpeg.input(str(wav)).audio
     with atomic_output(dst) as tmp:
         out = ffmpeg.output(
-            video, audio, str(tmp),
-            acodec="aac", audio_bitrate=fmt.aac_bitrate, ar=fmt.sample_rate, ac=fmt.channels,
-            movflags="+faststart", map_metadata=-1, **video_opts,
+            video,
+            audio,
+            str(tmp),
+            acodec="aac",
+            audio_bitrate=fmt.aac_bitrate,
+            ar=fmt.sample_rate,
+            ac=fmt.channels,
+            movflags="+faststart",
+            map_metadata=-1,
+            **video_opts,
         )
         return run_ffmpeg(compile_stream(_quiet(out)), what=what)
 
@@ -359,8 +383,10 @@ def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -
 def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
     fmt = plan.audio
     silence = f"anullsrc=r={fmt.sample_rate}:cl={'mono' if fmt.channels == 1 else 'stereo'}"
-    inputs = [ffmpeg.input(silence, f="lavfi") if i in plan.silent else ffmpeg.input(str(s))["a:0"]
-              for i, s in enumerate(sources)]
+    inputs = [
+        ffmpeg.input(silence, f="lavfi") if i in plan.silent else ffmpeg.input(str(s))["a:0"]
+        for i, s in enumerate(sources)
+    ]
     joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples)), v=0, a=1)
     with atomic_output(dst_wav) as tmp:
         out = joined.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
@@ -407,8 +433,9 @@ def stitch(
             runs.append(run)
             video, opts = ffmpeg.input(str(video_file))[PICTURE], {"vcodec": "copy"}
         else:
-            video, opts = _reencoded_video(files, probes[0].video), {"vcodec": "libx264", "crf": 16,
-                                                                    "threads:v": X264_THREADS,
-                                                                    "preset": "medium", "pix_fmt": "yuv420p"}
+            video, opts = (
+                _reencoded_video(files, probes[0].video),
+                {"vcodec": "libx264", "crf": 16, "threads:v": X264_THREADS, "preset": "medium", "pix_fmt": "yuv420p"},
+            )
         runs.append(_mp4_with_audio(video, wav, plan.audio, dst, what=f"stitching {dst.name}", **opts))
     return MuxResult(dst, None, "master" if segment_audio is not None else "provider", wav, plan, runs)

@@ -23,43 +23,43 @@ from ..limits import Limits
 
 @dataclass(frozen=True)
 class VideoStream:
-    codec: str                      # MediaInfo Format: "AVC", "HEVC", "ProRes", "MPEG Video", "VP9", ...
-    profile: str | None             # e.g. "High", "Main 10"
-    width: int                      # coded (stored) size
+    codec: str  # MediaInfo Format: "AVC", "HEVC", "ProRes", "MPEG Video", "VP9", ...
+    profile: str | None  # e.g. "High", "Main 10"
+    width: int  # coded (stored) size
     height: int
-    display_width: int              # what a player shows: after rotation and pixel aspect ratio
+    display_width: int  # what a player shows: after rotation and pixel aspect ratio
     display_height: int
-    rotation: int                   # 0, 90, 180 or 270 (clockwise display rotation)
+    rotation: int  # 0, 90, 180 or 270 (clockwise display rotation)
     fps: float | None
-    frame_rate_mode: str            # "CFR" or "VFR"
-    scan_type: str                  # "progressive", "interlaced" (or "mbaff"), "unknown"
+    frame_rate_mode: str  # "CFR" or "VFR"
+    scan_type: str  # "progressive", "interlaced" (or "mbaff"), "unknown"
     bit_depth: int | None
     chroma_subsampling: str | None  # "4:2:0", "4:2:2", "4:4:4"
-    pixel_aspect_ratio: float       # 1.0 = square pixels
-    hdr_transfer: str | None        # "PQ", "HLG" or None for SDR
-    duration: float | None          # seconds: from the packets (first frame to the end of the last) when readable
+    pixel_aspect_ratio: float  # 1.0 = square pixels
+    hdr_transfer: str | None  # "PQ", "HLG" or None for SDR
+    duration: float | None  # seconds: from the packets (first frame to the end of the last) when readable
     frame_count: int | None
-    index: int = 0                  # ffmpeg's "V:<index>": the stream's rank among the non-cover-art video streams
-    start: float = 0.0              # seconds from the file's start to the first frame (edit list, fragments, TS)
-    primaries: str | None = None    # MediaInfo's colour description ("BT.709", "BT.2020", "BT.601 PAL"...);
-    transfer: str | None = None     # None: not tagged
-    matrix: str | None = None       # "BT.709", "BT.601", "BT.2020 non-constant", ...
+    index: int = 0  # ffmpeg's "V:<index>": the stream's rank among the non-cover-art video streams
+    start: float = 0.0  # seconds from the file's start to the first frame (edit list, fragments, TS)
+    primaries: str | None = None  # MediaInfo's colour description ("BT.709", "BT.2020", "BT.601 PAL"...);
+    transfer: str | None = None  # None: not tagged
+    matrix: str | None = None  # "BT.709", "BT.601", "BT.2020 non-constant", ...
     color_range: str | None = None  # "Limited" or "Full"
-    hdr_format: str | None = None   # HDR side data it carries: "SMPTE ST 2086", "SMPTE ST 2094 App 4", ...
+    hdr_format: str | None = None  # HDR side data it carries: "SMPTE ST 2086", "SMPTE ST 2094 App 4", ...
 
 
 @dataclass(frozen=True)
 class AudioStream:
-    codec: str                      # "AAC", "PCM", "MPEG Audio", "Opus", ...
+    codec: str  # "AAC", "PCM", "MPEG Audio", "Opus", ...
     channels: int
     sample_rate: int
-    duration: float | None          # seconds; decoded where the header only guesses or disagrees (_decoded)
+    duration: float | None  # seconds; decoded where the header only guesses or disagrees (_decoded)
     bit_depth: int | None
-    start: float = 0.0              # seconds from the file's start to its first packet (a sound that starts late)
-    index: int = 0                  # ffmpeg's "a:<index>": the stream's rank among the file's audio streams
-    language: str | None = None     # as the container tags it ("en", "fr"...)
+    start: float = 0.0  # seconds from the file's start to its first packet (a sound that starts late)
+    index: int = 0  # ffmpeg's "a:<index>": the stream's rank among the file's audio streams
+    language: str | None = None  # as the container tags it ("en", "fr"...)
     title: str | None = None
-    default: bool | None = None     # the container's default flag (None: the container has none)
+    default: bool | None = None  # the container's default flag (None: the container has none)
     declared_duration: float | None = None  # the header's figure, when the decoded one is far from it
 
     @property
@@ -76,16 +76,16 @@ class AudioStream:
 @dataclass(frozen=True)
 class MediaProbe:
     path: Path
-    container: str                  # normalized: "mp4", "mov", "webm", "mkv", "mpegts", "wav", "mp3", ...
-    duration: float | None          # seconds, container-level
+    container: str  # normalized: "mp4", "mov", "webm", "mkv", "mpegts", "wav", "mp3", ...
+    duration: float | None  # seconds, container-level
     size_bytes: int
-    video: VideoStream | None       # first real video stream; never cover art
-    audio: AudioStream | None       # the audio stream in use: the first, unless with_audio_track chose another
-    cover_art: bool = False         # an attached picture was present (and ignored as video)
+    video: VideoStream | None  # first real video stream; never cover art
+    audio: AudioStream | None  # the audio stream in use: the first, unless with_audio_track chose another
+    cover_art: bool = False  # an attached picture was present (and ignored as video)
     warnings: tuple[str, ...] = field(default_factory=tuple)
     audio_streams: tuple[AudioStream, ...] = ()  # every audio stream, in ffmpeg's order (audio is one of them)
 
-    def with_audio_track(self, index: int) -> "MediaProbe":
+    def with_audio_track(self, index: int) -> MediaProbe:
         """This probe with audio stream `index` (ffmpeg's a:<index>) as the one in use (a probe built by hand
         may list no streams: its `audio` is then the only one)."""
         return replace(self, audio=self.audio_streams[index]) if self.audio_streams else self
@@ -100,10 +100,10 @@ class MediaProbe:
 class Violation:
     """One provider limit a file breaks, and why (shown by `lipsync probe`, and used by planners)."""
 
-    limit: str      # the Limits field name, e.g. "video_max_side"
-    value: object   # what the file has
-    allowed: object # what the limit allows
-    reason: str     # a sentence for the user
+    limit: str  # the Limits field name, e.g. "video_max_side"
+    value: object  # what the file has
+    allowed: object  # what the limit allows
+    reason: str  # a sentence for the user
 
 
 # ---- implementation -----------------------------------------------------------------------------------------
@@ -136,8 +136,13 @@ _CONTAINERS = {
 }
 _STILL_IMAGES = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP", "AVIF", "HEIF", "JPEG 2000", "JPEG XL"}
 _HDR_TRANSFERS = {"PQ": "PQ", "SMPTE ST 2084": "PQ", "HLG": "HLG", "ARIB STD-B67": "HLG"}
-_SCAN_TYPES = {"progressive": "progressive", "interlaced": "interlaced", "mbaff": "mbaff", "paff": "interlaced",
-               "mixed": "interlaced"}
+_SCAN_TYPES = {
+    "progressive": "progressive",
+    "interlaced": "interlaced",
+    "mbaff": "mbaff",
+    "paff": "interlaced",
+    "mixed": "interlaced",
+}
 STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
 STANDARD_RATE_TOLERANCE = 0.01  # a measured or average rate within 1% of a standard rate is that rate
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -154,8 +159,10 @@ _TIMESTAMP_JUMP_FRACTION = 0.1
 _SIZE_SHORTFALL = re.compile(r"File size (\d+) is less than expected size (?:at least )?(\d+)")
 _UNKNOWN_RIFF_SIZES = (0xFFFFFFFF + 8, 8)  # a streamed WAV writes "unknown" sizes
 # Containers whose header length is a guess: the audio is decoded and counted instead (see guessed_length).
-_GUESSED_LENGTH = {"mp3": "an MP3's length is its VBR header's or its bitrate's guess",
-                   "aac": "raw ADTS AAC declares no length"}
+_GUESSED_LENGTH = {
+    "mp3": "an MP3's length is its VBR header's or its bitrate's guess",
+    "aac": "raw ADTS AAC declares no length",
+}
 _CODEC_FRAME_SAMPLES = {"MPEG Audio": 1152, "AAC": 1024, "AC-3": 1536, "E-AC-3": 1536, "Opus": 960}
 _FRAME_S = 0.05  # a video frame at 20 fps: a length off by more than this shows against the picture
 _COUNT_RATE = 8000  # decoded lengths are counted in samples at this rate (1/8000 s)
@@ -173,7 +180,7 @@ def _number(value: object) -> float | None:
 
 def _int(value: object) -> int | None:
     n = _number(value)
-    return None if n is None else int(round(n))
+    return None if n is None else round(n)
 
 
 def _seconds(ms: object) -> float | None:
@@ -190,7 +197,7 @@ def _container(general: Track) -> str | None:
 
 def _rotation(track: Track) -> int:
     degrees = _number(track.rotation) or 0.0
-    return int(round(degrees / 90.0)) * 90 % 360
+    return round(degrees / 90.0) * 90 % 360
 
 
 def _is_picture(track: Track) -> bool:
@@ -200,10 +207,10 @@ def _is_picture(track: Track) -> bool:
 
 @dataclass(frozen=True)
 class PacketTiming:
-    start: float        # seconds from the file's start (as ffmpeg reads it) to the earliest frame
-    end: float          # where the last frame ends
+    start: float  # seconds from the file's start (as ffmpeg reads it) to the earliest frame
+    end: float  # where the last frame ends
     packets: int
-    time_base: str = "" # the stream's time base as ffmpeg reads it, e.g. "1/12800"
+    time_base: str = ""  # the stream's time base as ffmpeg reads it, e.g. "1/12800"
 
 
 def _shown(row: list[str]) -> bool:
@@ -223,8 +230,12 @@ def parse_framecrc(text: str) -> PacketTiming | None:
         return None
     if not frames or not tb:
         return None
-    return PacketTiming(float(min(pts for pts, _ in frames) * tb), float(max(pts + d for pts, d in frames) * tb),
-                        len(frames), str(time_base))
+    return PacketTiming(
+        float(min(pts for pts, _ in frames) * tb),
+        float(max(pts + d for pts, d in frames) * tb),
+        len(frames),
+        str(time_base),
+    )
 
 
 def stream_packets(path: str | Path, spec: str) -> PacketTiming | None:
@@ -300,11 +311,14 @@ def _timed(path: Path, track: Track, index: int) -> tuple[VideoStream, str | Non
     declared = [d for d in (video.duration, _seconds(track.source_duration)) if d]
     longest, shortest = max(declared, default=None), min(declared, default=None)
     if longest and span > longest + max(_TIMESTAMP_JUMP_S, longest * _TIMESTAMP_JUMP_FRACTION):
-        return video, (f"{path.name}: the video timestamps jump ({span:.1f} s of packets for {longest:.1f} s "
-                       "of video): damaged file, the header's length is used")
+        return video, (
+            f"{path.name}: the video timestamps jump ({span:.1f} s of packets for {longest:.1f} s "
+            "of video): damaged file, the header's length is used"
+        )
     if shortest and span < shortest - max(_TRUNCATION_TOLERANCE_S, shortest * _TRUNCATION_TOLERANCE_FRACTION):
-        raise InputError(path, f"damaged: ffmpeg can read only {span:.2f} s of the {shortest:.2f} s of video "
-                               "it declares")
+        raise InputError(
+            path, f"damaged: ffmpeg can read only {span:.2f} s of the {shortest:.2f} s of video it declares"
+        )
     video = replace(video, start=round(timing.start, 6), duration=round(span, 6))
     if video.fps is None and timing.packets >= 2 and span > 0:
         video = _rate_from_packets(video, timing.packets / span, str(track.frame_rate_mode or "").upper())
@@ -374,7 +388,8 @@ def _decoded(path: Path, audio: AudioStream, why: str, also: float | None = None
         return measured, None
     return replace(measured, declared_duration=declared), (
         f"{path.name}: audio track {audio.number} declares {declared:.3f} s but {decoded:.3f} s decodes ({why}): "
-        "the decoded length is used")
+        "the decoded length is used"
+    )
 
 
 def guessed_length(path: Path, container: str) -> str | None:
@@ -402,8 +417,7 @@ def _timed_audio(path: Path, audio: AudioStream) -> tuple[AudioStream, str | Non
     timed = replace(audio, start=round(max(0.0, timing.start), 6), duration=round(timing.end - timing.start, 6))
     if declared is None or abs(timed.duration - declared) <= mismatch_tolerance(audio):
         return timed, None
-    return _decoded(path, replace(timed, duration=declared),
-                    f"its packets span {timing.end - timing.start:.3f} s")
+    return _decoded(path, replace(timed, duration=declared), f"its packets span {timing.end - timing.start:.3f} s")
 
 
 def _present_seconds(path: Path) -> float:
@@ -424,13 +438,17 @@ def _check_truncation(path: Path, general: Track, declared: float | None) -> str
     if m and int(m.group(2)) not in _UNKNOWN_RIFF_SIZES:
         have, want = int(m.group(1)), int(m.group(2))
         if have < want * (1 - _TRUNCATION_TOLERANCE_FRACTION):
-            raise InputError(path, f"truncated: {have} of the {want} bytes its header declares "
-                                   "(an incomplete download or copy?)")
+            raise InputError(
+                path, f"truncated: {have} of the {want} bytes its header declares (an incomplete download or copy?)"
+            )
     if declared:
         present = _present_seconds(path)
         if present < declared - max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE_FRACTION):
-            raise InputError(path, f"truncated: it declares {declared:.2f} s but only {present:.2f} s is present "
-                                   "(an incomplete download or copy?)")
+            raise InputError(
+                path,
+                f"truncated: it declares {declared:.2f} s but only {present:.2f} s is present "
+                "(an incomplete download or copy?)",
+            )
     return "MediaInfo flags the file as truncated, but all of its declared length is present"
 
 
@@ -463,8 +481,11 @@ def probe(path: str | Path) -> MediaProbe:
 
     warnings: list[str] = []
     real_videos = [t for t in info.video_tracks if not _is_picture(t)]
-    cover_art = (str(general.cover or "").lower() == "yes" or bool(info.image_tracks)
-                 or len(real_videos) < len(info.video_tracks))
+    cover_art = (
+        str(general.cover or "").lower() == "yes"
+        or bool(info.image_tracks)
+        or len(real_videos) < len(info.video_tracks)
+    )
     audios = [_audio_stream(t, i) for i, t in enumerate(info.audio_tracks)]
     if len(real_videos) > 1:
         warnings.append(f"{len(real_videos)} video streams: using the first")
@@ -476,8 +497,9 @@ def probe(path: str | Path) -> MediaProbe:
     guess = None if real_videos else guessed_length(path, container)
     if str(general.istruncated or "").lower() == "yes":
         if not (real_videos or audios):
-            raise InputError(path, "truncated: the file ends before its streams are described "
-                                   "(an incomplete download or copy?)")
+            raise InputError(
+                path, "truncated: the file ends before its streams are described (an incomplete download or copy?)"
+            )
         if guess is None:  # a guessed length is decoded below: what decodes is delivered, with a warning
             warnings.append(_check_truncation(path, general, duration))
     if not real_videos and not audios:
@@ -543,18 +565,42 @@ def check_limits(p: MediaProbe, limits: Limits, role: Literal["video", "audio"])
         prefix = "audio"
     out: list[Violation] = []
     if p.container not in containers:
-        out.append(Violation(f"{prefix}_containers", p.container, list(containers),
-                             f"container {p.container} is not accepted (only {', '.join(containers)})"))
+        out.append(
+            Violation(
+                f"{prefix}_containers",
+                p.container,
+                list(containers),
+                f"container {p.container} is not accepted (only {', '.join(containers)})",
+            )
+        )
     if p.size_bytes > max_bytes:
-        out.append(Violation(f"{prefix}_max_bytes", p.size_bytes, max_bytes,
-                             f"{_mb(p.size_bytes)} is over the {_mb(max_bytes)} limit"))
+        out.append(
+            Violation(
+                f"{prefix}_max_bytes",
+                p.size_bytes,
+                max_bytes,
+                f"{_mb(p.size_bytes)} is over the {_mb(max_bytes)} limit",
+            )
+        )
     if p.duration is not None and p.duration > max_seconds:
-        out.append(Violation(f"{prefix}_max_seconds", round(p.duration, 3), max_seconds,
-                             f"{p.duration:.2f} s is over the {max_seconds:g} s limit"))
+        out.append(
+            Violation(
+                f"{prefix}_max_seconds",
+                round(p.duration, 3),
+                max_seconds,
+                f"{p.duration:.2f} s is over the {max_seconds:g} s limit",
+            )
+        )
     if role == "video" and p.video is not None:
         side = max(p.video.display_width, p.video.display_height)
         if side > limits.video_max_side:
-            out.append(Violation("video_max_side", side, limits.video_max_side,
-                                 f"{p.video.display_width}x{p.video.display_height} has a {side} px side, "
-                                 f"over the {limits.video_max_side} px limit"))
+            out.append(
+                Violation(
+                    "video_max_side",
+                    side,
+                    limits.video_max_side,
+                    f"{p.video.display_width}x{p.video.display_height} has a {side} px side, "
+                    f"over the {limits.video_max_side} px limit",
+                )
+            )
     return out

@@ -25,9 +25,9 @@ from .text import chunk_text, normalize_text, spoken
 
 @dataclass(frozen=True)
 class ClipFit:
-    duration: int               # seconds of video asked for
-    speech_seconds: float       # estimated speaking time of the text
-    room_seconds: float         # how much speech the clip holds (duration * speech_fill)
+    duration: int  # seconds of video asked for
+    speech_seconds: float  # estimated speaking time of the text
+    room_seconds: float  # how much speech the clip holds (duration * speech_fill)
     reason: str
 
     def to_dict(self) -> dict:
@@ -37,7 +37,7 @@ class ClipFit:
 @dataclass(frozen=True)
 class ChainClip:
     index: int
-    text: str                   # the chunk as cut: the chunks joined give the normalized script back
+    text: str  # the chunk as cut: the chunks joined give the normalized script back
     fit: ClipFit
 
     @property
@@ -60,8 +60,12 @@ class ChainPlan:
         return sum(clip.fit.duration for clip in self.clips)
 
     def to_dict(self) -> dict:
-        return {"resolution": self.resolution, "seconds": self.seconds, "clips": [c.to_dict() for c in self.clips],
-                "reasons": list(self.reasons)}
+        return {
+            "resolution": self.resolution,
+            "seconds": self.seconds,
+            "clips": [c.to_dict() for c in self.clips],
+            "reasons": list(self.reasons),
+        }
 
 
 def allowed_durations(resolution: str, limits: ImageLimits) -> tuple[int, ...]:
@@ -76,8 +80,9 @@ def room(duration: int, limits: ImageLimits) -> float:
     return duration * limits.speech_fill
 
 
-def _too_long(text: str, speech: float, resolution: str, longest: int, limits: ImageLimits,
-              requested: int | None) -> ValidationError:
+def _too_long(
+    text: str, speech: float, resolution: str, longest: int, limits: ImageLimits, requested: int | None
+) -> ValidationError:
     """The refusal: the estimate, what the clip holds, and the ways out."""
     clip = requested or longest
     held = room(clip, limits)
@@ -90,33 +95,43 @@ def _too_long(text: str, speech: float, resolution: str, longest: int, limits: I
         if longer:
             fixes.append(f"use a resolution that takes {max(limits.durations)} s clips ({', '.join(longer)})")
     fixes.append("pass --chain to speak it over several clips")
-    return ValidationError(f"the script takes about {speech:.1f} s to speak; a {clip} s clip at {resolution} holds "
-                           f"{held:.1f} s: {', or '.join(fixes)}")
+    return ValidationError(
+        f"the script takes about {speech:.1f} s to speak; a {clip} s clip at {resolution} holds "
+        f"{held:.1f} s: {', or '.join(fixes)}"
+    )
 
 
-def choose_duration(text: str, resolution: str, limits: ImageLimits, max_chars: int,
-                    requested: int | None = None) -> ClipFit:
+def choose_duration(
+    text: str, resolution: str, limits: ImageLimits, max_chars: int, requested: int | None = None
+) -> ClipFit:
     """The clip for `text` at `resolution`: `requested` if given and it holds the speech, else the shortest
     allowed one that does. ValidationError with the estimate and the fix when none does."""
     allowed = allowed_durations(resolution, limits)
     if requested is not None and requested not in allowed:
         other = [r for r in limits.resolutions if requested in limits.durations_at(r)]
         where = f" (it is allowed at {', '.join(other)})" if other else ""
-        raise ValidationError(f"{resolution} does not take {requested} s clips: use --duration "
-                              f"{' or '.join(map(str, allowed))}{where}")
+        raise ValidationError(
+            f"{resolution} does not take {requested} s clips: use --duration {' or '.join(map(str, allowed))}{where}"
+        )
     words = spoken(normalize_text(text))
     if not words:
         raise ValidationError("the script is empty")
     if len(words) > max_chars:
-        raise ValidationError(f"the script is {len(words)} characters; one clip's TTS text takes at most {max_chars}: "
-                              f"shorten it, or pass --chain to speak it over several clips")
+        raise ValidationError(
+            f"the script is {len(words)} characters; one clip's TTS text takes at most {max_chars}: "
+            f"shorten it, or pass --chain to speak it over several clips"
+        )
     speech = estimate_speech_seconds(words)
     candidates = (requested,) if requested is not None else allowed
     for duration in candidates:
         if speech <= room(duration, limits):
             how = "asked for" if requested is not None else "the shortest that holds it"
-            return ClipFit(duration, round(speech, 3), round(room(duration, limits), 3),
-                           f"about {speech:.1f} s of speech fits a {duration} s clip ({how})")
+            return ClipFit(
+                duration,
+                round(speech, 3),
+                round(room(duration, limits), 3),
+                f"about {speech:.1f} s of speech fits a {duration} s clip ({how})",
+            )
     raise _too_long(words, speech, resolution, allowed[-1], limits, requested)
 
 
@@ -125,9 +140,12 @@ def plan_chain(text: str, resolution: str, limits: ImageLimits, max_chars: int) 
     longest allowed clip lets them be: fewer clips, fewer joins)."""
     longest = allowed_durations(resolution, limits)[-1]
     chunks = chunk_text(text, max_chars, room(longest, limits))
-    clips = tuple(ChainClip(i, chunk, choose_duration(chunk, resolution, limits, max_chars))
-                  for i, chunk in enumerate(chunks))
-    reasons = [f"{len(clips)} clip(s) at {resolution}: each holds at most {room(longest, limits):.1f} s of speech "
-               f"({longest} s x {limits.speech_fill:g}) and {max_chars} characters"]
+    clips = tuple(
+        ChainClip(i, chunk, choose_duration(chunk, resolution, limits, max_chars)) for i, chunk in enumerate(chunks)
+    )
+    reasons = [
+        f"{len(clips)} clip(s) at {resolution}: each holds at most {room(longest, limits):.1f} s of speech "
+        f"({longest} s x {limits.speech_fill:g}) and {max_chars} characters"
+    ]
     reasons += [f"clip {c.index}: {c.fit.reason}" for c in clips]
     return ChainPlan(resolution, clips, tuple(reasons))

@@ -38,11 +38,11 @@ def max_job_seconds(limits: Limits) -> float:
 @dataclass(frozen=True)
 class SyncPlan:
     mode: SyncMode
-    video_seconds: float            # the source video's length (after --start/--end)
-    audio_seconds: float            # the voice track's length
-    duration: float                 # what both prepared files last
-    video_extend: str | None        # "loop"/"bounce" when the video must grow to `duration`, else None
-    audio_pad_seconds: float        # silence appended to the audio
+    video_seconds: float  # the source video's length (after --start/--end)
+    audio_seconds: float  # the voice track's length
+    duration: float  # what both prepared files last
+    video_extend: str | None  # "loop"/"bounce" when the video must grow to `duration`, else None
+    audio_pad_seconds: float  # silence appended to the audio
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
 
@@ -73,8 +73,9 @@ def _wanted_duration(video_s: float, audio_s: float, mode: SyncMode) -> tuple[fl
     return video_s, f"pad: the audio is longer, it is trimmed to the video ({video_s:.3f} s)"
 
 
-def plan_sync(video_seconds: float, audio_seconds: float, mode: SyncMode | str, limits: Limits, *,
-              capped: bool = True) -> SyncPlan:
+def plan_sync(
+    video_seconds: float, audio_seconds: float, mode: SyncMode | str, limits: Limits, *, capped: bool = True
+) -> SyncPlan:
     """How long the prepared pair lasts, and how each side gets there. `capped=False`: the whole length, for
     footage that is split into several jobs (each then within the limit)."""
     mode = SyncMode(mode)
@@ -82,8 +83,10 @@ def plan_sync(video_seconds: float, audio_seconds: float, mode: SyncMode | str, 
     reasons, warnings = [reason], []
     cap = max_job_seconds(limits)
     if capped and duration > cap:
-        warnings.append(f"the pair would last {duration:.3f} s, over the {cap:g} s limit: cut at {cap:g} s "
-                        f"({duration - cap:.3f} s dropped from the end)")
+        warnings.append(
+            f"the pair would last {duration:.3f} s, over the {cap:g} s limit: cut at {cap:g} s "
+            f"({duration - cap:.3f} s dropped from the end)"
+        )
         duration = cap
     extend = str(mode) if mode in EXTENDING_MODES and duration > video_seconds else None
     return SyncPlan(
@@ -103,11 +106,11 @@ class TextSpan:
     """The part of the source video that carries one TTS chunk."""
 
     index: int
-    start: float                    # seconds in the source video
-    end: float                      # exclusive; the source range used (after any cut)
-    speech_seconds: float           # the chunk's estimated speaking time
-    duration: float                 # what the prepared video part lasts
-    extend: str | None              # "loop"/"bounce" when the part is extended to fit the speech
+    start: float  # seconds in the source video
+    end: float  # exclusive; the source range used (after any cut)
+    speech_seconds: float  # the chunk's estimated speaking time
+    duration: float  # what the prepared video part lasts
+    extend: str | None  # "loop"/"bounce" when the part is extended to fit the speech
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
 
@@ -132,16 +135,20 @@ def plan_text_spans(
         done += speech
         part_end = end if index == len(speech_seconds) - 1 else start + (end - start) * done / total
         part = part_end - part_start
-        reasons = [f"chunk {index}: {speech:.2f} s of estimated speech of {total:.2f} s gets "
-                   f"{part:.3f} s of the video ({part_start:.3f}-{part_end:.3f} s)"]
+        reasons = [
+            f"chunk {index}: {speech:.2f} s of estimated speech of {total:.2f} s gets "
+            f"{part:.3f} s of the video ({part_start:.3f}-{part_end:.3f} s)"
+        ]
         warnings = []
         duration, extend = part, None
         if mode in EXTENDING_MODES and speech > part:
             duration, extend = min(speech, cap), str(mode)
             reasons.append(f"{mode}: the part is extended to the estimated speech ({duration:.3f} s)")
         elif duration > cap:
-            warnings.append(f"video part {part_start:.3f}-{part_end:.3f} s is longer than the {cap:g} s limit: "
-                            f"cut at {part_start + cap:.3f} s ({part - cap:.3f} s dropped)")
+            warnings.append(
+                f"video part {part_start:.3f}-{part_end:.3f} s is longer than the {cap:g} s limit: "
+                f"cut at {part_start + cap:.3f} s ({part - cap:.3f} s dropped)"
+            )
             duration, part_end = cap, part_start + cap
         spans.append(TextSpan(index, part_start, part_end, speech, duration, extend, tuple(reasons), tuple(warnings)))
     return spans

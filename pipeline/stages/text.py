@@ -39,7 +39,7 @@ _SPACE = re.compile(r" ")
 
 def normalize_text(text: str) -> str:
     """NFC, every run of whitespace (newlines, tabs, NBSP...) as one space, no leading/trailing space."""
-    return " ".join(unicodedata.normalize("NFC", text).split())   # split(): on every whitespace run, like \s+
+    return " ".join(unicodedata.normalize("NFC", text).split())  # split(): on every whitespace run, like \s+
 
 
 def spoken(chunk: str) -> str:
@@ -54,7 +54,7 @@ def _fits(piece: str, max_chars: int, max_seconds: float) -> bool:
 def _longest_fitting_prefix(rest: str, max_chars: int, max_seconds: float) -> int:
     """Length of the longest prefix of `rest` that fits; the fit is monotone in the prefix length."""
     if _fits(rest[:max_chars], max_chars, max_seconds):
-        return min(len(rest), max_chars)       # the usual case: the character limit is the binding one
+        return min(len(rest), max_chars)  # the usual case: the character limit is the binding one
     lo, hi = 0, min(len(rest), max_chars)
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -93,7 +93,7 @@ def chunk_text(text: str, max_chars: int, max_seconds: float) -> list[str]:
     chunks: list[str] = []
     pos = 0
     while pos < len(normalized):
-        window = normalized[pos:pos + max_chars + 1]     # one character more than a chunk may hold
+        window = normalized[pos : pos + max_chars + 1]  # one character more than a chunk may hold
         if len(window) <= max_chars and _fits(window, max_chars, max_seconds):
             chunks.append(window)
             break

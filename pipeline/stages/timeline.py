@@ -14,9 +14,9 @@ writing either, each atomically.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import opentimelineio as otio
 from opentimelineio.opentime import RationalTime, TimeRange, from_timecode
@@ -29,7 +29,7 @@ from .cuts import CutPlan
 ZERO_TIMECODE = "00:00:00:00"
 OTIO_NAME = "timeline.otio"
 EDL_NAME = "cuts.edl"
-REEL_CHARS = 8                      # CMX3600's reel field
+REEL_CHARS = 8  # CMX3600's reel field
 
 
 def reel_name(source: Path) -> str:
@@ -45,8 +45,14 @@ def source_timecode(path: str | Path) -> str | None:
     return None
 
 
-def build_timeline(plan: CutPlan, source: str | Path, *, start_timecode: str | None = None,
-                   name: str | None = None, clip_metadata: Sequence[Mapping] | None = None) -> otio.schema.Timeline:
+def build_timeline(
+    plan: CutPlan,
+    source: str | Path,
+    *,
+    start_timecode: str | None = None,
+    name: str | None = None,
+    clip_metadata: Sequence[Mapping] | None = None,
+) -> otio.schema.Timeline:
     """The cut plan as an OTIO timeline. `clip_metadata[i]` is added to segment i's `metadata["lipsync"]`
     (provider job, measured offset, ...)."""
     source = Path(source).absolute()
@@ -61,17 +67,33 @@ def build_timeline(plan: CutPlan, source: str | Path, *, start_timecode: str | N
     reel = reel_name(source)
     for seg in plan.segments:
         extra = dict(clip_metadata[seg.index]) if clip_metadata else {}
-        track.append(otio.schema.Clip(
-            name=f"seg{seg.index:03d}",
-            media_reference=otio.schema.ExternalReference(target_url=source.as_uri(), available_range=available),
-            source_range=TimeRange(first + RationalTime(seg.start_frame, rate), RationalTime(seg.frames, rate)),
-            metadata={"lipsync": {"index": seg.index, "cut_kind": str(seg.cut.kind),
-                                  "cut_reason": seg.cut.reason, **extra},
-                      "cmx_3600": {"reel": reel}},
-        ))
-    timeline = otio.schema.Timeline(name=name or source.stem, metadata={"lipsync": {
-        "source": str(source), "source_timecode": timecode, "rate": f"{plan.rate.numerator}/{plan.rate.denominator}",
-        "reasons": list(plan.reasons)}})
+        track.append(
+            otio.schema.Clip(
+                name=f"seg{seg.index:03d}",
+                media_reference=otio.schema.ExternalReference(target_url=source.as_uri(), available_range=available),
+                source_range=TimeRange(first + RationalTime(seg.start_frame, rate), RationalTime(seg.frames, rate)),
+                metadata={
+                    "lipsync": {
+                        "index": seg.index,
+                        "cut_kind": str(seg.cut.kind),
+                        "cut_reason": seg.cut.reason,
+                        **extra,
+                    },
+                    "cmx_3600": {"reel": reel},
+                },
+            )
+        )
+    timeline = otio.schema.Timeline(
+        name=name or source.stem,
+        metadata={
+            "lipsync": {
+                "source": str(source),
+                "source_timecode": timecode,
+                "rate": f"{plan.rate.numerator}/{plan.rate.denominator}",
+                "reasons": list(plan.reasons),
+            }
+        },
+    )
     timeline.tracks.append(track)
     return timeline
 

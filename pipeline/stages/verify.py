@@ -50,12 +50,13 @@ class VerifyExpectations:
     video: bool = True
     audio: bool = True
     references: tuple[SyncReference, ...] = ()  # each provider result in the final, where it starts
-    duration_s: float | None = None      # e.g. the sum of the segments' durations
-    max_offset_s: float | None = None    # default: one frame of the final's video
+    duration_s: float | None = None  # e.g. the sum of the segments' durations
+    max_offset_s: float | None = None  # default: one frame of the final's video
 
 
-def expectations_for(final: MuxResult, provider_results: list[Path],
-                     sent_seconds: list[float | None] | None = None) -> VerifyExpectations:
+def expectations_for(
+    final: MuxResult, provider_results: list[Path], sent_seconds: list[float | None] | None = None
+) -> VerifyExpectations:
     """What a final built by `mux` (one result) or `stitch` (one result per segment) must satisfy: every
     segment's audio in line with what its lips follow (at its place in the final, so the joins too), every
     result as long as the voice sent for it, and the whole as long as its segments."""
@@ -64,8 +65,9 @@ def expectations_for(final: MuxResult, provider_results: list[Path],
         starts = itertools.accumulate(final.plan.segment_seconds[:-1], initial=0.0)
         refs = tuple(SyncReference(Path(p), s, d) for p, s, d in zip(provider_results, starts, sent))
         return VerifyExpectations(references=refs, duration_s=sum(final.plan.segment_seconds))
-    return VerifyExpectations(references=(SyncReference(Path(provider_results[0]), 0.0, sent[0]),),
-                              duration_s=final.plan.video_seconds)
+    return VerifyExpectations(
+        references=(SyncReference(Path(provider_results[0]), 0.0, sent[0]),), duration_s=final.plan.video_seconds
+    )
 
 
 class Check(BaseModel):
@@ -94,8 +96,8 @@ class VerifyFigures(BaseModel):
     audio_s: float | None = None
     offset_s: float | None = None
     offset_correlation: float | None = None
-    speech_s: float | None = None               # talking portrait: seconds of sound in the audio
-    first_frame_ssim: float | None = None       # talking portrait: the first frame against the submitted image
+    speech_s: float | None = None  # talking portrait: seconds of sound in the audio
+    first_frame_ssim: float | None = None  # talking portrait: the first frame against the submitted image
 
 
 class SegmentVerification(BaseModel):
@@ -105,11 +107,11 @@ class SegmentVerification(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     index: int
-    result: str                       # the provider result's file name
-    start_s: float                    # where the segment starts in the final
-    sent_s: float | None              # the voice sent for it (None: TTS)
-    returned_s: float | None          # the result's video, from its packets
-    offset_s: float | None            # final audio vs the result's audio there (+: later in the final)
+    result: str  # the provider result's file name
+    start_s: float  # where the segment starts in the final
+    sent_s: float | None  # the voice sent for it (None: TTS)
+    returned_s: float | None  # the result's video, from its packets
+    offset_s: float | None  # final audio vs the result's audio there (+: later in the final)
     correlation: float | None
     checks: list[Check]
 
@@ -127,7 +129,7 @@ class VerifyReport(BaseModel):
     figures: VerifyFigures
     segments: list[SegmentVerification] = []
     commands: list[list[str]] = []
-    lip_sync: list[SyncScore] = []      # per delivered segment (`with_lip_sync`)
+    lip_sync: list[SyncScore] = []  # per delivered segment (`with_lip_sync`)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -180,8 +182,15 @@ def _stream_checks(fig: VerifyFigures, expect: VerifyExpectations) -> list[Check
     for kind, wanted, codec in (("video", expect.video, fig.video_codec), ("audio", expect.audio, fig.audio_codec)):
         if wanted:
             present = codec is not None
-            checks.append(Check(name=f"{kind}_stream", ok=present, measured=codec or "missing", allowed="present",
-                                detail="" if present else f"no {kind} stream"))
+            checks.append(
+                Check(
+                    name=f"{kind}_stream",
+                    ok=present,
+                    measured=codec or "missing",
+                    allowed="present",
+                    detail="" if present else f"no {kind} stream",
+                )
+            )
     return checks
 
 
@@ -189,14 +198,27 @@ def _duration_checks(fig: VerifyFigures, expect: VerifyExpectations, frame: floa
     checks = []
     if fig.video_s is not None and fig.audio_s is not None:
         gap = abs(fig.video_s - fig.audio_s)
-        checks.append(Check(name="av_duration", ok=gap <= frame + 1e-3, measured=round(gap, 4),
-                            allowed=round(frame, 4),
-                            detail=f"video {fig.video_s:.3f} s vs audio {fig.audio_s:.3f} s"))
+        checks.append(
+            Check(
+                name="av_duration",
+                ok=gap <= frame + 1e-3,
+                measured=round(gap, 4),
+                allowed=round(frame, 4),
+                detail=f"video {fig.video_s:.3f} s vs audio {fig.audio_s:.3f} s",
+            )
+        )
     if expect.duration_s is not None:
         actual = (fig.video_s if fig.video_s is not None else fig.audio_s) or 0.0
         gap = abs(actual - expect.duration_s)
-        checks.append(Check(name="duration", ok=gap <= frame + 1e-3, measured=round(gap, 4), allowed=round(frame, 4),
-                            detail=f"{actual:.3f} s, expected {expect.duration_s:.3f} s"))
+        checks.append(
+            Check(
+                name="duration",
+                ok=gap <= frame + 1e-3,
+                measured=round(gap, 4),
+                allowed=round(frame, 4),
+                detail=f"{actual:.3f} s, expected {expect.duration_s:.3f} s",
+            )
+        )
     return checks
 
 
@@ -209,20 +231,23 @@ def _decode_check(final: Path) -> tuple[Check, FfmpegRun | None]:
         return Check(name="decode", ok=False, measured="error", allowed="clean", detail=str(err)), None
     errors = run.stderr_tail.strip()
     first = _DECODER_TAG.sub("", errors.splitlines()[0]) if errors else ""
-    return Check(name="decode", ok=not errors, measured="clean" if not errors else "errors", allowed="clean",
-                 detail=first), run
+    return Check(
+        name="decode", ok=not errors, measured="clean" if not errors else "errors", allowed="clean", detail=first
+    ), run
 
 
-def _offset_check(final: Path, ref: SyncReference, name: str,
-                  allowed: float) -> tuple[Check, OffsetMeasurement | None]:
+def _offset_check(final: Path, ref: SyncReference, name: str, allowed: float) -> tuple[Check, OffsetMeasurement | None]:
     """One reference's audio alignment, with its measurement (for the figures and the commands)."""
     try:
         m = measure_offset(ref.path, final, other_start=ref.start_s)
     except LipsyncError as err:
         return Check(name=name, ok=False, measured=None, allowed=round(allowed, 5), detail=str(err)), None
     ok = m.reliable and abs(m.seconds) <= allowed + 1e-4
-    detail = (f"audio {m.seconds * 1000:+.1f} ms against {ref.path.name}"
-              if m.reliable else f"audio does not match {ref.path.name} (r={m.correlation:.2f})")
+    detail = (
+        f"audio {m.seconds * 1000:+.1f} ms against {ref.path.name}"
+        if m.reliable
+        else f"audio does not match {ref.path.name} (r={m.correlation:.2f})"
+    )
     return Check(name=name, ok=ok, measured=round(m.seconds, 5), allowed=round(allowed, 5), detail=detail), m
 
 
@@ -238,12 +263,18 @@ def _length_check(ref: SyncReference, name: str, frame: float) -> tuple[Check | 
     if ref.sent_s is None:
         return None, returned
     gap = returned - ref.sent_s
-    return Check(name=name, ok=abs(gap) <= frame + 1e-3, measured=round(gap, 4), allowed=round(frame, 4),
-                 detail=f"{ref.path.name}: {returned:.3f} s returned for {ref.sent_s:.3f} s sent"), returned
+    return Check(
+        name=name,
+        ok=abs(gap) <= frame + 1e-3,
+        measured=round(gap, 4),
+        allowed=round(frame, 4),
+        detail=f"{ref.path.name}: {returned:.3f} s returned for {ref.sent_s:.3f} s sent",
+    ), returned
 
 
-def _segment_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float, frame: float,
-                    fig: VerifyFigures) -> tuple[list[SegmentVerification], VerifyFigures, list[list[str]]]:
+def _segment_checks(
+    final: Path, refs: tuple[SyncReference, ...], allowed: float, frame: float, fig: VerifyFigures
+) -> tuple[list[SegmentVerification], VerifyFigures, list[list[str]]]:
     """A record per reference (offset and length checks); the figures keep the worst offset and the weakest
     correlation."""
     segments, measured = [], []
@@ -252,15 +283,25 @@ def _segment_checks(final: Path, refs: tuple[SyncReference, ...], allowed: float
         offset, m = _offset_check(final, ref, f"av_offset{suffix}", allowed)
         length, returned = _length_check(ref, f"segment_length{suffix}", frame)
         measured += [m] if m is not None else []
-        segments.append(SegmentVerification(
-            index=i, result=ref.path.name, start_s=round(ref.start_s, 6), sent_s=ref.sent_s, returned_s=returned,
-            offset_s=round(m.seconds, 5) if m else None, correlation=round(m.correlation, 4) if m else None,
-            checks=[offset] + ([length] if length else [])))
+        segments.append(
+            SegmentVerification(
+                index=i,
+                result=ref.path.name,
+                start_s=round(ref.start_s, 6),
+                sent_s=ref.sent_s,
+                returned_s=returned,
+                offset_s=round(m.seconds, 5) if m else None,
+                correlation=round(m.correlation, 4) if m else None,
+                checks=[offset] + ([length] if length else []),
+            )
+        )
     worst = max(measured, key=lambda m: abs(m.seconds), default=None)
-    fig = fig.model_copy(update={
-        "offset_s": round(worst.seconds, 5) if worst else None,
-        "offset_correlation": round(min(m.correlation for m in measured), 4) if measured else None,
-    })
+    fig = fig.model_copy(
+        update={
+            "offset_s": round(worst.seconds, 5) if worst else None,
+            "offset_correlation": round(min(m.correlation for m in measured), 4) if measured else None,
+        }
+    )
     return segments, fig, [list(argv) for m in measured for argv in m.commands]
 
 
@@ -295,8 +336,13 @@ def _probe_or_report(final: Path) -> MediaProbe | VerifyReport:
         return VerifyReport(path=str(final), checks=[fail], figures=VerifyFigures())
 
 
-def _report(final: Path, checks: list[Check], fig: VerifyFigures, commands: list[list[str]],
-            segments: list[SegmentVerification] | None = None) -> VerifyReport:
+def _report(
+    final: Path,
+    checks: list[Check],
+    fig: VerifyFigures,
+    commands: list[list[str]],
+    segments: list[SegmentVerification] | None = None,
+) -> VerifyReport:
     report = VerifyReport(path=str(final), checks=checks, figures=fig, segments=segments or [], commands=commands)
     for c in report.failed():
         log.warning("%s: check %s failed: %s", final.name, c.name, c.detail)
@@ -306,10 +352,10 @@ def _report(final: Path, checks: list[Check], fig: VerifyFigures, commands: list
 # ---- talking portrait (image-to-video) -----------------------------------------------------------------
 
 SPEECH_FRAME_S = 0.02
-SILENT_DBFS = -60.0          # a frame under this is silence, however quiet the rest is
-MIN_SPEECH_S = 0.5           # less sound than this is no spoken line
-SSIM_SIZE = 256              # both pictures compared at this size, grey: the measure is about the picture,
-                             # not about how the provider scaled or cropped it by a few pixels
+SILENT_DBFS = -60.0  # a frame under this is silence, however quiet the rest is
+MIN_SPEECH_S = 0.5  # less sound than this is no spoken line
+SSIM_SIZE = 256  # both pictures compared at this size, grey: the measure is about the picture,
+# not about how the provider scaled or cropped it by a few pixels
 _SSIM_ALL = re.compile(r"SSIM .*All:([0-9.]+)")
 
 
@@ -318,13 +364,13 @@ class PortraitExpectations:
     """What a talking-portrait result must be: the resolution's short side, the clip's length, speech when a
     script was sent, and a first frame that looks like the submitted image."""
 
-    image: Path                         # the image as submitted (conformed)
-    short_side: int                     # 360 / 540 / 720 / 1080
-    duration_s: float                   # 5 or 8
-    speech: bool = True                 # a TTS script was sent
+    image: Path  # the image as submitted (conformed)
+    short_side: int  # 360 / 540 / 720 / 1080
+    duration_s: float  # 5 or 8
+    speech: bool = True  # a TTS script was sent
     side_tolerance_px: int = 2
     duration_tolerance_s: float = 0.5
-    min_ssim: float = 0.5               # SSIM of the first frame against the image (1 = identical)
+    min_ssim: float = 0.5  # SSIM of the first frame against the image (1 = identical)
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
@@ -342,14 +388,17 @@ def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
 
 def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
     """SSIM (ffmpeg's ssim filter) of the first frame of `final` against `image`, both grey at SSIM_SIZE."""
+
     def grey(stream):
         return stream.filter("scale", SSIM_SIZE, SSIM_SIZE).filter("format", "gray")
 
     frame = grey(ffmpeg.input(media_path(final))["V:0"].filter("trim", end_frame=1))
     picture = grey(ffmpeg.input(media_path(image))["v:0"])
     out = ffmpeg.filter([frame, picture], "ssim").output("-", format="null")
-    run = run_ffmpeg(compile_stream(out.global_args("-nostdin", "-hide_banner", "-nostats")),
-                     what=f"comparing the first frame of {final.name} with {image.name}")
+    run = run_ffmpeg(
+        compile_stream(out.global_args("-nostdin", "-hide_banner", "-nostats")),
+        what=f"comparing the first frame of {final.name} with {image.name}",
+    )
     found = _SSIM_ALL.findall(run.stderr_tail)
     if not found:
         raise VerificationError(f"{final}: ffmpeg's ssim filter printed no score")
@@ -362,19 +411,38 @@ def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectatio
     commands: list[list[str]] = []
     if fig.width is not None and fig.height is not None:
         short = min(fig.width, fig.height)
-        checks.append(Check(name="short_side", ok=abs(short - expect.short_side) <= expect.side_tolerance_px,
-                            measured=short, allowed=f"{expect.short_side}±{expect.side_tolerance_px}",
-                            detail=f"{fig.width}x{fig.height}"))
+        checks.append(
+            Check(
+                name="short_side",
+                ok=abs(short - expect.short_side) <= expect.side_tolerance_px,
+                measured=short,
+                allowed=f"{expect.short_side}±{expect.side_tolerance_px}",
+                detail=f"{fig.width}x{fig.height}",
+            )
+        )
     if fig.video_s is not None:
         gap = abs(fig.video_s - expect.duration_s)
-        checks.append(Check(name="duration", ok=gap <= expect.duration_tolerance_s, measured=round(fig.video_s, 3),
-                            allowed=f"{expect.duration_s:g}±{expect.duration_tolerance_s:g}",
-                            detail=f"{fig.video_s:.3f} s, expected {expect.duration_s:g} s"))
+        checks.append(
+            Check(
+                name="duration",
+                ok=gap <= expect.duration_tolerance_s,
+                measured=round(fig.video_s, 3),
+                allowed=f"{expect.duration_s:g}±{expect.duration_tolerance_s:g}",
+                detail=f"{fig.video_s:.3f} s, expected {expect.duration_s:g} s",
+            )
+        )
     if expect.speech and fig.audio_codec is not None:
         try:
             speech = round(speech_seconds(decode_pcm(final, sample_rate=16000), 16000), 3)
-            checks.append(Check(name="speech", ok=speech >= MIN_SPEECH_S, measured=speech, allowed=f">={MIN_SPEECH_S}",
-                                detail=f"{speech:.2f} s of sound"))
+            checks.append(
+                Check(
+                    name="speech",
+                    ok=speech >= MIN_SPEECH_S,
+                    measured=speech,
+                    allowed=f">={MIN_SPEECH_S}",
+                    detail=f"{speech:.2f} s of sound",
+                )
+            )
             fig = fig.model_copy(update={"speech_s": speech})
         except LipsyncError as err:
             checks.append(Check(name="speech", ok=False, measured=None, allowed=f">={MIN_SPEECH_S}", detail=str(err)))
@@ -382,13 +450,20 @@ def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectatio
         try:
             ssim, run = first_frame_ssim(final, expect.image)
             commands.append(run.argv)
-            checks.append(Check(name="first_frame", ok=ssim >= expect.min_ssim, measured=round(ssim, 4),
-                                allowed=f">={expect.min_ssim:g}",
-                                detail=f"SSIM {ssim:.3f} against {Path(expect.image).name}"))
+            checks.append(
+                Check(
+                    name="first_frame",
+                    ok=ssim >= expect.min_ssim,
+                    measured=round(ssim, 4),
+                    allowed=f">={expect.min_ssim:g}",
+                    detail=f"SSIM {ssim:.3f} against {Path(expect.image).name}",
+                )
+            )
             fig = fig.model_copy(update={"first_frame_ssim": round(ssim, 4)})
         except LipsyncError as err:
-            checks.append(Check(name="first_frame", ok=False, measured=None, allowed=f">={expect.min_ssim:g}",
-                                detail=str(err)))
+            checks.append(
+                Check(name="first_frame", ok=False, measured=None, allowed=f">={expect.min_ssim:g}", detail=str(err))
+            )
     return checks, fig, commands
 
 
@@ -417,8 +492,9 @@ def lip_sync_check(score: SyncScore, policy: SyncPolicy, name: str = "lip_sync")
     detail = "; ".join(problems) if problems else f"r={score.correlation:.2f} at {score.offset_frames:+d} frames"
     if problems and policy.check == "warn":
         detail = f"warning only: {detail}"
-    return Check(name=name, ok=not problems or policy.check == "warn", measured=measured, allowed=allowed,
-                 detail=detail)
+    return Check(
+        name=name, ok=not problems or policy.check == "warn", measured=measured, allowed=allowed, detail=detail
+    )
 
 
 def lip_sync_windows(final: MuxResult) -> list[tuple[float, float | None]]:
@@ -429,13 +505,16 @@ def lip_sync_windows(final: MuxResult) -> list[tuple[float, float | None]]:
     return [(0.0, None)]
 
 
-def with_lip_sync(report: VerifyReport, segments: list[tuple[float, float | None]], policy: SyncPolicy,
-                  *, audio: Path | None = None) -> VerifyReport:
+def with_lip_sync(
+    report: VerifyReport, segments: list[tuple[float, float | None]], policy: SyncPolicy, *, audio: Path | None = None
+) -> VerifyReport:
     """`report` plus a lip-sync score and check per segment of its file, each (start s, duration s | None)."""
     if report.figures.video_codec is None or (report.figures.audio_codec is None and audio is None):
         return report
-    scores = [measure_sync(report.path, segment=i, start=start, duration=duration, audio=audio)
-              for i, (start, duration) in enumerate(segments)]
+    scores = [
+        measure_sync(report.path, segment=i, start=start, duration=duration, audio=audio)
+        for i, (start, duration) in enumerate(segments)
+    ]
     names = ["lip_sync"] if len(scores) == 1 else [f"lip_sync_{i}" for i in range(len(scores))]
     checks = [lip_sync_check(score, policy, name) for score, name in zip(scores, names)]
     for check in checks:
