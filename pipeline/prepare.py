@@ -357,7 +357,7 @@ def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress |
         )
         wavs = _cut_wav(master.path, bounds, [outputs.path(f"seg{s.index:03d}.wav") for s in plan.segments])
     segments, videos, warnings = [], [], [*voice.warnings, *master.warnings]
-    for seg, wav in zip(plan.segments, wavs):
+    for seg, wav in zip(plan.segments, wavs, strict=True):
         name = f"seg{seg.index:03d}"
         # the plan rounds the source to whole frames: its last frame may end up to half a frame past the source
         start = float(voice.start + seg.start_frame / rate)
@@ -381,7 +381,7 @@ def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list
             raise ValidationError(
                 f"{src.name}: the voice holds {params.nframes} samples, the cut plan needs {bounds[-1][1]}"
             )
-        for (first, end), dst in zip(bounds, dsts):
+        for (first, end), dst in zip(bounds, dsts, strict=True):
             whole.setpos(first)
             frames = whole.readframes(end - first)
             with atomic_output(dst) as tmp, wave.open(str(tmp), "wb") as part:
@@ -402,7 +402,7 @@ def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgre
     chunks, spans = text_spans(request, vp, limits)
     progress = _Progress(report, steps=len(spans))
     segments, videos, warnings = [], [], list(vp.warnings)
-    for span, chunk in zip(spans, chunks):
+    for span, chunk in zip(spans, chunks, strict=True):
         plan = plan_video(
             vp,
             limits,

@@ -65,7 +65,7 @@ def synth_speech(seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0:
         phase = np.cumsum(pitch / sample_rate)
         source = (phase % 1.0) ** 3 - 0.25  # crude glottal pulse
         voiced = np.zeros_like(t)
-        for formant, gain in zip(_VOWEL_FORMANTS[rng.integers(len(_VOWEL_FORMANTS))], (1.0, 0.5, 0.25)):
+        for formant, gain in zip(_VOWEL_FORMANTS[rng.integers(len(_VOWEL_FORMANTS))], (1.0, 0.5, 0.25), strict=True):
             voiced += gain * np.sin(2 * np.pi * formant * t) * source
         envelope = np.sin(np.pi * np.linspace(0, 1, len(t))) ** 0.7
         out[pos:end] += voiced * envelope

@@ -104,4 +104,4 @@ def _seconds(s: float) -> str:
 def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     """Rows as left-aligned columns two spaces apart (the last column is not padded)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]

@@ -191,8 +191,8 @@ def parse_generation(body: Any) -> JobStatus:
 class AimlapiProvider(Provider):
     name = "aimlapi"
     secret_env = "AIMLAPI_KEY"
-    base_url_defaults = {"aimlapi": "https://api.aimlapi.com"}
-    base_url_env = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
+    base_url_defaults: ClassVar[dict[str, str]] = {"aimlapi": "https://api.aimlapi.com"}
+    base_url_env: ClassVar[dict[str, str]] = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
     voice_id_scheme = "name"
     default_concurrency = 4
     default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -188,8 +188,14 @@ def failed_output(status_code: int, body: Any) -> JobStatus:
 class FalProvider(Provider):
     name = "fal"
     secret_env = "FAL_KEY"
-    base_url_defaults = {"fal_queue": "https://queue.fal.run", "fal_storage": "https://rest.fal.ai"}
-    base_url_env = {"fal_queue": "LIPSYNC_FAL_QUEUE_URL", "fal_storage": "LIPSYNC_FAL_STORAGE_URL"}
+    base_url_defaults: ClassVar[dict[str, str]] = {
+        "fal_queue": "https://queue.fal.run",
+        "fal_storage": "https://rest.fal.ai",
+    }
+    base_url_env: ClassVar[dict[str, str]] = {
+        "fal_queue": "LIPSYNC_FAL_QUEUE_URL",
+        "fal_storage": "LIPSYNC_FAL_STORAGE_URL",
+    }
     voice_id_scheme = "name"
     streams_status = True  # GET {status_url}/stream: server-sent status events
     default_concurrency = 8  # fal's queue takes many requests; the queue limits the rest

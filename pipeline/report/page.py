@@ -78,7 +78,7 @@ def _windows(manifest: dict) -> list[tuple[float, float | None]]:
     seconds = (((manifest.get("audio") or {}).get("mux") or {}).get("plan") or {}).get("segment_seconds")
     if not seconds:
         return [(0.0, None)]
-    return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+    return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds, strict=True))
 
 
 def _sync_scores(final: Path, manifest: dict) -> list[dict]:
@@ -150,10 +150,14 @@ def collect(run_dir: str | Path) -> list[JobPage]:
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 section.job{border-top:2px solid #ccc;padding-top:1em;margin-top:2em}
-.players{display:flex;gap:1em;flex-wrap:wrap} .players figure{margin:0} video{width:480px;max-width:100%;background:#000}
-table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left;vertical-align:top}
-.fail{color:#b00;font-weight:bold} .ok{color:#070} .timeline{display:flex;height:1.6em;border:1px solid #999;margin:.5em 0}
-.timeline div{border-right:1px solid #333;overflow:hidden;white-space:nowrap;font-size:.8em;padding:0 .3em;background:#e8f0ff}
+.players{display:flex;gap:1em;flex-wrap:wrap} .players figure{margin:0}
+video{width:480px;max-width:100%;background:#000}
+table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left;vertical-align:top}
+.fail{color:#b00;font-weight:bold} .ok{color:#070}
+.timeline{display:flex;height:1.6em;border:1px solid #999;margin:.5em 0}
+.timeline div{border-right:1px solid #333;overflow:hidden;white-space:nowrap;font-size:.8em;padding:0 .3em;
+  background:#e8f0ff}
 .review{background:#f6f6f6;padding:.6em;margin:.6em 0} .decision-approved{color:#070} .decision-rejected{color:#b00}
 svg{max-width:100%;height:auto}
 """
@@ -179,7 +183,7 @@ def _timeline(manifest: dict) -> str:
     )
     reasons = [
         [f"seg{s['index']:03d}", d.get("what"), d.get("reason")]
-        for s, plan in zip(segments, plans)
+        for s, plan in zip(segments, plans, strict=True)
         for d in plan.get("decisions") or []
     ]
     return f'<div class="timeline">{bars}</div>' + _table(["segment", "decision", "reason"], reasons)

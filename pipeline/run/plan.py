@@ -138,7 +138,7 @@ def _script_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
             len(spoken(chunk)),
             f"script chunk {span.index + 1} of {len(chunks)}: {'; '.join(span.reasons)}",
         )
-        for span, chunk in zip(spans, chunks)
+        for span, chunk in zip(spans, chunks, strict=True)
     ]
     return parts, [f"the script is {len(chunks)} TTS request(s) of at most {spec.limits.tts_max_chars} characters"]
 

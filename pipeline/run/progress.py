@@ -251,7 +251,7 @@ class LiveProgress(Progress):
             len("elapsed"),
         ]
         detail_width = max(10, self._console.width - sum(widths) - 2 * len(widths))
-        for name, width in zip(("job", "provider", "stage", "elapsed"), widths):
+        for name, width in zip(("job", "provider", "stage", "elapsed"), widths, strict=True):
             table.add_column(name, no_wrap=True, min_width=width, justify="right" if name == "elapsed" else "left")
         table.add_column("detail", no_wrap=True)
         for line in lines:

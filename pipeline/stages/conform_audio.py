@@ -491,7 +491,7 @@ def next_pass(done: list[GainPass], outputs: list[LoudnessFigures], target: Loud
     """
     last, out = done[-1], outputs[-1]
     overshoot = out.output_tp - target.true_peak
-    gain = next_gain([(p.gain_db, o.output_i) for p, o in zip(done, outputs)], target)
+    gain = next_gain([(p.gain_db, o.output_i) for p, o in zip(done, outputs, strict=True)], target)
     if overshoot <= 0 and (last.kind == "linear" or gain is None):
         return None
     limit = last.limit_db - max(0.0, overshoot) - (0.1 if overshoot > 0 else 0.0)
@@ -750,7 +750,7 @@ def measure_speech_shares(
         copies = [Path(scratch) / f"track{a.index}.wav" for a in streams]
         outputs = [
             source[f"a:{a.index}"].output(media_path(copy), ac=1, ar=SPEECH_SCAN_RATE, c="pcm_s16le")
-            for a, copy in zip(streams, copies)
+            for a, copy in zip(streams, copies, strict=True)
         ]
         try:
             run = run_ffmpeg(

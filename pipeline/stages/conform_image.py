@@ -363,11 +363,12 @@ def _flatten(im: Image.Image, colour: str) -> Image.Image:
 
 def _pixels(plan: ImagePlan) -> Image.Image:
     """The decoded picture with every planned step applied: 8-bit RGB at the planned size."""
-    with Image.open(plan.source) as im:
+    with Image.open(plan.source) as opened:
         if plan.probe.format == "jpeg":  # let libjpeg scale by 1/2, 1/4, 1/8 while decoding, never below the plan
             swapped = plan.probe.orientation in SWAPPING_ORIENTATIONS
-            im.draft(im.mode, (plan.height, plan.width) if swapped else (plan.width, plan.height))
-        im.load()
+            opened.draft(opened.mode, (plan.height, plan.width) if swapped else (plan.width, plan.height))
+        opened.load()
+        im: Image.Image = opened
         icc = im.info.get("icc_profile")
         if plan.transpose:
             im = ImageOps.exif_transpose(im)

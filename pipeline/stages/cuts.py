@@ -98,7 +98,7 @@ class CutCues:
 def pauses_of(activity: SpeechActivity) -> tuple[tuple[float, float], ...]:
     """The silences of a voice track: before its first span, between spans, after the last."""
     bounds = [0.0, *(t for span in activity.spans for t in span), activity.seconds]
-    return tuple((a, b) for a, b in zip(bounds[::2], bounds[1::2]) if b > a)
+    return tuple((a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True) if b > a)
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,9 @@ def plan_cuts(
         cuts = _cuts(total, max_frames, min_frames, rate, cues)
         reasons.append(f"{len(cuts)} balanced segments of about {float(total / len(cuts) / rate):.2f} s")
     starts = [0, *(c.frame for c in cuts[:-1])]
-    segments = tuple(PlannedSegment(i, start, cut.frame, rate, cut) for i, (start, cut) in enumerate(zip(starts, cuts)))
+    segments = tuple(
+        PlannedSegment(i, start, cut.frame, rate, cut) for i, (start, cut) in enumerate(zip(starts, cuts, strict=True))
+    )
     return CutPlan(rate, total, max_frames, min_frames, segments, tuple(reasons))
 
 

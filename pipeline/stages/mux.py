@@ -241,11 +241,11 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe], timings: l
     for s in seconds:
         total += s
         ends.append(round(total * fmt.sample_rate))
-    samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends))
+    samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends, strict=True))
     first = segments[0].video
     mismatch = [
         s.path.name
-        for s, t in zip(segments[1:], timings[1:])
+        for s, t in zip(segments[1:], timings[1:], strict=True)
         if not _copy_compatible(first, s.video) or t.time_base != timings[0].time_base
     ]
     if mismatch:
@@ -373,7 +373,7 @@ def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -
         return "'" + str(p.resolve()).replace("'", "'\\''") + "'"
 
     listing = scratch / "segments.ffconcat"
-    entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds))
+    entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds, strict=True))
     listing.write_text("ffconcat version 1.0\n" + entries, encoding="utf-8")
     joined = scratch / "video.mp4"
     out = ffmpeg.input(str(listing), f="concat", safe=0)[PICTURE].output(str(joined), vcodec="copy", map_metadata=-1)
@@ -387,7 +387,7 @@ def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegR
         ffmpeg.input(silence, f="lavfi") if i in plan.silent else ffmpeg.input(str(s))["a:0"]
         for i, s in enumerate(sources)
     ]
-    joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples)), v=0, a=1)
+    joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples, strict=True)), v=0, a=1)
     with atomic_output(dst_wav) as tmp:
         out = joined.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
         return run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(sources)} segments' audio")

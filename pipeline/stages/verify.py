@@ -63,7 +63,7 @@ def expectations_for(
     sent = sent_seconds or [None] * len(provider_results)
     if isinstance(final.plan, StitchPlan):
         starts = itertools.accumulate(final.plan.segment_seconds[:-1], initial=0.0)
-        refs = tuple(SyncReference(Path(p), s, d) for p, s, d in zip(provider_results, starts, sent))
+        refs = tuple(SyncReference(Path(p), s, d) for p, s, d in zip(provider_results, starts, sent, strict=True))
         return VerifyExpectations(references=refs, duration_s=sum(final.plan.segment_seconds))
     return VerifyExpectations(
         references=(SyncReference(Path(provider_results[0]), 0.0, sent[0]),), duration_s=final.plan.video_seconds
@@ -501,7 +501,7 @@ def lip_sync_windows(final: MuxResult) -> list[tuple[float, float | None]]:
     """Each delivered segment's (start s, duration s) in a final built by `mux` (one) or `stitch` (several)."""
     if isinstance(final.plan, StitchPlan):
         seconds = final.plan.segment_seconds
-        return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+        return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds, strict=True))
     return [(0.0, None)]
 
 
@@ -516,7 +516,7 @@ def with_lip_sync(
         for i, (start, duration) in enumerate(segments)
     ]
     names = ["lip_sync"] if len(scores) == 1 else [f"lip_sync_{i}" for i in range(len(scores))]
-    checks = [lip_sync_check(score, policy, name) for score, name in zip(scores, names)]
+    checks = [lip_sync_check(score, policy, name) for score, name in zip(scores, names, strict=True)]
     for check in checks:
         if check.detail.startswith("warning only"):
             log.warning("%s: %s", Path(report.path).name, check.detail)
