@@ -116,6 +116,8 @@ class ImageLimits(BaseModel):
 
 
 IMAGE_PROVIDERS = ("aimlapi",)
+# Paid provider jobs one job may make unless the user raises it: a stray file or script is not 157 jobs.
+DEFAULT_MAX_CREATES_PER_JOB = 20
 
 
 def load_image_limits(provider: str = "aimlapi", overrides: dict[str, Any] | None = None) -> ImageLimits:

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -251,7 +252,9 @@ async def status(request: Request, state: EmulatorState) -> Response:
     if job is None:
         raise Reject(RejectKind.NOT_FOUND, f"generation {generation_id} not found")
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
-    reply = {"id": job.job_id, "status": "", "video": None, "error": None, "meta": {"usage": usage(job)}}
+    reply: dict[str, Any] = {"id": job.job_id, "status": "", "video": None, "error": None}
+    if not is_portrait(job):  # seed 003's status samples carry no meta; the lip-sync model's (seed 002) do
+        reply["meta"] = {"usage": usage(job)}
     if seen.flapping or seen.phase is Phase.QUEUED:
         reply["status"] = "waiting" if seen.flapping else "queued"
     elif seen.phase is Phase.RUNNING:

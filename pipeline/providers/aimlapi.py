@@ -262,6 +262,14 @@ class AimlapiProvider(Provider):
             return replace(generation.status, usage=generation.usage)
         return parse_generation(body)
 
+    def create_usage(self, raw_reply: str) -> dict[str, float]:
+        """Both models report `meta.usage` in the create reply (seeds 002, 003); the image model's status
+        replies do not repeat it."""
+        try:
+            return reply_usage(json.loads(raw_reply))
+        except ValueError:
+            return {}
+
     def voices(self) -> list[Voice]:
         """AI/ML API has no voice list endpoint: the names are the enum of its documented schema."""
         return [Voice(name, name, source="docs") for name in VOICE_NAMES]

@@ -366,6 +366,11 @@ class Provider:
         """The handle from an accepting reply, or None if it carries no usable job id."""
         raise NotImplementedError
 
+    def create_usage(self, raw_reply: str) -> dict[str, float]:
+        """The usage figures an accepting create reply reports (as it names them), for a provider whose
+        status replies may not repeat them; none by default."""
+        return {}
+
     def find_created(self, reply_ref: str) -> tuple[JobHandle, str] | None:
         """Look up a job created with `reply_ref` (a create whose answer was lost): its handle and the
         provider's record of it as text, or None if the provider has no such job."""

@@ -97,6 +97,7 @@ class VerifyFigures(BaseModel):
     offset_s: float | None = None
     offset_correlation: float | None = None
     speech_s: float | None = None  # talking portrait: seconds of sound in the audio
+    speech_modulation: float | None = None  # talking portrait: how much that sound's loudness moves (speech ~1)
     first_frame_ssim: float | None = None  # talking portrait: the first frame against the submitted image
 
 
@@ -354,6 +355,9 @@ def _report(
 SPEECH_FRAME_S = 0.02
 SILENT_DBFS = -60.0  # a frame under this is silence, however quiet the rest is
 MIN_SPEECH_S = 0.5  # less sound than this is no spoken line
+# Syllables and the gaps between words make speech's 20 ms loudness vary by about its own mean (coefficient
+# of variation ~1); a held tone, a hum or a hiss varies by a few per cent. Between the two, with room.
+MIN_SPEECH_MODULATION = 0.3
 SSIM_SIZE = 256  # both pictures compared at this size, grey: the measure is about the picture,
 # not about how the provider scaled or cropped it by a few pixels
 _SSIM_ALL = re.compile(r"SSIM .*All:([0-9.]+)")
@@ -384,6 +388,22 @@ def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
     level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     floor = max(SILENT_DBFS, float(np.percentile(level, 95)) - SILENCE_BELOW_LU)
     return float(np.count_nonzero(level >= floor)) * width / sample_rate
+
+
+def loudness_modulation(samples: np.ndarray, sample_rate: int) -> float:
+    """How much the loudness of the sounding stretch moves: the coefficient of variation of the 20 ms RMS
+    envelope from the first to the last frame above SILENT_DBFS (0 for silence). Pure."""
+    width = max(1, round(SPEECH_FRAME_S * sample_rate))
+    count = len(samples) // width
+    if count == 0:
+        return 0.0
+    frames = np.asarray(samples[: count * width], dtype=np.float64).reshape(count, width)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    sounding = np.flatnonzero(20 * np.log10(rms + 1e-12) >= SILENT_DBFS)
+    if sounding.size == 0:
+        return 0.0
+    envelope = rms[sounding[0] : sounding[-1] + 1]
+    return float(np.std(envelope) / np.mean(envelope))
 
 
 def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
@@ -433,17 +453,19 @@ def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectatio
         )
     if expect.speech and fig.audio_codec is not None:
         try:
-            speech = round(speech_seconds(decode_pcm(final, sample_rate=16000), 16000), 3)
+            samples = decode_pcm(final, sample_rate=16000)
+            speech = round(speech_seconds(samples, 16000), 3)
+            modulation = round(loudness_modulation(samples, 16000), 3)
             checks.append(
                 Check(
                     name="speech",
-                    ok=speech >= MIN_SPEECH_S,
+                    ok=speech >= MIN_SPEECH_S and modulation >= MIN_SPEECH_MODULATION,
                     measured=speech,
-                    allowed=f">={MIN_SPEECH_S}",
-                    detail=f"{speech:.2f} s of sound",
+                    allowed=f">={MIN_SPEECH_S} s, loudness modulation >={MIN_SPEECH_MODULATION}",
+                    detail=f"{speech:.2f} s of sound, loudness modulation {modulation:.2f}",
                 )
             )
-            fig = fig.model_copy(update={"speech_s": speech})
+            fig = fig.model_copy(update={"speech_s": speech, "speech_modulation": modulation})
         except LipsyncError as err:
             checks.append(Check(name="speech", ok=False, measured=None, allowed=f">={MIN_SPEECH_S}", detail=str(err)))
     if fig.video_codec is not None:
