@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from ..limits import Limits
 
@@ -54,7 +55,7 @@ class SyncPlan:
     def audio_trimmed(self) -> bool:
         return self.duration < self.audio_seconds
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mode": str(self.mode)}
 
 
@@ -114,7 +115,7 @@ class TextSpan:
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
