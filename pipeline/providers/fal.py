@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -335,7 +335,7 @@ class FalProvider(Provider):
 
     def stream_statuses(
         self, handle: JobHandle, timeout: float, *, on_chunk: Callable[[], None] = lambda: None
-    ) -> Iterator[JobStatus]:
+    ) -> Generator[JobStatus, None, None]:
         """The request's status events until COMPLETED (then its result, as `poll` gives it) or `timeout`.
         Never retried: the caller polls instead when this raises StreamBroken."""
         url = self._on_queue_host(

@@ -75,7 +75,7 @@ def status_name(body: dict[str, Any]) -> str:
     if name:
         return name
     code = optional_int(body.get("video_status"))
-    return PIXVERSE_CODES.get(code, str(code) if code is not None else "")
+    return PIXVERSE_CODES.get(code, str(code)) if code is not None else ""
 
 
 def parse_video(body: Any) -> JobStatus:
