@@ -39,10 +39,9 @@ from .base import (
     media_type,
     optional_float,
     optional_int,
-    reply_json,
     unknown_status,
 )
-from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
+from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 PATH = "/v2/video/generations"

@@ -33,7 +33,7 @@ from .http import (
     CreateVerdict,
     RetryPolicy,
     make_client,
-    reply_json as reply_json,  # re-exported: the provider modules import it from here
+    reply_json,
     require_configured_url,
     require_safe_url,
     send_create_once,

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -40,10 +40,9 @@ from .base import (
     media_type,
     optional_int,
     raw_file_headers,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
+from .http import CreateVerdict, classify_http_create, is_retryable_status, reply_json, require_safe_url, same_origin
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 from .sse import StreamBroken, StreamLimits, read_events
 

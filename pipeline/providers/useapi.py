@@ -30,10 +30,9 @@ from .base import (
     iter_file,
     optional_int,
     raw_file_headers,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, classify_http_create, is_retryable_status
+from .http import CreateVerdict, classify_http_create, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/v2/pixverse"
