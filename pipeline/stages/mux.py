@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -418,7 +419,7 @@ def _reencoded_video(files: list[Path], first: VideoStream) -> Stream:
 
 
 def stitch(
-    segment_files: list[str | Path], dst: str | Path, *, segment_audio: list[str | Path] | None = None
+    segment_files: Sequence[str | Path], dst: str | Path, *, segment_audio: Sequence[str | Path] | None = None
 ) -> MuxResult:
     """Join segment mp4s in order into `dst`, with the joined audio delivered beside it as WAV.
 
