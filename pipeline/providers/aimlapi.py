@@ -39,10 +39,9 @@ from .base import (
     media_type,
     optional_float,
     optional_int,
-    reply_json,
     unknown_status,
 )
-from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
+from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 PATH = "/v2/video/generations"
@@ -167,7 +166,7 @@ def parse_generation(body: Any) -> JobStatus:
         return JobStatus(
             state, raw, credits=credits, error_code=name or raw, error_message=message or "generation failed"
         )
-    video = body.get("video") if isinstance(body.get("video"), dict) else {}
+    video: dict[str, Any] = body["video"] if isinstance(body.get("video"), dict) else {}
     if word in DONE:
         url = video.get("url") or None
         size = optional_int(video.get("file_size"), nonnegative=True)
@@ -423,7 +422,7 @@ def parse_image_generation(body: Any) -> ImageGeneration:
     video = body.get("video") if isinstance(body, dict) else None
     url = video.get("url") if isinstance(video, dict) else None
     result = None
-    if isinstance(url, str) and url:
+    if isinstance(url, str) and url and isinstance(video, dict):  # a url only comes from a video object
         result = ResultVideo(
             url, video.get("content_type"), video.get("file_name"), optional_int(video.get("file_size"))
         )

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -40,10 +40,9 @@ from .base import (
     media_type,
     optional_int,
     raw_file_headers,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
+from .http import CreateVerdict, classify_http_create, is_retryable_status, reply_json, require_safe_url, same_origin
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 from .sse import StreamBroken, StreamLimits, read_events
 
@@ -335,7 +334,7 @@ class FalProvider(Provider):
 
     def stream_statuses(
         self, handle: JobHandle, timeout: float, *, on_chunk: Callable[[], None] = lambda: None
-    ) -> Iterator[JobStatus]:
+    ) -> Generator[JobStatus, None, None]:
         """The request's status events until COMPLETED (then its result, as `poll` gives it) or `timeout`.
         Never retried: the caller polls instead when this raises StreamBroken."""
         url = self._on_queue_host(

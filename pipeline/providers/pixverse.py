@@ -26,10 +26,9 @@ from .base import (
     Voice,
     media_type,
     optional_int,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, Lost, Refused, is_retryable_status
+from .http import CreateVerdict, Lost, Refused, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/openapi/v2"

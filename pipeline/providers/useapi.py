@@ -30,10 +30,9 @@ from .base import (
     iter_file,
     optional_int,
     raw_file_headers,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, classify_http_create, is_retryable_status
+from .http import CreateVerdict, classify_http_create, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/v2/pixverse"
@@ -75,7 +74,7 @@ def status_name(body: dict[str, Any]) -> str:
     if name:
         return name
     code = optional_int(body.get("video_status"))
-    return PIXVERSE_CODES.get(code, str(code) if code is not None else "")
+    return PIXVERSE_CODES.get(code, str(code)) if code is not None else ""
 
 
 def parse_video(body: Any) -> JobStatus:

@@ -374,7 +374,7 @@ def _describe(exc: PydanticValidationError) -> str:
     return f"{key}: {msg}"
 
 
-def _key_name(loc: tuple) -> str:
+def _key_name(loc: tuple[str | int, ...]) -> str:
     parts: list[str] = []
     for part in loc:
         if isinstance(part, int) and parts:
@@ -498,7 +498,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
 def _checks(spec: JobSection, defaults: DefaultsSection) -> dict[str, Any]:
     """The face pre-flight and lip-sync check settings: the job's own, else the defaults'."""
 
-    def pick(name: str):
+    def pick(name: str) -> Any:
         own = getattr(spec, name)
         return own if own is not None else getattr(defaults, name)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..errors import ValidationError
 from ..limits import ImageLimits
@@ -42,7 +43,7 @@ class ClipFit:
     room_seconds: float  # how much speech the clip holds (duration * speech_fill)
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -57,7 +58,7 @@ class ChainClip:
         """What is sent as the clip's TTS text."""
         return spoken(self.text)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "text": self.text, "spoken": self.spoken, "fit": self.fit.to_dict()}
 
 
@@ -71,7 +72,7 @@ class ChainPlan:
     def seconds(self) -> int:
         return sum(clip.fit.duration for clip in self.clips)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "resolution": self.resolution,
             "seconds": self.seconds,

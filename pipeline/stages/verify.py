@@ -15,13 +15,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..errors import LipsyncError, VerificationError
-from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
+from ..ffmpeg import FfmpegRun, Stream, compile_stream, media_path, run_ffmpeg
 from .avsync import OffsetMeasurement, decode_pcm, measure_offset
 from .conform_audio import SILENCE_BELOW_LU
 from .mouth import SyncPolicy, SyncScore, measure_sync, sync_problems
@@ -140,7 +142,7 @@ class VerifyReport(BaseModel):
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def raise_if_failed(self) -> None:
@@ -377,7 +379,7 @@ class PortraitExpectations:
     min_ssim: float = 0.5  # SSIM of the first frame against the image (1 = identical)
 
 
-def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
+def speech_seconds(samples: npt.NDArray[np.float64], sample_rate: int) -> float:
     """Seconds of sound in mono samples: 20 ms frames within SILENCE_BELOW_LU of the loud end of the track
     (its 95th-percentile frame) and above SILENT_DBFS. Pure."""
     width = max(1, round(SPEECH_FRAME_S * sample_rate))
@@ -390,7 +392,7 @@ def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
     return float(np.count_nonzero(level >= floor)) * width / sample_rate
 
 
-def loudness_modulation(samples: np.ndarray, sample_rate: int) -> float:
+def loudness_modulation(samples: npt.NDArray[np.float64], sample_rate: int) -> float:
     """How much the loudness of the sounding stretch moves: the coefficient of variation of the 20 ms RMS
     envelope from the first to the last frame above SILENT_DBFS (0 for silence). Pure."""
     width = max(1, round(SPEECH_FRAME_S * sample_rate))
@@ -409,7 +411,7 @@ def loudness_modulation(samples: np.ndarray, sample_rate: int) -> float:
 def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
     """SSIM (ffmpeg's ssim filter) of the first frame of `final` against `image`, both grey at SSIM_SIZE."""
 
-    def grey(stream):
+    def grey(stream: Stream) -> Stream:
         return stream.filter("scale", SSIM_SIZE, SSIM_SIZE).filter("format", "gray")
 
     frame = grey(ffmpeg.input(media_path(final))["V:0"].filter("trim", end_frame=1))
@@ -425,7 +427,9 @@ def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
     return float(found[-1]), run
 
 
-def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectations):
+def _portrait_checks(
+    final: Path, fig: VerifyFigures, expect: PortraitExpectations
+) -> tuple[list[Check], VerifyFigures, list[list[str]]]:
     """Short side, length, speech and first-frame checks; the figures with speech_s and first_frame_ssim."""
     checks: list[Check] = []
     commands: list[list[str]] = []
