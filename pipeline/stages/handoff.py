@@ -149,7 +149,7 @@ class Manifest(_Section):
     delivered: list[DeliveredFile] = Field(default_factory=list)
     tools: ToolVersions
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy refuses a decorator over @property; pydantic documents this
     @property
     def config_sha256(self) -> str:
         return hashlib.sha256(canonical_json(self.config).encode()).hexdigest()

@@ -118,7 +118,7 @@ class SegmentVerification(BaseModel):
     correlation: float | None
     checks: list[Check]
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy refuses a decorator over @property; pydantic documents this
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
@@ -134,7 +134,7 @@ class VerifyReport(BaseModel):
     commands: list[list[str]] = []
     lip_sync: list[SyncScore] = []  # per delivered segment (`with_lip_sync`)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy refuses a decorator over @property; pydantic documents this
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
