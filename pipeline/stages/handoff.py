@@ -8,6 +8,7 @@ written, as a last guard against a key leaking into a delivered file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -18,10 +19,9 @@ import shutil
 import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
-from pydantic_core import to_jsonable_python
 
 from .. import __version__
 from ..errors import LipsyncError, ValidationError
@@ -58,7 +58,7 @@ class InputFile(_Section):
     path: str  # relative to the config file's folder, '/'-separated
     size_bytes: int
     sha256: str
-    probe: dict[str, Any] | None = None  # MediaProbe.to_dict()
+    probe: MediaProbe | None = None  # its path as `path` above
 
     @classmethod
     def describe(cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None) -> InputFile:
@@ -67,8 +67,7 @@ class InputFile(_Section):
         rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
         if media is None and role in ("video", "audio"):
             media = _probe_quietly(path)
-        # JSON types (tuples as lists) so a manifest read back equals the one written; no absolute paths
-        summary = to_jsonable_python({**media.to_dict(), "path": rel}) if media is not None else None
+        summary = None if media is None else dataclasses.replace(media, path=Path(rel))  # no absolute paths
         return cls(role=role, path=rel, size_bytes=path.stat().st_size, sha256=sha256_file(path), probe=summary)
 
 
@@ -128,6 +127,15 @@ class DeliveredFile(_Section):
     sha256: str
 
 
+class ReviewSection(_Section):
+    """An editor's decision on the delivered job (`lipsync review`), written in by pipeline.run.reviews."""
+
+    job_id: str
+    decision: Literal["approved", "rejected"]
+    note: str  # why it was rejected (may be empty for an approval)
+    decided_at: float  # unix seconds
+
+
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -148,6 +156,7 @@ class Manifest(_Section):
     ffmpeg_commands: list[list[str]] = Field(default_factory=list)
     delivered: list[DeliveredFile] = Field(default_factory=list)
     tools: ToolVersions
+    review: ReviewSection | None = None  # absent until an editor decides
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -158,6 +167,12 @@ class Manifest(_Section):
         """Deterministic text: sorted keys, 2-space indent, trailing newline; secrets redacted."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
         return redact(text) + "\n"
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of manifest.json as written (`Manifest.to_json`), computed fields included."""
+    schema = Manifest.model_json_schema(mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def _mediainfo_version() -> str:
