@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from .prepare import PrepareResult, StepProgress
     from .providers import PollPolicy, Provider
     from .providers.flow import FlowHooks, FlowSettings
-    from .run.config import RunConfig
     from .run.progress import Progress
     from .run.runner import RunSummary
     from .stages.audio_tracks import TrackChoice
@@ -71,8 +70,8 @@ def probe(path: PathLike, *, provider: str | None = None) -> ProbeResult:
     from .stages.probe import check_limits
     from .stages.probe import probe as probe_file
 
-    media = probe_file(path)
-    role = "video" if media.video is not None else "audio"
+    media = probe_file(Path(path))
+    role: Literal["video", "audio"] = "video" if media.video is not None else "audio"
     names = [provider] if provider else list(PROVIDERS)
     violations = {name: check_limits(media, load_limits(name), role) for name in names}
     voice = None if media.audio is None else choose_audio_track(media, None, measure_speech_shares(media)[0])
@@ -162,7 +161,7 @@ def run_config(
     from .run.progress import Progress
     from .run.runner import RunOptions, run_batch
 
-    loaded = load_config(config)
+    loaded = load_config(Path(config))
     selected = tuple(only)
     if budget is not None:
         refuse_over_budget(loaded, selected, budget)
@@ -215,7 +214,7 @@ def lip_sync(
         return submit(
             adapter,
             request,
-            out,
+            Path(out),
             hooks=hooks or FlowHooks(),
             settings=_flow_settings(timeout, resubmit_uncertain, retry_failed),
         )
@@ -272,7 +271,7 @@ def animate_image(
         return animate(
             adapter,
             spec,
-            out,
+            Path(out),
             hooks=hooks or FlowHooks(),
             settings=_flow_settings(timeout, resubmit_uncertain, retry_failed),
             max_clips=DEFAULT_MAX_CREATES_PER_JOB if max_clips is None else max_clips,
@@ -293,7 +292,7 @@ def _provider(name: str, *, rehearse: bool, timeout: float | None, poll_interval
     from .run.config import RehearseSection
     from .run.runner import rehearsal_poll
 
-    pace = RehearseSection()
+    pace = RehearseSection.model_validate({})  # the defaults of a config's [run.rehearse]
     with Emulator(EmulatorSettings(latency_s=pace.latency_s, queue_s=pace.queue_s)) as emu:
         quick = _poll(rehearsal_poll(poll, pace.latency_s, pace.queue_s), timeout, poll_interval)
         with get_provider(name, credential=emu.credentials()[name], base_urls=emu.base_urls, poll=quick) as p:
@@ -336,7 +335,8 @@ def verify(path: PathLike, *, audio: PathLike | None = None, min_confidence: flo
     file = Path(path)
     if not file.is_file():
         raise InputError(file, "no such file")
-    policy = SyncPolicy(check="fail", **({} if min_confidence is None else {"min_confidence": min_confidence}))
+    given = {} if min_confidence is None else {"min_confidence": min_confidence}
+    policy = SyncPolicy.model_validate({"check": "fail", **given})
     references = (SyncReference(Path(audio)),) if audio is not None else ()
     report = run_verify(file, VerifyExpectations(references=references))
     unreadable = next((c for c in report.checks if c.name == "readable" and not c.ok), None)
