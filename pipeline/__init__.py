@@ -1,7 +1,7 @@
 """lipsync-pipeline: conform footage, lip-sync it through a PixVerse-model provider, hand off the result.
 
     import pipeline
-    summary = pipeline.run_config("configs/demo.toml", rehearse=True)
+    summary = pipeline.run_config("configs/rehearsal.toml", rehearse=True)
     print(summary.outcomes[0].final)
 
 The functions (`pipeline.api`) and the errors are imported with the package; the result models are loaded

@@ -1,7 +1,7 @@
 """The library face of lipsync-pipeline: what the `lipsync` commands do, as functions (re-exported by `pipeline`).
 
     import pipeline
-    summary = pipeline.run_config("configs/demo.toml", rehearse=True)
+    summary = pipeline.run_config("configs/rehearsal.toml", rehearse=True)
     print(summary.outcomes[0].final)
 
 Each function takes keyword arguments, returns one of the pipeline's typed results and raises the typed

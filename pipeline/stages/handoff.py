@@ -50,7 +50,8 @@ PACKAGES = (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # the schema (docs/manifest.schema.json) marks a field with a default required too: it is always written
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
 
 
 class InputFile(_Section):
@@ -141,7 +142,9 @@ def canonical_json(data: Any) -> str:
 
 
 class Manifest(_Section):
-    model_config = ConfigDict(extra="ignore", frozen=True)  # reading one back: config_sha256 is computed
+    model_config = ConfigDict(  # reading one back: config_sha256 is computed
+        extra="ignore", frozen=True, json_schema_serialization_defaults_required=True
+    )
 
     schema_version: int = 1
     job_id: str
