@@ -8,6 +8,7 @@ import json
 
 import jsonschema
 import pytest
+from manifest_check import ManifestWatch
 from media import make_video
 
 from pipeline.schema import SCHEMA_PATH, manifest_schema_text
@@ -44,3 +45,18 @@ def test_a_written_manifest_follows_the_schema_and_a_broken_one_does_not(tmp_pat
     ):
         with pytest.raises(jsonschema.ValidationError):
             validator.validate(broken)
+
+
+def test_the_suite_wide_watch_reports_a_manifest_off_the_schema_once(tmp_path):
+    watch = ManifestWatch(tmp_path)
+    job = tmp_path / "run" / "job"
+    job.mkdir(parents=True)
+    (job / MANIFEST_NAME).write_text(json.dumps({"job_id": 7}), encoding="utf-8")
+    (tmp_path / "run" / ".work").mkdir()
+    (tmp_path / "run" / ".work" / MANIFEST_NAME).write_text("scratch, never delivered", encoding="utf-8")
+
+    problems = watch.problems()
+
+    assert problems and all(p.startswith(str(job / MANIFEST_NAME)) for p in problems)
+    assert any("job_id" in p for p in problems) and any("'tools' is a required property" in p for p in problems)
+    assert watch.problems() == []  # the same version is not checked again
