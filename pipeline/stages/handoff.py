@@ -30,6 +30,7 @@ from ..fsutil import atomic_output, sha256_file, write_text_atomic
 from ..safetext import printable
 from ..secrets import redact
 from .probe import MediaProbe, probe
+from .sync import SyncPlan
 from .verify import VerifyReport
 
 MANIFEST_NAME = "manifest.json"
@@ -85,7 +86,7 @@ class ConformSection(_Section):
 
     video: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
-    sync: dict[str, Any] | None = None
+    sync: SyncPlan | None = None  # footage with a voice track: the length policy applied
     text_chunks: list[str] = Field(default_factory=list)
     segments: list[dict[str, Any]] = Field(default_factory=list)
     image: dict[str, Any] | None = None  # a talking portrait: the image plan (reasons) and what was written
