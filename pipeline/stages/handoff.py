@@ -27,6 +27,7 @@ from .. import __version__
 from ..errors import LipsyncError, ValidationError
 from ..ffmpeg import ffmpeg_version
 from ..fsutil import atomic_output, sha256_file, write_text_atomic
+from ..prepare import Segment
 from ..safetext import printable
 from ..secrets import redact
 from .probe import MediaProbe, probe
@@ -88,7 +89,7 @@ class ConformSection(_Section):
     audio: dict[str, Any] | None = None
     sync: SyncPlan | None = None  # footage with a voice track: the length policy applied
     text_chunks: list[str] = Field(default_factory=list)
-    segments: list[dict[str, Any]] = Field(default_factory=list)
+    segments: list[Segment] = Field(default_factory=list)  # the provider jobs: source range, files, cut reason
     image: dict[str, Any] | None = None  # a talking portrait: the image plan (reasons) and what was written
     script: dict[str, Any] | None = None  # a talking portrait: the script fit (ChainPlan.to_dict())
 
