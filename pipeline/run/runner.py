@@ -553,15 +553,20 @@ def provider_endpoints(config: RunConfig, options: RunOptions) -> Iterator[Endpo
         yield Endpoints(emu.base_urls, dict(emu.credentials()))
 
 
+def rehearsal_poll(default: PollPolicy, latency_s: float, queue_s: float) -> PollPolicy:
+    """A provider's poll policy against the emulator, whose jobs take `latency_s` (after `queue_s` queued),
+    not the real providers' half minute: poll often."""
+    quick = max(0.05, min(default.initial, latency_s / 4))
+    maximum = max(quick, min(default.maximum, latency_s))
+    return replace(default, initial=quick, maximum=maximum, expected_s=max(0.05, latency_s + queue_s))
+
+
 def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> PollPolicy:
     """The provider's poll policy with the config's overrides, and LIPSYNC_POLL_INTERVAL (tests) on top.
     Rehearsals poll often: the emulator answers in seconds, not minutes."""
     changes: dict[str, Any] = {}
     if options.rehearse:
-        quick = max(0.05, min(default.initial, config.rehearse.latency_s / 4))
-        changes.update(initial=quick, maximum=max(quick, min(default.maximum, config.rehearse.latency_s)))
-        # the emulator's jobs take its latency (plus queue), not the real providers' half minute
-        changes.update(expected_s=max(0.05, config.rehearse.latency_s + config.rehearse.queue_s))
+        default = rehearsal_poll(default, config.rehearse.latency_s, config.rehearse.queue_s)
     poll = config.poll
     for name, value in (("initial", poll.interval_s), ("maximum", poll.max_interval_s), ("timeout", poll.timeout_s)):
         if value is not None:

@@ -286,7 +286,11 @@ def _manifest(
     verification: VerifyReport,
     base_dir: Path,
 ) -> Manifest:
+    from pydantic import TypeAdapter
+
+    from ..prepare import Segment
     from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, tool_versions
+    from ..stages.sync import SyncPlan
 
     assert spec.video is not None  # a footage job
     inputs = [InputFile.describe("video", spec.video, base_dir)]
@@ -302,9 +306,10 @@ def _manifest(
     conform = ConformSection(
         video={"segments": conformed.videos},
         audio={"segments": conformed.audios} if conformed.audios else None,
-        sync=conformed.sync,
+        # the cached prepare keeps these as JSON; the manifest holds them as the typed records they were
+        sync=TypeAdapter(SyncPlan | None).validate_python(conformed.sync),
         text_chunks=[s.text for s in prepared.segments if s.text],
-        segments=conformed.segments,
+        segments=TypeAdapter(list[Segment]).validate_python(conformed.segments),
     )
     loudness = {"segments": conformed.loudness}
     return Manifest(
