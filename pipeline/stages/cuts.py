@@ -29,13 +29,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import ffmpeg
-import numpy as np
 
 from ..errors import ValidationError
 from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
 from ..limits import Limits
 from .avsync import decode_pcm
-from .conform_audio import SpeechActivity
+from .conform_audio import SpeechActivity, loudness_levels
 from .conform_video import SIZE_MARGIN, VBV_BUFFER_SECONDS
 from .sync import max_job_seconds
 
@@ -45,7 +44,6 @@ SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts 
 SCENE_WIDTH = 160  # the picture is scored at this width: a cut is as visible, the decode cheaper
 LOUDNESS_STEP = 0.05  # seconds per level of the loudness envelope
 LOUDNESS_RATE = 8000  # Hz: enough to tell loud from quiet
-SILENCE_FLOOR_DB = -120.0  # the level of digital silence (log of zero)
 _NTSC_BASES = (24, 30, 48, 60, 120)
 
 
@@ -374,18 +372,3 @@ def measure_loudness(path: str | Path, *, step: float = LOUDNESS_STEP) -> Loudne
     """The RMS level of the first audio stream per `step` seconds, from t=0 of the file's timeline."""
     samples = decode_pcm(path, sample_rate=LOUDNESS_RATE)
     return LoudnessEnvelope(step, loudness_levels(samples, LOUDNESS_RATE, step))
-
-
-def loudness_levels(samples: np.ndarray, sample_rate: int, step: float) -> tuple[float, ...]:
-    """RMS dBFS of consecutive `step`-second blocks (the last one may be shorter)."""
-    width = max(1, round(step * sample_rate))
-    blocks = -(-len(samples) // width)
-    padded = np.zeros(blocks * width)
-    padded[: len(samples)] = samples
-    counts = np.full(blocks, width, dtype=np.float64)
-    if blocks:
-        counts[-1] = len(samples) - (blocks - 1) * width
-    power = (padded.reshape(blocks, width) ** 2).sum(axis=1) / counts
-    with np.errstate(divide="ignore"):
-        levels = 10 * np.log10(power)
-    return tuple(float(max(level, SILENCE_FLOOR_DB)) for level in levels)
