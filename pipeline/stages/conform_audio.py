@@ -461,13 +461,18 @@ def speech_over_floor(levels: tuple[float, ...], step: float) -> SpeechOverFloor
     return SpeechOverFloor(floor, float(np.count_nonzero(over >= SPEECH_OVER_FLOOR_DB)) * step, float(over.max()))
 
 
-def _wav_over_floor(path: Path) -> SpeechOverFloor:
-    """speech_over_floor of a 16-bit PCM WAV (channels averaged)."""
+def wav_levels(path: Path, step: float = FLOOR_STEP_S) -> tuple[float, ...]:
+    """loudness_levels of a 16-bit PCM WAV (channels averaged), read a block at a time: ten minutes of
+    stereo would be half a gigabyte as floats."""
+    levels: list[float] = []
     with wave.open(str(path), "rb") as w:
         rate, channels = w.getframerate(), w.getnchannels()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64) / 32768
-    mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm
-    return speech_over_floor(loudness_levels(mono, rate, FLOOR_STEP_S), FLOOR_STEP_S)
+        width = max(1, round(step * rate))
+        while chunk := w.readframes(width * 256):
+            pcm = np.frombuffer(chunk, dtype="<i2").astype(np.float64) / 32768
+            mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm
+            levels += loudness_levels(mono, rate, width / rate)
+    return tuple(levels)
 
 
 def check_audible(figures: LoudnessFigures, plan: AudioPlan, floor: SpeechOverFloor | None = None) -> None:
@@ -694,6 +699,7 @@ class VoiceCheck:
     run: FfmpegRun
     source_speech: SpeechActivity | None
     floor: SpeechOverFloor | None = None  # measured for a voice under the minimum loudness
+    levels: tuple[float, ...] = ()  # RMS dBFS per FLOOR_STEP_S of the range (the cut plan's quietest moments)
 
     def covers(self, plan: AudioPlan) -> bool:
         done = self.plan
@@ -727,13 +733,14 @@ def check_voice(plan: AudioPlan, progress: ProgressFn | None = None) -> VoiceChe
             input_lra=float(s["input_lra"]),
             input_thresh=float(s["input_thresh"]),
         )
+        levels = wav_levels(copy) if measured.input_i > SILENT_LUFS else ()
         quiet = SILENT_LUFS < measured.input_i < plan.min_loudness
-        floor = _wav_over_floor(copy) if quiet else None
+        floor = speech_over_floor(levels, FLOOR_STEP_S) if quiet else None
         check_audible(measured, plan, floor)
         speech = _speech_or_none(copy, replace(plan, format="wav"), measured.input_i)
     if speech is not None:
         check_sound(speech, plan)
-    return VoiceCheck(plan, measured, run, speech, floor)
+    return VoiceCheck(plan, measured, run, speech, floor, levels)
 
 
 def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:

@@ -56,6 +56,19 @@ class CutKind(StrEnum):
     SOURCE_END = "source_end"
 
 
+WITHOUT_A_BETTER_CUE = (CutKind.QUIETEST, CutKind.BALANCED)  # a shot change in their window would win
+
+
+def windows_wanting_shots(plan: CutPlan) -> tuple[tuple[Fraction, Fraction], ...]:
+    """The windows (seconds) of the cuts that found no pause or sentence end: where a shot change would be
+    the better cut, so where measuring the picture can pay off."""
+    return tuple(
+        (Fraction(s.cut.window[0]) / plan.rate, Fraction(s.cut.window[1]) / plan.rate)
+        for s in plan.segments
+        if s.cut.kind in WITHOUT_A_BETTER_CUE
+    )
+
+
 def frame_rate(fps: float | str | Fraction) -> Fraction:
     """An exact frame rate: 29.97 (as MediaInfo rounds it) is 30000/1001, 25.0 is 25, "24000/1001" is itself."""
     rate = Fraction(fps)
@@ -349,14 +362,23 @@ _PTS_TIME = re.compile(r"\bpts_time:(-?[0-9.]+)")
 
 
 def measure_shot_changes(
-    path: str | Path, *, threshold: float = SCENE_THRESHOLD, stream: int = 0, duration: float | None = None
+    path: str | Path,
+    *,
+    threshold: float = SCENE_THRESHOLD,
+    stream: int = 0,
+    start: float = 0.0,
+    duration: float | None = None,
 ) -> ShotChanges:
     """The frames where the picture changes shot: ffmpeg's scene score over `threshold`, timed from the
-    first frame of video stream `V:<stream>` (the same origin as the cut plan)."""
+    first frame of video stream `V:<stream>` (the same origin as the cut plan), or from `start` seconds of the
+    file (an input seek: only that stretch is decoded) with the times given from the file's `start`."""
+    window = {"t": f"{duration:.6f}"} if duration else {}
+    if start > 0:
+        window["ss"] = f"{start:.6f}"
     with tempfile.TemporaryDirectory(prefix="lipsync-shots-") as scratch:
         found = Path(scratch) / "shots.txt"
         video = (
-            ffmpeg.input(media_path(path), **({"t": f"{duration:.6f}"} if duration else {}))[f"V:{stream}"]
+            ffmpeg.input(media_path(path), **window)[f"V:{stream}"]
             .filter("setpts", "PTS-STARTPTS")
             .filter("scale", SCENE_WIDTH, -2)
             .filter("select", f"gt(scene,{threshold})")
@@ -365,7 +387,7 @@ def measure_shot_changes(
         argv = compile_stream(video.output("-", f="null").global_args("-hide_banner", "-nostats"))
         run = run_ffmpeg(argv, what=f"finding the shot changes of {Path(path).name}")
         text = found.read_text(encoding="utf-8") if found.exists() else ""
-    return ShotChanges(tuple(float(t) for t in _PTS_TIME.findall(text)), threshold, run)
+    return ShotChanges(tuple(start + float(t) for t in _PTS_TIME.findall(text)), threshold, run)
 
 
 def measure_loudness(path: str | Path, *, step: float = LOUDNESS_STEP) -> LoudnessEnvelope:
