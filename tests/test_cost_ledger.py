@@ -56,7 +56,7 @@ def test_estimate_and_reported_cost_are_recorded_and_shown(media, tmp_path):
     assert "estimated" in header and "reported" in header
     by_job = {row.split()[0]: row for row in rows if row.split() and row.split()[0] in cost}
     assert "USD 0.08" in by_job["at-fal"]
-    assert "unknown" in by_job["at-aimlapi"] and f"{CREDITS_PER_JOB:g} credits" in by_job["at-aimlapi"]
+    assert "unknown" in by_job["at-aimlapi"] and f"{CREDITS_PER_JOB:,} credits" in by_job["at-aimlapi"]
 
     manifest = json.loads((tmp_path / "out" / "at-aimlapi" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["cost"]["estimated"] == "unknown" and manifest["cost"]["reported_credits"] == CREDITS_PER_JOB

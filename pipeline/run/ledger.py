@@ -156,7 +156,7 @@ class JobCost:
 
     def reported_text(self) -> str:
         credits = self.reported_credits
-        return "-" if credits is None else f"{credits:g} credits"
+        return "-" if credits is None else f"{credits:,.3f}".rstrip("0").rstrip(".") + " credits"
 
     def to_dict(self) -> dict[str, Any]:
         estimated = self.estimated
