@@ -22,8 +22,8 @@ from pipeline.run.ledger import Ledger
 from pipeline.run.progress import Progress
 from pipeline.run.runner import RunOptions, run_batch
 
-JOBS = int(os.environ.get("BENCH_BATCH_JOBS", 40))
-LATENCY_S = float(os.environ.get("BENCH_BATCH_LATENCY", 20.0))
+JOBS = int(os.environ.get("BENCH_BATCH_JOBS", "40"))
+LATENCY_S = float(os.environ.get("BENCH_BATCH_LATENCY", "20.0"))
 MAX_JOBS = 8
 PROVIDER = os.environ.get("BENCH_BATCH_PROVIDER", "fal")
 
@@ -66,7 +66,9 @@ def main() -> None:
         failed = [o.job_id for o in summary.outcomes if o.exit_code != 0]
         stages = _stage_seconds(config.output)
     prepare = stages.get("prepare", [0.0])
-    finish = [sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")))] or [0.0]
+    finish = [
+        sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")), strict=False)
+    ] or [0.0]
     conform = statistics.mean(prepare) + statistics.mean(finish)
     ideal = math.ceil(JOBS / MAX_JOBS) * LATENCY_S + conform
     print(

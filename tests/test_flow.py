@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from provider_kit import tiny_media
@@ -25,8 +26,8 @@ class Scripted(Provider):
 
     name = "pixverse"
     secret_env = "PIXVERSE_API_KEY"
-    base_url_defaults = {"pixverse": "https://provider.example"}
-    base_url_env = {"pixverse": "UNUSED"}
+    base_url_defaults: ClassVar[dict[str, str]] = {"pixverse": "https://provider.example"}
+    base_url_env: ClassVar[dict[str, str]] = {"pixverse": "UNUSED"}
     default_poll = PollPolicy(initial=0.01, factor=1.0, maximum=0.01, timeout=5, max_unconfirmed=3)
     limits_key = "pixverse"
 
@@ -115,7 +116,7 @@ def test_an_accepted_reply_without_a_readable_id_keeps_the_reply(setup):
     store, job = setup
     raw = '{"video_id": "v-123\x1b]0;pwned\x07", "note": "id under another name"}'  # raw control characters
     with pytest.raises(UncertainCreate) as info:
-        ProviderJobFlow(Scripted([Accepted(json.loads(raw, strict=False), raw)], [DONE]), store).run(job)
+        ProviderJobFlow(Scripted([Accepted(json.loads(raw, strict=True), raw)], [DONE]), store).run(job)
     record = store.latest_create("key-1")
     assert record.state is CreateState.UNCERTAIN and record.raw_reply == raw
     assert "v-123" in str(info.value) and "\x1b" not in str(info.value)  # the id shown, inert

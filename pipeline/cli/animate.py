@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ValidationError
+from ..limits import DEFAULT_MAX_CREATES_PER_JOB
 from . import emit_json, handle_errors, json_option
 from .submit import flow_options, flow_settings, poll_for, printing_hooks, reconcile_shown
 
@@ -33,6 +34,13 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--seed", type=int, help="Seed for a repeatable generation.")
 @click.option("--background", default="#ffffff", show_default=True, help="Colour transparent pixels become.")
 @click.option(
+    "--max-clips",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CREATES_PER_JOB,
+    show_default=True,
+    help="Most paid clips a --chain may make; a longer script is refused before any.",
+)
+@click.option(
     "--chain",
     is_flag=True,
     help="Speak a long script over several clips, each from the last frame of the one before, stitched into one file.",
@@ -54,6 +62,7 @@ def animate(
     negative_prompt: str | None,
     seed: int | None,
     background: str,
+    max_clips: int,
     chain: bool,
     provider: str,
     out: Path,
@@ -69,15 +78,13 @@ def animate(
     same command run again resumes those jobs."""
     from ..animate import PortraitSpec
     from ..animate import animate as animate_portrait
+    from ..prepare import read_text_file
     from ..providers import credential_from_env, get_provider
 
     if (text is None) == (text_file is None):
         raise ValidationError("give exactly one of --text or --text-file")
     if text_file is not None:
-        try:
-            text = text_file.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValidationError(f"{text_file}: not UTF-8 text; save it as UTF-8") from None
+        text = read_text_file(text_file)
     assert text is not None
     spec = PortraitSpec(
         image=image,
@@ -104,6 +111,7 @@ def animate(
             out,
             hooks=printing_hooks(provider),
             settings=flow_settings(timeout, resubmit_uncertain, retry_failed),
+            max_clips=max_clips,
         )
     if as_json:
         emit_json({"ok": True, **result.to_dict()})

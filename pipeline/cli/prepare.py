@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -78,22 +79,22 @@ def _loudness_target(integrated: float | None, true_peak: float | None) -> Loudn
 @json_option
 @handle_errors
 def prepare(
-    video,
-    audio,
-    audio_track,
-    text,
-    text_file,
-    speaker,
-    provider,
-    sync_mode,
-    start,
-    end,
-    loudness,
-    true_peak,
-    require_face,
-    long_media,
-    out_dir,
-    as_json,
+    video: Path | None,
+    audio: Path | None,
+    audio_track: str | None,
+    text: str | None,
+    text_file: Path | None,
+    speaker: str | None,
+    provider: str | None,
+    sync_mode: str,
+    start: str | None,
+    end: str | None,
+    loudness: str | None,
+    true_peak: str | None,
+    require_face: bool,
+    long_media: Literal["split", "trim"],  # click.Choice above
+    out_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
 

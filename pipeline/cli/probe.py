@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict
+from typing import Any, Literal
 
 import click
 
@@ -18,6 +19,7 @@ from . import emit_json, handle_errors, json_option
 
 def _video_line(p: MediaProbe) -> str:
     v = p.video
+    assert v is not None  # called for a file with a picture
     parts = [v.codec + (f" {v.profile}" if v.profile else ""), f"{v.width}x{v.height}"]
     if (v.display_width, v.display_height) != (v.width, v.height):
         parts.append(f"(shown {v.display_width}x{v.display_height})")
@@ -61,7 +63,7 @@ def _voice_track(p: MediaProbe) -> TrackChoice | None:
 
 
 def _violations_by_provider(p: MediaProbe, providers: list[str]) -> dict[str, list[Violation]]:
-    role = "video" if p.video is not None else "audio"
+    role: Literal["video", "audio"] = "video" if p.video is not None else "audio"
     return {name: check_limits(p, load_limits(name), role) for name in providers}
 
 
@@ -98,7 +100,8 @@ def _print_file(p: MediaProbe, found: dict[str, list[Violation]], voice: TrackCh
 def probe(files: tuple[str, ...], provider: str | None, as_json: bool) -> None:
     """Describe media files and list every provider limit each one breaks."""
     providers = [provider] if provider else list(PROVIDERS)
-    docs, codes = [], []
+    docs: list[dict[str, Any]] = []
+    codes: list[int] = []
     for path in files:
         try:
             p = probe_file(path)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..run.runner import RunSummary
 
 from ..errors import ValidationError
 from . import emit_json, handle_errors, json_option
@@ -89,7 +93,7 @@ def _write_report(run_dir: Path) -> None:
         click.echo(f"warning: report.html not written: {type(err).__name__}: {err}", err=True)
 
 
-def _print_summary(summary, *, per_job: bool, config: str) -> None:
+def _print_summary(summary: RunSummary, *, per_job: bool, config: str) -> None:
     from ..run.progress import summary_lines, uncertain_line
 
     for o in summary.outcomes:

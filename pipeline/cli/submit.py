@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def flow_options(command: Callable) -> Callable:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def flow_options(command: _F) -> _F:
     """The options of a command that pays for provider jobs through the flow (`submit`, `animate`)."""
     for option in reversed(
         [

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from ..stages.verify import VerifyReport
 
 from . import emit_json, handle_errors, json_option
 
@@ -37,7 +41,8 @@ def verify(file: Path, master: Path | None, min_confidence: float | None, as_jso
 
     if not file.is_file():
         raise InputError(file, "no such file")
-    policy = SyncPolicy(check="fail", **({} if min_confidence is None else {"min_confidence": min_confidence}))
+    confidence: dict[str, Any] = {} if min_confidence is None else {"min_confidence": min_confidence}
+    policy = SyncPolicy(check="fail", **confidence)
     report = run_verify(file, VerifyExpectations(references=(SyncReference(master),) if master else ()))
     unreadable = next((c for c in report.checks if c.name == "readable" and not c.ok), None)
     if unreadable is not None:
@@ -52,7 +57,7 @@ def verify(file: Path, master: Path | None, min_confidence: float | None, as_jso
     sys.exit(0 if report.ok else 5)
 
 
-def _print(report) -> None:
+def _print(report: VerifyReport) -> None:
     for c in report.checks:
         mark = "ok  " if c.ok else "FAIL"
         click.echo(f"{mark} {c.name:<14} {c.measured!s:<26} allowed {c.allowed!s:<24} {c.detail}")
@@ -63,6 +68,7 @@ def _print(report) -> None:
             f"up to {face.get('max_faces', 0)} faces"
         )
         if score.status == "ok":
+            assert score.offset_s is not None  # an "ok" score has its offset
             click.echo(
                 f"lip sync: offset {score.offset_frames:+d} frames ({score.offset_s * 1000:+.0f} ms), "
                 f"r={score.correlation:.2f}, confidence {score.confidence:.1f} sd"

@@ -17,14 +17,17 @@ from pydantic import BaseModel, ConfigDict
 
 from ..fsutil import sha256_file
 from ..killpoints import kill_point
+from ..providers.store import CreateRecord
 from .config import JobSpec
-from .ledger import CreateRecord, Stage
+from .ledger import Stage
 
 if TYPE_CHECKING:
     from ..animate import ClipDone, PortraitPlan
     from ..limits import ImageLimits
     from ..prepare import PrepareRequest
     from ..pricing import Estimate
+    from ..stages.handoff import CostSection, Manifest, ProviderJob, SegmentSummary
+    from ..stages.mux import MuxResult
     from ..stages.verify import VerifyReport
 
 log = logging.getLogger("lipsync.run")
@@ -87,6 +90,7 @@ def prepare_request(spec: JobSpec) -> PrepareRequest:
 
     targets = {"integrated": spec.loudness_lufs, "true_peak": spec.true_peak_dbtp}
     loudness = LoudnessTarget(**{name: value for name, value in targets.items() if value is not None})
+    assert spec.video is not None  # a footage job (a portrait job has an image instead)
     return PrepareRequest(
         video=spec.video,
         audio=spec.audio,
@@ -182,8 +186,10 @@ def deliver_job(
         final = muxed[0]
     else:
         muxed = [mux(r.path, r.segment.audio, work / f"segment-{r.segment.index}.mp4") for r in results]
-        masters = [m.audio_file for m in muxed]
-        final = stitch([m.path for m in muxed], work / FINAL_NAME, segment_audio=masters if all(masters) else None)
+        masters = [m.audio_file for m in muxed if m.audio_file is not None]
+        final = stitch(
+            [m.path for m in muxed], work / FINAL_NAME, segment_audio=masters if len(masters) == len(muxed) else None
+        )
     on_stage(Stage.VERIFY)
     expect = expectations_for(final, [r.path for r in results], [_voice_seconds(r.segment) for r in results])
     report = with_lip_sync(verify(final.path, expect), lip_sync_windows(final), spec.sync)
@@ -199,7 +205,7 @@ def deliver_job(
 
 
 def _cut_list(
-    spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification, work: Path
+    spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification: VerifyReport, work: Path
 ) -> list[Path]:
     """`timeline.otio` and `cuts.edl` in `work` for an editor: one clip per segment, on the source's own
     timecode; none when the segments do not each play a range of the source once from its first frame
@@ -286,9 +292,19 @@ def _voice_seconds(segment: PreparedSegment) -> float | None:
     return audio.duration if audio else None
 
 
-def _manifest(spec, prepared, results, muxed, final, verification, base_dir, estimate):
+def _manifest(
+    spec: JobSpec,
+    prepared: PreparedJob,
+    results: list[SegmentResult],
+    muxed: list[MuxResult],
+    final: MuxResult,
+    verification: VerifyReport,
+    base_dir: Path,
+    estimate: Estimate | None,
+) -> Manifest:
     from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, tool_versions
 
+    assert spec.video is not None  # a footage job
     inputs = [InputFile.describe("video", spec.video, base_dir)]
     if spec.audio is not None:
         inputs.append(InputFile.describe("audio", spec.audio, base_dir))
@@ -324,14 +340,16 @@ def _manifest(spec, prepared, results, muxed, final, verification, base_dir, est
     )
 
 
-def _segment_summaries(prepared: PreparedJob, results: list[SegmentResult], verification: VerifyReport) -> list[Any]:
+def _segment_summaries(
+    prepared: PreparedJob, results: list[SegmentResult], verification: VerifyReport
+) -> list[SegmentSummary]:
     """Per segment: its source range and cut reason, its provider job, and its verification at its join."""
     from ..stages.handoff import SegmentSummary
 
     cut_reasons = {s["index"]: s.get("cut_reason") for s in prepared.report.segments}
     # verification.segments are in the order of `results`
     checked = dict(zip((r.segment.index for r in results), verification.segments, strict=False))
-    summaries = []
+    summaries: list[SegmentSummary] = []
     for r in results:
         seg, v = r.segment, checked.get(r.segment.index)
         summaries.append(
@@ -352,7 +370,7 @@ def _segment_summaries(prepared: PreparedJob, results: list[SegmentResult], veri
     return summaries
 
 
-def _cost_section(estimate: Estimate, provider_jobs: list[Any]) -> Any:
+def _cost_section(estimate: Estimate, provider_jobs: list[ProviderJob]) -> CostSection:
     from ..pricing import UNKNOWN
     from ..stages.handoff import CostSection, SegmentCost
 
@@ -375,7 +393,7 @@ def _cost_section(estimate: Estimate, provider_jobs: list[Any]) -> Any:
     )
 
 
-def _provider_job(rec: CreateRecord):
+def _provider_job(rec: CreateRecord) -> ProviderJob:
     from ..stages.handoff import ProviderJob
 
     status = rec.final_status or {}

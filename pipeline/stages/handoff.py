@@ -233,7 +233,7 @@ def _copy_into(src: Path, dst: Path) -> None:
 
 
 def write_handoff(
-    job_dir: str | Path, final: str | Path, manifest: Manifest, *, extra_files: list[str | Path] = ()
+    job_dir: str | Path, final: str | Path, manifest: Manifest, *, extra_files: Collection[str | Path] = ()
 ) -> Manifest:
     """Deliver `final` as `<job_dir>/final.mp4`, the `extra_files` beside it (same names), and manifest.json
     listing them with sizes and hashes. Returns the manifest as written."""
