@@ -54,7 +54,16 @@ from .stages.cuts import (
 )
 from .stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
 from .stages.probe import MediaProbe, probe_audio, probe_video
-from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
+from .stages.sync import (
+    DEFAULT_SYNC_MODE,
+    SyncMode,
+    SyncPlan,
+    TextSpan,
+    VideoExtend,
+    max_job_seconds,
+    plan_sync,
+    plan_text_spans,
+)
 from .stages.text import chunk_cut_reason, chunk_text, spoken
 from .voices import resolve_voice
 
@@ -277,7 +286,8 @@ def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> Voice
     # the channel levels and the check are reused for the audio conform
     levels, channel_run = measure_channels(plan_audio(ap, audio_limits, audio_opts))
     early = check_voice(plan_audio(ap, audio_limits, replace(audio_opts, target_duration=sync.duration), levels))
-    cuts, shot_runs = None, ()
+    cuts: CutPlan | None = None
+    shot_runs: tuple[FfmpegRun, ...] = ()
     if split:
         cues = CutCues(
             pauses=pauses_of(early.source_speech) if early.source_speech is not None else (),
@@ -305,9 +315,10 @@ def _cut_plan(
     this. The second plan's windows may move a little; a shot change outside the measured stretch is missed."""
     plan = plan_cuts(seconds, fps, limits, cues=cues)
     windows = windows_wanting_shots(plan) if picture is not None else ()
-    if not windows:
+    if picture is None or not windows:
         return plan, ()
     vp, start = picture
+    assert vp.video is not None  # probe_video found the picture
     measured = [
         measure_shot_changes(
             vp.path,
@@ -427,6 +438,7 @@ def _prepare_split(
 
 def _encode_grid(vp: MediaProbe) -> Fraction:
     """The frame grid conform_video encodes on (its fps filter's rate), where a plan's frames are counted."""
+    assert vp.video is not None  # probe_video found the picture
     return Fraction(str(output_fps(vp.video, VideoOptions().max_fps)[0]))
 
 
@@ -435,7 +447,7 @@ def _segment_videos(
     plan: CutPlan,
     start: float,
     end: float,
-    extend: str | None,
+    extend: VideoExtend | None,
     limits: Limits,
     outputs: _Outputs,
     progress: _Progress,
@@ -443,7 +455,8 @@ def _segment_videos(
     """Each planned segment's picture: its range [start, end) of the source, or (`extend`) its part of the
     source range looped/bounced, picked up at the frame where the segment before stopped."""
     rate = _encode_grid(vp)
-    videos, warnings = [], []
+    videos: list[VideoResult] = []
+    warnings: list[str] = []
     for seg in plan.segments:
         if extend:
             opts = VideoOptions(
@@ -466,9 +479,12 @@ def _segment_videos(
     return videos, warnings
 
 
-def _prepare_video_only(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+def _prepare_video_only(
+    request: PrepareRequest, vp: MediaProbe, limits: Limits, outputs: _Outputs, report: StepProgress | None
+) -> PrepareResult:
     """Footage with no sound and no voice given, prepared ahead of its voice: the picture conformed (split like
     a voiced source when longer than one job, at shot changes where it has them), with a warning."""
+    assert vp.video is not None  # probe_video found the picture
     start, end = _source_range(vp, request)
     fps = output_fps(vp.video, VideoOptions().max_fps)[0]
     warnings = [

@@ -18,6 +18,7 @@ import pytest
 from media import make_video, media_info
 from runkit import checksums_hold, final_file, lipsync, sha256, write_config
 
+from pipeline.demo import talk_with_pauses
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.speech import synth_speech, write_wav
 
@@ -95,7 +96,7 @@ def test_a_split_voice_longer_than_the_picture_is_cut_to_it(talk, tmp_path):
     Fraction cannot be formatted with :.3f, as soon as the voice was longer than the picture."""
     video, _ = talk
     voice = tmp_path / "voice.wav"
-    write_wav(voice, talk_with_pauses(72.0, RATE, seed=5)[0], RATE)
+    write_wav(voice, talk_with_pauses(SECONDS + 2, RATE, seed=5)[0], RATE)
     run = lipsync(
         "prepare",
         "--video",
@@ -112,9 +113,9 @@ def test_a_split_voice_longer_than_the_picture_is_cut_to_it(talk, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     segments = json.loads(run.stdout)["segments"]
-    assert len(segments) == 3 and segments[-1]["end"] == pytest.approx(70.0, abs=FRAME)
+    assert len(segments) == 4 and segments[-1]["end"] == pytest.approx(SECONDS, abs=FRAME)
     total = sum(_seconds(seg["audio"], "Audio") for seg in segments)
-    assert total == pytest.approx(70.0, abs=FRAME)
+    assert total == pytest.approx(SECONDS, abs=FRAME)
 
 
 def test_trim_keeps_one_job_and_warns(talk, tmp_path):

@@ -26,15 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import tempfile
 import warnings as pywarnings
-import wave
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import InputError, ToolError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, Stream, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
@@ -432,7 +433,7 @@ def plan_audio(
     )
 
 
-def loudness_levels(samples: np.ndarray, sample_rate: int, step: float) -> tuple[float, ...]:
+def loudness_levels(samples: npt.NDArray[np.float64], sample_rate: int, step: float) -> tuple[float, ...]:
     """RMS dBFS of consecutive `step`-second blocks (the last one may be shorter); SILENCE_FLOOR_DB for zeros."""
     width = max(1, round(step * sample_rate))
     blocks = -(-len(samples) // width)
@@ -455,7 +456,7 @@ class SpeechOverFloor:
     speech_seconds: float  # blocks at least SPEECH_OVER_FLOOR_DB above the floor
     peak_over_floor_db: float  # the loudest block over the floor
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in asdict(self).items()}
 
 
@@ -469,17 +470,46 @@ def speech_over_floor(levels: tuple[float, ...], step: float) -> SpeechOverFloor
     return SpeechOverFloor(floor, float(np.count_nonzero(over >= SPEECH_OVER_FLOOR_DB)) * step, float(over.max()))
 
 
+_PCM = 1
+_EXTENSIBLE = 0xFFFE  # what ffmpeg writes for more than two channels (Python 3.11's wave cannot read it)
+
+
+def _pcm16_layout(path: Path) -> tuple[int, int, int, int]:
+    """(sample rate, channels, offset of the samples, their byte count) of a 16-bit PCM WAV, plain or
+    WAVE_FORMAT_EXTENSIBLE, from its RIFF chunks."""
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            raise ToolError(f"{path.name}: not a WAV file")
+        rate = channels = 0
+        while header := f.read(8):
+            kind, size = header[:4], struct.unpack("<I", header[4:8])[0]
+            if kind == b"data":
+                if not rate:
+                    raise ToolError(f"{path.name}: WAV samples before their format")
+                return rate, channels, f.tell(), size
+            body = f.read(size + (size & 1))
+            if kind == b"fmt ":
+                tag, channels, rate = struct.unpack("<HHI", body[:8])
+                bits = struct.unpack("<H", body[14:16])[0]
+                if tag not in (_PCM, _EXTENSIBLE) or bits != 16:
+                    raise ToolError(f"{path.name}: WAV format {tag}, {bits} bits: 16-bit PCM expected")
+    raise ToolError(f"{path.name}: WAV without samples")
+
+
 def wav_levels(path: Path, step: float = FLOOR_STEP_S) -> tuple[float, ...]:
-    """loudness_levels of a 16-bit PCM WAV (channels averaged), read a block at a time: ten minutes of
+    """loudness_levels of a 16-bit PCM WAV (channels averaged), read a stretch at a time: ten minutes of
     stereo would be half a gigabyte as floats."""
+    rate, channels, offset, size = _pcm16_layout(path)
+    if size < 2 * channels:
+        return ()
+    samples = np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=(size // 2 // channels, channels))
+    width = max(1, round(step * rate))
+    stretch = width * 256
     levels: list[float] = []
-    with wave.open(str(path), "rb") as w:
-        rate, channels = w.getframerate(), w.getnchannels()
-        width = max(1, round(step * rate))
-        while chunk := w.readframes(width * 256):
-            pcm = np.frombuffer(chunk, dtype="<i2").astype(np.float64) / 32768
-            mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm
-            levels += loudness_levels(mono, rate, width / rate)
+    for first in range(0, len(samples), stretch):
+        mono = samples[first : first + stretch].astype(np.float64).mean(axis=1) / 32768
+        levels += loudness_levels(mono, rate, width / rate)
     return tuple(levels)
 
 

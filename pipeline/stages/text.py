@@ -115,11 +115,11 @@ def chunk_cut_reason(chunks: list[str], index: int) -> str:
     where = f"script chunk {index + 1} of {len(chunks)}"
     if index == len(chunks) - 1:
         return f"{where}: the end of the script"
-    for pattern, what in ((_SENTENCE_END, "a sentence end"), (_CLAUSE_END, "a clause mark")):
-        if any(m.end() == len(chunk) for m in pattern.finditer(chunk)):
-            break
-    else:
-        what = "a space" if chunk.endswith(" ") else "mid-word"
+    marks = ((_SENTENCE_END, "a sentence end"), (_CLAUSE_END, "a clause mark"))
+    what = next(
+        (what for pattern, what in marks if any(m.end() == len(chunk) for m in pattern.finditer(chunk))),
+        "a space" if chunk.endswith(" ") else "mid-word",
+    )
     last_words = " ".join(spoken(chunk).split()[-3:])
     reason = f"{where} ends at {what} (after {last_words!r})"
     if what != "a sentence end":
