@@ -28,6 +28,7 @@ from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
 from .stages.audio_tracks import choose_audio_track
 from .stages.conform_audio import (
+    FLOOR_STEP_S,
     AudioOptions,
     AudioResult,
     ChannelLevels,
@@ -40,11 +41,30 @@ from .stages.conform_audio import (
     plan_audio,
 )
 from .stages.conform_video import VideoOptions, VideoResult, execute_video, output_fps, plan_video
-from .stages.cuts import CutCues, CutPlan, pauses_of, plan_cuts, sample_at
+from .stages.cuts import (
+    CutCues,
+    CutPlan,
+    LoudnessEnvelope,
+    PlannedSegment,
+    measure_shot_changes,
+    pauses_of,
+    plan_cuts,
+    sample_at,
+    windows_wanting_shots,
+)
 from .stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
 from .stages.probe import MediaProbe, probe_audio, probe_video
-from .stages.sync import DEFAULT_SYNC_MODE, SyncMode, SyncPlan, TextSpan, max_job_seconds, plan_sync, plan_text_spans
-from .stages.text import chunk_text, spoken
+from .stages.sync import (
+    DEFAULT_SYNC_MODE,
+    SyncMode,
+    SyncPlan,
+    TextSpan,
+    VideoExtend,
+    max_job_seconds,
+    plan_sync,
+    plan_text_spans,
+)
+from .stages.text import chunk_cut_reason, chunk_text, spoken
 from .voices import resolve_voice
 
 log = logging.getLogger("lipsync.prepare")
@@ -72,6 +92,7 @@ class PrepareRequest:
     face: FaceThresholds | None = field(default_factory=FaceThresholds)  # None: no face pre-flight
     require_face: bool = False  # a segment missing a face threshold is refused (before any create)
     long_media: LongMedia = "split"  # a voice and video longer than one job: "split" into jobs, or "trim"
+    voice_required: bool = True  # False (`lipsync prepare`): footage without sound or voice is conformed alone
 
 
 @dataclass(frozen=True)
@@ -226,6 +247,14 @@ class VoicePlan:
     warnings: tuple[str, ...]
     checks: tuple[FfmpegRun, ...]
 
+    def part_range(self, seg: PlannedSegment) -> tuple[float, float]:
+        """A planned segment's range: seconds in the source video; for a video looped or bounced under a longer
+        voice, seconds of the pair (the voice's timeline), since the picture repeats."""
+        if self.sync.video_extend:
+            return float(seg.start), float(seg.end)
+        # the plan rounds the source to whole frames: its last frame may end up to half a frame past the source
+        return self.start + float(seg.start), min(self.start + float(seg.end), self.end)
+
 
 def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> VoicePlan:
     """Choose the voice's track, the length policy and (split) the cuts; measures, writes nothing."""
@@ -242,8 +271,8 @@ def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> Voice
     ap = ap.with_audio_track(track.index)
     assert ap.audio is not None  # with_audio_track selected it
     audio_seconds = (end - start) if own_sound else (ap.audio.end or ap.duration or 0.0)
-    sync, split_warning = _length_policy(end - start, audio_seconds, request, limits)
-    split = split_warning is None and sync.duration > max_job_seconds(limits)
+    sync = _length_policy(end - start, audio_seconds, request, limits)
+    split = sync.duration > max_job_seconds(limits)
     audio_limits = _whole_track_limits(limits, sync.duration) if split else limits
     audio_opts = AudioOptions(
         start=audio_range[0],
@@ -257,37 +286,59 @@ def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> Voice
     # the channel levels and the check are reused for the audio conform
     levels, channel_run = measure_channels(plan_audio(ap, audio_limits, audio_opts))
     early = check_voice(plan_audio(ap, audio_limits, replace(audio_opts, target_duration=sync.duration), levels))
-    cuts = None
+    cuts: CutPlan | None = None
+    shot_runs: tuple[FfmpegRun, ...] = ()
     if split:
-        pauses = pauses_of(early.source_speech) if early.source_speech is not None else ()
-        cuts = plan_cuts(
-            sync.duration, output_fps(vp.video, VideoOptions().max_fps)[0], limits, cues=CutCues(pauses=pauses)
+        cues = CutCues(
+            pauses=pauses_of(early.source_speech) if early.source_speech is not None else (),
+            loudness=LoudnessEnvelope(FLOOR_STEP_S, early.levels) if early.levels else None,
         )
+        fps = output_fps(vp.video, VideoOptions().max_fps)[0]
+        # a looped/bounced picture repeats: its shot changes are not on the voice's timeline
+        cuts, shot_runs = _cut_plan(sync.duration, fps, limits, cues, None if sync.video_extend else (vp, start))
     warnings = (
         *vp.warnings,
         *([] if own_sound else ap.warnings),
         *([track.warning] if track.warning else []),
         *sync.warnings,
-        *([split_warning] if split_warning else []),
     )
-    checks = tuple(run for run in (shares_run, channel_run, early.run) if run is not None)
+    checks = tuple(run for run in (shares_run, channel_run, early.run, *shot_runs) if run is not None)
     return VoicePlan(ap, own_sound, start, end, sync, audio_limits, audio_opts, levels, early, cuts, warnings, checks)
 
 
-def _length_policy(
-    video_s: float, audio_s: float, request: PrepareRequest, limits: Limits
-) -> tuple[SyncPlan, str | None]:
-    """The sync plan, whole when it will be split into jobs; with a warning when a split was asked for and
-    cannot be done (a voice longer than its video: the loop/bounce of each part is not planned yet)."""
+def _cut_plan(
+    seconds: float, fps: float, limits: Limits, cues: CutCues, picture: tuple[MediaProbe, float] | None
+) -> tuple[CutPlan, tuple[FfmpegRun, ...]]:
+    """The cut plan of a source split into jobs. Where a cut found no pause (nor sentence end), the picture
+    (`picture`: the video and where the range starts in it) is measured for shot changes in that cut's window
+    only, and the plan made again with them: a ten-minute source with pauses everywhere is never decoded for
+    this. The second plan's windows may move a little; a shot change outside the measured stretch is missed."""
+    plan = plan_cuts(seconds, fps, limits, cues=cues)
+    windows = windows_wanting_shots(plan) if picture is not None else ()
+    if picture is None or not windows:
+        return plan, ()
+    vp, start = picture
+    assert vp.video is not None  # probe_video found the picture
+    measured = [
+        measure_shot_changes(
+            vp.path,
+            stream=vp.video.index,
+            start=vp.video.start + start + float(lo),
+            duration=float(hi - lo) + 1 / fps,
+        )
+        for lo, hi in windows
+    ]
+    shots = tuple(sorted(t - vp.video.start - start for m in measured for t in m.times))
+    return plan_cuts(seconds, fps, limits, cues=replace(cues, shot_changes=shots)), tuple(m.run for m in measured)
+
+
+def _length_policy(video_s: float, audio_s: float, request: PrepareRequest, limits: Limits) -> SyncPlan:
+    """The sync plan: whole when it will be split into jobs (a voice longer than its looped or bounced video
+    too: each job carries its part of the loop), capped at one job for "trim"."""
     whole = plan_sync(video_s, audio_s, request.sync_mode, limits, capped=False)
     if request.long_media == "trim" or whole.duration <= max_job_seconds(limits):
-        return plan_sync(video_s, audio_s, request.sync_mode, limits), None
-    if whole.video_extend is not None:
-        return plan_sync(video_s, audio_s, request.sync_mode, limits), (
-            f"the voice ({audio_s:.3f} s) is longer than the video ({video_s:.3f} s): splitting such a pair into "
-            f"jobs is not supported yet, so it is trimmed to one job"
-        )
-    return whole, None
+        return plan_sync(video_s, audio_s, request.sync_mode, limits)
+    return whole
 
 
 def _whole_track_limits(limits: Limits, seconds: float) -> Limits:
@@ -350,13 +401,11 @@ def _one_segment_plan(seconds: float, fps: float, limits: Limits) -> CutPlan | N
 def _prepare_split(
     vp: MediaProbe, voice: VoicePlan, limits: Limits, outputs: _Outputs, report: StepProgress | None
 ) -> PrepareResult:
-    """Footage longer than one job: each planned segment's video range conformed on its own, and its voice
-    cut at sample-exact points out of one continuous normalized track (no per-part encode, so no drift)."""
+    """Footage longer than one job: each planned segment's video conformed on its own, and its voice cut at
+    sample-exact points out of one continuous normalized track (no per-part encode, so no drift)."""
     plan = voice.cuts
     assert plan is not None
-    assert vp.video is not None  # probe_video found the picture
-    fps = output_fps(vp.video, VideoOptions().max_fps)[0]
-    rate = Fraction(str(fps))  # the frame grid conform_video encodes on (its fps filter's rate)
+    rate = _encode_grid(vp)
     progress = _Progress(report, steps=len(plan.segments) + 1)
     sample_rate = voice.audio_opts.sample_rate
     whole = plan_audio(
@@ -373,21 +422,97 @@ def _prepare_split(
             whole, Path(scratch) / "voice.wav", progress.step("the whole voice"), checked=voice.early
         )
         wavs = _cut_wav(master.path, bounds, [outputs.path(f"seg{s.index:03d}.wav") for s in plan.segments])
-    segments, videos, warnings = [], [], [*voice.warnings, *master.warnings]
-    for seg, wav in zip(plan.segments, wavs, strict=True):
+    extend = voice.sync.video_extend
+    videos, warnings = _segment_videos(vp, plan, voice.start, voice.end, extend, limits, outputs, progress)
+    segments = [
+        Segment(seg.index, video.path, wav, None, None, *voice.part_range(seg), seg.cut.reason)
+        for seg, video, wav in zip(plan.segments, videos, wavs, strict=True)
+    ]
+    # a repeated picture is not a cut list of the source (its timeline is not drawn yet)
+    cut_list = None if extend else plan
+    warnings = [*voice.warnings, *master.warnings, *warnings]
+    return PrepareResult(
+        segments, limits, voice.sync, [], videos, [master], warnings, list(voice.checks), cuts=cut_list
+    )
+
+
+def _encode_grid(vp: MediaProbe) -> Fraction:
+    """The frame grid conform_video encodes on (its fps filter's rate), where a plan's frames are counted."""
+    assert vp.video is not None  # probe_video found the picture
+    return Fraction(str(output_fps(vp.video, VideoOptions().max_fps)[0]))
+
+
+def _segment_videos(
+    vp: MediaProbe,
+    plan: CutPlan,
+    start: float,
+    end: float,
+    extend: VideoExtend | None,
+    limits: Limits,
+    outputs: _Outputs,
+    progress: _Progress,
+) -> tuple[list[VideoResult], list[str]]:
+    """Each planned segment's picture: its range [start, end) of the source, or (`extend`) its part of the
+    source range looped/bounced, picked up at the frame where the segment before stopped."""
+    rate = _encode_grid(vp)
+    videos: list[VideoResult] = []
+    warnings: list[str] = []
+    for seg in plan.segments:
+        if extend:
+            opts = VideoOptions(
+                start=start,
+                end=end,
+                target_duration=float(seg.frames / rate),
+                extend=extend,
+                extend_from=seg.start_frame,
+                keep_audio=False,
+            )
+        else:
+            first = float(start + seg.start_frame / rate)
+            last = min(float(start + seg.end_frame / rate), end)
+            # the target is the range itself (last - first as conform_video computes it): whole frames already
+            opts = VideoOptions(start=first, end=last, target_duration=last - first, keep_audio=False)
+        video_plan = plan_video(vp, limits, opts)
         name = f"seg{seg.index:03d}"
-        # the plan rounds the source to whole frames: its last frame may end up to half a frame past the source
-        start = float(voice.start + seg.start_frame / rate)
-        end = min(float(voice.start + seg.end_frame / rate), voice.end)
-        # the target is the range itself (end - start as conform_video computes it): whole frames already
-        video_plan = plan_video(
-            vp, limits, VideoOptions(start=start, end=end, target_duration=end - start, keep_audio=False)
-        )
-        video = execute_video(video_plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
-        segments.append(Segment(seg.index, video.path, wav, None, None, start, end, seg.cut.reason))
-        videos.append(video)
+        videos.append(execute_video(video_plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video")))
         warnings += video_plan.warnings
-    return PrepareResult(segments, limits, voice.sync, [], videos, [master], warnings, list(voice.checks), cuts=plan)
+    return videos, warnings
+
+
+def _prepare_video_only(
+    request: PrepareRequest, vp: MediaProbe, limits: Limits, outputs: _Outputs, report: StepProgress | None
+) -> PrepareResult:
+    """Footage with no sound and no voice given, prepared ahead of its voice: the picture conformed (split like
+    a voiced source when longer than one job, at shot changes where it has them), with a warning."""
+    assert vp.video is not None  # probe_video found the picture
+    start, end = _source_range(vp, request)
+    fps = output_fps(vp.video, VideoOptions().max_fps)[0]
+    warnings = [
+        *vp.warnings,
+        f"{vp.path}: no sound, and no voice (--audio) or script (--text) given: the video is conformed, but "
+        f"nothing will be lip-synced until a voice or a script is given",
+    ]
+    if request.long_media == "trim" and end - start > max_job_seconds(limits):
+        end = start + max_job_seconds(limits)
+        warnings.append(f"{vp.path}: trimmed to one job at {end:.3f} s (--long-media trim)")
+    plan, runs = _cut_plan(end - start, fps, limits, CutCues(), (vp, start))
+    progress = _Progress(report, steps=len(plan.segments))
+    videos, video_warnings = _segment_videos(vp, plan, start, end, None, limits, outputs, progress)
+    rate = _encode_grid(vp)
+    segments = [
+        Segment(
+            seg.index,
+            video.path,
+            None,
+            None,
+            None,
+            float(start + seg.start_frame / rate),
+            min(float(start + seg.end_frame / rate), end),
+            seg.cut.reason if len(plan.segments) > 1 else None,
+        )
+        for seg, video in zip(plan.segments, videos, strict=True)
+    ]
+    return PrepareResult(segments, limits, None, [], videos, [], [*warnings, *video_warnings], list(runs), cuts=plan)
 
 
 def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list[Path]:
@@ -441,7 +566,8 @@ def _prepare_with_text(
         )
         name = f"seg{span.index:03d}"
         video = execute_video(plan, outputs.path(f"{name}.mp4"), progress.step(f"{name} video"))
-        segments.append(Segment(span.index, video.path, None, spoken(chunk), speaker, span.start, span.end))
+        reason = chunk_cut_reason(chunks, span.index)
+        segments.append(Segment(span.index, video.path, None, spoken(chunk), speaker, span.start, span.end, reason))
         videos.append(video)
         warnings += [*span.warnings, *plan.warnings]
     return PrepareResult(segments, limits, None, spans, videos, [], warnings)
@@ -509,6 +635,8 @@ def prepare(
         out_dir.mkdir(parents=True, exist_ok=True)
         if request.text is not None:
             result = _prepare_with_text(request, speaker, vp, limits, outputs, progress)
+        elif request.audio is None and vp.audio is None and not request.voice_required:
+            result = _prepare_video_only(request, vp, limits, outputs, progress)
         else:
             result = _prepare_with_audio(request, vp, limits, outputs, progress)
         result = _face_preflight(request, result)

@@ -144,14 +144,49 @@ def test_mp3_when_wav_is_not_accepted(tmp_path):
 @pytest.mark.parametrize("level_db, what", [(None, "silent"), (-60.0, "near-silent")])
 def test_silent_and_near_silent_audio_is_rejected_and_nothing_is_left(tmp_path, level_db, what):
     src = tmp_path / "quiet.wav"
-    if level_db is None:
-        make_audio(src, seconds=2, speech=False, level_db=-200)
-    else:
-        make_audio(src, seconds=2, level_db=level_db)
+    # a steady -60 dBFS tone is a hum: quiet, and nothing in it stands over its own level
+    make_audio(src, seconds=2, speech=False, level_db=-200 if level_db is None else level_db)
     with pytest.raises(InputError) as err:
         conform(src, tmp_path / "out" / "x.wav")
     assert err.value.exit_code == 6
     assert f"the audio is {what}" in str(err.value) and "quiet.wav" in str(err.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def _in_room_tone(path: Path, speech_db: float, noise_db: float) -> Path:
+    """Speech-like dialogue at `speech_db` dBFS RMS over steady room noise at `noise_db` dBFS RMS (3 s)."""
+    clean = make_audio(path.with_name("clean.wav"), seconds=3, level_db=speech_db)
+    with wave.open(str(clean), "rb") as w:
+        voice = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2") / 32768
+    noise = np.random.default_rng(5).normal(0, 10 ** (noise_db / 20), len(voice))
+    write_wav(path, voice + noise, 48000)
+    clean.unlink()
+    return path
+
+
+def test_clean_dialogue_recorded_far_too_quietly_is_normalized_with_a_warning(tmp_path):
+    """About -57 LUFS, yet the words stand 40 dB over the room: loudness normalisation exists for it."""
+    src = _in_room_tone(tmp_path / "far mic.wav", speech_db=-57.0, noise_db=-100.0)
+    assert ebur128(src).integrated == pytest.approx(-57.0, abs=2.0)
+    result = conform(src, tmp_path / "voice.wav")
+    assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
+    (warning,) = [w for w in result.warnings if "quiet voice" in w]
+    assert "far mic.wav" in warning and "noise floor" in warning
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda d: _in_room_tone(d / "buried.wav", speech_db=-64.0, noise_db=-60.0),
+        lambda d: _in_room_tone(d / "room.wav", speech_db=-200.0, noise_db=-58.0),
+    ],
+    ids=["speech buried in room noise", "room tone only"],
+)
+def test_quiet_sound_with_no_speech_over_its_noise_floor_is_refused(tmp_path, build):
+    src = build(tmp_path)
+    with pytest.raises(InputError) as err:
+        conform(src, tmp_path / "out" / "x.wav")
+    assert err.value.exit_code == 6 and "near-silent" in str(err.value) and "noise floor" in str(err.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 

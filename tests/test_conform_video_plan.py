@@ -401,3 +401,37 @@ def test_a_one_frame_clip_looped_to_30_s_is_decoded_once():
     assert len(plan.legs) == 750 and set(leg_reads(plan)) == {0}
     long = plan_video(_probe(), load_limits(), VideoOptions(end=10.0, target_duration=30.0, extend="loop"))
     assert leg_reads(long) == [0, 1, 2]  # 10 s of 1080p does not fit in memory: each repeat is read again
+
+
+def _frames(plan, start: float) -> list[int]:
+    """The source frames (from `start`) the plan's legs play, in order."""
+    out: list[int] = []
+    for leg in plan.legs:
+        first, count = round((leg.start - start) * plan.fps), round(leg.duration * plan.fps)
+        frames = list(range(first, first + count))
+        out += frames[::-1] if leg.reverse else frames
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(["loop", "bounce"]),
+    st.integers(1, 120),  # the window in frames at 25 fps
+    st.lists(st.integers(1, 300), min_size=1, max_size=4),  # the segments' lengths in frames
+)
+def test_segments_of_a_loop_continue_where_the_one_before_ended(extend, window, parts):
+    """A long voice over a short clip, split into jobs: each segment's legs pick the loop/bounce up at the frame
+    the previous one stopped, so the joined segments play exactly what one unbroken loop/bounce would."""
+    start = 2.0
+    end = start + window / 25
+    limits = load_limits(overrides={"video_max_seconds": 60, "audio_max_seconds": 60})
+    whole = plan_video(
+        _probe(), limits, VideoOptions(start=start, end=end, target_duration=sum(parts) / 25, extend=extend)
+    )
+    joined, played = [], 0
+    for frames in parts:
+        opts = VideoOptions(start=start, end=end, target_duration=frames / 25, extend=extend, extend_from=played)
+        joined += _frames(plan_video(_probe(), limits, opts), start)
+        played += frames
+    expected = _frames(whole, start) if sum(parts) > window else list(range(sum(parts)))
+    assert joined == expected

@@ -207,10 +207,10 @@ def _click_over_room_tone(d: Path) -> Path:
     [
         (lambda d: make_video(d / "mute.mp4", seconds=1, audio=False), "no audio stream"),
         (_noise_floor, "near-silent"),
-        (lambda d: make_audio(d / "hum.wav", seconds=2, level_db=-62), "near-silent"),
+        (lambda d: make_audio(d / "hum.wav", seconds=2, speech=False, level_db=-62), "near-silent"),
         (_click_over_room_tone, "near-silent: only 0.0"),
     ],
-    ids=["video without sound", "room noise only", "far-away speech", "a knock over room tone"],
+    ids=["video without sound", "room noise only", "hum", "a knock over room tone"],
 )
 def test_unusable_voice_tracks_are_refused_in_one_line(tmp_path, build, reason):
     src = build(tmp_path)

@@ -136,9 +136,10 @@ def test_a_provider_with_looser_limits_is_honoured(media, tmp_path):
     assert media_info(result.segments[0].audio)["Audio"][0].format == "MPEG Audio"
 
 
-def test_over_the_limit_the_pair_is_cut_with_a_warning(media, tmp_path):
+def test_trimmed_over_the_limit_the_pair_is_cut_with_a_warning(media, tmp_path):
     limits = load_limits(overrides={"video_max_seconds": 2.0, "audio_max_seconds": 2.0})
-    result = prepare(PrepareRequest(video=media["video"], audio=media["long_voice"], limits=limits), tmp_path)
+    request = PrepareRequest(video=media["video"], audio=media["long_voice"], limits=limits, long_media="trim")
+    result = prepare(request, tmp_path)
     video_s, _ = assert_pair_fits(result.segments[0], limits)
     assert video_s == pytest.approx(2.0, abs=FRAME)
     assert any("cut at 2 s" in w for w in result.warnings)

@@ -119,11 +119,12 @@ def prepare(
         true_peak=_number(true_peak, "--true-peak"),
         require_face=require_face,
         long_media=long_media,
+        voice_required=False,  # footage is often prepared before its voice exists
     )
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
         return
     for seg in result.segments:
-        voice = seg.audio.name if seg.audio else f"TTS {seg.speaker}: {seg.text!r}"
+        voice = seg.audio.name if seg.audio else (f"TTS {seg.speaker}: {seg.text!r}" if seg.text else "no voice yet")
         cut = f"  ({seg.cut_reason})" if seg.cut_reason else ""
         click.echo(f"{seg.video}  {seg.start:.3f}-{seg.end:.3f} s  {voice}{cut}")

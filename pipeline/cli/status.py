@@ -17,7 +17,19 @@ from ..secrets import redact
 from . import emit_json, handle_errors, json_option
 
 CELL_SHOWN = 200
-HEADER = ("job", "provider", "stage", "elapsed", "prepare", "provider", "finish", "provider jobs", "outcome")
+HEADER = (
+    "job",
+    "provider",
+    "stage",
+    "elapsed",
+    "prepare",
+    "provider",
+    "finish",
+    "provider jobs",
+    "estimated",
+    "reported",
+    "outcome",
+)
 # which ledger stages count towards each phase column
 PHASES = {"prepare": ("prepare",), "provider": ("submit", "poll", "download"), "finish": ("mux", "verify", "handoff")}
 STAGE_COLOURS: dict[str | None, str] = {
@@ -73,6 +85,8 @@ def job_row(job: JobView, now: float) -> tuple[str, ...]:
         _seconds(elapsed),
         *(_seconds(phases[name]) if phases[name] else "-" for name in PHASES),
         provider_jobs(job.creates),
+        job.cost.estimated_text(),
+        job.cost.reported_text(),
         outcome,
     )
     # ids, provider words and errors come from providers: one inert line each, secrets masked

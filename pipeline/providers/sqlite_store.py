@@ -19,7 +19,7 @@ from typing import Any
 from ..secrets import redact
 from .store import CreateRecord, CreateState, SegmentRef
 
-SCHEMA_VERSION = 3  # 2: creates.raw_reply, "rejected" renamed "refused"; 3: tables a subclass adds
+SCHEMA_VERSION = 4  # 2: creates.raw_reply, "rejected" renamed "refused"; 3: tables a subclass adds; 4: estimates
 
 CREATES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS creates (

@@ -71,6 +71,18 @@ class CreateRecord:
     created_at: float | None
     finished_at: float | None
 
+    @property
+    def reported_credits(self) -> float | None:
+        """What the provider said this job cost, in its own credits (AI/ML API's meta.usage), if it said."""
+        credits = (self.final_status or {}).get("credits")
+        return float(credits) if isinstance(credits, int | float) else None
+
+    @property
+    def reported_usage(self) -> dict[str, float]:
+        """The provider's usage figures for this job, as its replies name them (tokens_used, ...)."""
+        usage = (self.final_status or {}).get("usage")
+        return dict(usage) if isinstance(usage, dict) else {}
+
 
 class FlowStore(Protocol):
     """Where the flow persists each step. Every method commits before it returns."""

@@ -12,11 +12,13 @@ import fcntl
 import sqlite3
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..fsutil import exclusive_lock
+from ..pricing import UNKNOWN, Estimate
 from ..providers.sqlite_store import SqliteStore, create_record
 from ..providers.store import CreateRecord, CreateState
 from ..secrets import Fingerprint, add_fingerprints
@@ -50,6 +52,17 @@ CREATE TABLE IF NOT EXISTS stage_times (
     started_at  REAL NOT NULL,
     finished_at REAL,
     PRIMARY KEY (job_id, stage)
+);
+CREATE TABLE IF NOT EXISTS estimates (
+    job_id          TEXT NOT NULL,
+    inputs_key      TEXT NOT NULL,
+    segment         INTEGER NOT NULL,
+    seconds         REAL NOT NULL,
+    tts_characters  INTEGER NOT NULL,
+    currency        TEXT,
+    amount          TEXT,
+    reason          TEXT NOT NULL,
+    PRIMARY KEY (job_id, inputs_key, segment)
 );
 """
 
@@ -96,6 +109,76 @@ class StageTime:
     stage: str
     started_at: float
     finished_at: float | None
+
+
+@dataclass(frozen=True)
+class SegmentEstimate:
+    """What one provider job of a job was estimated to cost before it was created (pipeline.pricing)."""
+
+    segment: int
+    seconds: float
+    tts_characters: int
+    currency: str | None
+    amount: Decimal | None  # None: the provider documents no price
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """A job's cost as estimated before its creates and as its provider reported it afterwards."""
+
+    estimates: tuple[SegmentEstimate, ...]
+    creates: tuple[CreateRecord, ...]  # the job's live provider jobs (those that may be billed)
+
+    @property
+    def estimated(self) -> Decimal | None:
+        """The total estimate; None when nothing was estimated or one segment's price is unknown."""
+        amounts = [e.amount for e in self.estimates]
+        if not amounts or any(a is None for a in amounts):
+            return None
+        return sum((a for a in amounts if a is not None), Decimal(0))
+
+    @property
+    def currency(self) -> str | None:
+        return next((e.currency for e in self.estimates if e.currency), None)
+
+    @property
+    def reported_credits(self) -> float | None:
+        """The credits the provider reported over the job's provider jobs; None when it reported none."""
+        credits = [c.reported_credits for c in self.creates if c.reported_credits is not None]
+        return sum(credits) if credits else None
+
+    def estimated_text(self) -> str:
+        if not self.estimates:
+            return "-"
+        total = self.estimated
+        return UNKNOWN if total is None else f"{self.currency or ''} {total:.2f}".strip()
+
+    def reported_text(self) -> str:
+        credits = self.reported_credits
+        return "-" if credits is None else f"{credits:,.3f}".rstrip("0").rstrip(".") + " credits"
+
+    def to_dict(self) -> dict[str, Any]:
+        estimated = self.estimated
+        by_segment = {c.segment: c for c in self.creates}
+        return {
+            "estimated": None if not self.estimates else (UNKNOWN if estimated is None else str(estimated)),
+            "currency": self.currency,
+            "reported_credits": self.reported_credits,
+            "segments": [
+                {
+                    "segment": e.segment,
+                    "seconds": e.seconds,
+                    "tts_characters": e.tts_characters,
+                    "estimated": UNKNOWN if e.amount is None else str(e.amount),
+                    "reason": e.reason,
+                    "provider_job": by_segment[e.segment].provider_job_id if e.segment in by_segment else None,
+                    "reported_credits": (by_segment[e.segment].reported_credits if e.segment in by_segment else None),
+                    "reported_usage": by_segment[e.segment].reported_usage if e.segment in by_segment else {},
+                }
+                for e in self.estimates
+            ],
+        }
 
 
 class Ledger(SqliteStore):
@@ -187,6 +270,56 @@ class Ledger(SqliteStore):
         rows = self._read("SELECT * FROM stage_times WHERE job_id=? ORDER BY started_at", (job_id,))
         return [StageTime(**dict(r)) for r in rows]
 
+    # --- cost: estimated before any create, reported by the provider (in the creates' final status) -----
+
+    def record_estimate(self, job_id: str, inputs_key: str, estimate: Estimate) -> None:
+        """Each planned provider job's estimate for these inputs (replacing an earlier one for them)."""
+        with self._write() as db:
+            db.execute("DELETE FROM estimates WHERE job_id=? AND inputs_key=?", (job_id, inputs_key))
+            db.executemany(
+                "INSERT INTO estimates (job_id, inputs_key, segment, seconds, tts_characters, currency, amount,"
+                " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        job_id,
+                        inputs_key,
+                        line.index,
+                        line.seconds,
+                        line.tts_characters,
+                        estimate.currency,
+                        None if line.amount is None else str(line.amount),
+                        line.reason,
+                    )
+                    for line in estimate.lines
+                ],
+            )
+
+    def estimates(self, job_id: str) -> list[SegmentEstimate]:
+        """The estimates recorded for the job's present inputs, by segment."""
+        try:
+            rows = self._read(
+                "SELECT e.* FROM estimates e JOIN jobs j ON e.job_id = j.job_id AND e.inputs_key = j.inputs_key"
+                " WHERE e.job_id=? ORDER BY e.segment",
+                (job_id,),
+            )
+        except sqlite3.OperationalError:  # a ledger written before estimates were kept
+            return []
+        return [
+            SegmentEstimate(
+                int(r["segment"]),
+                float(r["seconds"]),
+                int(r["tts_characters"]),
+                r["currency"],
+                None if r["amount"] is None else Decimal(r["amount"]),
+                str(r["reason"]),
+            )
+            for r in rows
+        ]
+
+    def cost(self, job_id: str) -> JobCost:
+        live = [c for c in self.creates(job_id, current=True) if c.state.live]
+        return JobCost(tuple(self.estimates(job_id)), tuple(live))
+
     def creates(self, job_id: str | None = None, *, current: bool = False) -> list[CreateRecord]:
         """Every create on record (of one job). `current`: only those for the job's present inputs."""
         if job_id is None:
@@ -236,6 +369,7 @@ class JobView:
     row: JobRow
     creates: list[CreateRecord]
     stages: list[StageTime]
+    cost: JobCost
 
     def elapsed(self, now: float) -> float:
         return (self.row.finished_at or now) - self.row.started_at
@@ -270,6 +404,7 @@ class JobView:
                 }
                 for c in self.creates
             ],
+            "cost": self.cost.to_dict(),
         }
 
 
@@ -316,5 +451,8 @@ def read_status(run_dir: str | Path) -> RunStatus:
         raise ValidationError(f"{run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`")
     with Ledger.in_dir(run_dir, readonly=True) as ledger:
         add_fingerprints(ledger.secret_fingerprints())  # what this shell no longer holds is still hidden
-        jobs = [JobView(row, ledger.creates(row.job_id), ledger.stage_times(row.job_id)) for row in ledger.jobs()]
+        jobs = [
+            JobView(row, ledger.creates(row.job_id), ledger.stage_times(row.job_id), ledger.cost(row.job_id))
+            for row in ledger.jobs()
+        ]
     return RunStatus(run_dir, run_in_progress(run_dir), jobs)

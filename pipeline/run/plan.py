@@ -130,7 +130,7 @@ def plan_job(config: RunConfig, spec: JobSpec) -> JobPlan:
 def _script_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
     from ..prepare import text_spans
     from ..stages.probe import probe_video
-    from ..stages.text import spoken
+    from ..stages.text import chunk_cut_reason, spoken
     from .steps import prepare_request
 
     assert spec.video is not None  # a footage job
@@ -142,7 +142,7 @@ def _script_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
             span.end,
             span.duration,
             len(spoken(chunk)),
-            f"script chunk {span.index + 1} of {len(chunks)}: {'; '.join(span.reasons)}",
+            f"{chunk_cut_reason(chunks, span.index)}; {'; '.join(span.reasons)}",
         )
         for span, chunk in zip(spans, chunks, strict=True)
     ]
@@ -161,10 +161,7 @@ def _voice_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
         end = min(voice.end, voice.start + voice.sync.duration)
         return [PlannedPart(0, voice.start, end, voice.sync.duration, 0, "one job: the whole pair fits")], reasons
     parts = [
-        PlannedPart(
-            s.index, voice.start + float(s.start), voice.start + float(s.end), float(s.duration), 0, s.cut.reason
-        )
-        for s in voice.cuts.segments
+        PlannedPart(s.index, *voice.part_range(s), float(s.duration), 0, s.cut.reason) for s in voice.cuts.segments
     ]
     return parts, [*reasons, *voice.cuts.reasons]
 

@@ -50,10 +50,19 @@ from ..providers.store import CreateState, SegmentRef
 from ..safetext import printable
 from ..secrets import fingerprints
 from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
-from .ledger import LEDGER_NAME, Ledger, Stage, run_lock
+from .ledger import LEDGER_NAME, JobCost, Ledger, Stage, run_lock
 from .progress import Progress, job_context, status_text
 from .rundir import WORK_DIR, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
-from .steps import PreparedJob, PreparedSegment, SegmentResult, deliver_job, deliver_portrait, face_refusal, prepare_job
+from .steps import (
+    PreparedJob,
+    PreparedSegment,
+    SegmentResult,
+    deliver_job,
+    deliver_portrait,
+    estimate_job,
+    face_refusal,
+    prepare_job,
+)
 
 log = logging.getLogger("lipsync.run")
 
@@ -131,6 +140,7 @@ class JobOutcome:
     seconds: float
     resumed: bool
     uncertain: tuple[dict[str, Any], ...] = ()
+    cost: JobCost | None = None  # estimated before the creates, reported by the provider
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +154,7 @@ class JobOutcome:
             "seconds": round(self.seconds, 3),
             "resumed": self.resumed,
             "uncertain": list(self.uncertain),
+            "cost": None if self.cost is None else self.cost.to_dict(),
         }
 
 
@@ -240,6 +251,8 @@ class BatchRunner:
             else:
                 _check_creates(self.config, spec, text_creates(spec))
                 prepared = self._prepare(spec, key)
+                estimate = estimate_job(spec, prepared, self.config.prices)
+                self.ledger.record_estimate(spec.id, key, estimate)
                 _check_creates(self.config, spec, len(prepared.segments))
                 refusal = face_refusal(spec, prepared)  # a cached prepare predates today's face settings
                 if refusal is not None:
@@ -247,7 +260,7 @@ class BatchRunner:
                 self._set_stage(spec.id, Stage.QUEUED)
                 results = self._provider_jobs(spec, prepared)
                 self._checkpoint()
-                self._finish(spec, final, functools.partial(deliver_job, spec, prepared, results))
+                self._finish(spec, final, functools.partial(deliver_job, spec, prepared, results, estimate=estimate))
         except Interrupted:
             self._set_stage(spec.id, Stage.INTERRUPTED)
         except UncertainCreate as err:
@@ -304,6 +317,7 @@ class BatchRunner:
             seconds=time.monotonic() - started,
             resumed=resumed,
             uncertain=uncertain,
+            cost=self.ledger.cost(spec.id),
         )
 
     # --- prepare ---------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from ..animate import ClipDone, PortraitPlan
     from ..limits import ImageLimits
     from ..prepare import PrepareRequest
-    from ..stages.handoff import Manifest, ProviderJob
+    from ..pricing import Estimate
+    from ..stages.handoff import CostSection, Manifest, ProviderJob, SegmentSummary
     from ..stages.mux import MuxResult
     from ..stages.verify import VerifyReport
 
@@ -44,6 +45,7 @@ class PreparedSegment(BaseModel):
     end: float
     video_sha256: str
     audio_sha256: str | None
+    seconds: float | None = None  # the prepared video's length (what the provider returns); None: cached before
 
 
 class ConformReport(BaseModel):
@@ -123,8 +125,9 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
             end=s.end,
             video_sha256=sha256_file(s.video),
             audio_sha256=sha256_file(s.audio) if s.audio else None,
+            seconds=video.probe.video.duration if video.probe.video else video.probe.duration,
         )
-        for s in result.segments
+        for s, video in zip(result.segments, result.videos, strict=True)
     ]
     report = ConformReport(
         videos=[v.to_dict() for v in result.videos],
@@ -139,6 +142,17 @@ def prepare_job(spec: JobSpec, key: str, work: Path, progress: Callable[[float],
         cuts=None if result.cuts is None else result.cuts.to_dict(),
     )
     return PreparedJob(inputs_key=key, segments=segments, report=report)
+
+
+def estimate_job(spec: JobSpec, prepared: PreparedJob, prices: dict[str, Any]) -> Estimate:
+    """What the job's provider jobs will cost, from the media prepared for them (as `lipsync plan` estimates)."""
+    from ..pricing import PlannedJob, estimate, load_price
+
+    jobs = [
+        PlannedJob(s.index, s.seconds if s.seconds is not None else s.end - s.start, len(s.text or ""))
+        for s in prepared.segments
+    ]
+    return estimate(spec.provider, load_price(spec.provider, prices.get(spec.provider)), jobs)
 
 
 def face_refusal(spec: JobSpec, prepared: PreparedJob) -> str | None:
@@ -159,6 +173,7 @@ def deliver_job(
     job_dir: Path,
     base_dir: Path,
     on_stage: Callable[[Stage], None],
+    estimate: Estimate | None = None,
 ) -> Path:
     """Mux each provider result with its master audio, stitch segments, verify, and write the handoff folder."""
     from ..stages.handoff import FINAL_NAME, write_handoff
@@ -181,7 +196,7 @@ def deliver_job(
     report.raise_if_failed()
     on_stage(Stage.HANDOFF)
     kill_point("handoff")
-    manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir)
+    manifest = _manifest(spec, prepared, results, muxed, final, report, base_dir, estimate)
     extra = [final.audio_file] if final.audio_file and final.audio_file.is_file() else []
     write_handoff(
         job_dir, final.path, manifest, extra_files=[*extra, *_cut_list(spec, prepared, results, report, work)]
@@ -285,6 +300,7 @@ def _manifest(
     final: MuxResult,
     verification: VerifyReport,
     base_dir: Path,
+    estimate: Estimate | None,
 ) -> Manifest:
     from pydantic import TypeAdapter
 
@@ -321,9 +337,64 @@ def _manifest(
         conform=conform,
         audio=AudioSection(loudness=loudness, mux=final.to_dict()),
         provider_jobs=provider_jobs,
+        segments=_segment_summaries(prepared, results, verification),
+        cost=None if estimate is None else _cost_section(estimate, provider_jobs),
         verification=verification,
         ffmpeg_commands=[*commands, *verification.commands],
         tools=tool_versions(),
+    )
+
+
+def _segment_summaries(
+    prepared: PreparedJob, results: list[SegmentResult], verification: VerifyReport
+) -> list[SegmentSummary]:
+    """Per segment: its source range and cut reason, its provider job, and its verification at its join."""
+    from ..stages.handoff import SegmentSummary
+
+    cut_reasons = {s["index"]: s.get("cut_reason") for s in prepared.report.segments}
+    # verification.segments are in the order of `results`
+    checked = dict(zip((r.segment.index for r in results), verification.segments, strict=False))
+    summaries: list[SegmentSummary] = []
+    for r in results:
+        seg, v = r.segment, checked.get(r.segment.index)
+        summaries.append(
+            SegmentSummary(
+                index=seg.index,
+                source_start=seg.start,
+                source_end=seg.end,
+                cut_reason=cut_reasons.get(seg.index),
+                provider_job=r.record.provider_job_id,
+                final_start_s=None if v is None else v.start_s,
+                offset_s=None if v is None else v.offset_s,
+                correlation=None if v is None else v.correlation,
+                sent_s=None if v is None else v.sent_s,
+                returned_s=None if v is None else v.returned_s,
+                ok=None if v is None else v.ok,
+            )
+        )
+    return summaries
+
+
+def _cost_section(estimate: Estimate, provider_jobs: list[ProviderJob]) -> CostSection:
+    from ..pricing import UNKNOWN
+    from ..stages.handoff import CostSection, SegmentCost
+
+    credits = [p.credits for p in provider_jobs if p.credits is not None]
+    return CostSection(
+        estimated=UNKNOWN if estimate.total is None else str(estimate.total),
+        currency=estimate.currency,
+        price_source=estimate.reasons[0] if estimate.reasons else None,
+        segments=[
+            SegmentCost(
+                segment=line.index,
+                seconds=line.seconds,
+                tts_characters=line.tts_characters,
+                estimated=UNKNOWN if line.amount is None else str(line.amount),
+                reason=line.reason,
+            )
+            for line in estimate.lines
+        ],
+        reported_credits=sum(credits) if credits else None,
     )
 
 

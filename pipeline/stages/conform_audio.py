@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import tempfile
 import warnings as pywarnings
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import ffmpeg
+import numpy as np
+import numpy.typing as npt
 
 from ..errors import InputError, ToolError, ValidationError
 from ..ffmpeg import FfmpegRun, ProgressFn, Stream, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
@@ -76,6 +79,17 @@ ACTIVITY_STEP_MS = 10
 MOSTLY_SILENT_RATIO = 0.2
 MIN_SOUND_S = 0.25  # less sound than this (a click, a knock) is near-silence, whatever its loudness
 LOUDNESS_MISS_LU = 1.0
+# Near-silence of a quiet voice (under AudioOptions.min_loudness) is judged by speech against its noise floor:
+# the floor is a low percentile of the level per FLOOR_STEP_S block (digital silence counted at the 16-bit
+# quantisation level, the floor of any PCM file), and speech is what stands SPEECH_OVER_FLOOR_DB above it.
+# Clean quiet dialogue has pauses near the floor and words 30-40 dB over it; room tone and hum are steady
+# (within a dB or two of their floor); a knock stands over it for a few tens of ms.
+FLOOR_STEP_S = 0.05
+FLOOR_PERCENTILE = 10
+SPEECH_OVER_FLOOR_DB = 15.0
+QUANTISATION_FLOOR_DB = -96.0
+MIN_QUIET_SPEECH_S = 0.5
+SILENCE_FLOOR_DB = -120.0  # the level given to digital silence (log of zero)
 LATE_START_S = 1.5
 # A channel this far under the other is dead (a lav on one side, nothing or hiss on the other): the live one is
 # used alone, since a downmix would cost 6 dB and stereo would leave one ear silent. Two channels whose sum is
@@ -419,15 +433,105 @@ def plan_audio(
     )
 
 
-def check_audible(figures: LoudnessFigures, plan: AudioPlan) -> None:
-    """Reject silence, and audio so quiet that normalizing it would mostly amplify noise."""
+def loudness_levels(samples: npt.NDArray[np.float64], sample_rate: int, step: float) -> tuple[float, ...]:
+    """RMS dBFS of consecutive `step`-second blocks (the last one may be shorter); SILENCE_FLOOR_DB for zeros."""
+    width = max(1, round(step * sample_rate))
+    blocks = -(-len(samples) // width)
+    padded = np.zeros(blocks * width)
+    padded[: len(samples)] = samples
+    counts = np.full(blocks, width, dtype=np.float64)
+    if blocks:
+        counts[-1] = len(samples) - (blocks - 1) * width
+    power = (padded.reshape(blocks, width) ** 2).sum(axis=1) / counts
+    with np.errstate(divide="ignore"):
+        levels = 10 * np.log10(power)
+    return tuple(float(max(level, SILENCE_FLOOR_DB)) for level in levels)
+
+
+@dataclass(frozen=True)
+class SpeechOverFloor:
+    """How much of a voice stands out from its own noise floor (for a quiet voice: words, or only noise?)."""
+
+    floor_db: float  # dBFS RMS: the FLOOR_PERCENTILE-th percentile of the block levels
+    speech_seconds: float  # blocks at least SPEECH_OVER_FLOOR_DB above the floor
+    peak_over_floor_db: float  # the loudest block over the floor
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+def speech_over_floor(levels: tuple[float, ...], step: float) -> SpeechOverFloor:
+    """Pure: the noise floor of block levels and the seconds of sound standing SPEECH_OVER_FLOOR_DB over it."""
+    if not levels:
+        return SpeechOverFloor(QUANTISATION_FLOOR_DB, 0.0, 0.0)
+    heard = np.maximum(np.asarray(levels, dtype=np.float64), QUANTISATION_FLOOR_DB)
+    floor = float(np.percentile(heard, FLOOR_PERCENTILE))
+    over = heard - floor
+    return SpeechOverFloor(floor, float(np.count_nonzero(over >= SPEECH_OVER_FLOOR_DB)) * step, float(over.max()))
+
+
+_PCM = 1
+_EXTENSIBLE = 0xFFFE  # what ffmpeg writes for more than two channels (Python 3.11's wave cannot read it)
+
+
+def _pcm16_layout(path: Path) -> tuple[int, int, int, int]:
+    """(sample rate, channels, offset of the samples, their byte count) of a 16-bit PCM WAV, plain or
+    WAVE_FORMAT_EXTENSIBLE, from its RIFF chunks."""
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            raise ToolError(f"{path.name}: not a WAV file")
+        rate = channels = 0
+        while header := f.read(8):
+            kind, size = header[:4], struct.unpack("<I", header[4:8])[0]
+            if kind == b"data":
+                if not rate:
+                    raise ToolError(f"{path.name}: WAV samples before their format")
+                return rate, channels, f.tell(), size
+            body = f.read(size + (size & 1))
+            if kind == b"fmt ":
+                tag, channels, rate = struct.unpack("<HHI", body[:8])
+                bits = struct.unpack("<H", body[14:16])[0]
+                if tag not in (_PCM, _EXTENSIBLE) or bits != 16:
+                    raise ToolError(f"{path.name}: WAV format {tag}, {bits} bits: 16-bit PCM expected")
+    raise ToolError(f"{path.name}: WAV without samples")
+
+
+def wav_levels(path: Path, step: float = FLOOR_STEP_S) -> tuple[float, ...]:
+    """loudness_levels of a 16-bit PCM WAV (channels averaged), read a stretch at a time: ten minutes of
+    stereo would be half a gigabyte as floats."""
+    rate, channels, offset, size = _pcm16_layout(path)
+    if size < 2 * channels:
+        return ()
+    samples = np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=(size // 2 // channels, channels))
+    width = max(1, round(step * rate))
+    stretch = width * 256
+    levels: list[float] = []
+    for first in range(0, len(samples), stretch):
+        mono = samples[first : first + stretch].astype(np.float64).mean(axis=1) / 32768
+        levels += loudness_levels(mono, rate, width / rate)
+    return tuple(levels)
+
+
+def check_audible(figures: LoudnessFigures, plan: AudioPlan, floor: SpeechOverFloor | None = None) -> None:
+    """Reject silence; and audio under the plan's minimum loudness unless speech stands out of its noise floor
+    (quiet clean dialogue is normalized; room tone, hum and a knock are refused)."""
     where = f" (between {plan.start:.3f} and {plan.start + plan.take_seconds:.3f} s)" if plan.start else ""
     if not figures.input_i > SILENT_LUFS:
         raise InputError(plan.source, f"the audio is silent{where}: nothing to lip-sync to")
-    if figures.input_i < plan.min_loudness:
+    if figures.input_i >= plan.min_loudness:
+        return
+    needed = min(MIN_QUIET_SPEECH_S, 0.5 * plan.take_seconds)
+    if floor is None or floor.speech_seconds < needed:
+        heard = (
+            ""
+            if floor is None
+            else f", and only {floor.speech_seconds:.2f} s of it stands {SPEECH_OVER_FLOOR_DB:g} dB over its "
+            f"noise floor ({floor.floor_db:.1f} dBFS): room tone, hum or a knock, no speech"
+        )
         raise InputError(
             plan.source,
-            f"the audio is near-silent{where}: {figures.input_i:.1f} LUFS, below {plan.min_loudness:g} LUFS",
+            f"the audio is near-silent{where}: {figures.input_i:.1f} LUFS, below {plan.min_loudness:g} LUFS{heard}",
         )
 
 
@@ -636,6 +740,8 @@ class VoiceCheck:
     measured: LoudnessFigures
     run: FfmpegRun
     source_speech: SpeechActivity | None
+    floor: SpeechOverFloor | None = None  # measured for a voice under the minimum loudness
+    levels: tuple[float, ...] = ()  # RMS dBFS per FLOOR_STEP_S of the range (the cut plan's quietest moments)
 
     def covers(self, plan: AudioPlan) -> bool:
         done = self.plan
@@ -669,11 +775,14 @@ def check_voice(plan: AudioPlan, progress: ProgressFn | None = None) -> VoiceChe
             input_lra=float(s["input_lra"]),
             input_thresh=float(s["input_thresh"]),
         )
-        check_audible(measured, plan)
+        levels = wav_levels(copy) if measured.input_i > SILENT_LUFS else ()
+        quiet = SILENT_LUFS < measured.input_i < plan.min_loudness
+        floor = speech_over_floor(levels, FLOOR_STEP_S) if quiet else None
+        check_audible(measured, plan, floor)
         speech = _speech_or_none(copy, replace(plan, format="wav"), measured.input_i)
     if speech is not None:
         check_sound(speech, plan)
-    return VoiceCheck(plan, measured, run, speech)
+    return VoiceCheck(plan, measured, run, speech, floor, levels)
 
 
 def measure_output(path: Path, plan: AudioPlan, figures: LoudnessFigures) -> tuple[LoudnessFigures, FfmpegRun]:
@@ -793,6 +902,13 @@ def execute_audio(
     else:
         runs = []  # the caller's early check is its own run, already counted
     measured = checked.measured
+    if checked.floor is not None:
+        warnings.append(
+            f"{plan.source.name}: a quiet voice ({measured.input_i:.1f} LUFS, under {plan.min_loudness:g} LUFS) is "
+            f"raised by about {plan.target.integrated - measured.input_i:.0f} dB: its speech stands up to "
+            f"{checked.floor.peak_over_floor_db:.0f} dB over its noise floor ({checked.floor.floor_db:.1f} dBFS), "
+            f"which rises with it"
+        )
     passes: list[GainPass] = [first_pass(measured, plan.target)]
     outputs: list[LoudnessFigures] = []
     with atomic_output(dst) as tmp:

@@ -83,6 +83,7 @@ class VideoOptions:
     end: float | None = None
     target_duration: float | None = None  # extend/cut the output to exactly this (sync modes)
     extend: Literal["loop", "bounce"] | None = None  # how to reach target_duration when the source is shorter
+    extend_from: int = 0  # frames of the loop/bounce played before this output (a long voice split into jobs)
     keep_audio: bool = True  # carry the source audio (AAC) along
     force_transcode: bool = False  # re-encode even a compliant file
     crf: int = 20  # x264 quality when the size budget allows it
@@ -208,20 +209,26 @@ def frames_within(seconds: float, fps: float) -> int:
     return math.floor(seconds * fps + 1e-9)
 
 
-def _legs(p: MediaProbe, start: float, end: float, target: float, extend: str, fps: float) -> tuple[Leg, ...]:
-    """Loop or bounce the window [start, end) until `target` seconds, in whole frames."""
+def _legs(
+    p: MediaProbe, start: float, end: float, target: float, extend: str, fps: float, skip: int = 0
+) -> tuple[Leg, ...]:
+    """Loop or bounce the window [start, end) until `target` seconds, in whole frames, leaving out the first
+    `skip` frames of that timeline (played by the segments before this one)."""
     window = source_frames(end - start, fps)
     if window < 1:
         raise InputError(p.path, f"cannot {extend} {end - start:.3f} s: shorter than one frame at {fps:g} fps")
     remaining = frames_within(target, fps)  # never past the target (which is within the limit)
     legs, backwards = [], False
     while remaining > 0:
-        n = min(window, remaining)
-        if backwards:
-            legs.append(Leg(max(start, end - n / fps), n / fps, reverse=True))
-        else:
-            legs.append(Leg(start, n / fps))
-        remaining -= n
+        played = min(skip, window)
+        skip -= played
+        n = min(window - played, remaining)
+        if n > 0:
+            if backwards:  # a reversed leg plays the window from its end: `played` frames from the end are gone
+                legs.append(Leg(max(start, end - (played + n) / fps), n / fps, reverse=True))
+            else:
+                legs.append(Leg(start + played / fps, n / fps))
+            remaining -= n
         backwards = extend == "bounce" and not backwards
     return tuple(legs)
 
@@ -244,7 +251,7 @@ def plan_timeline(
     target = opts.target_duration
     if target <= 0 or target > cap:
         raise ValidationError(f"{p.path}: target duration {target:g} s is outside (0, {cap:g}] s (the limit)")
-    if target <= span:
+    if target <= span and not (opts.extend and opts.extend_from):
         duration = min(span, frames_within(target, fps) / fps)
         if duration < span:
             decisions.append(
@@ -256,13 +263,14 @@ def plan_timeline(
             f"{p.path}: the video ({span:.3f} s) is shorter than the target {target:.3f} s "
             "and no extend mode (loop or bounce) was given"
         )
-    legs = _legs(p, start, end, target, opts.extend, fps)
+    legs = _legs(p, start, end, target, opts.extend, fps, opts.extend_from)
     duration = sum(leg.duration for leg in legs)
     decisions.append(
         Decision(
             opts.extend,
             f"{span:.3f} s of video {opts.extend}ed {len(legs)} times to reach "
-            f"{duration:.3f} s (target {target:.3f} s)",
+            f"{duration:.3f} s (target {target:.3f} s)"
+            + (f", from frame {opts.extend_from} of the {opts.extend}" if opts.extend_from else ""),
         )
     )
     return legs, duration, decisions, warnings

@@ -30,14 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import ffmpeg
-import numpy as np
-import numpy.typing as npt
 
 from ..errors import ValidationError
 from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
 from ..limits import Limits
 from .avsync import decode_pcm
-from .conform_audio import SpeechActivity
+from .conform_audio import SpeechActivity, loudness_levels
 from .conform_video import SIZE_MARGIN, VBV_BUFFER_SECONDS
 from .sync import max_job_seconds
 
@@ -47,7 +45,6 @@ SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts 
 SCENE_WIDTH = 160  # the picture is scored at this width: a cut is as visible, the decode cheaper
 LOUDNESS_STEP = 0.05  # seconds per level of the loudness envelope
 LOUDNESS_RATE = 8000  # Hz: enough to tell loud from quiet
-SILENCE_FLOOR_DB = -120.0  # the level of digital silence (log of zero)
 _NTSC_BASES = (24, 30, 48, 60, 120)
 
 
@@ -58,6 +55,19 @@ class CutKind(StrEnum):
     QUIETEST = "quietest"
     BALANCED = "balanced"
     SOURCE_END = "source_end"
+
+
+WITHOUT_A_BETTER_CUE = (CutKind.QUIETEST, CutKind.BALANCED)  # a shot change in their window would win
+
+
+def windows_wanting_shots(plan: CutPlan) -> tuple[tuple[Fraction, Fraction], ...]:
+    """The windows (seconds) of the cuts that found no pause or sentence end: where a shot change would be
+    the better cut, so where measuring the picture can pay off."""
+    return tuple(
+        (Fraction(s.cut.window[0]) / plan.rate, Fraction(s.cut.window[1]) / plan.rate)
+        for s in plan.segments
+        if s.cut.kind in WITHOUT_A_BETTER_CUE
+    )
 
 
 def frame_rate(fps: float | str | Fraction) -> Fraction:
@@ -355,14 +365,23 @@ _PTS_TIME = re.compile(r"\bpts_time:(-?[0-9.]+)")
 
 
 def measure_shot_changes(
-    path: str | Path, *, threshold: float = SCENE_THRESHOLD, stream: int = 0, duration: float | None = None
+    path: str | Path,
+    *,
+    threshold: float = SCENE_THRESHOLD,
+    stream: int = 0,
+    start: float = 0.0,
+    duration: float | None = None,
 ) -> ShotChanges:
     """The frames where the picture changes shot: ffmpeg's scene score over `threshold`, timed from the
-    first frame of video stream `V:<stream>` (the same origin as the cut plan)."""
+    first frame of video stream `V:<stream>` (the same origin as the cut plan), or from `start` seconds of the
+    file (an input seek: only that stretch is decoded) with the times given from the file's `start`."""
+    window = {"t": f"{duration:.6f}"} if duration else {}
+    if start > 0:
+        window["ss"] = f"{start:.6f}"
     with tempfile.TemporaryDirectory(prefix="lipsync-shots-") as scratch:
         found = Path(scratch) / "shots.txt"
         video = (
-            ffmpeg.input(media_path(path), **({"t": f"{duration:.6f}"} if duration else {}))[f"V:{stream}"]
+            ffmpeg.input(media_path(path), **window)[f"V:{stream}"]
             .filter("setpts", "PTS-STARTPTS")
             .filter("scale", SCENE_WIDTH, -2)
             .filter("select", f"gt(scene,{threshold})")
@@ -371,25 +390,10 @@ def measure_shot_changes(
         argv = compile_stream(video.output("-", f="null").global_args("-hide_banner", "-nostats"))
         run = run_ffmpeg(argv, what=f"finding the shot changes of {Path(path).name}")
         text = found.read_text(encoding="utf-8") if found.exists() else ""
-    return ShotChanges(tuple(float(t) for t in _PTS_TIME.findall(text)), threshold, run)
+    return ShotChanges(tuple(start + float(t) for t in _PTS_TIME.findall(text)), threshold, run)
 
 
 def measure_loudness(path: str | Path, *, step: float = LOUDNESS_STEP) -> LoudnessEnvelope:
     """The RMS level of the first audio stream per `step` seconds, from t=0 of the file's timeline."""
     samples = decode_pcm(path, sample_rate=LOUDNESS_RATE)
     return LoudnessEnvelope(step, loudness_levels(samples, LOUDNESS_RATE, step))
-
-
-def loudness_levels(samples: npt.NDArray[np.float64], sample_rate: int, step: float) -> tuple[float, ...]:
-    """RMS dBFS of consecutive `step`-second blocks (the last one may be shorter)."""
-    width = max(1, round(step * sample_rate))
-    blocks = -(-len(samples) // width)
-    padded = np.zeros(blocks * width)
-    padded[: len(samples)] = samples
-    counts = np.full(blocks, width, dtype=np.float64)
-    if blocks:
-        counts[-1] = len(samples) - (blocks - 1) * width
-    power = (padded.reshape(blocks, width) ** 2).sum(axis=1) / counts
-    with np.errstate(divide="ignore"):
-        levels = 10 * np.log10(power)
-    return tuple(float(max(level, SILENCE_FLOOR_DB)) for level in levels)

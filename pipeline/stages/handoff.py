@@ -115,6 +115,41 @@ class ProviderJob(_Section):
     usage: dict[str, float] | None = None  # the provider's usage figures as it names them (tokens_used, ...)
 
 
+class SegmentCost(_Section):
+    segment: int
+    seconds: float  # the output length the estimate counts
+    tts_characters: int = 0
+    estimated: str  # an amount, or "unknown" (a provider that documents no price)
+    reason: str
+
+
+class CostSection(_Section):
+    """What the job was estimated to cost before any create (pipeline.pricing), and what the provider reported."""
+
+    estimated: str  # the total, or "unknown"
+    currency: str | None = None
+    price_source: str | None = None
+    segments: list[SegmentCost] = Field(default_factory=list)
+    reported_credits: float | None = None  # the sum over provider_jobs[].credits, when the provider reports them
+
+
+class SegmentSummary(_Section):
+    """One segment of the final, in one place: the source range it plays, why it ends there, the provider job
+    that lip-synced it, its measured offset and verification (details in conform/provider_jobs/verification)."""
+
+    index: int
+    source_start: float  # seconds in the source video
+    source_end: float
+    cut_reason: str | None = None
+    provider_job: str | None = None
+    final_start_s: float | None = None  # where it starts in the final
+    offset_s: float | None = None  # final audio vs the provider's result there
+    correlation: float | None = None
+    sent_s: float | None = None
+    returned_s: float | None = None
+    ok: bool | None = None  # every verification check of this segment passed
+
+
 class ToolVersions(_Section):
     python: str
     lipsync: str
@@ -157,6 +192,8 @@ class Manifest(_Section):
     conform: ConformSection = Field(default_factory=ConformSection)
     audio: AudioSection = Field(default_factory=AudioSection)
     provider_jobs: list[ProviderJob] = Field(default_factory=list)
+    segments: list[SegmentSummary] = Field(default_factory=list)
+    cost: CostSection | None = None
     verification: VerifyReport | None = None
     ffmpeg_commands: list[list[str]] = Field(default_factory=list)
     delivered: list[DeliveredFile] = Field(default_factory=list)

@@ -108,6 +108,25 @@ def chunk_text(text: str, max_chars: int, max_seconds: float) -> list[str]:
     return chunks
 
 
+def chunk_cut_reason(chunks: list[str], index: int) -> str:
+    """Why script chunk `index` ends where it does (one TTS job each, so the cut between jobs): the script's
+    end, a sentence end, or a clause mark, a space or mid-word when a sentence is longer than one job takes."""
+    chunk = chunks[index]
+    where = f"script chunk {index + 1} of {len(chunks)}"
+    if index == len(chunks) - 1:
+        return f"{where}: the end of the script"
+    marks = ((_SENTENCE_END, "a sentence end"), (_CLAUSE_END, "a clause mark"))
+    what = next(
+        (what for pattern, what in marks if any(m.end() == len(chunk) for m in pattern.finditer(chunk))),
+        "a space" if chunk.endswith(" ") else "mid-word",
+    )
+    last_words = " ".join(spoken(chunk).split()[-3:])
+    reason = f"{where} ends at {what} (after {last_words!r})"
+    if what != "a sentence end":
+        reason += ": its sentence is longer than one job takes"
+    return reason
+
+
 def sentence_end_times(text: str, total_seconds: float | None = None) -> tuple[float, ...]:
     """When each sentence of a script ends as spoken (for the cut plan), from the speech estimate, stretched
     to `total_seconds` (the measured length of the voice) when given. The script's own end is not one."""

@@ -1,0 +1,311 @@
+"""Long footage (issue 13, item 9): split + conform against one hand-written transcode, the stitch, and the
+encoder settings chosen by measured quality per second. Every figure is a ratio against a baseline measured in
+the same run, so a busy machine moves both sides.
+
+1. A 1080p 25 fps talking source of BENCH_LONG_SECONDS (default 600: ten minutes), generated once into
+   <tmp>/lipsync-bench/long. `prepare` (split at pauses, every segment's picture conformed, the voice normalized
+   once and cut at sample-exact points; the face pre-flight left out: it is analysis, not conform) against one
+   hand-written ffmpeg command transcoding the whole file with the same encoder settings (video and the voice as
+   WAV). Target: ratio <= 1.15.
+2. Stitching the returned segments (here: the prepared pictures with their voices, as a provider returns them)
+   into the final, as delivery does (mux each, then stitch): target <= 5 % of that transcode's time.
+3. A 4K 60 fps HEVC 10-bit clip (BENCH_UHD_SECONDS, default 8): conform time at each x264 preset (CRF 20)
+   against the floor (ffmpeg decoding and scaling it to the same size, nothing encoded), and the output's SSIM
+   against the source scaled the same way. Target: <= 1.8x the floor at SSIM >= 0.98.
+CPU time (ffmpeg's user+sys) is the figure that survives a shared machine; wall time is printed beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import ffmpeg
+
+from pipeline.demo import talk_with_pauses
+from pipeline.ffmpeg import compile_stream, ffmpeg_exe, media_path, run_ffmpeg
+from pipeline.fsutil import atomic_output
+from pipeline.limits import load_limits
+from pipeline.prepare import PrepareRequest, prepare
+from pipeline.speech import write_wav
+from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
+from pipeline.stages.mux import mux, stitch
+from pipeline.stages.probe import probe_video
+
+from .conform import Timing, timed
+
+CACHE = Path(tempfile.gettempdir()) / "lipsync-bench" / "long"
+LONG_SECONDS = float(os.environ.get("BENCH_LONG_SECONDS", "600"))
+UHD_SECONDS = float(os.environ.get("BENCH_UHD_SECONDS", "8"))
+SPLIT_TARGET = 1.15
+STITCH_TARGET = 0.05
+FLOOR_TARGET = 1.8
+SSIM_TARGET = 0.98
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
+
+
+def _source(seconds: float) -> Path:
+    """The long talking source: testsrc2 1080p with sentences and pauses as its sound (made once, cached)."""
+    path = CACHE / f"talk-1080p-{seconds:g}s.mp4"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print(f"   generating {path.name} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as scratch:
+        voice = Path(scratch) / "voice.wav"
+        write_wav(voice, talk_with_pauses(seconds, 48000)[0], 48000)
+        picture = ffmpeg.input("testsrc2=size=1920x1080:rate=25", f="lavfi", t=seconds).video
+        sound = ffmpeg.input(media_path(voice)).audio
+        with atomic_output(path) as tmp:
+            out = ffmpeg.output(
+                picture,
+                sound,
+                media_path(tmp),
+                vcodec="libx264",
+                preset="ultrafast",
+                crf=23,
+                pix_fmt="yuv420p",
+                acodec="aac",
+                t=seconds,
+                f="mp4",
+            )
+            run_ffmpeg(compile_stream(out.global_args("-hide_banner", "-nostats", "-y")), what="the long source")
+    return path
+
+
+def _uhd(seconds: float) -> Path:
+    """4K 60 fps HEVC Main 10: one second encoded, looped by stream copy (a 4K x265 encode is slow)."""
+    path = CACHE / f"uhd60-hevc10-{seconds:g}s.mp4"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print(f"   generating {path.name} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as scratch:
+        second = Path(scratch) / "one.mp4"
+        run_ffmpeg(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=s=3840x2160:r=60:d=1",
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error",
+                "-pix_fmt",
+                "yuv420p10le",
+                "-tag:v",
+                "hvc1",
+                str(second),
+            ],
+            what="one second of 4K60 HEVC 10-bit",
+        )
+        with atomic_output(path) as tmp:
+            run_ffmpeg(
+                [
+                    ffmpeg_exe(),
+                    "-hide_banner",
+                    "-y",
+                    "-stream_loop",
+                    str(max(0, round(seconds) - 1)),
+                    "-i",
+                    str(second),
+                    "-c",
+                    "copy",
+                    "-t",
+                    f"{seconds:g}",
+                    "-f",
+                    "mp4",
+                    str(tmp),
+                ],
+                what="looping it",
+            )
+    return path
+
+
+def _row(what: str, t: Timing, base: Timing | None = None) -> None:
+    ratio = f"  wall x{t.wall / base.wall:.3f}  cpu x{t.cpu / base.cpu:.3f}" if base else ""
+    print(f"   {what:<44} wall {t.wall:8.2f} s  cpu {t.cpu:8.2f} s{ratio}", flush=True)
+
+
+def hand_written(
+    src: Path, dst_video: Path, dst_voice: Path, width: int, height: int, opts: VideoOptions, maxrate: int, bufsize: int
+) -> list[str]:
+    """One command a person would type for the same media: the whole picture at the segments' settings, and
+    the voice as 48 kHz WAV."""
+    return [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        "-y",
+        "-i",
+        str(src),
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"scale={width}:{height},setsar=1,format=yuv420p",
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "high",
+        "-preset",
+        opts.preset,
+        "-crf",
+        str(opts.crf),
+        "-maxrate",
+        str(maxrate),
+        "-bufsize",
+        str(bufsize),
+        "-an",
+        str(dst_video),
+        "-map",
+        "0:a:0",
+        "-c:a",
+        "pcm_s16le",
+        "-ar",
+        "48000",
+        str(dst_voice),
+    ]
+
+
+def bench_split(out: Path) -> tuple[float, float]:
+    src = _source(LONG_SECONDS)
+    limits = load_limits("fal")
+    first = plan_video(probe_video(src), limits, VideoOptions(end=29.0, keep_audio=False))
+    assert first.maxrate and first.bufsize and first.width and first.height
+    argv = hand_written(
+        src, out / "hand.mp4", out / "hand.wav", first.width, first.height, VideoOptions(), first.maxrate, first.bufsize
+    )
+    hand = timed(lambda: run_ffmpeg(argv, what="the hand-written transcode"))
+    result = None
+
+    def split() -> None:
+        nonlocal result
+        result = prepare(PrepareRequest(video=src, provider="fal", face=None), out / "segments")
+
+    mine = timed(split)
+    assert result is not None
+    print(
+        f"   {LONG_SECONDS:g} s of 1080p, {len(result.segments)} segments, cut at: "
+        + ", ".join(str(s.cut_reason).split(" (")[0].split(",")[0] for s in result.segments[:-1])
+    )
+    _row("hand-written transcode of the whole file", hand)
+    _row("lipsync prepare (split + conform)", mine, hand)
+
+    returned = []
+    for seg in result.segments:  # what a provider returns: the picture with the voice it was given, in AAC
+        dst = out / f"returned-{seg.index}.mp4"
+        run_ffmpeg(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-y",
+                "-i",
+                str(seg.video),
+                "-i",
+                str(seg.audio),
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-c:v",
+                "copy",
+                "-c:a",
+                "aac",
+                str(dst),
+            ],
+            what="a returned segment",
+        )
+        returned.append((dst, seg.audio))
+
+    def deliver() -> None:
+        muxed = [mux(video, voice, out / f"muxed-{i}.mp4") for i, (video, voice) in enumerate(returned)]
+        stitch([m.path for m in muxed], out / "final.mp4", segment_audio=[m.audio_file for m in muxed])
+
+    joined = timed(deliver)
+    _row("mux each + stitch into final.mp4", joined, hand)
+    return mine.cpu / hand.cpu, joined.cpu / hand.cpu
+
+
+_SSIM = re.compile(r"All:([0-9.]+)")
+
+
+def ssim(reference: Path, distorted: Path, width: int, height: int) -> float:
+    """SSIM (all planes) of `distorted` against `reference` scaled to the same size."""
+    graph = (
+        f"[0:v]scale={width}:{height}:flags=bicubic,format=yuv420p,setsar=1[ref];"
+        "[1:v]format=yuv420p,setsar=1[out];[out][ref]ssim"
+    )
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        "-i",
+        str(reference),
+        "-i",
+        str(distorted),
+        "-filter_complex",
+        graph,
+        "-f",
+        "null",
+        "-",
+    ]
+    text = subprocess.run(argv, capture_output=True, text=True, check=True).stderr
+    return float(_SSIM.findall(text)[-1])
+
+
+def bench_presets(out: Path) -> list[tuple[str, float, float]]:
+    src = _uhd(UHD_SECONDS)
+    limits = load_limits()
+    base = plan_video(probe_video(src), limits, VideoOptions(keep_audio=False))
+    assert base.width and base.height
+    floor_argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostats",
+        "-i",
+        str(src),
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"scale={base.width}:{base.height},format=yuv420p",
+        "-f",
+        "null",
+        "-",
+    ]
+    floor = timed(lambda: run_ffmpeg(floor_argv, what="decode and scale"))
+    _row(f"floor: decode + scale to {base.width}x{base.height}", floor)
+    rows = []
+    for preset in PRESETS:
+        opts = VideoOptions(keep_audio=False, preset=preset)
+        dst = out / f"uhd-{preset}.mp4"
+        t = timed(lambda opts=opts, dst=dst: execute_video(plan_video(probe_video(src), limits, opts), dst))
+        quality = ssim(src, dst, base.width, base.height)
+        _row(f"conform, x264 {preset} CRF 20 (SSIM {quality:.4f})", t, floor)
+        rows.append((preset, t.cpu / floor.cpu, quality))
+    return rows
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="lipsync-bench-long-") as scratch:
+        out = Path(scratch)
+        split, joined = bench_split(out)
+        presets = bench_presets(out)
+    print(f"   split + conform / hand-written transcode: x{split:.3f} (cpu; target <= {SPLIT_TARGET})")
+    print(f"   stitch / hand-written transcode:          {joined:.1%} (cpu; target <= {STITCH_TARGET:.0%})")
+    meeting = [p for p, ratio, q in presets if ratio <= FLOOR_TARGET and q >= SSIM_TARGET]
+    for preset, ratio, quality in presets:
+        print(f"   {preset:<10} x{ratio:.2f} the decode+scale floor, SSIM {quality:.4f}")
+    print(f"   presets within x{FLOOR_TARGET} of the floor at SSIM >= {SSIM_TARGET}: {', '.join(meeting) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
