@@ -97,6 +97,7 @@ def prepare_media(
     true_peak: float | None = None,
     require_face: bool = False,
     long_media: Literal["split", "trim"] = "split",
+    voice_required: bool = True,
     progress: StepProgress | None = None,
 ) -> PrepareResult:
     """Conform `video` and a voice into provider-ready segments in `out_dir` (seg000.mp4, seg000.wav, ...).
@@ -104,7 +105,8 @@ def prepare_media(
     The voice is `audio` (its `audio_track`, numbered from 1), else TTS of `text` (one segment per chunk),
     else the video's own sound. `provider`: fit that provider's limits (default: the strictest of all);
     `sync_mode`: the length policy (pipeline.stages.sync.SyncMode); `loudness` (LUFS) and `true_peak` (dBTP):
-    the voice's targets; `long_media`: footage longer than one job is "split" at pauses or "trim"med.
+    the voice's targets; `long_media`: footage longer than one job is "split" at pauses or "trim"med;
+    `voice_required=False`: footage with no sound and no voice is conformed alone (with a warning).
     Raises ValidationError (InputError for a bad file) before any file is left behind."""
     from .prepare import PrepareRequest
     from .prepare import prepare as run_prepare
@@ -130,6 +132,7 @@ def prepare_media(
         loudness=LoudnessTarget(**{k: v for k, v in targets.items() if v is not None}),
         require_face=require_face,
         long_media=long_media,
+        voice_required=voice_required,
     )
     return run_prepare(request, Path(out_dir).absolute(), progress=progress)
 
