@@ -26,7 +26,7 @@ from ..errors import ConfigError, ValidationError
 from ..fsutil import is_temp_of, write_text_atomic
 from ..stages.handoff import CHECKSUMS_NAME, FINAL_NAME, MANIFEST_NAME
 from ..stages.timeline import EDL_NAME, OTIO_NAME
-from .ledger import LEDGER_NAME, LOCK_NAME
+from .ledger import LEDGER_NAME, LOCK_NAME, POINTER_NAME
 
 log = logging.getLogger("lipsync.run")
 
@@ -35,7 +35,7 @@ WORK_DIR = ".work"
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 REPORT_NAME = "report.html"  # written by pipeline/report at the end of a run
 RUN_FILES = frozenset(
-    {MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, REPORT_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)}
+    {MARKER_NAME, LOCK_NAME, POINTER_NAME, CHECKSUMS_NAME, REPORT_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)}
 )
 JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME, OTIO_NAME, EDL_NAME)
 # Names a job id may not take: the run's own files and the files inside a job folder.
@@ -180,12 +180,15 @@ def refresh_checksums(run_dir: Path) -> Path | None:
     """`checksums.sha256` over exactly what the run's done jobs delivered (by the ledger and their manifests),
     never over or onto a file the user put there; None when it is not ours to write."""
     from ..stages.handoff import delivered_files, write_checksums
-    from .ledger import Ledger, Stage
+    from .ledger import Stage, has_ledger, open_run_ledger
 
-    if not (run_dir / LEDGER_NAME).is_file():
+    if not has_ledger(run_dir):
         return None
-    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+    ledger = open_run_ledger(run_dir)
+    try:
         done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
+    finally:
+        ledger.close()
     if not done:
         return None
     delivered = [f for f in delivered_files(run_dir) if f.split("/")[0] in done]
