@@ -1,6 +1,8 @@
 """Test-only: SIGKILL this process at a named step, so crash tests can stop a run or a submit exactly there.
 
 `LIPSYNC_TEST_KILL_AT=<point>` kills at the first time the point is reached; `<point>#<n>` at the n-th.
+`LIPSYNC_TEST_KILL_ONCE=<file>`: only the process that creates <file> dies, so a cluster's worker restarted
+with the same environment (or another worker) goes on.
 Never set it outside tests and `make chaos`.
 """
 
@@ -42,6 +44,17 @@ def kill_point(name: str) -> None:
     with _lock:
         _hits[name] += 1
         hit = _hits[name]
-    if hit == int(nth or 1):
+    if hit == int(nth or 1) and _first_to_die():
         log.warning("LIPSYNC_TEST_KILL_AT=%s: killing this process", wanted)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_to_die() -> bool:
+    once = os.environ.get("LIPSYNC_TEST_KILL_ONCE")
+    if not once:
+        return True
+    try:
+        os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

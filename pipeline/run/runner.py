@@ -201,7 +201,7 @@ class BatchRunner:
     def run(self, jobs: tuple[JobSpec, ...]) -> list[JobOutcome]:
         self.progress.start([(job.id, job.provider) for job in jobs])
         with ThreadPoolExecutor(max_workers=min(len(jobs), 64), thread_name_prefix="lipsync-job") as flows:
-            futures = [flows.submit(self._run_job, job) for job in jobs]
+            futures = [flows.submit(self.run_job, job) for job in jobs]
             try:
                 while not all(f.done() for f in futures):
                     wait(futures, timeout=0.5)
@@ -217,7 +217,7 @@ class BatchRunner:
 
     # --- one job ---------------------------------------------------------------------------------
 
-    def _run_job(self, spec: JobSpec) -> JobOutcome:
+    def run_job(self, spec: JobSpec) -> JobOutcome:
         with job_context(spec.id):
             try:
                 # a ledger shared with other processes (PostgreSQL): one of them works on a job at a time
@@ -583,7 +583,7 @@ def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> 
     return replace(default, **changes)
 
 
-def _open_provider(
+def open_provider(
     config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints, sleep: Callable[[float], None]
 ) -> Provider:
     extra = config.provider_options.get(name, {})
@@ -640,7 +640,7 @@ def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> Run
     ):
         stop = threading.Event()
         providers = {
-            name: providers_open.enter_context(_open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
+            name: providers_open.enter_context(open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
         outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop).run(jobs)
