@@ -293,6 +293,6 @@ def local_cluster(workers: int, threads: int, host: str, port: int) -> Iterator[
         processes=True,
         host=host,
         scheduler_port=port,
-        dashboard_address=None,
+        dashboard_address=":0",  # no fixed port: several clusters may share a machine
     ) as cluster:
         yield LocalClusterInfo(str(cluster.scheduler_address), workers, threads)
