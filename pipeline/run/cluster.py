@@ -111,6 +111,11 @@ def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, a
                 log.warning("stopping: jobs running on workers finish and are recorded; run again to resume")
                 client.cancel(list(futures.values()))
                 raise
+            if client.status != "running":  # the scheduler went away: its tasks are cancelled, not failed
+                raise LipsyncError(
+                    f"lost the Dask scheduler at {address}; every step done so far is in the ledger: "
+                    "run the same command again (on the restarted cluster) to resume"
+                )
             outcomes = [_outcome(job, futures[job.id]) for job in jobs]
             _show_stages(ledger.jobs(), progress, futures)
     return summarize(config, options, outcomes, started)
