@@ -22,6 +22,9 @@ from test_ledger_pg import with_ledger
 
 from pipeline.emulator import Emulator, EmulatorSettings
 
+# real clusters and servers on 2 busy cores: minutes, not the suite's default 300 s
+pytestmark = pytest.mark.timeout(900)
+
 JOBS = [
     {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
     {"id": "spoken", "video": "clip.mp4", "text": "Short line, one job.", "speaker": "James"},

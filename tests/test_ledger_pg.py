@@ -16,6 +16,9 @@ from pipeline.providers.store import CreateState, SegmentRef
 from pipeline.run.ledger import Stage
 from pipeline.run.ledger_pg import PgLedger, shown_url
 
+# real clusters and servers on 2 busy cores: minutes, not the suite's default 300 s
+pytestmark = pytest.mark.timeout(600)
+
 JOBS = [
     {"id": "voiced", "video": "clip.mp4", "audio": "voice.wav"},
     {"id": "spoken", "video": "clip.mp4", "text": "Short line, one job.", "speaker": "James"},

@@ -78,6 +78,7 @@ def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, a
             '"postgresql://user@host/database" (the password from PGPASSWORD)'
         )
     from distributed import Client, wait
+    from distributed.client import FuturesCancelledError
 
     jobs = config.select(options.only)
     started = time.monotonic()
@@ -103,8 +104,9 @@ def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, a
                 for job in jobs
             }
             try:
-                while not all(f.done() for f in futures.values()):
-                    with suppress(TimeoutError):  # distributed's wait raises when its timeout passes
+                while client.status == "running" and not all(f.done() for f in futures.values()):
+                    # distributed's wait raises when its timeout passes, and when the scheduler is lost
+                    with suppress(TimeoutError, FuturesCancelledError):
                         wait(list(futures.values()), timeout=STATUS_EVERY_S, return_when="FIRST_COMPLETED")
                     _show_stages(ledger.jobs(), progress, futures)
             except KeyboardInterrupt:
@@ -264,7 +266,8 @@ def _runner_for(task: ClusterTask) -> ClusterRunner:
 
 
 def _worker_logging() -> None:
-    """A worker's lipsync log lines on its stderr, keys masked, as the CLI's are."""
+    """A worker's lipsync warnings and errors on its stderr, keys masked, as the CLI's are (a job's routine
+    lines, many per job, would bury them in a cluster's log; the client shows the jobs' stages)."""
     record_environment()
     root = logging.getLogger("lipsync")
     if not root.handlers:
@@ -272,7 +275,7 @@ def _worker_logging() -> None:
         handler.addFilter(RedactingFilter())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.WARNING)
         root.propagate = False
 
 

@@ -37,6 +37,7 @@ REPORT_NAME = "report.html"  # written by pipeline/report at the end of a run
 RUN_FILES = frozenset(
     {MARKER_NAME, LOCK_NAME, POINTER_NAME, CHECKSUMS_NAME, REPORT_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)}
 )
+REWRITTEN_RUN_FILES = (CHECKSUMS_NAME, MARKER_NAME, POINTER_NAME)  # written whole again by each run (atomic_output)
 JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME, OTIO_NAME, EDL_NAME)
 # Names a job id may not take: the run's own files and the files inside a job folder.
 RESERVED_JOB_IDS = frozenset({*(n.lower() for n in RUN_FILES), WORK_DIR, *(n.lower() for n in JOB_FILES)})
@@ -95,7 +96,8 @@ def _is_ours(entry: Entry, job_ids: Collection[str]) -> bool:
     if len(parts) == 1:
         if top in job_ids:
             return entry.kind is Kind.DIR
-        return entry.kind is Kind.FILE and (top in RUN_FILES or is_temp_of(top, CHECKSUMS_NAME))
+        # temp names: a write of ours in progress (two runs sharing a PostgreSQL ledger share the folder)
+        return entry.kind is Kind.FILE and (top in RUN_FILES or any(is_temp_of(top, f) for f in REWRITTEN_RUN_FILES))
     return (
         len(parts) == 2
         and top in job_ids

@@ -224,7 +224,7 @@ class BatchRunner:
                 with self.ledger.lease(f"job/{spec.id}", self._sleep):
                     return self._run_job_flow(spec)
             except Interrupted:  # stopped while waiting for another process to let go of the job
-                return JobOutcome(spec.id, spec.provider, Stage.INTERRUPTED, 130, "interrupted", None, (), 0.0, False)
+                return JobOutcome(spec.id, spec.provider, Stage.INTERRUPTED, 1, "interrupted", None, (), 0.0, False)
 
     def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
