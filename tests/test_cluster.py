@@ -6,6 +6,7 @@ connections dropped mid-run, a worker that cannot see the media."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -81,8 +82,8 @@ def cluster_up(env: dict[str, str], wrapper: tuple[str, ...] = ()):
             proc.wait()
 
 
-def _batch(folder, media, emu, pg_url, jobs=JOBS, provider="pixverse"):
-    config = write_batch(folder, media, jobs, base_urls=emu.base_urls, provider=provider)
+def _batch(folder, media, emu, pg_url, jobs=JOBS, provider="pixverse", **kw):
+    config = write_batch(folder, media, jobs, base_urls=emu.base_urls, provider=provider, **kw)
     with_ledger(config, pg_url)
     return config
 
@@ -94,13 +95,17 @@ def _delivered(out, jobs=JOBS) -> dict[str, str]:
 
 def test_a_batch_runs_on_the_cluster(tmp_path, media, reference, pg_url):
     with Emulator(EmulatorSettings(latency_s=0.5)) as emu, cluster_up(emu.env()) as cluster:
-        config = _batch(tmp_path, media, emu, pg_url)
+        # one provider job at a time across the cluster, though each of the 2 workers has a pool of 1
+        config = _batch(tmp_path, media, emu, pg_url, max_jobs=1)
         run = lipsync("run", str(config), "--cluster", cluster.address, "--json", env=emu.env())
         assert run.returncode == 0, run.stderr
         assert emu.accepted_creates("pixverse") == len(JOBS)
         again = lipsync("run", str(config), "--cluster", cluster.address, "--json", env=emu.env())
         assert again.returncode == 0, again.stderr
         assert emu.accepted_creates("pixverse") == len(JOBS)  # a rerun finds every job done
+        jobs = sorted(emu.jobs("pixverse"), key=lambda job: job.created_at)
+    for before, after in itertools.pairwise(jobs):  # the semaphore is held from create to download
+        assert after.created_at >= before.created_at + before.queue_s + before.run_s
     summary = json.loads(run.stdout)
     assert [j["stage"] for j in summary["jobs"]] == ["done"] * len(JOBS)
     assert _delivered(tmp_path / "out") == reference
