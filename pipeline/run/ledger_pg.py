@@ -141,6 +141,7 @@ class _Connection:
         self.readonly = readonly
         self.purpose = purpose
         self._db: psycopg.Connection[dict[str, Any]] | None = None
+        self._opened = False  # a connection was open before: a new one is a reconnect
         self.lock = threading.RLock()
         self.on_reconnect: Callable[[psycopg.Connection[dict[str, Any]]], None] | None = None
 
@@ -162,8 +163,9 @@ class _Connection:
                 try:
                     if self._db is None:
                         self._db = self._open()
-                        if attempt and self.on_reconnect is not None:
+                        if self._opened and self.on_reconnect is not None:
                             self.on_reconnect(self._db)
+                        self._opened = True
                     return work(self._db)
                 except psycopg.OperationalError as err:
                     if self._db is not None and not (self._db.closed or self._db.broken):
@@ -197,7 +199,6 @@ class PgLedger(RecordingStore):
         self._lease_db.on_reconnect = self._retake_leases
         self._held: set[int] = set()
         self._closed = threading.Event()
-        threading.Thread(target=self._keep_leases, name="lipsync-leases", daemon=True).start()
         try:
             if not readonly:
                 self._db.call(self._migrate)
@@ -205,6 +206,7 @@ class PgLedger(RecordingStore):
                 self._db.call(self._check_version)
         except psycopg.Error as err:
             raise LedgerError(f"the ledger at {shown_url(url)}: {_first_line(err)}") from None
+        threading.Thread(target=self._keep_leases, name="lipsync-leases", daemon=True).start()
 
     def close(self) -> None:
         self._closed.set()
