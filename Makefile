@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench chaos clean
+.PHONY: setup test lint demo bench chaos schema clean
 
 setup: $(STAMP)
 
@@ -18,11 +18,20 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/mypy
+
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# docs/manifest.schema.json from the manifest's models (tests/test_manifest_schema.py fails until it is rerun)
+schema: $(STAMP)
+	$(BIN)/python -m pipeline.schema
 
 # Not part of `test`: ~10-15 min of SIGKILLs against the emulator (CHAOS_KILLS=N, CHAOS_SEED=N to change).
 chaos: $(STAMP)

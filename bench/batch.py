@@ -22,8 +22,8 @@ from pipeline.run.ledger import open_run_ledger
 from pipeline.run.progress import Progress
 from pipeline.run.runner import RunOptions, run_batch
 
-JOBS = int(os.environ.get("BENCH_BATCH_JOBS", 40))
-LATENCY_S = float(os.environ.get("BENCH_BATCH_LATENCY", 20.0))
+JOBS = int(os.environ.get("BENCH_BATCH_JOBS", "40"))
+LATENCY_S = float(os.environ.get("BENCH_BATCH_LATENCY", "20.0"))
 MAX_JOBS = 8
 PROVIDER = os.environ.get("BENCH_BATCH_PROVIDER", "fal")
 
@@ -61,7 +61,9 @@ def conform_seconds(run_dir: Path) -> tuple[float, float]:
     """Mean seconds per job of prepare and of mux/verify/handoff, from the run's ledger."""
     stages = _stage_seconds(run_dir)
     prepare = stages.get("prepare", [0.0])
-    finish = [sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")))] or [0.0]
+    finish = [
+        sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")), strict=False)
+    ] or [0.0]
     return statistics.mean(prepare), statistics.mean(finish)
 
 
@@ -78,7 +80,9 @@ def main() -> None:
         stages = _stage_seconds(config.output)
         prepare_s, finish_s = conform_seconds(config.output)
     prepare = stages.get("prepare", [0.0])
-    finish = [sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")))] or [0.0]
+    finish = [
+        sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")), strict=False)
+    ] or [0.0]
     conform = prepare_s + finish_s
     ideal = math.ceil(JOBS / MAX_JOBS) * LATENCY_S + conform
     print(

@@ -728,7 +728,7 @@ def run_chaos(settings: ChaosSettings, say=print) -> Tally:
 def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` cleans up (the child, the temp dir) like Ctrl-C
     settings = ChaosSettings(
-        kills=int(os.environ.get("CHAOS_KILLS", 100)),
+        kills=int(os.environ.get("CHAOS_KILLS", "100")),
         seed=int(os.environ.get("CHAOS_SEED", random.SystemRandom().randrange(10**6))),
     )
     started = time.monotonic()

@@ -84,6 +84,7 @@ def main() -> None:
         f"frames tracked, {score.status}); the pre-flight alone {preflight:.2f} s (face in {presence.share:.0%})"
     )
     print(
-        f"checks / decode = {ratio:.2f}x wall time (target <= {TARGET}x): {'ok' if ratio <= TARGET else 'OVER TARGET'}; "
+        f"checks / decode = {ratio:.2f}x wall time (target <= {TARGET}x): "
+        f"{'ok' if ratio <= TARGET else 'OVER TARGET'}; "
         f"{cpu_checks / cpu_decode:.2f}x CPU time ({cpu_checks:.1f} s vs {cpu_decode:.1f} s)"
     )

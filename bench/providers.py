@@ -46,8 +46,8 @@ from pipeline.providers import (
 from pipeline.providers.http import Accepted, Refused
 from pipeline.providers.poll import DurationEstimator
 
-JOBS = int(os.environ.get("BENCH_PROVIDERS_JOBS", 96))
-LATENCY_S = float(os.environ.get("BENCH_PROVIDERS_LATENCY", 20.0))
+JOBS = int(os.environ.get("BENCH_PROVIDERS_JOBS", "96"))
+LATENCY_S = float(os.environ.get("BENCH_PROVIDERS_LATENCY", "20.0"))
 PROVIDERS = ("pixverse", "aimlapi", "useapi", "fal")
 FIXED = PollPolicy(initial=15.0, factor=1.0, maximum=15.0, timeout=600.0)
 WATCHERS = ("learned", "adaptive", "fixed 15 s")

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ValidationError
 from .fsutil import atomic_output, sha256_file
-from .limits import ImageLimits, load_image_limits, load_limits
+from .limits import DEFAULT_MAX_CREATES_PER_JOB, ImageLimits, load_image_limits, load_limits
 from .providers.aimlapi import ImageJobRequest, check_choices
 from .providers.base import Provider
 from .providers.flow import FlowHooks, FlowResult, FlowSettings, ProviderJobFlow
@@ -35,7 +35,7 @@ from .stages.conform_image import (
     probe_image,
 )
 from .stages.mux import stitch
-from .stages.script_fit import ChainClip, ChainPlan, choose_duration, plan_chain
+from .stages.script_fit import CLI_OPTION_NAMES, ChainClip, ChainPlan, OptionNames, choose_duration, plan_chain
 from .stages.text import normalize_text
 from .stages.verify import PortraitExpectations, VerifyReport, verify_portrait
 from .submit import submit_job, submit_store
@@ -108,8 +108,11 @@ class ClipDone:
 RunClip = Callable[[int, ImageJobRequest, Path], ClipDone]  # (clip index, checked request, result path)
 
 
-def check_portrait(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> ChainPlan:
-    """Every check that needs no image work (pure): the voice, the model's choices, the script's fit."""
+def check_portrait(
+    spec: PortraitSpec, limits: ImageLimits, max_chars: int, names: OptionNames = CLI_OPTION_NAMES
+) -> ChainPlan:
+    """Every check that needs no image work (pure): the voice, the model's choices, the script's fit (its
+    refusals name the options as `names` says)."""
     resolve_voice(spec.speaker or "Auto")
     if spec.chain and spec.duration is not None:
         raise ValidationError("a duration and a chain do not go together: a chain picks each clip's length")
@@ -125,16 +128,18 @@ def check_portrait(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> C
         ),
         limits,
     )
-    return plan_script(spec, limits, max_chars)
+    return plan_script(spec, limits, max_chars, names)
 
 
-def plan_script(spec: PortraitSpec, limits: ImageLimits, max_chars: int) -> ChainPlan:
+def plan_script(
+    spec: PortraitSpec, limits: ImageLimits, max_chars: int, names: OptionNames = CLI_OPTION_NAMES
+) -> ChainPlan:
     """The clips the script is spoken over (pure): one clip of the chosen length, or with `chain` as many as
     it takes. ValidationError with the estimate and the fix when one clip cannot hold it."""
     resolution = spec.resolution or limits.default_resolution
     if spec.chain:
         return plan_chain(spec.text, resolution, limits, max_chars)
-    fit = choose_duration(spec.text, resolution, limits, max_chars, requested=spec.duration)
+    fit = choose_duration(spec.text, resolution, limits, max_chars, requested=spec.duration, names=names)
     return ChainPlan(resolution, (ChainClip(0, normalize_text(spec.text), fit),), (fit.reason,))
 
 
@@ -152,12 +157,20 @@ def clip_request(spec: PortraitSpec, script: ChainPlan, clip: ChainClip, image: 
     )
 
 
-def prepare_portrait(spec: PortraitSpec, work: Path, limits: ImageLimits, max_chars: int) -> PortraitPlan:
-    """Check the request, fit the script, conform the image into `work` and check the first clip's request as
-    the API would; on any refusal a `work` folder made here is removed (nothing is left behind)."""
+def prepare_portrait(
+    spec: PortraitSpec, work: Path, limits: ImageLimits, max_chars: int, max_clips: int | None = None
+) -> PortraitPlan:
+    """Check the request, fit the script (into at most `max_clips` paid clips), conform the image into `work`
+    and check the first clip's request as the API would; on any refusal a `work` folder made here is removed
+    (nothing is left behind)."""
     made = not work.exists()
     try:
         script = check_portrait(spec, limits, max_chars)
+        if max_clips is not None and len(script.clips) > max_clips:
+            raise ValidationError(
+                f"the script needs {len(script.clips)} clips ({len(script.clips)} paid jobs), over --max-clips "
+                f"{max_clips}: shorten it, or raise --max-clips if that many is intended"
+            )
         planned = plan_image(probe_image(spec.image), limits, ImageOptions(background=spec.background))
         image = execute_image(planned, work / f"image{planned.suffix}")
         clip_request(spec, script, script.clips[0], image.path).checked(limits)
@@ -262,15 +275,17 @@ def animate(
     *,
     hooks: FlowHooks = FlowHooks(),
     settings: FlowSettings = FlowSettings(),
+    max_clips: int = DEFAULT_MAX_CREATES_PER_JOB,
 ) -> AnimateResult:
     """`spec` made into a talking portrait at `out`, each clip paid for once: rerunning after a crash resumes
-    the jobs recorded in OUT.ledger.sqlite. OUT is written only once the result passed verification."""
+    the jobs recorded in OUT.ledger.sqlite. OUT is written only once the result passed verification; a script
+    needing more than `max_clips` paid clips is refused before any."""
     out = Path(out)
     provider.check_credential()  # a missing key leaves no work folder or ledger behind
     started = time.monotonic()
     work = portrait_work_dir(out)
     limits = load_image_limits(provider.name)
-    plan = prepare_portrait(spec, work, limits, load_limits(provider.limits_key).tts_max_chars)
+    plan = prepare_portrait(spec, work, limits, load_limits(provider.limits_key).tts_max_chars, max_clips)
     with submit_store(out) as store:
 
         def run_clip(index: int, request: ImageJobRequest, dst: Path) -> ClipDone:

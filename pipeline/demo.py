@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 
 from .cli import setup_logging
 from .errors import LipsyncError
@@ -38,11 +39,13 @@ SENTENCE_PAUSE_S = 0.8
 
 def talk_with_pauses(
     seconds: float, sample_rate: int, seed: int = 3
-) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+) -> tuple[npt.NDArray[np.float32], tuple[tuple[float, float], ...]]:
     """Speech-like sentences of 3.5-6.5 s with SENTENCE_PAUSE_S of silence between them: the samples, and
     the pauses (start, end) in seconds."""
     rng = np.random.default_rng(seed)
-    pieces, pauses, at = [], [], 0.0
+    pieces: list[npt.NDArray[np.float32]] = []
+    pauses: list[tuple[float, float]] = []
+    at = 0.0
     while at < seconds:
         sentence = min(float(rng.uniform(3.5, 6.5)), seconds - at)
         pieces.append(synth_speech(sentence, sample_rate=sample_rate, seed=int(rng.integers(1 << 30))))

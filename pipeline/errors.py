@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LipsyncError(Exception):
     """Base for every error a user may see. `str(err)` is the one-line message."""
@@ -20,7 +22,7 @@ class LipsyncError(Exception):
         code = f" [{self.code}]" if self.code not in (None, "") else ""
         return f"{self.provider}{code}: {self.message}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "type": type(self).__name__,
             "message": self.render(),
@@ -89,7 +91,7 @@ class UncertainCreate(LipsyncError):
     Never retried automatically; carries what is needed to reconcile it by hand.
     """
 
-    def __init__(self, message: str, *, provider: str, reconcile: dict | None = None):
+    def __init__(self, message: str, *, provider: str, reconcile: dict[str, Any] | None = None):
         self.reconcile = reconcile or {}
         super().__init__(message, provider=provider)
 

@@ -13,8 +13,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any, TypeAlias
 
 from .errors import ToolError
+
+Stream: TypeAlias = Any
+"""An ffmpeg-python stream/node graph: the library is untyped."""
 
 ProgressFn = Callable[[float], None]
 """Called with the fraction done (0..1) while ffmpeg runs."""
@@ -34,7 +38,8 @@ def ffmpeg_exe() -> str:
         return override
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
+    return exe
 
 
 @cache
@@ -54,14 +59,15 @@ class FfmpegRun:
 _TIME_RE = re.compile(r"out_time_us=(\d+)")
 
 
-def media_path(path: str | os.PathLike) -> str:
+def media_path(path: str | os.PathLike[str]) -> str:
     """A file name ffmpeg reads as a local file: absolute, so "take:2.mp4" is not a protocol, "-x.mp4" not an option."""
     return os.path.abspath(os.fspath(path))
 
 
-def compile_stream(stream, *, overwrite: bool = True) -> list[str]:
+def compile_stream(stream: Stream, *, overwrite: bool = True) -> list[str]:
     """argv for an ffmpeg-python stream graph, using our ffmpeg binary."""
-    return stream.compile(cmd=ffmpeg_exe(), overwrite_output=overwrite)
+    argv: list[str] = stream.compile(cmd=ffmpeg_exe(), overwrite_output=overwrite)
+    return argv
 
 
 def run_ffmpeg(
@@ -92,11 +98,15 @@ def run_ffmpeg(
         text=True,
         errors="replace",
     )
+    assert proc.stderr is not None  # stderr=PIPE
     try:
         if want_progress:
             import threading
 
-            err_reader = threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)
+            assert proc.stdout is not None and progress is not None and duration  # stdout=PIPE, want_progress
+            stderr = proc.stderr
+
+            err_reader = threading.Thread(target=lambda: tail.extend(stderr), daemon=True)
             err_reader.start()
             for line in proc.stdout:
                 m = _TIME_RE.match(line)

@@ -31,7 +31,7 @@ def is_temp_of(name: str, final_name: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `final` (same suffix, so tools guess the format); rename into place on success.
 
     On any exception the temp file is removed and `final` is left untouched.
@@ -62,13 +62,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def write_text_atomic(final: str | os.PathLike, text: str) -> None:
+def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:
     with atomic_output(final) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) for the duration; LipsyncError(`busy`) if
     another process holds it. The kernel drops the lock when the process dies, however it dies."""
     from .errors import LipsyncError
@@ -82,7 +82,7 @@ def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
         yield
 
 
-def read_regular_file(path: str | os.PathLike, cap: int, what: str, error: type[Exception] = ValueError) -> bytes:
+def read_regular_file(path: str | os.PathLike[str], cap: int, what: str, error: type[Exception] = ValueError) -> bytes:
     """The bytes of `path` if it is a regular file of at most `cap` bytes; else a one-line `error(message)`.
     Opened without blocking and checked on the open file: a FIFO would wait for a writer for ever,
     /dev/zero never ends. FileNotFoundError is left to the caller (it knows the better advice)."""
@@ -109,7 +109,7 @@ def sha256_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):

@@ -63,14 +63,14 @@ def strictest(limits: list[Limits]) -> Limits:
     """The limits that satisfy every provider in the list (used when preparing without a provider)."""
     first = limits[0]
     return Limits(
-        video_containers=tuple(c for c in first.video_containers if all(c in l.video_containers for l in limits)),
-        video_max_side=min(l.video_max_side for l in limits),
-        video_max_bytes=min(l.video_max_bytes for l in limits),
-        video_max_seconds=min(l.video_max_seconds for l in limits),
-        audio_containers=tuple(c for c in first.audio_containers if all(c in l.audio_containers for l in limits)),
-        audio_max_bytes=min(l.audio_max_bytes for l in limits),
-        audio_max_seconds=min(l.audio_max_seconds for l in limits),
-        tts_max_chars=min(l.tts_max_chars for l in limits),
+        video_containers=tuple(c for c in first.video_containers if all(c in lim.video_containers for lim in limits)),
+        video_max_side=min(lim.video_max_side for lim in limits),
+        video_max_bytes=min(lim.video_max_bytes for lim in limits),
+        video_max_seconds=min(lim.video_max_seconds for lim in limits),
+        audio_containers=tuple(c for c in first.audio_containers if all(c in lim.audio_containers for lim in limits)),
+        audio_max_bytes=min(lim.audio_max_bytes for lim in limits),
+        audio_max_seconds=min(lim.audio_max_seconds for lim in limits),
+        tts_max_chars=min(lim.tts_max_chars for lim in limits),
     )
 
 
@@ -116,6 +116,8 @@ class ImageLimits(BaseModel):
 
 
 IMAGE_PROVIDERS = ("aimlapi",)
+# Paid provider jobs one job may make unless the user raises it: a stray file or script is not 157 jobs.
+DEFAULT_MAX_CREATES_PER_JOB = 20
 
 
 def load_image_limits(provider: str = "aimlapi", overrides: dict[str, Any] | None = None) -> ImageLimits:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import InputError, ValidationError
-from .ffmpeg import FfmpegRun
+from .ffmpeg import FfmpegRun, ProgressFn
 from .fsutil import atomic_output, read_regular_file
 from .limits import PROVIDERS, Limits, load_limits, strictest
 from .speech import estimate_speech_seconds
@@ -85,7 +85,7 @@ class Segment:
     end: float
     cut_reason: str | None = None  # footage split into jobs: why this segment ends where it does
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "video": str(self.video),
@@ -112,9 +112,13 @@ class PrepareResult:
 
     @property
     def runs(self) -> list[FfmpegRun]:
-        return [*self.checks, *(run for step in (*self.videos, *self.audios) for run in step.runs)]
+        return [
+            *self.checks,
+            *(run for step in self.videos for run in step.runs),
+            *(run for step in self.audios for run in step.runs),
+        ]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "segments": [s.to_dict() for s in self.segments],
             "limits": self.limits.model_dump(),
@@ -155,6 +159,7 @@ def _check_request(request: PrepareRequest) -> str | None:
 
 
 def _source_range(p: MediaProbe, request: PrepareRequest) -> tuple[float, float]:
+    assert p.video is not None  # probe_video found the picture
     total = p.video.duration or p.duration
     if not total:
         raise InputError(p.path, "cannot tell how long the video is")
@@ -193,13 +198,14 @@ class _Progress:
     def __init__(self, report: StepProgress | None, steps: int):
         self.report, self.steps, self.done = report, steps, 0
 
-    def step(self, what: str):
+    def step(self, what: str) -> ProgressFn | None:
         """A ProgressFn for the next step, mapping its fraction into the whole."""
         log.info("prepare: %s", what)
         base, self.done = self.done, self.done + 1
-        if self.report is None:
+        report = self.report
+        if report is None:
             return None
-        return lambda f: self.report(what, (base + f) / self.steps)
+        return lambda f: report(what, (base + f) / self.steps)
 
 
 @dataclass(frozen=True)
@@ -226,13 +232,15 @@ def plan_voice(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> Voice
     own_sound = request.audio is None
     if own_sound and vp.audio is None:
         raise InputError(vp.path, "has no sound: give a voice track (--audio) or a script (--text)")
-    ap = vp if own_sound else probe_audio(request.audio)
+    assert vp.video is not None  # probe_video found the picture
+    ap = vp if request.audio is None else probe_audio(request.audio)
     start, end = _source_range(vp, request)
     # the file's own sound is cut on the file's timeline, where the picture may start late (edit list, TS)
     audio_range = (start + vp.video.start, end + vp.video.start) if own_sound else (None, None)
     shares, shares_run = measure_speech_shares(ap, audio_range[0] or 0.0, end - start if own_sound else None)
     track = choose_audio_track(ap, request.audio_track, shares)
     ap = ap.with_audio_track(track.index)
+    assert ap.audio is not None  # with_audio_track selected it
     audio_seconds = (end - start) if own_sound else (ap.audio.end or ap.duration or 0.0)
     sync, split_warning = _length_policy(end - start, audio_seconds, request, limits)
     split = split_warning is None and sync.duration > max_job_seconds(limits)
@@ -289,8 +297,11 @@ def _whole_track_limits(limits: Limits, seconds: float) -> Limits:
     )
 
 
-def _prepare_with_audio(request, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+def _prepare_with_audio(
+    request: PrepareRequest, vp: MediaProbe, limits: Limits, outputs: _Outputs, report: StepProgress | None
+) -> PrepareResult:
     voice = plan_voice(request, vp, limits)
+    assert vp.video is not None  # probe_video found the picture
     if voice.cuts is not None:
         return _prepare_split(vp, voice, limits, outputs, report)
     progress = _Progress(report, steps=2)
@@ -336,17 +347,23 @@ def _one_segment_plan(seconds: float, fps: float, limits: Limits) -> CutPlan | N
         return None
 
 
-def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress | None) -> PrepareResult:
+def _prepare_split(
+    vp: MediaProbe, voice: VoicePlan, limits: Limits, outputs: _Outputs, report: StepProgress | None
+) -> PrepareResult:
     """Footage longer than one job: each planned segment's video range conformed on its own, and its voice
     cut at sample-exact points out of one continuous normalized track (no per-part encode, so no drift)."""
     plan = voice.cuts
     assert plan is not None
+    assert vp.video is not None  # probe_video found the picture
     fps = output_fps(vp.video, VideoOptions().max_fps)[0]
     rate = Fraction(str(fps))  # the frame grid conform_video encodes on (its fps filter's rate)
     progress = _Progress(report, steps=len(plan.segments) + 1)
     sample_rate = voice.audio_opts.sample_rate
     whole = plan_audio(
-        voice.probe, voice.audio_limits, replace(voice.audio_opts, target_duration=plan.frames / rate), voice.levels
+        voice.probe,
+        voice.audio_limits,
+        replace(voice.audio_opts, target_duration=float(plan.frames / rate)),
+        voice.levels,
     )
     bounds = [
         (sample_at(s.start_frame, rate, sample_rate), sample_at(s.end_frame, rate, sample_rate)) for s in plan.segments
@@ -357,7 +374,7 @@ def _prepare_split(vp, voice: VoicePlan, limits, outputs, report: StepProgress |
         )
         wavs = _cut_wav(master.path, bounds, [outputs.path(f"seg{s.index:03d}.wav") for s in plan.segments])
     segments, videos, warnings = [], [], [*voice.warnings, *master.warnings]
-    for seg, wav in zip(plan.segments, wavs):
+    for seg, wav in zip(plan.segments, wavs, strict=True):
         name = f"seg{seg.index:03d}"
         # the plan rounds the source to whole frames: its last frame may end up to half a frame past the source
         start = float(voice.start + seg.start_frame / rate)
@@ -381,7 +398,7 @@ def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list
             raise ValidationError(
                 f"{src.name}: the voice holds {params.nframes} samples, the cut plan needs {bounds[-1][1]}"
             )
-        for (first, end), dst in zip(bounds, dsts):
+        for (first, end), dst in zip(bounds, dsts, strict=True):
             whole.setpos(first)
             frames = whole.readframes(end - first)
             with atomic_output(dst) as tmp, wave.open(str(tmp), "wb") as part:
@@ -392,17 +409,25 @@ def _cut_wav(src: Path, bounds: list[tuple[int, int]], dsts: list[Path]) -> list
 
 def text_spans(request: PrepareRequest, vp: MediaProbe, limits: Limits) -> tuple[list[str], list[TextSpan]]:
     """A script's chunks (one TTS job each) and the part of the video each one gets."""
+    assert request.text is not None  # a script's request
     chunks = chunk_text(request.text, limits.tts_max_chars, max_job_seconds(limits))
     start, end = _source_range(vp, request)
     speech = [estimate_speech_seconds(spoken(c)) for c in chunks]
     return chunks, plan_text_spans(start, end, speech, request.sync_mode, limits)
 
 
-def _prepare_with_text(request, speaker, vp, limits, outputs, report: StepProgress | None) -> PrepareResult:
+def _prepare_with_text(
+    request: PrepareRequest,
+    speaker: str | None,
+    vp: MediaProbe,
+    limits: Limits,
+    outputs: _Outputs,
+    report: StepProgress | None,
+) -> PrepareResult:
     chunks, spans = text_spans(request, vp, limits)
     progress = _Progress(report, steps=len(spans))
     segments, videos, warnings = [], [], list(vp.warnings)
-    for span, chunk in zip(spans, chunks):
+    for span, chunk in zip(spans, chunks, strict=True):
         plan = plan_video(
             vp,
             limits,
@@ -436,7 +461,7 @@ def _face_preflight(request: PrepareRequest, result: PrepareResult) -> PrepareRe
 MAX_SCRIPT_BYTES = 1_000_000  # 20 creates of 200 characters are 4 KB; a 1 MB script is already a mistake
 
 
-def read_text_file(path: str | os.PathLike) -> str:
+def read_text_file(path: str | os.PathLike[str]) -> str:
     """A script file as text (UTF-8, with or without a BOM)."""
     try:
         text = read_regular_file(path, MAX_SCRIPT_BYTES, "script", ValidationError).decode("utf-8-sig")
@@ -470,7 +495,9 @@ def _remove_stale_segments(out_dir: Path, keep: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def prepare(request: PrepareRequest, out_dir: str | os.PathLike, progress: StepProgress | None = None) -> PrepareResult:
+def prepare(
+    request: PrepareRequest, out_dir: str | os.PathLike[str], progress: StepProgress | None = None
+) -> PrepareResult:
     """Conform the request's media into `out_dir`. On failure, no file this call wrote is left behind."""
     speaker = _check_request(request)
     limits = limits_for(request)

@@ -77,7 +77,7 @@ class CostLine:
     amount: Decimal | None  # None: unknown
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "seconds": self.seconds,
@@ -103,7 +103,7 @@ class Estimate:
         """The total for people: "USD 1.20", or "unknown"."""
         return UNKNOWN if self.total is None else f"{self.currency or ''} {self.total:.2f}".strip()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "provider": self.provider,
             "currency": self.currency,
@@ -123,7 +123,7 @@ def estimate(provider: str, price: Price, jobs: Sequence[PlannedJob]) -> Estimat
         reasons.append(f"total unknown: {provider} documents no price for job(s) {', '.join(map(str, unknown))}")
         total = None
     else:
-        total = sum((line.amount for line in lines), Decimal(0))
+        total = sum((line.amount for line in lines if line.amount is not None), Decimal(0))
         if lines:
             reasons.append(
                 "each job rounded up to whole seconds and started 100 characters: the documents do "

@@ -12,8 +12,10 @@ import subprocess
 import unicodedata
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .fsutil import atomic_output
 
@@ -51,7 +53,9 @@ def estimate_speech_seconds(text: str) -> float:
 _VOWEL_FORMANTS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 
 
-def synth_speech(seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0: float = 140.0) -> np.ndarray:
+def synth_speech(
+    seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0: float = 140.0
+) -> npt.NDArray[np.float32]:
     """A mono float32 speech-like signal of `seconds`, peak ~0.5, with syllables and word gaps."""
     rng = np.random.default_rng(seed)
     n = int(seconds * sample_rate)
@@ -65,7 +69,7 @@ def synth_speech(seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0:
         phase = np.cumsum(pitch / sample_rate)
         source = (phase % 1.0) ** 3 - 0.25  # crude glottal pulse
         voiced = np.zeros_like(t)
-        for formant, gain in zip(_VOWEL_FORMANTS[rng.integers(len(_VOWEL_FORMANTS))], (1.0, 0.5, 0.25)):
+        for formant, gain in zip(_VOWEL_FORMANTS[rng.integers(len(_VOWEL_FORMANTS))], (1.0, 0.5, 0.25), strict=True):
             voiced += gain * np.sin(2 * np.pi * formant * t) * source
         envelope = np.sin(np.pi * np.linspace(0, 1, len(t))) ** 0.7
         out[pos:end] += voiced * envelope
@@ -74,7 +78,7 @@ def synth_speech(seconds: float, *, sample_rate: int = 24000, seed: int = 0, f0:
     return (0.5 * out / peak).astype(np.float32)
 
 
-def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
+def write_wav(path: str | Path, samples: npt.NDArray[np.floating[Any]], sample_rate: int) -> None:
     """Write mono float samples as 16-bit PCM WAV, atomically."""
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     with atomic_output(path) as tmp, wave.open(str(tmp), "wb") as w:

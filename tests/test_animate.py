@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from image_media import exif_rotated_jpeg, marked_portrait
+from image_media import animated_gif, exif_rotated_jpeg, marked_portrait
 from media import media_info
 from provider_kit import recording_client
 
@@ -132,16 +132,39 @@ def test_a_script_too_long_for_one_clip_is_refused_with_the_estimate_and_the_fix
     assert list(tmp_path.iterdir()) == []  # nothing paid, nothing written
 
 
-@pytest.mark.parametrize("content", [b"", b"this is a text file, not a picture"])
-def test_a_bad_image_is_exit_6_naming_it_and_leaves_nothing(emu, tmp_path, content):
-    bad = tmp_path / "face.jpg"
-    bad.write_bytes(content)
+def _write_bad_image(path: Path, kind: str) -> Path:
+    if kind == "animated gif":
+        return animated_gif(path.with_suffix(".gif"))
+    if kind in ("1x1", "too small"):
+        marked_portrait(*((1, 1) if kind == "1x1" else (150, 200))).save(path, "JPEG")
+    else:
+        path.write_bytes(b"" if kind == "zero bytes" else b"this is a text file, not a picture")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["zero bytes", "text renamed .jpg", "animated gif", "1x1", "too small"])
+def test_a_bad_image_is_exit_6_naming_it_and_leaves_nothing(emu, tmp_path, kind):
+    bad = _write_bad_image(tmp_path / "face.jpg", kind)
     out = tmp_path / "out" / "portrait.mp4"
     out.parent.mkdir()
     before = emu.accepted_creates("aimlapi")
     run = lipsync(emu, *animate_args(bad, out, "--text", LINE))
-    assert run.returncode == 6 and str(bad) in run.stderr
+    assert run.returncode == 6 and str(bad) in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert list(out.parent.iterdir()) == [] and emu.accepted_creates("aimlapi") == before
+
+
+def test_a_chain_over_max_clips_is_refused_before_any_create(emu, photo, tmp_path):
+    script = "We open with the markets, which rose again this morning on strong results. " * 6
+    before = emu.accepted_creates("aimlapi")
+    run = lipsync(emu, *animate_args(photo, tmp_path / "p.mp4", "--text", script, "--chain", "--max-clips", "2"))
+    assert run.returncode == 6 and "clips" in run.stderr and "over --max-clips 2" in run.stderr
+    assert list(tmp_path.iterdir()) == [] and emu.accepted_creates("aimlapi") == before
+
+
+def test_a_script_file_that_is_not_a_regular_file_is_refused(emu, photo, tmp_path):
+    run = lipsync(emu, *animate_args(photo, tmp_path / "p.mp4", "--text-file", "/dev/zero"))
+    assert run.returncode == 6 and "/dev/zero" in run.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 class UncheckedImageRequest(ImageJobRequest):
@@ -360,3 +383,44 @@ def test_the_legacy_path_and_the_id_sent_encoded(emu, tmp_path):
     polls = [r for r in api if r.method == "GET"]
     assert polls and all(r.url.query.decode() == "generation_id=" + quote(result.job_id, safe="") for r in polls)
     assert media_info(tmp_path / "a.mp4")["Video"]
+
+
+def test_a_chained_image_job_in_a_run_is_one_continuous_file(tmp_path):
+    config = image_batch(tmp_path)
+    script = "We open with the markets, which rose again this morning on strong results. " * 2
+    text = config.read_text(encoding="utf-8").replace(f'text = "{LINE}"', f'text = "{script}"\nchain = true')
+    config.write_text(text + 'background = "black"\n', encoding="utf-8")
+    run = subprocess.run(
+        [LIPSYNC, "run", str(config), "--rehearse", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LIPSYNC_POLL_INTERVAL": "0.05"},
+    )
+    assert run.returncode == 0, run.stderr
+    [job] = json.loads(run.stdout)["jobs"]
+    assert len(job["provider_job_ids"]) >= 2
+    final = tmp_path / "out" / "presenter" / "final.mp4"
+    info = media_info(final)
+    assert len(info["Video"]) == 1 and len(info["Audio"]) == 1
+    spoken = estimate_speech_seconds(script)
+    assert float(info["General"][0].duration) / 1000 > spoken
+
+
+def test_config_refusals_name_the_config_keys_not_the_flags(tmp_path):
+    config = image_batch(tmp_path)
+    script = "We open with the markets, which rose again this morning on strong results. " * 2
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(f'text = "{LINE}"', f'text = "{script}"\nduration = 5'),
+        encoding="utf-8",
+    )
+    run = subprocess.run([LIPSYNC, "plan", str(config)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 6 and "set chain = true" in run.stderr and "duration = 8" in run.stderr
+    assert "--chain" not in run.stderr and "--duration" not in run.stderr
+
+
+def test_a_config_background_that_is_no_colour_is_refused_naming_the_key(tmp_path):
+    config = image_batch(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8") + 'background = "blurple"\n', encoding="utf-8")
+    run = subprocess.run([LIPSYNC, "plan", str(config)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 6 and "background" in run.stderr and "blurple" in run.stderr

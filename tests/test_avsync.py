@@ -76,7 +76,7 @@ def test_decode_keeps_the_files_timeline_when_audio_starts_late(tmp_path):
 
 def test_decode_of_a_file_without_audio_raises_a_tool_error_naming_it(tmp_path):
     silent = make_video(tmp_path / "silent.mp4", seconds=1.0, audio=False)
-    with pytest.raises(ToolError, match="silent.mp4"):
+    with pytest.raises(ToolError, match=r"silent.mp4"):
         decode_pcm(silent)
 
 

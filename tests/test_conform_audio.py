@@ -157,7 +157,7 @@ def test_silent_and_near_silent_audio_is_rejected_and_nothing_is_left(tmp_path, 
 
 def test_a_file_without_sound_is_refused(tmp_path):
     src = make_video(tmp_path / "mute.mp4", audio=False, seconds=1)
-    with pytest.raises(InputError, match="mute.mp4: has no audio track"):
+    with pytest.raises(InputError, match=r"mute.mp4: has no audio track"):
         plan_audio(probe(src), LIMITS)
 
 
@@ -259,7 +259,7 @@ def test_speech_spans_are_found_where_the_voice_speaks(tmp_path, fmt):
     speech = result.speech
     assert speech.seconds == pytest.approx(8.5, abs=0.03)
     assert len(speech.spans) == 2
-    for found, wanted in zip(speech.spans, [(2.0, 5.0), (6.0, 8.0)]):
+    for found, wanted in zip(speech.spans, [(2.0, 5.0), (6.0, 8.0)], strict=True):
         assert found == pytest.approx(wanted, abs=SPAN_TOLERANCE_S)
     assert speech.ratio == pytest.approx(5.0 / 8.5, abs=0.05)
     assert any("starts after 2.0 s of silence" in w and "late.wav" in w for w in result.warnings)

@@ -158,7 +158,7 @@ def test_the_jpeg_quality_steps_down_to_meet_the_byte_cap(tmp_path):
 def test_a_byte_cap_that_cannot_be_met_leaves_nothing(tmp_path):
     src = noisy_image(tmp_path / "noise.png", 800, 600)
     limits = load_image_limits("aimlapi", {"image_max_bytes": 20_000})
-    with pytest.raises(InputError, match="noise.png: still .* bytes at JPEG quality 70"):
+    with pytest.raises(InputError, match=r"noise.png: still .* bytes at JPEG quality 70"):
         conform_image(src, tmp_path / "out.jpg", limits)
     assert left_behind(tmp_path, {"noise.png"}) == []
 
@@ -230,7 +230,7 @@ def test_a_file_damaged_after_its_header_is_refused_at_decode(tmp_path):
     good = big_photo(tmp_path / "whole.jpg", 1600, 1200)
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(good.read_bytes()[:4000])
-    with pytest.raises(InputError, match="cut.jpg: cannot decode the image"):
+    with pytest.raises(InputError, match=r"cut.jpg: cannot decode the image"):
         conform_image(cut, tmp_path / "out.jpg", LIMITS)
     assert not (tmp_path / "out.jpg").exists() and left_behind(tmp_path, {"whole.jpg", "cut.jpg"}) == []
 
@@ -256,7 +256,7 @@ def test_heic_is_read_when_pillow_heif_is_installed(tmp_path):
 
 def test_the_output_suffix_must_match_the_planned_format(tmp_path):
     src = plain_image(tmp_path / "a.png", 400, 400)
-    with pytest.raises(ValidationError, match="needs the suffix .jpg"):
+    with pytest.raises(ValidationError, match=r"needs the suffix .jpg"):
         conform_image(src, tmp_path / "out.png", LIMITS)
 
 

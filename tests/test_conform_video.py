@@ -291,7 +291,7 @@ def test_what_cannot_fit_fails_and_leaves_no_file(media):
     src = make_video(media / "grainy3.mp4", width=640, height=360, seconds=1, grain=50)
     out_dir = media / "nothing left"
     limits = load_limits(overrides={"video_max_bytes": 2_000})
-    with pytest.raises(ValidationError, match="over the 0.002 MB limit, even after 2 encode"):
+    with pytest.raises(ValidationError, match=r"over the 0.002 MB limit, even after 2 encode"):
         conform(src, out_dir / "never.mp4", limits, keep_audio=False)
     assert list(out_dir.iterdir()) == []
 

@@ -39,7 +39,7 @@ PRIORITY = [CutKind.PAUSE, CutKind.SENTENCE_END, CutKind.SHOT_CHANGE, CutKind.QU
 def pauses(draw, seconds: float) -> tuple[tuple[float, float], ...]:
     """Disjoint silences, sorted, inside [0, seconds]."""
     points = sorted(draw(st.lists(st.floats(0, seconds, allow_nan=False), max_size=40, unique=True)))
-    pairs = list(zip(points[::2], points[1::2]))
+    pairs = list(zip(points[::2], points[1::2], strict=False))
     return tuple((a, b) for a, b in pairs if b > a)
 
 

@@ -134,7 +134,7 @@ class PixversePeer:
     polls: int = 0
 
     def envelope(self, resp, code=0, msg="success", status=200, casing=("ErrCode", "ErrMsg", "Resp")):
-        return JSONResponse(dict(zip(casing, (code, msg, resp))), status_code=status)
+        return JSONResponse(dict(zip(casing, (code, msg, resp), strict=True)), status_code=status)
 
     def checked(self, request: Request) -> Response | None:
         trace = request.headers.get("ai-trace-id", "")

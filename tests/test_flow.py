@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from provider_kit import tiny_media
@@ -25,8 +26,8 @@ class Scripted(Provider):
 
     name = "pixverse"
     secret_env = "PIXVERSE_API_KEY"
-    base_url_defaults = {"pixverse": "https://provider.example"}
-    base_url_env = {"pixverse": "UNUSED"}
+    base_url_defaults: ClassVar[dict[str, str]] = {"pixverse": "https://provider.example"}
+    base_url_env: ClassVar[dict[str, str]] = {"pixverse": "UNUSED"}
     default_poll = PollPolicy(initial=0.01, factor=1.0, maximum=0.01, timeout=5, max_unconfirmed=3)
     limits_key = "pixverse"
 

@@ -67,6 +67,33 @@ def test_prepare_splits_a_long_clip_at_pauses_into_segments_within_the_limits(ta
     ]
 
 
+def test_a_split_voice_longer_than_the_picture_is_cut_to_it(talk, tmp_path):
+    """The voice's plan gets the cut plan's length as a float: a Fraction there failed on Python 3.11, whose
+    Fraction cannot be formatted with :.3f, as soon as the voice was longer than the picture."""
+    video, _ = talk
+    voice = tmp_path / "voice.wav"
+    write_wav(voice, talk_with_pauses(72.0, RATE, seed=5)[0], RATE)
+    run = lipsync(
+        "prepare",
+        "--video",
+        str(video),
+        "--audio",
+        str(voice),
+        "--sync-mode",
+        "cut",
+        "--provider",
+        "fal",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    segments = json.loads(run.stdout)["segments"]
+    assert len(segments) == 3 and segments[-1]["end"] == pytest.approx(70.0, abs=FRAME)
+    total = sum(_seconds(seg["audio"], "Audio") for seg in segments)
+    assert total == pytest.approx(70.0, abs=FRAME)
+
+
 def test_trim_keeps_one_job_and_warns(talk, tmp_path):
     video, _ = talk
     run = lipsync(

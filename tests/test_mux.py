@@ -225,14 +225,14 @@ def test_stitch_pads_and_cuts_each_segments_audio_to_its_own_video(tmp_path):
     """Audio a little longer or shorter than its video must not push later segments out of place."""
     durations, audio_lengths, freqs = [1.0, 1.2, 0.8], [1.15, 0.9, 0.8], [300.0, 700.0, 1100.0]
     segments, audios = [], []
-    for i, (seconds, length, freq) in enumerate(zip(durations, audio_lengths, freqs)):
+    for i, (seconds, length, freq) in enumerate(zip(durations, audio_lengths, freqs, strict=True)):
         segments.append(make_video(tmp_path / f"seg{i}.mp4", seconds=seconds, fps=FPS, width=160, height=96))
         audios.append(tmp_path / f"seg{i}.wav")
         write_wav(audios[-1], _tone(length, freq), RATE)
     result = stitch(segments, tmp_path / "final.mp4", segment_audio=audios)
     wav, _ = read_wav(result.audio_file)
     starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
-    for start, freq in zip(starts, freqs):
+    for start, freq in zip(starts, freqs, strict=True):
         window = wav[int((start + 0.02) * RATE) : int((start + 0.12) * RATE)]
         peak = np.fft.rfftfreq(len(window), 1 / RATE)[np.argmax(np.abs(np.fft.rfft(window)))]
         assert peak == pytest.approx(freq, abs=15)
@@ -255,12 +255,12 @@ def test_stitch_reencodes_segments_that_differ_and_keeps_the_first_ones_size(tmp
 
 def test_unusable_provider_result_is_a_failed_generation_not_bad_input(tmp_path, master):
     sound_only = make_audio(tmp_path / "result.m4a", seconds=1.0)
-    with pytest.raises(VerificationError, match="result.m4a.*no video") as err:
+    with pytest.raises(VerificationError, match=r"result.m4a.*no video") as err:
         mux(sound_only, master, tmp_path / "final.mp4")
     assert err.value.exit_code == 5
     whole = provider_result(tmp_path / "whole.mp4", master, seconds=2.0)
     cut = truncate_copy(whole, tmp_path / "cut.mp4", keep=0.5)
-    with pytest.raises(VerificationError, match="cut.mp4"):
+    with pytest.raises(VerificationError, match=r"cut.mp4"):
         mux(cut, master, tmp_path / "final.mp4")
     assert not (tmp_path / "final.mp4").exists()
 

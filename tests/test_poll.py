@@ -392,7 +392,7 @@ def _meter(chunks):
 def test_event_meter_does_not_depend_on_how_the_bytes_are_chunked(pieces, data):
     whole = b"".join(pieces)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=8)))
-    chunks = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)])]
+    chunks = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
     assert _meter(chunks) == _meter([whole])
 
 

@@ -173,7 +173,7 @@ def test_a_long_script_gives_consecutive_proportional_segments(media, tmp_path):
     speech = [estimate_speech_seconds(s.text) for s in segs]
     for a, b in itertools.pairwise(segs):
         assert a.end == pytest.approx(b.start)
-    for seg, est in zip(segs, speech):
+    for seg, est in zip(segs, speech, strict=True):
         assert seg.end - seg.start == pytest.approx(3.0 * est / sum(speech))
         assert decode_stats(seg.video).video_seconds == pytest.approx(seg.end - seg.start, abs=FRAME)
         assert seg.video.name == f"seg{seg.index:03d}.mp4"
@@ -233,7 +233,7 @@ def test_a_bad_video_is_a_one_line_validation_error_and_leaves_nothing(media, tm
 
 def test_silent_audio_is_refused_and_leaves_nothing(media, tmp_path):
     silent = make_audio(tmp_path / "silence.wav", seconds=2, speech=False, level_db=-200)
-    with pytest.raises(InputError, match="silence.wav: the audio is silent"):
+    with pytest.raises(InputError, match=r"silence.wav: the audio is silent"):
         prepare(PrepareRequest(video=media["video"], audio=silent), tmp_path / "out")
     assert media_files(tmp_path / "out") == []
 
@@ -296,7 +296,7 @@ def test_an_input_named_like_a_segment_inside_the_output_folder_is_left_alone(tm
     out.mkdir()
     video = make_video(out / "seg000.mp4", seconds=1, width=64, height=48)
     before = video.read_bytes()
-    with pytest.raises(InputError, match="seg000.mp4: is inside the output folder") as err:
+    with pytest.raises(InputError, match=r"seg000.mp4: is inside the output folder") as err:
         prepare(PrepareRequest(video=video), out)
     assert err.value.exit_code == 6 and video.read_bytes() == before
 

@@ -64,9 +64,9 @@ def test_a_config_may_set_a_price_and_says_so():
 
 
 def test_bad_prices_are_config_errors():
-    with pytest.raises(ConfigError, match="prices.fal.per_output_second"):
+    with pytest.raises(ConfigError, match=r"prices.fal.per_output_second"):
         load_price("fal", {"per_output_second": -1})
-    with pytest.raises(ConfigError, match="prices.fal.per_second"):
+    with pytest.raises(ConfigError, match=r"prices.fal.per_second"):
         load_price("fal", {"per_second": 1})
     with pytest.raises(ConfigError, match="unknown provider"):
         load_price("sync.so")
@@ -85,7 +85,7 @@ def test_fal_estimate_is_the_sum_of_its_lines_and_never_under_the_documented_rat
     est = estimate("fal", FAL, jobs)
     assert est.known and len(est.lines) == len(jobs)
     assert est.total == sum((line.amount for line in est.lines), Decimal(0))
-    for job, line in zip(jobs, est.lines):
+    for job, line in zip(jobs, est.lines, strict=True):
         exact = Decimal(job.seconds) * Decimal("0.04") + Decimal(job.tts_characters) * Decimal("0.0024")
         unit = Decimal("0.04") + (Decimal("0.24") if job.tts_characters else 0)
         assert exact <= line.amount < exact + unit  # rounded up, by less than one unit of each

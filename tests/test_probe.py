@@ -107,7 +107,7 @@ def test_mp3_cover_art_is_not_video(media):
     p = probe(path)
     assert p.container == "mp3" and p.cover_art and p.video is None
     assert p.audio.codec == "MPEG Audio"
-    with pytest.raises(InputError, match="audio-only.*cover art") as err:
+    with pytest.raises(InputError, match=r"audio-only.*cover art") as err:
         probe_video(path)
     assert err.value.exit_code == 6
 

@@ -136,7 +136,7 @@ def test_what_the_api_would_refuse_is_refused_before_sending(image, change, mess
 def test_an_unconformed_image_is_refused(tmp_path):
     webp = tmp_path / "a.webp"
     Image.new("RGB", (300, 300)).save(webp)
-    with pytest.raises(ValidationError, match="a.webp: send a JPEG or PNG"):
+    with pytest.raises(ValidationError, match=r"a.webp: send a JPEG or PNG"):
         ImageJobRequest(webp, "Still.").checked(LIMITS)
 
 

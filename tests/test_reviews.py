@@ -60,7 +60,7 @@ def test_a_rejection_needs_a_note_and_a_folder_without_a_ledger_is_refused(tmp_p
     with pytest.raises(ValidationError, match="note is required"):
         Reviews(run_dir).decide("talk", Decision.REJECTED, "   ")
     assert Reviews(run_dir).all() == {}
-    with pytest.raises(ValidationError, match="no ledger.sqlite"):
+    with pytest.raises(ValidationError, match=r"no ledger.sqlite"):
         Reviews(tmp_path / "elsewhere")
 
 

@@ -54,7 +54,7 @@ def test_too_long_for_1080p_names_the_estimate_and_every_fix():
 
 
 def test_more_characters_than_one_tts_text_takes_is_refused_with_the_fix():
-    with pytest.raises(ValidationError, match="210 characters; one clip's TTS text takes at most 200.*--chain"):
+    with pytest.raises(ValidationError, match=r"210 characters; one clip's TTS text takes at most 200.*--chain"):
         choose_duration("a" * 210, "720p", LIMITS, MAX_CHARS)
 
 

@@ -49,7 +49,7 @@ def _run_all(env, commands: list[list[str]]) -> list[tuple[int, str]]:
         for args in commands
     ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
-    return [(p.returncode, out) for p, out in zip(procs, outputs)]
+    return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
 
 
 # (provider, fault) pairs: one wave has each provider once, so faults never mix.

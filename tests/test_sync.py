@@ -71,7 +71,7 @@ def test_text_spans_are_consecutive_proportional_and_within_limits(start, length
     total = sum(speech)
     for span, nxt in itertools.pairwise(spans):
         assert span.end <= nxt.start + 1e-9
-    for span, est in zip(spans, speech):
+    for span, est in zip(spans, speech, strict=True):
         share = length * est / total
         assert 0 < span.duration <= max_job_seconds(LIMITS) + 1e-9
         assert span.end - span.start == pytest.approx(min(share, max_job_seconds(LIMITS)) if not span.extend else share)

@@ -60,7 +60,7 @@ def test_timeline_reads_back_covering_the_source_with_its_timecode(tmp_path, fps
     clips = list(back.find_clips())
     assert len(clips) == len(plan.segments) > 1
     position = otio.opentime.RationalTime(0, rate)
-    for clip, seg in zip(clips, plan.segments):
+    for clip, seg in zip(clips, plan.segments, strict=True):
         record = clip.range_in_parent()
         assert record.start_time == position  # no gap, no overlap
         assert record.duration.rate == pytest.approx(rate) and record.duration.value == seg.frames

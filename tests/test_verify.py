@@ -64,7 +64,7 @@ def test_missing_audio_stream_fails(scene):
     mute = make_video(d / "mute.mp4", seconds=3.0, fps=FPS, audio=False)
     report = verify(mute, VerifyExpectations(references=(SyncReference(provider),)))
     assert _checks(report)["audio_stream"] is False
-    with pytest.raises(VerificationError, match="mute.mp4.*no audio stream") as err:
+    with pytest.raises(VerificationError, match=r"mute.mp4.*no audio stream") as err:
         report.raise_if_failed()
     assert err.value.exit_code == 5
 
@@ -75,7 +75,7 @@ def test_truncated_file_without_its_index_fails(scene):
     cut = truncate_copy(whole, d / "tail_index_cut.mp4", keep=0.7)
     report = verify(cut)
     assert not report.ok
-    with pytest.raises(VerificationError, match="tail_index_cut.mp4"):
+    with pytest.raises(VerificationError, match=r"tail_index_cut.mp4"):
         report.raise_if_failed()
 
 
@@ -160,7 +160,7 @@ def test_stitched_final_is_checked_segment_by_segment(tmp_path):
     ]
     results = [
         provider_result(tmp_path / f"result{i}.mp4", v, delay_s=0.0, seconds=s, fps=FPS)
-        for i, (v, s) in enumerate(zip(voices, [2.0, 1.6]))
+        for i, (v, s) in enumerate(zip(voices, [2.0, 1.6], strict=True))
     ]
     muxed = [mux(r, None, tmp_path / f"seg{i}.mp4") for i, r in enumerate(results)]
 

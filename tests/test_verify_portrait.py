@@ -16,7 +16,13 @@ from PIL import Image
 from pipeline.errors import VerificationError
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.speech import speak_to_wav, synth_speech
-from pipeline.stages.verify import PortraitExpectations, speech_seconds, verify_portrait
+from pipeline.stages.verify import (
+    MIN_SPEECH_MODULATION,
+    PortraitExpectations,
+    loudness_modulation,
+    speech_seconds,
+    verify_portrait,
+)
 
 
 def still_clip(image: Path, dst: Path, size: tuple[int, int], seconds: float, sound: str | Path | None) -> Path:
@@ -71,6 +77,7 @@ def test_a_good_portrait_passes_and_records_its_figures(parts):
         "first_frame",
     }
     assert report.figures.first_frame_ssim > 0.9 and report.figures.speech_s > 1.0
+    assert report.figures.speech_modulation >= MIN_SPEECH_MODULATION
     assert report.to_dict()["figures"]["first_frame_ssim"] == report.figures.first_frame_ssim
     report.raise_if_failed()
 
@@ -98,6 +105,16 @@ def test_silence_where_a_line_was_asked_for_fails(parts):
     clip = still_clip(parts["image"], parts["dir"] / "mute.mp4", (540, 720), 5, "silence")
     report = verify_portrait(clip, PortraitExpectations(parts["image"], short_side=540, duration_s=5))
     assert [c.name for c in report.failed()] == ["speech"] and report.figures.speech_s < 0.5
+
+
+@pytest.mark.parametrize("sound", ["sine=frequency=220:sample_rate=24000", "anoisesrc=color=pink:amplitude=0.3"])
+def test_a_tone_or_a_hiss_where_a_line_was_asked_for_fails(parts, sound):
+    tone = parts["dir"] / f"{sound.split('=')[0]}.wav"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-t", "5", "-i", sound, str(tone)], check=True)
+    clip = still_clip(parts["image"], parts["dir"] / f"{tone.stem}.mp4", (540, 720), 5, tone)
+    report = verify_portrait(clip, PortraitExpectations(parts["image"], short_side=540, duration_s=5))
+    assert [c.name for c in report.failed()] == ["speech"]
+    assert report.figures.speech_s > 4 and report.figures.speech_modulation < MIN_SPEECH_MODULATION
 
 
 def test_no_audio_stream_fails_unless_no_script_was_sent(parts):
@@ -143,3 +160,23 @@ def test_speech_seconds_of_silence_and_of_synthetic_speech():
     assert speech_seconds(np.zeros(16000 * 3), 16000) == 0.0
     spoken = speech_seconds(synth_speech(3.0, sample_rate=16000).astype(np.float64), 16000)
     assert 1.5 <= spoken <= 3.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seconds=st.floats(1.0, 6.0),
+    freq=st.floats(80, 4000),
+    lead=st.floats(0.0, 1.0),
+    amplitude=st.floats(0.01, 0.9),
+    seed=st.integers(0, 50),
+)
+def test_steady_sound_is_not_speech_and_synthetic_speech_is(seconds, freq, lead, amplitude, seed):
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    tone = np.concatenate([np.zeros(int(lead * rate)), amplitude * np.sin(2 * np.pi * freq * t)])
+    hiss = amplitude * np.random.default_rng(seed).normal(0, 0.3, len(t))
+    assert loudness_modulation(tone, rate) < MIN_SPEECH_MODULATION
+    assert loudness_modulation(hiss, rate) < MIN_SPEECH_MODULATION
+    speech = synth_speech(seconds, sample_rate=rate, seed=seed).astype(np.float64)
+    assert loudness_modulation(speech, rate) > MIN_SPEECH_MODULATION
+    assert loudness_modulation(np.zeros(rate), rate) == 0.0

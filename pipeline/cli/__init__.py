@@ -13,8 +13,8 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -59,11 +59,15 @@ def emit_json(doc: Any) -> None:
     click.echo(redact(json.dumps(doc, indent=2, ensure_ascii=False, default=str)))
 
 
-def handle_errors(fn: Callable) -> Callable:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def handle_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn a LipsyncError into a one-line message on stderr (or the JSON error document) and its exit code."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
@@ -89,10 +93,16 @@ class LazyGroup(click.Group):
     them is 2, which this CLI reserves for timeouts.
     """
 
-    def main(self, *args, **kwargs):
-        kwargs.pop("standalone_mode", None)
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,  # ignored: this group always handles the exits itself
+        **extra: Any,
+    ) -> Any:
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             if isinstance(code, int) and code:  # a command's ctx.exit(code)
                 sys.exit(code)
             return code
@@ -109,10 +119,10 @@ class LazyGroup(click.Group):
             click.echo("aborted", err=True)
             sys.exit(130)
 
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
         try:
@@ -121,7 +131,8 @@ class LazyGroup(click.Group):
             if exc.name == f"{__name__}.{name}":
                 return None
             raise
-        return getattr(module, COMMANDS[name])
+        command: click.Command = getattr(module, COMMANDS[name])
+        return command
 
 
 @click.group(cls=LazyGroup)

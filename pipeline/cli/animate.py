@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from ..errors import ValidationError
+from ..limits import DEFAULT_MAX_CREATES_PER_JOB
 from . import emit_json, handle_errors, json_option
-from .submit import flow_options, flow_settings, poll_for, printing_hooks, reconcile_shown
+from .submit import flow_options, printing_hooks, reconcile_shown
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -33,6 +34,13 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--seed", type=int, help="Seed for a repeatable generation.")
 @click.option("--background", default="#ffffff", show_default=True, help="Colour transparent pixels become.")
 @click.option(
+    "--max-clips",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CREATES_PER_JOB,
+    show_default=True,
+    help="Most paid clips a --chain may make; a longer script is refused before any.",
+)
+@click.option(
     "--chain",
     is_flag=True,
     help="Speak a long script over several clips, each from the last frame of the one before, stitched into one file.",
@@ -54,6 +62,7 @@ def animate(
     negative_prompt: str | None,
     seed: int | None,
     background: str,
+    max_clips: int,
     chain: bool,
     provider: str,
     out: Path,
@@ -67,43 +76,35 @@ def animate(
 
     What was paid for is recorded in OUT.ledger.sqlite, the conformed image and clips in OUT.work/: the
     same command run again resumes those jobs."""
-    from ..animate import PortraitSpec
-    from ..animate import animate as animate_portrait
-    from ..providers import credential_from_env, get_provider
+    from ..api import animate_image
+    from ..prepare import read_text_file
 
     if (text is None) == (text_file is None):
         raise ValidationError("give exactly one of --text or --text-file")
     if text_file is not None:
-        try:
-            text = text_file.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValidationError(f"{text_file}: not UTF-8 text; save it as UTF-8") from None
+        text = read_text_file(text_file)
     assert text is not None
-    spec = PortraitSpec(
-        image=image,
-        prompt=prompt,
-        text=text,
-        speaker=speaker,
-        resolution=resolution,
-        duration=int(duration) if duration else None,
-        negative_prompt=negative_prompt,
-        style=style,
-        seed=seed,
-        chain=chain,
-        background=background,
-    )
-    with (
-        get_provider(
-            provider, credential=credential_from_env(provider), poll=poll_for(provider, timeout, poll_interval)
-        ) as adapter,
-        reconcile_shown(),
-    ):
-        result = animate_portrait(
-            adapter,
-            spec,
-            out,
+    with reconcile_shown():
+        result = animate_image(
+            image,
+            prompt=prompt,
+            text=text,
+            out=out,
+            speaker=speaker,
+            resolution=resolution,
+            duration=int(duration) if duration else None,
+            style=style,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            background=background,
+            chain=chain,
+            max_clips=max_clips,
+            provider=provider,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            resubmit_uncertain=resubmit_uncertain,
+            retry_failed=retry_failed,
             hooks=printing_hooks(provider),
-            settings=flow_settings(timeout, resubmit_uncertain, retry_failed),
         )
     if as_json:
         emit_json({"ok": True, **result.to_dict()})

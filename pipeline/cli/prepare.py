@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import click
 
 from ..errors import ValidationError
-from ..stages.conform_audio import LoudnessTarget
 from ..stages.sync import DEFAULT_SYNC_MODE, SyncMode
 from . import emit_json, handle_errors, json_option
 
@@ -29,11 +28,6 @@ def _track_number(value: str | None) -> int | None:
     if number is not None and number != int(number):
         raise ValidationError(f"--audio-track must be a whole number (got {value!r})")
     return None if number is None else int(number)
-
-
-def _loudness_target(integrated: float | None, true_peak: float | None) -> LoudnessTarget:
-    given = {"integrated": integrated, "true_peak": true_peak}
-    return replace(LoudnessTarget(), **{k: v for k, v in given.items() if v is not None})
 
 
 # Values are checked by the library, not by click: a bad one is a validation error (exit 6) with the
@@ -78,29 +72,29 @@ def _loudness_target(integrated: float | None, true_peak: float | None) -> Loudn
 @json_option
 @handle_errors
 def prepare(
-    video,
-    audio,
-    audio_track,
-    text,
-    text_file,
-    speaker,
-    provider,
-    sync_mode,
-    start,
-    end,
-    loudness,
-    true_peak,
-    require_face,
-    long_media,
-    out_dir,
-    as_json,
+    video: Path | None,
+    audio: Path | None,
+    audio_track: str | None,
+    text: str | None,
+    text_file: Path | None,
+    speaker: str | None,
+    provider: str | None,
+    sync_mode: str,
+    start: str | None,
+    end: str | None,
+    loudness: str | None,
+    true_peak: str | None,
+    require_face: bool,
+    long_media: Literal["split", "trim"],  # click.Choice above
+    out_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Write conformed segments (seg000.mp4, seg000.wav, ...) into --out; with --json, describe them on stdout.
 
     The voice is --audio, else TTS of --text/--text-file (one segment per chunk), else the video's own sound.
     """
-    from ..prepare import PrepareRequest, read_text_file
-    from ..prepare import prepare as run_prepare
+    from ..api import prepare_media
+    from ..prepare import read_text_file
 
     if video is None or out_dir is None:
         raise ValidationError("--video and --out are required")
@@ -110,8 +104,9 @@ def prepare(
         mode = SyncMode(sync_mode.lower())
     except ValueError:
         raise ValidationError(f"unknown --sync-mode {sync_mode!r}; choose one of {SYNC_MODES}") from None
-    request = PrepareRequest(
-        video=video,
+    result = prepare_media(
+        video,
+        out_dir=out_dir,
         audio=audio,
         text=read_text_file(text_file) if text_file is not None else text,
         speaker=speaker,
@@ -120,11 +115,11 @@ def prepare(
         start=_number(start, "--start"),
         end=_number(end, "--end"),
         audio_track=_track_number(audio_track),
-        loudness=_loudness_target(_number(loudness, "--loudness"), _number(true_peak, "--true-peak")),
+        loudness=_number(loudness, "--loudness"),
+        true_peak=_number(true_peak, "--true-peak"),
         require_face=require_face,
         long_media=long_media,
     )
-    result = run_prepare(request, out_dir.absolute())
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
         return

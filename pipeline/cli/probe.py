@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from typing import Any
 
 import click
 
+from ..api import ProbeResult
+from ..api import probe as probe_file
 from ..errors import InputError, worst_exit_code
-from ..limits import PROVIDERS, load_limits
-from ..stages.audio_tracks import TrackChoice, audio_streams, choose_audio_track
-from ..stages.conform_audio import measure_speech_shares
-from ..stages.probe import AudioStream, MediaProbe, Violation, check_limits
-from ..stages.probe import probe as probe_file
+from ..limits import PROVIDERS
+from ..stages.audio_tracks import TrackChoice, audio_streams
+from ..stages.probe import AudioStream, MediaProbe, Violation
 from . import emit_json, handle_errors, json_option
 
 
 def _video_line(p: MediaProbe) -> str:
     v = p.video
+    assert v is not None  # called for a file with a picture
     parts = [v.codec + (f" {v.profile}" if v.profile else ""), f"{v.width}x{v.height}"]
     if (v.display_width, v.display_height) != (v.width, v.height):
         parts.append(f"(shown {v.display_width}x{v.display_height})")
@@ -53,19 +54,8 @@ def _track_lines(p: MediaProbe, choice: TrackChoice) -> list[str]:
     return lines
 
 
-def _voice_track(p: MediaProbe) -> TrackChoice | None:
-    """The audio track prepare would take as the voice, with the speech share of each (several tracks only)."""
-    if p.audio is None:
-        return None
-    return choose_audio_track(p, None, measure_speech_shares(p)[0])
-
-
-def _violations_by_provider(p: MediaProbe, providers: list[str]) -> dict[str, list[Violation]]:
-    role = "video" if p.video is not None else "audio"
-    return {name: check_limits(p, load_limits(name), role) for name in providers}
-
-
-def _print_file(p: MediaProbe, found: dict[str, list[Violation]], voice: TrackChoice | None) -> None:
+def _print_file(result: ProbeResult) -> None:
+    p, found, voice = result.probe, result.violations, result.voice_track
     duration = f"{p.duration:.2f} s" if p.duration is not None else "unknown length"
     click.echo(f"{p.path}  {p.container}  {duration}  {p.size_bytes / 1e6:.2f} MB")
     if p.video is not None:
@@ -97,11 +87,11 @@ def _print_file(p: MediaProbe, found: dict[str, list[Violation]], voice: TrackCh
 @handle_errors
 def probe(files: tuple[str, ...], provider: str | None, as_json: bool) -> None:
     """Describe media files and list every provider limit each one breaks."""
-    providers = [provider] if provider else list(PROVIDERS)
-    docs, codes = [], []
+    docs: list[dict[str, Any]] = []
+    codes: list[int] = []
     for path in files:
         try:
-            p = probe_file(path)
+            result = probe_file(path, provider=provider)
         except InputError as err:
             codes.append(err.exit_code)
             docs.append({"path": path, "error": err.to_dict()})
@@ -109,18 +99,9 @@ def probe(files: tuple[str, ...], provider: str | None, as_json: bool) -> None:
                 click.echo(f"error: {err.render()}", err=True)
             continue
         codes.append(0)
-        found = _violations_by_provider(p, providers)
-        voice = _voice_track(p)
-        docs.append(
-            {
-                "path": path,
-                "probe": p.to_dict(),
-                "voice_track": None if voice is None else voice.to_dict(),
-                "violations": {name: [asdict(v) for v in vs] for name, vs in found.items()},
-            }
-        )
+        docs.append({"path": path, **result.to_dict()})
         if not as_json:
-            _print_file(p, found, voice)
+            _print_file(result)
     code = worst_exit_code(codes)
     if as_json:
         emit_json({"ok": code == 0, "files": docs})

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..run.runner import RunSummary
 
 from ..errors import ValidationError
 from . import emit_json, handle_errors, json_option
@@ -55,35 +59,36 @@ def run(
     as_json: bool,
 ) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
-    from ..run.config import load_config
-    from ..run.plan import refuse_over_budget
-    from ..run.progress import make_progress
-    from ..run.runner import RunOptions, run_batch
+    from ..api import run_config
+    from ..run.progress import Progress, make_progress
 
-    config = load_config(config_path)
-    only = tuple(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip())
-    if budget is not None:
-        refuse_over_budget(config, only, _amount(budget))
-    options = RunOptions(
-        jobs=jobs,
-        only=only,
-        rehearse=rehearse,
-        resubmit_uncertain=resubmit_uncertain,
-        retry_failed=retry_failed,
-        force=force,
-        cluster=cluster,
-    )
+    shown: list[Progress] = []  # the display, made once the config is loaded and within budget
+
+    def progress() -> Progress:
+        shown.append(make_progress())
+        return shown[-1]
+
     try:
-        with make_progress() as progress:
-            summary = run_batch(config, options, progress)
+        summary = run_config(
+            config_path,
+            rehearse=rehearse,
+            only=(job_id.strip() for group in only for job_id in group.split(",") if job_id.strip()),
+            jobs=jobs,
+            resubmit_uncertain=resubmit_uncertain,
+            retry_failed=retry_failed,
+            force=force,
+            budget=None if budget is None else _amount(budget),
+            progress=progress,
+            cluster=cluster,
+        )
     except KeyboardInterrupt:
         click.echo(f"interrupted: run `lipsync run {config_path}` again to resume; nothing is paid twice", err=True)
         sys.exit(130)
-    _write_report(config.output)
+    _write_report(summary.run_dir)
     if as_json:
         emit_json(summary.to_dict())
     else:
-        _print_summary(summary, per_job=not progress.lists_jobs_above_stdout(), config=str(config_path))
+        _print_summary(summary, per_job=not shown[-1].lists_jobs_above_stdout(), config=str(config_path))
     sys.exit(summary.exit_code)
 
 
@@ -97,7 +102,7 @@ def _write_report(run_dir: Path) -> None:
         click.echo(f"warning: report.html not written: {type(err).__name__}: {err}", err=True)
 
 
-def _print_summary(summary, *, per_job: bool, config: str) -> None:
+def _print_summary(summary: RunSummary, *, per_job: bool, config: str) -> None:
     from ..run.progress import summary_lines, uncertain_line
 
     for o in summary.outcomes:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..providers.store import CreateRecord
+    from ..run.ledger import JobView, RunStatus
 
 from ..safetext import printable
 from ..secrets import redact
@@ -15,7 +20,12 @@ CELL_SHOWN = 200
 HEADER = ("job", "provider", "stage", "elapsed", "prepare", "provider", "finish", "provider jobs", "outcome")
 # which ledger stages count towards each phase column
 PHASES = {"prepare": ("prepare",), "provider": ("submit", "poll", "download"), "finish": ("mux", "verify", "handoff")}
-STAGE_COLOURS = {"done": "green", "failed": "red", "uncertain": "yellow", "interrupted": "yellow"}
+STAGE_COLOURS: dict[str | None, str] = {
+    "done": "green",
+    "failed": "red",
+    "uncertain": "yellow",
+    "interrupted": "yellow",
+}
 
 
 @click.command()
@@ -45,7 +55,7 @@ def status(run_dir: Path, as_json: bool) -> None:
         click.echo(uncertain_line(create.job_id, create.provider, create.segment, create.reconcile), err=True)
 
 
-def job_row(job, now: float) -> tuple[str, ...]:
+def job_row(job: JobView, now: float) -> tuple[str, ...]:
     from ..run.progress import short_path
 
     phases = {
@@ -69,7 +79,7 @@ def job_row(job, now: float) -> tuple[str, ...]:
     return tuple(printable(redact(cell), CELL_SHOWN) for cell in row)
 
 
-def provider_jobs(creates) -> str:
+def provider_jobs(creates: list[CreateRecord]) -> str:
     """One provider job: its id and state (and the provider's word while it runs); several: counted by state."""
     if not creates:
         return "-"
@@ -84,7 +94,7 @@ def provider_jobs(creates) -> str:
     return f"{len(creates)} jobs: " + ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
-def footer(report) -> str:
+def footer(report: RunStatus) -> str:
     from ..run.progress import short_path
 
     done = sum(1 for job in report.jobs if job.row.stage.value == "done")
@@ -104,4 +114,4 @@ def _seconds(s: float) -> str:
 def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     """Rows as left-aligned columns two spaces apart (the last column is not padded)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]

@@ -3,12 +3,11 @@ The job id goes to stderr as soon as it exists."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,13 +16,16 @@ from ..limits import PROVIDERS
 from . import emit_json, handle_errors, json_option
 
 if TYPE_CHECKING:
-    from ..providers import JobHandle, JobStatus, PollPolicy
-    from ..providers.flow import FlowHooks, FlowSettings
+    from ..providers import JobHandle, JobStatus
+    from ..providers.flow import FlowHooks
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def flow_options(command: Callable) -> Callable:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def flow_options(command: _F) -> _F:
     """The options of a command that pays for provider jobs through the flow (`submit`, `animate`)."""
     for option in reversed(
         [
@@ -43,28 +45,6 @@ def flow_options(command: Callable) -> Callable:
     ):
         command = option(command)
     return command
-
-
-def poll_for(provider: str, timeout: float | None, poll_interval: float | None) -> PollPolicy:
-    from ..providers import provider_class
-
-    poll = provider_class(provider).default_poll
-    if timeout is not None:
-        poll = dataclasses.replace(poll, timeout=timeout)
-    if poll_interval is not None:
-        poll = dataclasses.replace(poll, initial=poll_interval, maximum=max(poll.maximum, poll_interval))
-    return poll
-
-
-def flow_settings(timeout: float | None, resubmit_uncertain: bool, retry_failed: bool) -> FlowSettings:
-    from ..providers.download import TransferLimits
-    from ..providers.flow import FlowSettings
-
-    return FlowSettings(
-        resubmit_uncertain=resubmit_uncertain,
-        retry_failed=retry_failed,
-        transfer=TransferLimits(deadline_s=timeout) if timeout else TransferLimits(),
-    )
 
 
 def printing_hooks(provider: str) -> FlowHooks:
@@ -124,26 +104,26 @@ def submit(
     """Send VIDEO with AUDIO (or TEXT) to PROVIDER, wait for the result and download it to OUT.
 
     What was paid for is recorded in OUT.ledger.sqlite: the same command run again resumes that job."""
-    from ..providers import JobRequest, credential_from_env, get_provider
+    from ..api import lip_sync
     from ..safetext import printable
-    from ..submit import submit as submit_job
 
     if (audio is None) == (text is None):
         raise ValidationError("give exactly one of --audio or --text")
     if speaker and text is None:
         raise ValidationError("--speaker goes with --text (the provider's TTS)")
-    with (
-        get_provider(
-            provider, credential=credential_from_env(provider), poll=poll_for(provider, timeout, poll_interval)
-        ) as adapter,
-        reconcile_shown(),
-    ):
-        result = submit_job(
-            adapter,
-            JobRequest(video, audio, text, speaker),
-            out,
+    with reconcile_shown():
+        result = lip_sync(
+            provider=provider,
+            video=video,
+            audio=audio,
+            text=text,
+            speaker=speaker,
+            out=out,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            resubmit_uncertain=resubmit_uncertain,
+            retry_failed=retry_failed,
             hooks=printing_hooks(provider),
-            settings=flow_settings(timeout, resubmit_uncertain, retry_failed),
         )
     if result.started_with != "create":
         click.echo(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import emit_json, handle_errors, json_option
+
+if TYPE_CHECKING:
+    from ..stages.verify import VerifyReport
 
 
 @click.command()
@@ -30,21 +34,9 @@ def verify(file: Path, master: Path | None, min_confidence: float | None, as_jso
     """Check FILE: streams, a clean decode, durations, a face, the lips against the sound (offset in frames and
     confidence) and, with --audio, the sound against MASTER. Exit 0: it passes; 5: the lips or the sound fail;
     6: not a media file."""
-    from ..errors import InputError, ValidationError
-    from ..stages.mouth import SyncPolicy
-    from ..stages.verify import SyncReference, VerifyExpectations, with_lip_sync
-    from ..stages.verify import verify as run_verify
+    from ..api import verify as verify_file
 
-    if not file.is_file():
-        raise InputError(file, "no such file")
-    policy = SyncPolicy(check="fail", **({} if min_confidence is None else {"min_confidence": min_confidence}))
-    report = run_verify(file, VerifyExpectations(references=(SyncReference(master),) if master else ()))
-    unreadable = next((c for c in report.checks if c.name == "readable" and not c.ok), None)
-    if unreadable is not None:
-        raise ValidationError(unreadable.detail)
-    if report.figures.video_codec is None:
-        raise InputError(file, "has no video stream: nothing to lip-sync")
-    report = with_lip_sync(report, [(0.0, None)], policy)
+    report = verify_file(file, audio=master, min_confidence=min_confidence)
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -52,7 +44,7 @@ def verify(file: Path, master: Path | None, min_confidence: float | None, as_jso
     sys.exit(0 if report.ok else 5)
 
 
-def _print(report) -> None:
+def _print(report: VerifyReport) -> None:
     for c in report.checks:
         mark = "ok  " if c.ok else "FAIL"
         click.echo(f"{mark} {c.name:<14} {c.measured!s:<26} allowed {c.allowed!s:<24} {c.detail}")
@@ -63,6 +55,7 @@ def _print(report) -> None:
             f"up to {face.get('max_faces', 0)} faces"
         )
         if score.status == "ok":
+            assert score.offset_s is not None  # an "ok" score has its figures
             click.echo(
                 f"lip sync: offset {score.offset_frames:+d} frames ({score.offset_s * 1000:+.0f} ms), "
                 f"r={score.correlation:.2f}, confidence {score.confidence:.1f} sd"

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +30,7 @@ from ..limits import ImageLimits, load_image_limits
 from ..voices import VOICE_NAMES
 from . import portrait
 from .bodies import LargeText
-from .inputs import check_tts_text, fetch_input, is_loopback, large_json_object, media_inputs, string_field
+from .inputs import check_tts_text, fetch_input, is_loopback, large_json_object, media_inputs, small_text, string_field
 from .jobs import Job, JobInput, Phase
 from .portrait import PortraitInput
 from .state import (
@@ -96,7 +97,7 @@ async def create(request: Request, state: EmulatorState) -> Response:
         return await _create(request, state, body)
 
 
-async def _create(request: Request, state: EmulatorState, body: dict) -> Response:
+async def _create(request: Request, state: EmulatorState, body: dict[str, Any]) -> Response:
     if body.get("model") != MODEL:
         raise Reject(
             RejectKind.VALIDATION, f"model must be one of {', '.join(map(repr, MODELS))}, got {body.get('model')!r}"
@@ -115,14 +116,14 @@ async def _create(request: Request, state: EmulatorState, body: dict) -> Respons
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: secrets.token_urlsafe(16)[:21],
-        JobInput(video, audio, content, speaker),
+        JobInput(video, audio, small_text(content), small_text(speaker)),
         state.faults[PROVIDER],
     )
     reply = {"id": job.job_id, "status": "queued", "meta": {"usage": {"credits_used": CREDITS_PER_JOB}}}
     return create_reply(state, job, JSONResponse(reply))
 
 
-def _check_tts(state: EmulatorState, content: str | None, speaker: str | None) -> None:
+def _check_tts(state: EmulatorState, content: str | LargeText | None, speaker: str | LargeText | None) -> None:
     if content is None or speaker is None:
         raise Reject(RejectKind.VALIDATION, "lip_sync_tts_content and lip_sync_tts_speaker go together")
     if speaker not in VOICE_NAMES:
@@ -142,7 +143,7 @@ class PortraitFields:
     speaker: str | None
 
 
-def _string(body: dict, name: str, max_chars: int | None = None) -> str | LargeText | None:
+def _string(body: dict[str, Any], name: str, max_chars: int | None = None) -> str | LargeText | None:
     value = body.get(name)
     if value is None:
         return None
@@ -153,15 +154,18 @@ def _string(body: dict, name: str, max_chars: int | None = None) -> str | LargeT
     return value
 
 
-def _choice(body: dict, name: str, allowed: tuple, default):
-    value = body.get(name, default)
+_T = TypeVar("_T")
+
+
+def _choice(body: dict[str, Any], name: str, allowed: tuple[_T, ...], default: _T) -> _T:
+    value: _T = body.get(name, default)
     if value not in allowed or isinstance(value, bool) or type(value) is not type(allowed[0]):
         shown = ", ".join(map(str, allowed))
         raise Reject(RejectKind.VALIDATION, f"{name} must be one of {shown}, got {value!r}", field_name=name)
     return value
 
 
-def _seed(body: dict, limits: ImageLimits) -> None:
+def _seed(body: dict[str, Any], limits: ImageLimits) -> None:
     seed = body.get("seed")
     if seed is None:
         return
@@ -171,7 +175,7 @@ def _seed(body: dict, limits: ImageLimits) -> None:
         raise Reject(RejectKind.VALIDATION, f"seed must be between 0 and {limits.seed_max}", field_name="seed")
 
 
-def _tts(body: dict, state: EmulatorState) -> tuple[str | None, str | None]:
+def _tts(body: dict[str, Any], state: EmulatorState) -> tuple[str | None, str | None]:
     """The optional TTS pair, under the same rules as the lip-sync model's."""
     content, speaker = string_field(body, "lip_sync_tts_content"), string_field(body, "lip_sync_tts_speaker")
     if content is None and speaker is None:
@@ -180,7 +184,7 @@ def _tts(body: dict, state: EmulatorState) -> tuple[str | None, str | None]:
     return str(content), str(speaker)
 
 
-def check_fields(body: dict, limits: ImageLimits, state: EmulatorState) -> PortraitFields:
+def check_fields(body: dict[str, Any], limits: ImageLimits, state: EmulatorState) -> PortraitFields:
     """The create body under the schema's rules; Reject (400, the API's message) on the first broken one."""
     prompt = _string(body, "prompt", limits.prompt_max_chars)
     if prompt is None or not str(prompt).strip():
@@ -224,7 +228,7 @@ async def portrait_image(
     return image
 
 
-async def _create_portrait(request: Request, state: EmulatorState, body: dict) -> Response:
+async def _create_portrait(request: Request, state: EmulatorState, body: dict[str, Any]) -> Response:
     limits = load_image_limits(PROVIDER)
     fields = check_fields(body, limits, state)
     image = await portrait_image(state, request, fields.image_ref, limits)
@@ -239,7 +243,7 @@ def is_portrait(job: Job) -> bool:
     return isinstance(job.inputs, PortraitInput)
 
 
-def usage(job: Job) -> dict:
+def usage(job: Job) -> dict[str, Any]:
     return {"tokens_used": portrait.TOKENS_PER_JOB} if is_portrait(job) else {"credits_used": CREDITS_PER_JOB}
 
 
@@ -251,7 +255,9 @@ async def status(request: Request, state: EmulatorState) -> Response:
     if job is None:
         raise Reject(RejectKind.NOT_FOUND, f"generation {generation_id} not found")
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
-    reply = {"id": job.job_id, "status": "", "video": None, "error": None, "meta": {"usage": usage(job)}}
+    reply: dict[str, Any] = {"id": job.job_id, "status": "", "video": None, "error": None}
+    if not is_portrait(job):  # seed 003's status samples carry no meta; the lip-sync model's (seed 002) do
+        reply["meta"] = {"usage": usage(job)}
     if seen.flapping or seen.phase is Phase.QUEUED:
         reply["status"] = "waiting" if seen.flapping else "queued"
     elif seen.phase is Phase.RUNNING:
@@ -268,7 +274,7 @@ async def status(request: Request, state: EmulatorState) -> Response:
                     "url": url,
                     "content_type": "video/mp4",
                     "file_name": "output.mp4",
-                    "file_size": job.rendered.size_bytes,
+                    "file_size": job.output.size_bytes,
                 },
             )
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -17,7 +19,7 @@ _CHUNK = 1 << 16
 class TruncatedFileResponse(Response):
     """Announces the whole file in Content-Length, sends about half of it, then breaks the connection."""
 
-    def __init__(self, path, media_type: str):
+    def __init__(self, path: Path, media_type: str) -> None:
         self.path = path
         self.size = path.stat().st_size
         super().__init__(media_type=media_type, headers={"content-length": str(self.size)})

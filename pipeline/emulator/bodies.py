@@ -116,7 +116,8 @@ class _Scanner:
         seq = self.buf[self.pos : self.pos + width]
         self.pos += width
         try:
-            return json.loads(f'"{seq}"')
+            text: str = json.loads(f'"{seq}"')
+            return text
         except ValueError:
             raise BodyError(f"bad escape {seq!r}") from None
 
@@ -126,7 +127,7 @@ class _Scanner:
             pass
         return 12 if self.buf[self.pos + 6 : self.pos + 8] == "\\u" else 6
 
-    def _spill_file(self):
+    def _spill_file(self) -> TextIO:
         self.spilled += 1
         return open(self.spill_dir / f"value-{self.spilled}.txt", "w", encoding="utf-8", newline="")
 
@@ -184,6 +185,7 @@ def parse_object(
             else:
                 while True:
                     key = scanner.string(may_spill=False)
+                    assert isinstance(key, str)  # may_spill=False keeps every string in memory
                     scanner.expect(":")
                     doc[key] = scanner.value()
                     if scanner.peek() == "}":
@@ -199,8 +201,10 @@ def parse_object(
 
 def decode_data_uri(source: str | LargeText, dest: Path) -> None:
     """Write the bytes of a `data:[type][;base64],...` URI to `dest`, reading a LargeText in chunks."""
-    text_file = isinstance(source, LargeText)
-    with open(source.path, encoding="utf-8", newline="") if text_file else _StringReader(source) as f:
+    f: TextIO | _StringReader
+    with (
+        open(source.path, encoding="utf-8", newline="") if isinstance(source, LargeText) else _StringReader(source) as f
+    ):
         head = f.read(1024)
         header, sep, rest = head.partition(",")
         if not sep:
@@ -236,8 +240,8 @@ class _StringReader:
         piece, self.pos = self.text[self.pos : end], min(end, len(self.text))
         return piece
 
-    def __enter__(self):
+    def __enter__(self) -> _StringReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         pass

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +21,7 @@ log = logging.getLogger("lipsync.emulator.callbacks")
 _TICK_S = 0.05
 
 
-def notify_when_final(state: EmulatorState, job: Job, url: str, body: Callable[[Phase], dict]) -> None:
+def notify_when_final(state: EmulatorState, job: Job, url: str, body: Callable[[Phase], dict[str, Any]]) -> None:
     """Schedule one POST of `body(final phase)` to `url` once `job` is final."""
     if not is_loopback(urlsplit(url).hostname):
         log.info("%s job %s: not calling back %s (only loopback is reachable)", job.provider, job.job_id, url)
@@ -30,7 +31,7 @@ def notify_when_final(state: EmulatorState, job: Job, url: str, body: Callable[[
     task.add_done_callback(state.background.discard)
 
 
-async def _notify(job: Job, url: str, body: Callable[[Phase], dict]) -> None:
+async def _notify(job: Job, url: str, body: Callable[[Phase], dict[str, Any]]) -> None:
     while (phase := phase_at(job, time.monotonic())) not in FINAL_PHASES:
         await asyncio.sleep(_TICK_S)
     try:

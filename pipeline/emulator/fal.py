@@ -14,18 +14,22 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..voices import VOICE_NAMES
+from .bodies import LargeText
 from .callbacks import notify_when_final
 from .inputs import (
     check_tts_text,
     large_json_object,
     media_inputs,
     read_json_object,
+    small_text,
     spool_body,
     string_field,
     suffix_for,
@@ -110,7 +114,7 @@ async def submit(request: Request, state: EmulatorState) -> Response:
         return await _submit(request, state, body)
 
 
-async def _submit(request: Request, state: EmulatorState, body: dict) -> Response:
+async def _submit(request: Request, state: EmulatorState, body: dict[str, Any]) -> Response:
     video_url, audio_url = string_field(body, "video_url"), string_field(body, "audio_url")
     text = string_field(body, "text")
     voice = string_field(body, "voice_id") or "Auto"
@@ -127,7 +131,7 @@ async def _submit(request: Request, state: EmulatorState, body: dict) -> Respons
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: str(uuid.uuid4()),
-        JobInput(video, audio, None if audio else text, None if audio else voice),
+        JobInput(video, audio, None if audio else small_text(text), None if audio else voice),
         state.faults[PROVIDER],
     )
     if webhook := request.query_params.get("fal_webhook"):
@@ -153,10 +157,12 @@ _FAILURES = {
 }
 
 
-def status_reply(request: Request, state: EmulatorState, job: Job, logs: list | None) -> tuple[dict, int, bool]:
+def status_reply(
+    request: Request, state: EmulatorState, job: Job, logs: list[Any] | None
+) -> tuple[dict[str, Any], int, bool]:
     """The status object of `job` now, its HTTP code, and whether it is final (COMPLETED)."""
     seen = state.jobs[PROVIDER].observe(job, time.monotonic())
-    reply = {"request_id": job.job_id, "response_url": _urls(request, job.job_id)["response_url"]}
+    reply: dict[str, Any] = {"request_id": job.job_id, "response_url": _urls(request, job.job_id)["response_url"]}
     if seen.flapping:
         job.attrs["flap"] = "armed"  # this reply is true; the next one goes back to IN_PROGRESS once
     elif job.attrs.pop("flap", None) == "armed" or seen.phase is Phase.RUNNING:
@@ -186,7 +192,7 @@ async def status_stream(request: Request, state: EmulatorState) -> Response:
     )
 
 
-async def _status_events(request: Request, state: EmulatorState, job: Job, breaks: bool):
+async def _status_events(request: Request, state: EmulatorState, job: Job, breaks: bool) -> AsyncIterator[str]:
     last, sent_at = None, time.monotonic()
     while True:
         body, _, final = status_reply(request, state, job, None)
@@ -204,19 +210,19 @@ async def _status_events(request: Request, state: EmulatorState, job: Job, break
         await asyncio.sleep(STREAM_TICK_S)
 
 
-def output(state: EmulatorState, job: Job, origin_url: str) -> dict:
+def output(state: EmulatorState, job: Job, origin_url: str) -> dict[str, Any]:
     """The model's documented output for a finished job."""
     return {
         "video": {
             "url": state.files.url(origin_url, state.result_file(job)),
             "content_type": "video/mp4",
             "file_name": "output.mp4",
-            "file_size": job.rendered.size_bytes,
+            "file_size": job.output.size_bytes,
         }
     }
 
 
-def webhook_body(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict:
+def webhook_body(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict[str, Any]:
     if phase is Phase.SUCCEEDED:
         return {"request_id": job.job_id, "status": "OK", "payload": output(state, job, origin_url), "error": None}
     return {"request_id": job.job_id, "status": "ERROR", "payload": None, "error": _FAILURES[phase][0]}
@@ -285,6 +291,8 @@ async def upload_initiate(request: Request, state: EmulatorState) -> Response:
     file_name, content_type = string_field(body, "file_name"), string_field(body, "content_type")
     if file_name is None or content_type is None:
         raise Reject(RejectKind.VALIDATION, "file_name and content_type are required", field_name="file_name")
+    if isinstance(file_name, LargeText) or isinstance(content_type, LargeText):
+        raise Reject(RejectKind.VALIDATION, "file_name and content_type must be short strings", field_name="file_name")
     token = secrets.token_urlsafe(16)
     with state.lock:
         state.pending_uploads[token] = (file_name, content_type)

@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -107,7 +108,7 @@ async def check_media(state: EmulatorState, provider: str, path: Path, role: str
 @contextlib.asynccontextmanager
 async def large_json_object(
     request: Request, state: EmulatorState, max_bytes: int = 200_000_000
-) -> AsyncIterator[dict]:
+) -> AsyncIterator[dict[str, Any]]:
     """The request's JSON object, read without holding it in memory: long strings are `LargeText` files,
     removed when the block ends (decoded media live on in the file store)."""
     scratch = state.files.new_path(".body")
@@ -123,7 +124,7 @@ async def large_json_object(
         await run_in_threadpool(shutil.rmtree, scratch, True)
 
 
-async def read_json_object(request: Request) -> dict:
+async def read_json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object; Reject(BAD_TYPE) when it is not one."""
     body = await request.body()
     try:
@@ -144,7 +145,14 @@ def check_tts_text(state: EmulatorState, provider: str, text: str | LargeText, f
         )
 
 
-def string_field(body: dict, name: str) -> str | LargeText | None:
+def small_text(value: str | LargeText | None) -> str | None:
+    """A text field that check_tts_text has passed: never a LargeText, whose length (past the body parser's
+    spill size) is far over any model's character limit."""
+    assert not isinstance(value, LargeText)
+    return value
+
+
+def string_field(body: dict[str, Any], name: str) -> str | LargeText | None:
     """A string field of a JSON body (None when absent or empty); Reject(BAD_TYPE) for another type."""
     value = body.get(name)
     if value is not None and not isinstance(value, (str, LargeText)):

@@ -58,7 +58,7 @@ class Job:
     inputs: JobInput | PortraitInput
     flap_pending: bool = False
     canceled: bool = False
-    render: Future | None = field(default=None, repr=False)
+    render: Future[Rendered] | None = field(default=None, repr=False)
     attrs: dict[str, str] = field(default_factory=dict)  # protocol extras echoed back (e.g. useapi replyRef)
     answer_lost: str | None = None  # why the create's answer never reached the client (a fault), else None
 
@@ -67,6 +67,14 @@ class Job:
         if self.render is None or not self.render.done() or self.render.exception() is not None:
             return None
         return self.render.result()
+
+    @property
+    def output(self) -> Rendered:
+        """The rendered result of a job whose phase is SUCCEEDED (a job is SUCCEEDED once it has one)."""
+        rendered = self.rendered
+        if rendered is None:
+            raise RuntimeError(f"{self.provider} job {self.job_id} has no rendered result")
+        return rendered
 
     @property
     def render_error(self) -> str | None:
@@ -133,7 +141,7 @@ class JobStore:
         self._jobs: dict[str, Job] = {}
         self._order: list[Job] = []
 
-    def create(self, make_id, inputs: JobInput | PortraitInput, faults: Faults) -> Job:
+    def create(self, make_id: Callable[[int], str | int], inputs: JobInput | PortraitInput, faults: Faults) -> Job:
         """Accept a billable job. `make_id(number)` gives the provider's id for the n-th job; a PortraitInput
         renders a talking portrait, a JobInput a lip-synced video."""
         outcome = outcome_from(faults)
@@ -157,7 +165,7 @@ class JobStore:
         out = self._out_dir / f"{self.provider}-{number}.mp4"
         if outcome is Outcome.SUCCEEDED and isinstance(inputs, PortraitInput):
             job.render = self._executor.submit(render_portrait, inputs, out)
-        elif outcome is Outcome.SUCCEEDED:
+        elif outcome is Outcome.SUCCEEDED and isinstance(inputs, JobInput):
             request = RenderRequest(
                 video=inputs.video,
                 audio=inputs.audio,

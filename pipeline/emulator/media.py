@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ffmpeg
 from pymediainfo import MediaInfo as _PyMediaInfo
+from pymediainfo import Track
 
 from ..ffmpeg import X264_THREADS, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
@@ -36,7 +37,7 @@ class MediaInfo:
 _CONTAINERS = {"Wave": "wav", "MPEG Audio": "mp3"}
 
 
-def _container(general) -> str:
+def _container(general: Track) -> str:
     if general.format == "MPEG-4":
         return "mov" if (general.codec_id or "").strip() == "qt" else "mp4"
     return _CONTAINERS.get(general.format or "", (general.format or "unknown").lower())

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..voices import VOICE_IDS
+from .bodies import LargeText
 from .inputs import (
     CONTAINER_MIME,
     check_media,
@@ -24,6 +28,7 @@ from .inputs import (
     fetch_input,
     given,
     read_json_object,
+    small_text,
     string_field,
     suffix_for,
 )
@@ -106,6 +111,7 @@ async def upload(request: Request, state: EmulatorState) -> Response:
     if file_url:
         path = await fetch_input(state, request, str(file_url), state.files.new_path())
     else:
+        assert isinstance(file, UploadFile)  # checked above: exactly one of file and file_url
         path = state.files.new_path(suffix_for(file.content_type or ""))
         with open(path, "wb") as out:
             while chunk := await file.read(1 << 20):
@@ -129,7 +135,7 @@ async def tts_list(request: Request, state: EmulatorState) -> Response:
     return envelope({"total": len(TTS_SPEAKERS), "data": TTS_SPEAKERS[start : start + page_size]})
 
 
-def _int_field(body: dict, name: str) -> int | None:
+def _int_field(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -138,7 +144,7 @@ def _int_field(body: dict, name: str) -> int | None:
     return value or None
 
 
-def _source_video(state: EmulatorState, source_video_id: int | None, video_media_id: int | None):
+def _source_video(state: EmulatorState, source_video_id: int | None, video_media_id: int | None) -> Path:
     if video_media_id is not None:
         return state.files.uploaded(PROVIDER, str(video_media_id), "video", "video_media_id")
     return state.finished_video(PROVIDER, str(source_video_id), "source_video_id")
@@ -166,13 +172,13 @@ async def generate(request: Request, state: EmulatorState) -> Response:
     state.admit_create(PROVIDER)
     job = state.jobs[PROVIDER].create(
         lambda n: big_id(state.files.next_number()),
-        JobInput(video=video, audio=audio, text=content, speaker=speaker),
+        JobInput(video=video, audio=audio, text=small_text(content), speaker=small_text(speaker)),
         state.faults[PROVIDER],
     )
     return create_reply(state, job, envelope({"video_id": int(job.job_id)}))
 
 
-def _check_tts(speaker: str | None, content: str | None, state: EmulatorState) -> None:
+def _check_tts(speaker: str | LargeText | None, content: str | LargeText | None, state: EmulatorState) -> None:
     if speaker is None or content is None:
         raise Reject(RejectKind.VALIDATION, "lip_sync_tts_speaker_id and lip_sync_tts_content go together")
     if speaker not in VOICE_IDS.values():

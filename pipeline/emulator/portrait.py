@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from ..ffmpeg import X264_THREADS, compile_stream, run_ffmpeg
+from ..ffmpeg import X264_THREADS, Stream, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import ImageLimits
 from ..speech import speak_to_wav
@@ -57,10 +57,11 @@ def frame_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def _picture(req: PortraitInput):
+def _picture(req: PortraitInput) -> tuple[Stream, tuple[int, int]]:
     if req.image is None:
         return ffmpeg.input(f"{STAND_IN}:rate={FPS}", f="lavfi", t=req.duration), (1280, 720)
     info = inspect_image(req.image)
+    assert info.width is not None and info.height is not None  # check_fields read the image's size
     return ffmpeg.input(str(req.image), loop=1, framerate=FPS, t=req.duration), (info.width, info.height)
 
 

@@ -83,6 +83,7 @@ class Emulator:
         return self
 
     def _serve(self) -> None:
+        assert self._server is not None  # start() made it before starting this thread
         try:
             self._server.run()
         except SystemExit:  # uvicorn exits when it cannot bind; start() turns that into a ToolError
@@ -91,6 +92,7 @@ class Emulator:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+            assert self._thread is not None  # started with the server
             self._thread.join(10)
             self._server = None
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -105,7 +107,7 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ---- addresses

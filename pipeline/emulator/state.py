@@ -147,11 +147,11 @@ class EmulatorState:
     upload_tokens: set[str] = field(default_factory=set)  # fal CDN tokens issued
     pending_uploads: dict[str, tuple[str, str]] = field(default_factory=dict)  # fal initiate: token -> (name, type)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    background: set = field(default_factory=set)  # asyncio tasks (callbacks) kept alive
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # asyncio tasks (callbacks) kept alive
     _error_count: dict[str, int] = field(default_factory=dict)
     _results: dict[tuple[str, str], StoredFile] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.files = FileStore(self.workdir / "files")
         self.jobs = {
             provider: JobStore(
@@ -197,7 +197,7 @@ class EmulatorState:
         key = (job.provider, job.job_id)
         with self.lock:
             if key not in self._results:
-                self._results[key] = self.files.add(job.provider, job.rendered.path, "video/mp4", is_result=True)
+                self._results[key] = self.files.add(job.provider, job.output.path, "video/mp4", is_result=True)
             return self._results[key]
 
     def admit_create(self, provider: str) -> None:
@@ -215,7 +215,8 @@ def origin(request: Request) -> str:
 
 
 def state_of(request: Request) -> EmulatorState:
-    return request.app.state.emulator
+    state: EmulatorState = request.app.state.emulator
+    return state
 
 
 # ---- the gate every endpoint goes through -------------------------------------------------------------
@@ -235,7 +236,9 @@ class Dialect:
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
 
 
-def endpoint(dialect: Dialect, handler: Handler, *, authenticated: bool = True):
+def endpoint(
+    dialect: Dialect, handler: Handler, *, authenticated: bool = True
+) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler with: slow replies, auth, injected 5xx, and Reject -> the protocol's error reply."""
 
     async def wrapped(request: Request) -> Response:

@@ -10,6 +10,8 @@ not accepted. Voice values carry stray whitespace, as real data does.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -120,14 +122,14 @@ async def voices(request: Request, state: EmulatorState) -> Response:
     return JSONResponse({"tts_list": VOICES})
 
 
-async def _lipsync_fields(request: Request) -> dict:
+async def _lipsync_fields(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         return {k: v for k, v in form.items() if isinstance(v, str)}
     return await read_json_object(request)
 
 
-def _text(body: dict, name: str, limit: int = FIELD_MAX) -> str | None:
+def _text(body: dict[str, Any], name: str, limit: int = FIELD_MAX) -> str | None:
     value = body.get(name)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
@@ -138,7 +140,7 @@ def _text(body: dict, name: str, limit: int = FIELD_MAX) -> str | None:
     return value if given(value) else None
 
 
-def _max_jobs(body: dict, default: int) -> int:
+def _max_jobs(body: dict[str, Any], default: int) -> int:
     value = body.get("maxJobs")
     if value is None or value == "":
         return default
@@ -151,11 +153,12 @@ def _max_jobs(body: dict, default: int) -> int:
     return max_jobs
 
 
-def _video(state: EmulatorState, video_id: str | None, video_path: str | None):
+def _video(state: EmulatorState, video_id: str | None, video_path: str | None) -> Path:
     if (video_id is None) == (video_path is None):
         raise Reject(RejectKind.VALIDATION, "video_id or video_path is required (one of them)")
     if video_path is not None:
         return state.files.uploaded(PROVIDER, video_path, "video", "video_path")
+    assert video_id is not None  # one of the two, checked above
     return state.finished_video(PROVIDER, video_id, "video_id")
 
 
@@ -204,7 +207,9 @@ async def lipsync(request: Request, state: EmulatorState) -> Response:
     return create_reply(state, job, JSONResponse({"video_id": job.job_id}))
 
 
-def video_object(state: EmulatorState, job: Job, phase: Phase, origin_url: str, *, flapping: bool = False) -> dict:
+def video_object(
+    state: EmulatorState, job: Job, phase: Phase, origin_url: str, *, flapping: bool = False
+) -> dict[str, Any]:
     """The documented video object; non-final only while flapping (a COMPLETED without url)."""
     reply = {
         "video_id": job.job_id,
@@ -220,7 +225,7 @@ def video_object(state: EmulatorState, job: Job, phase: Phase, origin_url: str, 
     code, name = _STATUS[phase]
     reply.update(video_status=code, video_status_name=name, video_status_final=True)
     if phase is Phase.SUCCEEDED:
-        rendered = job.rendered
+        rendered = job.output
         reply.update(
             url=state.files.url(origin_url, state.result_file(job)),
             output_width=rendered.width,
@@ -238,7 +243,7 @@ async def videos(request: Request, state: EmulatorState) -> Response:
     return JSONResponse([_listed_video(state, job, phase_at(job, now), here) for job in listed])
 
 
-def _listed_video(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict:
+def _listed_video(state: EmulatorState, job: Job, phase: Phase, origin_url: str) -> dict[str, Any]:
     if phase in _STATUS:
         return video_object(state, job, phase, origin_url)
     return {

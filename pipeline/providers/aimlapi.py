@@ -39,10 +39,9 @@ from .base import (
     media_type,
     optional_float,
     optional_int,
-    reply_json,
     unknown_status,
 )
-from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status
+from .http import CreateRequest, CreateVerdict, classify_http_create, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 PATH = "/v2/video/generations"
@@ -167,7 +166,7 @@ def parse_generation(body: Any) -> JobStatus:
         return JobStatus(
             state, raw, credits=credits, error_code=name or raw, error_message=message or "generation failed"
         )
-    video = body.get("video") if isinstance(body.get("video"), dict) else {}
+    video: dict[str, Any] = body["video"] if isinstance(body.get("video"), dict) else {}
     if word in DONE:
         url = video.get("url") or None
         size = optional_int(video.get("file_size"), nonnegative=True)
@@ -191,8 +190,8 @@ def parse_generation(body: Any) -> JobStatus:
 class AimlapiProvider(Provider):
     name = "aimlapi"
     secret_env = "AIMLAPI_KEY"
-    base_url_defaults = {"aimlapi": "https://api.aimlapi.com"}
-    base_url_env = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
+    base_url_defaults: ClassVar[dict[str, str]] = {"aimlapi": "https://api.aimlapi.com"}
+    base_url_env: ClassVar[dict[str, str]] = {"aimlapi": "LIPSYNC_AIMLAPI_BASE_URL"}
     voice_id_scheme = "name"
     default_concurrency = 4
     default_poll = PollPolicy(expected_s=DOCUMENTED_JOB_S)
@@ -261,6 +260,14 @@ class AimlapiProvider(Provider):
             generation = parse_image_generation(body)
             return replace(generation.status, usage=generation.usage)
         return parse_generation(body)
+
+    def create_usage(self, raw_reply: str) -> dict[str, float]:
+        """Both models report `meta.usage` in the create reply (seeds 002, 003); the image model's status
+        replies do not repeat it."""
+        try:
+            return reply_usage(json.loads(raw_reply))
+        except ValueError:
+            return {}
 
     def voices(self) -> list[Voice]:
         """AI/ML API has no voice list endpoint: the names are the enum of its documented schema."""
@@ -415,7 +422,7 @@ def parse_image_generation(body: Any) -> ImageGeneration:
     video = body.get("video") if isinstance(body, dict) else None
     url = video.get("url") if isinstance(video, dict) else None
     result = None
-    if isinstance(url, str) and url:
+    if isinstance(url, str) and url and isinstance(video, dict):  # a url only comes from a video object
         result = ResultVideo(
             url, video.get("content_type"), video.get("file_name"), optional_int(video.get("file_size"))
         )

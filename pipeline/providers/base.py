@@ -14,11 +14,11 @@ import math
 import mimetypes
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
@@ -231,7 +231,10 @@ def looks_moderated(*texts: object) -> bool:
     return any(word in joined for word in _MODERATION_WORDS)
 
 
-def _optional_number(value: Any, kind: type, nonnegative: bool) -> Any:
+_Number = TypeVar("_Number", int, float)
+
+
+def _optional_number(value: Any, kind: type[_Number], nonnegative: bool) -> _Number | None:
     """`kind(value)` when it is a finite number of sane size (and not negative, if asked), else None.
     JSON as Python reads it allows Infinity, NaN, 1e999 and integers of any length: none may crash a poll."""
     if value is None or isinstance(value, bool) or (isinstance(value, str) and len(value) > _MAX_NUMBER_TEXT):
@@ -366,6 +369,11 @@ class Provider:
         """The handle from an accepting reply, or None if it carries no usable job id."""
         raise NotImplementedError
 
+    def create_usage(self, raw_reply: str) -> dict[str, float]:
+        """The usage figures an accepting create reply reports (as it names them), for a provider whose
+        status replies may not repeat them; none by default."""
+        return {}
+
     def find_created(self, reply_ref: str) -> tuple[JobHandle, str] | None:
         """Look up a job created with `reply_ref` (a create whose answer was lost): its handle and the
         provider's record of it as text, or None if the provider has no such job."""
@@ -377,7 +385,7 @@ class Provider:
 
     def stream_statuses(
         self, handle: JobHandle, timeout: float, *, on_chunk: Callable[[], None] = lambda: None
-    ) -> Iterator[JobStatus]:
+    ) -> Generator[JobStatus, None, None]:
         """The job's statuses as the provider pushes them (where `streams_status`), for at most `timeout` s,
         ending after a final one. Raises `sse.StreamBroken` when the stream cannot be followed; `on_chunk`
         runs whenever bytes arrive, and what it raises ends the stream (a batch's stop request)."""

@@ -14,11 +14,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -40,10 +40,9 @@ from .base import (
     media_type,
     optional_int,
     raw_file_headers,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, classify_http_create, is_retryable_status, require_safe_url, same_origin
+from .http import CreateVerdict, classify_http_create, is_retryable_status, reply_json, require_safe_url, same_origin
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 from .sse import StreamBroken, StreamLimits, read_events
 
@@ -188,8 +187,14 @@ def failed_output(status_code: int, body: Any) -> JobStatus:
 class FalProvider(Provider):
     name = "fal"
     secret_env = "FAL_KEY"
-    base_url_defaults = {"fal_queue": "https://queue.fal.run", "fal_storage": "https://rest.fal.ai"}
-    base_url_env = {"fal_queue": "LIPSYNC_FAL_QUEUE_URL", "fal_storage": "LIPSYNC_FAL_STORAGE_URL"}
+    base_url_defaults: ClassVar[dict[str, str]] = {
+        "fal_queue": "https://queue.fal.run",
+        "fal_storage": "https://rest.fal.ai",
+    }
+    base_url_env: ClassVar[dict[str, str]] = {
+        "fal_queue": "LIPSYNC_FAL_QUEUE_URL",
+        "fal_storage": "LIPSYNC_FAL_STORAGE_URL",
+    }
     voice_id_scheme = "name"
     streams_status = True  # GET {status_url}/stream: server-sent status events
     default_concurrency = 8  # fal's queue takes many requests; the queue limits the rest
@@ -329,7 +334,7 @@ class FalProvider(Provider):
 
     def stream_statuses(
         self, handle: JobHandle, timeout: float, *, on_chunk: Callable[[], None] = lambda: None
-    ) -> Iterator[JobStatus]:
+    ) -> Generator[JobStatus, None, None]:
         """The request's status events until COMPLETED (then its result, as `poll` gives it) or `timeout`.
         Never retried: the caller polls instead when this raises StreamBroken."""
         url = self._on_queue_host(

@@ -400,7 +400,7 @@ class ProviderJobFlow:
             states.append(status)
             self.store.record_poll(key, record.attempt, status.raw_status)
             if status.reported_done:
-                self.store.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
+                self._record_succeeded(key, record, status)
                 reported_done = True
             self.hooks.on_status(status)
             kill_point("poll")
@@ -419,8 +419,16 @@ class ProviderJobFlow:
                 ) from None
             self.store.record_failed(key, record.attempt, error=err.render())
             raise
-        self.store.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
+        self._record_succeeded(key, record, status)
         return self._latest(key)
+
+    def _record_succeeded(self, key: str, record: CreateRecord, status: JobStatus) -> None:
+        """Record the "done", with the usage the create reply reported where the status has none."""
+        created = self.provider.create_usage(record.raw_reply) if record.raw_reply else {}
+        if created:
+            credits = status.credits if status.credits is not None else created.get("credits_used")
+            status = replace(status, usage={**created, **status.usage}, credits=credits)
+        self.store.record_succeeded(key, record.attempt, result_url=status.result_url, status=status.to_dict())
 
     def _download(self, job: SegmentJob, key: str, record: CreateRecord) -> CreateRecord:
         self.hooks.on_step(FlowStep.DOWNLOAD, record.provider_job_id)

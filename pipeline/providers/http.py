@@ -172,7 +172,7 @@ def retryable_reply(response: httpx.Response) -> bool:
 def backoff_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None, jitter: float) -> float:
     """Wait before retry number `attempt` (1-based): exponential with `jitter` (0..1 of `initial`),
     never shorter than the server's Retry-After (capped at policy.max_retry_after)."""
-    base = min(policy.maximum, policy.initial * 2 ** (attempt - 1)) + jitter * policy.initial
+    base: float = min(policy.maximum, policy.initial * 2 ** (attempt - 1)) + jitter * policy.initial
     if retry_after is not None:
         base = max(base, min(retry_after, policy.max_retry_after))
     return base
@@ -239,7 +239,7 @@ def run_with_retries(
 def make_client(
     *,
     timeout: float | httpx.Timeout | None = None,
-    event_hooks: dict | None = None,
+    event_hooks: dict[str, Any] | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
     """The client every adapter uses. No default auth header: each request adds its own, so a

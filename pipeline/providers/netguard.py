@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
@@ -36,9 +38,8 @@ Resolver = Callable[[str, int], list[str]]
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
-_V4 = ipaddress.ip_network
 _REFUSED_V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
-    (_V4(net), why)
+    (ipaddress.IPv4Network(net), why)
     for net, why in (
         ("0.0.0.0/8", "unspecified ('this network')"),
         ("10.0.0.0/8", "private"),
@@ -58,7 +59,7 @@ _REFUSED_V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
     )
 )
 _REFUSED_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
-    (_V4(net), why)
+    (ipaddress.IPv6Network(net), why)
     for net, why in (
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
@@ -222,12 +223,12 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream.close()
 
     def start_tls(
-        self, ssl_context, server_hostname: str | None = None, timeout: float | None = None
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
         tls = self._stream.start_tls(ssl_context, server_hostname, self._clamp(timeout, httpcore.ConnectTimeout))
         return _DeadlineStream(tls, self._deadline)
 
-    def get_extra_info(self, info: str):
+    def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
 
 
@@ -239,13 +240,18 @@ class GuardedBackend(httpcore.SyncBackend):
         allowed_loopback: Collection[Origin] = (),
         resolver: Resolver | None = None,
         deadline: Deadline | None = None,
-    ):
+    ) -> None:
         self.allowed_loopback = frozenset(allowed_loopback)
         self.resolver = resolver or system_resolver
         self.deadline = deadline
 
     def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options=None
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
         addresses = resolve_checked(host, port, self.allowed_loopback, self.resolver)
         error: Exception | None = None
@@ -261,7 +267,9 @@ class GuardedBackend(httpcore.SyncBackend):
         assert error is not None
         raise error
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+    ) -> httpcore.NetworkStream:
         raise BlockedAddress(f"refused to connect to the unix socket {path}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -26,10 +26,9 @@ from .base import (
     Voice,
     media_type,
     optional_int,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, Lost, Refused, is_retryable_status
+from .http import CreateVerdict, Lost, Refused, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/openapi/v2"
@@ -163,8 +162,8 @@ def parse_result(resp: Any) -> JobStatus:
 class PixverseProvider(Provider):
     name = "pixverse"
     secret_env = "PIXVERSE_API_KEY"
-    base_url_defaults = {"pixverse": "https://app-api.pixverse.ai"}
-    base_url_env = {"pixverse": "LIPSYNC_PIXVERSE_BASE_URL"}
+    base_url_defaults: ClassVar[dict[str, str]] = {"pixverse": "https://app-api.pixverse.ai"}
+    base_url_env: ClassVar[dict[str, str]] = {"pixverse": "LIPSYNC_PIXVERSE_BASE_URL"}
     voice_id_scheme = "id"
     default_concurrency = 4  # the account's concurrent-generation limit is per plan
     default_poll = PollPolicy(initial=3.0, expected_s=DOCUMENTED_JOB_S)  # the docs: a status check every 3-5 s

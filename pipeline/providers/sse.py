@@ -42,9 +42,7 @@ def bytes_since_blank_line(since: int, previous: bytes, chunk: bytes) -> int:
     """Bytes received since the last blank line, after `chunk` (`previous`: the bytes before it, of which
     the last two are looked at)."""
     window = previous[-_TAIL:] + chunk
-    last = None
-    for last in _BLANK_LINE_END.finditer(window):
-        pass
+    last = next(reversed(list(_BLANK_LINE_END.finditer(window))), None)
     if last is None:
         return since + len(chunk)
     return len(window) - last.end()

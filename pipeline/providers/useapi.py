@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -30,10 +30,9 @@ from .base import (
     iter_file,
     optional_int,
     raw_file_headers,
-    reply_json,
     unknown_status,
 )
-from .http import CreateVerdict, classify_http_create, is_retryable_status
+from .http import CreateVerdict, classify_http_create, is_retryable_status, reply_json
 from .poll import DOCUMENTED_JOB_S, PollPolicy
 
 API = "/v2/pixverse"
@@ -75,7 +74,7 @@ def status_name(body: dict[str, Any]) -> str:
     if name:
         return name
     code = optional_int(body.get("video_status"))
-    return PIXVERSE_CODES.get(code, str(code) if code is not None else "")
+    return PIXVERSE_CODES.get(code, str(code)) if code is not None else ""
 
 
 def parse_video(body: Any) -> JobStatus:
@@ -146,8 +145,8 @@ def not_found_status(handle: JobHandle, grace_s: float, now: float) -> JobStatus
 class UseapiProvider(Provider):
     name = "useapi"
     secret_env = "USEAPI_TOKEN"
-    base_url_defaults = {"useapi": "https://api.useapi.net"}
-    base_url_env = {"useapi": "LIPSYNC_USEAPI_BASE_URL"}
+    base_url_defaults: ClassVar[dict[str, str]] = {"useapi": "https://api.useapi.net"}
+    base_url_env: ClassVar[dict[str, str]] = {"useapi": "LIPSYNC_USEAPI_BASE_URL"}
     voice_id_scheme = "id"
     default_concurrency = 3  # the docs' own maxJobs example; the account may allow up to 8
     default_poll = PollPolicy(initial=3.0, expected_s=DOCUMENTED_JOB_S)  # 404 while running: not every second

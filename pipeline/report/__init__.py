@@ -7,6 +7,7 @@ provider job ids. Read from the ledger (read-only) and each job's manifest.json.
 review=True)` adds the approve / reject controls that `lipsync review` serves.
 """
 
-from .page import REPORT_NAME, collect, render_page, write_report
+from ..run.rundir import REPORT_NAME
+from .page import collect, render_page, write_report
 
 __all__ = ["REPORT_NAME", "collect", "render_page", "write_report"]

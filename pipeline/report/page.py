@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
@@ -32,14 +33,14 @@ SHEET_TILES = (4, 2)
 @dataclass(frozen=True)
 class JobPage:
     job: JobView
-    manifest: dict | None
+    manifest: dict[str, Any] | None
     final: str | None  # paths relative to the run directory
     sources: list[str] = field(default_factory=list)
     poster: str | None = None  # data URIs
     contact_sheet: str | None = None
     waveform_svg: str | None = None
     mouth_svgs: list[str] = field(default_factory=list)
-    sync: list[dict] = field(default_factory=list)
+    sync: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _inside(run_dir: Path, path: str | Path) -> str | None:
@@ -73,17 +74,17 @@ def contact_sheet(video: Path, seconds: float) -> str | None:
     return _image(video, at=0.0, vf=vf, codec="mjpeg")
 
 
-def _windows(manifest: dict) -> list[tuple[float, float | None]]:
+def _windows(manifest: dict[str, Any]) -> list[tuple[float, float | None]]:
     """Each delivered segment's (start, duration) in the final: from the stitch plan, else the whole file."""
     seconds = (((manifest.get("audio") or {}).get("mux") or {}).get("plan") or {}).get("segment_seconds")
     if not seconds:
         return [(0.0, None)]
-    return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+    return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds, strict=True))
 
 
-def _sync_scores(final: Path, manifest: dict) -> list[dict]:
+def _sync_scores(final: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The manifest's lip-sync figures; measured here for a run delivered before they were recorded."""
-    recorded = (manifest.get("verification") or {}).get("lip_sync")
+    recorded: list[dict[str, Any]] | None = (manifest.get("verification") or {}).get("lip_sync")
     if recorded:
         return recorded
     from ..stages.mouth import measure_sync
@@ -104,7 +105,7 @@ def _provider_results(work: Path) -> list[Path]:
     return [latest[i] for i in sorted(latest)]
 
 
-def _waveform(run_dir: Path, job_dir: Path, manifest: dict) -> str | None:
+def _waveform(run_dir: Path, job_dir: Path, manifest: dict[str, Any]) -> str | None:
     mux = (manifest.get("audio") or {}).get("mux") or {}
     master = job_dir / mux["audio_file"] if mux.get("audio_file") else None
     results = _provider_results(run_dir / ".work" / job_dir.name)
@@ -150,10 +151,14 @@ def collect(run_dir: str | Path) -> list[JobPage]:
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 section.job{border-top:2px solid #ccc;padding-top:1em;margin-top:2em}
-.players{display:flex;gap:1em;flex-wrap:wrap} .players figure{margin:0} video{width:480px;max-width:100%;background:#000}
-table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left;vertical-align:top}
-.fail{color:#b00;font-weight:bold} .ok{color:#070} .timeline{display:flex;height:1.6em;border:1px solid #999;margin:.5em 0}
-.timeline div{border-right:1px solid #333;overflow:hidden;white-space:nowrap;font-size:.8em;padding:0 .3em;background:#e8f0ff}
+.players{display:flex;gap:1em;flex-wrap:wrap} .players figure{margin:0}
+video{width:480px;max-width:100%;background:#000}
+table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left;vertical-align:top}
+.fail{color:#b00;font-weight:bold} .ok{color:#070}
+.timeline{display:flex;height:1.6em;border:1px solid #999;margin:.5em 0}
+.timeline div{border-right:1px solid #333;overflow:hidden;white-space:nowrap;font-size:.8em;padding:0 .3em;
+  background:#e8f0ff}
 .review{background:#f6f6f6;padding:.6em;margin:.6em 0} .decision-approved{color:#070} .decision-rejected{color:#b00}
 svg{max-width:100%;height:auto}
 """
@@ -167,7 +172,7 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _timeline(manifest: dict) -> str:
+def _timeline(manifest: dict[str, Any]) -> str:
     conform = manifest.get("conform") or {}
     segments = conform.get("segments") or []
     plans = [(v.get("plan") or {}) for v in (conform.get("video") or {}).get("segments") or []]
@@ -179,13 +184,13 @@ def _timeline(manifest: dict) -> str:
     )
     reasons = [
         [f"seg{s['index']:03d}", d.get("what"), d.get("reason")]
-        for s, plan in zip(segments, plans)
+        for s, plan in zip(segments, plans, strict=True)
         for d in plan.get("decisions") or []
     ]
     return f'<div class="timeline">{bars}</div>' + _table(["segment", "decision", "reason"], reasons)
 
 
-def _verification(manifest: dict) -> str:
+def _verification(manifest: dict[str, Any]) -> str:
     checks = (manifest.get("verification") or {}).get("checks") or []
     rows = "".join(
         f'<tr><td>{escape(c["name"])}</td><td class="{"ok" if c["ok"] else "fail"}">{"ok" if c["ok"] else "FAIL"}</td>'
@@ -196,7 +201,7 @@ def _verification(manifest: dict) -> str:
     return f"<table><tr><th>check</th><th></th><th>measured</th><th>allowed</th><th>detail</th></tr>{rows}</table>"
 
 
-def _sync_table(sync: list[dict]) -> str:
+def _sync_table(sync: list[dict[str, Any]]) -> str:
     rows = [
         [
             s.get("segment"),
@@ -216,7 +221,7 @@ def _sync_table(sync: list[dict]) -> str:
     )
 
 
-def _cost(manifest: dict) -> str:
+def _cost(manifest: dict[str, Any]) -> str:
     jobs = manifest.get("provider_jobs") or []
     reported = [j.get("credits") for j in jobs if j.get("credits") is not None]
     estimate = manifest.get("cost") or {}
@@ -259,7 +264,7 @@ def _job_section(page: JobPage, review: Review | None, interactive: bool) -> str
         [[c.segment, c.attempt, c.state.value, c.provider_job_id] for c in page.job.creates],
     )
     parts = [head, _review_block(row.job_id, review, interactive)]
-    if page.manifest is None:
+    if page.manifest is None or page.final is None:  # no final inside the run directory: nothing to play
         return "".join([*parts, "<h3>provider jobs</h3>", ids, "</section>"])
     images = "".join(
         f'<img alt="{alt}" src="{uri}"> '

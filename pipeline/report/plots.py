@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 WIDTH_IN, HEIGHT_IN = 7.5, 2.2
 
 
-def _svg(fig) -> str:
+def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -19,7 +25,7 @@ def _svg(fig) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG sits inside HTML
 
 
-def _figure():
+def _figure() -> tuple[Figure, Axes]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +35,9 @@ def _figure():
     return plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN))
 
 
-def envelope(pcm: np.ndarray, rate: int, points: int = 800) -> tuple[np.ndarray, np.ndarray]:
+def envelope(
+    pcm: npt.NDArray[np.float64], rate: int, points: int = 800
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(times, peak level per bucket): a waveform outline a page can hold."""
     if len(pcm) == 0:
         return np.zeros(0), np.zeros(0)
@@ -38,7 +46,9 @@ def envelope(pcm: np.ndarray, rate: int, points: int = 800) -> tuple[np.ndarray,
     return times, np.array([b.max() for b in buckets])
 
 
-def waveform_svg(master: np.ndarray | None, provider: np.ndarray | None, rate: int, offset_s: float | None) -> str:
+def waveform_svg(
+    master: npt.NDArray[np.float64] | None, provider: npt.NDArray[np.float64] | None, rate: int, offset_s: float | None
+) -> str:
     """The master voice over the provider's sound (what the lips were synced to), with the measured offset."""
     fig, ax = _figure()
     for pcm, label, sign in ((master, "master", 1), (provider, "provider", -1)):
@@ -55,7 +65,7 @@ def waveform_svg(master: np.ndarray | None, provider: np.ndarray | None, rate: i
     return _svg(fig)
 
 
-def mouth_svg(score: dict) -> str:
+def mouth_svg(score: dict[str, Any]) -> str:
     """Mouth opening and speech envelope per frame (each scaled 0..1), with the lip-sync figures."""
     fig, ax = _figure()
     fps = score.get("fps") or 25.0

@@ -104,6 +104,6 @@ class ReviewServer:
         """Until the server stops (Ctrl-C in the caller)."""
         self._thread.join()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(5)

@@ -27,12 +27,14 @@ from pydantic import (
 from ..animate import PortraitSpec, check_portrait
 from ..errors import ConfigError, LipsyncError
 from ..fsutil import read_regular_file
-from ..limits import PROVIDERS, Limits, load_image_limits, load_limits
+from ..limits import DEFAULT_MAX_CREATES_PER_JOB, PROVIDERS, Limits, load_image_limits, load_limits
 from ..prepare import MAX_SCRIPT_BYTES, LongMedia
 from ..providers import BASE_URL_KEYS
 from ..providers.download import TransferLimits
+from ..stages.conform_image import ImageOptions
 from ..stages.face import FaceThresholds
 from ..stages.mouth import SyncPolicy
+from ..stages.script_fit import CONFIG_OPTION_NAMES
 from ..stages.sync import SyncMode, max_job_seconds
 from ..stages.text import chunk_text
 from ..voices import resolve_voice
@@ -40,7 +42,6 @@ from .rundir import reserved_name_reason
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few KB; a bigger "config" is a wrong path
-DEFAULT_MAX_CREATES_PER_JOB = 20
 
 
 def _check_job_id(job_id: str) -> str:
@@ -169,6 +170,7 @@ class JobSection(_Strict):
     negative_prompt: str | None = None
     seed: int | None = None
     chain: bool = False
+    background: str | None = None  # what a transparent image's clear pixels become (default white)
     audio: str | None = None
     text: str | None = None
     text_file: str | None = None
@@ -219,7 +221,7 @@ class JobSection(_Strict):
         return self
 
 
-PORTRAIT_KEYS = ("prompt", "resolution", "duration", "style", "negative_prompt", "seed", "chain")
+PORTRAIT_KEYS = ("prompt", "resolution", "duration", "style", "negative_prompt", "seed", "chain", "background")
 FOOTAGE_KEYS = ("audio", "sync_mode", "loudness_lufs", "true_peak_dbtp", "start", "end", "audio_track", "long_media")
 
 
@@ -354,6 +356,13 @@ def load_config(path: str | Path) -> RunConfig:
     return _resolve(path, parsed)
 
 
+def _background(colour: str | None, where: str) -> str:
+    try:
+        return ImageOptions(colour).background if colour is not None else ImageOptions.background
+    except LipsyncError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
 def check_creates_per_job(config: RunConfig, job_id: str, creates: int) -> int:
     """`creates` (the paid provider jobs one job would make: its segments) if within
     `run.max_creates_per_job`; else a ConfigError (exit 6) naming the job, the count and the key to raise."""
@@ -388,7 +397,7 @@ def _describe(exc: PydanticValidationError) -> str:
     return f"{key}: {msg}"
 
 
-def _key_name(loc: tuple) -> str:
+def _key_name(loc: tuple[str | int, ...]) -> str:
     parts: list[str] = []
     for part in loc:
         if isinstance(part, int) and parts:
@@ -482,11 +491,12 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
             style=spec.style,
             seed=spec.seed,
             chain=spec.chain,
+            background=_background(spec.background, f"{path}: {key}.background"),
         )
     )
     if portrait is not None:
         try:
-            check_portrait(portrait, load_image_limits(provider), limits.tts_max_chars)
+            check_portrait(portrait, load_image_limits(provider), limits.tts_max_chars, CONFIG_OPTION_NAMES)
         except LipsyncError as exc:
             raise ConfigError(f"{path}: {key}: {exc.message}") from None
     return JobSpec(
@@ -513,7 +523,7 @@ def _resolve_job(path: Path, index: int, spec: JobSection, parsed: ConfigFile) -
 def _checks(spec: JobSection, defaults: DefaultsSection) -> dict[str, Any]:
     """The face pre-flight and lip-sync check settings: the job's own, else the defaults'."""
 
-    def pick(name: str):
+    def pick(name: str) -> Any:
         own = getattr(spec, name)
         return own if own is not None else getattr(defaults, name)
 

@@ -283,14 +283,12 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
 def run_in_progress(run_dir: Path) -> bool:
     """Is a `lipsync run` working in `run_dir` right now?"""
     try:
-        handle = open(run_dir / LOCK_NAME)
+        with open(run_dir / LOCK_NAME) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except FileNotFoundError:
         return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+    except BlockingIOError:
+        return True
     return False
 
 

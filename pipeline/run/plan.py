@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ..errors import BillingError
 from ..pricing import Estimate, PlannedJob, budget_refusal, estimate, load_price
@@ -27,7 +28,7 @@ class PlannedPart:
     tts_characters: int  # characters the provider speaks (0 with a voice track)
     cut_reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "start": round(self.start, 6),
@@ -52,7 +53,7 @@ class JobPlan:
     def creates(self) -> int:
         return len(self.parts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.job_id,
             "provider": self.provider,
@@ -79,7 +80,11 @@ class RunPlan:
         lines = tuple(line for job in self.jobs for line in job.estimate.lines)
         known = all(job.estimate.known for job in self.jobs)
         currencies = {job.estimate.currency for job in self.jobs if job.estimate.known}
-        total = sum((job.estimate.total for job in self.jobs), Decimal(0)) if known and len(currencies) <= 1 else None
+        total = (
+            sum((job.estimate.total for job in self.jobs if job.estimate.total is not None), Decimal(0))
+            if known and len(currencies) <= 1
+            else None
+        )
         providers = "+".join(dict.fromkeys(job.provider for job in self.jobs))
         reasons = tuple(r for job in self.jobs for r in job.estimate.reasons)
         return Estimate(providers, next(iter(currencies), None), lines, total, reasons)
@@ -91,7 +96,7 @@ class RunPlan:
                 return f"job {job.job_id!r}: {budget_refusal(job.estimate, budget)}"
         return budget_refusal(self.total(), budget)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "creates": self.creates,
@@ -128,6 +133,7 @@ def _script_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
     from ..stages.text import spoken
     from .steps import prepare_request
 
+    assert spec.video is not None  # a footage job
     chunks, spans = text_spans(prepare_request(spec), probe_video(spec.video), spec.limits)
     parts = [
         PlannedPart(
@@ -138,7 +144,7 @@ def _script_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
             len(spoken(chunk)),
             f"script chunk {span.index + 1} of {len(chunks)}: {'; '.join(span.reasons)}",
         )
-        for span, chunk in zip(spans, chunks)
+        for span, chunk in zip(spans, chunks, strict=True)
     ]
     return parts, [f"the script is {len(chunks)} TTS request(s) of at most {spec.limits.tts_max_chars} characters"]
 
@@ -148,6 +154,7 @@ def _voice_parts(spec: JobSpec) -> tuple[list[PlannedPart], list[str]]:
     from ..stages.probe import probe_video
     from .steps import prepare_request
 
+    assert spec.video is not None  # a footage job
     voice = plan_voice(prepare_request(spec), probe_video(spec.video), spec.limits)
     reasons = [*voice.sync.reasons, *voice.warnings]
     if voice.cuts is None:

@@ -18,11 +18,18 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationFailed
 from ..safetext import printable
 from .ledger import Stage
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..providers.base import JobStatus
+    from .runner import RunSummary
 
 log = logging.getLogger("lipsync.run")
 
@@ -46,7 +53,7 @@ DETAIL_SHOWN = 400  # characters of a job's detail shown (the table cuts it furt
 WORD_SHOWN = 80  # characters of a provider's status word
 
 
-def status_text(status) -> str:
+def status_text(status: JobStatus) -> str:
     """A provider's JobStatus in words: our state, and the provider's own word for it when that differs."""
     state, raw = status.state.value, printable(status.raw_status, WORD_SHOWN)
     return state if raw.lower() == state else f"{state} ({raw})"
@@ -135,7 +142,7 @@ class Progress:
         with self._lock:
             self._lines = {job_id: JobLine(job_id, provider) for job_id, provider in jobs}
 
-    def update(self, job_id: str, **changes) -> None:
+    def update(self, job_id: str, **changes: Any) -> None:
         now = time.monotonic()
         with self._lock:
             old = self._lines[job_id]
@@ -169,7 +176,7 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -224,7 +231,7 @@ class LogProgress(Progress):
 class LiveProgress(Progress):
     """A rich live table on a terminal, redrawn a few times a second; its last frame is the table of outcomes."""
 
-    def __init__(self, console=None) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         super().__init__()
         from rich.console import Console
         from rich.live import Live
@@ -236,7 +243,7 @@ class LiveProgress(Progress):
         self._logger.handlers = [_AboveTheTable(self._live.console, self._saved_handlers)]
         self._live.start()
 
-    def table(self):
+    def table(self) -> Table:
         from rich.table import Table
         from rich.text import Text
 
@@ -251,7 +258,7 @@ class LiveProgress(Progress):
             len("elapsed"),
         ]
         detail_width = max(10, self._console.width - sum(widths) - 2 * len(widths))
-        for name, width in zip(("job", "provider", "stage", "elapsed"), widths):
+        for name, width in zip(("job", "provider", "stage", "elapsed"), widths, strict=True):
             table.add_column(name, no_wrap=True, min_width=width, justify="right" if name == "elapsed" else "left")
         table.add_column("detail", no_wrap=True)
         for line in lines:
@@ -290,7 +297,7 @@ def _tally(lines: list[JobLine]) -> str:
 class _AboveTheTable(logging.Handler):
     """While the table is live, warnings and errors print above it (info lines are what the table replaces)."""
 
-    def __init__(self, console, replaced: list[logging.Handler]):
+    def __init__(self, console: Console, replaced: list[logging.Handler]) -> None:
         super().__init__(logging.WARNING)
         self.console = console
         for handler in replaced:  # keep their redaction and format
@@ -323,7 +330,7 @@ def uncertain_line(job_id: str, provider: str, segment: int, reconcile: dict[str
     )
 
 
-def summary_lines(summary, *, per_job: bool, config: str = "CONFIG") -> list[str]:
+def summary_lines(summary: RunSummary, *, per_job: bool, config: str = "CONFIG") -> list[str]:
     """The end of a run in words: one line per job (unless the live table already shows them), then where the
     deliverables are and what to do about jobs that did not finish. `summary` is a runner.RunSummary."""
     lines = []

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from ..errors import ValidationError
 from ..fsutil import write_text_atomic
@@ -40,7 +41,7 @@ class Review:
     note: str
     decided_at: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "decision": self.decision.value}
 
 

@@ -117,7 +117,7 @@ def judge_run_dir(entries: Iterable[Entry], job_ids: Collection[str], marked: bo
     return RunDirVerdict(foreign, "it holds files lipsync did not write" if foreign else "a lipsync run directory")
 
 
-def _kind(entry: os.DirEntry) -> Kind:
+def _kind(entry: os.DirEntry[str]) -> Kind:
     if entry.is_symlink():
         return Kind.SYMLINK
     if entry.is_dir(follow_symlinks=False):

@@ -228,7 +228,9 @@ class BatchRunner:
 
     def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
-        video_sha = _input_sha256(spec.video if spec.portrait is None else spec.portrait.image)
+        source = spec.video if spec.portrait is None else spec.portrait.image
+        assert source is not None  # a footage job has a video (JobSpec checks)
+        video_sha = _input_sha256(source)
         audio_sha = _input_sha256(spec.audio) if spec.audio else None
         key = inputs_key(spec, video_sha, audio_sha)
         row = self.ledger.start_job(spec.id, spec.provider, key)
@@ -334,11 +336,11 @@ class BatchRunner:
     def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob) -> list[SegmentResult]:
         pool = self._pools[spec.provider]
         self.progress.update(spec.id, segments=len(prepared.segments), segments_done=0)
-        futures: list[Future] = [
+        futures: list[Future[SegmentResult]] = [
             pool.submit(self._segment, spec, prepared.inputs_key, seg) for seg in prepared.segments
         ]
         wait(futures)
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [error for f in futures if (error := f.exception()) is not None]
         if errors:
             raise _most_telling(errors)
         return [f.result() for f in futures]
@@ -562,15 +564,20 @@ def provider_endpoints(config: RunConfig, options: RunOptions) -> Iterator[Endpo
         yield Endpoints(emu.base_urls, dict(emu.credentials()))
 
 
+def rehearsal_poll(default: PollPolicy, latency_s: float, queue_s: float) -> PollPolicy:
+    """A provider's poll policy against the emulator, whose jobs take `latency_s` (after `queue_s` queued),
+    not the real providers' half minute: poll often."""
+    quick = max(0.05, min(default.initial, latency_s / 4))
+    maximum = max(quick, min(default.maximum, latency_s))
+    return replace(default, initial=quick, maximum=maximum, expected_s=max(0.05, latency_s + queue_s))
+
+
 def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> PollPolicy:
     """The provider's poll policy with the config's overrides, and LIPSYNC_POLL_INTERVAL (tests) on top.
     Rehearsals poll often: the emulator answers in seconds, not minutes."""
-    changes: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     if options.rehearse:
-        quick = max(0.05, min(default.initial, config.rehearse.latency_s / 4))
-        changes.update(initial=quick, maximum=max(quick, min(default.maximum, config.rehearse.latency_s)))
-        # the emulator's jobs take its latency (plus queue), not the real providers' half minute
-        changes.update(expected_s=max(0.05, config.rehearse.latency_s + config.rehearse.queue_s))
+        default = rehearsal_poll(default, config.rehearse.latency_s, config.rehearse.queue_s)
     poll = config.poll
     for name, value in (("initial", poll.interval_s), ("maximum", poll.max_interval_s), ("timeout", poll.timeout_s)):
         if value is not None:

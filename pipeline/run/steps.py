@@ -17,13 +17,17 @@ from pydantic import BaseModel, ConfigDict
 
 from ..fsutil import sha256_file
 from ..killpoints import kill_point
+from ..providers.store import CreateRecord
 from .config import JobSpec
-from .ledger import CreateRecord, Stage
+from .ledger import Stage
 
 if TYPE_CHECKING:
     from ..animate import ClipDone, PortraitPlan
     from ..limits import ImageLimits
     from ..prepare import PrepareRequest
+    from ..stages.handoff import Manifest, ProviderJob
+    from ..stages.mux import MuxResult
+    from ..stages.verify import VerifyReport
 
 log = logging.getLogger("lipsync.run")
 
@@ -84,6 +88,7 @@ def prepare_request(spec: JobSpec) -> PrepareRequest:
 
     targets = {"integrated": spec.loudness_lufs, "true_peak": spec.true_peak_dbtp}
     loudness = LoudnessTarget(**{name: value for name, value in targets.items() if value is not None})
+    assert spec.video is not None  # a footage job (a portrait job has an image instead)
     return PrepareRequest(
         video=spec.video,
         audio=spec.audio,
@@ -166,8 +171,10 @@ def deliver_job(
         final = muxed[0]
     else:
         muxed = [mux(r.path, r.segment.audio, work / f"segment-{r.segment.index}.mp4") for r in results]
-        masters = [m.audio_file for m in muxed]
-        final = stitch([m.path for m in muxed], work / FINAL_NAME, segment_audio=masters if all(masters) else None)
+        masters = [m.audio_file for m in muxed if m.audio_file is not None]
+        final = stitch(
+            [m.path for m in muxed], work / FINAL_NAME, segment_audio=masters if len(masters) == len(muxed) else None
+        )
     on_stage(Stage.VERIFY)
     expect = expectations_for(final, [r.path for r in results], [_voice_seconds(r.segment) for r in results])
     report = with_lip_sync(verify(final.path, expect), lip_sync_windows(final), spec.sync)
@@ -183,7 +190,7 @@ def deliver_job(
 
 
 def _cut_list(
-    spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification, work: Path
+    spec: JobSpec, prepared: PreparedJob, results: list[SegmentResult], verification: VerifyReport, work: Path
 ) -> list[Path]:
     """`timeline.otio` and `cuts.edl` in `work` for an editor: one clip per segment, on the source's own
     timecode; none when the segments do not each play a range of the source once from its first frame
@@ -270,9 +277,22 @@ def _voice_seconds(segment: PreparedSegment) -> float | None:
     return audio.duration if audio else None
 
 
-def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
-    from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, tool_versions
+def _manifest(
+    spec: JobSpec,
+    prepared: PreparedJob,
+    results: list[SegmentResult],
+    muxed: list[MuxResult],
+    final: MuxResult,
+    verification: VerifyReport,
+    base_dir: Path,
+) -> Manifest:
+    from pydantic import TypeAdapter
 
+    from ..prepare import Segment
+    from ..stages.handoff import AudioSection, ConformSection, InputFile, Manifest, tool_versions
+    from ..stages.sync import SyncPlan
+
+    assert spec.video is not None  # a footage job
     inputs = [InputFile.describe("video", spec.video, base_dir)]
     if spec.audio is not None:
         inputs.append(InputFile.describe("audio", spec.audio, base_dir))
@@ -286,9 +306,10 @@ def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
     conform = ConformSection(
         video={"segments": conformed.videos},
         audio={"segments": conformed.audios} if conformed.audios else None,
-        sync=conformed.sync,
+        # the cached prepare keeps these as JSON; the manifest holds them as the typed records they were
+        sync=TypeAdapter(SyncPlan | None).validate_python(conformed.sync),
         text_chunks=[s.text for s in prepared.segments if s.text],
-        segments=conformed.segments,
+        segments=TypeAdapter(list[Segment]).validate_python(conformed.segments),
     )
     loudness = {"segments": conformed.loudness}
     return Manifest(
@@ -306,7 +327,7 @@ def _manifest(spec, prepared, results, muxed, final, verification, base_dir):
     )
 
 
-def _provider_job(rec: CreateRecord):
+def _provider_job(rec: CreateRecord) -> ProviderJob:
     from ..stages.handoff import ProviderJob
 
     status = rec.final_status or {}

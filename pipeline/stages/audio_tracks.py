@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import InputError
 from .probe import AudioStream, MediaProbe
@@ -29,7 +29,7 @@ class TrackChoice:
     speech_shares: tuple[float, ...] = ()  # per track (by index), when measured: share of its length spoken
     warning: str | None = None  # a flagged or first track that speaks far less than another
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -10,12 +10,15 @@ than in `reference` (so `reference` must be delayed by that much to line up with
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ToolError
 from ..ffmpeg import compile_stream
@@ -46,12 +49,12 @@ class OffsetMeasurement:
     def reliable(self) -> bool:
         return self.correlation >= RELIABLE_CORRELATION
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"reliable": self.reliable}
 
 
 def pcm_command(
-    path: str | Path, *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
+    path: str | os.PathLike[str], *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
 ) -> list[str]:
     """argv that writes the first audio stream of `path`, from `start` seconds, as mono f32le on stdout.
 
@@ -67,7 +70,7 @@ def pcm_command(
     return compile_stream(out.global_args("-nostdin", "-v", "error"))
 
 
-def _run_pcm(argv: list[str], path: str | Path) -> np.ndarray:
+def _run_pcm(argv: list[str], path: str | os.PathLike[str]) -> npt.NDArray[np.float64]:
     proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -76,20 +79,20 @@ def _run_pcm(argv: list[str], path: str | Path) -> np.ndarray:
 
 
 def decode_pcm(
-    path: str | Path, *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
-) -> np.ndarray:
+    path: str | os.PathLike[str], *, sample_rate: int = ANALYSIS_RATE, start: float = 0.0, duration: float | None = None
+) -> npt.NDArray[np.float64]:
     """The first audio stream of `path` as mono float64 samples on the file's timeline (see `pcm_command`)."""
     return _run_pcm(pcm_command(path, sample_rate=sample_rate, start=start, duration=duration), path)
 
 
-def _sliding_energy(x: np.ndarray, width: int, count: int) -> np.ndarray:
+def _sliding_energy(x: npt.NDArray[np.float64], width: int, count: int) -> npt.NDArray[np.float64]:
     """sum(x[k:k+width]**2) for k in 0..count-1 (zero-padded past the end)."""
     padded = np.concatenate([x, np.zeros(max(0, count + width - len(x)))])
-    c = np.concatenate([[0.0], np.cumsum(padded**2)])
+    c: npt.NDArray[np.float64] = np.concatenate([[0.0], np.cumsum(padded**2)])
     return c[width : width + count] - c[:count]
 
 
-def _loudest_start(x: np.ndarray, width: int, *, first: int, last: int, step: int) -> int:
+def _loudest_start(x: npt.NDArray[np.float64], width: int, *, first: int, last: int, step: int) -> int:
     """The start in [first, last] (every `step` samples) of the `width`-long stretch of `x` with the most energy."""
     starts = np.arange(first, last + 1, max(1, step))
     c = np.concatenate([[0.0], np.cumsum(x**2)])
@@ -98,8 +101,8 @@ def _loudest_start(x: np.ndarray, width: int, *, first: int, last: int, step: in
 
 
 def measure_offset_samples(
-    reference: np.ndarray,
-    other: np.ndarray,
+    reference: npt.NDArray[np.float64],
+    other: npt.NDArray[np.float64],
     sample_rate: int,
     *,
     max_lag_s: float = MAX_LAG_S,

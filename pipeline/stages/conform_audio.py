@@ -30,16 +30,19 @@ import tempfile
 import warnings as pywarnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import ffmpeg
 
 from ..errors import InputError, ToolError, ValidationError
-from ..ffmpeg import FfmpegRun, ProgressFn, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
+from ..ffmpeg import FfmpegRun, ProgressFn, Stream, compile_stream, ffmpeg_exe, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .audio_tracks import TrackChoice, audio_streams, choose_audio_track
 from .probe import MediaProbe
+
+if TYPE_CHECKING:
+    from pydub import AudioSegment
 
 log = logging.getLogger("lipsync.conform_audio")
 
@@ -91,7 +94,7 @@ class LoudnessTarget:
     integrated: float = -16.0  # LUFS
     true_peak: float = -1.5  # dBTP
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not -70 < self.integrated < 0:
             raise ValidationError(f"loudness target must be between -70 and 0 LUFS (got {self.integrated:g})")
         if not -20 <= self.true_peak <= 0:
@@ -157,7 +160,7 @@ class AudioPlan:
     def total_samples(self) -> int:
         return round(self.duration * self.sample_rate)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "source": str(self.source), "duration": self.duration}
 
 
@@ -177,7 +180,7 @@ class LoudnessFigures:
     def linear(self) -> bool:
         return self.normalization_type == "linear"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         finite = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()}
         return {**finite, "linear": self.linear}
 
@@ -206,7 +209,7 @@ class SpeechActivity:
     def trailing_silence(self) -> float:
         return self.seconds - self.spans[-1][1] if self.spans else self.seconds
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 3),
             "spans": [[round(a, 3), round(b, 3)] for a, b in self.spans],
@@ -227,7 +230,7 @@ class AudioResult:
     warnings: tuple[str, ...]
     speech: SpeechActivity | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "plan": self.plan.to_dict(),
@@ -243,6 +246,7 @@ class AudioResult:
 
 def _trim(p: MediaProbe, opts: AudioOptions, limits: Limits) -> tuple[float, float, float, list[str], list[str]]:
     """(start, take, pad, reasons, warnings) for the source range (on the file's timeline) and the output length."""
+    assert p.audio is not None  # plan_audio picked the track
     total = p.audio.end or p.duration
     if not total:
         raise InputError(p.path, "cannot tell how long the audio is")
@@ -250,7 +254,8 @@ def _trim(p: MediaProbe, opts: AudioOptions, limits: Limits) -> tuple[float, flo
     end = min(total, opts.end) if opts.end is not None else total
     if start >= end:
         raise InputError(p.path, f"nothing to use between {start:g} s and {end:g} s (the audio lasts {total:.3f} s)")
-    reasons, warnings = [], []
+    reasons: list[str] = []
+    warnings: list[str] = []
     if start > 0 or end < total:
         reasons.append(f"trimmed to {start:.3f}-{end:.3f} s of {total:.3f} s")
     take, pad = end - start, 0.0
@@ -275,6 +280,7 @@ def _trim(p: MediaProbe, opts: AudioOptions, limits: Limits) -> tuple[float, flo
 
 
 def _channels(p: MediaProbe, opts: AudioOptions) -> tuple[int, str]:
+    assert p.audio is not None  # plan_audio picked the track
     have = p.audio.channels
     if opts.channels is not None:
         return opts.channels, f"{opts.channels} channel(s) as asked"
@@ -346,6 +352,7 @@ def _format(
 
 def _lead(p: MediaProbe, start: float, take: float) -> tuple[float, list[str]]:
     """Silence before the sound when it starts after `start` on the file's timeline (after the picture)."""
+    assert p.audio is not None  # plan_audio picked the track
     lead = min(take, max(0.0, p.audio.start - start))
     if lead <= 0:
         return 0.0, []
@@ -364,6 +371,7 @@ def plan_audio(
     the stereo source's measured channel levels (measure_channels), when given."""
     track = opts.track or choose_audio_track(p)
     p = p.with_audio_track(track.index)
+    assert p.audio is not None  # with_audio_track selected it
     start, take, pad, reasons, warnings = _trim(p, opts, limits)
     if len(audio_streams(p)) > 1 or track.rule == "asked":
         reasons.insert(0, f"voice: {track.reason}")
@@ -389,7 +397,7 @@ def plan_audio(
     ]
     return AudioPlan(
         source=p.path,
-        source_seconds=p.audio.end or p.duration,
+        source_seconds=p.audio.end or p.duration or 0.0,  # never 0: _trim refused an unknown length
         source_channels=p.audio.channels,
         source_rate=p.audio.sample_rate,
         start=start,
@@ -490,8 +498,11 @@ def next_pass(done: list[GainPass], outputs: list[LoudnessFigures], target: Loud
     limiter's ceiling by the overshoot; a loudness shortfall after limiting raises the gain (next_gain).
     """
     last, out = done[-1], outputs[-1]
+    assert out.output_tp is not None  # measure_output sets the output figures
     overshoot = out.output_tp - target.true_peak
-    gain = next_gain([(p.gain_db, o.output_i) for p, o in zip(done, outputs)], target)
+    tries = [(p.gain_db, o.output_i) for p, o in zip(done, outputs, strict=True) if o.output_i is not None]
+    assert len(tries) == len(done)  # as above
+    gain = next_gain(tries, target)
     if overshoot <= 0 and (last.kind == "linear" or gain is None):
         return None
     limit = last.limit_db - max(0.0, overshoot) - (0.1 if overshoot > 0 else 0.0)
@@ -522,7 +533,7 @@ def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float
 # ---- execution ----------------------------------------------------------------------------------
 
 
-def _source(plan: AudioPlan):
+def _source(plan: AudioPlan) -> Stream:
     """The planned range of the source, its samples placed by their timestamps on the file's timeline.
 
     No input seek: in a container without an index (FLV as ffmpeg writes it) the seek lands seconds away
@@ -541,7 +552,7 @@ def _source(plan: AudioPlan):
     )
 
 
-def _source_range(plan: AudioPlan):
+def _source_range(plan: AudioPlan) -> Stream:
     read = plan.start + plan.take_seconds + _READ_MARGIN_S
     return (
         ffmpeg.input(media_path(plan.source), t=f"{read:.6f}")[f"a:{plan.stream}"]
@@ -577,10 +588,11 @@ def measure_channels(plan: AudioPlan) -> tuple[ChannelLevels | None, FfmpegRun |
         )
         lines = stats.read_text(encoding="utf-8").splitlines() if stats.exists() else []
     levels = [_last_value(lines, _RMS_KEY.format(n)) for n in range(1, 5)]
-    if any(level is None for level in levels):
+    known = [level for level in levels if level is not None]
+    if len(known) < len(levels):
         log.warning("%s: could not measure its channels; both kept", plan.source.name)
         return None, run
-    return ChannelLevels(*levels), run
+    return ChannelLevels(*known), run
 
 
 def _last_value(lines: list[str], key: str) -> float | None:
@@ -591,7 +603,7 @@ def _last_value(lines: list[str], key: str) -> float | None:
 
 
 def _measure(
-    stream, plan: AudioPlan, what: str, progress: ProgressFn | None, also=None
+    stream: Stream, plan: AudioPlan, what: str, progress: ProgressFn | None, also: Stream | None = None
 ) -> tuple[dict[str, str], FfmpegRun]:
     """loudnorm's EBU R128 measurement of `stream` (its stats file; the audio goes nowhere), in the same
     command as the output `also` when given."""
@@ -704,7 +716,7 @@ def apply_gain(plan: AudioPlan, gain: GainPass, dst: Path, progress: ProgressFn 
     )
 
 
-def _load_segment(path: Path, fmt: AudioFormat):
+def _load_segment(path: Path, fmt: AudioFormat) -> AudioSegment:
     with pywarnings.catch_warnings():  # pydub warns at import: no ffmpeg on PATH (we give it ours), audioop
         pywarnings.simplefilter("ignore", RuntimeWarning)
         pywarnings.simplefilter("ignore", DeprecationWarning)
@@ -721,7 +733,7 @@ def speech_activity(path: Path, fmt: AudioFormat, loudness_lufs: float) -> Speec
     return _activity(_load_segment(path, fmt), loudness_lufs)
 
 
-def _activity(segment, loudness_lufs: float) -> SpeechActivity:
+def _activity(segment: AudioSegment, loudness_lufs: float) -> SpeechActivity:
     from pydub.silence import detect_nonsilent  # after _load_segment has imported pydub quietly
 
     threshold = loudness_lufs - SILENCE_BELOW_LU
@@ -750,7 +762,7 @@ def measure_speech_shares(
         copies = [Path(scratch) / f"track{a.index}.wav" for a in streams]
         outputs = [
             source[f"a:{a.index}"].output(media_path(copy), ac=1, ar=SPEECH_SCAN_RATE, c="pcm_s16le")
-            for a, copy in zip(streams, copies)
+            for a, copy in zip(streams, copies, strict=True)
         ]
         try:
             run = run_ffmpeg(

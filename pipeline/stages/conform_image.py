@@ -20,11 +20,11 @@ import logging
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import ffmpeg
 import numpy as np
-from PIL import Image, ImageCms, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageColor, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError, ValidationError
 from ..ffmpeg import compile_stream, media_path, run_ffmpeg
@@ -67,7 +67,7 @@ class ImageProbe:
     def display_height(self) -> int:
         return self.width if self.orientation in SWAPPING_ORIENTATIONS else self.height
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "path": str(self.path),
@@ -111,7 +111,7 @@ class ImagePlan:
     def suffix(self) -> str:
         return SUFFIXES[self.format]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "source": str(self.source),
@@ -129,7 +129,7 @@ class ImageResult:
     size_bytes: int
     quality: int | None  # the JPEG quality written
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "plan": self.plan.to_dict(),
@@ -185,7 +185,7 @@ def _profile_name(icc: bytes | None) -> str | None:
         return "unreadable"
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path) -> ImageFile.ImageFile:
     """Open `path` with Pillow, every failure an InputError naming the file."""
     if not path.is_file():
         raise InputError(path, "no such file")
@@ -348,7 +348,9 @@ def _to_srgb(im: Image.Image, plan: ImagePlan) -> Image.Image:
     if plan.colour == "icc":
         source = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
         mode = "RGBA" if im.mode == "RGBA" else "RGB"
-        return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode=mode)
+        converted = ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode=mode)
+        assert converted is not None  # None only when converting in place
+        return converted
     if plan.colour == "convert":
         return im.convert("RGBA" if plan.flatten else "RGB")
     return im
@@ -363,11 +365,12 @@ def _flatten(im: Image.Image, colour: str) -> Image.Image:
 
 def _pixels(plan: ImagePlan) -> Image.Image:
     """The decoded picture with every planned step applied: 8-bit RGB at the planned size."""
-    with Image.open(plan.source) as im:
+    with Image.open(plan.source) as opened:
         if plan.probe.format == "jpeg":  # let libjpeg scale by 1/2, 1/4, 1/8 while decoding, never below the plan
             swapped = plan.probe.orientation in SWAPPING_ORIENTATIONS
-            im.draft(im.mode, (plan.height, plan.width) if swapped else (plan.width, plan.height))
-        im.load()
+            opened.draft(opened.mode, (plan.height, plan.width) if swapped else (plan.width, plan.height))
+        opened.load()
+        im: Image.Image = opened
         icc = im.info.get("icc_profile")
         if plan.transpose:
             im = ImageOps.exif_transpose(im)
@@ -393,6 +396,7 @@ def _write(im: Image.Image, plan: ImagePlan, tmp: Path) -> int | None:
             )
         return None
     quality = plan.quality
+    assert quality is not None and plan.min_quality is not None  # a JPEG plan has both
     while True:
         im.save(tmp, "JPEG", quality=quality, optimize=True)
         if tmp.stat().st_size <= plan.max_bytes:

@@ -21,15 +21,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import ffmpeg
 from ffmpeg.nodes import InputNode
 
 from ..errors import InputError, ToolError, ValidationError
-from ..ffmpeg import X264_THREADS, FfmpegRun, ProgressFn, compile_stream, media_path, run_ffmpeg
+from ..ffmpeg import X264_THREADS, FfmpegRun, ProgressFn, Stream, compile_stream, media_path, run_ffmpeg
 from ..fsutil import atomic_output
 from ..limits import Limits
 from .probe import STANDARD_RATE_TOLERANCE, MediaProbe, VideoStream, probe_video, snap_to_standard_rate
@@ -136,7 +137,7 @@ class VideoPlan:
     colour_matrix: str = "bt709"  # how the source's YUV is read (scale's in_color_matrix); out: BT.709
     copy_tags: str | None = None  # copy of an untagged stream: the colour it is tagged with (COPY_TAGS)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["source"] = str(self.source)
         return d
@@ -151,7 +152,7 @@ class VideoResult:
     size_bytes: int
     attempts: list[VideoPlan] = field(default_factory=list)  # every plan run, in order
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "size_bytes": self.size_bytes,
@@ -166,6 +167,7 @@ class VideoResult:
 
 
 def _source_seconds(p: MediaProbe) -> float:
+    assert p.video is not None  # probe_video found the picture
     seconds = p.video.duration or p.duration
     if not seconds:
         raise InputError(p.path, "cannot tell how long the video is")
@@ -440,7 +442,7 @@ def plan_video(p: MediaProbe, limits: Limits, opts: VideoOptions = VideoOptions(
     copy = not blockers and not changes
     matrix, matrix_reason = source_matrix(v)
     audio, channels, rate, audio_decision = _audio_plan(p, opts, copy)
-    common = {
+    common: dict[str, Any] = {
         "source": p.path,
         "duration": duration,
         "legs": legs,
@@ -517,6 +519,7 @@ def lower_cap(plan: VideoPlan, size_bytes: int) -> VideoPlan:
     The cap shrinks by how far the picture overshot its share, from whichever is lower: the old cap or the
     budget's own rate (a plan may carry a cap above the budget, e.g. one set by hand).
     """
+    assert plan.maxrate is not None  # only a transcode has a size to lower
     bits = _video_bits(plan.max_bytes, plan.duration, plan.audio_bitrate)
     spent = max(1.0, size_bytes * 8 - (plan.audio_bitrate or 0) * plan.duration)
     budget_rate = bits / (plan.duration + VBV_BUFFER_SECONDS)
@@ -536,7 +539,7 @@ def lower_cap(plan: VideoPlan, size_bytes: int) -> VideoPlan:
 # ---- execution ----------------------------------------------------------------------------------------------
 
 
-def _rotate(stream, degrees: int):
+def _rotate(stream: Stream, degrees: int) -> Stream:
     if degrees == 90:
         return stream.filter("transpose", "clock")
     if degrees == 180:
@@ -546,7 +549,7 @@ def _rotate(stream, degrees: int):
     return stream
 
 
-def _tonemap(stream, transfer: str):
+def _tonemap(stream: Stream, transfer: str) -> Stream:
     """HDR to SDR BT.709: linearize, map the gamut, tone-map (hable), back to BT.709 limited range."""
     return (
         stream.filter("zscale", tin=TONEMAP_TRANSFER[transfer], pin="bt2020", min="bt2020nc", t="linear", npl=100)
@@ -557,7 +560,7 @@ def _tonemap(stream, transfer: str):
     )
 
 
-def _bt709(stream, plan: VideoPlan):
+def _bt709(stream: Stream, plan: VideoPlan) -> Stream:
     """The picture at its output size as 8-bit 4:2:0 BT.709 limited range, its frames tagged so, and with no
     HDR side data left (a tone-mapped picture would otherwise still carry its mastering display)."""
     size = {"w": plan.width, "h": plan.height} if plan.scale else {}
@@ -574,7 +577,7 @@ def _bt709(stream, plan: VideoPlan):
     return stream.filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")
 
 
-def _leg_input(plan: VideoPlan, index: int, leg: Leg):
+def _leg_input(plan: VideoPlan, index: int, leg: Leg) -> Stream:
     """The input of one leg: `-ss start -t duration -i source`, or `-t end -i source` when the plan does not seek.
 
     Each leg is its own input, demuxer and decoder. ffmpeg-python merges equal input nodes, which would make two
@@ -582,10 +585,11 @@ def _leg_input(plan: VideoPlan, index: int, leg: Leg):
     for short legs: leg_reads decides); the node's positional args (never put on the command line) carry the leg
     index to keep them apart.
     """
+    assert plan.fps is not None  # a transcode's legs have an output rate
     start = plan.offset + leg.start
     # two frames of slack: the leg is cut to its exact frame count after the fps filter
     read = leg.duration + 2 / plan.fps
-    opts: dict = {"filename": media_path(plan.source)}
+    opts: dict[str, Any] = {"filename": media_path(plan.source)}
     if plan.seek and start > 0:
         opts["ss"] = f"{start:.6f}"
     else:
@@ -596,7 +600,7 @@ def _leg_input(plan: VideoPlan, index: int, leg: Leg):
     return InputNode(ffmpeg.input.__name__, args=[index], kwargs=opts).stream()
 
 
-def _leg_sources(plan: VideoPlan, index: int, leg: Leg):
+def _leg_sources(plan: VideoPlan, index: int, leg: Leg) -> tuple[Stream, Stream | None]:
     """(video, audio or None) of one leg, starting at the leg's start: by the input seek, or cut from the decoded
     timestamps (the file's timeline, on which plan.offset and the legs are measured)."""
     src = _leg_input(plan, index, leg)
@@ -612,8 +616,9 @@ def _leg_sources(plan: VideoPlan, index: int, leg: Leg):
     return v, a
 
 
-def _leg_streams(plan: VideoPlan, index: int, leg: Leg):
+def _leg_streams(plan: VideoPlan, index: int, leg: Leg) -> tuple[Stream, Stream | None]:
     """The filtered video (and audio) of one leg."""
+    assert plan.fps is not None  # a transcode's legs have an output rate
     v, a = _leg_sources(plan, index, leg)
     if plan.deinterlace:
         v = v.filter("bwdif", mode="send_frame", parity="auto", deint="all")
@@ -647,18 +652,18 @@ def leg_reads(plan: VideoPlan) -> list[int]:
     return reads
 
 
-def _timeline_streams(plan: VideoPlan) -> list[tuple]:
+def _timeline_streams(plan: VideoPlan) -> list[tuple[Stream, Stream | None]]:
     """(video, audio) per leg, in order; legs sharing a read take the outputs of one split/asplit in turn."""
     reads = leg_reads(plan)
     users = Counter(reads)
-    copies = {}
+    copies: dict[int, tuple[Iterator[Stream], Iterator[Stream] | None]] = {}
     for read, n in users.items():
         v, a = _leg_streams(plan, read, plan.legs[read])
         copies[read] = (_split(v, "split", n), _split(a, "asplit", n) if a is not None else None)
-    return [(next(copies[r][0]), None if copies[r][1] is None else next(copies[r][1])) for r in reads]
+    return [(next(copies[r][0]), next(audio) if (audio := copies[r][1]) is not None else None) for r in reads]
 
 
-def _split(stream, name: str, n: int):
+def _split(stream: Stream, name: str, n: int) -> Iterator[Stream]:
     """An iterator over `n` copies of `stream` (the stream itself when n == 1)."""
     if n == 1:
         return iter([stream])

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ValidationError
 from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
@@ -81,7 +83,7 @@ class LoudnessEnvelope:
     step: float  # seconds per level
     levels_db: tuple[float, ...]  # RMS dBFS of [i*step, (i+1)*step), SILENCE_FLOOR_DB for digital silence
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "levels": len(self.levels_db)}
 
 
@@ -98,7 +100,7 @@ class CutCues:
 def pauses_of(activity: SpeechActivity) -> tuple[tuple[float, float], ...]:
     """The silences of a voice track: before its first span, between spans, after the last."""
     bounds = [0.0, *(t for span in activity.spans for t in span), activity.seconds]
-    return tuple((a, b) for a, b in zip(bounds[::2], bounds[1::2]) if b > a)
+    return tuple((a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True) if b > a)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Cut:
     reason: str
     window: tuple[int, int]  # the frames this cut could take (both included)
 
-    def to_dict(self, rate: Fraction) -> dict:
+    def to_dict(self, rate: Fraction) -> dict[str, Any]:
         return {
             "frame": self.frame,
             "seconds": round(float(self.frame / rate), 6),
@@ -146,7 +148,7 @@ class PlannedSegment:
         """[first, end) samples of this segment in a track that starts with the first frame."""
         return sample_at(self.start_frame, self.rate, sample_rate), sample_at(self.end_frame, self.rate, sample_rate)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "start_frame": self.start_frame,
@@ -168,7 +170,7 @@ class CutPlan:
     segments: tuple[PlannedSegment, ...]
     reasons: tuple[str, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "rate": f"{self.rate.numerator}/{self.rate.denominator}",
             "frames": self.frames,
@@ -179,7 +181,7 @@ class CutPlan:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> CutPlan:
+    def from_dict(cls, d: dict[str, Any]) -> CutPlan:
         """The plan `to_dict` wrote (e.g. kept with a cached prepare)."""
         rate = Fraction(d["rate"])
         segments = tuple(
@@ -253,7 +255,9 @@ def plan_cuts(
         cuts = _cuts(total, max_frames, min_frames, rate, cues)
         reasons.append(f"{len(cuts)} balanced segments of about {float(total / len(cuts) / rate):.2f} s")
     starts = [0, *(c.frame for c in cuts[:-1])]
-    segments = tuple(PlannedSegment(i, start, cut.frame, rate, cut) for i, (start, cut) in enumerate(zip(starts, cuts)))
+    segments = tuple(
+        PlannedSegment(i, start, cut.frame, rate, cut) for i, (start, cut) in enumerate(zip(starts, cuts, strict=True))
+    )
     return CutPlan(rate, total, max_frames, min_frames, segments, tuple(reasons))
 
 
@@ -376,7 +380,7 @@ def measure_loudness(path: str | Path, *, step: float = LOUDNESS_STEP) -> Loudne
     return LoudnessEnvelope(step, loudness_levels(samples, LOUDNESS_RATE, step))
 
 
-def loudness_levels(samples: np.ndarray, sample_rate: int, step: float) -> tuple[float, ...]:
+def loudness_levels(samples: npt.NDArray[np.float64], sample_rate: int, step: float) -> tuple[float, ...]:
     """RMS dBFS of consecutive `step`-second blocks (the last one may be shorter)."""
     width = max(1, round(step * sample_rate))
     blocks = -(-len(samples) // width)

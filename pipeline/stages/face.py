@@ -24,9 +24,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InputError
@@ -88,7 +90,7 @@ class FacePresence:
         return self.with_face / self.sampled if self.sampled else 0.0
 
     @classmethod
-    def from_dict(cls, d: dict) -> FacePresence:
+    def from_dict(cls, d: dict[str, Any]) -> FacePresence:
         """The inverse of `to_dict` (a cached prepare's figures), up to its rounding."""
         box = d.get("main_box")
         return cls(
@@ -104,7 +106,7 @@ class FacePresence:
             model=d.get("model", MODEL),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         box = self.main_box
         return {
             "segment": self.segment,
@@ -182,7 +184,7 @@ def frames_command(
 PREFETCH_FRAMES = 16
 
 
-def _read_ahead(stream, frame_bytes: int, frames: queue.Queue) -> None:
+def _read_ahead(stream: IO[bytes], frame_bytes: int, frames: queue.Queue[bytes | None]) -> None:
     """Read whole frames off ffmpeg's pipe into `frames` (None at the end), so ffmpeg keeps decoding while the
     models work: a pipe holds 64 KiB, under one frame, so without this the two would take turns."""
     try:
@@ -192,12 +194,13 @@ def _read_ahead(stream, frame_bytes: int, frames: queue.Queue) -> None:
         frames.put(None)
 
 
-def decode_frames(argv: list[str], size: tuple[int, int], path: Path) -> Iterator[np.ndarray]:
+def decode_frames(argv: list[str], size: tuple[int, int], path: Path) -> Iterator[npt.NDArray[np.uint8]]:
     """Frames (height, width, 3) of `frames_command`'s output, one at a time; a failed decode is an InputError."""
     frame_bytes = size[0] * size[1] * 3
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty decoder cannot block on it
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
-        frames: queue.Queue = queue.Queue(PREFETCH_FRAMES)
+        assert proc.stdout is not None  # stdout=PIPE
+        frames: queue.Queue[bytes | None] = queue.Queue(PREFETCH_FRAMES)
         reader = threading.Thread(target=_read_ahead, args=(proc.stdout, frame_bytes, frames), daemon=True)
         reader.start()
         try:
@@ -239,7 +242,7 @@ def face_detector() -> Iterator[object]:
         detector.close()
 
 
-def detect_faces(detector, frame: np.ndarray) -> list[FaceBox]:
+def detect_faces(detector: Any, frame: npt.NDArray[np.uint8]) -> list[FaceBox]:
     """Every face the detector finds in `frame`, largest first."""
     result = detector.process(frame)
     boxes = []
@@ -270,7 +273,9 @@ def face_mesh() -> Iterator[object]:
         mesh.close()
 
 
-def landmarks(mesh, frame: np.ndarray, ids: tuple[int, ...]) -> dict[int, np.ndarray] | None:
+def landmarks(
+    mesh: Any, frame: npt.NDArray[np.uint8], ids: tuple[int, ...]
+) -> dict[int, npt.NDArray[np.float64]] | None:
     """The face's landmarks `ids` (of the mesh's 468) as pixel coordinates of `frame`, or None without a face."""
     result = mesh.process(frame)
     if not result.multi_face_landmarks:
@@ -303,10 +308,11 @@ def presence_of(segment: int, faces_per_frame: list[list[FaceBox]], size: tuple[
     )
 
 
-def face_presence(path: str | os.PathLike, segment: int = 0, *, fps: float = PREFLIGHT_FPS) -> FacePresence:
+def face_presence(path: str | os.PathLike[str], segment: int = 0, *, fps: float = PREFLIGHT_FPS) -> FacePresence:
     """Sample `path` at `fps` and record the faces the detector finds (see FacePresence)."""
     path = Path(path)
     video = probe_video(path).video
+    assert video is not None  # probe_video requires one
     size = analysis_size(video.display_width, video.display_height)
     with face_detector() as detector:
         found = [

@@ -8,6 +8,7 @@ written, as a last guard against a key leaking into a delivered file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -18,18 +19,19 @@ import shutil
 import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
-from pydantic_core import to_jsonable_python
 
 from .. import __version__
 from ..errors import LipsyncError, ValidationError
 from ..ffmpeg import ffmpeg_version
 from ..fsutil import atomic_output, sha256_file, write_text_atomic
+from ..prepare import Segment
 from ..safetext import printable
 from ..secrets import redact
 from .probe import MediaProbe, probe
+from .sync import SyncPlan
 from .verify import VerifyReport
 
 MANIFEST_NAME = "manifest.json"
@@ -50,7 +52,8 @@ PACKAGES = (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # the schema (docs/manifest.schema.json) marks a field with a default required too: it is always written
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
 
 
 class InputFile(_Section):
@@ -58,7 +61,7 @@ class InputFile(_Section):
     path: str  # relative to the config file's folder, '/'-separated
     size_bytes: int
     sha256: str
-    probe: dict[str, Any] | None = None  # MediaProbe.to_dict()
+    probe: MediaProbe | None = None  # its path as `path` above
 
     @classmethod
     def describe(cls, role: str, path: str | Path, base_dir: str | Path, media: MediaProbe | None = None) -> InputFile:
@@ -67,8 +70,7 @@ class InputFile(_Section):
         rel = Path(os.path.relpath(path.resolve(), Path(base_dir).resolve())).as_posix()
         if media is None and role in ("video", "audio"):
             media = _probe_quietly(path)
-        # JSON types (tuples as lists) so a manifest read back equals the one written; no absolute paths
-        summary = to_jsonable_python({**media.to_dict(), "path": rel}) if media is not None else None
+        summary = None if media is None else dataclasses.replace(media, path=Path(rel))  # no absolute paths
         return cls(role=role, path=rel, size_bytes=path.stat().st_size, sha256=sha256_file(path), probe=summary)
 
 
@@ -85,9 +87,9 @@ class ConformSection(_Section):
 
     video: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
-    sync: dict[str, Any] | None = None
+    sync: SyncPlan | None = None  # footage with a voice track: the length policy applied
     text_chunks: list[str] = Field(default_factory=list)
-    segments: list[dict[str, Any]] = Field(default_factory=list)
+    segments: list[Segment] = Field(default_factory=list)  # the provider jobs: source range, files, cut reason
     image: dict[str, Any] | None = None  # a talking portrait: the image plan (reasons) and what was written
     script: dict[str, Any] | None = None  # a talking portrait: the script fit (ChainPlan.to_dict())
 
@@ -128,12 +130,23 @@ class DeliveredFile(_Section):
     sha256: str
 
 
+class ReviewSection(_Section):
+    """An editor's decision on the delivered job (`lipsync review`), written in by pipeline.run.reviews."""
+
+    job_id: str
+    decision: Literal["approved", "rejected"]
+    note: str  # why it was rejected (may be empty for an approval)
+    decided_at: float  # unix seconds
+
+
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 class Manifest(_Section):
-    model_config = ConfigDict(extra="ignore", frozen=True)  # reading one back: config_sha256 is computed
+    model_config = ConfigDict(  # reading one back: config_sha256 is computed
+        extra="ignore", frozen=True, json_schema_serialization_defaults_required=True
+    )
 
     schema_version: int = 1
     job_id: str
@@ -148,8 +161,9 @@ class Manifest(_Section):
     ffmpeg_commands: list[list[str]] = Field(default_factory=list)
     delivered: list[DeliveredFile] = Field(default_factory=list)
     tools: ToolVersions
+    review: ReviewSection | None = None  # absent until an editor decides
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy refuses a decorator over @property; pydantic documents this
     @property
     def config_sha256(self) -> str:
         return hashlib.sha256(canonical_json(self.config).encode()).hexdigest()
@@ -158,6 +172,12 @@ class Manifest(_Section):
         """Deterministic text: sorted keys, 2-space indent, trailing newline; secrets redacted."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
         return redact(text) + "\n"
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of manifest.json as written (`Manifest.to_json`), computed fields included."""
+    schema = Manifest.model_json_schema(mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def _mediainfo_version() -> str:
@@ -196,7 +216,7 @@ def _copy_into(src: Path, dst: Path) -> None:
 
 
 def write_handoff(
-    job_dir: str | Path, final: str | Path, manifest: Manifest, *, extra_files: list[str | Path] = ()
+    job_dir: str | Path, final: str | Path, manifest: Manifest, *, extra_files: Collection[str | Path] = ()
 ) -> Manifest:
     """Deliver `final` as `<job_dir>/final.mp4`, the `extra_files` beside it (same names), and manifest.json
     listing them with sizes and hashes. Returns the manifest as written."""

@@ -19,9 +19,10 @@ import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from .avsync import decode_pcm
@@ -93,7 +94,7 @@ class SyncScore(BaseModel):
     lags: list[float] = []  # r at each lag, -max_lag..+max_lag (for the report's plot)
     opening: list[float | None] = []  # per frame (None: no face found)
     envelope: list[float] = []  # per frame, 0..1
-    face: dict | None = None  # FacePresence.to_dict() of the detector's samples
+    face: dict[str, Any] | None = None  # FacePresence.to_dict() of the detector's samples
     method: SyncMethod = SyncMethod()
 
 
@@ -111,14 +112,14 @@ class SyncPolicy(BaseModel):
 # --- pure parts ------------------------------------------------------------------------------------
 
 
-def mouth_opening(points: dict[int, np.ndarray]) -> float:
+def mouth_opening(points: dict[int, npt.NDArray[np.float64]]) -> float:
     """Inner-lip gap over face height from one face's landmarks (MOUTH_IDS, in pixels)."""
     gap = np.mean([np.linalg.norm(points[a] - points[b]) for a, b in INNER_LIP_PAIRS])
     height = np.linalg.norm(points[FACE_TOP] - points[FACE_CHIN])
     return float(gap / height) if height > 0 else float("nan")
 
 
-def speech_envelope(pcm: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
+def speech_envelope(pcm: npt.NDArray[np.float64], rate: int, fps: float, frames: int) -> npt.NDArray[np.float64]:
     """Log energy of `pcm` in each video frame's span, scaled to 0..1 (0 = the floor, 1 = the loudest frame)."""
     edges = np.round(np.arange(frames + 1) * rate / fps).astype(int)
     padded = np.zeros(max(edges[-1], len(pcm)))
@@ -126,15 +127,17 @@ def speech_envelope(pcm: np.ndarray, rate: int, fps: float, frames: int) -> np.n
     energy = np.array([np.mean(padded[a:b] ** 2) if b > a else 0.0 for a, b in itertools.pairwise(edges)])
     if energy.max(initial=0.0) <= 0:
         return np.zeros(frames)
-    db = 10 * np.log10(np.maximum(energy, 1e-20) / energy.max())
+    db: npt.NDArray[np.float64] = 10 * np.log10(np.maximum(energy, 1e-20) / energy.max())
     return (np.maximum(db, -ENVELOPE_FLOOR_DB) + ENVELOPE_FLOOR_DB) / ENVELOPE_FLOOR_DB
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def _pearson(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) >= 3 and a.std() > 0 and b.std() > 0 else float("nan")
 
 
-def lag_correlations(opening: np.ndarray, envelope: np.ndarray, max_lag: int) -> np.ndarray:
+def lag_correlations(
+    opening: npt.NDArray[np.float64], envelope: npt.NDArray[np.float64], max_lag: int
+) -> npt.NDArray[np.float64]:
     """Pearson r of opening[i] against envelope[i + lag] for lag in -max_lag..max_lag (NaN openings skipped)."""
     n, out = len(opening), []
     for lag in range(-max_lag, max_lag + 1):
@@ -147,7 +150,9 @@ def lag_correlations(opening: np.ndarray, envelope: np.ndarray, max_lag: int) ->
 MIN_CHANCE_SHIFTS = 10
 
 
-def chance_correlations(opening: np.ndarray, envelope: np.ndarray, max_lag: int) -> np.ndarray:
+def chance_correlations(
+    opening: npt.NDArray[np.float64], envelope: npt.NDArray[np.float64], max_lag: int
+) -> npt.NDArray[np.float64]:
     """r of the opening against the envelope rotated by every shift that keeps clear of the search window."""
     valid = ~np.isnan(opening)
     n = len(opening)
@@ -156,7 +161,9 @@ def chance_correlations(opening: np.ndarray, envelope: np.ndarray, max_lag: int)
     )
 
 
-def score_sync(opening: np.ndarray, envelope: np.ndarray, max_lag: int) -> tuple[int, float, float, np.ndarray] | None:
+def score_sync(
+    opening: npt.NDArray[np.float64], envelope: npt.NDArray[np.float64], max_lag: int
+) -> tuple[int, float, float, npt.NDArray[np.float64]] | None:
     """(offset in frames, r at it, confidence, r per lag); None when the segment is too short to tell chance
     (fewer than MIN_CHANCE_SHIFTS shifts clear of the window) or nothing varies (no sound, a still mouth)."""
     r = lag_correlations(opening, envelope, max_lag)
@@ -173,6 +180,7 @@ def sync_problems(score: SyncScore, policy: SyncPolicy) -> list[str]:
     name = f"segment {score.segment}"
     if score.status != "ok":
         return [f"{name}: lip sync not measured ({score.status})"]
+    assert score.confidence is not None and score.offset_frames is not None  # an "ok" score has both
     problems = []
     if score.confidence < policy.min_confidence:
         problems.append(f"{name}: lip-sync confidence {score.confidence:.1f} (at least {policy.min_confidence:g})")
@@ -186,7 +194,7 @@ def sync_problems(score: SyncScore, policy: SyncPolicy) -> list[str]:
 # --- measuring ------------------------------------------------------------------------------------
 
 
-def _crop(frame: np.ndarray, box: FaceBox) -> np.ndarray:
+def _crop(frame: npt.NDArray[np.uint8], box: FaceBox) -> npt.NDArray[np.uint8]:
     """A square around `box` (CROP_MARGIN × its longer side), clamped to the frame. Not resized: the landmark
     model scales its region of interest to 192×192 itself."""
     h, w = frame.shape[:2]
@@ -199,9 +207,10 @@ def _crop(frame: np.ndarray, box: FaceBox) -> np.ndarray:
 
 def mouth_track(
     path: Path, *, fps: float, start: float = 0.0, duration: float | None = None, segment: int = 0
-) -> tuple[np.ndarray, FacePresence]:
+) -> tuple[npt.NDArray[np.float64], FacePresence]:
     """Mouth opening per frame (NaN where no face) and the detector's face figures, from one decode."""
     video = probe_video(path).video
+    assert video is not None  # probe_video requires one
     size = analysis_size(video.display_width, video.display_height, SYNC_SHORT_SIDE)
     every = max(1, round(fps * DETECT_EVERY_S))
     openings: list[float] = []
@@ -221,22 +230,24 @@ def mouth_track(
 
 
 def measure_sync(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     segment: int = 0,
     start: float = 0.0,
     duration: float | None = None,
-    audio: str | os.PathLike | None = None,
+    audio: str | os.PathLike[str] | None = None,
     method: SyncMethod = SyncMethod(),
 ) -> SyncScore:
     """The lip-sync score of `path` from `start` for `duration` s, against its own sound (or `audio`'s)."""
     path = Path(path)
-    fps = probe_video(path).video.fps or 25.0
+    video = probe_video(path).video
+    assert video is not None  # probe_video requires one
+    fps = video.fps or 25.0
     opening, presence = mouth_track(path, fps=fps, start=start, duration=duration, segment=segment)
     pcm = decode_pcm(audio if audio is not None else path, sample_rate=ENVELOPE_RATE, start=start, duration=duration)
     envelope = speech_envelope(pcm, ENVELOPE_RATE, fps, len(opening))
     found = int(np.sum(~np.isnan(opening)))
-    common = {
+    common: dict[str, Any] = {
         "segment": segment,
         "start_s": start,
         "fps": fps,

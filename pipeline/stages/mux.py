@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import ffmpeg
 
 from ..errors import InputError, VerificationError
-from ..ffmpeg import X264_THREADS, FfmpegRun, compile_stream, run_ffmpeg
+from ..ffmpeg import X264_THREADS, FfmpegRun, Stream, compile_stream, run_ffmpeg
 from ..fsutil import atomic_output
 from .avsync import OffsetMeasurement, measure_offset
 from .probe import MediaProbe, VideoStream, probe, stream_packets
@@ -71,7 +72,7 @@ class MuxPlan:
     audio: AudioFormat | None
     reasons: tuple[str, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -84,7 +85,7 @@ class StitchPlan:
     audio: AudioFormat
     reasons: tuple[str, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -98,7 +99,7 @@ class MuxResult:
     runs: list[FfmpegRun] = field(default_factory=list)
     measurement: OffsetMeasurement | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path.name,
             "offset_s": self.offset_s,
@@ -210,7 +211,9 @@ def _provider_audio_plan(provider: MediaProbe, seconds: float, why: str) -> MuxP
     return _fitted("provider", 0.0, 0, 0, seconds, audio_format([provider]), [why, refit])
 
 
-def _copy_compatible(a: VideoStream, b: VideoStream) -> bool:
+def _copy_compatible(a: VideoStream | None, b: VideoStream | None) -> bool:
+    if a is None or b is None:
+        return False  # no picture to copy (video_timing refuses such a segment before this)
     keys = (
         "codec",
         "profile",
@@ -241,13 +244,14 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe], timings: l
     for s in seconds:
         total += s
         ends.append(round(total * fmt.sample_rate))
-    samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends))
+    samples = tuple(b - a for a, b in zip([0, *ends[:-1]], ends, strict=True))
     first = segments[0].video
     mismatch = [
         s.path.name
-        for s, t in zip(segments[1:], timings[1:])
+        for s, t in zip(segments[1:], timings[1:], strict=True)
         if not _copy_compatible(first, s.video) or t.time_base != timings[0].time_base
     ]
+    mode: Literal["copy", "reencode"]
     if mismatch:
         mode, why = "reencode", f"video re-encoded: {', '.join(mismatch)} differ from the first segment"
     else:
@@ -286,7 +290,7 @@ def audio_file_for(dst: Path) -> Path:
     return dst.with_name(f"{dst.stem}_audio.wav")
 
 
-def _fit(stream, fmt: AudioFormat, samples: int):
+def _fit(stream: Stream, fmt: AudioFormat, samples: int) -> Stream:
     """Resample onto the file's timeline, then pad/cut to exactly `samples`."""
     layout = "mono" if fmt.channels == 1 else "stereo"
     return (
@@ -298,13 +302,14 @@ def _fit(stream, fmt: AudioFormat, samples: int):
     )
 
 
-def _quiet(stream):
+def _quiet(stream: Stream) -> Stream:
     return stream.global_args("-nostdin", "-hide_banner", "-v", "error")
 
 
 def _write_fitted_audio(source: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegRun:
     """The planned audio as WAV: `source`'s first audio stream shifted, then padded/cut to the video."""
     fmt = plan.audio
+    assert fmt is not None  # mux writes audio only when the plan has some
     a = ffmpeg.input(str(source))["a:0"].filter("aresample", fmt.sample_rate, first_pts=0)
     if plan.delay_samples:
         a = a.filter("adelay", delays=f"{plan.delay_samples}S", all=1)
@@ -316,7 +321,9 @@ def _write_fitted_audio(source: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegRun
         return run_ffmpeg(compile_stream(_quiet(out)), what=f"fitting {source.name}'s audio into {dst_wav.name}")
 
 
-def _mp4_with_audio(video, wav: Path, fmt: AudioFormat, dst: Path, *, what: str, **video_opts) -> FfmpegRun:
+def _mp4_with_audio(
+    video: Stream, wav: Path, fmt: AudioFormat, dst: Path, *, what: str, **video_opts: Any
+) -> FfmpegRun:
     audio = ffmpeg.input(str(wav)).audio
     with atomic_output(dst) as tmp:
         out = ffmpeg.output(
@@ -356,7 +363,11 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
             runs = [run_ffmpeg(compile_stream(_quiet(out)), what=f"remuxing {provider_video.name}")]
         return MuxResult(dst, measured, plan.audio_source, None, plan, runs, measurement)
     wav = audio_file_for(dst)
-    source = master.path if plan.audio_source == "master" else provider_video
+    if plan.audio_source == "master":
+        assert master is not None  # plan_mux chooses the master only when there is one
+        source = master.path
+    else:
+        source = provider_video
     runs = [_write_fitted_audio(source, plan, wav)]
     runs.append(_mp4_with_audio(video[PICTURE], wav, plan.audio, dst, what=f"muxing {dst.name}", vcodec="copy"))
     return MuxResult(dst, measured, plan.audio_source, wav, plan, runs, measurement)
@@ -373,7 +384,7 @@ def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -
         return "'" + str(p.resolve()).replace("'", "'\\''") + "'"
 
     listing = scratch / "segments.ffconcat"
-    entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds))
+    entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds, strict=True))
     listing.write_text("ffconcat version 1.0\n" + entries, encoding="utf-8")
     joined = scratch / "video.mp4"
     out = ffmpeg.input(str(listing), f="concat", safe=0)[PICTURE].output(str(joined), vcodec="copy", map_metadata=-1)
@@ -387,13 +398,13 @@ def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegR
         ffmpeg.input(silence, f="lavfi") if i in plan.silent else ffmpeg.input(str(s))["a:0"]
         for i, s in enumerate(sources)
     ]
-    joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples)), v=0, a=1)
+    joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples, strict=True)), v=0, a=1)
     with atomic_output(dst_wav) as tmp:
         out = joined.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
         return run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(sources)} segments' audio")
 
 
-def _reencoded_video(files: list[Path], first: VideoStream):
+def _reencoded_video(files: list[Path], first: VideoStream) -> Stream:
     """Every segment fitted (letterboxed, square pixels) into the first one's displayed frame, at its rate."""
     width, height = first.display_width - first.display_width % 2, first.display_height - first.display_height % 2
     parts = [
@@ -408,7 +419,7 @@ def _reencoded_video(files: list[Path], first: VideoStream):
 
 
 def stitch(
-    segment_files: list[str | Path], dst: str | Path, *, segment_audio: list[str | Path] | None = None
+    segment_files: Sequence[str | Path], dst: str | Path, *, segment_audio: Sequence[str | Path] | None = None
 ) -> MuxResult:
     """Join segment mp4s in order into `dst`, with the joined audio delivered beside it as WAV.
 
@@ -428,13 +439,16 @@ def stitch(
     wav = audio_file_for(dst)
     runs = [_join_audio(sources, plan, wav)]
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".stitch-") as scratch:  # hidden if left by a kill
+        opts: dict[str, Any]
         if plan.video_mode == "copy":
             video_file, run = _concat_copy(files, plan.segment_seconds, Path(scratch))
             runs.append(run)
             video, opts = ffmpeg.input(str(video_file))[PICTURE], {"vcodec": "copy"}
         else:
+            first = probes[0].video
+            assert first is not None  # video_timing read its packets
             video, opts = (
-                _reencoded_video(files, probes[0].video),
+                _reencoded_video(files, first),
                 {"vcodec": "libx264", "crf": 16, "threads:v": X264_THREADS, "preset": "medium", "pix_fmt": "yuv420p"},
             )
         runs.append(_mp4_with_audio(video, wav, plan.audio, dst, what=f"stitching {dst.name}", **opts))

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import ffmpeg
 from pymediainfo import MediaInfo, Track
@@ -90,7 +91,7 @@ class MediaProbe:
         may list no streams: its `audio` is then the only one)."""
         return replace(self, audio=self.audio_streams[index]) if self.audio_streams else self
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
@@ -414,8 +415,9 @@ def _timed_audio(path: Path, audio: AudioStream) -> tuple[AudioStream, str | Non
     declared = audio.duration
     if declared and timing.end > declared + max(_TIMESTAMP_JUMP_S, declared * _TIMESTAMP_JUMP_FRACTION):
         return audio, None  # damaged timestamps: the header's figures are the better guess
-    timed = replace(audio, start=round(max(0.0, timing.start), 6), duration=round(timing.end - timing.start, 6))
-    if declared is None or abs(timed.duration - declared) <= mismatch_tolerance(audio):
+    duration = round(timing.end - timing.start, 6)
+    timed = replace(audio, start=round(max(0.0, timing.start), 6), duration=duration)
+    if declared is None or abs(duration - declared) <= mismatch_tolerance(audio):
         return timed, None
     return _decoded(path, replace(timed, duration=declared), f"its packets span {timing.end - timing.start:.3f} s")
 
@@ -527,7 +529,9 @@ def probe(path: str | Path) -> MediaProbe:
     )
 
 
-def _each(audios: list[AudioStream], measure) -> tuple[list[AudioStream], list[str]]:
+def _each(
+    audios: list[AudioStream], measure: Callable[[AudioStream], tuple[AudioStream, str | None]]
+) -> tuple[list[AudioStream], list[str]]:
     """`measure` (stream -> (stream, warning or None)) over every audio stream: the streams and the warnings."""
     done = [measure(a) for a in audios]
     return [a for a, _ in done], [w for _, w in done if w]

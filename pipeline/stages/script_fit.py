@@ -16,11 +16,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..errors import ValidationError
 from ..limits import ImageLimits
 from ..speech import estimate_speech_seconds
 from .text import chunk_text, normalize_text, spoken
+
+
+@dataclass(frozen=True)
+class OptionNames:
+    """How a refusal's fixes name the user's options: `lipsync animate`'s flags, or a config job's keys."""
+
+    duration: str = "--duration {}"
+    chain: str = "pass --chain"
+
+
+CLI_OPTION_NAMES = OptionNames()
+CONFIG_OPTION_NAMES = OptionNames(duration="duration = {}", chain="set chain = true")
 
 
 @dataclass(frozen=True)
@@ -30,7 +43,7 @@ class ClipFit:
     room_seconds: float  # how much speech the clip holds (duration * speech_fill)
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -45,7 +58,7 @@ class ChainClip:
         """What is sent as the clip's TTS text."""
         return spoken(self.text)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "text": self.text, "spoken": self.spoken, "fit": self.fit.to_dict()}
 
 
@@ -59,7 +72,7 @@ class ChainPlan:
     def seconds(self) -> int:
         return sum(clip.fit.duration for clip in self.clips)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "resolution": self.resolution,
             "seconds": self.seconds,
@@ -81,7 +94,13 @@ def room(duration: int, limits: ImageLimits) -> float:
 
 
 def _too_long(
-    text: str, speech: float, resolution: str, longest: int, limits: ImageLimits, requested: int | None
+    text: str,
+    speech: float,
+    resolution: str,
+    longest: int,
+    limits: ImageLimits,
+    requested: int | None,
+    names: OptionNames,
 ) -> ValidationError:
     """The refusal: the estimate, what the clip holds, and the ways out."""
     clip = requested or longest
@@ -89,12 +108,12 @@ def _too_long(
     keep = max(1, math.floor(len(text) * held / speech))
     fixes = [f"shorten the script to about {keep} characters"]
     if requested is not None and requested < longest:
-        fixes.append(f"use --duration {longest}")
+        fixes.append(f"use {names.duration.format(longest)}")
     if longest < max(limits.durations):
         longer = [r for r in limits.resolutions if max(limits.durations_at(r)) > longest]
         if longer:
             fixes.append(f"use a resolution that takes {max(limits.durations)} s clips ({', '.join(longer)})")
-    fixes.append("pass --chain to speak it over several clips")
+    fixes.append(f"{names.chain} to speak it over several clips")
     return ValidationError(
         f"the script takes about {speech:.1f} s to speak; a {clip} s clip at {resolution} holds "
         f"{held:.1f} s: {', or '.join(fixes)}"
@@ -102,7 +121,12 @@ def _too_long(
 
 
 def choose_duration(
-    text: str, resolution: str, limits: ImageLimits, max_chars: int, requested: int | None = None
+    text: str,
+    resolution: str,
+    limits: ImageLimits,
+    max_chars: int,
+    requested: int | None = None,
+    names: OptionNames = CLI_OPTION_NAMES,
 ) -> ClipFit:
     """The clip for `text` at `resolution`: `requested` if given and it holds the speech, else the shortest
     allowed one that does. ValidationError with the estimate and the fix when none does."""
@@ -111,7 +135,8 @@ def choose_duration(
         other = [r for r in limits.resolutions if requested in limits.durations_at(r)]
         where = f" (it is allowed at {', '.join(other)})" if other else ""
         raise ValidationError(
-            f"{resolution} does not take {requested} s clips: use --duration {' or '.join(map(str, allowed))}{where}"
+            f"{resolution} does not take {requested} s clips: use "
+            f"{' or '.join(names.duration.format(d) for d in allowed)}{where}"
         )
     words = spoken(normalize_text(text))
     if not words:
@@ -119,7 +144,7 @@ def choose_duration(
     if len(words) > max_chars:
         raise ValidationError(
             f"the script is {len(words)} characters; one clip's TTS text takes at most {max_chars}: "
-            f"shorten it, or pass --chain to speak it over several clips"
+            f"shorten it, or {names.chain} to speak it over several clips"
         )
     speech = estimate_speech_seconds(words)
     candidates = (requested,) if requested is not None else allowed
@@ -132,7 +157,7 @@ def choose_duration(
                 round(room(duration, limits), 3),
                 f"about {speech:.1f} s of speech fits a {duration} s clip ({how})",
             )
-    raise _too_long(words, speech, resolution, allowed[-1], limits, requested)
+    raise _too_long(words, speech, resolution, allowed[-1], limits, requested, names)
 
 
 def plan_chain(text: str, resolution: str, limits: ImageLimits, max_chars: int) -> ChainPlan:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any, Literal
 
 from ..limits import Limits
 
@@ -29,6 +30,14 @@ class SyncMode(StrEnum):
 DEFAULT_SYNC_MODE = SyncMode.BOUNCE
 EXTENDING_MODES = (SyncMode.LOOP, SyncMode.BOUNCE)
 
+VideoExtend = Literal["loop", "bounce"]
+"""How a video grows to a longer duration: VideoOptions.extend."""
+
+
+def _extend_of(mode: SyncMode) -> VideoExtend:
+    """The VideoOptions.extend value of an extending mode (its own name)."""
+    return "loop" if mode == SyncMode.LOOP else "bounce"
+
 
 def max_job_seconds(limits: Limits) -> float:
     """The longest pair a job may carry: both the video and the audio limit apply."""
@@ -41,7 +50,7 @@ class SyncPlan:
     video_seconds: float  # the source video's length (after --start/--end)
     audio_seconds: float  # the voice track's length
     duration: float  # what both prepared files last
-    video_extend: str | None  # "loop"/"bounce" when the video must grow to `duration`, else None
+    video_extend: VideoExtend | None  # "loop"/"bounce" when the video must grow to `duration`, else None
     audio_pad_seconds: float  # silence appended to the audio
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
@@ -54,7 +63,7 @@ class SyncPlan:
     def audio_trimmed(self) -> bool:
         return self.duration < self.audio_seconds
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mode": str(self.mode)}
 
 
@@ -88,7 +97,7 @@ def plan_sync(
             f"({duration - cap:.3f} s dropped from the end)"
         )
         duration = cap
-    extend = str(mode) if mode in EXTENDING_MODES and duration > video_seconds else None
+    extend = _extend_of(mode) if mode in EXTENDING_MODES and duration > video_seconds else None
     return SyncPlan(
         mode=mode,
         video_seconds=video_seconds,
@@ -110,11 +119,11 @@ class TextSpan:
     end: float  # exclusive; the source range used (after any cut)
     speech_seconds: float  # the chunk's estimated speaking time
     duration: float  # what the prepared video part lasts
-    extend: str | None  # "loop"/"bounce" when the part is extended to fit the speech
+    extend: VideoExtend | None  # "loop"/"bounce" when the part is extended to fit the speech
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -140,9 +149,10 @@ def plan_text_spans(
             f"{part:.3f} s of the video ({part_start:.3f}-{part_end:.3f} s)"
         ]
         warnings = []
+        extend: VideoExtend | None
         duration, extend = part, None
         if mode in EXTENDING_MODES and speech > part:
-            duration, extend = min(speech, cap), str(mode)
+            duration, extend = min(speech, cap), _extend_of(mode)
             reasons.append(f"{mode}: the part is extended to the estimated speech ({duration:.3f} s)")
         elif duration > cap:
             warnings.append(

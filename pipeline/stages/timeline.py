@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import opentimelineio as otio
 from opentimelineio.opentime import RationalTime, TimeRange, from_timecode
@@ -51,7 +52,7 @@ def build_timeline(
     *,
     start_timecode: str | None = None,
     name: str | None = None,
-    clip_metadata: Sequence[Mapping] | None = None,
+    clip_metadata: Sequence[Mapping[str, Any]] | None = None,
 ) -> otio.schema.Timeline:
     """The cut plan as an OTIO timeline. `clip_metadata[i]` is added to segment i's `metadata["lipsync"]`
     (provider job, measured offset, ...)."""
@@ -63,7 +64,8 @@ def build_timeline(
     except ValueError as exc:
         raise InputError(source, f"start timecode {timecode!r} does not fit {rate:.3f} fps: {exc}") from None
     available = TimeRange(first, RationalTime(plan.frames, rate))
-    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    # types-opentimelineio 0.17 imports schema.Track without re-exporting it, so mypy misses it
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)  # type: ignore[attr-defined]
     reel = reel_name(source)
     for seg in plan.segments:
         extra = dict(clip_metadata[seg.index]) if clip_metadata else {}

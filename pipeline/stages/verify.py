@@ -15,13 +15,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..errors import LipsyncError, VerificationError
-from ..ffmpeg import FfmpegRun, compile_stream, media_path, run_ffmpeg
+from ..ffmpeg import FfmpegRun, Stream, compile_stream, media_path, run_ffmpeg
 from .avsync import OffsetMeasurement, decode_pcm, measure_offset
 from .conform_audio import SILENCE_BELOW_LU
 from .mouth import SyncPolicy, SyncScore, measure_sync, sync_problems
@@ -63,7 +65,7 @@ def expectations_for(
     sent = sent_seconds or [None] * len(provider_results)
     if isinstance(final.plan, StitchPlan):
         starts = itertools.accumulate(final.plan.segment_seconds[:-1], initial=0.0)
-        refs = tuple(SyncReference(Path(p), s, d) for p, s, d in zip(provider_results, starts, sent))
+        refs = tuple(SyncReference(Path(p), s, d) for p, s, d in zip(provider_results, starts, sent, strict=True))
         return VerifyExpectations(references=refs, duration_s=sum(final.plan.segment_seconds))
     return VerifyExpectations(
         references=(SyncReference(Path(provider_results[0]), 0.0, sent[0]),), duration_s=final.plan.video_seconds
@@ -97,6 +99,7 @@ class VerifyFigures(BaseModel):
     offset_s: float | None = None
     offset_correlation: float | None = None
     speech_s: float | None = None  # talking portrait: seconds of sound in the audio
+    speech_modulation: float | None = None  # talking portrait: how much that sound's loudness moves (speech ~1)
     first_frame_ssim: float | None = None  # talking portrait: the first frame against the submitted image
 
 
@@ -115,7 +118,7 @@ class SegmentVerification(BaseModel):
     correlation: float | None
     checks: list[Check]
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy refuses a decorator over @property; pydantic documents this
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
@@ -131,7 +134,7 @@ class VerifyReport(BaseModel):
     commands: list[list[str]] = []
     lip_sync: list[SyncScore] = []  # per delivered segment (`with_lip_sync`)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy refuses a decorator over @property; pydantic documents this
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
@@ -139,7 +142,7 @@ class VerifyReport(BaseModel):
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def raise_if_failed(self) -> None:
@@ -354,6 +357,9 @@ def _report(
 SPEECH_FRAME_S = 0.02
 SILENT_DBFS = -60.0  # a frame under this is silence, however quiet the rest is
 MIN_SPEECH_S = 0.5  # less sound than this is no spoken line
+# Syllables and the gaps between words make speech's 20 ms loudness vary by about its own mean (coefficient
+# of variation ~1); a held tone, a hum or a hiss varies by a few per cent. Between the two, with room.
+MIN_SPEECH_MODULATION = 0.3
 SSIM_SIZE = 256  # both pictures compared at this size, grey: the measure is about the picture,
 # not about how the provider scaled or cropped it by a few pixels
 _SSIM_ALL = re.compile(r"SSIM .*All:([0-9.]+)")
@@ -373,7 +379,7 @@ class PortraitExpectations:
     min_ssim: float = 0.5  # SSIM of the first frame against the image (1 = identical)
 
 
-def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
+def speech_seconds(samples: npt.NDArray[np.float64], sample_rate: int) -> float:
     """Seconds of sound in mono samples: 20 ms frames within SILENCE_BELOW_LU of the loud end of the track
     (its 95th-percentile frame) and above SILENT_DBFS. Pure."""
     width = max(1, round(SPEECH_FRAME_S * sample_rate))
@@ -386,10 +392,26 @@ def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
     return float(np.count_nonzero(level >= floor)) * width / sample_rate
 
 
+def loudness_modulation(samples: npt.NDArray[np.float64], sample_rate: int) -> float:
+    """How much the loudness of the sounding stretch moves: the coefficient of variation of the 20 ms RMS
+    envelope from the first to the last frame above SILENT_DBFS (0 for silence). Pure."""
+    width = max(1, round(SPEECH_FRAME_S * sample_rate))
+    count = len(samples) // width
+    if count == 0:
+        return 0.0
+    frames = np.asarray(samples[: count * width], dtype=np.float64).reshape(count, width)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    sounding = np.flatnonzero(20 * np.log10(rms + 1e-12) >= SILENT_DBFS)
+    if sounding.size == 0:
+        return 0.0
+    envelope = rms[sounding[0] : sounding[-1] + 1]
+    return float(np.std(envelope) / np.mean(envelope))
+
+
 def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
     """SSIM (ffmpeg's ssim filter) of the first frame of `final` against `image`, both grey at SSIM_SIZE."""
 
-    def grey(stream):
+    def grey(stream: Stream) -> Stream:
         return stream.filter("scale", SSIM_SIZE, SSIM_SIZE).filter("format", "gray")
 
     frame = grey(ffmpeg.input(media_path(final))["V:0"].filter("trim", end_frame=1))
@@ -405,7 +427,9 @@ def first_frame_ssim(final: Path, image: Path) -> tuple[float, FfmpegRun]:
     return float(found[-1]), run
 
 
-def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectations):
+def _portrait_checks(
+    final: Path, fig: VerifyFigures, expect: PortraitExpectations
+) -> tuple[list[Check], VerifyFigures, list[list[str]]]:
     """Short side, length, speech and first-frame checks; the figures with speech_s and first_frame_ssim."""
     checks: list[Check] = []
     commands: list[list[str]] = []
@@ -433,17 +457,19 @@ def _portrait_checks(final: Path, fig: VerifyFigures, expect: PortraitExpectatio
         )
     if expect.speech and fig.audio_codec is not None:
         try:
-            speech = round(speech_seconds(decode_pcm(final, sample_rate=16000), 16000), 3)
+            samples = decode_pcm(final, sample_rate=16000)
+            speech = round(speech_seconds(samples, 16000), 3)
+            modulation = round(loudness_modulation(samples, 16000), 3)
             checks.append(
                 Check(
                     name="speech",
-                    ok=speech >= MIN_SPEECH_S,
+                    ok=speech >= MIN_SPEECH_S and modulation >= MIN_SPEECH_MODULATION,
                     measured=speech,
-                    allowed=f">={MIN_SPEECH_S}",
-                    detail=f"{speech:.2f} s of sound",
+                    allowed=f">={MIN_SPEECH_S} s, loudness modulation >={MIN_SPEECH_MODULATION}",
+                    detail=f"{speech:.2f} s of sound, loudness modulation {modulation:.2f}",
                 )
             )
-            fig = fig.model_copy(update={"speech_s": speech})
+            fig = fig.model_copy(update={"speech_s": speech, "speech_modulation": modulation})
         except LipsyncError as err:
             checks.append(Check(name="speech", ok=False, measured=None, allowed=f">={MIN_SPEECH_S}", detail=str(err)))
     if fig.video_codec is not None:
@@ -501,7 +527,7 @@ def lip_sync_windows(final: MuxResult) -> list[tuple[float, float | None]]:
     """Each delivered segment's (start s, duration s) in a final built by `mux` (one) or `stitch` (several)."""
     if isinstance(final.plan, StitchPlan):
         seconds = final.plan.segment_seconds
-        return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds))
+        return list(zip(itertools.accumulate(seconds[:-1], initial=0.0), seconds, strict=True))
     return [(0.0, None)]
 
 
@@ -516,7 +542,7 @@ def with_lip_sync(
         for i, (start, duration) in enumerate(segments)
     ]
     names = ["lip_sync"] if len(scores) == 1 else [f"lip_sync_{i}" for i in range(len(scores))]
-    checks = [lip_sync_check(score, policy, name) for score, name in zip(scores, names)]
+    checks = [lip_sync_check(score, policy, name) for score, name in zip(scores, names, strict=True)]
     for check in checks:
         if check.detail.startswith("warning only"):
             log.warning("%s: %s", Path(report.path).name, check.detail)
