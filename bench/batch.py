@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench._media import tiny_clip
 from pipeline.run.config import load_config
-from pipeline.run.ledger import Ledger
+from pipeline.run.ledger import open_run_ledger
 from pipeline.run.progress import Progress
 from pipeline.run.runner import RunOptions, run_batch
 
@@ -46,12 +46,25 @@ def _config(folder: Path) -> Path:
 
 def _stage_seconds(run_dir: Path) -> dict[str, list[float]]:
     seconds: dict[str, list[float]] = {}
-    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+    ledger = open_run_ledger(run_dir)  # SQLite, or the PostgreSQL ledger its pointer names (bench/cluster.py)
+    try:
         for job in ledger.jobs():
             for t in ledger.stage_times(job.job_id):
                 if t.finished_at is not None:
                     seconds.setdefault(t.stage, []).append(t.finished_at - t.started_at)
+    finally:
+        ledger.close()
     return seconds
+
+
+def conform_seconds(run_dir: Path) -> tuple[float, float]:
+    """Mean seconds per job of prepare and of mux/verify/handoff, from the run's ledger."""
+    stages = _stage_seconds(run_dir)
+    prepare = stages.get("prepare", [0.0])
+    finish = [
+        sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")), strict=False)
+    ] or [0.0]
+    return statistics.mean(prepare), statistics.mean(finish)
 
 
 def main() -> None:
@@ -65,19 +78,20 @@ def main() -> None:
         wall = time.monotonic() - start
         failed = [o.job_id for o in summary.outcomes if o.exit_code != 0]
         stages = _stage_seconds(config.output)
+        prepare_s, finish_s = conform_seconds(config.output)
     prepare = stages.get("prepare", [0.0])
     finish = [
         sum(parts) for parts in zip(*(stages.get(s, []) for s in ("mux", "verify", "handoff")), strict=False)
     ] or [0.0]
-    conform = statistics.mean(prepare) + statistics.mean(finish)
+    conform = prepare_s + finish_s
     ideal = math.ceil(JOBS / MAX_JOBS) * LATENCY_S + conform
     print(
         f"jobs {JOBS}, provider {PROVIDER}, emulator latency {LATENCY_S:g} s, max_jobs {MAX_JOBS}"
         f"{f', FAILED: {failed}' if failed else ''}"
     )
     print(
-        f"conform per job: prepare {statistics.mean(prepare):.2f} s + mux/verify/handoff "
-        f"{statistics.mean(finish):.2f} s (all jobs: {sum(prepare) + sum(finish):.1f} s of CPU-pool time)"
+        f"conform per job: prepare {prepare_s:.2f} s + mux/verify/handoff "
+        f"{finish_s:.2f} s (all jobs: {sum(prepare) + sum(finish):.1f} s of CPU-pool time)"
     )
     print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, ratio {wall / ideal:.3f} (target <= 1.10)")
 

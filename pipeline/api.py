@@ -151,6 +151,7 @@ def run_config(
     force: bool = False,
     budget: Decimal | None = None,
     progress: Callable[[], Progress] | None = None,
+    cluster: str | None = None,
 ) -> RunSummary:
     """Run (or resume) the batch a config file describes: prepare, lip-sync, verify and hand off each job
     into the config's output folder (`<output>/<job>/final.mp4` and `manifest.json`).
@@ -158,6 +159,7 @@ def run_config(
     `rehearse`: against the in-process emulator (no credits). `only`: these job ids. `jobs`: provider jobs in
     flight. `budget`: refuse (BillingError) before any job is created when the estimate is over it or unknown.
     `progress`: makes the display, once the config is loaded and within budget (default: nothing shown).
+    `cluster`: a Dask scheduler's address (overrides `[run] cluster`): the jobs run as tasks on its workers.
     A job's failure is in its outcome (`summary.exit_code`), not raised; a bad config raises ConfigError."""
     from .run.config import load_config
     from .run.plan import refuse_over_budget
@@ -175,6 +177,7 @@ def run_config(
         resubmit_uncertain=resubmit_uncertain,
         retry_failed=retry_failed,
         force=force,
+        cluster=cluster,
     )
     with (progress or Progress)() as shown:
         return run_batch(loaded, options, shown)

@@ -96,6 +96,10 @@ class UncertainCreate(LipsyncError):
         super().__init__(message, provider=provider)
 
 
+class LedgerError(LipsyncError):
+    """The run's ledger database cannot be reached or used (exit 1): nothing billable goes on without it."""
+
+
 class ToolError(LipsyncError):
     """ffmpeg or another external tool failed unexpectedly."""
 

@@ -1,6 +1,9 @@
 """Test-only: SIGKILL this process at a named step, so crash tests can stop a run or a submit exactly there.
 
 `LIPSYNC_TEST_KILL_AT=<point>` kills at the first time the point is reached; `<point>#<n>` at the n-th.
+`LIPSYNC_TEST_KILL_ONCE=<file>`: each point kills only the first process to create `<file>.<point>`, so a
+cluster's worker restarted with the same environment (or another worker) goes on; with it, the variable
+may list several points (`prepare,poll,download`), each killing once.
 Never set it outside tests and `make chaos`.
 """
 
@@ -36,12 +39,21 @@ def kill_point(name: str) -> None:
     wanted = os.environ.get("LIPSYNC_TEST_KILL_AT")
     if not wanted:
         return
-    point, _, nth = wanted.partition("#")
-    if point != name:
+    once = os.environ.get("LIPSYNC_TEST_KILL_ONCE")
+    points = dict(entry.partition("#")[::2] for entry in (wanted.split(",") if once else [wanted]))
+    if name not in points:
         return
     with _lock:
         _hits[name] += 1
         hit = _hits[name]
-    if hit == int(nth or 1):
-        log.warning("LIPSYNC_TEST_KILL_AT=%s: killing this process", wanted)
+    if hit == int(points[name] or 1) and (not once or _first_to_die(f"{once}.{name}")):
+        log.warning("LIPSYNC_TEST_KILL_AT=%s: killing this process at %s", wanted, name)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_to_die(marker: str) -> bool:
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

@@ -11,7 +11,11 @@ not follow the schema fails the test that wrote it (an error at teardown).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -31,3 +35,31 @@ def _manifests_follow_the_schema(manifest_watch: ManifestWatch) -> Iterator[None
     yield
     problems = manifest_watch.problems()
     assert not problems, "manifest.json not following docs/manifest.schema.json:\n" + "\n".join(problems[:20])
+
+
+# --- a real PostgreSQL server (pgserver's wheel carries its binaries), for the shared-ledger and cluster tests ---
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One server per test process, started on first use (initdb + start take a few seconds). Its folder is
+    outside pytest's private tmp: as root, pgserver runs PostgreSQL as its own user, who must reach it."""
+    import pgserver
+
+    folder = Path(tempfile.mkdtemp(prefix="lipsync-pg-"))
+    server = pgserver.get_server(folder / "data", cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh database on the session's server, as a password-free URL (the server trusts local sockets)."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    socket_dir = pg_server.get_uri().rsplit("host=", 1)[1]
+    return f"postgresql://postgres@/{name}?host={socket_dir}"

@@ -40,6 +40,7 @@ COMMANDS = {
     "report": "report",
     "review": "review",
     "plan": "plan",
+    "cluster": "cluster",
 }
 
 

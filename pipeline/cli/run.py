@@ -38,6 +38,12 @@ from . import emit_json, handle_errors, json_option
     help="Refuse (exit 4) before any provider job is created when the estimate (`lipsync plan`) is over "
     "AMOUNT, or unknown.",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run the jobs as tasks on this Dask scheduler (tcp://host:8786; overrides [run] cluster). "
+    "Needs a PostgreSQL ledger and the media on storage every worker sees.",
+)
 @json_option
 @handle_errors
 def run(
@@ -49,6 +55,7 @@ def run(
     retry_failed: bool,
     force: bool,
     budget: str | None,
+    cluster: str | None,
     as_json: bool,
 ) -> None:
     """Prepare, lip-sync, verify and hand off every job in CONFIG. Rerunning resumes where it stopped."""
@@ -72,6 +79,7 @@ def run(
             force=force,
             budget=None if budget is None else _amount(budget),
             progress=progress,
+            cluster=cluster,
         )
     except KeyboardInterrupt:
         click.echo(f"interrupted: run `lipsync run {config_path}` again to resume; nothing is paid twice", err=True)

@@ -175,7 +175,13 @@ class ProviderJobFlow:
         self.max_bytes = settings.max_result_bytes or result_cap(load_limits(provider.limits_key))
 
     def run(self, job: SegmentJob) -> FlowResult:
-        """Bring `job` to a downloaded result, whatever state an earlier process left it in."""
+        """Bring `job` to a downloaded result, whatever state an earlier process left it in. The store's lease
+        on the key is held throughout: a process sharing the store (another worker) waits, then finds the
+        record this one left, so it never creates what this one is creating."""
+        with self.store.lease(f"segment/{job.key}", self.hooks.sleep):
+            return self._run(job)
+
+    def _run(self, job: SegmentJob) -> FlowResult:
         self.hooks.checkpoint()
         key, record = job.key, self.store.latest_create(job.key)
         if record is None:

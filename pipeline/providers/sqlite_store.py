@@ -7,17 +7,15 @@ is stored (replies, errors, status words) goes through `redact` first.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..secrets import redact
-from .store import CreateRecord, CreateState, SegmentRef
+from .store import CreateRecord, CreateState, RecordingStore, SegmentRef
+from .store import create_record as _create_record
 
 SCHEMA_VERSION = 4  # 2: creates.raw_reply, "rejected" renamed "refused"; 3: tables a subclass adds; 4: estimates
 
@@ -51,7 +49,7 @@ CREATE INDEX IF NOT EXISTS creates_by_job ON creates (job_id, segment);
 """
 
 
-class SqliteStore:
+class SqliteStore(RecordingStore):
     """A `FlowStore` in one SQLite file. Thread-safe: one connection, one lock, short transactions.
     Subclasses add tables with `schema` (created with the creates table, in the same migration)."""
 
@@ -131,100 +129,23 @@ class SqliteStore:
         )
         return create_record(rows[0]) if rows else None
 
-    def record_intent(self, idem_key: str, ref: SegmentRef) -> int:
+    def _insert_intent(self, idem_key: str, ref: SegmentRef, now: float) -> int:
         with self._write() as db:
             last = db.execute("SELECT MAX(attempt) FROM creates WHERE idem_key=?", (idem_key,)).fetchone()[0]
             attempt = int(last or 0) + 1
             db.execute(
                 "INSERT INTO creates (idem_key, attempt, job_id, inputs_key, segment, provider, state, intent_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    idem_key,
-                    attempt,
-                    ref.job_id,
-                    ref.inputs_key,
-                    ref.segment,
-                    ref.provider,
-                    CreateState.INTENT,
-                    time.time(),
-                ),
+                (idem_key, attempt, ref.job_id, ref.inputs_key, ref.segment, ref.provider, CreateState.INTENT, now),
             )
         return attempt
 
-    def record_refused(self, idem_key: str, attempt: int, *, error: str) -> None:
-        self._update(idem_key, attempt, state=CreateState.REFUSED, error=redact(error), finished_at=time.time())
-
-    def record_uncertain(
-        self, idem_key: str, attempt: int, *, error: str, reconcile: dict[str, Any], raw_reply: str | None = None
-    ) -> None:
-        self._update(
-            idem_key,
-            attempt,
-            state=CreateState.UNCERTAIN,
-            error=redact(error),
-            reconcile=redact(json.dumps(reconcile)),
-            raw_reply=_redacted(raw_reply),
-            finished_at=time.time(),
-        )
-
-    def record_reply(self, idem_key: str, attempt: int, *, raw_reply: str) -> None:
-        self._update(idem_key, attempt, raw_reply=redact(raw_reply))
-
-    def record_created(self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str) -> None:
-        self._update(
-            idem_key,
-            attempt,
-            state=CreateState.CREATED,
-            handle=json.dumps(handle),
-            provider_job_id=provider_job_id,
-            created_at=time.time(),
-        )
-
-    def adopt(
-        self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str, raw_reply: str
-    ) -> None:
-        self._update(
-            idem_key,
-            attempt,
-            state=CreateState.CREATED,
-            handle=json.dumps(handle),
-            provider_job_id=provider_job_id,
-            raw_reply=redact(raw_reply),
-            created_at=time.time(),
-            error=None,
-            finished_at=None,
-        )
-
-    def record_poll(self, idem_key: str, attempt: int, provider_state: str) -> None:
+    def _count_poll(self, idem_key: str, attempt: int, provider_state: str) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE creates SET provider_state=?, polls=polls+1 WHERE idem_key=? AND attempt=?",
-                (redact(provider_state), idem_key, attempt),
+                (provider_state, idem_key, attempt),
             )
-
-    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str | None, status: dict[str, Any]) -> None:
-        self._update(
-            idem_key,
-            attempt,
-            state=CreateState.SUCCEEDED,
-            result_url=result_url,
-            provider_state=redact(str(status.get("raw_status"))),
-            final_status=redact(json.dumps(status)),
-        )
-
-    def record_failed(self, idem_key: str, attempt: int, *, error: str) -> None:
-        self._update(idem_key, attempt, state=CreateState.FAILED, error=redact(error), finished_at=time.time())
-
-    def record_downloaded(self, idem_key: str, attempt: int, *, path: str, sha256: str, size: int) -> None:
-        self._update(
-            idem_key,
-            attempt,
-            state=CreateState.DOWNLOADED,
-            download_path=path,
-            download_sha256=sha256,
-            download_size=size,
-            finished_at=time.time(),
-        )
 
     def _update(self, idem_key: str, attempt: int, **values: Any) -> None:
         columns = ", ".join(f"{name}=?" for name in values)
@@ -235,13 +156,4 @@ class SqliteStore:
 
 
 def create_record(row: sqlite3.Row) -> CreateRecord:
-    d = dict(row)
-    d["state"] = CreateState("refused" if d["state"] == "rejected" else d["state"])
-    for name in ("handle", "reconcile", "final_status"):
-        d[name] = json.loads(d[name]) if d[name] else None
-    d.setdefault("raw_reply", None)  # a file of schema 1, opened read-only
-    return CreateRecord(**d)
-
-
-def _redacted(text: str | None) -> str | None:
-    return None if text is None else redact(text)
+    return _create_record(dict(row))

@@ -9,9 +9,16 @@ pure `decide` reads a record and says what to do.
 
 from __future__ import annotations
 
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+from ..secrets import redact
 
 
 class CreateState(StrEnum):
@@ -125,3 +132,117 @@ class FlowStore(Protocol):
     def record_failed(self, idem_key: str, attempt: int, *, error: str) -> None: ...
 
     def record_downloaded(self, idem_key: str, attempt: int, *, path: str, sha256: str, size: int) -> None: ...
+
+    def lease(self, name: str, sleep: Callable[[float], None]) -> AbstractContextManager[None]:
+        """Hold `name` (a segment's key, a job) against every other process sharing this store until the
+        block ends, waiting with `sleep` while another holds it. A store only one process writes at a time
+        (SQLite under the run lock) holds nothing; a shared one (PostgreSQL) must make it exclusive."""
+
+
+class RecordingStore(ABC):
+    """The `FlowStore` record methods, written once on three primitives a database-specific store provides
+    (SQLite, PostgreSQL). Everything a provider sent that is stored goes through `redact` first."""
+
+    @abstractmethod
+    def _insert_intent(self, idem_key: str, ref: SegmentRef, now: float) -> int:
+        """Insert the next attempt of `idem_key` as INTENT in one transaction; returns its number."""
+
+    @abstractmethod
+    def _update(self, idem_key: str, attempt: int, **values: Any) -> None:
+        """Set columns of one attempt, committed."""
+
+    @abstractmethod
+    def _count_poll(self, idem_key: str, attempt: int, provider_state: str) -> None:
+        """provider_state set and polls + 1, committed."""
+
+    def lease(self, name: str, sleep: Callable[[float], None]) -> AbstractContextManager[None]:
+        return _held()
+
+    def record_intent(self, idem_key: str, ref: SegmentRef) -> int:
+        return self._insert_intent(idem_key, ref, time.time())
+
+    def record_refused(self, idem_key: str, attempt: int, *, error: str) -> None:
+        self._update(idem_key, attempt, state=CreateState.REFUSED, error=redact(error), finished_at=time.time())
+
+    def record_uncertain(
+        self, idem_key: str, attempt: int, *, error: str, reconcile: dict[str, Any], raw_reply: str | None = None
+    ) -> None:
+        self._update(
+            idem_key,
+            attempt,
+            state=CreateState.UNCERTAIN,
+            error=redact(error),
+            reconcile=redact(json.dumps(reconcile)),
+            raw_reply=None if raw_reply is None else redact(raw_reply),
+            finished_at=time.time(),
+        )
+
+    def record_reply(self, idem_key: str, attempt: int, *, raw_reply: str) -> None:
+        self._update(idem_key, attempt, raw_reply=redact(raw_reply))
+
+    def record_created(self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str) -> None:
+        self._update(
+            idem_key,
+            attempt,
+            state=CreateState.CREATED,
+            handle=json.dumps(handle),
+            provider_job_id=provider_job_id,
+            created_at=time.time(),
+        )
+
+    def adopt(
+        self, idem_key: str, attempt: int, *, handle: dict[str, Any], provider_job_id: str, raw_reply: str
+    ) -> None:
+        self._update(
+            idem_key,
+            attempt,
+            state=CreateState.CREATED,
+            handle=json.dumps(handle),
+            provider_job_id=provider_job_id,
+            raw_reply=redact(raw_reply),
+            created_at=time.time(),
+            error=None,
+            finished_at=None,
+        )
+
+    def record_poll(self, idem_key: str, attempt: int, provider_state: str) -> None:
+        self._count_poll(idem_key, attempt, redact(provider_state))
+
+    def record_succeeded(self, idem_key: str, attempt: int, *, result_url: str | None, status: dict[str, Any]) -> None:
+        self._update(
+            idem_key,
+            attempt,
+            state=CreateState.SUCCEEDED,
+            result_url=result_url,
+            provider_state=redact(str(status.get("raw_status"))),
+            final_status=redact(json.dumps(status)),
+        )
+
+    def record_failed(self, idem_key: str, attempt: int, *, error: str) -> None:
+        self._update(idem_key, attempt, state=CreateState.FAILED, error=redact(error), finished_at=time.time())
+
+    def record_downloaded(self, idem_key: str, attempt: int, *, path: str, sha256: str, size: int) -> None:
+        self._update(
+            idem_key,
+            attempt,
+            state=CreateState.DOWNLOADED,
+            download_path=path,
+            download_sha256=sha256,
+            download_size=size,
+            finished_at=time.time(),
+        )
+
+
+def create_record(row: dict[str, Any]) -> CreateRecord:
+    """A stored row (column name -> value, JSON columns as text) as a record."""
+    d = dict(row)
+    d["state"] = CreateState("refused" if d["state"] == "rejected" else d["state"])
+    for name in ("handle", "reconcile", "final_status"):
+        d[name] = json.loads(d[name]) if d[name] else None
+    d.setdefault("raw_reply", None)  # a file of schema 1, opened read-only
+    return CreateRecord(**{name: d[name] for name in CreateRecord.__dataclass_fields__})
+
+
+@contextmanager
+def _held() -> Iterator[None]:
+    yield

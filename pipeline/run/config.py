@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -109,6 +110,24 @@ class RehearseSection(_Strict):
     queue_s: float = Field(0.0, ge=0)
 
 
+def _check_ledger(url: str | None) -> str | None:
+    """None/"sqlite": the run directory's SQLite file; else a PostgreSQL URL without a password."""
+    if url in (None, "sqlite"):
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f'{url!r}: use "sqlite" (the default) or a postgresql://user@host/database URL')
+    parts = urlsplit(url)
+    if parts.password is not None or "password=" in parts.query:
+        raise ValueError("no password in the URL (it would sit in the config and its copies); set PGPASSWORD")
+    return url
+
+
+def _check_cluster(address: str | None) -> str | None:
+    if address is not None and "://" not in address:
+        raise ValueError(f"{address!r}: give the scheduler's address, e.g. tcp://host:8786")
+    return address
+
+
 class RunSection(_Strict):
     name: str = Field(min_length=1)
     provider: ProviderName
@@ -120,6 +139,8 @@ class RunSection(_Strict):
     poll: PollSection = PollSection()
     download: DownloadSection = DownloadSection()
     rehearse: RehearseSection = RehearseSection()
+    ledger: Annotated[str | None, AfterValidator(_check_ledger)] = None  # None: <output>/ledger.sqlite
+    cluster: Annotated[str | None, AfterValidator(_check_cluster)] = None  # a Dask scheduler's address
 
 
 class DefaultsSection(_Strict):
@@ -298,6 +319,8 @@ class RunConfig:
     max_creates_per_job: int = DEFAULT_MAX_CREATES_PER_JOB
     download: DownloadSection = DownloadSection()
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)  # a config's price overrides per provider
+    ledger: str | None = None  # a PostgreSQL URL (no password); None: the run directory's SQLite file
+    cluster: str | None = None  # a Dask scheduler's address; None: this machine alone
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -403,6 +426,8 @@ def _resolve(path: Path, parsed: ConfigFile) -> RunConfig:
         max_creates_per_job=run.max_creates_per_job,
         download=run.download,
         prices=_checked_prices(path, parsed.prices),
+        ledger=run.ledger,
+        cluster=run.cluster,
     )
 
 

@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..fsutil import exclusive_lock
+from ..fsutil import exclusive_lock, write_text_atomic
 from ..pricing import UNKNOWN, Estimate
 from ..providers.sqlite_store import SqliteStore, create_record
-from ..providers.store import CreateRecord, CreateState
+from ..providers.store import CreateRecord, CreateState, FlowStore
 from ..secrets import Fingerprint, add_fingerprints
 
+if TYPE_CHECKING:
+    from .config import RunConfig
+
 LEDGER_NAME = "ledger.sqlite"
+POINTER_NAME = "ledger.postgresql.json"  # where a run's PostgreSQL ledger is (no password: libpq's environment)
 LOCK_NAME = ".lock"
 
 _SCHEMA = """
@@ -121,6 +127,35 @@ class SegmentEstimate:
     currency: str | None
     amount: Decimal | None  # None: the provider documents no price
     reason: str
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> SegmentEstimate:
+        amount = r["amount"]
+        return cls(
+            int(r["segment"]),
+            float(r["seconds"]),
+            int(r["tts_characters"]),
+            r["currency"],
+            None if amount is None else Decimal(amount),
+            str(r["reason"]),
+        )
+
+
+def estimate_rows(job_id: str, inputs_key: str, estimate: Estimate) -> list[tuple[Any, ...]]:
+    """An estimate as rows of the estimates table (both ledgers), one per planned provider job."""
+    return [
+        (
+            job_id,
+            inputs_key,
+            line.index,
+            line.seconds,
+            line.tts_characters,
+            estimate.currency,
+            None if line.amount is None else str(line.amount),
+            line.reason,
+        )
+        for line in estimate.lines
+    ]
 
 
 @dataclass(frozen=True)
@@ -279,19 +314,7 @@ class Ledger(SqliteStore):
             db.executemany(
                 "INSERT INTO estimates (job_id, inputs_key, segment, seconds, tts_characters, currency, amount,"
                 " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        job_id,
-                        inputs_key,
-                        line.index,
-                        line.seconds,
-                        line.tts_characters,
-                        estimate.currency,
-                        None if line.amount is None else str(line.amount),
-                        line.reason,
-                    )
-                    for line in estimate.lines
-                ],
+                estimate_rows(job_id, inputs_key, estimate),
             )
 
     def estimates(self, job_id: str) -> list[SegmentEstimate]:
@@ -304,17 +327,7 @@ class Ledger(SqliteStore):
             )
         except sqlite3.OperationalError:  # a ledger written before estimates were kept
             return []
-        return [
-            SegmentEstimate(
-                int(r["segment"]),
-                float(r["seconds"]),
-                int(r["tts_characters"]),
-                r["currency"],
-                None if r["amount"] is None else Decimal(r["amount"]),
-                str(r["reason"]),
-            )
-            for r in rows
-        ]
+        return [SegmentEstimate.from_row(dict(r)) for r in rows]
 
     def cost(self, job_id: str) -> JobCost:
         live = [c for c in self.creates(job_id, current=True) if c.state.live]
@@ -334,11 +347,72 @@ class Ledger(SqliteStore):
             rows = self._read("SELECT * FROM creates WHERE job_id=? ORDER BY segment, attempt", (job_id,))
         return [create_record(r) for r in rows]
 
+    def running(self) -> bool:
+        """Is a `lipsync run` working in this ledger's run directory now?"""
+        return run_in_progress(self.path.parent)
+
 
 def _job_row(row: sqlite3.Row) -> JobRow:
     d = dict(row)
     d["stage"] = Stage(d["stage"])
     return JobRow(**d)
+
+
+class RunLedger(FlowStore, Protocol):
+    """What a run writes and `lipsync status` reads: `Ledger` (SQLite) and `ledger_pg.PgLedger`."""
+
+    def record_secrets(self, prints: list[Fingerprint]) -> None: ...
+    def secret_fingerprints(self) -> list[Fingerprint]: ...
+    def start_job(self, job_id: str, provider: str, inputs_key: str) -> JobRow: ...
+    def set_stage(self, job_id: str, stage: Stage, detail: str | None = None) -> None: ...
+    def finish_job(
+        self,
+        job_id: str,
+        stage: Stage,
+        *,
+        exit_code: int,
+        error: str | None = None,
+        final_path: str | None = None,
+        final_sha256: str | None = None,
+    ) -> None: ...
+    def job(self, job_id: str) -> JobRow: ...
+    def jobs(self) -> list[JobRow]: ...
+    def stage_times(self, job_id: str) -> list[StageTime]: ...
+    def creates(self, job_id: str | None = None, *, current: bool = False) -> list[CreateRecord]: ...
+    def record_estimate(self, job_id: str, inputs_key: str, estimate: Estimate) -> None: ...
+    def cost(self, job_id: str) -> JobCost: ...
+    def close(self) -> None: ...
+    def running(self) -> bool: ...
+
+
+def open_ledger(config: RunConfig) -> RunLedger:
+    """The ledger `config` names: its run directory's SQLite file, or its PostgreSQL database."""
+    if config.ledger is None:
+        return Ledger.in_dir(config.output)
+    from .ledger_pg import PgLedger
+
+    return PgLedger(config.ledger, config.name)
+
+
+def point_to_ledger(config: RunConfig) -> None:
+    """Leave in the run directory where its PostgreSQL ledger is, for `lipsync status` and the report."""
+    if config.ledger is not None:  # the config refuses a URL with a password
+        write_text_atomic(config.output / POINTER_NAME, json.dumps({"url": config.ledger, "run": config.name}) + "\n")
+
+
+def has_ledger(run_dir: Path) -> bool:
+    return (run_dir / LEDGER_NAME).is_file() or (run_dir / POINTER_NAME).is_file()
+
+
+def open_run_ledger(run_dir: Path) -> RunLedger:
+    """The ledger of a run directory, read-only: its SQLite file, or the database its pointer names."""
+    pointer = run_dir / POINTER_NAME
+    if not (run_dir / LEDGER_NAME).is_file() and pointer.is_file():
+        from .ledger_pg import PgLedger
+
+        where = json.loads(pointer.read_text(encoding="utf-8"))
+        return PgLedger(str(where["url"]), str(where["run"]), readonly=True)
+    return Ledger.in_dir(run_dir, readonly=True)
 
 
 # --- who owns a run directory ---------------------------------------------------------------------
@@ -447,12 +521,16 @@ def read_status(run_dir: str | Path) -> RunStatus:
     from ..errors import ValidationError
 
     run_dir = Path(run_dir)
-    if not (run_dir / LEDGER_NAME).is_file():
+    if not has_ledger(run_dir):
         raise ValidationError(f"{run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`")
-    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+    ledger = open_run_ledger(run_dir)
+    try:
         add_fingerprints(ledger.secret_fingerprints())  # what this shell no longer holds is still hidden
         jobs = [
             JobView(row, ledger.creates(row.job_id), ledger.stage_times(row.job_id), ledger.cost(row.job_id))
             for row in ledger.jobs()
         ]
-    return RunStatus(run_dir, run_in_progress(run_dir), jobs)
+        running = ledger.running()
+    finally:
+        ledger.close()
+    return RunStatus(run_dir, running, jobs)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..fsutil import write_text_atomic
-from .ledger import LEDGER_NAME
+from .ledger import LEDGER_NAME, has_ledger
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -51,7 +51,7 @@ class Reviews:
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LEDGER_NAME
-        if not self.path.is_file():
+        if not has_ledger(self.run_dir):
             raise ValidationError(
                 f"{self.run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`"
             )
@@ -62,6 +62,8 @@ class Reviews:
         return db
 
     def all(self) -> dict[str, Review]:
+        if not self.path.is_file():  # a run whose ledger is in PostgreSQL: reviews are not kept there yet
+            return {}
         with self._connect() as db:
             if not db.execute("SELECT 1 FROM sqlite_master WHERE name='reviews'").fetchone():
                 return {}
@@ -72,6 +74,10 @@ class Reviews:
         """Record the decision (the latest one stands) and write it into the job's manifest.json."""
         if decision is Decision.REJECTED and not note.strip():
             raise ValidationError(f"{job_id}: say why it is rejected (a note is required)")
+        if not self.path.is_file():
+            raise ValidationError(
+                f"{self.run_dir}: reviews of a run whose ledger is in PostgreSQL are not supported yet"
+            )
         review = Review(job_id, decision, note.strip()[:MAX_NOTE], time.time())
         with self._connect() as db:
             db.executescript(_SCHEMA)

@@ -26,7 +26,7 @@ from ..errors import ConfigError, ValidationError
 from ..fsutil import is_temp_of, write_text_atomic
 from ..stages.handoff import CHECKSUMS_NAME, FINAL_NAME, MANIFEST_NAME
 from ..stages.timeline import EDL_NAME, OTIO_NAME
-from .ledger import LEDGER_NAME, LOCK_NAME
+from .ledger import LEDGER_NAME, LOCK_NAME, POINTER_NAME
 
 log = logging.getLogger("lipsync.run")
 
@@ -35,8 +35,9 @@ WORK_DIR = ".work"
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 REPORT_NAME = "report.html"  # written by pipeline/report at the end of a run
 RUN_FILES = frozenset(
-    {MARKER_NAME, LOCK_NAME, CHECKSUMS_NAME, REPORT_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)}
+    {MARKER_NAME, LOCK_NAME, POINTER_NAME, CHECKSUMS_NAME, REPORT_NAME, *(LEDGER_NAME + s for s in SQLITE_SIDE_FILES)}
 )
+REWRITTEN_RUN_FILES = (CHECKSUMS_NAME, MARKER_NAME, POINTER_NAME)  # written whole again by each run (atomic_output)
 JOB_FILES = (FINAL_NAME, f"{Path(FINAL_NAME).stem}_audio.wav", MANIFEST_NAME, OTIO_NAME, EDL_NAME)
 # Names a job id may not take: the run's own files and the files inside a job folder.
 RESERVED_JOB_IDS = frozenset({*(n.lower() for n in RUN_FILES), WORK_DIR, *(n.lower() for n in JOB_FILES)})
@@ -95,7 +96,8 @@ def _is_ours(entry: Entry, job_ids: Collection[str]) -> bool:
     if len(parts) == 1:
         if top in job_ids:
             return entry.kind is Kind.DIR
-        return entry.kind is Kind.FILE and (top in RUN_FILES or is_temp_of(top, CHECKSUMS_NAME))
+        # temp names: a write of ours in progress (two runs sharing a PostgreSQL ledger share the folder)
+        return entry.kind is Kind.FILE and (top in RUN_FILES or any(is_temp_of(top, f) for f in REWRITTEN_RUN_FILES))
     return (
         len(parts) == 2
         and top in job_ids
@@ -180,12 +182,15 @@ def refresh_checksums(run_dir: Path) -> Path | None:
     """`checksums.sha256` over exactly what the run's done jobs delivered (by the ledger and their manifests),
     never over or onto a file the user put there; None when it is not ours to write."""
     from ..stages.handoff import delivered_files, write_checksums
-    from .ledger import Ledger, Stage
+    from .ledger import Stage, has_ledger, open_run_ledger
 
-    if not (run_dir / LEDGER_NAME).is_file():
+    if not has_ledger(run_dir):
         return None
-    with Ledger.in_dir(run_dir, readonly=True) as ledger:
+    ledger = open_run_ledger(run_dir)
+    try:
         done = {row.job_id for row in ledger.jobs() if row.stage is Stage.DONE}
+    finally:
+        ledger.close()
     if not done:
         return None
     delivered = [f for f in delivered_files(run_dir) if f.split("/")[0] in done]

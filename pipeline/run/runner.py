@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
@@ -50,9 +50,9 @@ from ..providers.store import CreateState, SegmentRef
 from ..safetext import printable
 from ..secrets import fingerprints
 from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
-from .ledger import LEDGER_NAME, JobCost, Ledger, Stage, run_lock
+from .ledger import LEDGER_NAME, JobCost, Ledger, RunLedger, Stage, open_ledger, point_to_ledger, run_lock
 from .progress import Progress, job_context, status_text
-from .rundir import WORK_DIR, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
+from .rundir import WORK_DIR, RunDirVerdict, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
 from .steps import (
     PreparedJob,
     PreparedSegment,
@@ -167,6 +167,7 @@ class RunOptions:
     retry_failed: bool = False
     cpu_slots: int | None = None  # concurrent ffmpeg work; None: `cpu_slot_count`'s default
     force: bool = False  # run in a folder holding files we did not write (never touching them)
+    cluster: str | None = None  # a Dask scheduler's address (overrides [run] cluster)
 
 
 # ---- the runner ---------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class BatchRunner:
         self,
         config: RunConfig,
         options: RunOptions,
-        ledger: Ledger,
+        ledger: RunLedger,
         providers: dict[str, Provider],
         progress: Progress,
         foreign: Collection[str] = (),
@@ -211,7 +212,7 @@ class BatchRunner:
     def run(self, jobs: tuple[JobSpec, ...]) -> list[JobOutcome]:
         self.progress.start([(job.id, job.provider) for job in jobs])
         with ThreadPoolExecutor(max_workers=min(len(jobs), 64), thread_name_prefix="lipsync-job") as flows:
-            futures = [flows.submit(self._run_job, job) for job in jobs]
+            futures = [flows.submit(self.run_job, job) for job in jobs]
             try:
                 while not all(f.done() for f in futures):
                     wait(futures, timeout=0.5)
@@ -227,9 +228,14 @@ class BatchRunner:
 
     # --- one job ---------------------------------------------------------------------------------
 
-    def _run_job(self, spec: JobSpec) -> JobOutcome:
+    def run_job(self, spec: JobSpec) -> JobOutcome:
         with job_context(spec.id):
-            return self._run_job_flow(spec)
+            try:
+                # a ledger shared with other processes (PostgreSQL): one of them works on a job at a time
+                with self.ledger.lease(f"job/{spec.id}", self._sleep):
+                    return self._run_job_flow(spec)
+            except Interrupted:  # stopped while waiting for another process to let go of the job
+                return JobOutcome(spec.id, spec.provider, Stage.INTERRUPTED, 1, "interrupted", None, (), 0.0, False)
 
     def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
@@ -353,8 +359,13 @@ class BatchRunner:
             raise _most_telling(errors)
         return [f.result() for f in futures]
 
+    def _provider_slot(self, provider: str) -> AbstractContextManager[None]:
+        """Held around each provider job, over what the provider's pool allows: a cluster's limit
+        across all its workers (`cluster.py`). On one machine the pool is the limit."""
+        return nullcontext()
+
     def _segment(self, spec: JobSpec, inputs_key: str, seg: PreparedSegment) -> SegmentResult:
-        with job_context(spec.id):
+        with job_context(spec.id), self._provider_slot(spec.provider):
             result = self._segment_flow(spec, inputs_key, seg)
         self.progress.segment_done(spec.id)
         return result
@@ -445,7 +456,7 @@ class BatchRunner:
         )
 
         def run() -> ClipDone:
-            with job_context(spec.id):
+            with job_context(spec.id), self._provider_slot(spec.provider):
                 return ClipDone.from_flow(index, self._flow(spec, index).run(job))
 
         done = self._pools[spec.provider].submit(run).result()
@@ -593,7 +604,7 @@ def poll_policy(config: RunConfig, options: RunOptions, default: PollPolicy) -> 
     return replace(default, **changes)
 
 
-def _open_provider(
+def open_provider(
     config: RunConfig, options: RunOptions, name: str, endpoints: Endpoints, sleep: Callable[[float], None]
 ) -> Provider:
     extra = config.provider_options.get(name, {})
@@ -614,27 +625,51 @@ def _open_provider(
         raise ConfigError(f"{config.path}: run.provider_options.{name}: {err}") from None
 
 
-def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
-    """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure."""
+@contextmanager
+def opened_run(config: RunConfig, options: RunOptions) -> Iterator[tuple[RunLedger, RunDirVerdict]]:
+    """The run directory claimed and its ledger open. The SQLite ledger is the run directory's, under its
+    lock (one `lipsync run` at a time); a PostgreSQL ledger is shared, its leases keep processes apart."""
+    job_ids = {job.id for job in config.jobs}
+    with ExitStack() as stack:
+        if config.ledger is None:
+            verdict = claim_run_dir(config.output, job_ids | _ledger_job_ids(config.output), force=options.force)
+            stack.enter_context(run_lock(config.output))
+            ledger = open_ledger(config)
+            stack.callback(ledger.close)
+        else:
+            ledger = open_ledger(config)
+            stack.callback(ledger.close)
+            verdict = claim_run_dir(config.output, job_ids | {r.job_id for r in ledger.jobs()}, force=options.force)
+            point_to_ledger(config)
+        ledger.record_secrets(fingerprints())
+        yield ledger, verdict
 
+
+def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
+    """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure.
+    With a cluster address (option or config) the jobs run as tasks on its workers (`cluster.py`)."""
+    if options.cluster or config.cluster:
+        from .cluster import run_on_cluster
+
+        return run_on_cluster(config, options, progress, options.cluster or str(config.cluster))
     jobs = config.select(options.only)
     started = time.monotonic()
-    verdict = claim_run_dir(
-        config.output, {job.id for job in config.jobs} | _ledger_job_ids(config.output), force=options.force
-    )
     with (
-        run_lock(config.output),
-        Ledger.in_dir(config.output) as ledger,
+        opened_run(config, options) as (ledger, verdict),
         provider_endpoints(config, options) as endpoints,
         ExitStack() as providers_open,
     ):
-        ledger.record_secrets(fingerprints())
         stop = threading.Event()
         providers = {
-            name: providers_open.enter_context(_open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
+            name: providers_open.enter_context(open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
         outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop).run(jobs)
+    return summarize(config, options, outcomes, started)
+
+
+def summarize(config: RunConfig, options: RunOptions, outcomes: list[JobOutcome], started: float) -> RunSummary:
+    """The run's summary, once its jobs are over (the checksums refreshed if any was delivered)."""
     checksums = refresh_checksums(config.output) if any(o.stage is Stage.DONE for o in outcomes) else None
     return RunSummary(
         config.name, config.output, tuple(outcomes), time.monotonic() - started, checksums, options.rehearse
