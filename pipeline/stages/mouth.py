@@ -223,7 +223,7 @@ def mouth_track(
     argv = frames_command(path, fps=fps, size=size, start=start, duration=duration, pix_fmt=SYNC_PIX_FMT)
     with face_detector() as detector, face_mesh() as mesh:
         for n, planes in enumerate(decode_frames(argv, size, path, SYNC_PIX_FMT)):
-            frame = cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
+            frame = np.asarray(cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420), np.uint8)
             if n % every == 0:
                 detected.append(detect_faces(detector, frame))
                 box = detected[-1][0] if detected[-1] else box
