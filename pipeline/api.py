@@ -149,6 +149,7 @@ def run_config(
     resubmit_uncertain: bool = False,
     retry_failed: bool = False,
     force: bool = False,
+    only_rejected: bool = False,
     budget: Decimal | None = None,
     progress: Callable[[], Progress] | None = None,
     cluster: str | None = None,
@@ -157,19 +158,22 @@ def run_config(
     into the config's output folder (`<output>/<job>/final.mp4` and `manifest.json`).
 
     `rehearse`: against the in-process emulator (no credits). `only`: these job ids. `jobs`: provider jobs in
-    flight. `budget`: refuse (BillingError) before any job is created when the estimate is over it or unknown.
+    flight. `only_rejected`: only the jobs rejected in review (of `only`, else all), each made again from new
+    provider jobs (billed again, once), the delivery it replaces kept as `<job>/take-<n>/`. `budget`: refuse
+    (BillingError) before any job is created when the estimate is over it or unknown.
     `progress`: makes the display, once the config is loaded and within budget (default: nothing shown).
     `cluster`: a Dask scheduler's address (overrides `[run] cluster`): the jobs run as tasks on its workers.
     A job's failure is in its outcome (`summary.exit_code`), not raised; a bad config raises ConfigError."""
     from .run.config import load_config
     from .run.plan import refuse_over_budget
     from .run.progress import Progress
-    from .run.runner import RunOptions, run_batch
+    from .run.runner import RunOptions, rejected_only, run_batch
 
     loaded = load_config(Path(config))
     selected = tuple(only)
-    if budget is not None:
-        refuse_over_budget(loaded, selected, budget)
+    chosen = rejected_only(loaded, selected) if only_rejected else selected
+    if budget is not None and (chosen or not only_rejected):  # no rejected job: nothing will be created
+        refuse_over_budget(loaded, chosen, budget)
     options = RunOptions(
         jobs=jobs,
         only=selected,
@@ -178,6 +182,7 @@ def run_config(
         retry_failed=retry_failed,
         force=force,
         cluster=cluster,
+        only_rejected=only_rejected,
     )
     with (progress or Progress)() as shown:
         return run_batch(loaded, options, shown)

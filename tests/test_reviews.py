@@ -15,8 +15,8 @@ from runkit import checksums_hold
 from pipeline.errors import ValidationError
 from pipeline.report.server import run_file
 from pipeline.run.ledger import Ledger, Stage
-from pipeline.run.reviews import Decision, Review, Reviews, rejected_jobs
-from pipeline.run.rundir import refresh_checksums
+from pipeline.run.reviews import Decision, Review, Reviews, Take, plan_takes, rejected_jobs
+from pipeline.run.rundir import Entry, Kind, archive_delivery, judge_run_dir, refresh_checksums
 from pipeline.stages.handoff import Manifest, tool_versions, write_handoff
 
 IDS = st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), unique=True, max_size=8)
@@ -27,6 +27,25 @@ def test_rejected_jobs_are_exactly_the_rejected_ones_in_config_order(ids, data):
     decisions = {j: data.draw(st.sampled_from([None, *Decision])) for j in ids}
     reviews = {j: Review(j, d, "n", 0.0) for j, d in decisions.items() if d is not None}
     assert rejected_jobs(reviews, tuple(ids)) == tuple(j for j in ids if decisions[j] is Decision.REJECTED)
+
+
+@given(ids=IDS, data=st.data())
+def test_each_rejection_gets_one_new_take_and_a_recorded_one_is_resumed(ids, data):
+    reviews, takes = {}, {}
+    for j in ids:
+        decision = data.draw(st.sampled_from([None, *Decision]))
+        if decision is not None:
+            reviews[j] = Review(j, decision, f"note {j}", data.draw(st.sampled_from([1.0, 2.0])))
+        if data.draw(st.booleans()):
+            takes[j] = Take(j, data.draw(st.integers(1, 5)), data.draw(st.sampled_from([1.0, 2.0])), "")
+    plans = plan_takes(reviews, takes, tuple(ids))
+    assert [p.take.job_id for p in plans] == list(rejected_jobs(reviews, tuple(ids)))
+    for plan in plans:
+        earlier = takes.get(plan.take.job_id)
+        answered = earlier is not None and earlier.answers == reviews[plan.take.job_id].decided_at
+        assert plan.new is not answered
+        assert plan.take == earlier if answered else plan.take.take == (earlier.take if earlier else 0) + 1
+        assert plan.take.answers == reviews[plan.take.job_id].decided_at
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -81,3 +100,37 @@ def test_run_file_refuses_a_symlink_out_of_the_run(tmp_path):
     (run_dir / "inside.txt").write_text("ok", encoding="utf-8")
     assert run_file(run_dir, "link.txt") is None
     assert run_file(run_dir, "inside.txt") == (run_dir / "inside.txt").resolve()
+
+
+def test_a_take_is_recorded_once_and_settling_it_clears_only_the_rejection_it_answers(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    reviews = Reviews(run_dir)
+    rejection = reviews.decide("talk", Decision.REJECTED, "lips late")
+    (plan,) = plan_takes(reviews.all(), reviews.takes(), ("talk",))
+    reviews.start_take(plan.take)
+    reviews.start_take(plan.take)  # a killed re-run records it again: still one take
+    assert reviews.takes()["talk"].take == 1 and reviews.takes()["talk"].answers == rejection.decided_at
+    (again,) = plan_takes(reviews.all(), reviews.takes(), ("talk",))
+    assert not again.new and again.take.take == 1
+    later = reviews.decide("talk", Decision.REJECTED, "still late")  # decided while take 1 was under way
+    assert not reviews.settle(plan.take) and reviews.all()["talk"] == later
+    Reviews(run_dir).decide("talk", Decision.REJECTED, "lips late")
+    newest = Reviews(run_dir).all()["talk"]
+    assert Reviews(run_dir).settle(Take("talk", 2, newest.decided_at, "lips late")) and Reviews(run_dir).all() == {}
+
+
+def test_the_delivery_is_archived_whole_once_and_the_archive_is_ours(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    job = run_dir / "talk"
+    before = {p.name: p.read_bytes() for p in job.iterdir()}
+    stale = run_dir / ".work" / "talk" / "take-0"  # a kill while linking left this
+    stale.mkdir(parents=True)
+    (stale / "final.mp4").write_bytes(b"half")
+    archive = archive_delivery(run_dir, "talk", 0)
+    assert archive == job / "take-0" and not stale.exists()
+    assert {p.name: p.read_bytes() for p in archive.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()} == before  # still delivered too
+    assert archive_delivery(run_dir, "talk", 0) is None  # there already: left as it is
+    assert archive_delivery(run_dir, "nothing-here", 0) is None
+    entries = [Entry("talk", Kind.DIR), Entry("talk/take-0", Kind.DIR), Entry("talk/take-x", Kind.DIR)]
+    assert judge_run_dir(entries, ["talk"], marked=True).foreign == ("talk/take-x",)

@@ -30,6 +30,12 @@ from . import emit_json, handle_errors, json_option
 )
 @click.option("--retry-failed", is_flag=True, help="Create again the jobs the provider failed.")
 @click.option(
+    "--only-rejected",
+    is_flag=True,
+    help="Run only the jobs rejected in `lipsync review`: each gets new provider jobs (billed again, once); "
+    "the delivery it replaces is kept in the job folder as take-N/.",
+)
+@click.option(
     "--force", is_flag=True, help="Use an output folder that holds other files (they are never deleted or overwritten)."
 )
 @click.option(
@@ -53,6 +59,7 @@ def run(
     only: tuple[str, ...],
     resubmit_uncertain: bool,
     retry_failed: bool,
+    only_rejected: bool,
     force: bool,
     budget: str | None,
     cluster: str | None,
@@ -77,6 +84,7 @@ def run(
             resubmit_uncertain=resubmit_uncertain,
             retry_failed=retry_failed,
             force=force,
+            only_rejected=only_rejected,
             budget=None if budget is None else _amount(budget),
             progress=progress,
             cluster=cluster,
@@ -85,6 +93,8 @@ def run(
         click.echo(f"interrupted: run `lipsync run {config_path}` again to resume; nothing is paid twice", err=True)
         sys.exit(130)
     _write_report(summary.run_dir)
+    if only_rejected and not summary.outcomes:
+        click.echo("no job is rejected in review: nothing to run", err=True)
     if as_json:
         emit_json(summary.to_dict())
     else:

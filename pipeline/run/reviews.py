@@ -1,7 +1,13 @@
 """An editor's decisions on a run's jobs (approve, or reject with a note), kept in the run's ledger file.
 
-Its own table (`reviews`) and its own small class beside `Ledger`, so the provider-job records are untouched.
-`rejected_jobs(reviews, job_ids)` (pure) is what `lipsync run --only-rejected` selects.
+Its own tables (`reviews`, `takes`) and its own small class beside `Ledger`, so the provider-job records are
+untouched. `rejected_jobs(reviews, job_ids)` (pure) is what `lipsync run --only-rejected` selects, and
+`plan_takes` (pure) what it does with each: a rejected job gets a new *take*, a delivery made from new
+provider jobs (its creates have keys of their own: the reviewer asked to pay again, once). The take is
+recorded (`takes`) before anything is created, naming the rejection it answers, so a killed re-run resumes
+the same take instead of starting another; every later run of the directory works on a job's latest take.
+Once the take is delivered (the earlier delivery archived in `<job>/take-<n>/`, see `run.rundir`), the
+rejection it answers is cleared: the job is pending review again.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ CREATE TABLE IF NOT EXISTS reviews (
     note       TEXT NOT NULL DEFAULT '',
     decided_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS takes (
+    job_id     TEXT NOT NULL,
+    take       INTEGER NOT NULL,
+    answers    REAL NOT NULL,
+    note       TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    PRIMARY KEY (job_id, take)
+);
 """
 MAX_NOTE = 2000
 
@@ -45,6 +59,25 @@ class Review:
         return {**asdict(self), "decision": self.decision.value}
 
 
+@dataclass(frozen=True)
+class Take:
+    """A job's delivery number `take` (1, 2, ...; the first delivery is take 0 and has no row), made anew
+    because of the rejection decided at `answers` (its `Review.decided_at`) with `note`."""
+
+    job_id: str
+    take: int
+    answers: float
+    note: str
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class TakePlan:
+    take: Take
+    new: bool  # False: a killed re-run already recorded it; it is resumed, never started twice
+    reason: str
+
+
 class Reviews:
     """The `reviews` table of `run_dir/ledger.sqlite`."""
 
@@ -61,14 +94,41 @@ class Reviews:
         db.row_factory = sqlite3.Row
         return db
 
-    def all(self) -> dict[str, Review]:
+    def _rows(self, table: str, query: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         if not self.path.is_file():  # a run whose ledger is in PostgreSQL: reviews are not kept there yet
-            return {}
+            return []
         with self._connect() as db:
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE name='reviews'").fetchone():
-                return {}
-            rows = db.execute("SELECT * FROM reviews").fetchall()
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
+                return []
+            return db.execute(query, args).fetchall()
+
+    def all(self) -> dict[str, Review]:
+        rows = self._rows("reviews", "SELECT * FROM reviews")
         return {r["job_id"]: Review(r["job_id"], Decision(r["decision"]), r["note"], r["decided_at"]) for r in rows}
+
+    def takes(self) -> dict[str, Take]:
+        """Each job's latest take (jobs never re-run are absent)."""
+        rows = self._rows("takes", "SELECT * FROM takes ORDER BY take")
+        return {r["job_id"]: Take(r["job_id"], r["take"], r["answers"], r["note"], r["started_at"]) for r in rows}
+
+    def start_take(self, take: Take) -> None:
+        """Record `take` before any of its provider jobs is created (once: a take on record stays as it is)."""
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+            db.execute(
+                "INSERT OR IGNORE INTO takes VALUES (?, ?, ?, ?, ?)",
+                (take.job_id, take.take, take.answers, take.note, time.time()),
+            )
+
+    def settle(self, take: Take) -> bool:
+        """`take` is delivered: the rejection it answers no longer stands (a newer decision is kept)."""
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+            gone = db.execute(
+                "DELETE FROM reviews WHERE job_id=? AND decision=? AND decided_at=?",
+                (take.job_id, Decision.REJECTED.value, take.answers),
+            )
+            return gone.rowcount > 0
 
     def decide(self, job_id: str, decision: Decision, note: str = "") -> Review:
         """Record the decision (the latest one stands) and write it into the job's manifest.json."""
@@ -104,3 +164,17 @@ def _into_manifest(manifest: Path, review: Review) -> bool:
 def rejected_jobs(reviews: dict[str, Review], job_ids: tuple[str, ...]) -> tuple[str, ...]:
     """The jobs of `job_ids` (config order) whose latest review rejects them."""
     return tuple(j for j in job_ids if j in reviews and reviews[j].decision is Decision.REJECTED)
+
+
+def plan_takes(reviews: dict[str, Review], takes: dict[str, Take], job_ids: tuple[str, ...]) -> tuple[TakePlan, ...]:
+    """For each rejected job of `job_ids`: a new take answering its rejection, or the take already recorded
+    for that very rejection (a re-run that was stopped before it delivered)."""
+    plans = []
+    for job_id in rejected_jobs(reviews, job_ids):
+        review, latest = reviews[job_id], takes.get(job_id)
+        if latest is not None and latest.answers == review.decided_at:
+            plans.append(TakePlan(latest, False, f"take {latest.take} answers this rejection already; resuming it"))
+            continue
+        take = Take(job_id, (latest.take if latest else 0) + 1, review.decided_at, review.note)
+        plans.append(TakePlan(take, True, f"rejected in review ({review.note}): take {take.take}, new provider jobs"))
+    return tuple(plans)

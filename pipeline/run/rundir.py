@@ -7,8 +7,9 @@ checksums). A folder that already holds the user's own files must not be written
 - the first run in a folder leaves a marker (`MARKER_NAME`); a folder with neither the marker nor a
   ledger (runs before the marker existed) that is not empty is foreign as a whole;
 - in a marked folder every entry is judged by name (`judge_run_dir`, pure): ours are the run files,
-  `.work/`, and the folders of the config's (or the ledger's) job ids holding only the handoff's files and
-  `atomic_output` temp names of them. Anything else, and any symlink, is foreign.
+  `.work/`, and the folders of the config's (or the ledger's) job ids holding only the handoff's files,
+  `atomic_output` temp names of them and `take-<n>/` folders (an earlier delivery kept when a rejected job
+  was delivered again: `archive_delivery`). Anything else, and any symlink, is foreign.
 - `reserved_name_reason(job_id)` keeps a job id from naming one of the run's own files.
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +49,7 @@ WINDOWS_DEVICES = frozenset(
     {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 )
 SHOWN_FOREIGN = 5
+_TAKE_FOLDER = re.compile(r"take-[0-9]+")
 
 
 class Kind(StrEnum):
@@ -98,12 +102,11 @@ def _is_ours(entry: Entry, job_ids: Collection[str]) -> bool:
             return entry.kind is Kind.DIR
         # temp names: a write of ours in progress (two runs sharing a PostgreSQL ledger share the folder)
         return entry.kind is Kind.FILE and (top in RUN_FILES or any(is_temp_of(top, f) for f in REWRITTEN_RUN_FILES))
-    return (
-        len(parts) == 2
-        and top in job_ids
-        and entry.kind is Kind.FILE
-        and any(parts[1] == f or is_temp_of(parts[1], f) for f in JOB_FILES)
-    )
+    if len(parts) != 2 or top not in job_ids:
+        return False
+    if entry.kind is Kind.DIR:
+        return _TAKE_FOLDER.fullmatch(parts[1]) is not None
+    return entry.kind is Kind.FILE and any(parts[1] == f or is_temp_of(parts[1], f) for f in JOB_FILES)
 
 
 def judge_run_dir(entries: Iterable[Entry], job_ids: Collection[str], marked: bool) -> RunDirVerdict:
@@ -213,3 +216,25 @@ def stale_temps(folder_entries: Iterable[Entry], foreign: Collection[str]) -> li
 
 def _is_temp_name(name: str) -> bool:
     return any(is_temp_of(name, final) for final in (*JOB_FILES, CHECKSUMS_NAME))
+
+
+def archive_delivery(run_dir: Path, job_id: str, take: int) -> Path | None:
+    """Keep what `<job>/` delivered (by its manifest, and the manifest) as `<job>/take-<take>/` before a new
+    take is delivered over it; None when there is nothing to keep. Hard links gathered under `.work/`, then
+    moved in with one rename: at every instant the delivery is whole in the job folder, in the archive, or
+    in both, and a kill anywhere leaves nothing a rerun cannot redo. An archive already there is final."""
+    from ..stages.handoff import previously_delivered
+
+    job_dir = run_dir / job_id
+    archive = job_dir / f"take-{take}"
+    names = previously_delivered(job_dir)
+    if archive.exists() or not names:
+        return None
+    staging = run_dir / WORK_DIR / job_id / archive.name
+    shutil.rmtree(staging, ignore_errors=True)  # a killed archive's partial links
+    staging.mkdir(parents=True)
+    for name in sorted(names | {MANIFEST_NAME}):
+        if (job_dir / name).is_file():
+            os.link(job_dir / name, staging / name)
+    os.rename(staging, archive)
+    return archive

@@ -52,7 +52,16 @@ from ..secrets import fingerprints
 from .config import JobSpec, RunConfig, check_creates_per_job, text_creates
 from .ledger import LEDGER_NAME, JobCost, Ledger, RunLedger, Stage, open_ledger, point_to_ledger, run_lock
 from .progress import Progress, job_context, status_text
-from .rundir import WORK_DIR, RunDirVerdict, claim_run_dir, list_run_dir, refresh_checksums, stale_temps
+from .reviews import Reviews, Take, plan_takes, rejected_jobs
+from .rundir import (
+    WORK_DIR,
+    RunDirVerdict,
+    archive_delivery,
+    claim_run_dir,
+    list_run_dir,
+    refresh_checksums,
+    stale_temps,
+)
 from .steps import (
     PreparedJob,
     PreparedSegment,
@@ -74,6 +83,16 @@ class Interrupted(Exception):
 def inputs_key(spec: JobSpec, video_sha: str, audio_sha: str | None) -> str:
     """What a job's result depends on: its input files (by hash), its text and parameters."""
     return sha256_json({"video": video_sha, "audio": audio_sha, "text": spec.text, "params": spec.params()})
+
+
+def take_key(key: str, take: Take | None) -> str:
+    """The job's key for the ledger and its provider jobs: a take asked for in review is a job of its own."""
+    return key if take is None else sha256_json({"inputs": key, "take": take.take})
+
+
+def _take_fields(take: Take | None) -> dict[str, int]:
+    """What a take adds to a provider job's idempotency key: nothing for the first delivery."""
+    return {} if take is None else {"take": take.take}
 
 
 # ---- CPU slots ----------------------------------------------------------------------------------
@@ -168,6 +187,7 @@ class RunOptions:
     cpu_slots: int | None = None  # concurrent ffmpeg work; None: `cpu_slot_count`'s default
     force: bool = False  # run in a folder holding files we did not write (never touching them)
     cluster: str | None = None  # a Dask scheduler's address (overrides [run] cluster)
+    only_rejected: bool = False  # only the jobs rejected in review, each re-run as a new take (run/reviews.py)
 
 
 # ---- the runner ---------------------------------------------------------------------------------
@@ -183,6 +203,7 @@ class BatchRunner:
         progress: Progress,
         foreign: Collection[str] = (),
         stop: threading.Event | None = None,
+        takes: dict[str, Take] | None = None,
     ):
         self.config = config
         self.options = options
@@ -191,6 +212,7 @@ class BatchRunner:
         self.progress = progress
         self.foreign = foreign  # paths in the run directory we did not write: never touched
         self.stop = stop or threading.Event()  # set on Ctrl-C/SIGTERM: every wait and retry sleep ends
+        self.takes = takes or {}  # each job's latest take asked for in review (run/reviews.py)
         self._cpu = CpuSlots(cpu_slot_count(options.cpu_slots))
         self._pools = {
             name: ThreadPoolExecutor(
@@ -211,7 +233,7 @@ class BatchRunner:
 
     def run(self, jobs: tuple[JobSpec, ...]) -> list[JobOutcome]:
         self.progress.start([(job.id, job.provider) for job in jobs])
-        with ThreadPoolExecutor(max_workers=min(len(jobs), 64), thread_name_prefix="lipsync-job") as flows:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 64)), thread_name_prefix="lipsync-job") as flows:
             futures = [flows.submit(self.run_job, job) for job in jobs]
             try:
                 while not all(f.done() for f in futures):
@@ -233,9 +255,13 @@ class BatchRunner:
             try:
                 # a ledger shared with other processes (PostgreSQL): one of them works on a job at a time
                 with self.ledger.lease(f"job/{spec.id}", self._sleep):
-                    return self._run_job_flow(spec)
+                    outcome = self._run_job_flow(spec)
             except Interrupted:  # stopped while waiting for another process to let go of the job
                 return JobOutcome(spec.id, spec.provider, Stage.INTERRUPTED, 1, "interrupted", None, (), 0.0, False)
+        take = self.takes.get(spec.id)
+        if take is not None and outcome.stage is Stage.DONE and Reviews(self.run_dir).settle(take):
+            log.info("%s: take %d delivered; the rejection it answers is cleared", spec.id, take.take)
+        return outcome
 
     def _run_job_flow(self, spec: JobSpec) -> JobOutcome:
         started = time.monotonic()
@@ -243,8 +269,9 @@ class BatchRunner:
         assert source is not None  # a footage job has a video (JobSpec checks)
         video_sha = _input_sha256(source)
         audio_sha = _input_sha256(spec.audio) if spec.audio else None
-        key = inputs_key(spec, video_sha, audio_sha)
-        row = self.ledger.start_job(spec.id, spec.provider, key)
+        key = inputs_key(spec, video_sha, audio_sha)  # the prepared media's
+        job_key = take_key(key, self.takes.get(spec.id))
+        row = self.ledger.start_job(spec.id, spec.provider, job_key)
         final = self.run_dir / spec.id / "final.mp4"
         if row.stage is Stage.DONE and final.is_file() and sha256_file(final) == row.final_sha256:
             self.progress.update(spec.id, stage=Stage.DONE, note="already done")
@@ -253,7 +280,7 @@ class BatchRunner:
         try:
             self._checkpoint()
             if spec.portrait is not None:
-                self._portrait(spec, key, final)
+                self._portrait(spec, job_key, final)
             else:
                 _check_creates(self.config, spec, text_creates(spec))
                 prepared = self._prepare(spec, key)
@@ -264,7 +291,7 @@ class BatchRunner:
                 if refusal is not None:
                     raise ValidationError(f"{spec.id}: {refusal}")
                 self._set_stage(spec.id, Stage.QUEUED)
-                results = self._provider_jobs(spec, prepared)
+                results = self._provider_jobs(spec, prepared, job_key)
                 self._checkpoint()
                 self._finish(spec, final, functools.partial(deliver_job, spec, prepared, results, estimate=estimate))
         except Interrupted:
@@ -347,11 +374,11 @@ class BatchRunner:
 
     # --- provider jobs ---------------------------------------------------------------------------
 
-    def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob) -> list[SegmentResult]:
+    def _provider_jobs(self, spec: JobSpec, prepared: PreparedJob, job_key: str) -> list[SegmentResult]:
         pool = self._pools[spec.provider]
         self.progress.update(spec.id, segments=len(prepared.segments), segments_done=0)
         futures: list[Future[SegmentResult]] = [
-            pool.submit(self._segment, spec, prepared.inputs_key, seg) for seg in prepared.segments
+            pool.submit(self._segment, spec, job_key, seg) for seg in prepared.segments
         ]
         wait(futures)
         errors = [error for f in futures if (error := f.exception()) is not None]
@@ -379,6 +406,7 @@ class BatchRunner:
             audio=seg.audio_sha256,
             text=seg.text,
             speaker=seg.speaker,
+            **_take_fields(self.takes.get(spec.id)),
         )
         job = SegmentJob(
             key=key,
@@ -414,6 +442,9 @@ class BatchRunner:
         with self._cpu.slot(SlotUse.FINISH):
             self._set_stage(spec.id, Stage.MUX)
             kill_point("mux")
+            take = self.takes.get(spec.id)
+            if take is not None and archive_delivery(self.run_dir, spec.id, take.take - 1):
+                log.info("%s: take %d kept in %s/take-%d/", spec.id, take.take - 1, spec.id, take.take - 1)
             deliver(
                 work=self.run_dir / WORK_DIR / spec.id,
                 job_dir=self.run_dir / spec.id,
@@ -446,7 +477,13 @@ class BatchRunner:
     ) -> ClipDone:
         """One clip's paid job, in the provider's pool (a chain's clips go one after another: each starts
         from the last frame of the one before)."""
-        key = segment_key(job=spec.id, provider=spec.provider, segment=index, **request.summary())
+        key = segment_key(
+            job=spec.id,
+            provider=spec.provider,
+            segment=index,
+            **request.summary(),
+            **_take_fields(self.takes.get(spec.id)),
+        )
         job = SegmentJob(
             key=key,
             ref=SegmentRef(spec.id, inputs_key, index, spec.provider),
@@ -645,26 +682,44 @@ def opened_run(config: RunConfig, options: RunOptions) -> Iterator[tuple[RunLedg
         yield ledger, verdict
 
 
+def rejected_only(config: RunConfig, only: tuple[str, ...]) -> tuple[str, ...]:
+    """The jobs of the selection (`only`, else every job) that a review rejected, in config order."""
+    return rejected_jobs(Reviews(config.output).all(), tuple(job.id for job in config.select(only)))
+
+
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
     """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure.
     With a cluster address (option or config) the jobs run as tasks on its workers (`cluster.py`)."""
     if options.cluster or config.cluster:
         from .cluster import run_on_cluster
 
+        if options.only_rejected:
+            raise ValidationError("--only-rejected runs on one machine for now: run it without --cluster")
+
         return run_on_cluster(config, options, progress, options.cluster or str(config.cluster))
     jobs = config.select(options.only)
+    if options.only_rejected:
+        rejected = set(rejected_only(config, options.only))
+        jobs = tuple(job for job in jobs if job.id in rejected)
     started = time.monotonic()
     with (
         opened_run(config, options) as (ledger, verdict),
         provider_endpoints(config, options) as endpoints,
         ExitStack() as providers_open,
     ):
+        reviews = Reviews(config.output)
+        if options.only_rejected:
+            for plan in plan_takes(reviews.all(), reviews.takes(), tuple(job.id for job in jobs)):
+                log.info("%s: %s", plan.take.job_id, plan.reason)
+                if plan.new:
+                    reviews.start_take(plan.take)
         stop = threading.Event()
         providers = {
             name: providers_open.enter_context(open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
-        outcomes = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop).run(jobs)
+        runner = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop, reviews.takes())
+        outcomes = runner.run(jobs)
     return summarize(config, options, outcomes, started)
 
 

@@ -326,6 +326,7 @@ def _manifest(
         sync=TypeAdapter(SyncPlan | None).validate_python(conformed.sync),
         text_chunks=[s.text for s in prepared.segments if s.text],
         segments=TypeAdapter(list[Segment]).validate_python(conformed.segments),
+        faces=conformed.faces,
     )
     loudness = {"segments": conformed.loudness}
     return Manifest(

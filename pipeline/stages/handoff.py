@@ -92,6 +92,7 @@ class ConformSection(_Section):
     segments: list[Segment] = Field(default_factory=list)  # the provider jobs: source range, files, cut reason
     image: dict[str, Any] | None = None  # a talking portrait: the image plan (reasons) and what was written
     script: dict[str, Any] | None = None  # a talking portrait: the script fit (ChainPlan.to_dict())
+    faces: list[dict[str, Any]] = Field(default_factory=list)  # the face pre-flight per segment (FacePresence)
 
 
 class AudioSection(_Section):
@@ -260,7 +261,7 @@ def write_handoff(
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     placed = [(Path(final), job_dir / FINAL_NAME)] + [(Path(f), job_dir / Path(f).name) for f in extra_files]
-    stale = _previously_delivered(job_dir) - {dst.name for _, dst in placed}
+    stale = previously_delivered(job_dir) - {dst.name for _, dst in placed}
     for src, dst in placed:
         _copy_into(src, dst)
     delivered = [
@@ -273,7 +274,7 @@ def write_handoff(
     return written
 
 
-def _previously_delivered(job_dir: Path) -> set[str]:
+def previously_delivered(job_dir: Path) -> set[str]:
     """What an earlier handoff into `job_dir` delivered, by its manifest (only our own files are ever removed)."""
     try:
         earlier = Manifest.model_validate_json((job_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
@@ -298,7 +299,7 @@ def delivered_files(out_dir: str | Path) -> list[str]:
     for job_dir in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink()):
         if _regular_inside(out_dir, f"{job_dir.name}/{MANIFEST_NAME}") is None:
             continue
-        names = _previously_delivered(job_dir)
+        names = previously_delivered(job_dir)
         found += [f"{job_dir.name}/{name}" for name in sorted(names | {MANIFEST_NAME})] if names else []
     return found
 
