@@ -461,6 +461,7 @@ def test_provider_text_in_errors_and_the_live_display_is_inert():
 
 def test_lipsync_status_rows_are_inert_and_redacted(monkeypatch):
     from pipeline.cli.status import job_row
+    from pipeline.run.ledger import JobCost
 
     monkeypatch.setenv("FAL_KEY", "fal-status-key-0123456789")
     row = SimpleNamespace(
@@ -476,7 +477,8 @@ def test_lipsync_status_rows_are_inert_and_redacted(monkeypatch):
     create = SimpleNamespace(
         provider_job_id="id\n\x1b]0;x\x07", provider_state=FORGED, state=SimpleNamespace(value="created")
     )
-    cells = job_row(SimpleNamespace(row=row, stages=[], creates=[create]), now=2.0)
+    cost = JobCost((), ())
+    cells = job_row(SimpleNamespace(row=row, stages=[], creates=[create], cost=cost), now=2.0)
     assert all(_inert(cell) for cell in cells) and "fal-status-key" not in "".join(cells)
 
 

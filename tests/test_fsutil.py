@@ -9,10 +9,10 @@ from pipeline.fsutil import atomic_output, write_text_atomic
 def test_delivered_file_gets_the_umask_mode_not_mkstemps_0600(tmp_path):
     old = os.umask(0o022)
     try:
-        write_text_atomic(tmp_path / "manifest.json", "{}")
+        write_text_atomic(tmp_path / "delivered.json", "{}")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "delivered.json").stat().st_mode) == 0o644
 
 
 def test_failure_leaves_neither_the_final_name_nor_a_temp_file(tmp_path):

@@ -140,7 +140,9 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
 def main(verbose: bool) -> None:
     """Conform footage, lip-sync it through a PixVerse-model provider, and hand off the result."""
-    # `kill` stops any command as cleanly as Ctrl-C: work in flight is recorded, half-written files removed
+    # `kill` stops any command as cleanly as Ctrl-C: work in flight is recorded, half-written files removed.
+    # Ctrl-C itself too, even when started by a parent that ignores SIGINT (Python then keeps it ignored).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     record_environment()
     setup_logging(verbose)
