@@ -39,15 +39,17 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix, suffix = temp_prefix_suffix(final)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    tmp_path: Path | None = None
+    try:  # from the temp file's creation on: a Ctrl-C right after mkstemp must not leave it behind
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
+        tmp_path = Path(tmp)
+        os.close(fd)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; a delivered file gets the usual mode
         os.replace(tmp_path, final)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
 
 
