@@ -23,14 +23,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import ffmpeg
-
-from pipeline.demo import talk_with_pauses
-from pipeline.ffmpeg import compile_stream, ffmpeg_exe, media_path, run_ffmpeg
+from pipeline.demo import make_long_clip
+from pipeline.ffmpeg import ffmpeg_exe, run_ffmpeg
 from pipeline.fsutil import atomic_output
 from pipeline.limits import load_limits
 from pipeline.prepare import PrepareRequest, prepare
-from pipeline.speech import write_wav
 from pipeline.stages.conform_video import VideoOptions, execute_video, plan_video
 from pipeline.stages.mux import mux, stitch
 from pipeline.stages.probe import probe_video
@@ -54,26 +51,7 @@ def _source(seconds: float) -> Path:
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"   generating {path.name} ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as scratch:
-        voice = Path(scratch) / "voice.wav"
-        write_wav(voice, talk_with_pauses(seconds, 48000)[0], 48000)
-        picture = ffmpeg.input("testsrc2=size=1920x1080:rate=25", f="lavfi", t=seconds).video
-        sound = ffmpeg.input(media_path(voice)).audio
-        with atomic_output(path) as tmp:
-            out = ffmpeg.output(
-                picture,
-                sound,
-                media_path(tmp),
-                vcodec="libx264",
-                preset="ultrafast",
-                crf=23,
-                pix_fmt="yuv420p",
-                acodec="aac",
-                t=seconds,
-                f="mp4",
-            )
-            run_ffmpeg(compile_stream(out.global_args("-hide_banner", "-nostats", "-y")), what="the long source")
-    return path
+    return make_long_clip(path, seconds, size="1920x1080", crf=23, preset="ultrafast")
 
 
 def _uhd(seconds: float) -> Path:

@@ -58,12 +58,14 @@ def talk_with_pauses(
     return np.concatenate(pieces)[: round(seconds * sample_rate)], tuple(pauses)
 
 
-def make_long_clip(path: Path, seconds: float = LONG_SECONDS) -> Path:
-    """A 640x360 25 fps talking clip of `seconds` (lavfi picture, the sentences above as its sound)."""
+def make_long_clip(
+    path: Path, seconds: float = LONG_SECONDS, *, size: str = "640x360", crf: int = 28, preset: str = "veryfast"
+) -> Path:
+    """A 25 fps talking clip of `seconds` at `size` (lavfi picture, the sentences above as its sound)."""
     with tempfile.TemporaryDirectory(prefix="lipsync-demo-") as scratch:
         voice = Path(scratch) / "voice.wav"
         write_wav(voice, talk_with_pauses(seconds, 48000)[0], 48000)
-        picture = ffmpeg.input("testsrc2=size=640x360:rate=25", f="lavfi", t=seconds).video
+        picture = ffmpeg.input(f"testsrc2=size={size}:rate=25", f="lavfi", t=seconds).video
         sound = ffmpeg.input(media_path(voice)).audio
         with atomic_output(path) as tmp:
             out = ffmpeg.output(
@@ -72,14 +74,14 @@ def make_long_clip(path: Path, seconds: float = LONG_SECONDS) -> Path:
                 media_path(tmp),
                 vcodec="libx264",
                 pix_fmt="yuv420p",
-                crf=28,
-                preset="veryfast",
+                crf=crf,
+                preset=preset,
                 acodec="aac",
                 t=seconds,
             )
             run_ffmpeg(
                 compile_stream(out.global_args("-hide_banner", "-nostats", "-y")),
-                what=f"making the demo's {seconds:g} s clip",
+                what=f"making a {seconds:g} s talking clip",
             )
     return path
 
