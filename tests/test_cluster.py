@@ -22,6 +22,7 @@ from runkit import LIPSYNC, checksums_hold, lipsync, make_batch_media, sha256, s
 from test_ledger_pg import with_ledger
 
 from pipeline.emulator import Emulator, EmulatorSettings
+from pipeline.run.reviews import Decision, Reviews
 
 # real clusters and servers on 2 busy cores: minutes, not the suite's default 300 s
 pytestmark = pytest.mark.timeout(900)
@@ -146,6 +147,28 @@ def test_workers_killed_mid_job_cost_no_second_create(tmp_path, media, reference
     delivered = _delivered(tmp_path / "out")
     if provider == "pixverse":
         assert delivered == reference
+
+
+def test_a_job_rejected_in_review_is_made_again_once_on_the_cluster(tmp_path, media, pg_url):
+    out = tmp_path / "out"
+    with Emulator(EmulatorSettings(latency_s=0.5)) as emu, cluster_up(emu.env()) as cluster:
+        config = _batch(tmp_path, media, emu, pg_url)
+        args = ("run", str(config), "--cluster", cluster.address, "--json")
+        first = lipsync(*args, env=emu.env())
+        assert first.returncode == 0, first.stderr
+        delivered = sha256(out / "voiced" / "final.mp4")
+        Reviews(out).decide("voiced", Decision.REJECTED, "the lips trail the words")  # kept in PostgreSQL
+        retake = lipsync(*args, "--only-rejected", env=emu.env())
+        assert retake.returncode == 0, retake.stderr
+        plain = lipsync(*args, env=emu.env())  # every worker now works on the job's new take: nothing to redo
+        assert plain.returncode == 0, plain.stderr
+        assert emu.accepted_creates("pixverse") == len(JOBS) + 1
+    [old] = [job["provider_job_ids"] for job in json.loads(first.stdout)["jobs"] if job["id"] == "voiced"]
+    [new] = json.loads(retake.stdout)["jobs"]
+    assert new["id"] == "voiced" and new["stage"] == "done" and not set(new["provider_job_ids"]) & set(old)
+    assert sha256(out / "voiced" / "take-0" / "final.mp4") == delivered
+    assert "voiced" not in Reviews(out).all() and Reviews(out).takes()["voiced"].take == 1
+    assert not (out / "ledger.sqlite").exists()
 
 
 def test_dropped_database_connections_are_reopened(tmp_path, media, reference, pg_url):

@@ -10,6 +10,7 @@ import signal
 
 import pytest
 from runkit import checksums_hold, lipsync, make_batch_media, sha256, write_batch
+from test_ledger_pg import with_ledger
 
 from pipeline.emulator import Emulator, EmulatorSettings
 from pipeline.run.reviews import Decision, Reviews
@@ -34,11 +35,16 @@ def _job_ids(summary: dict) -> dict[str, list[str]]:
     return {job["id"]: job["provider_job_ids"] for job in summary["jobs"]}
 
 
-@pytest.mark.parametrize("kill_at", ["after_create", "handoff"])
-def test_a_rejected_job_is_made_again_once_and_its_earlier_delivery_is_kept(tmp_path, media, kill_at):
+@pytest.mark.parametrize(
+    "kill_at, ledger", [("after_create", "sqlite"), ("handoff", "sqlite"), ("after_create", "postgresql")]
+)
+def test_a_rejected_job_is_made_again_once_and_its_earlier_delivery_is_kept(request, tmp_path, media, kill_at, ledger):
     out = tmp_path / "out"
     with Emulator(EmulatorSettings(latency_s=0.3)) as emu:
-        config = str(write_batch(tmp_path, media, JOBS, base_urls=emu.base_urls, max_jobs=1))
+        batch = write_batch(tmp_path, media, JOBS, base_urls=emu.base_urls, max_jobs=1)
+        if ledger == "postgresql":  # the reviews and takes then live in the database, beside the run's records
+            with_ledger(batch, request.getfixturevalue("pg_url"))
+        config = str(batch)
         first = _job_ids(_summary(lipsync("run", config, "--json", env=emu.env())))
         assert emu.accepted_creates("pixverse") == 2
         delivered = {name: sha256(out / "voiced" / name) for name in ("final.mp4", "manifest.json")}
@@ -84,4 +90,7 @@ def test_a_rejected_job_is_made_again_once_and_its_earlier_delivery_is_kept(tmp_
     assert "voiced" not in reviews and reviews["spoken"].decision is Decision.APPROVED
     assert Reviews(out).takes()["voiced"].take == 1
     assert {"voiced/final.mp4", "spoken/final.mp4"} <= set(checksums_hold(out))
+    assert (out / "ledger.sqlite").is_file() is (ledger == "sqlite")
+    status = json.loads(lipsync("status", str(out), "--json").stdout)
+    assert {job: review["decision"] for job, review in status["reviews"].items()} == {"spoken": "approved"}
     assert not list(out.rglob("*.part*")) and not (out / ".work" / "voiced" / "take-0").exists()

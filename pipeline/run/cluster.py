@@ -37,6 +37,7 @@ from .config import JobSpec, RunConfig, load_config
 from .ledger import Stage
 from .ledger_pg import PgLedger, shown_url
 from .progress import Progress
+from .reviews import Take
 from .rundir import WORK_DIR
 from .runner import (
     BatchRunner,
@@ -48,6 +49,8 @@ from .runner import (
     opened_run,
     provider_endpoints,
     provider_width,
+    record_takes,
+    selected_jobs,
     stoppable_sleep,
     summarize,
 )
@@ -68,6 +71,7 @@ class ClusterTask:
     foreign: tuple[str, ...]
     job_id: str
     rehearsal: Endpoints | None
+    takes: tuple[Take, ...] = ()  # each job's latest take asked for in review (run/reviews.py)
 
 
 def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, address: str) -> RunSummary:
@@ -80,9 +84,10 @@ def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, a
     from distributed import Client, wait
     from distributed.client import FuturesCancelledError
 
-    jobs = config.select(options.only)
+    jobs = selected_jobs(config, options)
     started = time.monotonic()
     with opened_run(config, options) as (ledger, verdict), provider_endpoints(config, options) as endpoints:
+        takes = tuple(record_takes(config, options, jobs).values())
         try:
             client = Client(address, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as err:
@@ -96,7 +101,7 @@ def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, a
             futures = {
                 job.id: client.submit(
                     run_job_task,
-                    ClusterTask(str(config.path), options, verdict.foreign, job.id, rehearsal),
+                    ClusterTask(str(config.path), options, verdict.foreign, job.id, rehearsal, takes),
                     key=f"lipsync-{config.name}-{job.id}-{token}",
                     pure=False,
                     retries=0,
@@ -234,7 +239,7 @@ def _runner_for(task: ClusterTask) -> ClusterRunner:
 
     stat = os.stat(task.config_path)
     rehearsal = task.rehearsal and (tuple(task.rehearsal.base_urls.items()), tuple(task.rehearsal.credentials.items()))
-    key = (task.config_path, stat.st_mtime_ns, stat.st_size, task.options, task.foreign, rehearsal)
+    key = (task.config_path, stat.st_mtime_ns, stat.st_size, task.options, task.foreign, rehearsal, task.takes)
     with _runners_lock:
         if key in _runners:
             return _runners[key]
@@ -257,8 +262,9 @@ def _runner_for(task: ClusterTask) -> ClusterRunner:
             for name, provider in providers.items()
         }
         ledger = PgLedger(config.ledger, config.name)
+        takes = {take.job_id: take for take in task.takes}
         runner = ClusterRunner(
-            config, task.options, ledger, providers, Progress(), task.foreign, stop, semaphores=semaphores
+            config, task.options, ledger, providers, Progress(), task.foreign, stop, takes, semaphores=semaphores
         )
         runner.progress.start([(job.id, job.provider) for job in config.jobs])
         _runners[key] = runner

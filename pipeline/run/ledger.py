@@ -404,14 +404,22 @@ def has_ledger(run_dir: Path) -> bool:
     return (run_dir / LEDGER_NAME).is_file() or (run_dir / POINTER_NAME).is_file()
 
 
+def ledger_pointer(run_dir: Path) -> tuple[str, str] | None:
+    """The PostgreSQL URL and run name of a run directory whose ledger is in PostgreSQL, else None."""
+    pointer = run_dir / POINTER_NAME
+    if (run_dir / LEDGER_NAME).is_file() or not pointer.is_file():
+        return None
+    where = json.loads(pointer.read_text(encoding="utf-8"))
+    return str(where["url"]), str(where["run"])
+
+
 def open_run_ledger(run_dir: Path) -> RunLedger:
     """The ledger of a run directory, read-only: its SQLite file, or the database its pointer names."""
-    pointer = run_dir / POINTER_NAME
-    if not (run_dir / LEDGER_NAME).is_file() and pointer.is_file():
+    pointer = ledger_pointer(run_dir)
+    if pointer is not None:
         from .ledger_pg import PgLedger
 
-        where = json.loads(pointer.read_text(encoding="utf-8"))
-        return PgLedger(str(where["url"]), str(where["run"]), readonly=True)
+        return PgLedger(*pointer, readonly=True)
     return Ledger.in_dir(run_dir, readonly=True)
 
 

@@ -35,6 +35,7 @@ from ..pricing import Estimate
 from ..providers.store import CreateRecord, CreateState, RecordingStore, SegmentRef, create_record
 from ..secrets import REGISTRY, Fingerprint
 from .ledger import JobCost, JobRow, SegmentEstimate, Stage, StageTime, estimate_rows
+from .reviews import Decision, Review, Take
 
 log = logging.getLogger("lipsync.run")
 
@@ -108,6 +109,23 @@ CREATE TABLE IF NOT EXISTS lipsync_estimates (
     reason          TEXT NOT NULL,
     PRIMARY KEY (run, job_id, inputs_key, segment)
 );
+CREATE TABLE IF NOT EXISTS lipsync_reviews (
+    run        TEXT NOT NULL,
+    job_id     TEXT NOT NULL,
+    decision   TEXT NOT NULL,
+    note       TEXT NOT NULL DEFAULT '',
+    decided_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run, job_id)
+);
+CREATE TABLE IF NOT EXISTS lipsync_takes (
+    run        TEXT NOT NULL,
+    job_id     TEXT NOT NULL,
+    take       INTEGER NOT NULL,
+    answers    DOUBLE PRECISION NOT NULL,
+    note       TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run, job_id, take)
+);
 CREATE TABLE IF NOT EXISTS lipsync_stage_times (
     run         TEXT NOT NULL,
     job_id      TEXT NOT NULL,
@@ -143,6 +161,39 @@ def password_in_url(url: str) -> bool:
 def lease_key(run: str, name: str) -> int:
     """The advisory lock key of a lease: 64 bits of a hash (a collision only makes two leases wait on each other)."""
     return int.from_bytes(hashlib.sha256(f"{run}\0{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def refuse_password(url: str) -> None:
+    if password_in_url(url):
+        raise ConfigError(
+            f"{shown_url(url)}: a password in the ledger URL would land in configs and logs; "
+            "set PGPASSWORD (or use ~/.pgpass) instead"
+        )
+
+
+def migrate(db: psycopg.Connection[dict[str, Any]], url: str) -> None:
+    """Create the ledger's tables (one process at a time) and refuse a schema newer than this lipsync's."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        db.execute(_SCHEMA)  # psycopg sends it as one simple query: several statements are fine here
+        row = db.execute("SELECT max(version) AS v FROM lipsync_schema").fetchone()
+        version = row["v"] if row else None
+        if version is None:
+            db.execute("INSERT INTO lipsync_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+        elif version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"the ledger at {shown_url(url)} has schema {version}, newer than this lipsync's "
+                f"{SCHEMA_VERSION}; upgrade lipsync"
+            )
+
+
+def check_version(db: psycopg.Connection[dict[str, Any]], url: str) -> None:
+    try:
+        row = db.execute("SELECT max(version) AS v FROM lipsync_schema").fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise LedgerError(f"the database at {shown_url(url)} holds no lipsync ledger") from None
+    if row is None or row["v"] is None or row["v"] > SCHEMA_VERSION:
+        raise LedgerError(f"the ledger at {shown_url(url)} has a schema this lipsync cannot read")
 
 
 class _Connection:
@@ -200,11 +251,7 @@ class PgLedger(RecordingStore):
     job table (the same methods as `ledger.Ledger`)."""
 
     def __init__(self, url: str, run: str, *, readonly: bool = False):
-        if password_in_url(url):
-            raise ConfigError(
-                f"{shown_url(url)}: a password in the ledger URL would land in configs and logs; "
-                "set PGPASSWORD (or use ~/.pgpass) instead"
-            )
+        refuse_password(url)
         self.url = url
         self.run = run
         self._db = _Connection(url, readonly=readonly, purpose="ledger")
@@ -235,26 +282,10 @@ class PgLedger(RecordingStore):
         self.close()
 
     def _migrate(self, db: psycopg.Connection[dict[str, Any]]) -> None:
-        with db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            db.execute(_SCHEMA)  # psycopg sends it as one simple query: several statements are fine here
-            row = db.execute("SELECT max(version) AS v FROM lipsync_schema").fetchone()
-            version = row["v"] if row else None
-            if version is None:
-                db.execute("INSERT INTO lipsync_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-            elif version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"the ledger at {shown_url(self.url)} has schema {version}, newer than this lipsync's "
-                    f"{SCHEMA_VERSION}; upgrade lipsync"
-                )
+        migrate(db, self.url)
 
     def _check_version(self, db: psycopg.Connection[dict[str, Any]]) -> None:
-        try:
-            row = db.execute("SELECT max(version) AS v FROM lipsync_schema").fetchone()
-        except psycopg.errors.UndefinedTable:
-            raise LedgerError(f"the database at {shown_url(self.url)} holds no lipsync ledger") from None
-        if row is None or row["v"] is None or row["v"] > SCHEMA_VERSION:
-            raise LedgerError(f"the ledger at {shown_url(self.url)} has a schema this lipsync cannot read")
+        check_version(db, self.url)
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return self._db.call(lambda db: db.execute(sql, args).fetchall())
@@ -537,6 +568,65 @@ class PgLedger(RecordingStore):
     def running(self) -> bool:
         """Is a process working on one of this run's jobs now (holding its lease)?"""
         return any(self.held_elsewhere(f"job/{row.job_id}") for row in self.jobs() if not row.stage.finished)
+
+
+class PgReviewTables:
+    """The review tables (`run/reviews.py`) of run `run` in the PostgreSQL ledger at `url`."""
+
+    def __init__(self, url: str, run: str, *, readonly: bool):
+        refuse_password(url)
+        self.url = url
+        self.run = run
+        self._db = _Connection(url, readonly=readonly, purpose="reviews")
+        self._call(lambda db: (check_version if readonly else migrate)(db, url))
+
+    def _call(self, work: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
+        try:
+            return self._db.call(work)
+        except psycopg.Error as err:
+            raise LedgerError(f"the ledger at {shown_url(self.url)}: {_first_line(err)}") from None
+
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        def read(db: psycopg.Connection[dict[str, Any]]) -> list[dict[str, Any]]:
+            try:
+                return db.execute(sql, (self.run,)).fetchall()
+            except psycopg.errors.UndefinedTable:  # read-only, a ledger no run of this version has opened yet
+                return []
+
+        return self._call(read)
+
+    def reviews(self) -> list[Review]:
+        rows = self._rows("SELECT * FROM lipsync_reviews WHERE run=%s")
+        return [Review(r["job_id"], Decision(r["decision"]), r["note"], r["decided_at"]) for r in rows]
+
+    def takes(self) -> list[Take]:
+        rows = self._rows("SELECT * FROM lipsync_takes WHERE run=%s ORDER BY take")
+        return [Take(r["job_id"], r["take"], r["answers"], r["note"], r["started_at"]) for r in rows]
+
+    def add_take(self, take: Take, started_at: float) -> None:
+        args = (self.run, take.job_id, take.take, take.answers, take.note, started_at)
+        self._call(
+            lambda db: db.execute(
+                "INSERT INTO lipsync_takes VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", args
+            )
+        )
+
+    def clear_rejection(self, job_id: str, decided_at: float) -> bool:
+        sql = "DELETE FROM lipsync_reviews WHERE run=%s AND job_id=%s AND decision=%s AND decided_at=%s"
+        args = (self.run, job_id, Decision.REJECTED.value, decided_at)
+        return self._call(lambda db: db.execute(sql, args).rowcount) > 0
+
+    def put_review(self, review: Review) -> None:
+        sql = (
+            "INSERT INTO lipsync_reviews VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run, job_id) DO UPDATE "
+            "SET decision=EXCLUDED.decision, note=EXCLUDED.note, decided_at=EXCLUDED.decided_at"
+        )
+        args = (self.run, review.job_id, review.decision.value, review.note, review.decided_at)
+        self._call(lambda db: db.execute(sql, args))
+
+    def close(self) -> None:
+        with self._db.lock:
+            self._db.drop()
 
 
 def _job_row(row: dict[str, Any]) -> JobRow:

@@ -1,7 +1,8 @@
-"""An editor's decisions on a run's jobs (approve, or reject with a note), kept in the run's ledger file.
+"""An editor's decisions on a run's jobs (approve, or reject with a note), kept in the run's ledger.
 
-Its own tables (`reviews`, `takes`) and its own small class beside `Ledger`, so the provider-job records are
-untouched. `rejected_jobs(reviews, job_ids)` (pure) is what `lipsync run --only-rejected` selects, and
+Their own tables beside the ledger's, so the provider-job records are untouched: `reviews` and `takes` in
+the SQLite ledger file, or `lipsync_reviews` and `lipsync_takes` for a run whose ledger is in PostgreSQL
+(`ReviewTables`). `rejected_jobs(reviews, job_ids)` (pure) is what `lipsync run --only-rejected` selects, and
 `plan_takes` (pure) what it does with each: a rejected job gets a new *take*, a delivery made from new
 provider jobs (its creates have keys of their own: the reviewer asked to pay again, once). The take is
 recorded (`takes`) before anything is created, naming the rejection it answers, so a killed re-run resumes
@@ -15,14 +16,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import AbstractContextManager, closing
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ValidationError
 from ..fsutil import write_text_atomic
-from .ledger import LEDGER_NAME, has_ledger
+from .ledger import LEDGER_NAME, has_ledger, ledger_pointer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -78,73 +80,120 @@ class TakePlan:
     reason: str
 
 
-class Reviews:
-    """The `reviews` table of `run_dir/ledger.sqlite`."""
+class ReviewTables(Protocol):
+    """Where a run keeps its reviews and takes: its SQLite ledger file, or its PostgreSQL ledger."""
 
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LEDGER_NAME
-        if not has_ledger(self.run_dir):
-            raise ValidationError(
-                f"{self.run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`"
-            )
+    def reviews(self) -> list[Review]: ...
+    def takes(self) -> list[Take]: ...  # in take order
+    def add_take(self, take: Take, started_at: float) -> None: ...  # a take on record stays as it is
+    def clear_rejection(self, job_id: str, decided_at: float) -> bool: ...
+    def put_review(self, review: Review) -> None: ...  # the latest decision stands
+    def close(self) -> None: ...
+
+
+class SqliteReviewTables:
+    """The `reviews` and `takes` tables of a run directory's `ledger.sqlite`."""
+
+    def __init__(self, path: Path):
+        self.path = path
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
         db.row_factory = sqlite3.Row
         return db
 
-    def _rows(self, table: str, query: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        if not self.path.is_file():  # a run whose ledger is in PostgreSQL: reviews are not kept there yet
-            return []
-        with self._connect() as db:
+    def _rows(self, table: str, query: str) -> list[sqlite3.Row]:
+        with closing(self._connect()) as db:
             if not db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
                 return []
-            return db.execute(query, args).fetchall()
+            return db.execute(query).fetchall()
+
+    def _write(self, query: str, args: tuple[Any, ...]) -> int:
+        with closing(self._connect()) as db, db:
+            db.executescript(_SCHEMA)
+            return db.execute(query, args).rowcount
+
+    def reviews(self) -> list[Review]:
+        return [
+            Review(r["job_id"], Decision(r["decision"]), r["note"], r["decided_at"])
+            for r in self._rows("reviews", "SELECT * FROM reviews")
+        ]
+
+    def takes(self) -> list[Take]:
+        return [
+            Take(r["job_id"], r["take"], r["answers"], r["note"], r["started_at"])
+            for r in self._rows("takes", "SELECT * FROM takes ORDER BY take")
+        ]
+
+    def add_take(self, take: Take, started_at: float) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO takes VALUES (?, ?, ?, ?, ?)",
+            (take.job_id, take.take, take.answers, take.note, started_at),
+        )
+
+    def clear_rejection(self, job_id: str, decided_at: float) -> bool:
+        query = "DELETE FROM reviews WHERE job_id=? AND decision=? AND decided_at=?"
+        return self._write(query, (job_id, Decision.REJECTED.value, decided_at)) > 0
+
+    def put_review(self, review: Review) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
+            (review.job_id, review.decision.value, review.note, review.decided_at),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def review_tables(run_dir: Path, *, readonly: bool) -> ReviewTables:
+    """The review tables of `run_dir`'s ledger: its SQLite file, or the PostgreSQL database its pointer names."""
+    pointer = ledger_pointer(run_dir)
+    if pointer is None:
+        return SqliteReviewTables(run_dir / LEDGER_NAME)
+    from .ledger_pg import PgReviewTables
+
+    return PgReviewTables(*pointer, readonly=readonly)
+
+
+class Reviews:
+    """An editor's decisions on the jobs of the run in `run_dir`, and the takes made because of them."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        if not has_ledger(self.run_dir):
+            raise ValidationError(
+                f"{self.run_dir}: no {LEDGER_NAME} here; give the output directory of a `lipsync run`"
+            )
+
+    def _tables(self, *, readonly: bool = False) -> AbstractContextManager[ReviewTables]:
+        return closing(review_tables(self.run_dir, readonly=readonly))
 
     def all(self) -> dict[str, Review]:
-        rows = self._rows("reviews", "SELECT * FROM reviews")
-        return {r["job_id"]: Review(r["job_id"], Decision(r["decision"]), r["note"], r["decided_at"]) for r in rows}
+        with self._tables(readonly=True) as tables:
+            return {review.job_id: review for review in tables.reviews()}
 
     def takes(self) -> dict[str, Take]:
         """Each job's latest take (jobs never re-run are absent)."""
-        rows = self._rows("takes", "SELECT * FROM takes ORDER BY take")
-        return {r["job_id"]: Take(r["job_id"], r["take"], r["answers"], r["note"], r["started_at"]) for r in rows}
+        with self._tables(readonly=True) as tables:
+            return {take.job_id: take for take in tables.takes()}
 
     def start_take(self, take: Take) -> None:
         """Record `take` before any of its provider jobs is created (once: a take on record stays as it is)."""
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR IGNORE INTO takes VALUES (?, ?, ?, ?, ?)",
-                (take.job_id, take.take, take.answers, take.note, time.time()),
-            )
+        with self._tables() as tables:
+            tables.add_take(take, time.time())
 
     def settle(self, take: Take) -> bool:
         """`take` is delivered: the rejection it answers no longer stands (a newer decision is kept)."""
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            gone = db.execute(
-                "DELETE FROM reviews WHERE job_id=? AND decision=? AND decided_at=?",
-                (take.job_id, Decision.REJECTED.value, take.answers),
-            )
-            return gone.rowcount > 0
+        with self._tables() as tables:
+            return tables.clear_rejection(take.job_id, take.answers)
 
     def decide(self, job_id: str, decision: Decision, note: str = "") -> Review:
         """Record the decision (the latest one stands) and write it into the job's manifest.json."""
         if decision is Decision.REJECTED and not note.strip():
             raise ValidationError(f"{job_id}: say why it is rejected (a note is required)")
-        if not self.path.is_file():
-            raise ValidationError(
-                f"{self.run_dir}: reviews of a run whose ledger is in PostgreSQL are not supported yet"
-            )
         review = Review(job_id, decision, note.strip()[:MAX_NOTE], time.time())
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
-                (review.job_id, review.decision.value, review.note, review.decided_at),
-            )
+        with self._tables() as tables:
+            tables.put_review(review)
         if _into_manifest(self.run_dir / job_id / "manifest.json", review):
             from .rundir import refresh_checksums
 

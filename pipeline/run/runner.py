@@ -687,38 +687,48 @@ def rejected_only(config: RunConfig, only: tuple[str, ...]) -> tuple[str, ...]:
     return rejected_jobs(Reviews(config.output).all(), tuple(job.id for job in config.select(only)))
 
 
+def selected_jobs(config: RunConfig, options: RunOptions) -> tuple[JobSpec, ...]:
+    """The jobs this run works on: `--only`'s (else all), and of those only the rejected with --only-rejected."""
+    jobs = config.select(options.only)
+    if not options.only_rejected:
+        return jobs
+    rejected = set(rejected_only(config, options.only))
+    return tuple(job for job in jobs if job.id in rejected)
+
+
+def record_takes(config: RunConfig, options: RunOptions, jobs: tuple[JobSpec, ...]) -> dict[str, Take]:
+    """Each job's latest take, after recording (with --only-rejected) a new take for each rejected job of
+    `jobs` before anything of it is created."""
+    reviews = Reviews(config.output)
+    if options.only_rejected:
+        for plan in plan_takes(reviews.all(), reviews.takes(), tuple(job.id for job in jobs)):
+            log.info("%s: %s", plan.take.job_id, plan.reason)
+            if plan.new:
+                reviews.start_take(plan.take)
+    return reviews.takes()
+
+
 def run_batch(config: RunConfig, options: RunOptions, progress: Progress) -> RunSummary:
     """Run (or resume) every selected job of `config`; returns the summary. Never raises for a job's failure.
     With a cluster address (option or config) the jobs run as tasks on its workers (`cluster.py`)."""
     if options.cluster or config.cluster:
         from .cluster import run_on_cluster
 
-        if options.only_rejected:
-            raise ValidationError("--only-rejected runs on one machine for now: run it without --cluster")
-
         return run_on_cluster(config, options, progress, options.cluster or str(config.cluster))
-    jobs = config.select(options.only)
-    if options.only_rejected:
-        rejected = set(rejected_only(config, options.only))
-        jobs = tuple(job for job in jobs if job.id in rejected)
+    jobs = selected_jobs(config, options)
     started = time.monotonic()
     with (
         opened_run(config, options) as (ledger, verdict),
         provider_endpoints(config, options) as endpoints,
         ExitStack() as providers_open,
     ):
-        reviews = Reviews(config.output)
-        if options.only_rejected:
-            for plan in plan_takes(reviews.all(), reviews.takes(), tuple(job.id for job in jobs)):
-                log.info("%s: %s", plan.take.job_id, plan.reason)
-                if plan.new:
-                    reviews.start_take(plan.take)
+        takes = record_takes(config, options, jobs)
         stop = threading.Event()
         providers = {
             name: providers_open.enter_context(open_provider(config, options, name, endpoints, stoppable_sleep(stop)))
             for name in dict.fromkeys(job.provider for job in jobs)
         }
-        runner = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop, reviews.takes())
+        runner = BatchRunner(config, options, ledger, providers, progress, verdict.foreign, stop, takes)
         outcomes = runner.run(jobs)
     return summarize(config, options, outcomes, started)
 
