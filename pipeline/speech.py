@@ -88,6 +88,40 @@ def write_wav(path: str | Path, samples: npt.NDArray[np.floating[Any]], sample_r
         w.writeframes(pcm.tobytes())
 
 
+FOLLOWING_DYNAMIC_DB = 40.0
+
+
+def sound_following(
+    track: npt.NDArray[np.float64],
+    fps: float,
+    shift: int,
+    path: Path,
+    *,
+    seed: int = 0,
+    unrelated: float = 0.0,
+    sample_rate: int = 48000,
+) -> Path:
+    """A voice-like buzz (140 Hz with harmonics and breath noise) whose level in frame j follows `track`
+    (one value per video frame, e.g. a mouth opening; NaN counts as its minimum) at frame j - `shift`,
+    mapped linearly onto FOLLOWING_DYNAMIC_DB of level. `unrelated` (0..1) mixes that much of a random
+    syllable-rate level into it: sound that only partly follows. The ground truth of the lip-sync score."""
+    filled = np.where(np.isnan(track), np.nanmin(track), track)
+    level = (filled - filled.min()) / (np.ptp(filled) or 1.0)
+    frames = len(level)
+    rng = np.random.default_rng(seed)
+    wander = np.convolve(rng.random(frames + 8), np.ones(5) / 5, mode="same")[4 : 4 + frames]
+    wander = (wander - wander.min()) / (np.ptp(wander) or 1.0)
+    level = (1 - unrelated) * level + unrelated * wander
+    source = np.arange(frames) - shift
+    shifted = np.where((source >= 0) & (source < frames), level[np.clip(source, 0, frames - 1)], 0.0)
+    t = np.arange(int(frames / fps * sample_rate)) / sample_rate
+    per_sample = shifted[np.minimum((t * fps).astype(int), frames - 1)]
+    gain = 10 ** ((per_sample - 1) * FOLLOWING_DYNAMIC_DB / 20)
+    buzz = 0.5 * np.sin(2 * np.pi * 140 * t) + 0.25 * np.sin(2 * np.pi * 280 * t) + 0.1 * rng.standard_normal(len(t))
+    write_wav(path, 0.6 * gain * buzz, sample_rate)
+    return path
+
+
 def _espeak_voice(text: str) -> list[str]:
     """Mandarin for Chinese text: espeak-ng's default voice spells each CJK character out by its Unicode name."""
     return ["-v", "cmn"] if any(_is_cjk(ch) for ch in text) else []
