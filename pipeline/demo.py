@@ -117,7 +117,7 @@ def make_face_clip(path: Path) -> Path:
         run_ffmpeg(compile_stream(out.global_args("-hide_banner", "-nostats", "-y")), what="making the face clip")
         video = probe_video(picture).video
         fps = (video.fps if video else None) or 30000 / 1001
-        opening, _ = mouth_track(picture, fps=fps)
+        opening, _ = mouth_track(picture, fps=fps, mesh_every=1)
         voice = sound_following(opening, fps, 0, Path(scratch) / "voice.wav")
         with atomic_output(path) as tmp:
             muxed = ffmpeg.output(

@@ -17,7 +17,7 @@ from pipeline.stages.probe import probe_video
 def talking(tmp_path_factory):
     folder = tmp_path_factory.mktemp("verify")
     fps = probe_video(carphone()).video.fps
-    opening, _ = mouth_track(carphone(), fps=fps)
+    opening, _ = mouth_track(carphone(), fps=fps, mesh_every=1)
     in_sync = with_sound(carphone(), audio_following(opening, fps, 0, folder / "sync.wav"), folder / "in sync.mp4")
     late = with_sound(carphone(), audio_following(opening, fps, 6, folder / "late.wav"), folder / "late.mp4")
     return folder, in_sync, late

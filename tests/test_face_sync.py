@@ -18,7 +18,15 @@ from pipeline.run.config import JobSpec
 from pipeline.run.steps import ConformReport, PreparedJob, face_refusal
 from pipeline.speech import synth_speech
 from pipeline.stages.face import FacePresence, FaceThresholds, face_presence, face_verdict
-from pipeline.stages.mouth import SyncPolicy, SyncScore, measure_sync, mouth_track, score_sync, sync_problems
+from pipeline.stages.mouth import (
+    SyncPolicy,
+    SyncScore,
+    fill_between,
+    measure_sync,
+    mouth_track,
+    score_sync,
+    sync_problems,
+)
 from pipeline.stages.probe import probe_video
 
 SHIFTS = (-12, -7, -3, -1, 0, 1, 2, 5, 9, 14)
@@ -37,7 +45,7 @@ def face_clip() -> Path:
 @pytest.fixture(scope="module")
 def measured(face_clip):
     fps = probe_video(face_clip).video.fps
-    opening, _ = mouth_track(face_clip, fps=fps)
+    opening, _ = mouth_track(face_clip, fps=fps, mesh_every=1)  # the truth: every frame
     return opening, fps
 
 
@@ -108,6 +116,26 @@ def test_a_shifted_copy_of_the_opening_is_found_at_its_shift(seed, shift, frames
     assert offset == shift and r > 0.8 and len(lags) == 31
 
 
+@given(
+    values=st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=1, max_size=60),
+    every=st.integers(1, 4),
+)
+def test_skipped_frames_are_interpolated_between_their_measured_neighbours(values, every):
+    opening = np.array([np.nan if v is None else v for v in values])
+    opening[np.arange(len(opening)) % every != 0] = np.nan  # what mouth_track leaves for fill_between
+    filled = fill_between(opening, every)
+    for n, value in enumerate(filled):
+        if n % every == 0:
+            assert value == opening[n] or (np.isnan(value) and np.isnan(opening[n]))  # measured: kept
+            continue
+        before, after = n - n % every, n - n % every + every
+        if after >= len(opening) or np.isnan(opening[before]) or np.isnan(opening[after]):
+            assert np.isnan(value)  # no face on a side, or past the last measured frame: not invented
+        else:
+            low, high = sorted((opening[before], opening[after]))
+            assert low - 1e-12 <= value <= high + 1e-12
+
+
 # --- the score: ground truth on real footage ---------------------------------------------------------
 
 
@@ -116,7 +144,7 @@ def test_a_shifted_copy_of_the_opening_is_found_at_its_shift(seed, shift, frames
 def test_known_shifts_are_recovered_within_one_frame(name, face_clip, tmp_path):
     clip = face_clip if VARIANTS[name] is None else variant(face_clip, tmp_path / "variant.mp4", VARIANTS[name])
     fps = probe_video(clip).video.fps
-    opening, _ = mouth_track(clip, fps=fps)
+    opening, _ = mouth_track(clip, fps=fps, mesh_every=1)
     assert np.mean(~np.isnan(opening)) > 0.9
     errors = []
     for shift in SHIFTS if VARIANTS[name] is None else SHIFTS[::2]:

@@ -54,6 +54,11 @@ fifth of a decode more than to 360, and a face the pre-flight lets through (≥ 
 SYNC_PIX_FMT = "yuv420p"
 """ffmpeg hands over the scaled frames as they decode (I420), converted to RGB here (OpenCV, which mediapipe
 installs): its own conversion to RGB costs a quarter of a decode more, and the pipe carries half the bytes."""
+MESH_EVERY = 2
+"""The landmark model runs on every MESH_EVERY-th frame; the frames between get the opening interpolated
+(linearly) from their neighbours. The model is the score's main cost (about 5 ms a frame, a fixed price
+whatever the crop size), and the speech envelope is smooth at this scale: on the ground-truth set the
+offsets come back as exactly with 2 as with 1 (tests/test_face_sync.py)."""
 CROP_MARGIN = 2.2
 """Crop side over the detected face box's longer side: room for the head to move between detections."""
 ENVELOPE_RATE = 16000
@@ -77,6 +82,7 @@ class SyncMethod(BaseModel):
         "(best r - mean r) / std r of the circular shifts beyond the search window, in standard deviations"
     )
     detector_every_s: float = round(DETECT_EVERY_S, 4)
+    mesh_every_frames: int = Field(default=MESH_EVERY, ge=1)  # the frames between: interpolated linearly
     model: str = "mediapipe 0.10.21 face_detection (full range) + face_mesh (face_landmark.tflite)"
 
 
@@ -210,9 +216,16 @@ def _crop(frame: npt.NDArray[np.uint8], box: FaceBox) -> npt.NDArray[np.uint8]:
 
 
 def mouth_track(
-    path: Path, *, fps: float, start: float = 0.0, duration: float | None = None, segment: int = 0
+    path: Path,
+    *,
+    fps: float,
+    start: float = 0.0,
+    duration: float | None = None,
+    segment: int = 0,
+    mesh_every: int = MESH_EVERY,
 ) -> tuple[npt.NDArray[np.float64], FacePresence]:
-    """Mouth opening per frame (NaN where no face) and the detector's face figures, from one decode."""
+    """Mouth opening per frame (NaN where no face) and the detector's face figures, from one decode. The
+    landmarks are found on every `mesh_every`-th frame, the frames between interpolated (`fill_between`)."""
     video = probe_video(path).video
     assert video is not None  # probe_video requires one
     size = analysis_size(video.display_width, video.display_height, SYNC_SHORT_SIDE)
@@ -223,15 +236,34 @@ def mouth_track(
     argv = frames_command(path, fps=fps, size=size, start=start, duration=duration, pix_fmt=SYNC_PIX_FMT)
     with face_detector() as detector, face_mesh() as mesh:
         for n, planes in enumerate(decode_frames(argv, size, path, SYNC_PIX_FMT)):
+            detect, measure = n % every == 0, n % mesh_every == 0
+            if not (detect or measure):
+                openings.append(float("nan"))
+                continue
             frame = np.asarray(cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420), np.uint8)
-            if n % every == 0:
+            if detect:
                 detected.append(detect_faces(detector, frame))
                 box = detected[-1][0] if detected[-1] else box
             points = None
-            if box is not None:
+            if box is not None and measure:
                 points = landmarks(mesh, _crop(frame, box), MOUTH_IDS)
             openings.append(mouth_opening(points) if points is not None else float("nan"))
-    return np.array(openings), presence_of(segment, detected, size, round(fps / every, 4))
+    return fill_between(np.array(openings), mesh_every), presence_of(segment, detected, size, round(fps / every, 4))
+
+
+def fill_between(opening: npt.NDArray[np.float64], every: int) -> npt.NDArray[np.float64]:
+    """The frames the model skipped (all but every `every`-th), interpolated linearly between the measured
+    frames on either side; left NaN where either side had no face, or past the last measured frame."""
+    if every == 1:
+        return opening
+    filled = opening.copy()
+    for n in range(len(opening)):
+        if n % every:
+            before, after = n - n % every, n - n % every + every
+            if after < len(opening):
+                w = (n % every) / every
+                filled[n] = (1 - w) * opening[before] + w * opening[after]  # NaN when either is
+    return filled
 
 
 def measure_sync(
@@ -248,7 +280,9 @@ def measure_sync(
     video = probe_video(path).video
     assert video is not None  # probe_video requires one
     fps = video.fps or 25.0
-    opening, presence = mouth_track(path, fps=fps, start=start, duration=duration, segment=segment)
+    opening, presence = mouth_track(
+        path, fps=fps, start=start, duration=duration, segment=segment, mesh_every=method.mesh_every_frames
+    )
     pcm = decode_pcm(audio if audio is not None else path, sample_rate=ENVELOPE_RATE, start=start, duration=duration)
     envelope = speech_envelope(pcm, ENVELOPE_RATE, fps, len(opening))
     found = int(np.sum(~np.isnan(opening)))
