@@ -16,7 +16,7 @@ from pipeline.errors import VerificationError
 from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
 from pipeline.speech import write_wav
 from pipeline.stages.avsync import OffsetMeasurement, decode_pcm, measure_offset
-from pipeline.stages.mux import VideoTiming, mux, plan_mux, plan_stitch, stitch, video_timing
+from pipeline.stages.mux import VideoTiming, join_results, mux, plan_mux, plan_stitch, stitch, video_timing
 from pipeline.stages.probe import AudioStream, MediaProbe, VideoStream
 
 FPS = 25
@@ -390,3 +390,40 @@ def test_streams_that_start_late_keep_their_relation_on_the_file_timeline(tmp_pa
     assert first_frame_time(result.path, "v") == pytest.approx(first_frame_time(provider, "v"), abs=1e-3)
     assert result.offset_s == pytest.approx(0.04 + audio_late, abs=0.002)
     assert measure_offset(provider, result.path).seconds == pytest.approx(0.0, abs=0.002)
+
+
+def test_joined_results_are_each_aligned_to_their_master_and_the_sound_encoded_once(tmp_path, master):
+    """Several provider results (each with its own delay) and their masters: every master fitted to its result
+    as WAV, the pictures stitched from the results themselves, the sound encoded to AAC once, in the final."""
+    results, masters, delays = [], [], [0.04, -0.02]
+    for i, delay in enumerate(delays):
+        masters.append(make_audio(tmp_path / f"master{i}.wav", seconds=2.0, rate=RATE, seed=30 + i))
+        results.append(provider_result(tmp_path / f"result{i}.mp4", masters[-1], delay_s=delay, seconds=2.0, fps=FPS))
+    work = tmp_path / "work"
+    work.mkdir()
+    parts, final = join_results(results, masters, work, "final.mp4")
+
+    assert [p.offset_s for p in parts] == [pytest.approx(d, abs=0.001) for d in delays]
+    assert not list(work.glob("segment-*.mp4"))  # no mp4 per segment: the pictures come from the results
+    encodes = [argv for m in [*parts, final] for argv in m.commands() if "aac" in argv]
+    assert len(encodes) == 1
+    stats = decode_stats(final.path)
+    assert stats.video_seconds == pytest.approx(4.0, abs=1 / FPS)
+    assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+    for i, result in enumerate(results):  # each half of the final lines up with its provider result's sound
+        half = tmp_path / f"half{i}.wav"
+        run_ffmpeg(
+            [ffmpeg_exe(), "-v", "error", "-ss", f"{2.0 * i}", "-t", "2", "-i", str(final.path), str(half)],
+            what="cutting the final",
+        )
+        assert measure_offset(result, half).seconds == pytest.approx(0.0, abs=0.002)
+
+
+def test_joined_tts_results_keep_their_own_sound(tmp_path, master):
+    results = [provider_result(tmp_path / f"tts{i}.mp4", master, delay_s=0.0, seconds=1.2, fps=FPS) for i in range(2)]
+    work = tmp_path / "work"
+    work.mkdir()
+    parts, final = join_results(results, [None, None], work, "final.mp4")
+    assert [p.audio_source for p in parts] == ["provider", "provider"]
+    assert decode_stats(final.path).video_seconds == pytest.approx(2.4, abs=1 / FPS)
+    assert final.audio_source == "provider"

@@ -109,10 +109,11 @@ def run_on_cluster(config: RunConfig, options: RunOptions, progress: Progress, a
                 for job in jobs
             }
             try:
-                while client.status == "running" and not all(f.done() for f in futures.values()):
-                    # distributed's wait raises when its timeout passes, and when the scheduler is lost
+                while client.status == "running" and (running := [f for f in futures.values() if not f.done()]):
+                    # distributed's wait raises when its timeout passes, and when the scheduler is lost; only
+                    # the running tasks: a finished one would end every wait at once (a busy loop)
                     with suppress(TimeoutError, FuturesCancelledError):
-                        wait(list(futures.values()), timeout=STATUS_EVERY_S, return_when="FIRST_COMPLETED")
+                        wait(running, timeout=STATUS_EVERY_S, return_when="FIRST_COMPLETED")
                     _show_stages(ledger.jobs(), progress, futures)
             except KeyboardInterrupt:
                 log.warning("stopping: jobs running on workers finish and are recorded; run again to resume")
@@ -244,6 +245,7 @@ def _runner_for(task: ClusterTask) -> ClusterRunner:
         if key in _runners:
             return _runners[key]
         _worker_logging()
+        _stop_worker_profiler()
         config = load_config(task.config_path)
         assert config.ledger is not None
         endpoints = task.rehearsal or Endpoints(
@@ -269,6 +271,19 @@ def _runner_for(task: ClusterTask) -> ClusterRunner:
         runner.progress.start([(job.id, job.provider) for job in config.jobs])
         _runners[key] = runner
         return runner
+
+
+def _stop_worker_profiler() -> None:
+    """Dask's statistical profiler samples every thread's stack every 10 ms. A worker here runs dozens of
+    jobs in threads, mostly waiting on a provider; the sampling then stalled whole worker processes for
+    seconds (py-spy: the GIL held by `trigger_profile` → `sys._current_frames` → a garbage collection), and
+    a profile of waiting threads says nothing. Off on this worker (`distributed.worker.profile.enabled`)."""
+    from distributed import get_worker
+
+    periodic = get_worker().periodic_callbacks
+    for name in ("profile", "profile-cycle"):
+        if name in periodic:
+            periodic[name].stop()
 
 
 def _worker_logging() -> None:

@@ -177,19 +177,10 @@ def deliver_job(
 ) -> Path:
     """Mux each provider result with its master audio, stitch segments, verify, and write the handoff folder."""
     from ..stages.handoff import FINAL_NAME, write_handoff
-    from ..stages.mux import mux, stitch
+    from ..stages.mux import join_results
     from ..stages.verify import expectations_for, lip_sync_windows, verify, with_lip_sync
 
-    if len(results) == 1:
-        only = results[0]
-        muxed = [mux(only.path, only.segment.audio, work / FINAL_NAME)]
-        final = muxed[0]
-    else:
-        muxed = [mux(r.path, r.segment.audio, work / f"segment-{r.segment.index}.mp4") for r in results]
-        masters = [m.audio_file for m in muxed if m.audio_file is not None]
-        final = stitch(
-            [m.path for m in muxed], work / FINAL_NAME, segment_audio=masters if len(masters) == len(muxed) else None
-        )
+    muxed, final = join_results([r.path for r in results], [r.segment.audio for r in results], work, FINAL_NAME)
     on_stage(Stage.VERIFY)
     expect = expectations_for(final, [r.path for r in results], [_voice_seconds(r.segment) for r in results])
     report = with_lip_sync(verify(final.path, expect), lip_sync_windows(final), spec.sync)

@@ -341,21 +341,30 @@ def _mp4_with_audio(
         return run_ffmpeg(compile_stream(_quiet(out)), what=what)
 
 
-def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | Path) -> MuxResult:
-    """Write `dst` (mp4): the provider's video stream copied, with our master audio aligned to it (or, for TTS,
-    the provider's own audio). With a master, also writes the aligned WAV beside it."""
-    provider_video, dst = Path(provider_video), Path(dst)
+def _planned(provider_video: Path, master_audio: Path | None) -> tuple[MuxPlan, OffsetMeasurement | None]:
+    """The mux plan of a provider result and its master (the offset measured when both have sound)."""
     provider = _probe_result(provider_video)
-    master = probe(Path(master_audio)) if master_audio is not None else None
+    master = probe(master_audio) if master_audio is not None else None
     measurement = None
     if master is not None and provider.audio is not None:
         measurement = measure_offset(master.path, provider_video)
     video_s = video_timing(provider_video).seconds if provider.video else None  # None: plan says what's wrong
-    plan = plan_mux(provider, master, measurement, video_s=video_s)
+    return plan_mux(provider, master, measurement, video_s=video_s), measurement
+
+
+def _reliable_seconds(measurement: OffsetMeasurement | None) -> float | None:
+    return measurement.seconds if measurement and measurement.reliable else None
+
+
+def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | Path) -> MuxResult:
+    """Write `dst` (mp4): the provider's video stream copied, with our master audio aligned to it (or, for TTS,
+    the provider's own audio). With a master, also writes the aligned WAV beside it."""
+    provider_video, dst = Path(provider_video), Path(dst)
+    plan, measurement = _planned(provider_video, Path(master_audio) if master_audio is not None else None)
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)
     video = ffmpeg.input(str(provider_video))
-    measured = measurement.seconds if measurement and measurement.reliable else None
+    measured = _reliable_seconds(measurement)
     if plan.audio is None:
         streams = [video[PICTURE]] + ([video["a:0"]] if plan.audio_source == "provider" else [])
         with atomic_output(dst) as tmp:
@@ -363,14 +372,47 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
             runs = [run_ffmpeg(compile_stream(_quiet(out)), what=f"remuxing {provider_video.name}")]
         return MuxResult(dst, measured, plan.audio_source, None, plan, runs, measurement)
     wav = audio_file_for(dst)
-    if plan.audio_source == "master":
-        assert master is not None  # plan_mux chooses the master only when there is one
-        source = master.path
-    else:
-        source = provider_video
+    source = Path(master_audio) if plan.audio_source == "master" and master_audio is not None else provider_video
     runs = [_write_fitted_audio(source, plan, wav)]
     runs.append(_mp4_with_audio(video[PICTURE], wav, plan.audio, dst, what=f"muxing {dst.name}", vcodec="copy"))
     return MuxResult(dst, measured, plan.audio_source, wav, plan, runs, measurement)
+
+
+def align(provider_video: str | Path, master_audio: str | Path, dst_wav: str | Path) -> MuxResult | None:
+    """For a segment `stitch` joins: the master fitted to `provider_video`'s timeline, written as `dst_wav`, the
+    offset measured, and no mp4 of the segment's own (its picture is read from `provider_video`; the audio is
+    encoded once, in the final). None when the plan keeps the provider's audio stream as it is (no WAV to
+    write): such a segment is `mux`ed."""
+    provider_video, dst_wav = Path(provider_video), Path(dst_wav)
+    plan, measurement = _planned(provider_video, Path(master_audio))
+    if plan.audio is None:
+        return None
+    for reason in plan.reasons:
+        log.info("%s: %s", provider_video.name, reason)
+    source = Path(master_audio) if plan.audio_source == "master" else provider_video
+    runs = [_write_fitted_audio(source, plan, dst_wav)]
+    return MuxResult(
+        provider_video, _reliable_seconds(measurement), plan.audio_source, dst_wav, plan, runs, measurement
+    )
+
+
+def join_results(
+    videos: Sequence[Path], masters: Sequence[Path | None], work: Path, final_name: str
+) -> tuple[list[MuxResult], MuxResult]:
+    """A job's final file in `work` from its provider results (in order) and their master audio: one result
+    muxed, several aligned to their masters and stitched (or, where the voice is the provider's own, each
+    muxed and stitched with its sound). The per-segment results, and the final."""
+    if len(videos) == 1:
+        only = mux(videos[0], masters[0], work / final_name)
+        return [only], only
+    pairs = list(enumerate(zip(videos, masters, strict=True)))
+    aligned = [align(v, m, work / f"segment-{i}_audio.wav") for i, (v, m) in pairs if m is not None]
+    muxed = [a for a in aligned if a is not None]
+    if len(muxed) < len(videos):
+        muxed = [mux(v, m, work / f"segment-{i}.mp4") for i, (v, m) in pairs]
+    wavs = [m.audio_file for m in muxed if m.audio_file is not None]
+    final = stitch([m.path for m in muxed], work / final_name, segment_audio=wavs if len(wavs) == len(muxed) else None)
+    return muxed, final
 
 
 def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -> tuple[Path, FfmpegRun]:
