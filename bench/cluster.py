@@ -29,6 +29,7 @@ JOBS = int(os.environ.get("BENCH_CLUSTER_JOBS", "200"))
 LATENCY_S = float(os.environ.get("BENCH_CLUSTER_LATENCY", "20"))
 MAX_JOBS = 16
 WORKERS = 2
+THREADS = 24  # jobs a worker runs at once: 48 in all, the 16 provider slots and as many prepared or finishing
 PROVIDER = "fal"
 
 
@@ -73,7 +74,7 @@ def main() -> None:
             results = {}
             print("single machine (SQLite ledger):")
             results["single machine"] = _timed(_config(folder, "single", None), RunOptions(rehearse=True))
-            with local_cluster(WORKERS, 64, "127.0.0.1", 0) as cluster:
+            with local_cluster(WORKERS, THREADS, "127.0.0.1", 0) as cluster:
                 print(f"local cluster of {WORKERS} workers (PostgreSQL ledger):")
                 options = replace(RunOptions(rehearse=True), cluster=cluster.address)
                 results["cluster"] = _timed(_config(folder, "cluster", ledger), options)

@@ -40,6 +40,7 @@ from .progress import Progress
 from .reviews import Take
 from .rundir import WORK_DIR
 from .runner import (
+    CPU_SLOTS_ENV,
     BatchRunner,
     Endpoints,
     JobOutcome,
@@ -313,10 +314,13 @@ class LocalClusterInfo:
 @contextmanager
 def local_cluster(workers: int, threads: int, host: str, port: int) -> Iterator[LocalClusterInfo]:
     """A scheduler and `workers` worker processes (each under a nanny, which restarts it if it dies) on this
-    machine: for trying `--cluster`, and for the tests and the benchmark."""
+    machine: for trying `--cluster`, and for the tests and the benchmark. The workers split the machine's
+    cores for their ffmpeg work (`LIPSYNC_CPU_SLOTS`), as one process would use them all."""
     from distributed import LocalCluster
 
+    share = max(1, min(4, os.cpu_count() or 1) // workers)
     with LocalCluster(
+        env={CPU_SLOTS_ENV: str(share)},
         n_workers=workers,
         threads_per_worker=threads,
         processes=True,

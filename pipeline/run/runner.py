@@ -139,9 +139,14 @@ class CpuSlots:
             return [use for use, _ in sorted(self._queue)]
 
 
+CPU_SLOTS_ENV = "LIPSYNC_CPU_SLOTS"  # this process's share of the machine, e.g. set by `lipsync cluster up`
+
+
 def cpu_slot_count(requested: int | None) -> int:
-    """Slots for ffmpeg work: as asked, else one per core up to 4 (ffmpeg itself uses several threads)."""
-    return max(1, requested or min(4, os.cpu_count() or 1))
+    """Slots for ffmpeg work: as asked, else as `LIPSYNC_CPU_SLOTS` says (a worker process sharing the machine
+    with others), else one per core up to 4 (ffmpeg itself uses several threads)."""
+    shared = os.environ.get(CPU_SLOTS_ENV, "")
+    return max(1, requested or (int(shared) if shared.isdigit() else 0) or min(4, os.cpu_count() or 1))
 
 
 # ---- outcomes -----------------------------------------------------------------------------------
