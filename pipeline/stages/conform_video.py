@@ -568,7 +568,7 @@ def _tonemap(stream: Stream, transfer: str) -> Stream:
     )
 
 
-def _bt709(stream: Stream, plan: VideoPlan) -> Stream:
+def bt709_picture(stream: Stream, plan: VideoPlan) -> Stream:
     """The picture at its output size as 8-bit 4:2:0 BT.709 limited range, its frames tagged so, and with no
     HDR side data left (a tone-mapped picture would otherwise still carry its mastering display)."""
     size = {"w": plan.width, "h": plan.height} if plan.scale else {}
@@ -636,7 +636,7 @@ def _leg_streams(plan: VideoPlan, index: int, leg: Leg) -> tuple[Stream, Stream 
     v = _rotate(v, plan.rotation)
     if plan.tonemap:
         v = _tonemap(v, plan.tonemap)
-    v = _bt709(v, plan).filter("setsar", sar=1)
+    v = bt709_picture(v, plan).filter("setsar", sar=1)
     if a is not None:
         a = a.filter("apad", whole_dur=leg.duration).filter("atrim", duration=leg.duration)
     if leg.reverse:
