@@ -118,19 +118,23 @@ def make_face_clip(path: Path) -> Path:
         video = probe_video(picture).video
         fps = (video.fps if video else None) or 30000 / 1001
         opening, _ = mouth_track(picture, fps=fps, mesh_every=1)
-        voice = sound_following(opening, fps, 0, Path(scratch) / "voice.wav")
-        with atomic_output(path) as tmp:
-            muxed = ffmpeg.output(
-                ffmpeg.input(media_path(picture)).video,
-                ffmpeg.input(media_path(voice)).audio,
-                media_path(tmp),
-                vcodec="copy",
-                acodec="aac",
-                shortest=None,
-                f="mp4",
-            )
-            run_ffmpeg(compile_stream(muxed.global_args("-hide_banner", "-nostats", "-y")), what="muxing the face clip")
-    return path
+        return with_sound(picture, sound_following(opening, fps, 0, Path(scratch) / "voice.wav"), path)
+
+
+def with_sound(video: Path, audio: Path, dst: Path) -> Path:
+    """`video`'s picture (copied) with `audio` as AAC, cut to the shorter, written atomically as mp4."""
+    with atomic_output(dst) as tmp:
+        out = ffmpeg.output(
+            ffmpeg.input(media_path(video)).video,
+            ffmpeg.input(media_path(audio)).audio,
+            media_path(tmp),
+            vcodec="copy",
+            acodec="aac",
+            shortest=None,
+            f="mp4",
+        )
+        run_ffmpeg(compile_stream(out.global_args("-hide_banner", "-nostats", "-y")), what=f"muxing {dst.name}")
+    return dst
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline.demo import carphone_sample
+from pipeline.demo import carphone_sample, with_sound  # noqa: F401 (the tests' import point)
 from pipeline.ffmpeg import compile_stream, run_ffmpeg
 from pipeline.speech import sound_following, write_wav
 
@@ -37,20 +37,6 @@ def audio_following(
 ) -> Path:
     """`pipeline.speech.sound_following` at the tests' sample rate."""
     return sound_following(opening, fps, shift, path, seed=seed, unrelated=unrelated, sample_rate=RATE)
-
-
-def with_sound(video: Path, audio: Path, dst: Path) -> Path:
-    """`video`'s picture (copied) with `audio` as AAC, cut to the shorter."""
-    out = ffmpeg.output(
-        ffmpeg.input(str(video)).video,
-        ffmpeg.input(str(audio)).audio,
-        str(dst),
-        vcodec="copy",
-        acodec="aac",
-        shortest=None,
-    )
-    run_ffmpeg(compile_stream(out), what=f"muxing {dst.name}")
-    return dst
 
 
 def placed_small(video: Path, dst: Path, *, face_width: int, canvas: tuple[int, int] = (1280, 720)) -> Path:
