@@ -8,14 +8,14 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
-_TEMP_MIDDLE = "[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
+_TEMP_MIDDLE = "[a-z0-9_]{8}"  # between prefix and suffix: 8 hex digits (older versions: mkstemp's 8 characters)
 
 
 def temp_prefix_suffix(final: Path) -> tuple[str, str]:
@@ -39,17 +39,16 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix, suffix = temp_prefix_suffix(final)
-    tmp_path: Path | None = None
-    try:  # from the temp file's creation on: a Ctrl-C right after mkstemp must not leave it behind
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
-        tmp_path = Path(tmp)
-        os.close(fd)
+    # the name is chosen before the file exists, so a Ctrl-C at any instant after its creation (even inside
+    # the call that creates it) finds the name to remove: with mkstemp, the name came back only afterwards
+    tmp_path = final.parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+    try:
+        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; a delivered file gets the usual mode
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # made 0600; a delivered file gets the usual mode
         os.replace(tmp_path, final)
     except BaseException:
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)
         raise
 
 
