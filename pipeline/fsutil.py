@@ -41,7 +41,8 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     prefix, suffix = temp_prefix_suffix(final)
     # the name is chosen before the file exists, so a Ctrl-C at any instant after its creation (even inside
     # the call that creates it) finds the name to remove: with mkstemp, the name came back only afterwards
-    tmp_path = final.parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+    # absolute, as mkstemp's were: a relative "scene:2.mp4" reads as a protocol to ffmpeg
+    tmp_path = Path(os.path.abspath(final.parent)) / f"{prefix}{secrets.token_hex(4)}{suffix}"
     try:
         os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp_path
