@@ -344,3 +344,16 @@ def test_a_conformed_30_fps_transport_stream_keeps_every_frame(tmp_path):
     track = media_info(out.path)["Video"][0]
     assert float(track.frame_rate) == 30.0
     assert abs(int(track.frame_count) - 60) <= 1
+
+
+def test_a_file_changed_since_its_probe_is_read_again(tmp_path: Path) -> None:
+    """Probes of unchanged files are kept; a rewrite in place, or another file renamed over the path, is not
+    taken for the file it replaced."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=1.0)
+    assert probe(clip).duration == pytest.approx(1.0, abs=0.05)
+    make_video(tmp_path / "clip.mp4", seconds=2.0)  # written in place
+    assert probe(clip).duration == pytest.approx(2.0, abs=0.05)
+    make_video(tmp_path / "other.mp4", seconds=3.0).replace(clip)
+    again = probe(clip)
+    assert again.duration == pytest.approx(3.0, abs=0.05)
+    assert again.video is not None and again.video.duration == pytest.approx(3.0, abs=0.05)
