@@ -19,6 +19,8 @@ from pipeline.speech import synth_speech, write_wav
 from pipeline.stages.conform_audio import SpeechActivity, speech_activity
 from pipeline.stages.conform_video import SIZE_MARGIN, VBV_BUFFER_SECONDS
 from pipeline.stages.cuts import (
+    BALANCE,
+    CUT_ROOM_S,
     CutCues,
     CutKind,
     LoudnessEnvelope,
@@ -95,8 +97,12 @@ def test_segments_cover_the_source_inside_every_limit(source, min_seconds, bitra
         if bitrate:
             spent = float(s.duration) * (bitrate + 128_000) + bitrate * VBV_BUFFER_SECONDS
             assert spent <= LIMITS.video_max_bytes * SIZE_MARGIN * 8 * (1 + 1e-9)
-    # as few jobs as the limit allows, none under the minimum when that is avoidable
-    assert len(segs) == max(1, math.ceil(total / plan.max_frames))
+    # as few jobs as the limit allows, or one more when those would pin the cuts (and cues could move them);
+    # none under the minimum when that is avoidable
+    fewest = max(1, math.ceil(total / plan.max_frames))
+    room = min(CUT_ROOM_S * rate, BALANCE * plan.max_frames)
+    pinned = fewest > 1 and fewest * plan.max_frames - total < room and cues != CutCues()
+    assert len(segs) == fewest + (pinned and (fewest + 1) * plan.min_frames <= total)
     if len(segs) > 1:
         floor = min(math.ceil(Fraction(min_seconds) * rate), plan.max_frames // 2)
         assert min(s.frames for s in segs) >= floor
@@ -333,3 +339,16 @@ def test_a_plan_read_back_from_its_dict_is_the_same_plan(source):
     seconds, fps, cues = source
     plan = plan_cuts(seconds, fps, LIMITS, cues=cues)
     assert CutPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # as a cached prepare keeps it
+
+
+@pytest.mark.parametrize("seconds, fps", [(600.0, 25), (60.0, 30), (89.5, 24)])
+def test_a_source_filling_its_jobs_exactly_takes_one_more_so_every_cut_lands_in_a_pause(seconds, fps):
+    """k full segments would pin each cut to its exact mark, mid-sentence; k + 1 leave room for the pauses
+    (0.5 s every 4.2 s), and every cut is in one."""
+    pauses_ = tuple((t, t + 0.5) for t in np.arange(3.7, seconds, 4.2))
+    plan = plan_cuts(seconds, fps, LIMITS, cues=CutCues(pauses=pauses_))
+    assert len(plan.segments) == math.ceil(seconds / 30) + 1
+    assert all(s.cut.kind is CutKind.PAUSE for s in plan.segments[:-1])
+    assert "one more than the fewest" in plan.reasons[-1]
+    without_cues = plan_cuts(seconds, fps, LIMITS)
+    assert len(without_cues.segments) == math.ceil(seconds / 30)  # nothing to move a cut to: no extra job
