@@ -88,9 +88,9 @@ class VideoOptions:
     force_transcode: bool = False  # re-encode even a compliant file
     crf: int = 20  # x264 quality when the size budget allows it
     # x264 speed/efficiency: the provider re-renders what we send, so quality per second of CPU decides, not
-    # habit. Measured (bench/long.py, under a full 30 s segment's cap): veryfast matches fast's SSIM within
-    # 0.001 at 0.7x its CPU (4K60 HEVC source: 1.5x the decode-and-scale floor against 2.2x for fast)
-    preset: str = "veryfast"
+    # habit. Measured (bench/long.py, under a full 30 s segment's cap, 4K60 HEVC source): superfast 1.56-1.69x
+    # the decode-and-scale floor at SSIM 0.988, against fast's 2.2x at 0.987; veryfast swung 1.51-1.87x
+    preset: str = "superfast"
     max_bitrate: int = 40_000_000  # never cap above this (bits/s): H.264 level 4.1/4.2 territory
     max_fps: float = 60.0  # faster capture (slow-motion phones) is resampled to this
     audio_bitrate: int = 128_000  # AAC, bits/s

@@ -4,12 +4,13 @@
 segment is [start_frame, end_frame) and its seconds are exact fractions: no float drift over ten minutes.
 Cues come in seconds on the same timeline (from the first frame) and are snapped to frames here.
 
-How each cut is chosen: k = ceil(frames / max_frames) segments, or one more when k full segments would
-leave the cuts under CUT_ROOM_S (or BALANCE of a segment) of room to move (600 s at 25 fps in jobs of
-30 s: every cut pinned to its exact 30 s mark, mid-word) and there are cues to move them to. After the
+How each cut is chosen: k = ceil(frames / max_frames) segments, or more where there are cues to move the
+cuts to and k full segments would not leave every cut CUT_ROOM_S (or BALANCE of a segment) of room: 600 s
+at 25 fps in jobs of 30 s would pin every cut to its exact 30 s mark, mid-word (`segment_count`). After the
 previous cut at p, with R frames and r segments left, the balanced point is p + R/r. The cut's window is
-every frame that keeps the rest feasible (each segment between min_frames and max_frames) and lies within
-BALANCE of the balanced length from the balanced point. Inside the window, first match wins:
+every frame that keeps the rest feasible (each segment between min_frames and max_frames, each later cut
+keeping its room) and lies within BALANCE of the balanced length from the balanced point. Inside the
+window, first match wins:
   1. a pause in the speech: the longest silence with a frame in the window, cut at its middle;
   2. a sentence end (scripts): the one nearest the balanced point;
   3. a shot change (measured from the picture): the one nearest the balanced point;
@@ -42,7 +43,7 @@ from .conform_video import SIZE_MARGIN, VBV_BUFFER_SECONDS
 from .sync import max_job_seconds
 
 DEFAULT_MIN_SECONDS = 3.0
-CUT_ROOM_S = 5  # k segments must leave the cuts this much room (or BALANCE of a segment), or one more is taken
+CUT_ROOM_S = 5  # room each cut keeps to move to a cue (or BALANCE of a segment, if less); segments are added for it
 BALANCE = Fraction(1, 4)  # a cut may move this share of the balanced length away from the balanced point
 SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts a new shot
 SCENE_WIDTH = 160  # the picture is scored at this width: a cut is as visible, the decode cheaper
@@ -265,8 +266,8 @@ def plan_cuts(
         reasons.append(f"the whole source ({float(total / rate):.3f} s) fits in one segment")
         cuts = [Cut(total, CutKind.SOURCE_END, "the end of the source", (total, total))]
     else:
-        count, why = segment_count(total, max_frames, min_frames, rate, cues)
-        cuts = _cuts(total, count, max_frames, min_frames, rate, cues)
+        count, reserve, why = segment_count(total, max_frames, min_frames, rate, cues)
+        cuts = _cuts(total, count, reserve, max_frames, min_frames, rate, cues)
         reasons.append(f"{count} balanced segments of about {float(total / count / rate):.2f} s{why}")
     starts = [0, *(c.frame for c in cuts[:-1])]
     segments = tuple(
@@ -275,30 +276,49 @@ def plan_cuts(
     return CutPlan(rate, total, max_frames, min_frames, segments, tuple(reasons))
 
 
-def segment_count(total: int, max_frames: int, min_frames: int, rate: Fraction, cues: CutCues) -> tuple[int, str]:
-    """How many segments a source longer than one takes, and why one more than the fewest (else "")."""
+def segment_count(total: int, max_frames: int, min_frames: int, rate: Fraction, cues: CutCues) -> tuple[int, int, str]:
+    """How many segments a source longer than one takes, the room (frames) each cut keeps for every later
+    one, and why more than the fewest (else "").
+
+    A cut that lands early to reach a pause spends room the later cuts need: k segments of at most max_frames
+    leave k * max_frames - total frames of it in all, and once it is spent each later cut is pinned to its
+    mark. So, where there are cues to move cuts to, segments are added until every cut can keep `room`."""
     fewest = -(-total // max_frames)
-    room = fewest * max_frames - total
-    has_cues = bool(cues.pauses or cues.sentence_ends or cues.shot_changes) or cues.loudness is not None
-    if room >= min(CUT_ROOM_S * rate, BALANCE * max_frames) or not has_cues or (fewest + 1) * min_frames > total:
-        return fewest, ""
-    return fewest + 1, (
-        f": one more than the fewest, whose {fewest} full segments would leave the cuts "
-        f"{float(room / rate):.2f} s of room to move to a pause or another cue"
+    if not (cues.pauses or cues.sentence_ends or cues.shot_changes or cues.loudness is not None):
+        return fewest, 0, ""
+    room = math.floor(min(CUT_ROOM_S * rate, BALANCE * max_frames))
+    count = fewest
+    while count * max_frames - total < (count - 1) * room and (count + 1) * min_frames <= total:
+        count += 1
+    reserve = min(room, (count * max_frames - total) // (count - 1))
+    if count == fewest:
+        return count, reserve, ""
+    return (
+        count,
+        reserve,
+        (
+            f": {count - fewest} more than the fewest ({fewest}), whose full segments would leave the cuts "
+            f"{float((fewest * max_frames - total) / rate):.2f} s of room in all; each cut keeps "
+            f"{float(reserve / rate):.2f} s for moving the later ones to a pause or another cue"
+        ),
     )
 
 
-def _cuts(total: int, count: int, max_frames: int, min_frames: int, rate: Fraction, cues: CutCues) -> list[Cut]:
+def _cuts(
+    total: int, count: int, reserve: int, max_frames: int, min_frames: int, rate: Fraction, cues: CutCues
+) -> list[Cut]:
     """The `count` cuts of a source longer than one segment, the last one being its end.
 
-    Invariant: with r segments left, r × min_frames ≤ rest ≤ r × max_frames, so the balanced point is
-    always inside the feasible window (min_frames ≤ max_frames / 2 makes it hold at the start)."""
+    Invariant: with r segments left, r × min_frames ≤ rest ≤ r × max_frames - (r - 1) × reserve, so the
+    balanced point is always inside the feasible window (min_frames ≤ max_frames / 2 makes it hold at the
+    start; segment_count chooses the reserve so that it does)."""
     cuts, previous = [], 0
     for left in range(count, 1, -1):
         rest = total - previous
         balanced = previous + Fraction(rest, left)
         slack = max(BALANCE * Fraction(rest, left), Fraction(1))
-        lo = max(previous + min_frames, total - (left - 1) * max_frames, math.ceil(balanced - slack))
+        earliest = total - (left - 1) * max_frames + (left - 2) * reserve  # the later cuts keep their room
+        lo = max(previous + min_frames, earliest, math.ceil(balanced - slack))
         hi = min(previous + max_frames, total - (left - 1) * min_frames, math.floor(balanced + slack))
         cut = _choose(lo, hi, balanced, rate, cues)
         cuts.append(cut)

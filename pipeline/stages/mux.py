@@ -306,8 +306,10 @@ def _quiet(stream: Stream) -> Stream:
     return stream.global_args("-nostdin", "-hide_banner", "-v", "error")
 
 
-def _write_fitted_audio(source: Path, plan: MuxPlan, dst_wav: Path) -> FfmpegRun:
-    """The planned audio as WAV: `source`'s first audio stream shifted, then padded/cut to the video."""
+def _write_fitted_audio(plan: MuxPlan, provider_video: Path, master_audio: Path | None, dst_wav: Path) -> FfmpegRun:
+    """The planned audio as WAV: the first audio stream of the source the plan chose (the master, or the
+    provider's own) shifted, then padded/cut to the video."""
+    source = master_audio if plan.audio_source == "master" and master_audio is not None else provider_video
     fmt = plan.audio
     assert fmt is not None  # mux writes audio only when the plan has some
     a = ffmpeg.input(str(source))["a:0"].filter("aresample", fmt.sample_rate, first_pts=0)
@@ -372,8 +374,7 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
             runs = [run_ffmpeg(compile_stream(_quiet(out)), what=f"remuxing {provider_video.name}")]
         return MuxResult(dst, measured, plan.audio_source, None, plan, runs, measurement)
     wav = audio_file_for(dst)
-    source = Path(master_audio) if plan.audio_source == "master" and master_audio is not None else provider_video
-    runs = [_write_fitted_audio(source, plan, wav)]
+    runs = [_write_fitted_audio(plan, provider_video, Path(master_audio) if master_audio is not None else None, wav)]
     runs.append(_mp4_with_audio(video[PICTURE], wav, plan.audio, dst, what=f"muxing {dst.name}", vcodec="copy"))
     return MuxResult(dst, measured, plan.audio_source, wav, plan, runs, measurement)
 
@@ -389,8 +390,7 @@ def align(provider_video: str | Path, master_audio: str | Path, dst_wav: str | P
         return None
     for reason in plan.reasons:
         log.info("%s: %s", provider_video.name, reason)
-    source = Path(master_audio) if plan.audio_source == "master" else provider_video
-    runs = [_write_fitted_audio(source, plan, dst_wav)]
+    runs = [_write_fitted_audio(plan, provider_video, Path(master_audio), dst_wav)]
     return MuxResult(
         provider_video, _reliable_seconds(measurement), plan.audio_source, dst_wav, plan, runs, measurement
     )
