@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import ffmpeg
 from pymediainfo import MediaInfo, Track
@@ -154,7 +154,6 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_TOLERANCE_FRACTION = 0.02
 _NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without a timestamp (MPEG-PS/TS leave some out)
-PROBE_CACHE_SIZE = 512  # probes of unchanged files kept per process (a few hundred bytes each)
 _DISCARD_FLAG = 0x4  # AV_PKT_FLAG_DISCARD: decoded only to reach the first shown frame
 # Packets spanning this much more than the video track's declared length mean damaged timestamps.
 _TIMESTAMP_JUMP_S = 1.0
@@ -241,14 +240,23 @@ def parse_framecrc(text: str) -> PacketTiming | None:
     )
 
 
-FileIdentity = tuple[str, int, int, int, int]  # absolute path, device, inode, size, modification time (ns)
+PROBE_CACHE_SIZE = 512  # probes of unchanged files kept per process (a few hundred bytes each)
+
+
+class FileIdentity(NamedTuple):
+    """What tells an unchanged file from a changed one without reading it (a rewrite changes the size or the
+    modification time; an atomic replace, the inode)."""
+
+    path: str  # absolute
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
 
 
 def file_identity(path: str | Path) -> FileIdentity:
-    """What tells an unchanged file from a changed one without reading it (a rewrite changes the size or the
-    modification time; an atomic replace, the inode)."""
     st = os.stat(path)
-    return os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return FileIdentity(os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def stream_packets(path: str | Path, spec: str) -> PacketTiming | None:
@@ -479,15 +487,15 @@ def _check_truncation(path: Path, general: Track, declared: float | None) -> str
 def probe(path: str | Path) -> MediaProbe:
     """Describe a media file. Raises InputError for missing, empty, unparseable, truncated or unsupported files.
 
-    A file probed before and unchanged since (`file_identity`) is not read again: a job
-    probes its inputs and outputs at several stages, and a batch often shares one clip among many jobs."""
+    A file probed before and unchanged since (`file_identity`) is not read again: a job probes its inputs and
+    outputs at several stages, and a batch often shares one clip among many jobs."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
     if not path.is_file():
         raise InputError(path, "not a regular file")
     identity = file_identity(path)
-    if identity[3] == 0:
+    if identity.size == 0:
         raise InputError(path, "empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise InputError(path, "cannot be read (permission denied)")
@@ -498,7 +506,7 @@ def probe(path: str | Path) -> MediaProbe:
 def _probe_unchanged(given: str, identity: FileIdentity) -> MediaProbe:
     """probe() of the file `given` names, keyed also by its identity so that a changed file is read again.
     Errors are raised, never cached."""
-    path, size = Path(given), identity[3]
+    path, size = Path(given), identity.size
     try:
         info = MediaInfo.parse(str(path))
     except Exception as exc:  # pymediainfo raises plain exceptions for unreadable files
