@@ -61,6 +61,7 @@ def test_plan_lists_segments_calls_and_cost_without_writing_anything(tmp_path, m
 
     text = lipsync("plan", str(config))
     assert text.returncode == 0 and "spoken: " in text.stdout and f"USD {Decimal(doc['total']):.2f}" in text.stdout
+    assert all(f"  why: {reason}" in text.stdout for job in doc["jobs"] for reason in job["reasons"])
 
 
 def test_plan_says_unknown_where_no_price_is_documented_and_flags_too_many_creates(tmp_path, media):

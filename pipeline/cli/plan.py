@@ -37,6 +37,8 @@ def plan(config_path: Path, only: tuple[str, ...], as_json: bool) -> None:
             click.echo(
                 f"  seg{part.index:03d}  {part.start:9.3f}-{part.end:9.3f} s  {part.seconds:7.3f} s  {part.cut_reason}"
             )
+        for reason in job.reasons:  # the length policy and the segment count: why this many calls
+            click.echo(f"  why: {reason}")
         for reason in job.estimate.reasons:
             click.echo(f"  cost: {reason}")
         if job.refusal:
