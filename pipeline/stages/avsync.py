@@ -129,7 +129,8 @@ def measure_offset_samples(
     template = other[at : at + width] - np.mean(other[at : at + width])
     span = reference[at - max_lag : at + width + max_lag]
     span = span - np.mean(span)
-    n = 1 << int(np.ceil(np.log2(len(span) + width)))
+    # circular correlation: with n >= width + 2*max_lag, the lags wanted (0..2*max_lag) never wrap around
+    n = 1 << int(np.ceil(np.log2(width + 2 * max_lag)))
     corr_full = np.fft.irfft(np.fft.rfft(span, n) * np.conj(np.fft.rfft(template, n)), n)
     starts = np.arange(2 * max_lag + 1)  # reference start index s = max_lag - lag
     corr = corr_full[starts]
