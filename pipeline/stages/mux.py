@@ -329,8 +329,10 @@ def _write_fitted_audio(plan: MuxPlan, provider_video: Path, master_audio: Path 
 
 
 def _mp4_with_audio(
-    video: Stream, wav: Path, fmt: AudioFormat, dst: Path, *, what: str, **video_opts: Any
+    video: Stream, wav: Path, fmt: AudioFormat, dst: Path, *, what: str, copyts: bool = False, **video_opts: Any
 ) -> FfmpegRun:
+    """`video` and the WAV's sound (encoded to AAC) into `dst`. `copyts`: keep the inputs' timestamps as they
+    are instead of starting each input at 0."""
     audio = ffmpeg.input(str(wav)).audio
     with atomic_output(dst) as tmp:
         out = ffmpeg.output(
@@ -348,6 +350,7 @@ def _mp4_with_audio(
             map_metadata=-1,
             **video_opts,
         )
+        out = out.global_args("-copyts") if copyts else out
         return run_ffmpeg(compile_stream(_quiet(out)), what=what)
 
 
@@ -423,12 +426,8 @@ def join_results(
     return muxed, final
 
 
-def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -> tuple[Path, FfmpegRun]:
-    """The segments' video streams joined by the concat demuxer, copied into a plain mp4 first.
-
-    Muxing the concat demuxer's output directly with other inputs shifts the video by its B-frame delay (the
-    demuxer reports the first dts, not pts, as its start); read back from an mp4 the start is right.
-    """
+def _concat_listing(files: list[Path], seconds: tuple[float, ...], scratch: Path) -> Path:
+    """An ffconcat listing of the segments, each lasting its measured video duration."""
 
     def quoted(p: Path) -> str:
         return "'" + str(p.resolve()).replace("'", "'\\''") + "'"
@@ -436,9 +435,7 @@ def _concat_copy(files: list[Path], seconds: tuple[float, ...], scratch: Path) -
     listing = scratch / "segments.ffconcat"
     entries = "".join(f"file {quoted(f)}\nduration {s:.6f}\n" for f, s in zip(files, seconds, strict=True))
     listing.write_text("ffconcat version 1.0\n" + entries, encoding="utf-8")
-    joined = scratch / "video.mp4"
-    out = ffmpeg.input(str(listing), f="concat", safe=0)[PICTURE].output(str(joined), vcodec="copy", map_metadata=-1)
-    return joined, run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(files)} segments' video")
+    return listing
 
 
 def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
@@ -491,9 +488,12 @@ def stitch(
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".stitch-") as scratch:  # hidden if left by a kill
         opts: dict[str, Any]
         if plan.video_mode == "copy":
-            video_file, run = _concat_copy(files, plan.segment_seconds, Path(scratch))
-            runs.append(run)
-            video, opts = ffmpeg.input(str(video_file))[PICTURE], {"vcodec": "copy"}
+            # The concat demuxer's timestamps already place each segment at its start (less the file's own
+            # start time). They are kept as they are (-copyts): re-based, the picture shifts against the sound,
+            # because ffmpeg takes the demuxer's first dts (before a B-frame delay) as its start.
+            listing = _concat_listing(files, plan.segment_seconds, Path(scratch))
+            video = ffmpeg.input(str(listing), f="concat", safe=0)[PICTURE]
+            opts = {"vcodec": "copy", "copyts": True}
         else:
             first = probes[0].video
             assert first is not None  # video_timing read its packets
