@@ -16,7 +16,16 @@ from pipeline.errors import VerificationError
 from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
 from pipeline.speech import write_wav
 from pipeline.stages.avsync import OffsetMeasurement, decode_pcm, measure_offset
-from pipeline.stages.mux import VideoTiming, join_results, mux, plan_mux, plan_stitch, stitch, video_timing
+from pipeline.stages.mux import (
+    SegmentSound,
+    VideoTiming,
+    join_results,
+    mux,
+    plan_mux,
+    plan_stitch,
+    stitch,
+    video_timing,
+)
 from pipeline.stages.probe import AudioStream, MediaProbe, VideoStream
 
 FPS = 25
@@ -211,7 +220,7 @@ def test_stitch_joins_without_gap_click_or_drift(tmp_path):
         audios.append(tmp_path / f"seg{i}.wav")
         write_wav(audios[-1], _tone(seconds, 440.0, start), RATE)
         start += seconds
-    result = stitch(segments, tmp_path / "out" / "final.mp4", segment_audio=audios)
+    result = stitch(segments, tmp_path / "out" / "final.mp4", segment_audio=[SegmentSound(a) for a in audios])
     assert result.plan.video_mode == "copy"
 
     stats = decode_stats(result.path)
@@ -239,7 +248,7 @@ def test_stitch_pads_and_cuts_each_segments_audio_to_its_own_video(tmp_path):
         segments.append(make_video(tmp_path / f"seg{i}.mp4", seconds=seconds, fps=FPS, width=160, height=96))
         audios.append(tmp_path / f"seg{i}.wav")
         write_wav(audios[-1], _tone(length, freq), RATE)
-    result = stitch(segments, tmp_path / "final.mp4", segment_audio=audios)
+    result = stitch(segments, tmp_path / "final.mp4", segment_audio=[SegmentSound(a) for a in audios])
     wav, _ = read_wav(result.audio_file)
     starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
     for start, freq in zip(starts, freqs, strict=True):

@@ -10,7 +10,7 @@ from sync_media import provider_result, shifted_wav
 
 from pipeline.errors import VerificationError
 from pipeline.ffmpeg import compile_stream, run_ffmpeg
-from pipeline.stages.mux import mux, stitch
+from pipeline.stages.mux import SegmentSound, mux, stitch
 from pipeline.stages.verify import SyncReference, VerifyExpectations, expectations_for, verify
 
 FPS = 25
@@ -177,7 +177,7 @@ def test_stitched_final_is_checked_segment_by_segment(tmp_path):
     assert not short.ok and [c.name for c in short.failed()] == ["segment_length_1"]
 
     late = [voices[0], shifted_wav(voices[1], tmp_path / "late1.wav", 3 * FRAME)]
-    bad = stitch([m.path for m in muxed], tmp_path / "bad.mp4", segment_audio=late)
+    bad = stitch([m.path for m in muxed], tmp_path / "bad.mp4", segment_audio=[SegmentSound(w) for w in late])
     checks = {c.name: c for c in verify(bad.path, expectations_for(bad, results)).checks}
     assert checks["av_offset_0"].ok
     assert not checks["av_offset_1"].ok and checks["av_offset_1"].measured == pytest.approx(3 * FRAME, abs=0.002)

@@ -95,6 +95,16 @@ class StitchPlan:
 
 
 @dataclass(frozen=True)
+class SegmentSound:
+    """A segment's sound for `stitch`: the first audio stream of `source`, shifted onto the segment's picture
+    (silence put before it, or samples dropped from its start, counted at the delivery rate)."""
+
+    source: Path
+    delay_samples: int = 0
+    trim_samples: int = 0
+
+
+@dataclass(frozen=True)
 class MuxResult:
     path: Path
     offset_s: float | None  # provider-vs-master offset (None: not measured or not found)
@@ -261,7 +271,8 @@ def plan_stitch(segments: list[MediaProbe], audios: list[MediaProbe], timings: l
         mode, why = "reencode", f"video re-encoded: {', '.join(mismatch)} differ from the first segment"
     else:
         mode, why = "copy", "video stream-copied: all segments share codec, size, frame rate and time base"
-    reasons = [why, f"{len(segments)} segments, audio joined sample-accurately, one AAC (VBR quality {fmt.aac_quality}) encode"]
+    joined = f"{len(segments)} segments, audio joined sample-accurately, one AAC (VBR quality {fmt.aac_quality}) encode"
+    reasons = [why, joined]
     silent = tuple(i for i, a in enumerate(audios) if a.audio is None)
     if silent:
         reasons.append(f"segments {', '.join(map(str, silent))} have no audio: silence in their place")
@@ -311,21 +322,31 @@ def _quiet(stream: Stream) -> Stream:
     return stream.global_args("-nostdin", "-hide_banner", "-v", "error")
 
 
-def _write_fitted_audio(plan: MuxPlan, provider_video: Path, master_audio: Path | None, dst_wav: Path) -> FfmpegRun:
-    """The planned audio as WAV: the first audio stream of the source the plan chose (the master, or the
-    provider's own) shifted, then padded/cut to the video."""
+def _placed(sound: SegmentSound, fmt: AudioFormat, samples: int) -> Stream:
+    """`sound` on its picture's timeline at the delivery rate: shifted, then padded/cut to `samples`."""
+    a = ffmpeg.input(str(sound.source))["a:0"].filter("aresample", fmt.sample_rate, first_pts=0)
+    if sound.delay_samples:
+        a = a.filter("adelay", delays=f"{sound.delay_samples}S", all=1)
+    if sound.trim_samples:
+        a = a.filter("atrim", start_sample=sound.trim_samples).filter("asetpts", "PTS-STARTPTS")
+    return _fit(a, fmt, samples)
+
+
+def _planned_sound(plan: MuxPlan, provider_video: Path, master_audio: Path | None) -> SegmentSound:
+    """The sound the plan chose (the master, or the provider's own), with the plan's shift."""
     source = master_audio if plan.audio_source == "master" and master_audio is not None else provider_video
+    return SegmentSound(source, plan.delay_samples, plan.trim_samples)
+
+
+def _write_fitted_audio(plan: MuxPlan, provider_video: Path, master_audio: Path | None, dst_wav: Path) -> FfmpegRun:
+    """The planned audio as WAV, padded/cut to the video."""
     fmt = plan.audio
     assert fmt is not None  # mux writes audio only when the plan has some
-    a = ffmpeg.input(str(source))["a:0"].filter("aresample", fmt.sample_rate, first_pts=0)
-    if plan.delay_samples:
-        a = a.filter("adelay", delays=f"{plan.delay_samples}S", all=1)
-    if plan.trim_samples:
-        a = a.filter("atrim", start_sample=plan.trim_samples).filter("asetpts", "PTS-STARTPTS")
-    a = _fit(a, fmt, plan.total_samples)
+    sound = _planned_sound(plan, provider_video, master_audio)
+    a = _placed(sound, fmt, plan.total_samples)
     with atomic_output(dst_wav) as tmp:
         out = a.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
-        return run_ffmpeg(compile_stream(_quiet(out)), what=f"fitting {source.name}'s audio into {dst_wav.name}")
+        return run_ffmpeg(compile_stream(_quiet(out)), what=f"fitting {sound.source.name}'s audio into {dst_wav.name}")
 
 
 def _mp4_with_audio(
@@ -390,40 +411,38 @@ def mux(provider_video: str | Path, master_audio: str | Path | None, dst: str | 
     return MuxResult(dst, measured, plan.audio_source, wav, plan, runs, measurement)
 
 
-def align(provider_video: str | Path, master_audio: str | Path, dst_wav: str | Path) -> MuxResult | None:
-    """For a segment `stitch` joins: the master fitted to `provider_video`'s timeline, written as `dst_wav`, the
-    offset measured, and no mp4 of the segment's own (its picture is read from `provider_video`; the audio is
-    encoded once, in the final). None when the plan keeps the provider's audio stream as it is (no WAV to
-    write): such a segment is `mux`ed."""
-    provider_video, dst_wav = Path(provider_video), Path(dst_wav)
-    plan, measurement = _planned(provider_video, Path(master_audio))
+def align(provider_video: str | Path, master_audio: str | Path) -> tuple[MuxResult, SegmentSound] | None:
+    """For a segment `stitch` joins: the offset measured and the plan placing the master on `provider_video`'s
+    timeline (the segment's result), and the sound it chose. Nothing is written: the sound is placed and
+    encoded once, in the final. None when the plan keeps the provider's audio stream as it is: such a segment
+    is `mux`ed."""
+    provider_video, master_audio = Path(provider_video), Path(master_audio)
+    plan, measurement = _planned(provider_video, master_audio)
     if plan.audio is None:
         return None
     for reason in plan.reasons:
         log.info("%s: %s", provider_video.name, reason)
-    runs = [_write_fitted_audio(plan, provider_video, Path(master_audio), dst_wav)]
-    return MuxResult(
-        provider_video, _reliable_seconds(measurement), plan.audio_source, dst_wav, plan, runs, measurement
-    )
+    result = MuxResult(provider_video, _reliable_seconds(measurement), plan.audio_source, None, plan, [], measurement)
+    return result, _planned_sound(plan, provider_video, master_audio)
 
 
 def join_results(
     videos: Sequence[Path], masters: Sequence[Path | None], work: Path, final_name: str
 ) -> tuple[list[MuxResult], MuxResult]:
     """A job's final file in `work` from its provider results (in order) and their master audio: one result
-    muxed, several aligned to their masters and stitched (or, where the voice is the provider's own, each
-    muxed and stitched with its sound). The per-segment results, and the final."""
+    muxed, several placed on their masters and stitched in one pass (or, where the voice is the provider's own,
+    each muxed and stitched with its sound). The per-segment results, and the final."""
     if len(videos) == 1:
         only = mux(videos[0], masters[0], work / final_name)
         return [only], only
-    pairs = list(enumerate(zip(videos, masters, strict=True)))
-    aligned = [align(v, m, work / f"segment-{i}_audio.wav") for i, (v, m) in pairs if m is not None]
-    muxed = [a for a in aligned if a is not None]
-    if len(muxed) < len(videos):
-        muxed = [mux(v, m, work / f"segment-{i}.mp4") for i, (v, m) in pairs]
-    wavs = [m.audio_file for m in muxed if m.audio_file is not None]
-    final = stitch([m.path for m in muxed], work / final_name, segment_audio=wavs if len(wavs) == len(muxed) else None)
-    return muxed, final
+    pairs = list(zip(videos, masters, strict=True))
+    aligned = [align(v, m) if m is not None else None for v, m in pairs]
+    placed = [a for a in aligned if a is not None]
+    if len(placed) == len(pairs):
+        sounds = [sound for _, sound in placed]
+        return [result for result, _ in placed], stitch(videos, work / final_name, segment_audio=sounds)
+    muxed = [mux(v, m, work / f"segment-{i}.mp4") for i, (v, m) in enumerate(pairs)]
+    return muxed, stitch([m.path for m in muxed], work / final_name)
 
 
 def _concat_listing(files: list[Path], seconds: tuple[float, ...], scratch: Path) -> Path:
@@ -438,17 +457,17 @@ def _concat_listing(files: list[Path], seconds: tuple[float, ...], scratch: Path
     return listing
 
 
-def _join_audio(sources: list[Path], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
+def _join_audio(sounds: list[SegmentSound], plan: StitchPlan, dst_wav: Path) -> FfmpegRun:
     fmt = plan.audio
     silence = f"anullsrc=r={fmt.sample_rate}:cl={'mono' if fmt.channels == 1 else 'stereo'}"
-    inputs = [
-        ffmpeg.input(silence, f="lavfi") if i in plan.silent else ffmpeg.input(str(s))["a:0"]
-        for i, s in enumerate(sources)
+    placed = [
+        _fit(ffmpeg.input(silence, f="lavfi"), fmt, n) if i in plan.silent else _placed(sound, fmt, n)
+        for i, (sound, n) in enumerate(zip(sounds, plan.segment_samples, strict=True))
     ]
-    joined = ffmpeg.concat(*(_fit(a, fmt, n) for a, n in zip(inputs, plan.segment_samples, strict=True)), v=0, a=1)
+    joined = ffmpeg.concat(*placed, v=0, a=1)
     with atomic_output(dst_wav) as tmp:
         out = joined.output(str(tmp), acodec=fmt.wav_codec, ac=fmt.channels, ar=fmt.sample_rate, map_metadata=-1)
-        return run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(sources)} segments' audio")
+        return run_ffmpeg(compile_stream(_quiet(out)), what=f"joining {len(sounds)} segments' audio")
 
 
 def _reencoded_video(files: list[Path], first: VideoStream) -> Stream:
@@ -466,25 +485,26 @@ def _reencoded_video(files: list[Path], first: VideoStream) -> Stream:
 
 
 def stitch(
-    segment_files: Sequence[str | Path], dst: str | Path, *, segment_audio: Sequence[str | Path] | None = None
+    segment_files: Sequence[str | Path], dst: str | Path, *, segment_audio: Sequence[SegmentSound] | None = None
 ) -> MuxResult:
     """Join segment mp4s in order into `dst`, with the joined audio delivered beside it as WAV.
 
-    `segment_audio`: each segment's aligned master WAV (as `mux` wrote it); without it the segments' own audio
-    streams are used. Video is stream-copied when the segments share codec parameters, else re-encoded once.
+    `segment_audio`: each segment's sound (its master and where it goes, as `align` planned it); without it the
+    segments' own audio streams are used. Each is padded/cut to its segment's picture. Video is stream-copied
+    when the segments share codec parameters, else re-encoded once.
     """
     files = [Path(f) for f in segment_files]
     dst = Path(dst)
-    sources = [Path(a) for a in segment_audio] if segment_audio is not None else files
-    if len(sources) != len(files):
+    sounds = list(segment_audio) if segment_audio is not None else [SegmentSound(f) for f in files]
+    if len(sounds) != len(files):
         raise ValueError("segment_audio must have one entry per segment")
     probes = [_probe_result(f) for f in files]
-    plan = plan_stitch(probes, [probe(s) for s in sources], [video_timing(f) for f in files])
+    plan = plan_stitch(probes, [probe(s.source) for s in sounds], [video_timing(f) for f in files])
     for reason in plan.reasons:
         log.info("%s: %s", dst.name, reason)
     dst.parent.mkdir(parents=True, exist_ok=True)
     wav = audio_file_for(dst)
-    runs = [_join_audio(sources, plan, wav)]
+    runs = [_join_audio(sounds, plan, wav)]
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".stitch-") as scratch:  # hidden if left by a kill
         opts: dict[str, Any]
         if plan.video_mode == "copy":
