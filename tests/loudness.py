@@ -1,10 +1,12 @@
-"""Independent audio measurements for tests: ffmpeg's ebur128 meter (not loudnorm, which the code under test uses).
+"""Independent audio measurements for tests: ffmpeg's loudnorm in its measuring pass (not the ebur128 meter, which
+the code under test uses).
 
 Also `voice_layout(path, [("speech", 2.0), ("silence", 1.5), ...])`: a voice track with speech where the layout says.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from dataclasses import dataclass
@@ -15,17 +17,16 @@ import numpy as np
 from pipeline.ffmpeg import ffmpeg_exe
 from pipeline.speech import synth_speech, write_wav
 
-_SUMMARY_I = re.compile(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS")
-_SUMMARY_PEAK = re.compile(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS")
+_JSON = re.compile(r"\{[^{}]*\"input_i\"[^{}]*\}")
 
 
 @dataclass(frozen=True)
-class Ebur128:
+class R128:
     integrated: float  # LUFS
     true_peak: float  # dBTP
 
 
-def ebur128(path: str | Path, *, start: float | None = None, duration: float | None = None) -> Ebur128:
+def r128_of(path: str | Path, *, start: float | None = None, duration: float | None = None) -> R128:
     """Integrated loudness and true peak of the first audio stream (optionally of a time window)."""
     window = (["-ss", str(start)] if start is not None else []) + (["-t", str(duration)] if duration else [])
     argv = [
@@ -38,16 +39,17 @@ def ebur128(path: str | Path, *, start: float | None = None, duration: float | N
         "-map",
         "0:a:0",
         "-af",
-        "ebur128=peak=true",
+        "loudnorm=print_format=json",
         "-f",
         "null",
         "-",
     ]
     out = subprocess.run(argv, capture_output=True, text=True, errors="replace").stderr
-    i, peak = _SUMMARY_I.findall(out), _SUMMARY_PEAK.findall(out)
-    if not i or not peak:
-        raise AssertionError(f"ebur128 measured nothing in {path}: {out[-300:]}")
-    return Ebur128(float(i[-1]), float(peak[-1]))
+    found = _JSON.search(out)
+    if not found:
+        raise AssertionError(f"loudnorm measured nothing in {path}: {out[-300:]}")
+    figures = json.loads(found.group(0))
+    return R128(float(figures["input_i"]), float(figures["input_tp"]))
 
 
 def voice_layout(path: str | Path, layout: list[tuple[str, float]], *, rate: int = 48000) -> Path:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from loudness import ebur128
+from loudness import r128_of
 from media import decode_stats, make_audio, make_video
 
 LIPSYNC = [str(Path(sys.executable).parent / "lipsync")]
@@ -87,7 +87,7 @@ def test_the_loudness_target_is_configurable(clip, tmp_path):
     assert done.returncode == 0, done.stderr
     (audio,) = json.loads(done.stdout)["audios"]
     assert audio["plan"]["target"] == {"integrated": -23.0, "true_peak": -2.0}
-    assert ebur128(audio["path"]).integrated == pytest.approx(-23.0, abs=1.0)
+    assert r128_of(audio["path"]).integrated == pytest.approx(-23.0, abs=1.0)
 
 
 def test_human_output_lists_the_segments(clip, tmp_path):

@@ -1,4 +1,4 @@
-"""Audio conform: real files in, outputs measured independently (pymediainfo, ebur128, ffmpeg decode)."""
+"""Audio conform: real files in, outputs measured independently (pymediainfo, loudnorm, ffmpeg decode)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from audio_timing_media import voice_offset
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loudness import ebur128, voice_layout
+from loudness import r128_of, voice_layout
 from media import decode_stats, make_audio, make_video, media_info
 from sync_media import read_wav
 
@@ -53,10 +53,10 @@ def test_quiet_51_at_96k_becomes_loud_stereo_48k_wav(tmp_path):
     track = audio_track(result.path)
     assert (track.format, int(track.channel_s), int(track.sampling_rate), int(track.bit_depth)) == ("PCM", 2, 48000, 16)
     assert not media_info(result.path).get("Video")
-    measured = ebur128(result.path)
+    measured = r128_of(result.path)
     assert measured.integrated == pytest.approx(-16.0, abs=1.0)
     assert measured.true_peak <= -1.5 + 0.5
-    source = ebur128(src)
+    source = r128_of(src)
     assert result.loudness.input_i == pytest.approx(source.integrated, abs=1.5)
     assert result.loudness.output_i == pytest.approx(-16.0, abs=1.0)
     assert decode_stats(result.path).audio_seconds == pytest.approx(4.0, abs=0.001)
@@ -67,7 +67,7 @@ def test_quiet_mono_dialogue_is_normalized_and_stays_mono(tmp_path):
     src = make_audio(tmp_path / "quiet dialogue.wav", seconds=3, rate=44100, channels=1, level_db=-42)
     result = conform(src, tmp_path / "voice.wav", loudness=LoudnessTarget(integrated=-20.0, true_peak=-1.0))
     assert int(audio_track(result.path).channel_s) == 1
-    assert ebur128(result.path).integrated == pytest.approx(-20.0, abs=1.0)
+    assert r128_of(result.path).integrated == pytest.approx(-20.0, abs=1.0)
 
 
 def test_a_steady_level_is_normalized_linearly(tmp_path):
@@ -75,7 +75,7 @@ def test_a_steady_level_is_normalized_linearly(tmp_path):
     result = conform(src, tmp_path / "out.wav")
     assert result.loudness.normalization_type == "linear" and not result.warnings
     assert result.loudness.gain_db == pytest.approx(-16.0 - result.loudness.input_i)
-    assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
+    assert r128_of(result.path).integrated == pytest.approx(-16.0, abs=1.0)
 
 
 def test_a_quiet_track_with_loud_clicks_warns_that_its_peaks_were_limited(tmp_path):
@@ -89,7 +89,7 @@ def test_a_quiet_track_with_loud_clicks_warns_that_its_peaks_were_limited(tmp_pa
     result = conform(src, tmp_path / "out.wav")
     assert not result.loudness.linear
     assert any("peaks limited by about" in w and "peaky.wav" in w for w in result.warnings)
-    measured = ebur128(result.path)
+    measured = r128_of(result.path)
     assert measured.integrated == pytest.approx(-16.0, abs=1.0)
     assert measured.true_peak <= -1.4
 
@@ -120,8 +120,8 @@ def test_padding_to_the_video_length_appends_silence(tmp_path):
     src = make_audio(tmp_path / "short.wav", seconds=2)
     result = conform(src, tmp_path / "padded.wav", target_duration=3.25)
     assert decode_stats(result.path).audio_seconds == pytest.approx(3.25, abs=0.001)
-    assert ebur128(result.path, start=2.3).integrated <= -69  # the tail is digital silence
-    assert ebur128(result.path, duration=2.0).integrated == pytest.approx(-16.0, abs=1.5)
+    assert r128_of(result.path, start=2.3).integrated <= -69  # the tail is digital silence
+    assert r128_of(result.path, duration=2.0).integrated == pytest.approx(-16.0, abs=1.5)
 
 
 def test_over_the_limit_is_cut_with_a_warning_naming_the_cut(tmp_path):
@@ -167,9 +167,9 @@ def _in_room_tone(path: Path, speech_db: float, noise_db: float) -> Path:
 def test_clean_dialogue_recorded_far_too_quietly_is_normalized_with_a_warning(tmp_path):
     """About -57 LUFS, yet the words stand 40 dB over the room: loudness normalisation exists for it."""
     src = _in_room_tone(tmp_path / "far mic.wav", speech_db=-57.0, noise_db=-100.0)
-    assert ebur128(src).integrated == pytest.approx(-57.0, abs=2.0)
+    assert r128_of(src).integrated == pytest.approx(-57.0, abs=2.0)
     result = conform(src, tmp_path / "voice.wav")
-    assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
+    assert r128_of(result.path).integrated == pytest.approx(-16.0, abs=1.0)
     (warning,) = [w for w in result.warnings if "quiet voice" in w]
     assert "far mic.wav" in warning and "noise floor" in warning
 
@@ -332,7 +332,7 @@ def test_a_voice_pydub_cannot_read_costs_the_analysis_not_the_job(tmp_path, monk
     finally:
         logger.removeHandler(caplog.handler)
     assert result.speech is None and result.to_dict()["speech"] is None
-    assert ebur128(result.path).integrated == pytest.approx(-16.0, abs=1.0)
+    assert r128_of(result.path).integrated == pytest.approx(-16.0, abs=1.0)
     assert any("could not analyse where the voice speaks" in r.getMessage() for r in caplog.records)
 
 

@@ -1,5 +1,5 @@
 """Hostile voice tracks, as users really send them: every one becomes a WAV/MP3 inside every limit, at the
-target loudness and under the true-peak ceiling (measured independently: pymediainfo and ffmpeg's ebur128),
+target loudness and under the true-peak ceiling (measured independently: pymediainfo and ffmpeg's loudnorm),
 or is refused with a one-line InputError naming the file (exit 6).
 
 Loudness tolerance: ±1 LU. A clip shorter than one EBU R128 gating block (0.4 s) has no integrated loudness
@@ -26,7 +26,7 @@ from audio_timing_media import (
     voice_offset,
     write_stereo,
 )
-from loudness import ebur128
+from loudness import r128_of
 from media import decode_stats, make_audio, make_video, media_info
 
 from pipeline.errors import InputError
@@ -38,7 +38,7 @@ from pipeline.stages.probe import probe, probe_audio
 LIMITS = load_limits()
 MP3_ONLY = load_limits(overrides={"audio_containers": ["mp3"]})
 TARGET_LUFS, CEILING_DBTP = -16.0, -1.5
-TRUE_PEAK_SLACK_DB = 0.1  # two true-peak meters (ours at 192 kHz, ebur128's 4x oversampling) differ this much
+TRUE_PEAK_SLACK_DB = 0.1  # two true-peak meters (ours: ebur128's; this test's: loudnorm's at 192 kHz) differ this much
 SHORT_CLIP_S = 0.4
 
 
@@ -157,7 +157,7 @@ def assert_loudness(path: Path, seconds: float) -> None:
         padded = path.with_name("padded.wav")
         _pad_to(path, padded, 0.5)
         path = padded
-    measured = ebur128(path)
+    measured = r128_of(path)
     assert measured.integrated == pytest.approx(TARGET_LUFS, abs=1.0 if seconds >= SHORT_CLIP_S else 1.5)
     assert measured.true_peak <= CEILING_DBTP + TRUE_PEAK_SLACK_DB
 
@@ -175,7 +175,7 @@ def _pad_to(src: Path, dst: Path, seconds: float) -> None:
 def test_hostile_voice_tracks_are_conformed(tmp_path, case: Case):
     src = case.build(tmp_path)
     if case.source_lufs is not None:
-        assert ebur128(src).integrated == pytest.approx(case.source_lufs, abs=1.0)
+        assert r128_of(src).integrated == pytest.approx(case.source_lufs, abs=1.0)
     plan = plan_audio(probe_audio(src), case.limits, AudioOptions())
     result = execute_audio(plan, tmp_path / f"out.{plan.format}")
     assert_deliverable(result.path, case.limits, case.seconds)
@@ -246,7 +246,7 @@ def test_a_sound_starting_after_the_picture_is_led_by_silence(tmp_path, delay):
     assert plan.lead_seconds == pytest.approx(delay, abs=0.03)  # the first packet holds the AAC priming
     result = execute_audio(plan, tmp_path / "o.wav")
     assert voice_offset(voice, result.path, max_lag_s=delay + 0.5)[0] == pytest.approx(delay, abs=0.001)
-    assert ebur128(result.path, duration=delay).integrated <= -69  # nothing before the voice but silence
+    assert r128_of(result.path, duration=delay).integrated <= -69  # nothing before the voice but silence
 
 
 # ---- field recordings with a dead, hissing or inverted channel ---------------------------------------------

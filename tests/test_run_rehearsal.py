@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from loudness import ebur128
+from loudness import r128_of
 from runkit import checksums_hold, final_file, lipsync, make_batch_media, sha256, write_batch, write_config
 
 from pipeline.emulator import Emulator, EmulatorSettings
@@ -53,7 +53,7 @@ def test_rehearsal_delivers_audio_and_tts_jobs(tmp_path, media, provider):
     assert manifest["verification"]["ok"]
     voiced = final_file(out / "voiced" / "final.mp4")
     assert abs(voiced.video_s - 2.0) < 0.2  # cut mode: the 2 s clip and the 2 s voice
-    assert abs(ebur128(out / "voiced" / "final.mp4").integrated - -23.0) < 1.0  # the job's loudness target
+    assert abs(r128_of(out / "voiced" / "final.mp4").integrated - -23.0) < 1.0  # the job's loudness target
     assert {"voiced/final.mp4", "spoken/final.mp4", "voiced/manifest.json"} <= set(checksums_hold(out))
     assert not any(".work" in name or "ledger" in name for name in checksums_hold(out))
 
