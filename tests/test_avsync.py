@@ -11,7 +11,7 @@ from sync_media import provider_result, shift, shifted_wav
 from pipeline.errors import ToolError
 from pipeline.ffmpeg import compile_stream, run_ffmpeg
 from pipeline.speech import speak_to_wav, synth_speech
-from pipeline.stages.avsync import decode_pcm, measure_offset, measure_offset_samples
+from pipeline.stages.avsync import decode_pcm, fft_length, measure_offset, measure_offset_samples
 
 RATE = 16000
 
@@ -33,6 +33,19 @@ def test_any_lag_within_range_is_found_exactly(lag, seed, reference_s):
     reference = noise[: round(reference_s * rate)]  # a master shorter than the result, or as long
     m = measure_offset_samples(reference, shift(noise, lag), rate, max_lag_s=0.25)
     assert round(m.seconds * rate) == lag
+
+
+@given(st.integers(1, 5000))
+def test_the_fft_length_is_the_smallest_5_smooth_length_that_fits(n):
+    def smooth(k: int) -> bool:
+        for prime in (2, 3, 5):
+            while k % prime == 0:
+                k //= prime
+        return k == 1
+
+    length = fft_length(n)
+    assert length >= n and smooth(length)
+    assert not any(smooth(k) for k in range(n, length))
 
 
 def test_unrelated_audio_is_not_reliable():

@@ -100,6 +100,23 @@ def _loudest_start(x: npt.NDArray[np.float64], width: int, *, first: int, last: 
     return int(starts[np.argmax(c[ends] - c[np.minimum(starts, len(x))])])
 
 
+def fft_length(n: int) -> int:
+    """The smallest length >= n with no prime factor over 5: the FFT splits it into small factors. A window of
+    round seconds usually is one (20 s + 2 x 2 s at 16 kHz: 384000), and twice as fast as the next power of two."""
+    best = 1 << max(0, n - 1).bit_length()
+    fives = 1
+    while fives < best:
+        threes = fives
+        while threes < best:
+            length = threes
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            threes *= 3
+        fives *= 5
+    return best
+
+
 def measure_offset_samples(
     reference: npt.NDArray[np.float64],
     other: npt.NDArray[np.float64],
@@ -130,7 +147,7 @@ def measure_offset_samples(
     span = reference[at - max_lag : at + width + max_lag]
     span = span - np.mean(span)
     # circular correlation: with n >= width + 2*max_lag, the lags wanted (0..2*max_lag) never wrap around
-    n = 1 << int(np.ceil(np.log2(width + 2 * max_lag)))
+    n = fft_length(width + 2 * max_lag)
     corr_full = np.fft.irfft(np.fft.rfft(span, n) * np.conj(np.fft.rfft(template, n)), n)
     starts = np.arange(2 * max_lag + 1)  # reference start index s = max_lag - lag
     corr = corr_full[starts]
