@@ -412,8 +412,9 @@ def test_streams_that_start_late_keep_their_relation_on_the_file_timeline(tmp_pa
 
 
 def test_joined_results_are_each_aligned_to_their_master_and_the_sound_encoded_once(tmp_path, master):
-    """Several provider results (each with its own delay) and their masters: every master fitted to its result
-    as WAV, the pictures stitched from the results themselves, the sound encoded to AAC once, in the final."""
+    """Several provider results (each with its own delay) and their masters: every master placed on its result
+    inside the one join (no WAV or mp4 per segment), the pictures stitched from the results themselves, the
+    sound encoded to AAC once, in the final."""
     results, masters, delays = [], [], [0.04, -0.02]
     for i, delay in enumerate(delays):
         masters.append(make_audio(tmp_path / f"master{i}.wav", seconds=2.0, rate=RATE, seed=30 + i))
@@ -424,6 +425,7 @@ def test_joined_results_are_each_aligned_to_their_master_and_the_sound_encoded_o
 
     assert [p.offset_s for p in parts] == [pytest.approx(d, abs=0.001) for d in delays]
     assert not list(work.glob("segment-*.mp4"))  # no mp4 per segment: the pictures come from the results
+    assert not list(work.glob("segment-*.wav"))  # no WAV per segment: each master is placed inside the join
     encodes = [argv for m in [*parts, final] for argv in m.commands() if "aac" in argv]
     assert len(encodes) == 1
     stats = decode_stats(final.path)
