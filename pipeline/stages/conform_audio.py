@@ -577,7 +577,7 @@ def limiting_note(name: str, measured: LoudnessFigures, target: LoudnessTarget) 
 
 def plan_gain(measured: LoudnessFigures, target: LoudnessTarget) -> tuple[str, float]:
     """("linear", gain) when the gain to the target keeps the true peak under the ceiling, else ("limited", gain)."""
-    gain = target.integrated - measured.input_i
+    gain = round(target.integrated - measured.input_i, 2)  # to 0.01 dB, as volume= applies it
     return ("linear" if measured.input_tp + gain <= target.true_peak else "limited"), gain
 
 
@@ -631,7 +631,7 @@ def next_gain(tries: list[tuple[float, float]], target: LoudnessTarget) -> float
         slope = (output_i - tries[-2][1]) / (gain - tries[-2][0])
         if miss > 0 and slope < MIN_MAKEUP_SLOPE:
             return None
-    return gain + miss / min(1.0, max(MIN_MAKEUP_SLOPE, slope))
+    return round(gain + miss / min(1.0, max(MIN_MAKEUP_SLOPE, slope)), 2)
 
 
 # ---- execution ----------------------------------------------------------------------------------
