@@ -11,6 +11,7 @@ Measurements (independent of pipeline.stages.probe):
     mean_volume_db(path) -> ffmpeg volumedetect's mean volume of the first audio stream
     gray_frames(path)    -> every decoded frame as a (frames, height, width) uint8 array (players' autorotate on)
     mp4_atoms(path)      -> the top-level box types of an mp4/mov, in file order ("moov" before "mdat" = faststart)
+    mp4_boxes(path)      -> the same with each box's size
     assert_provider_ready(path, limits) asserts a conformed mp4 passes every limit, read from MediaInfo
 Hostile corpus: make_interlaced_mpeg2_ts, make_prores_tmcd_mov, make_dnxhr_mxf, make_odd_size_phone, ... (below).
 
@@ -343,19 +344,24 @@ def gray_frames(path: str | Path, *, start: float = 0.0) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width)
 
 
+def mp4_boxes(path: str | Path) -> list[tuple[str, int]]:
+    """Top-level boxes of an ISO-BMFF file, in order: (type, size in bytes)."""
+    out = []
+    with Path(path).open("rb") as f:
+        while len(head := f.read(16)) >= 8:
+            size, kind = struct.unpack(">I4s", head[:8])
+            if size == 1:
+                size = struct.unpack(">Q", head[8:16])[0]
+            out.append((kind.decode("latin-1"), size))
+            if size < 8:
+                break
+            f.seek(size - len(head), 1)
+    return out
+
+
 def mp4_atoms(path: str | Path) -> list[str]:
     """Top-level box types of an ISO-BMFF file, in order."""
-    out, data = [], Path(path).read_bytes()
-    pos = 0
-    while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if size == 1:
-            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
-        out.append(kind.decode("latin-1"))
-        if size < 8:
-            break
-        pos += size
-    return out
+    return [kind for kind, _ in mp4_boxes(path)]
 
 
 def assert_provider_ready(path: Path, limits: Limits | None = None) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from media import decode_stats, make_audio, make_video, media_info, truncate_copy
+from media import decode_stats, make_audio, make_video, media_info, mp4_boxes, truncate_copy
 from sync_media import first_frame_time, provider_result, read_wav
 
 from pipeline.errors import VerificationError
@@ -17,7 +17,9 @@ from pipeline.ffmpeg import compile_stream, ffmpeg_exe, run_ffmpeg
 from pipeline.speech import write_wav
 from pipeline.stages.avsync import OffsetMeasurement, decode_pcm, measure_offset
 from pipeline.stages.mux import (
+    MuxResult,
     SegmentSound,
+    StitchPlan,
     VideoTiming,
     join_results,
     mux,
@@ -211,6 +213,14 @@ def _tone(seconds: float, freq: float, phase_s: float = 0.0) -> np.ndarray:
     return 0.5 * np.sin(2 * np.pi * freq * t)
 
 
+def assert_index_written_in_front(result: MuxResult) -> None:
+    """The final's index went straight into the room the plan kept for it: no second pass moved it there."""
+    assert isinstance(result.plan, StitchPlan)
+    boxes = mp4_boxes(result.path)
+    assert [kind for kind, _ in boxes[:3]] == ["ftyp", "moov", "free"] and boxes[-1][0] == "mdat"
+    assert boxes[1][1] + boxes[2][1] >= result.plan.index_bytes  # the room, less what the index took, is free
+
+
 def test_stitch_joins_without_gap_click_or_drift(tmp_path):
     durations = [1.0, 1.24, 0.8]  # whole frames at 25 fps
     segments, audios, start = [], [], 0.0
@@ -238,6 +248,7 @@ def test_stitch_joins_without_gap_click_or_drift(tmp_path):
         assert np.sqrt(np.mean(around**2)) > 0.3  # 0.35 for the tone: no dropout at the join
     wav, _ = read_wav(result.audio_file)
     assert len(wav) == round(sum(durations) * RATE)
+    assert_index_written_in_front(result)
 
 
 def test_stitch_pads_and_cuts_each_segments_audio_to_its_own_video(tmp_path):
@@ -270,6 +281,7 @@ def test_stitch_reencodes_segments_that_differ_and_keeps_the_first_ones_size(tmp
     stats = decode_stats(result.path)
     assert stats.video_frames == 2 * FPS
     assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+    assert_index_written_in_front(result)
 
 
 def test_unusable_provider_result_is_a_failed_generation_not_bad_input(tmp_path, master):
@@ -381,6 +393,7 @@ def test_stitch_copies_variable_rate_segments_and_keeps_every_frame(tmp_path):
     assert stats.video_frames == sum(s.video_frames for s in each)
     assert stats.video_seconds == pytest.approx(sum(s.video_seconds for s in each), abs=1 / FPS)
     assert abs(stats.audio_seconds - stats.video_seconds) <= 1 / FPS
+    assert_index_written_in_front(result)
 
 
 @pytest.mark.parametrize("vfr", [False, True])
