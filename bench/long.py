@@ -27,8 +27,8 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ffmpeg
