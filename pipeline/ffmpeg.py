@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -90,38 +91,36 @@ def run_ffmpeg(
         argv = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
     start = time.monotonic()
     tail: deque[str] = deque(maxlen=25)
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if want_progress else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-    )
-    assert proc.stderr is not None  # stderr=PIPE
-    try:
-        if want_progress:
-            import threading
+    ) as proc:  # closes the pipes
+        assert proc.stderr is not None  # stderr=PIPE
+        try:
+            if want_progress:
+                assert proc.stdout is not None and progress is not None and duration  # stdout=PIPE, want_progress
+                stderr = proc.stderr
 
-            assert proc.stdout is not None and progress is not None and duration  # stdout=PIPE, want_progress
-            stderr = proc.stderr
-
-            err_reader = threading.Thread(target=lambda: tail.extend(stderr), daemon=True)
-            err_reader.start()
-            for line in proc.stdout:
-                m = _TIME_RE.match(line)
-                if m:
-                    progress(min(1.0, int(m.group(1)) / 1e6 / duration))
+                err_reader = threading.Thread(target=lambda: tail.extend(stderr), daemon=True)
+                err_reader.start()
+                for line in proc.stdout:
+                    m = _TIME_RE.match(line)
+                    if m:
+                        progress(min(1.0, int(m.group(1)) / 1e6 / duration))
+                proc.wait()
+                err_reader.join()
+            else:
+                for line in proc.stderr:
+                    tail.append(line)
+                proc.wait()
+        except BaseException:
+            proc.kill()
             proc.wait()
-            err_reader.join()
-        else:
-            for line in proc.stderr:
-                tail.append(line)
-            proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+            raise
     stderr_tail = "".join(tail)
     if proc.returncode != 0:
         last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else f"exit {proc.returncode}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import warnings
 import wave
 from pathlib import Path
 
@@ -61,6 +63,21 @@ def test_quiet_51_at_96k_becomes_loud_stereo_48k_wav(tmp_path):
     assert result.loudness.output_i == pytest.approx(-16.0, abs=1.0)
     assert decode_stats(result.path).audio_seconds == pytest.approx(4.0, abs=0.001)
     assert "downmixed from 6 channels to stereo" in result.plan.reasons
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_a_conform_leaves_no_file_open(tmp_path, fmt):
+    """Every ffmpeg pipe and every file read is closed by the conform itself, not left to the garbage collector
+    (which warns, and in a long batch runs out of descriptors)."""
+    src = make_audio(tmp_path / "voice.wav", seconds=3, level_db=-30)
+    limits = LIMITS if fmt == "wav" else load_limits(overrides={"audio_containers": ["mp3"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        plan = plan_audio(probe(src), limits, AudioOptions())
+        result = execute_audio(plan, tmp_path / f"out.{fmt}", progress=lambda done: None)
+        gc.collect()
+    assert result.plan.format == fmt and result.speech is not None  # the voice was read back for its pauses
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_quiet_mono_dialogue_is_normalized_and_stays_mono(tmp_path):

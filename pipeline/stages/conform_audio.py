@@ -841,7 +841,8 @@ def _load_segment(path: Path, fmt: AudioFormat) -> AudioSegment:
         pywarnings.simplefilter("ignore", DeprecationWarning)
         from pydub import AudioSegment
     if fmt == "wav":
-        return AudioSegment.from_wav(str(path))  # read natively (16-bit PCM)
+        with path.open("rb") as wav:  # given a name, pydub leaves the file open
+            return AudioSegment.from_wav(wav)  # read natively (16-bit PCM)
     AudioSegment.converter = ffmpeg_exe()
     # an explicit decoder: pydub then never asks ffprobe what the file is
     return AudioSegment.from_file(str(path), format=fmt, codec=fmt)
