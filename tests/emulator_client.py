@@ -51,39 +51,39 @@ def data_uri(path: Path) -> str:
 
 def upload(emu, provider: str, path: Path) -> str | int:
     """Upload one file the provider's way; returns its handle (media_id, path or URL)."""
-    client = httpx.Client(timeout=30)
-    if provider == "pixverse":
-        with open(path, "rb") as f:
+    with httpx.Client(timeout=30) as client:
+        if provider == "pixverse":
+            with open(path, "rb") as f:
+                r = client.post(
+                    f"{emu.base_urls['pixverse']}/openapi/v2/media/upload",
+                    headers=headers(emu, provider),
+                    files={"file": (path.name, f, mime(path))},
+                )
+            return r.json()["Resp"]["media_id"]
+        if provider == "useapi":
             r = client.post(
-                f"{emu.base_urls['pixverse']}/openapi/v2/media/upload",
-                headers=headers(emu, provider),
-                files={"file": (path.name, f, mime(path))},
+                f"{emu.base_urls['useapi']}/v2/pixverse/files",
+                content=path.read_bytes(),
+                headers={**headers(emu, provider), "Content-Type": mime(path)},
             )
-        return r.json()["Resp"]["media_id"]
-    if provider == "useapi":
-        r = client.post(
-            f"{emu.base_urls['useapi']}/v2/pixverse/files",
-            content=path.read_bytes(),
-            headers={**headers(emu, provider), "Content-Type": mime(path)},
-        )
-        return r.json()["path"]
-    if provider == "fal":
-        token = client.post(
-            f"{emu.base_urls['fal_storage']}/storage/auth/token?storage_type=fal-cdn-v3",
-            headers=headers(emu, provider),
-            json={},
-        ).json()
-        r = client.post(
-            f"{token['base_url']}/files/upload",
-            content=path.read_bytes(),
-            headers={
-                "Authorization": f"{token['token_type']} {token['token']}",
-                "Content-Type": mime(path),
-                "X-Fal-File-Name": path.name,
-            },
-        )
-        return r.json()["access_url"]
-    return data_uri(path)
+            return r.json()["path"]
+        if provider == "fal":
+            token = client.post(
+                f"{emu.base_urls['fal_storage']}/storage/auth/token?storage_type=fal-cdn-v3",
+                headers=headers(emu, provider),
+                json={},
+            ).json()
+            r = client.post(
+                f"{token['base_url']}/files/upload",
+                content=path.read_bytes(),
+                headers={
+                    "Authorization": f"{token['token_type']} {token['token']}",
+                    "Content-Type": mime(path),
+                    "X-Fal-File-Name": path.name,
+                },
+            )
+            return r.json()["access_url"]
+        return data_uri(path)
 
 
 def create_body(provider: str, video, audio, text: str | None, speaker: str | None) -> dict:

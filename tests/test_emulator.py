@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import http.server
 import json
 import socket
 import subprocess
 import threading
 import time
+import warnings
 
 import httpx
 import numpy as np
@@ -56,6 +58,27 @@ def media(tmp_path_factory):
 def emu():
     with Emulator(EmulatorSettings(latency_s=0.3, queue_s=0.1)) as e:
         yield e
+
+
+@pytest.mark.parametrize("provider", ["pixverse", "useapi"])
+def test_multipart_forms_leave_no_file_open(emu, media, provider):
+    """The emulator closes the spooled copy of every multipart part it reads (PixVerse's upload; useapi's
+    lip-sync form), rather than leaving it to the garbage collector."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        if provider == "pixverse":
+            assert upload(emu, provider, media["video"])
+        else:
+            with open(media["audio"], "rb") as voice:
+                reply = httpx.post(
+                    f"{emu.base_urls['useapi']}/v2/pixverse/videos/lipsync",
+                    headers=headers(emu, provider),
+                    data={"video_path": "upload/0/nothing.mp4", "prompt": "Hello"},
+                    files={"attachment": ("speech.wav", voice, "audio/wav")},  # a part it has no use for
+                )
+            assert reply.status_code == 400  # the form was read: the video was never uploaded
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def decode_mono(path, rate: int = 24000) -> np.ndarray:

@@ -104,18 +104,18 @@ DIALECT = Dialect(
 
 
 async def upload(request: Request, state: EmulatorState) -> Response:
-    form = await request.form()
-    file, file_url = form.get("file"), form.get("file_url")
-    if (file is None or isinstance(file, str)) == (not file_url):
-        raise Reject(RejectKind.VALIDATION, "send exactly one of multipart field 'file' or form field 'file_url'")
-    if file_url:
-        path = await fetch_input(state, request, str(file_url), state.files.new_path())
-    else:
-        assert isinstance(file, UploadFile)  # checked above: exactly one of file and file_url
-        path = state.files.new_path(suffix_for(file.content_type or ""))
-        with open(path, "wb") as out:
-            while chunk := await file.read(1 << 20):
-                out.write(chunk)
+    async with request.form() as form:  # closes the upload's spooled file
+        file, file_url = form.get("file"), form.get("file_url")
+        if (file is None or isinstance(file, str)) == (not file_url):
+            raise Reject(RejectKind.VALIDATION, "send exactly one of multipart field 'file' or form field 'file_url'")
+        if file_url:
+            path = await fetch_input(state, request, str(file_url), state.files.new_path())
+        else:
+            assert isinstance(file, UploadFile)  # checked above: exactly one of file and file_url
+            path = state.files.new_path(suffix_for(file.content_type or ""))
+            with open(path, "wb") as out:
+                while chunk := await file.read(1 << 20):
+                    out.write(chunk)
     info = await check_media(state, PROVIDER, path, None)
     stored = state.files.add(PROVIDER, path, CONTAINER_MIME.get(info.container, "application/octet-stream"), info=info)
     media_id = big_id(state.files.next_number())

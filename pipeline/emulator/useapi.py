@@ -124,8 +124,8 @@ async def voices(request: Request, state: EmulatorState) -> Response:
 
 async def _lipsync_fields(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        async with request.form() as form:  # closes any uploaded file's spooled copy
+            return {k: v for k, v in form.items() if isinstance(v, str)}
     return await read_json_object(request)
 
 
