@@ -197,7 +197,9 @@ def test_plan_mux_without_master_or_without_evidence():
 @given(st.lists(st.floats(0.3, 30), min_size=1, max_size=12))
 def test_plan_stitch_never_drifts(durations):
     segments = [_video_probe(s) for s in durations]
-    plan = plan_stitch(segments, [_audio_probe(s) for s in durations], [VideoTiming("1/12800", s) for s in durations])
+    plan = plan_stitch(
+        segments, [_audio_probe(s) for s in durations], [VideoTiming("1/12800", s, round(s * FPS)) for s in durations]
+    )
     total_video = sum(plan.segment_seconds)
     assert sum(plan.segment_samples) == round(total_video * plan.audio.sample_rate)
     for i, n in enumerate(plan.segment_samples):
@@ -375,8 +377,8 @@ def test_plan_stitch_copies_variable_rate_segments_sharing_a_time_base():
         for s, f in ((4.2, 28.8), (8.0, 29.1))
     ]
     audios = [_audio_probe(4.2), _audio_probe(8.0)]
-    same = [VideoTiming("1/15360", 4.2), VideoTiming("1/15360", 8.0)]
-    other = [VideoTiming("1/15360", 4.2), VideoTiming("1/12800", 8.0)]
+    same = [VideoTiming("1/15360", 4.2, 121), VideoTiming("1/15360", 8.0, 233)]
+    other = [VideoTiming("1/15360", 4.2, 121), VideoTiming("1/12800", 8.0, 233)]
     assert plan_stitch(vfr, audios, same).video_mode == "copy"
     assert plan_stitch(vfr, audios, other).video_mode == "reencode"
 

@@ -71,7 +71,7 @@ class VideoTiming:
 
     time_base: str  # e.g. "1/15360"
     seconds: float  # where the last frame ends
-    packets: int = 0  # frames in the stream (0: not counted)
+    packets: int  # frames in the stream: what the final's index must hold
 
 
 @dataclass(frozen=True)
